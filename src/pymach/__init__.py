@@ -1,0 +1,56 @@
+"""pymach: Mach virtual memory and IPC on Linux.
+
+Tasks are real processes, memory is real pages that the MMU protects, and
+errors are kern_return_t codes carried by MachError.
+
+The C interface is :mod:`pymach.mach`; this package is the Pythonic one::
+
+    import pymach
+    from pymach import VM_PROT_READ
+
+    with pymach.Task.self().allocate(4096) as region:
+        region.write(b"Hello, Mach!", 2048)
+        region.protect(VM_PROT_READ)
+"""
+
+from .kern.kern_return import (
+    InvalidAddressError,
+    InvalidArgumentError,
+    InvalidNameError,
+    KernFailureError,
+    MachError,
+    MachTimeoutError,
+    NoAccessError,
+    NoSpaceError,
+    NotSupportedError,
+    ProtectionFailureError,
+    ResourceShortageError,
+    mach_error_string,
+)
+from .kern.vm_defs import (
+    VM_BEHAVIOR_DEFAULT,
+    VM_BEHAVIOR_RANDOM,
+    VM_BEHAVIOR_SEQUENTIAL,
+    VM_INHERIT_COPY,
+    VM_INHERIT_NONE,
+    VM_INHERIT_SHARE,
+    VM_PROT_ALL,
+    VM_PROT_DEFAULT,
+    VM_PROT_EXECUTE,
+    VM_PROT_NONE,
+    VM_PROT_READ,
+    VM_PROT_WRITE,
+    vm_page_size,
+)
+from .task import Region, RegionInfo, Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Task", "Region", "RegionInfo", "MachError", "InvalidAddressError", "InvalidArgumentError",
+    "InvalidNameError", "KernFailureError", "MachTimeoutError", "NoAccessError", "NoSpaceError",
+    "NotSupportedError", "ProtectionFailureError", "ResourceShortageError", "mach_error_string",
+    "VM_PROT_NONE", "VM_PROT_READ", "VM_PROT_WRITE", "VM_PROT_EXECUTE", "VM_PROT_DEFAULT",
+    "VM_PROT_ALL", "VM_INHERIT_SHARE", "VM_INHERIT_COPY", "VM_INHERIT_NONE",
+    "VM_BEHAVIOR_DEFAULT", "VM_BEHAVIOR_RANDOM", "VM_BEHAVIOR_SEQUENTIAL", "vm_page_size",
+]

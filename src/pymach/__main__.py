@@ -1,0 +1,5 @@
+"""python -m pymach: the pymach command."""
+
+from .tools import main
+
+raise SystemExit(main())

@@ -1,0 +1,779 @@
+"""The VM map of our own task: Mach's entries over Linux's VMAs.
+
+The Linux kernel owns the mappings; this module keeps what Mach knows about
+them and Linux does not: maximum protection, inheritance, behavior, user
+tag and wiring, per entry. Every change goes through the syscall first and
+the record second, under one lock, so the record agrees with
+/proc/self/maps. Memory that pymach did not map (the interpreter's heap,
+libraries) has no entry; calls on it read /proc/self/maps.
+
+All ranges here are already page-aligned and validated by vm_user.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+from .._linux import mm, procfs
+from . import kern_return as K
+from . import vm_defs as V
+from .vm_object import VmObject
+
+_ACCESS = {V.VM_PROT_READ: "readable", V.VM_PROT_WRITE: "writable", V.VM_PROT_EXECUTE: "executable"}
+
+# Mach protection -> mmap protection: the low three bits are the same.
+_PROT_MASK = V.VM_PROT_ALL
+
+# behaviors that persist on an entry (the rest are one-shot actions)
+_PERSISTENT_BEHAVIOR = {
+    V.VM_BEHAVIOR_DEFAULT: mm.MADV_NORMAL,
+    V.VM_BEHAVIOR_RANDOM: mm.MADV_RANDOM,
+    V.VM_BEHAVIOR_SEQUENTIAL: mm.MADV_SEQUENTIAL,
+    # Linux read-ahead has no reverse mode; sequential is the nearest hint.
+    V.VM_BEHAVIOR_RSEQNTL: mm.MADV_SEQUENTIAL,
+}
+
+
+class VmEntry:
+    """One Mach map entry: [start, end) with its attributes."""
+
+    __slots__ = ("start", "end", "prot", "max_prot", "inherit", "behavior", "tag",
+                 "wired", "obj", "offset", "shared", "permanent")
+
+    def __init__(self, start: int, end: int, prot: int, max_prot: int, inherit: int,
+                 tag: int = 0, obj: VmObject | None = None, offset: int = 0,
+                 shared: bool = False, behavior: int = V.VM_BEHAVIOR_DEFAULT, wired: int = 0) -> None:
+        self.start = start
+        self.end = end
+        self.prot = prot
+        self.max_prot = max_prot
+        self.inherit = inherit
+        self.behavior = behavior
+        self.tag = tag
+        self.wired = wired
+        self.obj = obj
+        self.offset = offset
+        self.shared = shared
+        self.permanent = False
+
+    def split(self, at: int) -> "VmEntry":
+        """Cut at ``at``: self keeps the low part; the high part is returned."""
+        hi = VmEntry(at, self.end, self.prot, self.max_prot, self.inherit, self.tag,
+                     self.obj.reference() if self.obj else None, self.offset + (at - self.start),
+                     self.shared, self.behavior, self.wired)
+        hi.permanent = self.permanent
+        self.end = at
+        return hi
+
+    def __repr__(self) -> str:
+        return (f"<VmEntry {self.start:#x}-{self.end:#x} prot={self.prot} max={self.max_prot} "
+                f"inh={self.inherit} tag={self.tag} shared={self.shared} obj={self.obj}>")
+
+
+@dataclass(slots=True)
+class RegionInfo:
+    """What mach_vm_region reports for one region."""
+
+    start: int
+    end: int
+    protection: int
+    max_protection: int
+    inheritance: int
+    shared: bool
+    reserved: bool
+    offset: int
+    behavior: int
+    user_wired_count: int
+    user_tag: int
+    share_mode: int
+    path: str
+    pymach: bool
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def _lin_prot(p: int) -> int:
+    return p & _PROT_MASK
+
+
+def _prot_of_perms(perms: str) -> int:
+    return ((V.VM_PROT_READ if perms[0] == "r" else 0) | (V.VM_PROT_WRITE if perms[1] == "w" else 0)
+            | (V.VM_PROT_EXECUTE if perms[2] == "x" else 0))
+
+
+class VmMap:
+    """The calling process's address space, as a Mach vm_map."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._starts: list[int] = []
+        self._entries: list[VmEntry] = []
+        self._fork_snapshots: list[tuple[VmEntry, int]] = []
+
+    # -- lookup -------------------------------------------------------------
+
+    def entries(self) -> list[VmEntry]:
+        """A snapshot of the entries, in address order."""
+        with self.lock:
+            return list(self._entries)
+
+    def lookup(self, addr: int) -> VmEntry | None:
+        """The entry containing ``addr``, if pymach mapped it."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0:
+            e = self._entries[i]
+            if addr < e.end:
+                return e
+        return None
+
+    def _overlap(self, start: int, end: int) -> tuple[int, int]:
+        """Index range [i, j) of the entries overlapping [start, end)."""
+        starts = self._starts
+        i = bisect.bisect_right(starts, start) - 1
+        if i < 0 or self._entries[i].end <= start:
+            i += 1
+        j = bisect.bisect_left(starts, end, lo=max(i, 0))
+        return i, j
+
+    def _clip(self, start: int, end: int) -> tuple[int, int]:
+        """Split entries so that none straddles ``start`` or ``end``; returns
+        the index range of the entries inside [start, end)."""
+        i, j = self._overlap(start, end)
+        if i < j:
+            e = self._entries[i]
+            if e.start < start:
+                hi = e.split(start)
+                self._entries.insert(i + 1, hi)
+                self._starts.insert(i + 1, hi.start)
+                i += 1
+                j += 1
+            e = self._entries[j - 1]
+            if e.end > end:
+                hi = e.split(end)
+                self._entries.insert(j, hi)
+                self._starts.insert(j, hi.start)
+        return i, j
+
+    def pieces(self, start: int, end: int) -> list[tuple[int, int, VmEntry | procfs.Vma | None]]:
+        """Cover [start, end) with our entries, foreign VMAs, and holes (None)."""
+        out: list[tuple[int, int, VmEntry | procfs.Vma | None]] = []
+        i, j = self._overlap(start, end)
+        cur = start
+        gaps: list[tuple[int, int]] = []
+        for e in self._entries[i:j]:
+            s, t = max(e.start, start), min(e.end, end)
+            if s > cur:
+                gaps.append((cur, s))
+            out.append((s, t, e))
+            cur = t
+        if cur < end:
+            gaps.append((cur, end))
+        if gaps:
+            vmas = procfs.read_maps()
+            for gs, ge in gaps:
+                c = gs
+                for v in vmas:
+                    if v.end <= c or v.start >= ge:
+                        continue
+                    s, t = max(v.start, c), min(v.end, ge)
+                    if s > c:
+                        out.append((c, s, None))
+                    out.append((s, t, v))
+                    c = t
+                if c < ge:
+                    out.append((c, ge, None))
+            out.sort(key=lambda p: p[0])
+        return out
+
+    def check_range(self, start: int, end: int, need: int = 0) -> None:
+        """Raise KERN_INVALID_ADDRESS if [start, end) has a hole, and
+        KERN_PROTECTION_FAILURE if some part lacks the protection ``need``."""
+        for s, _t, what in self.pieces(start, end):
+            if what is None:
+                raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
+            prot = what.prot if isinstance(what, VmEntry) else _prot_of_perms(what.perms)
+            if need & ~prot:
+                raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{s:#x} is not {_ACCESS.get(need, 'accessible')}")
+
+    # -- record keeping -----------------------------------------------------
+
+    def _insert(self, e: VmEntry) -> None:
+        i = bisect.bisect_left(self._starts, e.start)
+        self._starts.insert(i, e.start)
+        self._entries.insert(i, e)
+
+    def _forget(self, start: int, end: int) -> list[VmEntry]:
+        """Drop the records of [start, end); returns the dropped entries."""
+        i, j = self._clip(start, end)
+        gone = self._entries[i:j]
+        del self._entries[i:j]
+        del self._starts[i:j]
+        for e in gone:
+            if e.obj is not None:
+                e.obj.release()
+        return gone
+
+    # -- operations ---------------------------------------------------------
+
+    def allocate(self, addr: int, size: int, anywhere: bool, overwrite: bool, tag: int,
+                 align_mask: int = 0, permanent: bool = False) -> int:
+        """Map zero-filled private memory; returns its address."""
+        flags = mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE
+        prot = mm.PROT_READ | mm.PROT_WRITE
+        with self.lock:
+            if overwrite:
+                i, j = self._overlap(addr, addr + size)
+                if any(e.permanent for e in self._entries[i:j]):
+                    raise K.MachError(K.KERN_NO_SPACE, "a permanent mapping is in the way")
+            try:
+                if anywhere:
+                    if align_mask:
+                        a = self._aligned_hole(size, align_mask, addr)
+                        a = mm.mmap(a, size, prot, flags | mm.MAP_FIXED_NOREPLACE)
+                    else:
+                        a = mm.mmap(addr, size, prot, flags)
+                elif overwrite:
+                    a = mm.mmap(addr, size, prot, flags | mm.MAP_FIXED)
+                else:
+                    a = mm.mmap(addr, size, prot, flags | mm.MAP_FIXED_NOREPLACE)
+            except OSError as err:
+                raise K.MachError(K.kr_from_oserror(err, K.ERRNO_MAP), "mmap") from err
+            if not anywhere and a != addr:  # a kernel without MAP_FIXED_NOREPLACE
+                mm.munmap(a, size)
+                raise K.MachError(K.KERN_NO_SPACE, f"{addr:#x} is in use")
+            if overwrite:
+                self._forget(a, a + size)
+            if tag:
+                mm.name_anon(a, size, b"mach.tag.%d" % tag)
+            e = VmEntry(a, a + size, V.VM_PROT_DEFAULT, V.VM_PROT_ALL, V.VM_INHERIT_DEFAULT, tag)
+            e.permanent = permanent
+            self._insert(e)
+            return a  # type: ignore[no-any-return]
+
+    def _aligned_hole(self, size: int, mask: int, hint: int) -> int:
+        """Find a free range of ``size`` whose start has the bits of ``mask``
+        clear, by reserving size + mask and trimming: a scratch mapping that
+        is unmapped again before return."""
+        span = size + mask + 1
+        try:
+            r = mm.mmap(hint, span, mm.PROT_NONE, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE)
+        except OSError as err:
+            raise K.MachError(K.kr_from_oserror(err, K.ERRNO_MAP), "mmap") from err
+        a = (r + mask) & ~mask
+        mm.munmap(r, span)
+        return a
+
+    def deallocate(self, start: int, end: int) -> None:
+        """Unmap [start, end); holes are not an error."""
+        with self.lock:
+            i, j = self._overlap(start, end)
+            if any(e.permanent for e in self._entries[i:j]):
+                self._deallocate_around_permanent(start, end)
+                return
+            try:
+                mm.munmap(start, end - start)
+            except OSError as err:
+                raise K.MachError(K.kr_from_oserror(err, K.ERRNO_RANGE), "munmap") from err
+            self._forget(start, end)
+
+    def _deallocate_around_permanent(self, start: int, end: int) -> None:
+        # VM_FLAGS_PERMANENT: the entry stays, stripped to VM_PROT_NONE.
+        cur = start
+        i, j = self._clip(start, end)
+        for e in list(self._entries[i:j]):
+            if not e.permanent:
+                continue
+            if cur < e.start:
+                mm.munmap(cur, e.start - cur)
+                self._forget(cur, e.start)
+            mm.mprotect(e.start, e.end - e.start, mm.PROT_NONE)
+            e.prot = e.max_prot = V.VM_PROT_NONE
+            cur = e.end
+        if cur < end:
+            mm.munmap(cur, end - cur)
+            self._forget(cur, end)
+
+    def protect(self, start: int, end: int, set_max: bool, prot: int) -> None:
+        """mach_vm_protect on [start, end)."""
+        want = prot & V.VM_PROT_ALL
+        with self.lock:
+            if prot & V.VM_PROT_COPY:
+                self._copy_private(start, end)
+            i, j = self._overlap(start, end)
+            # fast path: exactly one of our entries covers the range
+            if j == i + 1 and self._entries[i].start <= start and self._entries[i].end >= end:
+                pieces: list = [(start, end, self._entries[i])]
+            else:
+                pieces = self.pieces(start, end)
+            for s, _t, what in pieces:
+                if what is None:
+                    raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
+                if isinstance(what, VmEntry):
+                    limit = what.max_prot
+                    if set_max:
+                        if want & ~limit:
+                            raise K.MachError(K.KERN_PROTECTION_FAILURE,
+                                              "the maximum protection cannot be raised")
+                    elif want & ~limit:
+                        raise K.MachError(K.KERN_PROTECTION_FAILURE,
+                                          "the protection exceeds the maximum protection")
+            for s, t, what in pieces:
+                if isinstance(what, VmEntry):
+                    new = (what.prot & want) if set_max else want
+                else:
+                    new = (_prot_of_perms(what.perms) & want) if set_max else want
+                try:
+                    mm.mprotect(s, t - s, _lin_prot(new))
+                except OSError as err:
+                    raise K.MachError(K.kr_from_oserror(err, K.ERRNO_RANGE), "mprotect") from err
+            ii, jj = self._clip(start, end)
+            for e in self._entries[ii:jj]:
+                if set_max:
+                    e.max_prot = want
+                    e.prot &= want
+                else:
+                    e.prot = want
+
+    def inherit(self, start: int, end: int, inheritance: int) -> None:
+        """mach_vm_inherit on [start, end)."""
+        with self.lock:
+            pieces = [p for p in self.pieces(start, end) if p[2] is not None]
+            for s, _t, what in pieces:
+                if isinstance(what, procfs.Vma) and inheritance != V.VM_INHERIT_NONE and (
+                        what.shared != (inheritance == V.VM_INHERIT_SHARE)):
+                    raise K.MachError(K.KERN_NOT_SUPPORTED,
+                                      f"{s:#x}: pymach can change only to NONE the inheritance "
+                                      "of memory it did not map unless the mapping already matches")
+            advice = mm.MADV_DONTFORK if inheritance == V.VM_INHERIT_NONE else mm.MADV_DOFORK
+            for s, t, _what in pieces:
+                try:
+                    mm.madvise(s, t - s, advice)
+                except OSError as err:
+                    raise K.MachError(K.kr_from_oserror(err, K.ERRNO_RANGE), "madvise") from err
+            i, j = self._clip(start, end)
+            for e in self._entries[i:j]:
+                if inheritance == V.VM_INHERIT_SHARE and not e.shared:
+                    self._make_shared(e)
+                e.inherit = inheritance
+
+    def _make_shared(self, e: VmEntry) -> None:
+        """Move a private entry's pages into a fresh memfd and map that
+        MAP_SHARED at the same address, so that a fork child can share it.
+        Only pages that exist (present or swapped) are copied."""
+        size = e.end - e.start
+        obj = VmObject.create(size, "mach.shared")
+        try:
+            if not e.prot & V.VM_PROT_READ:
+                mm.mprotect(e.start, size, mm.PROT_READ)
+            for s, t in _populated_runs(e.start, e.end):
+                os.pwrite(obj.fd, mm.view(s, t - s), s - e.start)
+            mm.mmap(e.start, size, _lin_prot(e.prot), mm.MAP_SHARED | mm.MAP_FIXED, obj.fd, 0)
+        except OSError as err:
+            if not e.prot & V.VM_PROT_READ:
+                mm.mprotect(e.start, size, _lin_prot(e.prot))
+            obj.release()
+            raise K.MachError(K.kr_from_oserror(err), "sharing memory") from err
+        if e.obj is not None:
+            e.obj.release()
+        e.obj, e.offset, e.shared = obj, 0, True
+        self._reapply(e)
+
+    def _copy_private(self, start: int, end: int) -> None:
+        """VM_PROT_COPY: replace [start, end) with a private copy of itself
+        whose maximum protection gains VM_PROT_WRITE."""
+        pieces = self.pieces(start, end)
+        for s, _t, what in pieces:
+            if what is None:
+                raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
+            if isinstance(what, procfs.Vma) and what.shared:
+                raise K.MachError(K.KERN_NOT_SUPPORTED,
+                                  f"{s:#x}: VM_PROT_COPY of a shared mapping pymach did not make")
+        i, j = self._clip(start, end)
+        for e in self._entries[i:j]:
+            # XNU remaps the range onto itself with VM_INHERIT_DEFAULT
+            if e.inherit == V.VM_INHERIT_NONE:
+                mm.madvise(e.start, e.end - e.start, mm.MADV_DOFORK)
+            e.inherit = V.VM_INHERIT_DEFAULT
+            if e.shared:
+                self._make_private(e)
+            e.max_prot |= V.VM_PROT_WRITE
+
+    def _make_private(self, e: VmEntry) -> None:
+        """Copy a shared entry's pages into private anonymous memory and move
+        that over the entry's address (mremap replaces it atomically)."""
+        size = e.end - e.start
+        tmp = mm.mmap(0, size, mm.PROT_READ | mm.PROT_WRITE, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS)
+        try:
+            if not e.prot & V.VM_PROT_READ:
+                mm.mprotect(e.start, size, mm.PROT_READ)
+            try:
+                _rw_all(os.getpid(), tmp, e.start, size)
+            finally:
+                if not e.prot & V.VM_PROT_READ:
+                    mm.mprotect(e.start, size, _lin_prot(e.prot))
+            mm.mprotect(tmp, size, _lin_prot(e.prot))
+            mm.mremap_fixed(tmp, size, e.start)
+        except BaseException:
+            mm.munmap(tmp, size)
+            raise
+        if e.obj is not None:
+            e.obj.release()
+        e.obj, e.offset, e.shared = None, 0, False
+        self._reapply(e)
+
+    def _reapply(self, e: VmEntry) -> None:
+        """Re-establish per-VMA state that a MAP_FIXED replacement drops."""
+        size = e.end - e.start
+        if e.inherit == V.VM_INHERIT_NONE:
+            mm.madvise(e.start, size, mm.MADV_DONTFORK)
+        adv = _PERSISTENT_BEHAVIOR.get(e.behavior, mm.MADV_NORMAL)
+        if adv != mm.MADV_NORMAL:
+            mm.madvise(e.start, size, adv)
+        if e.wired:
+            mm.mlock(e.start, size)
+
+    def behavior_set(self, start: int, end: int, behavior: int) -> None:
+        """mach_vm_behavior_set: persistent hints are recorded on the
+        entries; the others act on the pages now."""
+        with self.lock:
+            pieces = self.pieces(start, end)
+            for s, _t, what in pieces:
+                if what is None:
+                    raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
+                prot = _prot(what)
+                if behavior in (V.VM_BEHAVIOR_ZERO, V.VM_BEHAVIOR_REUSABLE,
+                                V.VM_BEHAVIOR_ZERO_WIRED_PAGES) and not prot & V.VM_PROT_WRITE:
+                    raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{s:#x} is not writable")
+                if behavior == V.VM_BEHAVIOR_ZERO and prot & V.VM_PROT_EXECUTE:
+                    raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{s:#x} is executable")
+            if behavior in _PERSISTENT_BEHAVIOR:
+                self._advise(pieces, _PERSISTENT_BEHAVIOR[behavior])
+                i, j = self._clip(start, end)
+                for e in self._entries[i:j]:
+                    e.behavior = behavior
+            elif behavior == V.VM_BEHAVIOR_WILLNEED:
+                self._advise(pieces, mm.MADV_WILLNEED)
+            elif behavior == V.VM_BEHAVIOR_DONTNEED:
+                # Mach's DONTNEED deactivates and keeps the data; Linux's
+                # MADV_DONTNEED would zero private pages. MADV_COLD matches.
+                self._advise(pieces, mm.MADV_COLD)
+            elif behavior in (V.VM_BEHAVIOR_FREE, V.VM_BEHAVIOR_REUSABLE):
+                # the contents become undefined: Linux reclaims them lazily
+                self._advise([p for p in pieces if not _shared(p[2])], mm.MADV_FREE)
+            elif behavior == V.VM_BEHAVIOR_ZERO:
+                for s, t, what in pieces:
+                    if _shared(what):
+                        mm.memset(s, 0, t - s)
+                    else:  # dropped private pages read back as zeros
+                        self._advise([(s, t, what)], mm.MADV_DONTNEED)
+            # REUSE, CAN_REUSE, ZERO_WIRED_PAGES: nothing to do on Linux
+
+    def behavior_hugepage(self, start: int, end: int) -> None:
+        """Back [start, end) with transparent huge pages where the kernel can."""
+        with self.lock:
+            self._advise(self.pieces(start, end), mm.MADV_HUGEPAGE)
+
+    def page_query(self, addr: int) -> tuple[int, int]:
+        """(VM_PAGE_QUERY_* disposition, reference count) of one page, from
+        /proc/self/pagemap, and /proc/kpageflags when readable (root)."""
+        with self.lock:
+            what = self.pieces(addr, addr + mm.PAGE_SIZE)[0][2]
+            if what is None:
+                return 0, 0
+            shared = what.shared if isinstance(what, VmEntry) else what.perms[3] == "s"
+            file_backed = isinstance(what, procfs.Vma) and (what.inode != 0)
+        word = mm.pagemap(addr, 1)[0]
+        disp = 0
+        refs = 0
+        if word & mm.PM_SWAPPED:
+            disp |= V.VM_PAGE_QUERY_PAGE_PAGED_OUT
+        if word & mm.PM_PRESENT:
+            disp |= V.VM_PAGE_QUERY_PAGE_PRESENT
+            refs = what.obj.refs if isinstance(what, VmEntry) and what.obj is not None else 1
+            pfn = word & mm.PM_PFN_MASK
+            kp = mm.kpage(pfn) if pfn else None
+            if kp is not None:
+                flags = kp[0]
+                if flags & mm.KPF_REFERENCED:
+                    disp |= V.VM_PAGE_QUERY_PAGE_REF
+                if flags & mm.KPF_DIRTY:
+                    disp |= V.VM_PAGE_QUERY_PAGE_DIRTY
+            elif word & mm.PM_EXCLUSIVE and not shared and not file_backed:
+                # a private anonymous page mapped by us alone has been written:
+                # reads map the shared zero page, which is never exclusive
+                disp |= V.VM_PAGE_QUERY_PAGE_DIRTY | V.VM_PAGE_QUERY_PAGE_REF
+        if file_backed and disp:
+            disp |= V.VM_PAGE_QUERY_PAGE_EXTERNAL
+        return disp, refs
+
+    def _advise(self, pieces: list, advice: int) -> None:
+        for s, t, _what in pieces:
+            try:
+                mm.madvise(s, t - s, advice)
+            except OSError as err:
+                raise K.MachError(K.kr_from_oserror(err, K.ERRNO_RANGE), "madvise") from err
+
+    def msync(self, start: int, end: int, flags: int) -> None:
+        """mach_vm_msync. Anonymous memory (ours, private or shared) has no
+        backing store to write: SYNC/ASYNC/INVALIDATE only reach file
+        mappings. KILLPAGES discards private pages and stops at a hole."""
+        with self.lock:
+            pieces = self.pieces(start, end)
+            if flags & V.VM_SYNC_CONTIGUOUS and any(w is None for _s, _t, w in pieces):
+                raise K.MachError(K.KERN_INVALID_ADDRESS, "the range has a hole")
+            for s, t, what in pieces:
+                if what is None:
+                    if flags & V.VM_SYNC_KILLPAGES:
+                        break
+                    continue
+                try:
+                    if (isinstance(what, procfs.Vma) and what.inode
+                            and flags & (V.VM_SYNC_SYNCHRONOUS | V.VM_SYNC_ASYNCHRONOUS | V.VM_SYNC_INVALIDATE)):
+                        mf = mm.MS_SYNC if flags & V.VM_SYNC_SYNCHRONOUS else mm.MS_ASYNC
+                        if flags & V.VM_SYNC_INVALIDATE:
+                            mf |= mm.MS_INVALIDATE
+                        mm.msync(s, t - s, mf)
+                    if flags & V.VM_SYNC_KILLPAGES and not _shared(what) and _prot(what) & V.VM_PROT_WRITE:
+                        mm.madvise(s, t - s, mm.MADV_DONTNEED)
+                    if flags & V.VM_SYNC_DEACTIVATE:
+                        mm.madvise(s, t - s, mm.MADV_COLD)
+                except OSError as err:
+                    raise K.MachError(K.kr_from_oserror(err, K.ERRNO_RANGE), "msync") from err
+
+    def wire(self, start: int, end: int, prot: int) -> None:
+        """mach_vm_wire: VM_PROT_NONE unwires (skipping holes after the
+        start), anything else wires (all-or-nothing)."""
+        with self.lock:
+            pieces = self.pieces(start, end)
+            if pieces[0][2] is None:
+                raise K.MachError(K.KERN_INVALID_ADDRESS, f"{start:#x} is not mapped")
+            try:
+                if prot == V.VM_PROT_NONE:
+                    for s, t, what in pieces:
+                        if what is not None:
+                            mm.munlock(s, t - s)
+                else:
+                    self.check_range(start, end, prot)
+                    mm.mlock(start, end - start)
+            except OSError as err:
+                raise K.MachError(K.kr_from_oserror(err, K.ERRNO_WIRE), "mlock") from err
+            i, j = self._clip(start, end)
+            for e in self._entries[i:j]:
+                e.wired = 0 if prot == V.VM_PROT_NONE else 1
+
+    # -- copying --------------------------------------------------------------
+
+    def read_into(self, src: int, dst: int, size: int) -> None:
+        """Copy [src, src+size) to dst, both in this task, as one checked
+        operation: nothing is written unless the whole copy can succeed."""
+        with self.lock:
+            self.check_range(src & ~mm.PAGE_MASK, _round(src + size), V.VM_PROT_READ)
+            self.check_range(dst & ~mm.PAGE_MASK, _round(dst + size), V.VM_PROT_WRITE)
+            _self_copy(src, dst, size)
+
+    def copy_out(self, src: int, size: int) -> bytes:
+        """The bytes of [src, src+size): KERN_INVALID_ADDRESS or
+        KERN_PROTECTION_FAILURE instead of a fault."""
+        buf = bytearray(size)
+        if size:
+            with self.lock:
+                self.check_range(src & ~mm.PAGE_MASK, _round(src + size), V.VM_PROT_READ)
+                _rw_all(os.getpid(), mm.buffer_address(buf), src, size)
+        return bytes(buf)
+
+    def copy_in(self, dst: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at ``dst``, checked as a whole before any byte moves."""
+        size = len(data)
+        if not size:
+            return
+        src = bytearray(data) if not isinstance(data, bytearray) else data
+        with self.lock:
+            self.check_range(dst & ~mm.PAGE_MASK, _round(dst + size), V.VM_PROT_WRITE)
+            try:
+                n = mm.process_vm_writev(os.getpid(), mm.buffer_address(src), dst, size)
+            except OSError as err:
+                raise K.MachError(K.kr_from_oserror(err), "process_vm_writev") from err
+            if n != size:
+                raise K.MachError(K.KERN_INVALID_ADDRESS, f"fault at {dst + n:#x}")
+
+    def region(self, addr: int) -> RegionInfo | None:
+        """The region containing ``addr``, or the first one above it."""
+        with self.lock:
+            e = self.lookup(addr)
+            if e is not None:
+                return _entry_info(e)
+            i = bisect.bisect_right(self._starts, addr)
+            nxt = self._entries[i] if i < len(self._entries) else None
+            best: RegionInfo | None = _entry_info(nxt) if nxt else None
+            for v in procfs.read_smaps():
+                if v.end <= addr:
+                    continue
+                if best is not None and v.start >= best.start:
+                    break
+                s, t = max(v.start, addr), v.end
+                # subtract our entries from the VMA
+                k = bisect.bisect_right(self._starts, s) - 1
+                if k >= 0 and self._entries[k].end > s:
+                    continue  # starts inside an entry: that entry is reported instead
+                if nxt is not None and nxt.start < t:
+                    t = nxt.start
+                if t <= s:
+                    continue
+                best = _vma_info(v, max(v.start, s), t)
+                break
+            return best
+
+    # -- fork -----------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        self.lock.acquire()
+        snaps = []
+        try:
+            for e in self._entries:
+                if e.shared and e.inherit == V.VM_INHERIT_COPY and e.obj is not None:
+                    size = e.end - e.start
+                    fd = mm.memfd("mach.copy", size)
+                    mm.copy_range(e.obj.fd, fd, size, e.offset, 0)
+                    snaps.append((e, fd))
+        except BaseException:
+            for _e, fd in snaps:
+                os.close(fd)
+            self.lock.release()
+            raise
+        self._fork_snapshots = snaps
+
+    def _after_fork_parent(self) -> None:
+        for _e, fd in self._fork_snapshots:
+            os.close(fd)
+        self._fork_snapshots = []
+        self.lock.release()
+
+    def _after_fork_child(self) -> None:
+        # VM_INHERIT_NONE entries were not mapped into us (MADV_DONTFORK);
+        # wiring is never inherited; VM_INHERIT_COPY entries that were
+        # MAP_SHARED get the snapshot taken just before the fork.
+        snaps = dict((id(e), fd) for e, fd in self._fork_snapshots)
+        self._fork_snapshots = []
+        keep_e: list[VmEntry] = []
+        for e in self._entries:
+            if e.inherit == V.VM_INHERIT_NONE:
+                if e.obj is not None:
+                    e.obj.release()
+                continue
+            e.wired = 0
+            fd = snaps.pop(id(e), None)
+            if fd is not None:
+                mm.mmap(e.start, e.end - e.start, _lin_prot(e.prot), mm.MAP_SHARED | mm.MAP_FIXED, fd, 0)
+                if e.obj is not None:
+                    e.obj.release()
+                e.obj, e.offset = VmObject(fd, e.end - e.start), 0
+                adv = _PERSISTENT_BEHAVIOR.get(e.behavior, mm.MADV_NORMAL)
+                if adv != mm.MADV_NORMAL:
+                    mm.madvise(e.start, e.end - e.start, adv)
+            keep_e.append(e)
+        for fd in snaps.values():
+            os.close(fd)
+        self._entries = keep_e
+        self._starts = [e.start for e in keep_e]
+        self.lock = threading.RLock()
+
+    def install_fork_hooks(self) -> None:
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_parent,
+                            after_in_child=self._after_fork_child)
+
+
+# -- helpers -------------------------------------------------------------------
+
+def _prot(what: "VmEntry | procfs.Vma") -> int:
+    return what.prot if isinstance(what, VmEntry) else _prot_of_perms(what.perms)
+
+
+def _shared(what: "VmEntry | procfs.Vma | None") -> bool:
+    return what is not None and (what.shared if isinstance(what, VmEntry) else what.perms[3] == "s")
+
+
+def _round(x: int) -> int:
+    return (x + mm.PAGE_MASK) & ~mm.PAGE_MASK
+
+
+def _populated_runs(start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Runs of pages in [start, end) that are present or swapped out."""
+    n = (end - start) // mm.PAGE_SIZE
+    words = mm.pagemap(start, n)
+    run = -1
+    for k, w in enumerate(words):
+        if w & (mm.PM_PRESENT | mm.PM_SWAPPED):
+            if run < 0:
+                run = k
+        elif run >= 0:
+            yield start + run * mm.PAGE_SIZE, start + k * mm.PAGE_SIZE
+            run = -1
+    if run >= 0:
+        yield start + run * mm.PAGE_SIZE, end
+
+
+def _self_copy(src: int, dst: int, size: int) -> None:
+    """memmove within our own address space through process_vm_readv, so a
+    fault is an error and not a signal."""
+    if size == 0:
+        return
+    pid = os.getpid()
+    if src < dst < src + size or dst < src < dst + size:
+        tmp = mm.mmap(0, size, mm.PROT_READ | mm.PROT_WRITE, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS)
+        try:
+            _rw_all(pid, tmp, src, size)
+            _rw_all(pid, dst, tmp, size)
+        finally:
+            mm.munmap(tmp, size)
+    else:
+        _rw_all(pid, dst, src, size)
+
+
+def _rw_all(pid: int, local: int, remote: int, size: int) -> None:
+    done = 0
+    while done < size:
+        try:
+            n = mm.process_vm_readv(pid, local + done, remote + done, size - done)
+        except OSError as err:
+            raise K.MachError(K.kr_from_oserror(err), "process_vm_readv") from err
+        if n <= 0:
+            raise K.MachError(K.KERN_INVALID_ADDRESS, f"fault at {remote + done:#x}")
+        done += n
+
+
+def _entry_info(e: VmEntry) -> RegionInfo:
+    if e.shared:
+        mode = V.SM_SHARED
+    elif e.obj is not None:
+        mode = V.SM_COW
+    else:
+        mode = V.SM_PRIVATE
+    return RegionInfo(e.start, e.end, e.prot, e.max_prot, e.inherit, e.shared, False, e.offset,
+                      e.behavior, e.wired, e.tag, mode, "", True)
+
+
+def _vma_info(v: procfs.Vma, start: int, end: int) -> RegionInfo:
+    mx = 0
+    if v.vmflags:
+        mx = ((V.VM_PROT_READ if "mr" in v.vmflags else 0) | (V.VM_PROT_WRITE if "mw" in v.vmflags else 0)
+              | (V.VM_PROT_EXECUTE if "me" in v.vmflags else 0))
+    else:
+        mx = V.VM_PROT_ALL
+    shared = v.shared
+    if shared:
+        mode = V.SM_SHARED
+    elif v.inode or v.path.startswith("/"):
+        mode = V.SM_COW
+    else:
+        mode = V.SM_PRIVATE
+    inherit = V.VM_INHERIT_NONE if "dc" in v.vmflags else (
+        V.VM_INHERIT_SHARE if shared else V.VM_INHERIT_COPY)
+    wired = 1 if "lo" in v.vmflags else 0
+    return RegionInfo(start, end, _prot_of_perms(v.perms), mx, inherit, shared, False,
+                      v.offset + (start - v.start), V.VM_BEHAVIOR_DEFAULT, wired, 0, mode, v.path, False)

@@ -1,0 +1,42 @@
+"""VM objects: the memory behind shared mappings, held as a memfd.
+
+Private anonymous memory needs no object: the Linux kernel keeps it in the
+process's own page tables. An object exists once memory must be reachable
+from more than one mapping or process (VM_INHERIT_SHARE, memory entries,
+out-of-line data); it is then a memfd that the runtime holds open.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .._linux import mm
+
+
+class VmObject:
+    """A reference-counted memfd. The last release closes it."""
+
+    __slots__ = ("fd", "size", "refs", "__weakref__")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.refs = 1
+
+    @classmethod
+    def create(cls, size: int, name: str = "mach.vm_object") -> "VmObject":
+        """A fresh zero-filled object of ``size`` bytes."""
+        return cls(mm.memfd(name, size), size)
+
+    def reference(self) -> "VmObject":
+        self.refs += 1
+        return self
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs <= 0 and self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"<VmObject fd={self.fd} size={self.size:#x} refs={self.refs}>"

@@ -1,0 +1,377 @@
+"""The Mach VM entry points: argument checks, then the VM map.
+
+As XNU's vm_user.c does, each routine only validates and rounds its
+arguments, following XNU's vm_sanitize rules and their per-caller
+compatibility rewrites, and delegates to the map. Every routine takes plain
+ints and raises MachError; the C interface turns that into a kern_return_t
+and the Pythonic one lets it propagate.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .._linux import mm
+from . import kern_return as K
+from . import vm_defs as V
+from .task import SELF, Host, Task
+from .vm_map import RegionInfo, VmMap
+
+PAGE_SIZE = mm.PAGE_SIZE
+PAGE_MASK = mm.PAGE_MASK
+_U64 = (1 << 64) - 1
+_2MB = 2 << 20
+
+# Map bounds. The low bound is Linux's vm.mmap_min_addr (macOS's is the end
+# of __PAGEZERO, 4 GiB); the high bound is x86_64's MACH_VM_MAX_ADDRESS.
+try:
+    with open("/proc/sys/vm/mmap_min_addr") as _f:
+        MAP_MIN = max(int(_f.read()), PAGE_SIZE)
+except OSError:
+    MAP_MIN = 65536
+MAP_MAX = V.MACH_VM_MAX_ADDRESS
+
+# Copies this small go through a kernel buffer in XNU, where a fault on an
+# unreadable or unwritable page reads as KERN_INVALID_ADDRESS rather than
+# KERN_PROTECTION_FAILURE (msg_ool_size_small, x86_64).
+OOL_SIZE_SMALL = 16384
+
+_ALLOC_UNSUPPORTED = V.VM_FLAGS_TPRO
+
+
+def _fail(kr: int, what: str) -> K.MachError:
+    return K.MachError(kr, what)
+
+
+# -- name translation (the convert_port_to_* of MIG) ---------------------------
+
+def task_map(name: int) -> VmMap:
+    """The VM map behind a task name. MACH_SEND_INVALID_DEST when the name
+    denotes nothing; KERN_INVALID_ARGUMENT when it is not a task with a map
+    pymach can operate on."""
+    s = SELF
+    if name == s.task_name:
+        return s.map
+    e = s.space.lookup(name)
+    if e is None:
+        raise _fail(K.MACH_SEND_INVALID_DEST, f"{name:#x} is not a valid name")
+    obj = e.object
+    if not isinstance(obj, Task) or obj.map is None:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not a task port of ours")
+    return obj.map
+
+
+def host_priv(name: int) -> Host:
+    """The privileged host behind a name: KERN_INVALID_HOST otherwise."""
+    e = SELF.space.lookup(name)
+    if e is None:
+        raise _fail(K.MACH_SEND_INVALID_DEST, f"{name:#x} is not a valid name")
+    if not isinstance(e.object, Host) or not e.object.privileged:
+        raise _fail(K.KERN_INVALID_HOST, "host_priv is needed (root on Linux)")
+    return e.object
+
+
+# -- ranges (vm_sanitize_addr_size) ------------------------------------------
+
+def _trunc(x: int) -> int:
+    return x & ~PAGE_MASK
+
+
+def _round(x: int) -> int:
+    return (x + PAGE_MASK) & ~PAGE_MASK
+
+
+def _ovf(addr: int, size: int) -> bool:
+    """addr + size carries, or rounds to at or below trunc(addr)."""
+    end = addr + size
+    return size != 0 and (end > _U64 or _round(end) > _U64 or _round(end) & _U64 <= _trunc(addr))
+
+
+def _range(addr: int, size: int, kr: int = K.KERN_INVALID_ARGUMENT) -> tuple[int, int]:
+    """[trunc(addr), round(addr + size)); ``kr`` when that overflows."""
+    if addr < 0 or size < 0 or addr > _U64 or size > _U64 or _ovf(addr, size):
+        raise _fail(kr, f"[{addr:#x}, +{size:#x}) wraps around the address space")
+    return _trunc(addr), _round(addr + size)
+
+
+def user_range(addr: int, size: int) -> tuple[int, int]:
+    """A range for the copy routines: KERN_INVALID_ADDRESS if it wraps or
+    crosses 2**48 (VM_SANITIZE_FLAGS_CHECK_ADDR_RANGE)."""
+    start, end = _range(addr, size, K.KERN_INVALID_ADDRESS)
+    if start >> 48 != end >> 48 and end != 1 << 48:
+        raise _fail(K.KERN_INVALID_ADDRESS, f"{start:#x}-{end:#x} crosses 2**48")
+    return start, end
+
+
+# -- routines -----------------------------------------------------------------
+
+def vm_allocate(task: int, addr: int, size: int, flags: int) -> int:
+    """Allocate zero-filled memory; returns its address (0 for size 0).
+
+    KERN_INVALID_ARGUMENT (flags outside VM_FLAGS_USER_ALLOCATE, a size that
+    rounds to 0, a bad superpage size), KERN_INVALID_ADDRESS (FIXED range
+    outside the map or wrapping), KERN_NO_SPACE (FIXED range in use without
+    OVERWRITE, or no room), KERN_NOT_SUPPORTED (VM_FLAGS_TPRO),
+    MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if flags & ~V.VM_FLAGS_USER_ALLOCATE:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"flags {flags:#x}")
+    if size == 0:
+        return 0
+    if flags & _ALLOC_UNSUPPORTED:
+        raise _fail(K.KERN_NOT_SUPPORTED, "TPRO memory has no Linux equivalent")
+    if _round(size) > _U64:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"size {size:#x} rounds to 0")
+    length = _round(size)
+    superpage = flags & V.VM_FLAGS_SUPERPAGE_MASK
+    align = 0
+    if superpage == V.VM_FLAGS_SUPERPAGE_SIZE_ANY:
+        length = (length + _2MB - 1) & ~(_2MB - 1)
+        align = _2MB - 1
+    elif superpage == V.VM_FLAGS_SUPERPAGE_SIZE_2MB:
+        if length & (_2MB - 1):
+            raise _fail(K.KERN_INVALID_ARGUMENT, "superpage size is not a multiple of 2 MiB")
+        align = _2MB - 1
+    elif superpage:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "unknown superpage size")
+    tag = V.VM_GET_FLAGS_ALIAS(flags)
+    permanent = bool(flags & V.VM_FLAGS_PERMANENT)
+    if flags & V.VM_FLAGS_ANYWHERE:
+        if length > MAP_MAX - MAP_MIN:
+            raise _fail(K.KERN_NO_SPACE, f"size {size:#x} exceeds the address space")
+        hint = 0
+        if flags & V.VM_FLAGS_RANDOM_ADDR:
+            hint = _trunc(int.from_bytes(os.urandom(6), "little") % (MAP_MAX - length - MAP_MIN) + MAP_MIN)
+        a = vm_map.allocate(hint, length, True, False, tag, align, permanent)
+    else:
+        start = _trunc(addr)
+        if addr > _U64 or start + length > _U64:
+            raise _fail(K.KERN_INVALID_ADDRESS, f"[{addr:#x}, +{size:#x}) wraps around the address space")
+        if start < MAP_MIN or start + length > MAP_MAX:
+            raise _fail(K.KERN_INVALID_ADDRESS, f"{start:#x}-{start + length:#x} is outside the map")
+        if align and start & align:
+            raise _fail(K.KERN_INVALID_ARGUMENT, "superpages need a 2 MiB aligned address")
+        a = vm_map.allocate(start, length, False, bool(flags & V.VM_FLAGS_OVERWRITE), tag, 0, permanent)
+    if superpage:
+        vm_map.behavior_hugepage(a, a + length)
+    return a
+
+
+def vm_deallocate(task: int, addr: int, size: int) -> None:
+    """Unmap the pages of [addr, addr + size). Holes are not an error, and a
+    range reaching outside the map removes nothing (as XNU does).
+
+    KERN_INVALID_ARGUMENT (a wrapping range), MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if size == 0:
+        return
+    start, end = _range(addr, size)
+    if start < MAP_MIN or end > MAP_MAX:
+        return
+    vm_map.deallocate(start, end)
+
+
+def vm_protect(task: int, addr: int, size: int, set_maximum: int, prot: int) -> None:
+    """Set the current or (set_maximum) the maximum protection of a range.
+    All-or-nothing: the whole range is checked before anything changes.
+
+    KERN_PROTECTION_FAILURE (above the maximum, or raising the maximum),
+    KERN_INVALID_ADDRESS (a hole, or outside the map),
+    KERN_INVALID_ARGUMENT (bad bits, a wrapping range), MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if size == 0:
+        return
+    if prot & ~(V.VM_PROT_ALL | V.VM_PROT_COPY):
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"protection {prot:#x}")
+    start, end = _range(addr, size)
+    if start >= MAP_MAX:
+        raise _fail(K.KERN_INVALID_ADDRESS, f"{start:#x} is outside the map")
+    vm_map.protect(start, end, bool(set_maximum), prot)
+
+
+def vm_inherit(task: int, addr: int, size: int, inheritance: int) -> None:
+    """Set how a range passes to a fork child. Holes are skipped.
+
+    KERN_INVALID_ARGUMENT (a value above VM_INHERIT_NONE, a wrapping range),
+    KERN_NOT_SUPPORTED (see docs/deviations.md), MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if size == 0:
+        return
+    if not 0 <= inheritance <= V.VM_INHERIT_LAST_VALID:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"inheritance {inheritance}")
+    start, end = _range(addr, size)
+    start, end = max(start, MAP_MIN), min(end, MAP_MAX)
+    if start < end:
+        vm_map.inherit(start, end, inheritance)
+
+
+def _small_fault(err: K.MachError, size: int) -> K.MachError:
+    # XNU copies small ranges through a kernel buffer: protection faults there
+    # come back as KERN_INVALID_ADDRESS.
+    if err.kr == K.KERN_PROTECTION_FAILURE and size <= OOL_SIZE_SMALL:
+        return _fail(K.KERN_INVALID_ADDRESS, err.context or "")
+    return err
+
+
+def vm_read(task: int, addr: int, size: int) -> tuple[int, int]:
+    """Copy a range into fresh memory of ours: (address of the data, count).
+    Free the copy with vm_deallocate.
+
+    KERN_INVALID_ARGUMENT (count past 32 bits), KERN_INVALID_ADDRESS
+    (unmapped, wrapping, or small and unreadable), KERN_PROTECTION_FAILURE
+    (large and unreadable), KERN_NO_SPACE, MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if size > 0xFFFFFFFF:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "the count is 32 bits")
+    if size == 0:
+        return 0, 0
+    start, end = user_range(addr, size)
+    # small copies come out page-aligned; large ones keep the in-page offset
+    off = 0 if size <= OOL_SIZE_SMALL else addr - start
+    dst = SELF.map.allocate(0, _round(off + size), True, False, V.VM_MEMORY_MACH_MSG)
+    try:
+        vm_map.read_into(addr, dst + off, size)
+    except K.MachError as err:
+        SELF.map.deallocate(dst, dst + _round(off + size))
+        raise _small_fault(err, size) from None
+    except BaseException:
+        SELF.map.deallocate(dst, dst + _round(off + size))
+        raise
+    return dst + off, size
+
+
+def vm_read_overwrite(task: int, addr: int, size: int, data: int) -> int:
+    """Copy a range into our memory at ``data``; returns the count.
+
+    KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE (large copies),
+    MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if size == 0:
+        return 0
+    user_range(addr, size)
+    user_range(data, size)
+    try:
+        vm_map.read_into(addr, data, size)
+    except K.MachError as err:
+        raise _small_fault(err, size) from None
+    return size
+
+
+def vm_write(task: int, addr: int, data: int, count: int) -> None:
+    """Copy ``count`` bytes from our ``data`` to ``addr`` in the task.
+
+    MACH_SEND_INVALID_MEMORY (our source is unreadable: the message carrying
+    it could not be sent), KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE
+    (large copies), MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if count == 0:
+        return
+    if count > 0xFFFFFFFF:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "the count is 32 bits")
+    try:
+        SELF.map.check_range(*_range(data, count, K.MACH_SEND_INVALID_MEMORY), V.VM_PROT_READ)
+    except K.MachError as err:
+        raise _fail(K.MACH_SEND_INVALID_MEMORY, err.context or "") from None
+    user_range(addr, count)
+    try:
+        vm_map.read_into(data, addr, count)
+    except K.MachError as err:
+        raise _small_fault(err, count) from None
+
+
+def vm_copy(task: int, src: int, size: int, dst: int) -> None:
+    """Copy a range to another place in the same task (memmove semantics).
+
+    KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE (large copies),
+    MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if size == 0:
+        return
+    user_range(src, size)
+    user_range(dst, size)
+    try:
+        vm_map.read_into(src, dst, size)
+    except K.MachError as err:
+        raise _small_fault(err, size) from None
+
+
+def vm_region(task: int, addr: int) -> RegionInfo:
+    """The region containing ``addr``, or the first one above it.
+
+    KERN_INVALID_ADDRESS (nothing at or above), MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    info = vm_map.region(_trunc(addr)) if 0 <= addr <= _U64 else None
+    if info is None:
+        raise _fail(K.KERN_INVALID_ADDRESS, f"no region at or above {addr:#x}")
+    return info
+
+
+def vm_msync(task: int, addr: int, size: int, flags: int) -> None:
+    """Synchronise, deactivate or discard a range's pages. Holes are
+    skipped unless VM_SYNC_CONTIGUOUS; unknown flag bits are ignored.
+
+    KERN_INVALID_ARGUMENT (both SYNCHRONOUS and ASYNCHRONOUS),
+    KERN_INVALID_ADDRESS (a wrapping range; a hole with CONTIGUOUS),
+    MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if size == 0:
+        return
+    if flags & V.VM_SYNC_ASYNCHRONOUS and flags & V.VM_SYNC_SYNCHRONOUS:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "both synchronous and asynchronous")
+    start, end = _range(addr, size, K.KERN_INVALID_ADDRESS)
+    vm_map.msync(start, end, flags)
+
+
+def vm_behavior_set(task: int, addr: int, size: int, behavior: int) -> None:
+    """Advise how a range will be used (VM_BEHAVIOR_*).
+
+    KERN_INVALID_ARGUMENT (unknown behavior, VM_BEHAVIOR_PAGEOUT as on
+    release kernels, a carrying range), KERN_NO_SPACE (outside the map),
+    KERN_INVALID_ADDRESS (a hole), KERN_PROTECTION_FAILURE (ZERO, REUSABLE
+    or ZERO_WIRED_PAGES on memory that is not writable, ZERO on executable
+    memory), MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if not 0 <= behavior <= V.VM_BEHAVIOR_LAST_VALID:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"behavior {behavior}")
+    if size == 0:
+        return
+    if addr + size > _U64:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "the range wraps around the address space")
+    start, end = _range(addr, size, K.KERN_NO_SPACE)
+    if start < MAP_MIN or end > MAP_MAX:
+        raise _fail(K.KERN_NO_SPACE, f"{start:#x}-{end:#x} is outside the map")
+    if behavior == V.VM_BEHAVIOR_PAGEOUT:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "VM_BEHAVIOR_PAGEOUT is for development kernels")
+    vm_map.behavior_set(start, end, behavior)
+
+
+def vm_page_query(task: int, offset: int) -> tuple[int, int]:
+    """(disposition, ref_count) of the page holding ``offset``; (0, 0) for
+    memory that is unmapped or never touched.
+
+    KERN_INVALID_ADDRESS (the last page of the 64-bit space),
+    MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    _range(offset, 1, K.KERN_INVALID_ADDRESS)
+    if not MAP_MIN <= offset < MAP_MAX:
+        return 0, 0
+    return vm_map.page_query(_trunc(offset))
+
+
+def vm_wire(host: int, task: int, addr: int, size: int, prot: int) -> None:
+    """Wire a range (mlock), or unwire it with VM_PROT_NONE (munlock).
+
+    KERN_INVALID_HOST (not host_priv), KERN_INVALID_ARGUMENT (bad
+    protection, a wrapping range), KERN_INVALID_ADDRESS (a hole),
+    KERN_PROTECTION_FAILURE (the range lacks the access),
+    KERN_RESOURCE_SHORTAGE (RLIMIT_MEMLOCK), MACH_SEND_INVALID_DEST."""
+    host_priv(host)
+    vm_map = task_map(task)
+    if size == 0:
+        return
+    start, end = _range(addr, size)
+    if prot & ~V.VM_PROT_ALL:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"protection {prot:#x}")
+    start, end = max(start, MAP_MIN), min(end, MAP_MAX)
+    if start < end:
+        vm_map.wire(start, end, prot)

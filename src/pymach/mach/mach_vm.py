@@ -1,0 +1,272 @@
+"""<mach/mach_vm.h> and <mach/vm_map.h>: the VM routines with C names,
+C argument order and kern_return_t results. Each is a veneer over
+pymach.kern.vm_user: it unpacks ctypes arguments, calls, and stores the
+out-parameters only on success, as MIG-generated stubs do."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from typing import Any
+
+from ..kern import kern_return as K
+from ..kern import vm_defs as V
+from ..kern import vm_user as U
+from ..kern.ipc_space import MACH_PORT_NULL
+from ..kern.task import SELF
+from . import types as T
+from ._args import address_of, out, set_out, val
+
+MachError = K.MachError
+
+
+def mach_task_self() -> int:
+    """The name of our task's own task port."""
+    return SELF.task_name
+
+
+def mach_host_self() -> int:
+    """The name of the host port; for root it is the privileged host port
+    (host_priv), as on macOS."""
+    return SELF.host_name
+
+
+def mach_vm_allocate(target_task: Any, address: Any, size: Any, flags: Any) -> int:
+    """Allocate zero-filled memory; ``address`` is in/out.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_NO_SPACE, KERN_INVALID_ADDRESS,
+    KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
+    try:
+        a = out(address)
+        a.value = U.vm_allocate(val(target_task), a.value, val(size), val(flags))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_vm_deallocate(target: Any, address: Any, size: Any) -> int:
+    """Unmap [address, address+size), rounded to pages; holes are fine.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
+    try:
+        U.vm_deallocate(val(target), val(address), val(size))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_vm_protect(target_task: Any, address: Any, size: Any, set_maximum: Any, new_protection: Any) -> int:
+    """Set the current (or, with set_maximum, the maximum) protection.
+
+    KERN_SUCCESS, KERN_PROTECTION_FAILURE, KERN_INVALID_ADDRESS,
+    KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
+    try:
+        U.vm_protect(val(target_task), val(address), val(size), val(set_maximum), val(new_protection))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_vm_inherit(target_task: Any, address: Any, size: Any, new_inheritance: Any) -> int:
+    """Set the inheritance of a range (VM_INHERIT_SHARE/COPY/NONE).
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
+    KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
+    try:
+        U.vm_inherit(val(target_task), val(address), val(size), val(new_inheritance))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_vm_read(target_task: Any, address: Any, size: Any, data: Any, dataCnt: Any) -> int:
+    """Copy a range into new memory of ours; ``data`` (pointer_t) and
+    ``dataCnt`` are out. Release the copy with mach_vm_deallocate.
+
+    KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
+    KERN_INVALID_ARGUMENT, KERN_NO_SPACE, MACH_SEND_INVALID_DEST."""
+    try:
+        d, n = U.vm_read(val(target_task), val(address), val(size))
+    except MachError as e:
+        return e.kr
+    set_out(data, d)
+    set_out(dataCnt, n)
+    return 0
+
+
+def mach_vm_read_overwrite(target_task: Any, address: Any, size: Any, data: Any, outsize: Any) -> int:
+    """Copy a range into our buffer at ``data``; ``outsize`` is out.
+
+    KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
+    KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
+    try:
+        n = U.vm_read_overwrite(val(target_task), val(address), val(size), address_of(data)[0])
+    except MachError as e:
+        return e.kr
+    set_out(outsize, n)
+    return 0
+
+
+def mach_vm_write(target_task: Any, address: Any, data: Any, dataCnt: Any) -> int:
+    """Write ``dataCnt`` bytes from our ``data`` to ``address``.
+
+    KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
+    KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
+    try:
+        U.vm_write(val(target_task), val(address), address_of(data)[0], val(dataCnt))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_vm_copy(target_task: Any, source_address: Any, size: Any, dest_address: Any) -> int:
+    """Copy a range within the task; overlapping ranges are allowed.
+
+    KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
+    KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
+    try:
+        U.vm_copy(val(target_task), val(source_address), val(size), val(dest_address))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, infoCnt: Any,
+            object_name: Any) -> int:
+    fl = val(flavor)
+    if fl == V.VM_REGION_BASIC_INFO_64:
+        st: type[ctypes.Structure] = T.vm_region_basic_info_64
+    elif fl == V.VM_REGION_BASIC_INFO:
+        st = T.vm_region_basic_info
+    else:
+        return K.KERN_INVALID_ARGUMENT
+    need = ctypes.sizeof(st) // 4
+    cnt = out(infoCnt)
+    if cnt.value < need:
+        return K.KERN_INVALID_ARGUMENT
+    a = out(address)
+    try:
+        r = U.vm_region(val(target_task), a.value)
+    except MachError as e:
+        return e.kr
+    rec = st(r.protection, r.max_protection, r.inheritance, int(r.shared), int(r.reserved),
+             r.offset & (0xFFFFFFFF if st is T.vm_region_basic_info else (1 << 64) - 1),
+             r.behavior, r.user_wired_count)
+    where, room = address_of(info)
+    if room is not None and room < ctypes.sizeof(st):
+        return K.KERN_INVALID_ARGUMENT
+    ctypes.memmove(where, ctypes.addressof(rec), ctypes.sizeof(st))
+    a.value = r.start
+    out(size).value = r.end - r.start
+    cnt.value = need
+    set_out(object_name, MACH_PORT_NULL)
+    return 0
+
+
+def mach_vm_region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, infoCnt: Any,
+                   object_name: Any) -> int:
+    """Describe the region at or above ``address`` (in/out); ``size``,
+    ``info`` (VM_REGION_BASIC_INFO_64 or VM_REGION_BASIC_INFO), ``infoCnt``
+    and ``object_name`` (always MACH_PORT_NULL, as in XNU) are out.
+
+    KERN_SUCCESS, KERN_INVALID_ADDRESS (nothing at or above),
+    KERN_INVALID_ARGUMENT (unknown flavor, count too small),
+    MACH_SEND_INVALID_DEST."""
+    return _region(target_task, address, size, flavor, info, infoCnt, object_name)
+
+
+def mach_vm_msync(target_task: Any, address: Any, size: Any, sync_flags: Any) -> int:
+    """Synchronise a range with its backing store (VM_SYNC_*).
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
+    MACH_SEND_INVALID_DEST."""
+    try:
+        U.vm_msync(val(target_task), val(address), val(size), val(sync_flags))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_vm_behavior_set(target_task: Any, address: Any, size: Any, new_behavior: Any) -> int:
+    """Set the paging behavior of a range (VM_BEHAVIOR_*).
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
+    KERN_PROTECTION_FAILURE, MACH_SEND_INVALID_DEST."""
+    try:
+        U.vm_behavior_set(val(target_task), val(address), val(size), val(new_behavior))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_vm_page_query(target_map: Any, offset: Any, disposition: Any, ref_count: Any) -> int:
+    """Query one page: VM_PAGE_QUERY_PAGE_* bits and a reference count.
+
+    KERN_SUCCESS, KERN_INVALID_ADDRESS, MACH_SEND_INVALID_DEST."""
+    try:
+        d, r = U.vm_page_query(val(target_map), val(offset))
+    except MachError as e:
+        return e.kr
+    set_out(disposition, d)
+    set_out(ref_count, r)
+    return 0
+
+
+def mach_vm_wire(host_priv: Any, task: Any, address: Any, size: Any, desired_access: Any) -> int:
+    """Wire a range into memory (mlock), or unwire it with VM_PROT_NONE.
+
+    KERN_SUCCESS, KERN_INVALID_HOST (not host_priv), KERN_INVALID_ARGUMENT,
+    KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE, KERN_RESOURCE_SHORTAGE,
+    MACH_SEND_INVALID_DEST."""
+    try:
+        U.vm_wire(val(host_priv), val(task), val(address), val(size), val(desired_access))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+# The classic vm_* names take vm_address_t/vm_size_t; on LP64 they are the
+# same routines.
+vm_allocate = mach_vm_allocate
+vm_deallocate = mach_vm_deallocate
+vm_protect = mach_vm_protect
+vm_inherit = mach_vm_inherit
+vm_read = mach_vm_read
+vm_read_overwrite = mach_vm_read_overwrite
+vm_write = mach_vm_write
+vm_copy = mach_vm_copy
+vm_region = mach_vm_region
+vm_region_64 = mach_vm_region
+vm_msync = mach_vm_msync
+vm_behavior_set = mach_vm_behavior_set
+vm_wire = mach_vm_wire
+
+
+def mach_port_deallocate(task: Any, name: Any) -> int:
+    """Release one user reference of a right.
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_TASK."""
+    if val(task) != SELF.task_name:
+        return K.KERN_INVALID_TASK
+    try:
+        SELF.space.deallocate(val(name))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_error_string(error_value: Any) -> str:
+    """The text of a kern_return_t, as libsyscall gives it."""
+    return K.mach_error_string(val(error_value))
+
+
+def mach_error_type(error_value: Any) -> str:
+    """The subsystem of a kern_return_t, such as "(os/kern)"."""
+    return K.mach_error_type(val(error_value))
+
+
+def mach_error(str_: str, error_value: Any) -> None:
+    """Print ``str_`` and the error's text on stderr, as libsyscall's
+    mach_error does: "vm_protect: (os/kern) protection failure"."""
+    sys.stderr.write(f"{str_} {K.mach_error_text(val(error_value))}\n")
+    sys.stderr.flush()

@@ -1,0 +1,98 @@
+"""The C types of <mach/mach_types.h>, <mach/vm_types.h> and
+<mach/vm_region.h> as ctypes types, LP64 (x86_64 and arm64)."""
+
+from __future__ import annotations
+
+import ctypes
+
+integer_t = ctypes.c_int
+natural_t = ctypes.c_uint
+boolean_t = ctypes.c_int  # int on x86_64 and arm64 (<mach/i386/boolean.h>)
+kern_return_t = ctypes.c_int
+mach_error_t = kern_return_t
+mach_msg_return_t = kern_return_t
+
+mach_port_name_t = natural_t
+mach_port_t = mach_port_name_t  # user space: a name
+mach_port_type_t = natural_t
+mach_port_right_t = natural_t
+mach_port_urefs_t = natural_t
+mach_port_delta_t = integer_t
+mach_port_array_t = ctypes.POINTER(mach_port_t)
+task_t = mach_port_t
+task_name_t = mach_port_t
+vm_map_t = mach_port_t
+vm_map_read_t = mach_port_t
+host_t = mach_port_t
+host_priv_t = mach_port_t
+mem_entry_name_port_t = mach_port_t
+ipc_space_t = mach_port_t
+
+mach_msg_type_number_t = natural_t
+mach_msg_size_t = natural_t
+mach_msg_id_t = integer_t
+mach_msg_bits_t = ctypes.c_uint
+mach_msg_option_t = integer_t
+mach_msg_timeout_t = natural_t
+
+vm_offset_t = ctypes.c_ulong  # uintptr_t
+vm_size_t = ctypes.c_ulong
+vm_address_t = vm_offset_t
+mach_vm_address_t = ctypes.c_uint64
+mach_vm_offset_t = ctypes.c_uint64
+mach_vm_size_t = ctypes.c_uint64
+memory_object_offset_t = ctypes.c_ulonglong
+memory_object_size_t = ctypes.c_ulonglong
+vm_object_offset_t = ctypes.c_uint64
+pointer_t = vm_offset_t
+vm_prot_t = ctypes.c_int
+vm_inherit_t = ctypes.c_uint
+vm_behavior_t = ctypes.c_int
+vm_sync_t = ctypes.c_uint
+vm_machine_attribute_t = ctypes.c_uint
+vm_region_flavor_t = ctypes.c_int
+vm_region_info_t = ctypes.POINTER(ctypes.c_int)
+vm_region_info_64_t = ctypes.POINTER(ctypes.c_int)
+vm_region_recurse_info_t = ctypes.POINTER(ctypes.c_int)
+vm_purgable_t = ctypes.c_int
+
+
+class vm_region_basic_info_64(ctypes.Structure):
+    """struct vm_region_basic_info_64, under #pragma pack(4): 36 bytes."""
+
+    _pack_ = 4
+    _fields_ = [
+        ("protection", vm_prot_t),
+        ("max_protection", vm_prot_t),
+        ("inheritance", vm_inherit_t),
+        ("shared", boolean_t),
+        ("reserved", boolean_t),
+        ("offset", memory_object_offset_t),
+        ("behavior", vm_behavior_t),
+        ("user_wired_count", ctypes.c_ushort),
+    ]
+
+
+vm_region_basic_info_data_64_t = vm_region_basic_info_64
+vm_region_basic_info_64_t = ctypes.POINTER(vm_region_basic_info_64)
+VM_REGION_BASIC_INFO_COUNT_64 = ctypes.sizeof(vm_region_basic_info_64) // ctypes.sizeof(ctypes.c_int)
+
+
+class vm_region_basic_info(ctypes.Structure):
+    """struct vm_region_basic_info (32-bit offset), under #pragma pack(4)."""
+
+    _pack_ = 4
+    _fields_ = [
+        ("protection", vm_prot_t),
+        ("max_protection", vm_prot_t),
+        ("inheritance", vm_inherit_t),
+        ("shared", boolean_t),
+        ("reserved", boolean_t),
+        ("offset", ctypes.c_uint32),
+        ("behavior", vm_behavior_t),
+        ("user_wired_count", ctypes.c_ushort),
+    ]
+
+
+vm_region_basic_info_data_t = vm_region_basic_info
+VM_REGION_BASIC_INFO_COUNT = ctypes.sizeof(vm_region_basic_info) // ctypes.sizeof(ctypes.c_int)
