@@ -79,15 +79,18 @@ class Task:
         """Copy bytes out of the task, safely.
 
         Raises MachError: KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE."""
-        U._user_range(address, size)
+        if size == 0:
+            return b""
+        U.user_range(address, size)
         return U.task_map(self._name).copy_out(address, size)
 
     def write(self, address: int, data: bytes | bytearray | memoryview) -> None:
         """Copy bytes into the task, safely; all or nothing.
 
         Raises MachError: KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE."""
-        U._user_range(address, len(data))
-        U.task_map(self._name).copy_in(address, data)
+        if len(data):
+            U.user_range(address, len(data))
+            U.task_map(self._name).copy_in(address, data)
 
     def protect(self, address: int, size: int, protection: int, *, set_maximum: bool = False) -> None:
         """mach_vm_protect. Raises MachError: KERN_PROTECTION_FAILURE,

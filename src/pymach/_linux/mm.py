@@ -112,6 +112,13 @@ def munmap(addr: int, length: int) -> None:
         raise_errno("munmap")
 
 
+# The bare binding, for hot paths that check the result themselves: returns
+# 0, or -1 with the cause in get_errno(). VM_PROT_* bits equal PROT_* bits.
+raw_mprotect = _mprotect
+raw_munmap = _munmap
+get_errno = ctypes.get_errno
+
+
 def mprotect(addr: int, length: int, prot: int) -> None:
     """mprotect(2); ENOMEM if any page of the range is unmapped."""
     if _mprotect(addr, length, prot):

@@ -16,13 +16,16 @@ from .vm_map import VmMap
 
 
 class Host:
-    """The host: ``privileged`` for host_priv, which on Linux means root or
-    CAP_IPC_LOCK (the privilege Linux asks for wiring memory without limit)."""
+    """The host port. It acts as host_priv while the process is privileged:
+    effective uid 0, or CAP_IPC_LOCK (what Linux asks for wiring memory
+    without limit). Checked at each use, so dropping privileges takes
+    effect at once."""
 
-    __slots__ = ("privileged",)
+    __slots__ = ()
 
-    def __init__(self, privileged: bool) -> None:
-        self.privileged = privileged
+    @property
+    def privileged(self) -> bool:
+        return os.geteuid() == 0 or _has_cap_ipc_lock()
 
 
 class Task:
@@ -63,7 +66,7 @@ class _Self:
         self.space = IpcSpace()
         self.task = Task(os.getpid(), self.map)
         self.task_name = self.space.insert(self.task, MACH_PORT_TYPE_SEND)
-        self.host = Host(os.geteuid() == 0 or _has_cap_ipc_lock())
+        self.host = Host()
         self.host_name = self.space.insert(self.host, MACH_PORT_TYPE_SEND)
 
 

@@ -25,6 +25,9 @@ from .vm_object import VmObject
 
 _ACCESS = {V.VM_PROT_READ: "readable", V.VM_PROT_WRITE: "writable", V.VM_PROT_EXECUTE: "executable"}
 
+_mprotect = mm.raw_mprotect
+_munmap = mm.raw_munmap
+
 # Mach protection -> mmap protection: the low three bits are the same.
 _PROT_MASK = V.VM_PROT_ALL
 
@@ -272,6 +275,18 @@ class VmMap:
     def deallocate(self, start: int, end: int) -> None:
         """Unmap [start, end); holes are not an error."""
         with self.lock:
+            i = bisect.bisect_left(self._starts, start)
+            if i < len(self._starts) and self._starts[i] == start:
+                e = self._entries[i]
+                if e.end == end and not e.permanent:
+                    # fast path: exactly one entry
+                    if _munmap(start, end - start):
+                        raise K.MachError(K.kr_from_errno(mm.get_errno(), K.ERRNO_RANGE), "munmap")
+                    del self._entries[i]
+                    del self._starts[i]
+                    if e.obj is not None:
+                        e.obj.release()
+                    return
             i, j = self._overlap(start, end)
             if any(e.permanent for e in self._entries[i:j]):
                 self._deallocate_around_permanent(start, end)
@@ -305,12 +320,20 @@ class VmMap:
         with self.lock:
             if prot & V.VM_PROT_COPY:
                 self._copy_private(start, end)
-            i, j = self._overlap(start, end)
-            # fast path: exactly one of our entries covers the range
-            if j == i + 1 and self._entries[i].start <= start and self._entries[i].end >= end:
-                pieces: list = [(start, end, self._entries[i])]
-            else:
-                pieces = self.pieces(start, end)
+            e = self.lookup(start)
+            if e is not None and e.start == start and e.end == end:
+                # fast path: the range is exactly one of our entries
+                if want & ~e.max_prot:
+                    raise K.MachError(K.KERN_PROTECTION_FAILURE, "the protection exceeds the maximum"
+                                      if not set_max else "the maximum protection cannot be raised")
+                new = (e.prot & want) if set_max else want
+                if _mprotect(start, end - start, new):
+                    raise K.MachError(K.kr_from_errno(mm.get_errno(), K.ERRNO_RANGE), "mprotect")
+                if set_max:
+                    e.max_prot = want
+                e.prot = new
+                return
+            pieces = self.pieces(start, end)
             for s, _t, what in pieces:
                 if what is None:
                     raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")

@@ -81,17 +81,14 @@ def _round(x: int) -> int:
     return (x + PAGE_MASK) & ~PAGE_MASK
 
 
-def _ovf(addr: int, size: int) -> bool:
-    """addr + size carries, or rounds to at or below trunc(addr)."""
-    end = addr + size
-    return size != 0 and (end > _U64 or _round(end) > _U64 or _round(end) & _U64 <= _trunc(addr))
-
-
 def _range(addr: int, size: int, kr: int = K.KERN_INVALID_ARGUMENT) -> tuple[int, int]:
-    """[trunc(addr), round(addr + size)); ``kr`` when that overflows."""
-    if addr < 0 or size < 0 or addr > _U64 or size > _U64 or _ovf(addr, size):
+    """[trunc(addr), round(addr + size)) for size > 0; ``kr`` when addr +
+    size carries past 2**64 or rounds to at or below trunc(addr)."""
+    start = addr & ~PAGE_MASK
+    end = (addr + size + PAGE_MASK) & ~PAGE_MASK
+    if end > _U64 or end <= start or addr < 0 or size < 0:
         raise _fail(kr, f"[{addr:#x}, +{size:#x}) wraps around the address space")
-    return _trunc(addr), _round(addr + size)
+    return start, end
 
 
 def user_range(addr: int, size: int) -> tuple[int, int]:
@@ -113,7 +110,9 @@ def vm_allocate(task: int, addr: int, size: int, flags: int) -> int:
     outside the map or wrapping), KERN_NO_SPACE (FIXED range in use without
     OVERWRITE, or no room), KERN_NOT_SUPPORTED (VM_FLAGS_TPRO),
     MACH_SEND_INVALID_DEST."""
-    vm_map = task_map(task)
+    vm_map = SELF.map if task == SELF.task_name else task_map(task)
+    if flags == V.VM_FLAGS_ANYWHERE and 0 < size <= MAP_MAX - MAP_MIN:
+        return vm_map.allocate(0, (size + PAGE_MASK) & ~PAGE_MASK, True, False, 0)
     if flags & ~V.VM_FLAGS_USER_ALLOCATE:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"flags {flags:#x}")
     if size == 0:
@@ -162,7 +161,7 @@ def vm_deallocate(task: int, addr: int, size: int) -> None:
     range reaching outside the map removes nothing (as XNU does).
 
     KERN_INVALID_ARGUMENT (a wrapping range), MACH_SEND_INVALID_DEST."""
-    vm_map = task_map(task)
+    vm_map = SELF.map if task == SELF.task_name else task_map(task)
     if size == 0:
         return
     start, end = _range(addr, size)
@@ -178,7 +177,7 @@ def vm_protect(task: int, addr: int, size: int, set_maximum: int, prot: int) -> 
     KERN_PROTECTION_FAILURE (above the maximum, or raising the maximum),
     KERN_INVALID_ADDRESS (a hole, or outside the map),
     KERN_INVALID_ARGUMENT (bad bits, a wrapping range), MACH_SEND_INVALID_DEST."""
-    vm_map = task_map(task)
+    vm_map = SELF.map if task == SELF.task_name else task_map(task)
     if size == 0:
         return
     if prot & ~(V.VM_PROT_ALL | V.VM_PROT_COPY):

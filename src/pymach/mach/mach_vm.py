@@ -15,9 +15,10 @@ from ..kern import vm_user as U
 from ..kern.ipc_space import MACH_PORT_NULL
 from ..kern.task import SELF
 from . import types as T
-from ._args import address_of, out, set_out, val
+from ._args import address_of, i32, out, set_out, u32, u64, val
 
 MachError = K.MachError
+_U64 = (1 << 64) - 1
 
 
 def mach_task_self() -> int:
@@ -38,7 +39,7 @@ def mach_vm_allocate(target_task: Any, address: Any, size: Any, flags: Any) -> i
     KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
     try:
         a = out(address)
-        a.value = U.vm_allocate(val(target_task), a.value, val(size), val(flags))
+        a.value = U.vm_allocate(u32(target_task), a.value, u64(size), i32(flags))
     except MachError as e:
         return e.kr
     return 0
@@ -49,7 +50,7 @@ def mach_vm_deallocate(target: Any, address: Any, size: Any) -> int:
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
     try:
-        U.vm_deallocate(val(target), val(address), val(size))
+        U.vm_deallocate(u32(target), u64(address), u64(size))
     except MachError as e:
         return e.kr
     return 0
@@ -61,7 +62,7 @@ def mach_vm_protect(target_task: Any, address: Any, size: Any, set_maximum: Any,
     KERN_SUCCESS, KERN_PROTECTION_FAILURE, KERN_INVALID_ADDRESS,
     KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
     try:
-        U.vm_protect(val(target_task), val(address), val(size), val(set_maximum), val(new_protection))
+        U.vm_protect(u32(target_task), u64(address), u64(size), i32(set_maximum), i32(new_protection))
     except MachError as e:
         return e.kr
     return 0
@@ -73,7 +74,7 @@ def mach_vm_inherit(target_task: Any, address: Any, size: Any, new_inheritance: 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
     KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
     try:
-        U.vm_inherit(val(target_task), val(address), val(size), val(new_inheritance))
+        U.vm_inherit(u32(target_task), u64(address), u64(size), u32(new_inheritance))
     except MachError as e:
         return e.kr
     return 0
@@ -86,7 +87,7 @@ def mach_vm_read(target_task: Any, address: Any, size: Any, data: Any, dataCnt: 
     KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
     KERN_INVALID_ARGUMENT, KERN_NO_SPACE, MACH_SEND_INVALID_DEST."""
     try:
-        d, n = U.vm_read(val(target_task), val(address), val(size))
+        d, n = U.vm_read(u32(target_task), u64(address), u64(size))
     except MachError as e:
         return e.kr
     set_out(data, d)
@@ -100,7 +101,7 @@ def mach_vm_read_overwrite(target_task: Any, address: Any, size: Any, data: Any,
     KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
     KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
     try:
-        n = U.vm_read_overwrite(val(target_task), val(address), val(size), address_of(data)[0])
+        n = U.vm_read_overwrite(u32(target_task), u64(address), u64(size), address_of(data)[0] & _U64)
     except MachError as e:
         return e.kr
     set_out(outsize, n)
@@ -113,7 +114,7 @@ def mach_vm_write(target_task: Any, address: Any, data: Any, dataCnt: Any) -> in
     KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
     KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
     try:
-        U.vm_write(val(target_task), val(address), address_of(data)[0], val(dataCnt))
+        U.vm_write(u32(target_task), u64(address), address_of(data)[0] & _U64, u32(dataCnt))
     except MachError as e:
         return e.kr
     return 0
@@ -125,16 +126,18 @@ def mach_vm_copy(target_task: Any, source_address: Any, size: Any, dest_address:
     KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
     KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
     try:
-        U.vm_copy(val(target_task), val(source_address), val(size), val(dest_address))
+        U.vm_copy(u32(target_task), u64(source_address), u64(size), u64(dest_address))
     except MachError as e:
         return e.kr
     return 0
 
 
 def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, infoCnt: Any,
-            object_name: Any) -> int:
-    fl = val(flavor)
-    if fl == V.VM_REGION_BASIC_INFO_64:
+            object_name: Any, legacy: bool = False) -> int:
+    fl = i32(flavor)
+    # mach_vm_region and vm_region_64 serve VM_REGION_BASIC_INFO as the
+    # 64-bit flavor; only the legacy vm_region keeps the 32-bit struct.
+    if fl == V.VM_REGION_BASIC_INFO_64 or (fl == V.VM_REGION_BASIC_INFO and not legacy):
         st: type[ctypes.Structure] = T.vm_region_basic_info_64
     elif fl == V.VM_REGION_BASIC_INFO:
         st = T.vm_region_basic_info
@@ -146,7 +149,7 @@ def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, i
         return K.KERN_INVALID_ARGUMENT
     a = out(address)
     try:
-        r = U.vm_region(val(target_task), a.value)
+        r = U.vm_region(u32(target_task), a.value)
     except MachError as e:
         return e.kr
     rec = st(r.protection, r.max_protection, r.inheritance, int(r.shared), int(r.reserved),
@@ -175,13 +178,23 @@ def mach_vm_region(target_task: Any, address: Any, size: Any, flavor: Any, info:
     return _region(target_task, address, size, flavor, info, infoCnt, object_name)
 
 
+def vm_region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, infoCnt: Any,
+              object_name: Any) -> int:
+    """The legacy vm_region: as mach_vm_region, except that
+    VM_REGION_BASIC_INFO fills the 32-bit vm_region_basic_info (8 ints).
+
+    KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_INVALID_ARGUMENT,
+    MACH_SEND_INVALID_DEST."""
+    return _region(target_task, address, size, flavor, info, infoCnt, object_name, legacy=True)
+
+
 def mach_vm_msync(target_task: Any, address: Any, size: Any, sync_flags: Any) -> int:
     """Synchronise a range with its backing store (VM_SYNC_*).
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
     MACH_SEND_INVALID_DEST."""
     try:
-        U.vm_msync(val(target_task), val(address), val(size), val(sync_flags))
+        U.vm_msync(u32(target_task), u64(address), u64(size), u32(sync_flags))
     except MachError as e:
         return e.kr
     return 0
@@ -193,7 +206,7 @@ def mach_vm_behavior_set(target_task: Any, address: Any, size: Any, new_behavior
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
     KERN_PROTECTION_FAILURE, MACH_SEND_INVALID_DEST."""
     try:
-        U.vm_behavior_set(val(target_task), val(address), val(size), val(new_behavior))
+        U.vm_behavior_set(u32(target_task), u64(address), u64(size), i32(new_behavior))
     except MachError as e:
         return e.kr
     return 0
@@ -204,7 +217,7 @@ def mach_vm_page_query(target_map: Any, offset: Any, disposition: Any, ref_count
 
     KERN_SUCCESS, KERN_INVALID_ADDRESS, MACH_SEND_INVALID_DEST."""
     try:
-        d, r = U.vm_page_query(val(target_map), val(offset))
+        d, r = U.vm_page_query(u32(target_map), u64(offset))
     except MachError as e:
         return e.kr
     set_out(disposition, d)
@@ -219,7 +232,7 @@ def mach_vm_wire(host_priv: Any, task: Any, address: Any, size: Any, desired_acc
     KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE, KERN_RESOURCE_SHORTAGE,
     MACH_SEND_INVALID_DEST."""
     try:
-        U.vm_wire(val(host_priv), val(task), val(address), val(size), val(desired_access))
+        U.vm_wire(u32(host_priv), u32(task), u64(address), u64(size), i32(desired_access))
     except MachError as e:
         return e.kr
     return 0
@@ -235,7 +248,6 @@ vm_read = mach_vm_read
 vm_read_overwrite = mach_vm_read_overwrite
 vm_write = mach_vm_write
 vm_copy = mach_vm_copy
-vm_region = mach_vm_region
 vm_region_64 = mach_vm_region
 vm_msync = mach_vm_msync
 vm_behavior_set = mach_vm_behavior_set

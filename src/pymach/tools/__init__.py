@@ -1,0 +1,27 @@
+"""The pymach command: ``pymach tour`` and ``pymach bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pymach`` console script and ``python -m pymach``."""
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(
+        prog="pymach",
+        description="Mach VM and IPC on Linux. Commands: tour (the book's examples, run and "
+                    "explained), bench (benchmarks against bare Linux peers).")
+    ap.add_argument("command", choices=["tour", "bench"], help="what to run")
+    ap.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command")
+    if not argv:
+        ap.print_help()
+        return 2
+    a = ap.parse_args(argv[:1])
+    rest = argv[1:]
+    if a.command == "tour":
+        from .tour import main as tour
+        return tour(rest)
+    from .bench import main as bench
+    return bench(rest)

@@ -1,0 +1,143 @@
+"""pymach bench: each benchmark runs its peers in the same process and run,
+and prints every figure with its ratio to the bare-syscall baseline.
+
+Timing: each case runs ``n`` operations per sample, ``repeat`` samples; the
+best sample is reported (the least disturbed by the rest of the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import json
+import mmap
+import platform
+import sys
+import time
+from typing import Callable
+
+Case = tuple[str, Callable[[int], None]]
+
+
+def _best_ns(fn: Callable[[int], None], n: int, repeat: int) -> float:
+    fn(max(1, n // 10))  # warm up
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter_ns()
+        fn(n)
+        best = min(best, (time.perf_counter_ns() - t0) / n)
+    return best
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.restype = ctypes.c_int
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mprotect.restype = ctypes.c_int
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+def vm_cases() -> list[tuple[str, list[Case]]]:
+    """Own-task VM: allocate+deallocate of one page, and protect."""
+    from pymach import Task
+    from pymach.mach import (FALSE, VM_FLAGS_ANYWHERE, VM_PROT_DEFAULT, VM_PROT_READ, byref, mach_task_self,
+                             mach_vm_address_t, mach_vm_allocate, mach_vm_deallocate, mach_vm_protect,
+                             vm_page_size)
+
+    libc = _libc()
+    page = vm_page_size
+    task = mach_task_self()
+
+    def bare_mmap(n: int) -> None:
+        mm_, mu = libc.mmap, libc.munmap
+        for _ in range(n):
+            p = mm_(None, page, 3, 0x22, -1, 0)
+            mu(p, page)
+
+    def py_mmap(n: int) -> None:
+        for _ in range(n):
+            mmap.mmap(-1, page).close()
+
+    def mach_alloc(n: int) -> None:
+        a = mach_vm_address_t(0)
+        ref = byref(a)
+        for _ in range(n):
+            mach_vm_allocate(task, ref, page, VM_FLAGS_ANYWHERE)
+            mach_vm_deallocate(task, a, page)
+
+    def task_alloc(n: int) -> None:
+        t = Task.self()
+        for _ in range(n):
+            t.allocate(page).deallocate()
+
+    p = libc.mmap(None, page, 3, 0x22, -1, 0)
+
+    def bare_mprotect(n: int) -> None:
+        mp = libc.mprotect
+        for _ in range(n // 2):
+            mp(p, page, 1)
+            mp(p, page, 3)
+
+    a = mach_vm_address_t(0)
+    mach_vm_allocate(task, byref(a), page, VM_FLAGS_ANYWHERE)
+    addr = a.value
+
+    def mach_protect(n: int) -> None:
+        for _ in range(n // 2):
+            mach_vm_protect(task, addr, page, FALSE, VM_PROT_READ)
+            mach_vm_protect(task, addr, page, FALSE, VM_PROT_DEFAULT)
+
+    return [
+        ("allocate + deallocate one page", [
+            ("ctypes mmap + munmap (baseline)", bare_mmap),
+            ("mmap.mmap(-1) + close", py_mmap),
+            ("mach_vm_allocate + mach_vm_deallocate", mach_alloc),
+            ("Task.allocate + Region.deallocate", task_alloc),
+        ]),
+        ("protect one page", [
+            ("ctypes mprotect (baseline)", bare_mprotect),
+            ("mach_vm_protect", mach_protect),
+        ]),
+    ]
+
+
+SUITES = {"vm": vm_cases}
+
+
+def run(suite: str, n: int, repeat: int, as_json: bool) -> int:
+    results = []
+    for title, cases in SUITES[suite]():
+        base = None
+        rows = []
+        for label, fn in cases:
+            ns = _best_ns(fn, n, repeat)
+            base = base or ns
+            rows.append({"case": label, "ns_per_op": round(ns, 1), "ratio": round(ns / base, 2)})
+        results.append({"benchmark": title, "rows": rows})
+    if as_json:
+        json.dump({"suite": suite, "n": n, "repeat": repeat, "python": platform.python_version(),
+                   "results": results}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"pymach bench {suite}: best of {repeat} x {n} ops, Python {platform.python_version()}, "
+          f"{platform.machine()}")
+    for r in results:
+        print(f"\n{r['benchmark']}")
+        print(f"  {'case':<42} {'ns/op':>10} {'ratio':>7}")
+        for row in r["rows"]:
+            print(f"  {row['case']:<42} {row['ns_per_op']:>10.1f} {row['ratio']:>6.2f}x")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pymach bench", description=__doc__)
+    ap.add_argument("suite", choices=sorted(SUITES), help="what to measure")
+    ap.add_argument("-n", type=int, default=20000, help="operations per sample")
+    ap.add_argument("--repeat", type=int, default=7, help="samples; the best is reported")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    a = ap.parse_args(argv)
+    return run(a.suite, a.n, a.repeat, a.json)

@@ -1,0 +1,31 @@
+"""Every test ends with the process's open fds back at their baseline."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import pytest
+
+
+def open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture(autouse=True)
+def no_fd_leak():
+    gc.collect()
+    before = open_fds()
+    yield
+    gc.collect()
+    after = open_fds()
+    leaked = after - before
+    assert not leaked, f"leaked fds: {sorted(leaked)} -> " + ", ".join(
+        f"{fd}:{_target(fd)}" for fd in sorted(leaked))
+
+
+def _target(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
