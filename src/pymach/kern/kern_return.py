@@ -196,7 +196,9 @@ _SYSTEMS: Final[dict[int, tuple[str | None, tuple[_Sub, ...], tuple[tuple[int, i
 }
 _NULL_SYSTEM: Final = (None, (), ())
 
-# What C's printf("%s", NULL) prints, for the NULL entries of the tables.
+# The NULL entries of the tables: mach_error_string/type give what glibc's
+# printf("%s", NULL) shows; mach_error, which formats with libsyscall's own
+# vsnprintf, prints them as empty strings.
 _NULL: Final = "(null)"
 
 
@@ -268,12 +270,18 @@ def mach_error_string(err: int) -> str:
     return _lookup(err)[0]
 
 
-def mach_error_text(err: int) -> str:
+def mach_error_text(err: int, null: str = _NULL) -> str:
     """What mach_error() prints after the caller's prefix: the string, and for
-    a code the tables do not know, the subsystem and the code in hex."""
+    a code the tables do not know, the subsystem and the code in hex.
+    ``null`` stands for the tables' NULL entries."""
     text, diag = _lookup(err)
+    if text is _NULL:
+        text = null
     if diag:
-        return f"{mach_error_type(err)} {text} ({_to_int32(err) & 0xFFFFFFFF:x})"
+        typ = mach_error_type(err)
+        if typ is _NULL:
+            typ = null
+        return f"{typ} {text} ({_to_int32(err) & 0xFFFFFFFF:x})"
     return text
 
 
@@ -320,12 +328,13 @@ class MachError(OSError):
     def __new__(cls, kr: int, context: str | None = None) -> "MachError":
         if cls is MachError:
             cls = _REGISTRY.get(kr, MachError)
-        return super().__new__(cls)
+        # OSError's __new__ sets errno, strerror and args (its __init__ does
+        # nothing once __new__ is overridden)
+        return super().__new__(cls, _KR_ERRNO.get(kr), mach_error_text(kr))
 
     def __init__(self, kr: int, context: str | None = None) -> None:
         self.kr = kr
         self.context = context
-        super().__init__(_KR_ERRNO.get(kr, 0), mach_error_text(kr))
 
     def __reduce__(self):  # type: ignore[override]
         return (MachError, (self.kr, self.context))

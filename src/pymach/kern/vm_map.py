@@ -114,7 +114,7 @@ class VmMap:
     """The calling process's address space, as a Mach vm_map."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self._starts: list[int] = []
         self._entries: list[VmEntry] = []
         self._fork_snapshots: list[tuple[VmEntry, int]] = []
@@ -527,7 +527,7 @@ class VmMap:
                     disp |= V.VM_PAGE_QUERY_PAGE_REF
                 if flags & mm.KPF_DIRTY:
                     disp |= V.VM_PAGE_QUERY_PAGE_DIRTY
-            elif word & mm.PM_EXCLUSIVE and not shared and not file_backed:
+            if word & mm.PM_EXCLUSIVE and not shared and not file_backed:
                 # a private anonymous page mapped by us alone has been written:
                 # reads map the shared zero page, which is never exclusive
                 disp |= V.VM_PAGE_QUERY_PAGE_DIRTY | V.VM_PAGE_QUERY_PAGE_REF
@@ -704,7 +704,7 @@ class VmMap:
             os.close(fd)
         self._entries = keep_e
         self._starts = [e.start for e in keep_e]
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
 
     def install_fork_hooks(self) -> None:
         os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_parent,

@@ -37,6 +37,7 @@ MAP_MAX = V.MACH_VM_MAX_ADDRESS
 OOL_SIZE_SMALL = 16384
 
 _ALLOC_UNSUPPORTED = V.VM_FLAGS_TPRO
+_PROT_VALID = V.VM_PROT_ALL | V.VM_PROT_COPY
 
 
 def _fail(kr: int, what: str) -> K.MachError:
@@ -113,6 +114,7 @@ def vm_allocate(task: int, addr: int, size: int, flags: int) -> int:
     vm_map = SELF.map if task == SELF.task_name else task_map(task)
     if flags == V.VM_FLAGS_ANYWHERE and 0 < size <= MAP_MAX - MAP_MIN:
         return vm_map.allocate(0, (size + PAGE_MASK) & ~PAGE_MASK, True, False, 0)
+    flags &= 0xFFFFFFFF  # an int in C: tags of 128 and up set the sign bit
     if flags & ~V.VM_FLAGS_USER_ALLOCATE:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"flags {flags:#x}")
     if size == 0:
@@ -121,6 +123,8 @@ def vm_allocate(task: int, addr: int, size: int, flags: int) -> int:
         raise _fail(K.KERN_NOT_SUPPORTED, "TPRO memory has no Linux equivalent")
     if _round(size) > _U64:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"size {size:#x} rounds to 0")
+    if flags & V.VM_FLAGS_PURGABLE and _round(size) // PAGE_SIZE > 0xFFFFFFFF:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "a purgeable object is at most ANON_MAX_SIZE")
     length = _round(size)
     superpage = flags & V.VM_FLAGS_SUPERPAGE_MASK
     align = 0
@@ -180,9 +184,12 @@ def vm_protect(task: int, addr: int, size: int, set_maximum: int, prot: int) -> 
     vm_map = SELF.map if task == SELF.task_name else task_map(task)
     if size == 0:
         return
-    if prot & ~(V.VM_PROT_ALL | V.VM_PROT_COPY):
+    if prot & ~_PROT_VALID:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"protection {prot:#x}")
-    start, end = _range(addr, size)
+    start = addr & ~PAGE_MASK
+    end = (addr + size + PAGE_MASK) & ~PAGE_MASK
+    if end > _U64 or end <= start:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"[{addr:#x}, +{size:#x}) wraps around the address space")
     if start >= MAP_MAX:
         raise _fail(K.KERN_INVALID_ADDRESS, f"{start:#x} is outside the map")
     vm_map.protect(start, end, bool(set_maximum), prot)
@@ -204,10 +211,11 @@ def vm_inherit(task: int, addr: int, size: int, inheritance: int) -> None:
         vm_map.inherit(start, end, inheritance)
 
 
-def _small_fault(err: K.MachError, size: int) -> K.MachError:
-    # XNU copies small ranges through a kernel buffer: protection faults there
-    # come back as KERN_INVALID_ADDRESS.
-    if err.kr == K.KERN_PROTECTION_FAILURE and size <= OOL_SIZE_SMALL:
+def _small_fault(err: K.MachError, size: int, src: int) -> K.MachError:
+    # XNU copies small ranges inside the map through a kernel buffer:
+    # protection faults there come back as KERN_INVALID_ADDRESS.
+    if err.kr == K.KERN_PROTECTION_FAILURE and size <= OOL_SIZE_SMALL and (
+            MAP_MIN <= src and src + size <= MAP_MAX):
         return _fail(K.KERN_INVALID_ADDRESS, err.context or "")
     return err
 
@@ -232,7 +240,7 @@ def vm_read(task: int, addr: int, size: int) -> tuple[int, int]:
         vm_map.read_into(addr, dst + off, size)
     except K.MachError as err:
         SELF.map.deallocate(dst, dst + _round(off + size))
-        raise _small_fault(err, size) from None
+        raise _small_fault(err, size, addr) from None
     except BaseException:
         SELF.map.deallocate(dst, dst + _round(off + size))
         raise
@@ -252,7 +260,7 @@ def vm_read_overwrite(task: int, addr: int, size: int, data: int) -> int:
     try:
         vm_map.read_into(addr, data, size)
     except K.MachError as err:
-        raise _small_fault(err, size) from None
+        raise _small_fault(err, size, addr) from None
     return size
 
 
@@ -275,7 +283,7 @@ def vm_write(task: int, addr: int, data: int, count: int) -> None:
     try:
         vm_map.read_into(data, addr, count)
     except K.MachError as err:
-        raise _small_fault(err, count) from None
+        raise _small_fault(err, count, addr) from None
 
 
 def vm_copy(task: int, src: int, size: int, dst: int) -> None:
@@ -291,7 +299,7 @@ def vm_copy(task: int, src: int, size: int, dst: int) -> None:
     try:
         vm_map.read_into(src, dst, size)
     except K.MachError as err:
-        raise _small_fault(err, size) from None
+        raise _small_fault(err, size, src) from None
 
 
 def vm_region(task: int, addr: int) -> RegionInfo:
@@ -363,9 +371,17 @@ def vm_wire(host: int, task: int, addr: int, size: int, prot: int) -> None:
     KERN_INVALID_HOST (not host_priv), KERN_INVALID_ARGUMENT (bad
     protection, a wrapping range), KERN_INVALID_ADDRESS (a hole),
     KERN_PROTECTION_FAILURE (the range lacks the access),
-    KERN_RESOURCE_SHORTAGE (RLIMIT_MEMLOCK), MACH_SEND_INVALID_DEST."""
+    KERN_RESOURCE_SHORTAGE (RLIMIT_MEMLOCK), KERN_INVALID_TASK (the task
+    is null or not a task), MACH_SEND_INVALID_RIGHT (the task name is not
+    valid), MACH_SEND_INVALID_DEST (host is not a valid name)."""
     host_priv(host)
-    vm_map = task_map(task)
+    # the task travels as a port argument of a message sent to host_priv
+    e = SELF.space.lookup(task) if task else None
+    if task and e is None:
+        raise _fail(K.MACH_SEND_INVALID_RIGHT, f"{task:#x} is not a valid name")
+    if e is None or not isinstance(e.object, Task) or e.object.map is None:
+        raise _fail(K.KERN_INVALID_TASK, f"{task:#x} is not a task")
+    vm_map = e.object.map
     if size == 0:
         return
     start, end = _range(addr, size)

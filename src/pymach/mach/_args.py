@@ -32,16 +32,22 @@ _U64 = (1 << 64) - 1
 def u64(x: Any) -> int:
     """A by-value 64-bit unsigned argument (mach_vm_address_t, _size_t),
     wrapped as C converts it: -1 is 0xffffffffffffffff."""
+    if type(x) is int and 0 <= x <= _U64:
+        return x
     return val(x) & _U64
 
 
 def u32(x: Any) -> int:
     """A by-value 32-bit unsigned argument (mach_port_t, vm_inherit_t...)."""
+    if type(x) is int and 0 <= x <= 0xFFFFFFFF:
+        return x
     return val(x) & 0xFFFFFFFF
 
 
 def i32(x: Any) -> int:
     """A by-value int argument (vm_prot_t, flags, boolean_t)."""
+    if type(x) is int and -0x80000000 <= x <= 0x7FFFFFFF:
+        return x
     v = val(x) & 0xFFFFFFFF
     return v - (1 << 32) if v & 0x80000000 else v
 

@@ -134,6 +134,10 @@ def mach_vm_copy(target_task: Any, source_address: Any, size: Any, dest_address:
 
 def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, infoCnt: Any,
             object_name: Any, legacy: bool = False) -> int:
+    try:
+        U.task_map(u32(target_task))
+    except MachError as e:
+        return e.kr
     fl = i32(flavor)
     # mach_vm_region and vm_region_64 serve VM_REGION_BASIC_INFO as the
     # 64-bit flavor; only the legacy vm_region keeps the 32-bit struct.
@@ -230,7 +234,7 @@ def mach_vm_wire(host_priv: Any, task: Any, address: Any, size: Any, desired_acc
 
     KERN_SUCCESS, KERN_INVALID_HOST (not host_priv), KERN_INVALID_ARGUMENT,
     KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE, KERN_RESOURCE_SHORTAGE,
-    MACH_SEND_INVALID_DEST."""
+    KERN_INVALID_TASK, MACH_SEND_INVALID_RIGHT, MACH_SEND_INVALID_DEST."""
     try:
         U.vm_wire(u32(host_priv), u32(task), u64(address), u64(size), i32(desired_access))
     except MachError as e:
@@ -280,5 +284,7 @@ def mach_error_type(error_value: Any) -> str:
 def mach_error(str_: str, error_value: Any) -> None:
     """Print ``str_`` and the error's text on stderr, as libsyscall's
     mach_error does: "vm_protect: (os/kern) protection failure"."""
-    sys.stderr.write(f"{str_} {K.mach_error_text(val(error_value))}\n")
+    line = f"{str_} {K.mach_error_text(val(error_value), null='')}\n".encode(errors="replace")
+    # libsyscall formats into a 1024-byte buffer: at most 1023 bytes get out
+    sys.stderr.write(line[:1023].decode(errors="replace"))
     sys.stderr.flush()
