@@ -381,9 +381,13 @@ class VmMap:
                     raise K.MachError(K.kr_from_oserror(err, K.ERRNO_RANGE), "madvise") from err
             i, j = self._clip(start, end)
             for e in self._entries[i:j]:
+                old, e.inherit = e.inherit, inheritance
                 if inheritance == V.VM_INHERIT_SHARE and not e.shared:
-                    self._make_shared(e)
-                e.inherit = inheritance
+                    try:
+                        self._make_shared(e)  # re-applies the VMA state from e
+                    except BaseException:
+                        e.inherit = old
+                        raise
 
     def _make_shared(self, e: VmEntry) -> None:
         """Move a private entry's pages into a fresh memfd and map that
