@@ -64,16 +64,7 @@ class Task:
 
     def regions(self) -> Iterator[RegionInfo]:
         """Every region of the address space, in order (vmmap's walk)."""
-        addr = 0
-        while True:
-            try:
-                r = U.vm_region(self._name, addr)
-            except K.MachError as e:
-                if e.kr == K.KERN_INVALID_ADDRESS:
-                    return
-                raise
-            yield r
-            addr = r.end
+        yield from U.task_map(self._name).regions()
 
     def read(self, address: int, size: int) -> bytes:
         """Copy bytes out of the task, safely.

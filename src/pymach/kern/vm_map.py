@@ -237,8 +237,7 @@ class VmMap:
             try:
                 if anywhere:
                     if align_mask:
-                        a = self._aligned_hole(size, align_mask, addr)
-                        a = mm.mmap(a, size, prot, flags | mm.MAP_FIXED_NOREPLACE)
+                        a = self._aligned_map(size, align_mask, prot, flags)
                     else:
                         a = mm.mmap(addr, size, prot, flags)
                 elif overwrite:
@@ -259,17 +258,22 @@ class VmMap:
             self._insert(e)
             return a  # type: ignore[no-any-return]
 
-    def _aligned_hole(self, size: int, mask: int, hint: int) -> int:
-        """Find a free range of ``size`` whose start has the bits of ``mask``
-        clear, by reserving size + mask and trimming: a scratch mapping that
-        is unmapped again before return."""
+    def _aligned_map(self, size: int, mask: int, prot: int, flags: int) -> int:
+        """Map ``size`` bytes at an address with the bits of ``mask`` clear:
+        reserve size + mask, map over the aligned part of the reservation
+        (MAP_FIXED inside our own reservation), and unmap the slack."""
         span = size + mask + 1
-        try:
-            r = mm.mmap(hint, span, mm.PROT_NONE, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE)
-        except OSError as err:
-            raise K.MachError(K.kr_from_oserror(err, K.ERRNO_MAP), "mmap") from err
+        r = mm.mmap(0, span, mm.PROT_NONE, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE)
         a = (r + mask) & ~mask
-        mm.munmap(r, span)
+        try:
+            mm.mmap(a, size, prot, flags | mm.MAP_FIXED)
+        except BaseException:
+            mm.munmap(r, span)
+            raise
+        if a > r:
+            mm.munmap(r, a - r)
+        if r + span > a + size:
+            mm.munmap(a + size, r + span - (a + size))
         return a
 
     def deallocate(self, start: int, end: int) -> None:
@@ -635,26 +639,35 @@ class VmMap:
             e = self.lookup(addr)
             if e is not None:
                 return _entry_info(e)
-            i = bisect.bisect_right(self._starts, addr)
-            nxt = self._entries[i] if i < len(self._entries) else None
-            best: RegionInfo | None = _entry_info(nxt) if nxt else None
-            for v in procfs.read_smaps():
-                if v.end <= addr:
-                    continue
-                if best is not None and v.start >= best.start:
-                    break
-                s, t = max(v.start, addr), v.end
-                # subtract our entries from the VMA
-                k = bisect.bisect_right(self._starts, s) - 1
-                if k >= 0 and self._entries[k].end > s:
-                    continue  # starts inside an entry: that entry is reported instead
-                if nxt is not None and nxt.start < t:
-                    t = nxt.start
-                if t <= s:
-                    continue
-                best = _vma_info(v, max(v.start, s), t)
-                break
-            return best
+        for r in self.regions():
+            if r.end > addr:
+                return r
+        return None
+
+    def regions(self) -> list[RegionInfo]:
+        """Every region of the address space in order: our entries, and the
+        parts of the kernel's VMAs (from one read of /proc/self/smaps) that
+        no entry covers."""
+        with self.lock:
+            entries = list(self._entries)
+            vmas = procfs.read_smaps()
+        out = [_entry_info(e) for e in entries]
+        j = 0
+        for v in vmas:
+            while j < len(entries) and entries[j].end <= v.start:
+                j += 1
+            cur, k = v.start, j
+            while cur < v.end:
+                if k < len(entries) and entries[k].start < v.end:
+                    if entries[k].start > cur:
+                        out.append(_vma_info(v, cur, entries[k].start))
+                    cur = max(cur, entries[k].end)
+                    k += 1
+                else:
+                    out.append(_vma_info(v, cur, v.end))
+                    cur = v.end
+        out.sort(key=lambda r: r.start)
+        return out
 
     # -- fork -----------------------------------------------------------------
 
