@@ -30,6 +30,8 @@ _munmap = mm.raw_munmap
 
 # Mach protection -> mmap protection: the low three bits are the same.
 _PROT_MASK = V.VM_PROT_ALL
+_PROT_COPY = V.VM_PROT_COPY
+_bisect_right = bisect.bisect_right
 
 # behaviors that persist on an entry (the rest are one-shot actions)
 _PERSISTENT_BEHAVIOR = {
@@ -320,11 +322,12 @@ class VmMap:
 
     def protect(self, start: int, end: int, set_max: bool, prot: int) -> None:
         """mach_vm_protect on [start, end)."""
-        want = prot & V.VM_PROT_ALL
+        want = prot & _PROT_MASK
         with self.lock:
-            if prot & V.VM_PROT_COPY:
+            if prot & _PROT_COPY:
                 self._copy_private(start, end)
-            e = self.lookup(start)
+            i = _bisect_right(self._starts, start) - 1
+            e = self._entries[i] if i >= 0 else None
             if e is not None and e.start == start and e.end == end:
                 # fast path: the range is exactly one of our entries
                 if want & ~e.max_prot:
