@@ -344,20 +344,12 @@ class VmMap:
             for s, _t, what in pieces:
                 if what is None:
                     raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
-                if isinstance(what, VmEntry):
-                    limit = what.max_prot
-                    if set_max:
-                        if want & ~limit:
-                            raise K.MachError(K.KERN_PROTECTION_FAILURE,
-                                              "the maximum protection cannot be raised")
-                    elif want & ~limit:
-                        raise K.MachError(K.KERN_PROTECTION_FAILURE,
-                                          "the protection exceeds the maximum protection")
+                if isinstance(what, VmEntry) and want & ~what.max_prot:
+                    raise K.MachError(K.KERN_PROTECTION_FAILURE, "the maximum protection cannot be raised"
+                                      if set_max else "the protection exceeds the maximum protection")
             for s, t, what in pieces:
-                if isinstance(what, VmEntry):
-                    new = (what.prot & want) if set_max else want
-                else:
-                    new = (_prot_of_perms(what.perms) & want) if set_max else want
+                assert what is not None
+                new = (_prot(what) & want) if set_max else want
                 try:
                     mm.mprotect(s, t - s, _lin_prot(new))
                 except OSError as err:

@@ -22,4 +22,3 @@ from ..kern.vm_defs import *  # noqa: F401,F403
 from .mach_vm import *  # noqa: F401,F403
 from .types import *  # noqa: F401,F403
 
-KERN_SUCCESS = 0

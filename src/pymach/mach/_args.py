@@ -56,7 +56,7 @@ def out(p: Any) -> Any:
     """The ctypes object an out-parameter points at: byref(x), pointer(x),
     or x itself."""
     if type(p) is _CArg:
-        return p._obj
+        return p._obj  # type: ignore[attr-defined]
     if isinstance(p, _Pointer):
         return p.contents
     if isinstance(p, (_Simple, ctypes.Structure, ctypes.Union, ctypes.Array)):
@@ -78,7 +78,7 @@ def address_of(p: Any) -> tuple[int, int | None]:
     if type(p) is int:
         return p, None
     if type(p) is _CArg:
-        o = p._obj
+        o = p._obj  # type: ignore[attr-defined]
         return ctypes.addressof(o) + getattr(p, "_offset", 0), ctypes.sizeof(o)
     if isinstance(p, _Pointer):
         return ctypes.cast(p, ctypes.c_void_p).value or 0, None

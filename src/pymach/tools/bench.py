@@ -15,7 +15,7 @@ import mmap
 import platform
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 Case = tuple[str, Callable[[int], None]]
 
@@ -109,7 +109,7 @@ SUITES = {"vm": vm_cases}
 
 
 def run(suite: str, n: int, repeat: int, as_json: bool) -> int:
-    results = []
+    results: list[dict[str, Any]] = []
     for title, cases in SUITES[suite]():
         base = None
         rows = []
