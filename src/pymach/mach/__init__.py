@@ -18,7 +18,9 @@ from ctypes import byref, pointer, sizeof  # noqa: F401  (C programs use these)
 from ..kern.ipc_space import *  # noqa: F401,F403
 from ..kern.kern_return import *  # noqa: F401,F403
 from ..kern.kern_return import MachError  # noqa: F401
+from ..kern.message_defs import *  # noqa: F401,F403
 from ..kern.vm_defs import *  # noqa: F401,F403
+from .message import *  # noqa: F401,F403
 from .mach_vm import *  # noqa: F401,F403
 from .types import *  # noqa: F401,F403
 
