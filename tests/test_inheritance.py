@@ -11,11 +11,8 @@ with its own message; a child that dies by a signal fails it too.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import pickle
 import signal
-import traceback
 
 import pytest
 
@@ -31,142 +28,15 @@ from pymach import (
 )
 from pymach.kern.task import SELF
 
+from procutil import forked, mapped_in, peek, perms_at, poke, run_in_child
+
 P = vm_page_size
 
 
 # -- helpers -------------------------------------------------------------------
 
-def peek(addr: int, n: int) -> bytes:
-    return ctypes.string_at(addr, n)
-
-
-def poke(addr: int, data: bytes) -> None:
-    ctypes.memmove(addr, data, len(data))
-
-
-def maps() -> list[tuple[int, int, str, str]]:
-    out = []
-    with open("/proc/self/maps") as f:
-        for line in f:
-            parts = line.split(None, 5)
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            out.append((lo, hi, parts[1], parts[5].strip() if len(parts) > 5 else ""))
-    return out
-
-
-def mapped_in(start: int, end: int) -> list[tuple[int, int, str, str]]:
-    return [m for m in maps() if m[0] < end and m[1] > start]
-
-
-def perms_at(addr: int) -> str | None:
-    for lo, hi, perms, _path in maps():
-        if lo <= addr < hi:
-            return perms
-    return None
-
-
 def entries_in(start: int, end: int):
     return [e for e in SELF.map.entries() if e.start < end and e.end > start]
-
-
-def _send(fd: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-class forked:
-    """``with forked(child) as sync:`` runs ``child(sync)`` in an os.fork
-    child while the block runs in the parent. ``sync()`` on both sides is a
-    rendezvous: each returns once the other side has reached its own sync.
-    Leaving the block waits for the child; an exception raised in the child
-    is re-raised in the parent; a signal or a non-zero exit fails."""
-
-    def __init__(self, child) -> None:
-        self.child = child
-
-    def __enter__(self):
-        c2p_r, c2p_w = os.pipe()
-        p2c_r, p2c_w = os.pipe()
-        res_r, res_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            code = 0
-            try:
-                for fd in (c2p_r, p2c_w, res_r):
-                    os.close(fd)
-
-                def sync() -> None:
-                    os.write(c2p_w, b".")
-                    if os.read(p2c_r, 1) != b".":
-                        raise RuntimeError("the parent left before this sync")
-
-                self.child(sync)
-            except BaseException as e:  # noqa: BLE001 - all of it goes to the parent
-                code = 1
-                try:
-                    payload = pickle.dumps((e, traceback.format_exc()))
-                except Exception:  # noqa: BLE001
-                    payload = pickle.dumps((AssertionError(repr(e)), traceback.format_exc()))
-                try:
-                    _send(res_w, payload)
-                except BaseException:  # noqa: BLE001
-                    pass
-            finally:
-                os._exit(code)
-        for fd in (c2p_w, p2c_r, res_w):
-            os.close(fd)
-        self.pid, self.c2p, self.p2c, self.res = pid, c2p_r, p2c_w, res_r
-        return self.sync
-
-    def sync(self) -> None:
-        if os.read(self.c2p, 1) != b".":
-            self.p2c = _close(self.p2c)
-            self._join()  # raises what the child raised
-            raise AssertionError("the child finished before reaching sync()")
-        os.write(self.p2c, b".")
-
-    def _join(self) -> None:
-        if self.pid is None:
-            return
-        chunks = []
-        while chunk := os.read(self.res, 65536):
-            chunks.append(chunk)
-        _, status = os.waitpid(self.pid, 0)
-        self.pid = None
-        self.res = _close(self.res)
-        self.c2p = _close(self.c2p)
-        code = os.waitstatus_to_exitcode(status)
-        if chunks:
-            exc, tb = pickle.loads(b"".join(chunks))
-            exc.add_note("raised in the fork child:\n" + tb)
-            raise exc
-        if code < 0:
-            raise AssertionError(f"the child was killed by {signal.Signals(-code).name}")
-        assert code == 0, f"the child exited {code}"
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.p2c = _close(self.p2c)  # a child blocked in sync() now gets EOF
-        if exc_type is None:
-            self._join()
-        else:
-            try:
-                self._join()
-            except BaseException as child_exc:  # noqa: BLE001
-                if exc is not None:
-                    exc.add_note(f"the child also failed: {child_exc!r}")
-
-
-def _close(fd):
-    if fd is not None:
-        os.close(fd)
-    return None
-
-
-def in_child(fn) -> None:
-    """Run ``fn()`` in a fork child and wait for it (no rendezvous)."""
-    with forked(lambda _sync: fn()):
-        pass
 
 
 @pytest.fixture
@@ -187,7 +57,7 @@ def test_harness_reports_child_assertions():
 
 def test_harness_reports_a_child_killed_by_a_signal():
     with pytest.raises(AssertionError, match="SIGKILL"):
-        in_child(lambda: os.kill(os.getpid(), signal.SIGKILL))
+        run_in_child(lambda: os.kill(os.getpid(), signal.SIGKILL))
 
 
 # -- VM_INHERIT_COPY ---------------------------------------------------------------
@@ -234,7 +104,7 @@ def test_copy_keeps_protection_in_the_child(task):
             assert e.prot == VM_PROT_READ and e.inherit == VM_INHERIT_COPY
             assert peek(r.address, 2) == b"ro"
 
-        in_child(child)
+        run_in_child(child)
 
 
 # -- VM_INHERIT_SHARE -------------------------------------------------------------
@@ -291,7 +161,7 @@ def test_share_child_record_shows_shared(task):
             assert e.shared and e.obj is not None
             assert os.readlink(f"/proc/self/fd/{e.obj.fd}").startswith("/memfd:")
 
-        in_child(child)
+        run_in_child(child)
 
 
 # -- VM_INHERIT_NONE --------------------------------------------------------------
@@ -311,7 +181,7 @@ def test_none_child_read_raises_invalid_address(task):
             with pytest.raises(InvalidAddressError):
                 me.write(r.address, b"x")
 
-        in_child(child)
+        run_in_child(child)
         assert peek(r.address, 6) == b"hidden"  # the parent keeps it
 
 
@@ -323,7 +193,7 @@ def test_none_is_unmapped_in_the_child(task):
         def child():
             assert mapped_in(r.address, r.end) == [], "VM_INHERIT_NONE memory is mapped in the child"
 
-        in_child(child)
+        run_in_child(child)
         assert all(m[2] == "rw-p" for m in mapped_in(r.address, r.end))
 
 
@@ -337,7 +207,7 @@ def test_none_shared_region_is_unmapped_in_the_child(task):
             assert mapped_in(r.address, r.end) == []
             assert entries_in(r.address, r.end) == []
 
-        in_child(child)
+        run_in_child(child)
 
 
 def test_none_then_copy_is_inherited_again(task):
@@ -350,7 +220,7 @@ def test_none_then_copy_is_inherited_again(task):
             assert peek(r.address, 4) == b"back"
             assert entries_in(r.address, r.end)[0].inherit == VM_INHERIT_COPY
 
-        in_child(child)
+        run_in_child(child)
 
 
 def test_share_then_none_then_share_is_shared_again(task):
@@ -362,7 +232,7 @@ def test_share_then_none_then_share_is_shared_again(task):
         def child():
             poke(r.address, b"again")
 
-        in_child(child)
+        run_in_child(child)
         assert peek(r.address, 5) == b"again"
 
 
@@ -376,7 +246,7 @@ def test_none_then_share_is_shared_with_the_child(task):
             assert mapped_in(r.address, r.end), "the VM_INHERIT_SHARE region is not mapped in the child"
             poke(r.address, b"shared")
 
-        in_child(child)
+        run_in_child(child)
         assert peek(r.address, 6) == b"shared"
 
 
@@ -394,7 +264,7 @@ def test_child_record_has_no_none_entries(task):
             assert view == parent_view
             assert Task.self().region(kept.address).start == kept.address
 
-        in_child(child)
+        run_in_child(child)
         # the parent keeps its entry
         (e,) = entries_in(gone.address, gone.end)
         assert e.inherit == VM_INHERIT_NONE
@@ -442,7 +312,7 @@ def test_share_then_copy_snapshot_keeps_protection(task):
             assert e.prot == VM_PROT_READ
             assert peek(r.address, 4) == b"snap"
 
-        in_child(child)
+        run_in_child(child)
 
 
 def test_share_then_copy_snapshot_of_a_split_entry(task):
@@ -529,12 +399,12 @@ def test_grandchild_inherits_correctly(task):
             assert mapped_in(none.address, none.end) == []
             poke(copied.address, b"c1")
             Task.self().inherit(late_none.address, P, VM_INHERIT_NONE)
-            in_child(grandchild)
+            run_in_child(grandchild)
             assert peek(copied.address, 2) == b"c1"
             assert peek(shared.address, 10) == b"grandchild"
             assert peek(late_none.address, 2) == b"ln"  # the child still has it
 
-        in_child(child)
+        run_in_child(child)
         assert peek(shared.address, 10) == b"grandchild"
         assert peek(copied.address, 2) == b"c0"
         assert entries_in(late_none.address, late_none.end)[0].inherit == VM_INHERIT_COPY
@@ -553,8 +423,8 @@ def test_grandchild_of_share_then_copy_snapshot(task):
         def child():
             assert peek(r.address, 4) == b"gen0"
             poke(r.address, b"gen1")
-            in_child(grandchild)
+            run_in_child(grandchild)
             assert peek(r.address, 4) == b"gen1"
 
-        in_child(child)
+        run_in_child(child)
         assert peek(r.address, 4) == b"gen0"

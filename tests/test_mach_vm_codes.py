@@ -16,12 +16,8 @@ KERN_INVALID_ARGUMENT.
 from __future__ import annotations
 
 import ctypes
-import faulthandler
 import os
-import pickle
-import resource
 import signal
-import traceback
 
 import pytest
 
@@ -113,6 +109,9 @@ from pymach.mach import (
 )
 import pymach.mach as M
 
+from procutil import (child_exit_code, is_free, maps, peek, perms_at, poke, run_in_child,
+                      vmflags_at)
+
 P = vm_page_size
 U64 = (1 << 64) - 1
 TOP = 1 << 64
@@ -152,51 +151,6 @@ def rnd(n: int) -> int:
 def filled(fill: bytes, n: int) -> bytes:
     """What Mem.alloc(fill=...) writes: ``fill`` repeated over ``n`` bytes."""
     return (fill * (n // len(fill) + 1))[:n]
-
-
-def peek(addr: int, n: int) -> bytes:
-    """A raw read (only call on readable memory: a fault kills the test)."""
-    return ctypes.string_at(addr, n)
-
-
-def poke(addr: int, data: bytes) -> None:
-    """A raw write (only call on writable memory)."""
-    ctypes.memmove(addr, data, len(data))
-
-
-def maps() -> list[tuple[int, int, str]]:
-    out = []
-    with open("/proc/self/maps") as f:
-        for line in f:
-            rng, perms = line.split()[:2]
-            lo, hi = (int(x, 16) for x in rng.split("-"))
-            out.append((lo, hi, perms))
-    return out
-
-
-def perms_at(addr: int) -> str | None:
-    """The /proc/self/maps permissions ('rw-p') of the VMA holding ``addr``."""
-    for lo, hi, perms in maps():
-        if lo <= addr < hi:
-            return perms
-    return None
-
-
-def is_free(start: int, end: int) -> bool:
-    return not any(lo < end and hi > start for lo, hi, _p in maps())
-
-
-def vmflags_at(addr: int) -> set[str]:
-    cur = False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split(None, 1)[0]
-            if "-" in head and not head.endswith(":"):
-                lo, hi = (int(x, 16) for x in head.split("-"))
-                cur = lo <= addr < hi
-            elif cur and head == "VmFlags:":
-                return set(line.split()[1:])
-    raise AssertionError(f"{addr:#x} is not mapped")
 
 
 def allocate(size: int, flags: int = VM_FLAGS_ANYWHERE, addr: int = 0) -> tuple[int, int]:
@@ -261,63 +215,6 @@ def low_free_page() -> int:
         if is_free(cand, cand + P):
             return cand
     pytest.skip("no free low page")
-
-
-def _send(fd: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def run_in_child(fn):
-    """Run ``fn()`` in an os.fork child and return its (picklable) result;
-    an exception there is re-raised here, a signal death fails the test."""
-    rd, wr = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 0
-        try:
-            os.close(rd)
-            payload = pickle.dumps((True, fn()))
-        except BaseException as e:  # noqa: BLE001
-            code = 1
-            payload = pickle.dumps((False, f"{e!r}\n{traceback.format_exc()}"))
-        try:
-            _send(wr, payload)
-        finally:
-            os._exit(code)
-    os.close(wr)
-    chunks = []
-    while chunk := os.read(rd, 65536):
-        chunks.append(chunk)
-    os.close(rd)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    assert chunks, f"child died with {code} before reporting"
-    ok, value = pickle.loads(b"".join(chunks))
-    if not ok:
-        raise AssertionError("in the fork child: " + value)
-    assert code == 0
-    return value
-
-
-def child_status(fn) -> int:
-    """Fork, run ``fn()`` (a fault is expected to kill the child), and return
-    os.waitstatus_to_exitcode: -SIGSEGV for a child killed by the fault."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 0
-        try:
-            faulthandler.disable()
-            signal.signal(signal.SIGSEGV, signal.SIG_DFL)
-            signal.signal(signal.SIGBUS, signal.SIG_DFL)
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            fn()
-        except BaseException:  # noqa: BLE001
-            code = 3
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 def drop_privileges() -> None:
@@ -891,9 +788,9 @@ def test_protect_none_really_faults(mem):
     a = mem.alloc(2, fill=b"secret")
     expect(protect(a, P, VM_PROT_NONE), KERN_SUCCESS)
     assert perms_at(a) == "---p" and perms_at(a + P) == "rw-p"
-    assert child_status(lambda: peek(a, 1)) == -signal.SIGSEGV
-    assert child_status(lambda: poke(a, b"x")) == -signal.SIGSEGV
-    assert child_status(lambda: peek(a + P, 1)) == 0
+    assert child_exit_code(lambda: peek(a, 1)) == -signal.SIGSEGV
+    assert child_exit_code(lambda: poke(a, b"x")) == -signal.SIGSEGV
+    assert child_exit_code(lambda: peek(a + P, 1)) == 0
     info = info_at(a)
     assert (info.protection, info.max_protection) == (VM_PROT_NONE, VM_PROT_ALL)
     expect(protect(a, P, VM_PROT_DEFAULT), KERN_SUCCESS)
@@ -904,8 +801,8 @@ def test_protect_read_only_really_refuses_writes(mem):
     a = mem.alloc(1, fill=b"ro")
     expect(protect(a, P, VM_PROT_READ), KERN_SUCCESS)
     assert perms_at(a) == "r--p"
-    assert child_status(lambda: poke(a, b"x")) == -signal.SIGSEGV
-    assert child_status(lambda: peek(a, 1)) == 0
+    assert child_exit_code(lambda: poke(a, b"x")) == -signal.SIGSEGV
+    assert child_exit_code(lambda: peek(a, 1)) == 0
     assert peek(a, 2) == b"ro"
 
 
@@ -998,7 +895,7 @@ def test_protect_set_maximum_lowers_max_and_cur(mem, set_max):
     info = info_at(a)
     assert (info.protection, info.max_protection) == (VM_PROT_READ, VM_PROT_READ)
     assert perms_at(a) == "r--p"
-    assert child_status(lambda: poke(a, b"x")) == -signal.SIGSEGV
+    assert child_exit_code(lambda: poke(a, b"x")) == -signal.SIGSEGV
     # the maximum is a ceiling now, for both kinds of call
     expect(protect(a, P, VM_PROT_DEFAULT), KERN_PROTECTION_FAILURE)
     expect(protect(a, P, VM_PROT_DEFAULT, TRUE), KERN_PROTECTION_FAILURE)
@@ -1063,7 +960,7 @@ def test_inherit_none_leaves_the_child_without_the_memory(mem):
     assert info_at(a).inheritance == VM_INHERIT_NONE
     assert "dc" in vmflags_at(a)
     assert run_in_child(lambda: perms_at(a)) is None
-    assert child_status(lambda: peek(a, 1)) == -signal.SIGSEGV
+    assert child_exit_code(lambda: peek(a, 1)) == -signal.SIGSEGV
     assert peek(a, 11) == b"parent only"
 
 
@@ -1250,7 +1147,7 @@ def test_read_partly_unreadable_small_vs_large(mem):
 def _unreadable_vma_above_the_map() -> int:
     """An unreadable mapping above MAP_MAX (x86_64 Linux: [vsyscall], '--xp'),
     the counterpart of XNU's commpage entry beyond the map's max."""
-    for lo, _hi, perms in maps():
+    for lo, _hi, perms, _path in maps():
         if lo >= MAP_MAX and perms[0] != "r":
             return lo
     pytest.skip("no unreadable mapping above the map")
@@ -1275,7 +1172,7 @@ def test_failed_reads_leave_no_memory_behind(mem):
         expect(read(a, 6 * P)[0], KERN_PROTECTION_FAILURE)
         expect(read(a, P)[0], KERN_INVALID_ADDRESS)
     after = maps()
-    grown = sum(hi - lo for lo, hi, _ in after) - sum(hi - lo for lo, hi, _ in before)
+    grown = sum(m.end - m.start for m in after) - sum(m.end - m.start for m in before)
     assert grown < 6 * P, f"{grown} bytes more mapped after failed reads"
 
 

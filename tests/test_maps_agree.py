@@ -24,7 +24,6 @@ nothing foreign lands in a hole and "unmapped" can be checked strictly.
 from __future__ import annotations
 
 import bisect
-import ctypes
 from dataclasses import dataclass, replace
 
 import pytest
@@ -56,37 +55,14 @@ from pymach import (
 from pymach._linux import mm
 from pymach.kern.task import SELF
 
+from procutil import Vma, peek, poke, read_vmas
+
 P = vm_page_size
 N = 32  # usable arena pages
 MAX_EXTRAS = 4
 
 
 # -- /proc/self/smaps ------------------------------------------------------------
-
-@dataclass
-class Vma:
-    start: int
-    end: int
-    perms: str
-    inode: int
-    path: str
-    flags: frozenset
-
-
-def read_vmas() -> list[Vma]:
-    out: list[Vma] = []
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split(None, 1)[0]
-            if head == "VmFlags:":
-                out[-1].flags = frozenset(line.split()[1:])
-            elif not head.endswith(":"):
-                parts = line.split(None, 5)
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                out.append(Vma(lo, hi, parts[1], int(parts[4]),
-                               parts[5].strip() if len(parts) > 5 else "", frozenset()))
-    return out
-
 
 def rwx(prot: int) -> str:
     return ("r" if prot & 1 else "-") + ("w" if prot & 2 else "-") + ("x" if prot & 4 else "-")
@@ -194,7 +170,7 @@ class MapsAgree(RuleBasedStateMachine):
         a page lost or moved by a later operation shows."""
         self.serial += 1
         data = b"%02d:%05d" % (page, self.serial % 100000)
-        ctypes.memmove(self.addr(page), data, 8)
+        poke(self.addr(page), data)
         return Page(tag=tag, data=data)
 
     # -- rules ----------------------------------------------------------------------
@@ -210,7 +186,7 @@ class MapsAgree(RuleBasedStateMachine):
         r = self.task.allocate(len(span) * P, address=self.addr(start), overwrite=overwrite, tag=tag)
         assert (r.address, r.size) == (self.addr(start), len(span) * P)
         for i in span:
-            assert ctypes.string_at(self.addr(i), 8) == bytes(8), f"page {i} is not zero-filled"
+            assert peek(self.addr(i), 8) == bytes(8), f"page {i} is not zero-filled"
             self.model[i] = self.fresh(i, tag)
 
     @precondition(lambda self: len(self.extras) < MAX_EXTRAS)
@@ -283,7 +259,7 @@ class MapsAgree(RuleBasedStateMachine):
     def stamp(self, page: int, data: bytes) -> None:
         p = self.model[page]
         if p is not None and p.prot & VM_PROT_WRITE:
-            ctypes.memmove(self.addr(page), data, 8)
+            poke(self.addr(page), data)
             self.model[page] = replace(p, data=data)
 
     @rule(page=pages, data=st.binary(min_size=1, max_size=8))
@@ -351,7 +327,7 @@ class MapsAgree(RuleBasedStateMachine):
             assert (e.prot, e.max_prot, e.inherit, e.shared, e.tag) == \
                 (p.prot, p.max_prot, p.inherit, p.shared, p.tag), f"page {i}: record {e}, model {p}"
             if p.prot & VM_PROT_READ:
-                assert ctypes.string_at(a, 8) == p.data, f"page {i} lost its contents"
+                assert peek(a, 8) == p.data, f"page {i} lost its contents"
         for a, size in self.extras:
             got = [(e.start, e.end, e.prot, e.inherit, e.shared) for e in entries
                    if e.start < a + size and e.end > a]

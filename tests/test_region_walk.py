@@ -14,18 +14,9 @@ from pymach._linux import mm, procfs
 from pymach.mach import (KERN_INVALID_HOST, KERN_RESOURCE_SHORTAGE, KERN_SUCCESS, VM_PROT_NONE,
                          VM_PROT_READ, mach_host_self, mach_task_self, mach_vm_wire)
 
+from procutil import run_in_child
+
 P = mm.PAGE_SIZE
-
-
-def fork_and_check(fn) -> None:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = fn()
-        finally:
-            os._exit(code)
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
 def test_region_splits_a_vma_the_kernel_merged() -> None:
@@ -108,7 +99,7 @@ def test_wire_past_rlimit_memlock_is_resource_shortage() -> None:
             if mach_vm_wire(mach_host_self(), mach_task_self(), r.address, P, VM_PROT_NONE):
                 return 12
         return 0
-    fork_and_check(child)
+    assert run_in_child(child) == 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges in a child")
@@ -119,4 +110,4 @@ def test_wire_as_an_ordinary_user_is_invalid_host() -> None:
         with pymach.Task.self().allocate(P) as r:
             kr = mach_vm_wire(mach_host_self(), mach_task_self(), r.address, P, VM_PROT_READ)
         return 0 if kr == KERN_INVALID_HOST else 1
-    fork_and_check(child)
+    assert run_in_child(child) == 0

@@ -14,7 +14,6 @@ import faulthandler
 import os
 import pickle
 import signal
-import traceback
 
 import pytest
 
@@ -41,111 +40,15 @@ from pymach import (
 )
 from pymach.kern.task import SELF
 
+from procutil import child_exit_code, mapped_in, maps, peek, perms_at, poke, run_in_child, vmflags_at
+
 P = vm_page_size
+
 
 # -- helpers -------------------------------------------------------------------
 
-def peek(addr: int, n: int) -> bytes:
-    """Raw read with ctypes (a real fault if the page is not readable)."""
-    return ctypes.string_at(addr, n)
-
-
-def poke(addr: int, data: bytes) -> None:
-    """Raw write with ctypes (a real fault if the page is not writable)."""
-    ctypes.memmove(addr, data, len(data))
-
-
-def maps() -> list[tuple[int, int, str, str]]:
-    """(start, end, perms, path) for every line of /proc/self/maps."""
-    out = []
-    with open("/proc/self/maps") as f:
-        for line in f:
-            parts = line.split(None, 5)
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            out.append((lo, hi, parts[1], parts[5].strip() if len(parts) > 5 else ""))
-    return out
-
-
-def perms_at(addr: int) -> str | None:
-    """The maps perms (e.g. 'rw-p') of the VMA covering ``addr``, or None."""
-    for lo, hi, perms, _path in maps():
-        if lo <= addr < hi:
-            return perms
-    return None
-
-
-def mapped_in(start: int, end: int) -> list[tuple[int, int, str, str]]:
-    return [m for m in maps() if m[0] < end and m[1] > start]
-
-
-def vmflags_at(addr: int) -> set[str]:
-    """The smaps VmFlags of the VMA covering ``addr``."""
-    cur = None
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split(None, 1)[0]
-            if "-" in head and not head.endswith(":"):
-                lo, hi = (int(x, 16) for x in head.split("-"))
-                cur = lo <= addr < hi
-            elif cur and head == "VmFlags:":
-                return set(line.split()[1:])
-    raise AssertionError(f"{addr:#x} is not mapped")
-
-
 def entries_in(start: int, end: int):
     return [e for e in SELF.map.entries() if e.start < end and e.end > start]
-
-
-def run_in_child(fn) -> None:
-    """Run ``fn()`` in an os.fork child. An exception there is re-raised
-    here; a child killed by a signal or exiting non-zero fails the test."""
-    rd, wr = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 0
-        try:
-            os.close(rd)
-            fn()
-        except BaseException as e:  # noqa: BLE001 - everything goes to the parent
-            code = 1
-            try:
-                payload = pickle.dumps((e, traceback.format_exc()))
-            except Exception:  # noqa: BLE001
-                payload = pickle.dumps((AssertionError(repr(e)), traceback.format_exc()))
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(wr, view):]
-            except BaseException:  # noqa: BLE001
-                pass
-        finally:
-            os._exit(code)
-    os.close(wr)
-    chunks = []
-    while chunk := os.read(rd, 65536):
-        chunks.append(chunk)
-    os.close(rd)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if chunks:
-        exc, tb = pickle.loads(b"".join(chunks))
-        exc.add_note("raised in the fork child:\n" + tb)
-        raise exc
-    assert code == 0, (f"child killed by signal {signal.Signals(-code).name}" if code < 0
-                       else f"child exited {code}")
-
-
-def child_exit_code(fn) -> int:
-    """Fork, run ``fn()`` with faulthandler off, return os.waitstatus_to_exitcode."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        try:
-            faulthandler.disable()
-            fn()
-        finally:
-            os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
 
 
 @pytest.fixture

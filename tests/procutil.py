@@ -1,0 +1,285 @@
+"""Helpers that check memory from outside pymach: raw access with ctypes,
+the kernel's view in /proc/self/maps and /proc/self/smaps, and os.fork
+children whose failures reach the parent.
+
+Imported by the tests as ``from procutil import ...`` (pytest puts tests/ on
+sys.path). Nothing here uses pymach, so a test built on these helpers does
+not only trust pymach's own record of itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import os
+import pickle
+import resource
+import signal
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+__all__ = [
+    "Mapping",
+    "Vma",
+    "child_exit_code",
+    "forked",
+    "is_free",
+    "mapped_in",
+    "maps",
+    "peek",
+    "perms_at",
+    "poke",
+    "read_vmas",
+    "run_in_child",
+    "vmflags_at",
+]
+
+
+# -- raw memory ------------------------------------------------------------------
+
+def peek(addr: int, n: int) -> bytes:
+    """Read ``n`` bytes at ``addr`` with ctypes. Only call it on readable
+    memory: a fault is a real SIGSEGV and kills the process."""
+    return ctypes.string_at(addr, n)
+
+
+def poke(addr: int, data: bytes) -> None:
+    """Write ``data`` at ``addr`` with ctypes. Only call it on writable
+    memory: a fault is a real SIGSEGV and kills the process."""
+    ctypes.memmove(addr, data, len(data))
+
+
+# -- /proc/self/maps --------------------------------------------------------------
+
+class Mapping(NamedTuple):
+    """One line of /proc/self/maps."""
+
+    start: int
+    end: int
+    perms: str  # e.g. 'rw-p'
+    path: str  # '' for anonymous memory
+
+
+def maps() -> list[Mapping]:
+    """Every line of /proc/self/maps, in address order."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            out.append(Mapping(lo, hi, parts[1], parts[5].strip() if len(parts) > 5 else ""))
+    return out
+
+
+def mapped_in(start: int, end: int) -> list[Mapping]:
+    """The mappings that overlap [start, end)."""
+    return [m for m in maps() if m.start < end and m.end > start]
+
+
+def perms_at(addr: int) -> str | None:
+    """The maps perms (e.g. 'rw-p') of the VMA holding ``addr``, or None
+    where nothing is mapped."""
+    for m in maps():
+        if m.start <= addr < m.end:
+            return m.perms
+    return None
+
+
+def is_free(start: int, end: int) -> bool:
+    """Nothing at all is mapped in [start, end)."""
+    return not mapped_in(start, end)
+
+
+# -- /proc/self/smaps -------------------------------------------------------------
+
+@dataclass
+class Vma:
+    """One VMA of /proc/self/smaps."""
+
+    start: int
+    end: int
+    perms: str
+    inode: int
+    path: str
+    flags: frozenset[str]  # VmFlags, e.g. {'rd', 'wr', 'dc'}
+
+
+def read_vmas() -> list[Vma]:
+    """Every VMA of /proc/self/smaps, in address order, with its VmFlags."""
+    out: list[Vma] = []
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(None, 1)[0]
+            if head == "VmFlags:":
+                out[-1].flags = frozenset(line.split()[1:])
+            elif not head.endswith(":"):
+                parts = line.split(None, 5)
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                out.append(Vma(lo, hi, parts[1], int(parts[4]),
+                               parts[5].strip() if len(parts) > 5 else "", frozenset()))
+    return out
+
+
+def vmflags_at(addr: int) -> set[str]:
+    """The smaps VmFlags of the VMA holding ``addr`` (AssertionError if
+    nothing is mapped there)."""
+    for v in read_vmas():
+        if v.start <= addr < v.end:
+            return set(v.flags)
+    raise AssertionError(f"{addr:#x} is not mapped")
+
+
+# -- fork children ----------------------------------------------------------------
+
+def _send(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _report_failure(e: BaseException) -> bytes:
+    """The pickled (False, (exception, traceback)) for the parent; an
+    exception that does not survive pickling travels as its repr."""
+    tb = traceback.format_exc()
+    try:
+        payload = pickle.dumps((False, (e, tb)))
+        pickle.loads(payload)
+    except Exception:  # noqa: BLE001
+        payload = pickle.dumps((False, (AssertionError(repr(e)), tb)))
+    return payload
+
+
+class forked:
+    """``with forked(child) as sync:`` runs ``child(sync)`` in an os.fork
+    child while the block runs in the parent. ``sync()`` on both sides is a
+    rendezvous: each returns once the other side has reached its own sync.
+
+    Leaving the block waits for the child, which always leaves with
+    os._exit. An exception raised in the child is pickled and re-raised in
+    the parent (with the child's traceback as a note); a child killed by a
+    signal, exiting non-zero or not reporting fails with AssertionError.
+    What ``child`` returned (it must pickle) is then in ``.result``."""
+
+    def __init__(self, child: Callable[[Callable[[], None]], Any]) -> None:
+        self.child = child
+        self.pid: int | None = None
+        self.result: Any = None
+
+    def __enter__(self) -> Callable[[], None]:
+        c2p_r, c2p_w = os.pipe()
+        p2c_r, p2c_w = os.pipe()
+        res_r, res_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                for fd in (c2p_r, p2c_w, res_r):
+                    os.close(fd)
+
+                def sync() -> None:
+                    os.write(c2p_w, b".")
+                    if os.read(p2c_r, 1) != b".":
+                        raise RuntimeError("the parent left before this sync")
+
+                try:
+                    payload = pickle.dumps((True, self.child(sync)))
+                    code = 0
+                except BaseException as e:  # noqa: BLE001 - all of it goes to the parent
+                    payload = _report_failure(e)
+                _send(res_w, payload)
+            finally:
+                os._exit(code)
+        for fd in (c2p_w, p2c_r, res_w):
+            os.close(fd)
+        self.pid = pid
+        self.c2p: int | None = c2p_r
+        self.p2c: int | None = p2c_w
+        self.res: int | None = res_r
+        return self.sync
+
+    def sync(self) -> None:
+        """The parent's side of the rendezvous."""
+        assert self.c2p is not None and self.p2c is not None
+        if os.read(self.c2p, 1) != b".":
+            _close(self.p2c)
+            self.p2c = None
+            self._join()  # raises what the child raised
+            raise AssertionError("the child finished before reaching sync()")
+        os.write(self.p2c, b".")
+
+    def _join(self) -> None:
+        if self.pid is None:
+            return
+        assert self.res is not None
+        chunks = []
+        value = None
+        while chunk := os.read(self.res, 65536):
+            chunks.append(chunk)
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        _close(self.res)
+        _close(self.c2p)
+        self.res = self.c2p = None
+        code = os.waitstatus_to_exitcode(status)
+        if chunks:
+            ok, value = pickle.loads(b"".join(chunks))
+            if not ok:
+                exc, tb = value
+                exc.add_note("raised in the fork child:\n" + tb)
+                raise exc
+        if code < 0:
+            raise AssertionError(f"the child was killed by {signal.Signals(-code).name}")
+        assert code == 0, f"the child exited {code}"
+        assert chunks, "the child exited without reporting"
+        self.result = value
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        _close(self.p2c)  # a child blocked in sync() now gets EOF
+        self.p2c = None
+        if exc is None:
+            self._join()
+        else:
+            try:
+                self._join()
+            except BaseException as child_exc:  # noqa: BLE001
+                exc.add_note(f"the child also failed: {child_exc!r}")
+
+
+def run_in_child(fn: Callable[[], Any]) -> Any:
+    """Run ``fn()`` in an os.fork child and return what it returned (it
+    must pickle). An exception there is re-raised here; a child killed by a
+    signal or exiting non-zero fails with AssertionError."""
+    child = forked(lambda _sync: fn())
+    with child:
+        pass
+    return child.result
+
+
+def child_exit_code(fn: Callable[[], object]) -> int:
+    """Fork, run ``fn()`` in the child where a fault is expected to kill it
+    (faulthandler off, SIGSEGV and SIGBUS at their defaults, no core dump),
+    and return os.waitstatus_to_exitcode: -SIGSEGV for a child killed by
+    the fault, 0 if ``fn()`` returned, 3 if it raised."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            faulthandler.disable()
+            signal.signal(signal.SIGSEGV, signal.SIG_DFL)
+            signal.signal(signal.SIGBUS, signal.SIG_DFL)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            fn()
+        except BaseException:  # noqa: BLE001
+            code = 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
