@@ -111,3 +111,10 @@ def test_wire_as_an_ordinary_user_is_invalid_host() -> None:
             kr = mach_vm_wire(mach_host_self(), mach_task_self(), r.address, P, VM_PROT_READ)
         return 0 if kr == KERN_INVALID_HOST else 1
     assert run_in_child(child) == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="runs as an ordinary user")
+def test_wire_without_privilege_is_invalid_host() -> None:
+    with pymach.Task.self().allocate(P) as r:
+        kr = mach_vm_wire(mach_host_self(), mach_task_self(), r.address, P, VM_PROT_READ)
+    assert kr == KERN_INVALID_HOST
