@@ -3,12 +3,17 @@
 Names are ``index << 8 | generation``, as XNU's MACH_PORT_MAKE makes them:
 when an index is freed and reused, its generation advances, so a stale name
 never silently denotes a new right.
+
+Rights for the same port coalesce under one name when the kernel proves
+they are the same port: a kernel object by identity, a send right by the
+inode of its socket (the same connection), and a send right to a port whose
+receive right we hold by the inode of the sending end we made for it.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Final
+from typing import Final, Hashable
 
 from . import kern_return as K
 
@@ -20,6 +25,7 @@ MACH_PORT_RIGHT_RECEIVE: Final = 1
 MACH_PORT_RIGHT_SEND_ONCE: Final = 2
 MACH_PORT_RIGHT_PORT_SET: Final = 3
 MACH_PORT_RIGHT_DEAD_NAME: Final = 4
+MACH_PORT_RIGHT_LABELH: Final = 5
 MACH_PORT_RIGHT_NUMBER: Final = 6
 
 
@@ -34,11 +40,24 @@ MACH_PORT_TYPE_RECEIVE: Final = MACH_PORT_TYPE(MACH_PORT_RIGHT_RECEIVE)
 MACH_PORT_TYPE_SEND_ONCE: Final = MACH_PORT_TYPE(MACH_PORT_RIGHT_SEND_ONCE)
 MACH_PORT_TYPE_PORT_SET: Final = MACH_PORT_TYPE(MACH_PORT_RIGHT_PORT_SET)
 MACH_PORT_TYPE_DEAD_NAME: Final = MACH_PORT_TYPE(MACH_PORT_RIGHT_DEAD_NAME)
+MACH_PORT_TYPE_DNREQUEST: Final = 0x80000000
+MACH_PORT_TYPE_SPREQUEST: Final = 0x40000000
+MACH_PORT_TYPE_SPREQUEST_DELAYED: Final = 0x20000000
+MACH_PORT_TYPE_SEND_RECEIVE: Final = MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_RECEIVE
+MACH_PORT_TYPE_SEND_RIGHTS: Final = MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_SEND_ONCE
+MACH_PORT_TYPE_PORT_RIGHTS: Final = MACH_PORT_TYPE_SEND_RIGHTS | MACH_PORT_TYPE_RECEIVE
+MACH_PORT_TYPE_PORT_OR_DEAD: Final = MACH_PORT_TYPE_PORT_RIGHTS | MACH_PORT_TYPE_DEAD_NAME
+MACH_PORT_TYPE_ALL_RIGHTS: Final = MACH_PORT_TYPE_PORT_OR_DEAD | MACH_PORT_TYPE_PORT_SET
 
 MACH_PORT_UREFS_MAX: Final = 0xFFFF
 
 _GEN_FIRST: Final = 0x03
 _GEN_STEP: Final = 0x04
+
+
+def MACH_PORT_VALID(name: int) -> bool:
+    """Neither MACH_PORT_NULL nor MACH_PORT_DEAD."""
+    return name not in (MACH_PORT_NULL, MACH_PORT_DEAD)
 
 
 def MACH_PORT_INDEX(name: int) -> int:
@@ -57,15 +76,23 @@ def MACH_PORT_MAKE(index: int, gen: int) -> int:
 
 
 class IpcEntry:
-    """One name's rights: the object they denote, the type bits, and urefs."""
+    """One name's rights.
 
-    __slots__ = ("object", "type", "urefs", "gen")
+    ``object`` is what the name denotes: a Port when we hold its receive
+    right, otherwise the capability (SendCap, SendOnceCap), a PortSet, a
+    kernel object (Task, Host), or None for a dead name. ``cap`` is the
+    send capability when the name holds send rights. ``urefs`` counts user
+    references of the send (or dead-name) right."""
+
+    __slots__ = ("object", "type", "urefs", "gen", "cap", "keys")
 
     def __init__(self, obj: object, typ: int, urefs: int, gen: int) -> None:
         self.object = obj
         self.type = typ
         self.urefs = urefs
         self.gen = gen
+        self.cap: object = None
+        self.keys: list[Hashable] = []
 
 
 class IpcSpace:
@@ -76,7 +103,7 @@ class IpcSpace:
         self._table: list[IpcEntry | None] = [None]
         self._gens: list[int] = [0]
         self._free: list[int] = []
-        self._by_object: dict[int, int] = {}
+        self._by_key: dict[Hashable, int] = {}
 
     def lookup(self, name: int) -> IpcEntry | None:
         """The entry a name denotes, or None (wrong index or generation)."""
@@ -87,34 +114,84 @@ class IpcSpace:
                 return e
         return None
 
+    def lookup_right(self, name: int, need: int, kr: int = K.KERN_INVALID_RIGHT) -> IpcEntry:
+        """The entry for ``name`` if it holds one of the rights in ``need``:
+        the one place where rights are checked. KERN_INVALID_NAME when the
+        name denotes nothing, ``kr`` when it lacks the right."""
+        e = self.lookup(name)
+        if e is None:
+            raise K.MachError(K.KERN_INVALID_NAME, f"{name:#x} denotes no right")
+        if not e.type & need:
+            raise K.MachError(kr, f"{name:#x} lacks the right")
+        return e
+
+    def name_for(self, key: Hashable) -> int:
+        """The name under which a coalescing key is held, or MACH_PORT_NULL."""
+        return self._by_key.get(key, MACH_PORT_NULL)
+
     def name_of(self, obj: object) -> int:
-        """The name under which we hold rights to ``obj``, or MACH_PORT_NULL."""
-        return self._by_object.get(id(obj), MACH_PORT_NULL)
+        """The name under which we hold rights to a kernel object."""
+        return self._by_key.get(id(obj), MACH_PORT_NULL)
+
+    def _new_index(self) -> tuple[int, int]:
+        if self._free:
+            idx = self._free.pop(0)
+            gen = (self._gens[idx] + _GEN_STEP) & 0xFF
+        else:
+            idx = len(self._table)
+            self._table.append(None)
+            self._gens.append(_GEN_FIRST)
+            gen = _GEN_FIRST
+        self._gens[idx] = gen
+        return idx, gen
+
+    def alloc(self, obj: object, typ: int, urefs: int, key: Hashable | None = None) -> tuple[int, IpcEntry]:
+        """A fresh name for new rights, optionally findable by ``key``."""
+        with self.lock:
+            idx, gen = self._new_index()
+            e = IpcEntry(obj, typ, urefs, gen)
+            self._table[idx] = e
+            name = (idx << 8) | gen
+            if key is not None:
+                self.add_key(name, e, key)
+            return name, e
+
+    def alloc_name(self, name: int, obj: object, typ: int, urefs: int) -> IpcEntry:
+        """Install rights under a name the caller chose (mach_port_allocate_name).
+        KERN_NAME_EXISTS when the index is in use."""
+        with self.lock:
+            idx, gen = name >> 8, name & 0xFF
+            if idx == 0:
+                raise K.MachError(K.KERN_INVALID_VALUE, f"{name:#x}")
+            while len(self._table) <= idx:
+                self._table.append(None)
+                self._gens.append(_GEN_FIRST)
+                self._free.append(len(self._table) - 1)
+            if self._table[idx] is not None:
+                raise K.MachError(K.KERN_NAME_EXISTS, f"{name:#x}")
+            if idx in self._free:
+                self._free.remove(idx)
+            self._gens[idx] = gen
+            e = IpcEntry(obj, typ, urefs, gen)
+            self._table[idx] = e
+            return e
+
+    def add_key(self, name: int, e: IpcEntry, key: Hashable) -> None:
+        self._by_key[key] = name
+        e.keys.append(key)
 
     def insert(self, obj: object, typ: int, urefs: int = 1) -> int:
-        """Add rights to ``obj``: coalesced with an existing name for the same
-        object, otherwise under a fresh name. Returns the name."""
+        """Add send rights to a kernel object (task, host): coalesced with an
+        existing name for it, or under a fresh name."""
         with self.lock:
-            name = self._by_object.get(id(obj))
+            name = self._by_key.get(id(obj))
             if name is not None:
                 e = self.lookup(name)
                 assert e is not None
                 e.type |= typ
                 e.urefs = min(e.urefs + urefs, MACH_PORT_UREFS_MAX)
                 return name
-            if self._free:
-                idx = self._free.pop()
-                gen = (self._gens[idx] + _GEN_STEP) & 0xFF
-            else:
-                idx = len(self._table)
-                self._table.append(None)
-                self._gens.append(_GEN_FIRST)
-                gen = _GEN_FIRST
-            self._gens[idx] = gen
-            self._table[idx] = IpcEntry(obj, typ, urefs, gen)
-            name = (idx << 8) | gen
-            self._by_object[id(obj)] = name
-            return name
+            return self.alloc(obj, typ, urefs, key=id(obj))[0]
 
     def remove(self, name: int) -> IpcEntry:
         """Free a name; its index is reused later under a new generation."""
@@ -123,7 +200,10 @@ class IpcSpace:
             if e is None:
                 raise K.MachError(K.KERN_INVALID_NAME, f"{name:#x}")
             self._table[name >> 8] = None
-            self._by_object.pop(id(e.object), None)
+            for k in e.keys:
+                if self._by_key.get(k) == name:
+                    del self._by_key[k]
+            e.keys.clear()
             self._free.append(name >> 8)
             return e
 
@@ -131,18 +211,3 @@ class IpcSpace:
         """Every live name and its entry."""
         with self.lock:
             return [((i << 8) | e.gen, e) for i, e in enumerate(self._table) if e is not None]
-
-    def deallocate(self, name: int) -> None:
-        """mach_port_deallocate: drop one user reference of a send right.
-
-        KERN_INVALID_NAME for an unknown name; KERN_INVALID_RIGHT when the
-        name holds no send or dead-name right."""
-        with self.lock:
-            e = self.lookup(name)
-            if e is None:
-                raise K.MachError(K.KERN_INVALID_NAME, f"{name:#x}")
-            if not e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_DEAD_NAME | MACH_PORT_TYPE_SEND_ONCE):
-                raise K.MachError(K.KERN_INVALID_RIGHT, f"{name:#x}")
-            e.urefs -= 1
-            if e.urefs <= 0:
-                self.remove(name)

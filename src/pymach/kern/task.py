@@ -62,12 +62,30 @@ class _Self:
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
+    # mach_ports_register: up to TASK_PORT_REGISTER_MAX send rights that a
+    # fork child inherits (the capabilities own their fds)
+    registered: list[object]
+
     def _reset(self) -> None:
+        if not hasattr(self, "registered"):
+            self.registered = [None, None, None]
+        old = getattr(self, "space", None)
+        if old is not None:
+            _close_rights(old)  # a fork child holds none of its parent's rights
         self.space = IpcSpace()
         self.task = Task(os.getpid(), self.map)
         self.task_name = self.space.insert(self.task, MACH_PORT_TYPE_SEND)
         self.host = Host()
         self.host_name = self.space.insert(self.host, MACH_PORT_TYPE_SEND)
+
+
+def _close_rights(space: IpcSpace) -> None:
+    """Close, in this process only, every fd behind the rights of ``space``."""
+    for _name, e in space.names():
+        for o in (e.cap, e.object):
+            close = getattr(o, "destroy", None) if not hasattr(o, "sock") else getattr(o, "close", None)
+            if close is not None and not isinstance(o, (Task, Host)):
+                close()
 
 
 SELF = _Self()

@@ -260,6 +260,20 @@ class VmMap:
             self._insert(e)
             return a  # type: ignore[no-any-return]
 
+    def map_object_private(self, fd: int, size: int) -> int:
+        """Map ``size`` bytes of a file MAP_PRIVATE anywhere: a copy-on-write
+        view (out-of-line data on receipt)."""
+        length = _round(size)
+        with self.lock:
+            try:
+                a = mm.mmap(0, length, mm.PROT_READ | mm.PROT_WRITE, mm.MAP_PRIVATE, fd, 0)
+            except OSError as err:
+                raise K.MachError(K.kr_from_oserror(err, K.ERRNO_MAP), "mmap") from err
+            e = VmEntry(a, a + length, V.VM_PROT_DEFAULT, V.VM_PROT_ALL, V.VM_INHERIT_DEFAULT,
+                        V.VM_MEMORY_MACH_MSG)
+            self._insert(e)
+            return a  # type: ignore[no-any-return]
+
     def _aligned_map(self, size: int, mask: int, prot: int, flags: int) -> int:
         """Map ``size`` bytes at an address with the bits of ``mask`` clear:
         reserve size + mask, map over the aligned part of the reservation

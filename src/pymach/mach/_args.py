@@ -66,8 +66,14 @@ def out(p: Any) -> Any:
 
 def set_out(p: Any, value: int) -> None:
     """Store ``value`` through an out-parameter (None means the C NULL)."""
-    if p is not None:
-        out(p).value = value
+    if p is None:
+        return
+    o = out(p)
+    if isinstance(o, _Pointer):
+        # an out-pointer (mach_port_array_t, vm_offset_t *): store the address
+        ctypes.c_void_p.from_address(ctypes.addressof(o)).value = value or None
+    else:
+        o.value = value
 
 
 def address_of(p: Any) -> tuple[int, int | None]:

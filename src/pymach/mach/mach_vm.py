@@ -258,19 +258,6 @@ vm_behavior_set = mach_vm_behavior_set
 vm_wire = mach_vm_wire
 
 
-def mach_port_deallocate(task: Any, name: Any) -> int:
-    """Release one user reference of a right.
-
-    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_TASK."""
-    if val(task) != SELF.task_name:
-        return K.KERN_INVALID_TASK
-    try:
-        SELF.space.deallocate(val(name))
-    except MachError as e:
-        return e.kr
-    return 0
-
-
 def mach_error_string(error_value: Any) -> str:
     """The text of a kern_return_t, as libsyscall gives it."""
     return K.mach_error_string(val(error_value))
@@ -288,3 +275,14 @@ def mach_error(str_: str, error_value: Any) -> None:
     # libsyscall formats into a 1024-byte buffer: at most 1023 bytes get out
     sys.stderr.write(line[:1023].decode(errors="replace"))
     sys.stderr.flush()
+
+
+__all__ = [
+    "mach_task_self", "mach_host_self", "mach_vm_allocate", "mach_vm_deallocate",
+    "mach_vm_protect", "mach_vm_inherit", "mach_vm_read", "mach_vm_read_overwrite",
+    "mach_vm_write", "mach_vm_copy", "mach_vm_region", "vm_region", "mach_vm_msync",
+    "mach_vm_behavior_set", "mach_vm_page_query", "mach_vm_wire", "mach_error_string",
+    "mach_error_type", "mach_error", "vm_allocate", "vm_deallocate", "vm_protect", "vm_inherit",
+    "vm_read", "vm_read_overwrite", "vm_write", "vm_copy", "vm_region_64", "vm_msync",
+    "vm_behavior_set", "vm_wire",
+]

@@ -1,0 +1,103 @@
+"""AF_UNIX SOCK_SEQPACKET connections: the transport under Mach ports.
+
+Kernel facts this module relies on:
+
+- A SOCK_SEQPACKET socketpair is a reliable, ordered, connection-oriented
+  pair whose writes arrive as whole records: one sendmsg is one recvmsg.
+  A record larger than the receive buffer is cut (MSG_TRUNC) and its rest
+  is lost, so receivers use a buffer as large as the largest record that
+  the protocol allows.
+- SCM_RIGHTS passes open file descriptions: the receiver gets new fds that
+  refer to the same sockets, memfds or eventfds. At most SCM_MAX_FD (253)
+  fds travel in one message. Received fds are installed at once; if the
+  control buffer is too small or the receiver is at RLIMIT_NOFILE, the
+  kernel drops the rest and sets MSG_CTRUNC. MSG_CMSG_CLOEXEC marks the
+  new fds close-on-exec atomically.
+- With SO_PASSCRED on the receiving end, the kernel attaches the sender's
+  pid, uid and gid (SCM_CREDENTIALS) to every record. An unprivileged
+  sender cannot claim ids other than its own (CAP_SYS_ADMIN/CAP_SETUID are
+  needed to send other values), so these are kernel-verified.
+- When every fd of one end is closed (the process exited, even by
+  SIGKILL), the peer reads EOF (a zero-length record with no ancillary
+  data) once its queue is drained, and epoll reports EPOLLHUP on it; a send
+  to it fails with EPIPE.
+- MSG_PEEK on a record that carries fds would install duplicates of them;
+  this module never peeks.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import select
+import socket
+import struct
+
+SCM_MAX_FD = 253
+_CRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_ANC_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * 4) + socket.CMSG_SPACE(_CRED.size)
+_MSG_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
+
+
+class Truncated(Exception):
+    """A record or its control data did not fit; every fd that arrived
+    has already been closed."""
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    """A connected SEQPACKET pair (send end, receive end), close-on-exec,
+    with SO_PASSCRED on the receive end."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    return a, b
+
+
+def send(sock: socket.socket, buffers: list[bytes | bytearray | memoryview], fds: list[int],
+         flags: int = 0) -> int:
+    """sendmsg one record with ``fds`` attached (at most SCM_MAX_FD)."""
+    if fds:
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        return sock.sendmsg(buffers, anc, flags)
+    return sock.sendmsg(buffers, (), flags)
+
+
+def recv(sock: socket.socket, buf: bytearray, flags: int = 0) -> tuple[int, list[int], tuple[int, int, int] | None]:
+    """Receive one record into ``buf``: (length, fds, (pid, uid, gid)).
+
+    Length 0 with no fds is EOF. Raises Truncated (after closing what
+    arrived) when the record or its fds did not fit."""
+    n, anc, mflags, _addr = sock.recvmsg_into([buf], _ANC_SPACE, flags | _MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    cred = None
+    for level, kind, data in anc:
+        if level != socket.SOL_SOCKET:
+            continue
+        if kind == socket.SCM_RIGHTS:
+            a = array.array("i")
+            a.frombytes(data[:len(data) - len(data) % a.itemsize])
+            fds.extend(a)
+        elif kind == socket.SCM_CREDENTIALS and len(data) >= _CRED.size:
+            cred = _CRED.unpack_from(data)
+    if mflags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+        close_all(fds)
+        raise Truncated("control data truncated" if mflags & socket.MSG_CTRUNC else "record truncated")
+    return n, fds, cred
+
+
+def close_all(fds: list[int]) -> None:
+    """Close every fd in ``fds``, ignoring ones already closed."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def inode(fd: int) -> int:
+    """The inode number that names the socket (or file) behind ``fd``."""
+    return os.fstat(fd).st_ino
+
+
+def new_epoll() -> select.epoll:
+    """An epoll instance (close-on-exec)."""
+    return select.epoll()

@@ -1,0 +1,329 @@
+"""Messages: copyin of a user message into a wire record (bytes and fds),
+and copyout of a received record into a user message, as XNU's ipc_kmsg.c.
+
+The wire record, little-endian::
+
+    WireHeader  magic, bits (as the receiver will see them), id, body
+                length, number of rights, number of fds, flags
+    RightRec[]  kind (MACH_MSG_TYPE_PORT_SEND / _SEND_ONCE / OOL memory),
+                fd count, size: one per right or region; entry 0 is the
+                reply right (kind 0 when there is none)
+    body        the user's bytes after the header, with every port name
+                replaced by its right's index and every out-of-line address
+                by its region's index
+
+Every record is untrusted: copyout checks each count, index and size
+against the bytes and fds that actually arrived, and on any failure closes
+every fd of the record before it reports the error.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from dataclasses import dataclass, field
+
+from .._linux import mm, unix
+from . import kern_return as K
+from . import message_defs as MD
+from . import ipc_right as R
+from .ipc_port import MAX_RECORD, SendCap
+from .ipc_space import IpcSpace
+
+MAGIC = 0x3148434D  # "MCH1"
+WIRE = struct.Struct("<IIiIIII")
+RIGHT = struct.Struct("<IIQ")
+HDR = struct.Struct("<IIIIIi")  # mach_msg_header_t
+PORT_DESC = struct.Struct("<IIBBBB")  # name, pad1, pad2(16 split), disposition, type
+OOL_DESC = struct.Struct("<QBBBBI")  # address, deallocate, copy, pad1, type, size
+KIND_NONE = 0
+KIND_OOL = 1
+HEADER_SIZE = HDR.size
+
+_SEALS = (fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+
+
+def _err(kr: int, what: str) -> K.MachError:
+    return K.MachError(kr, what)
+
+
+@dataclass
+class Outgoing:
+    """A message copied in: the record to send, and what to do after."""
+
+    buffers: list[bytes]
+    fds: list[int]
+    owned: list[SendCap | int] = field(default_factory=list)  # closed after the send
+    moves: list[tuple[int, int]] = field(default_factory=list)  # (name, disposition) consumed on success
+    dealloc: list[tuple[int, int]] = field(default_factory=list)  # OOL regions to deallocate
+    dest: SendCap | None = None
+    dest_name: int = 0
+    dest_disposition: int = 0
+
+    def release(self) -> None:
+        for o in self.owned:
+            if isinstance(o, SendCap):
+                o.close()
+            else:
+                os.close(o)
+        self.owned.clear()
+
+
+def _descriptor_size(dtype: int) -> int:
+    return 12 if dtype == MD.MACH_MSG_PORT_DESCRIPTOR else 16
+
+
+def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
+    """Turn a user message into a wire record. Raises MachError with the
+    MACH_SEND_* code XNU gives for the same input; on failure nothing is
+    consumed and every fd made for the record is closed."""
+    size = len(msg)
+    if size < HEADER_SIZE or size % 4:
+        raise _err(K.MACH_SEND_MSG_TOO_SMALL, f"{size} bytes")
+    bits, msize, remote, local, voucher, msg_id = HDR.unpack_from(msg)
+    if bits & ~MD.MACH_MSGH_BITS_USER:
+        raise _err(K.MACH_SEND_INVALID_HEADER, f"bits {bits:#x}")
+    out = Outgoing([], [])
+    try:
+        rdisp = MD.MACH_MSGH_BITS_REMOTE(bits)
+        try:
+            cap, dest_kind, owned = R.copyin_send(space, remote, rdisp)
+        except K.MachError as e:
+            raise _err(K.MACH_SEND_INVALID_DEST, e.context or "") from None
+        if owned:
+            out.owned.append(cap)
+        out.dest, out.dest_name, out.dest_disposition = cap, remote, rdisp
+        if rdisp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
+            out.moves.append((remote, rdisp))
+        rights = [(KIND_NONE, 0, 0)]
+        reply_kind = 0
+        ldisp = MD.MACH_MSGH_BITS_LOCAL(bits)
+        if local:
+            try:
+                rcap, reply_kind, rowned = R.copyin_send(space, local, ldisp)
+            except K.MachError as e:
+                raise _err(K.MACH_SEND_INVALID_REPLY, e.context or "") from None
+            if rowned:
+                out.owned.append(rcap)
+            if ldisp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
+                out.moves.append((local, ldisp))
+            rights[0] = (reply_kind, 1, 0)
+            out.fds.append(rcap.fileno())
+        body = bytearray(msg[HEADER_SIZE:])
+        if bits & MD.MACH_MSGH_BITS_COMPLEX:
+            _copyin_body(space, body, rights, out)
+        wbits = MD.MACH_MSGH_BITS_SET(reply_kind, dest_kind, 0, bits & MD.MACH_MSGH_BITS_COMPLEX)
+        if len(out.fds) > unix.SCM_MAX_FD:
+            raise _err(K.MACH_SEND_TOO_LARGE, f"{len(out.fds)} rights; at most {unix.SCM_MAX_FD}")
+        head = WIRE.pack(MAGIC, wbits, msg_id, len(body), len(rights), len(out.fds), 0)
+        table = b"".join(RIGHT.pack(*r) for r in rights)
+        if len(head) + len(table) + len(body) > MAX_RECORD:
+            raise _err(K.MACH_SEND_TOO_LARGE, f"{len(body)} bytes of body")
+        out.buffers = [head, table, bytes(body)]
+        return out
+    except BaseException:
+        out.release()
+        raise
+
+
+def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, int]], out: Outgoing) -> None:
+    if len(body) < 4:
+        raise _err(K.MACH_SEND_MSG_TOO_SMALL, "no body for a complex message")
+    (count,) = struct.unpack_from("<I", body)
+    off = 4
+    for _ in range(count):
+        if off + 12 > len(body):
+            raise _err(K.MACH_SEND_MSG_TOO_SMALL, "descriptors run past the message")
+        dtype = body[off + 11]
+        if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
+            name, _pad, _p0, _p1, disp, _t = PORT_DESC.unpack_from(body, off)
+            if disp not in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MAKE_SEND,
+                            MD.MACH_MSG_TYPE_MAKE_SEND_ONCE, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
+                raise _err(K.MACH_SEND_INVALID_TYPE if disp != MD.MACH_MSG_TYPE_MOVE_RECEIVE
+                           else K.MACH_SEND_INVALID_RIGHT, f"port disposition {disp}")
+            idx = 0
+            kind = 0
+            if name:
+                try:
+                    cap, kind, owned = R.copyin_send(space, name, disp)
+                except K.MachError as e:
+                    raise _err(K.MACH_SEND_INVALID_RIGHT, e.context or "") from None
+                if owned:
+                    out.owned.append(cap)
+                if disp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
+                    out.moves.append((name, disp))
+                rights.append((kind, 1, 0))
+                out.fds.append(cap.fileno())
+                idx = len(rights) - 1
+            PORT_DESC.pack_into(body, off, idx, 0, 0, 0, kind if name else disp, dtype)
+            off += 12
+        elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
+            if off + 16 > len(body):
+                raise _err(K.MACH_SEND_MSG_TOO_SMALL, "descriptors run past the message")
+            addr, dealloc, copy, _pad, _t, size = OOL_DESC.unpack_from(body, off)
+            idx = 0
+            if size:
+                fd = _ool_memfd(addr, size)
+                out.owned.append(fd)
+                out.fds.append(fd)
+                rights.append((KIND_OOL, 1, size))
+                idx = len(rights) - 1
+                if dealloc:
+                    out.dealloc.append((addr, size))
+            OOL_DESC.pack_into(body, off, idx, dealloc, copy, 0, dtype, size)
+            off += 16
+        else:
+            raise _err(K.MACH_SEND_INVALID_TYPE, f"descriptor type {dtype}")
+
+
+def _ool_memfd(addr: int, size: int) -> int:
+    """Out-of-line data as a memfd sealed against writes and resizing: the
+    receiver maps it MAP_PRIVATE, a copy-on-write virtual copy."""
+    from .task import SELF
+    data = SELF.map.copy_out(addr, size) if size else b""
+    fd = mm.memfd("mach.ool", 0)
+    try:
+        view, done = memoryview(data), 0
+        while done < size:
+            done += os.write(fd, view[done:])
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+# -- copyout -------------------------------------------------------------------
+
+@dataclass
+class Incoming:
+    """A record read off a connection, not yet copied out."""
+
+    data: bytes
+    fds: list[int]
+    cred: tuple[int, int, int] | None
+
+    def release(self) -> None:
+        unix.close_all(self.fds)
+        self.fds = []
+
+
+def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int]], bytes]:
+    """Check a record against what arrived: (bits, id, rights, body).
+    MACH_RCV_HEADER_ERROR / MACH_RCV_BODY_ERROR for a malformed record."""
+    data = rec.data
+    if len(data) < WIRE.size:
+        raise _err(K.MACH_RCV_HEADER_ERROR, "record shorter than its header")
+    magic, bits, msg_id, blen, nrights, nfds, _flags = WIRE.unpack_from(data)
+    if magic != MAGIC or bits & ~(MD.MACH_MSGH_BITS_PORTS_MASK | MD.MACH_MSGH_BITS_COMPLEX):
+        raise _err(K.MACH_RCV_HEADER_ERROR, "not a message record")
+    if nfds != len(rec.fds) or nrights < 1 or nrights > unix.SCM_MAX_FD + 1:
+        raise _err(K.MACH_RCV_BODY_ERROR, "rights do not match the fds that arrived")
+    tend = WIRE.size + nrights * RIGHT.size
+    if tend + blen != len(data) or blen % 4:
+        raise _err(K.MACH_RCV_BODY_ERROR, "lengths do not match the bytes that arrived")
+    rights = [RIGHT.unpack_from(data, WIRE.size + i * RIGHT.size) for i in range(nrights)]
+    if sum(r[1] for r in rights) != nfds or any(r[1] > 1 for r in rights):
+        raise _err(K.MACH_RCV_BODY_ERROR, "fd counts do not add up")
+    return bits, msg_id, rights, data[tend:]
+
+
+def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[bytearray, int]:
+    """Install the record's rights in ``space`` and build the user message
+    (header, body). Returns (message, bits). Closes everything on error."""
+    try:
+        bits, msg_id, rights, body_in = validate(rec)
+        fd_of: dict[int, int] = {}
+        k = 0
+        for i, (kind, n, _size) in enumerate(rights):
+            if n:
+                fd_of[i] = rec.fds[k]
+                k += 1
+        body = bytearray(body_in)
+        if bits & MD.MACH_MSGH_BITS_COMPLEX:
+            _check_body(body, rights)
+    except BaseException:
+        rec.release()
+        raise
+    # from here on every fd is given to the space or closed
+    names: dict[int, int] = {}
+    regions: dict[int, int] = {}
+    try:
+        for i, (kind, n, size) in enumerate(rights):
+            if not n:
+                continue
+            fd = fd_of[i]
+            if kind in (MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE):
+                names[i] = R.copyout_send(space, fd, kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE)
+            elif kind == KIND_OOL:
+                regions[i] = _map_ool(fd, size)
+                os.close(fd)
+            else:
+                os.close(fd)
+            fd_of.pop(i)
+    finally:
+        unix.close_all(list(fd_of.values()))
+        rec.fds = []
+    reply = names.get(0, 0)
+    if bits & MD.MACH_MSGH_BITS_COMPLEX:
+        _copyout_body(body, names, regions)
+    out_bits = bits
+    head = HDR.pack(out_bits, HEADER_SIZE + len(body), reply, rcv_name, 0, msg_id)
+    return bytearray(head) + body, out_bits
+
+
+def _check_body(body: bytearray, rights: list[tuple[int, int, int]]) -> None:
+    if len(body) < 4:
+        raise _err(K.MACH_RCV_BODY_ERROR, "complex message without a body")
+    (count,) = struct.unpack_from("<I", body)
+    off = 4
+    for _ in range(count):
+        if off + 12 > len(body):
+            raise _err(K.MACH_RCV_BODY_ERROR, "descriptors run past the record")
+        dtype = body[off + 11]
+        if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
+            idx = struct.unpack_from("<I", body, off)[0]
+            if idx and (idx >= len(rights) or rights[idx][0] not in (
+                    MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE)):
+                raise _err(K.MACH_RCV_BODY_ERROR, "port descriptor names no right")
+            off += 12
+        elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
+            if off + 16 > len(body):
+                raise _err(K.MACH_RCV_BODY_ERROR, "descriptors run past the record")
+            idx, _d, _c, _p, _t, size = OOL_DESC.unpack_from(body, off)
+            if idx and (idx >= len(rights) or rights[idx][0] != KIND_OOL or rights[idx][2] != size):
+                raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line descriptor does not match its region")
+            if not idx and size:
+                raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line data without a region")
+            off += 16
+        else:
+            raise _err(K.MACH_RCV_BODY_ERROR, f"descriptor type {dtype}")
+
+
+def _map_ool(fd: int, size: int) -> int:
+    """Map received out-of-line data MAP_PRIVATE: copy-on-write. The memfd
+    must be sealed against writes and shrinking, and at least ``size``."""
+    seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    if seals & (fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK) != (fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK):
+        raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line memory is not sealed")
+    if os.fstat(fd).st_size < size:
+        raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line memory is shorter than declared")
+    from .task import SELF
+    return SELF.map.map_object_private(fd, size)
+
+
+def _copyout_body(body: bytearray, names: dict[int, int], regions: dict[int, int]) -> None:
+    (count,) = struct.unpack_from("<I", body)
+    off = 4
+    for _ in range(count):
+        dtype = body[off + 11]
+        if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
+            idx, _pad, _p0, _p1, kind, _t = PORT_DESC.unpack_from(body, off)
+            PORT_DESC.pack_into(body, off, names.get(idx, 0), 0, 0, 0, kind, dtype)
+            off += 12
+        else:
+            idx, _d, copy, _p, _t, size = OOL_DESC.unpack_from(body, off)
+            OOL_DESC.pack_into(body, off, regions.get(idx, 0), 0, copy, 0, dtype, size)
+            off += 16
+

@@ -1,0 +1,235 @@
+"""Ports: the receive side (Port), and the capabilities that reach one
+(SendCap for send rights, SendOnceCap for send-once rights).
+
+A port is a set of AF_UNIX SOCK_SEQPACKET connections. The task holding the
+receive right keeps the receiving end of each connection in one epoll set;
+every send right is the sending end of one of them, and a send-once right
+is a connection of its own. Rights move between tasks as the fds of those
+ends (SCM_RIGHTS), so they cannot be forged, and a task that dies drops
+its ends at once: that is where no-senders and dead names come from.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .._linux import unix
+from . import kern_return as K
+
+if TYPE_CHECKING:
+    from .ipc_kmsg import Incoming
+
+MACH_PORT_QLIMIT_ZERO = 0
+MACH_PORT_QLIMIT_BASIC = 5
+MACH_PORT_QLIMIT_SMALL = 16
+MACH_PORT_QLIMIT_LARGE = 1024
+MACH_PORT_QLIMIT_KERNEL = 65534
+MACH_PORT_QLIMIT_MIN = MACH_PORT_QLIMIT_ZERO
+MACH_PORT_QLIMIT_DEFAULT = MACH_PORT_QLIMIT_BASIC
+MACH_PORT_QLIMIT_MAX = MACH_PORT_QLIMIT_LARGE
+
+# sending-end inode -> the Port (whose receive right this task holds) that
+# it reaches: how a send right coming back to us is known to be ours
+LOCAL_SENDS: "weakref.WeakValueDictionary[int, Port]" = weakref.WeakValueDictionary()
+
+# The largest record a port accepts: the header, the body, and the
+# descriptors' tables. Larger inline bodies travel in a sealed memfd.
+MAX_RECORD = 64 * 1024
+
+
+class SendCap:
+    """A send right's capability: the sending end of one connection."""
+
+    __slots__ = ("sock", "ino", "__weakref__")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.ino = os.fstat(sock.fileno()).st_ino
+
+    @classmethod
+    def adopt(cls, fd: int) -> "SendCap":
+        """Wrap an fd received from another task (it must be a socket)."""
+        return cls(socket.socket(fileno=fd))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def dead(self) -> bool:
+        """True once the receiving end is gone (the port died)."""
+        if self.sock.fileno() < 0:
+            return True
+        p = select.poll()
+        p.register(self.sock.fileno(), select.POLLOUT)
+        for _fd, ev in p.poll(0):
+            if ev & (select.POLLHUP | select.POLLERR):
+                return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __repr__(self) -> str:
+        return f"<SendCap fd={self.sock.fileno()} ino={self.ino}>"
+
+
+class SendOnceCap(SendCap):
+    """A send-once right: a connection of its own, used for one message."""
+
+    __slots__ = ()
+
+
+class Port:
+    """The receive side of a port, held by the task with the receive right.
+
+    ``seqno`` counts messages dequeued, ``mscount`` send rights made;
+    ``srights`` is the number of connections whose sending ends are still
+    open somewhere (kernel fact: their receiving ends have not read EOF)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.rcv_lock = threading.Lock()  # receivers take turns; senders never wait on it
+        self.ep = select.epoll()
+        self.sets: set[object] = set()  # the PortSets we are a member of
+        self.ends: dict[int, tuple[socket.socket, bool]] = {}  # fd -> (receive end, send-once?)
+        self.seqno = 0
+        self.mscount = 0
+        self.qlimit = MACH_PORT_QLIMIT_DEFAULT
+        self.held: deque[object] = deque()
+        self._buf = bytearray(MAX_RECORD)  # messages read off a socket, not yet delivered
+        self._cached: SendCap | None = None  # our own sending end, shared by MAKE_SEND
+        self.destroyed = False
+
+    # -- making rights -------------------------------------------------------
+
+    def _connect(self, send_once: bool) -> socket.socket:
+        tx, rx = unix.pair()
+        rx.setblocking(False)
+        self.ends[rx.fileno()] = (rx, send_once)
+        self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        return tx
+
+    def make_send(self) -> SendCap:
+        """MAKE_SEND: a send right, owned by the caller. One connection is
+        cached and shared (a dup of the same socket), so making rights does
+        not open a connection each time."""
+        with self.lock:
+            self._check()
+            self.mscount += 1
+            if self._cached is None:
+                self._cached = SendCap(self._connect(False))
+                LOCAL_SENDS[self._cached.ino] = self
+            return SendCap(self._cached.sock.dup())
+
+    def count_make_send(self) -> None:
+        """A MAKE_SEND that only added a user reference to a right we hold."""
+        with self.lock:
+            self.mscount += 1
+
+    def make_send_once(self) -> SendOnceCap:
+        """MAKE_SEND_ONCE: a fresh connection for one message."""
+        with self.lock:
+            self._check()
+            return SendOnceCap(self._connect(True))
+
+    def forget_cache(self) -> None:
+        """Drop our own sending end, so that EOF on its connection means no
+        sender is left anywhere (needed before no-senders can be known)."""
+        with self.lock:
+            if self._cached is not None:
+                self._cached.close()
+                self._cached = None
+
+    def _check(self) -> None:
+        if self.destroyed:
+            raise K.MachError(K.KERN_INVALID_RIGHT, "the port was destroyed")
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def srights(self) -> int:
+        """Connections whose sending end may still be open."""
+        return sum(1 for _s, once in self.ends.values() if not once)
+
+    @property
+    def sorights(self) -> int:
+        return sum(1 for _s, once in self.ends.values() if once)
+
+    def fileno(self) -> int:
+        """An fd that polls readable when a message may be waiting."""
+        return self.ep.fileno()
+
+    def drop_end(self, fd: int) -> bool:
+        """Forget a connection that read EOF; returns whether it was a
+        send-once connection."""
+        s, once = self.ends.pop(fd)
+        try:
+            self.ep.unregister(fd)
+        except OSError:
+            pass
+        s.close()
+        return once
+
+    def dequeue(self, timeout: float | None) -> "Incoming | None":
+        """The next message, waiting up to ``timeout`` seconds (None: for
+        ever). Connections that read EOF are dropped on the way; a
+        send-once connection is dropped after its one message."""
+        from .ipc_kmsg import Incoming
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.rcv_lock:
+            while True:
+                if self.held:
+                    return self.held.popleft()  # type: ignore[return-value]
+                if self.destroyed:
+                    raise K.MachError(K.MACH_RCV_PORT_DIED, "the port was destroyed")
+                left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+                events = self.ep.poll(left)
+                if not events:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return None
+                    continue
+                for fd, _ev in events:
+                    ent = self.ends.get(fd)
+                    if ent is None:
+                        continue
+                    sock, once = ent
+                    try:
+                        n, fds, cred = unix.recv(sock, self._buf)
+                    except BlockingIOError:
+                        continue
+                    except unix.Truncated as err:
+                        raise K.MachError(K.MACH_RCV_BODY_ERROR, str(err)) from None
+                    except OSError:
+                        n, fds, cred = 0, [], None
+                    if n == 0 and not fds:
+                        with self.lock:
+                            self.drop_end(fd)
+                        continue
+                    if once:
+                        with self.lock:
+                            self.drop_end(fd)
+                    self.seqno += 1
+                    return Incoming(bytes(self._buf[:n]), fds, cred)
+
+    def destroy(self) -> None:
+        """Close every receiving end: senders see a dead name."""
+        with self.lock:
+            self.destroyed = True
+            for s, _once in self.ends.values():
+                s.close()
+            self.ends.clear()
+            if self._cached is not None:
+                self._cached.close()
+                self._cached = None
+            self.ep.close()
+            while self.held:
+                self.held.popleft().release()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"<Port ends={len(self.ends)} seqno={self.seqno} mscount={self.mscount}>"

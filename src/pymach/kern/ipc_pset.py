@@ -1,0 +1,53 @@
+"""Port sets: an epoll instance over the epoll sets of member ports, so a
+receive on the set wakes for a message on any member."""
+
+from __future__ import annotations
+
+import select
+import threading
+from typing import TYPE_CHECKING
+
+from . import kern_return as K
+
+if TYPE_CHECKING:
+    from .ipc_port import Port
+
+
+class PortSet:
+    """A set of receive rights of this task."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ep = select.epoll()
+        self.members: dict[int, "Port"] = {}  # the member's epoll fd -> port
+
+    def add(self, port: "Port") -> None:
+        """Insert a member. KERN_ALREADY_IN_SET."""
+        with self.lock:
+            if port.fileno() in self.members:
+                raise K.MachError(K.KERN_ALREADY_IN_SET, "the port is already in the set")
+            self.ep.register(port.fileno(), select.EPOLLIN)
+            self.members[port.fileno()] = port
+            port.sets.add(self)
+
+    def remove(self, port: "Port") -> None:
+        """Extract a member. KERN_NOT_IN_SET."""
+        with self.lock:
+            if self.members.get(port.fileno()) is not port:
+                raise K.MachError(K.KERN_NOT_IN_SET, "the port is not in the set")
+            del self.members[port.fileno()]
+            try:
+                self.ep.unregister(port.fileno())
+            except OSError:
+                pass
+            port.sets.discard(self)
+
+    def fileno(self) -> int:
+        return self.ep.fileno()
+
+    def destroy(self) -> None:
+        with self.lock:
+            for port in self.members.values():
+                port.sets.discard(self)
+            self.members.clear()
+            self.ep.close()

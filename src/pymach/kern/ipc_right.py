@@ -1,0 +1,367 @@
+"""Rights in a space: the mach_port_* operations and the copyin/copyout of
+rights that messages carry, as XNU's ipc_right.c does them.
+
+Every send capability owns its fd: making, copying in or copying out a
+right either takes ownership of an fd or closes the duplicate, so the fds
+of the process always match the rights its space holds.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import kern_return as K
+from . import message_defs as MD
+from .ipc_port import LOCAL_SENDS, Port, SendCap, SendOnceCap
+from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE,
+                        MACH_PORT_RIGHT_SEND, MACH_PORT_RIGHT_SEND_ONCE, MACH_PORT_TYPE_DEAD_NAME,
+                        MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
+                        MACH_PORT_TYPE_SEND_ONCE, MACH_PORT_UREFS_MAX, IpcEntry, IpcSpace)
+from .ipc_pset import PortSet
+
+_RIGHT_TYPE = {
+    MACH_PORT_RIGHT_SEND: MACH_PORT_TYPE_SEND,
+    MACH_PORT_RIGHT_RECEIVE: MACH_PORT_TYPE_RECEIVE,
+    MACH_PORT_RIGHT_SEND_ONCE: MACH_PORT_TYPE_SEND_ONCE,
+    MACH_PORT_RIGHT_PORT_SET: MACH_PORT_TYPE_PORT_SET,
+    MACH_PORT_RIGHT_DEAD_NAME: MACH_PORT_TYPE_DEAD_NAME,
+}
+
+
+def _err(kr: int, what: str) -> K.MachError:
+    return K.MachError(kr, what)
+
+
+# -- allocation --------------------------------------------------------------
+
+def allocate(space: IpcSpace, right: int) -> int:
+    """mach_port_allocate: a new receive right, port set or dead name.
+    KERN_INVALID_VALUE for other rights."""
+    if right == MACH_PORT_RIGHT_RECEIVE:
+        port = Port()
+        return space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))[0]
+    if right == MACH_PORT_RIGHT_PORT_SET:
+        pset = PortSet()
+        return space.alloc(pset, MACH_PORT_TYPE_PORT_SET, 0, key=id(pset))[0]
+    if right == MACH_PORT_RIGHT_DEAD_NAME:
+        return space.alloc(None, MACH_PORT_TYPE_DEAD_NAME, 1)[0]
+    raise _err(K.KERN_INVALID_VALUE, f"cannot allocate right {right}")
+
+
+def allocate_name(space: IpcSpace, right: int, name: int) -> None:
+    """mach_port_allocate_name: as allocate, under a chosen name.
+    KERN_INVALID_VALUE (bad right or name), KERN_NAME_EXISTS."""
+    if name in (0, 0xFFFFFFFF):
+        raise _err(K.KERN_INVALID_VALUE, f"{name:#x} is not a valid name")
+    if right == MACH_PORT_RIGHT_RECEIVE:
+        port = Port()
+        e = space.alloc_name(name, port, MACH_PORT_TYPE_RECEIVE, 0)
+        space.add_key(name, e, id(port))
+    elif right == MACH_PORT_RIGHT_PORT_SET:
+        pset = PortSet()
+        e = space.alloc_name(name, pset, MACH_PORT_TYPE_PORT_SET, 0)
+        space.add_key(name, e, id(pset))
+    elif right == MACH_PORT_RIGHT_DEAD_NAME:
+        space.alloc_name(name, None, MACH_PORT_TYPE_DEAD_NAME, 1)
+    else:
+        raise _err(K.KERN_INVALID_VALUE, f"cannot allocate right {right}")
+
+
+# -- state -------------------------------------------------------------------
+
+def check_dead(space: IpcSpace, name: int, e: IpcEntry) -> None:
+    """Turn a send or send-once right whose port died into a dead name."""
+    if e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_SEND_ONCE) and not e.type & MACH_PORT_TYPE_RECEIVE:
+        cap = e.cap
+        if isinstance(cap, SendCap) and cap.dead():
+            urefs = e.urefs if e.type & MACH_PORT_TYPE_SEND else 1
+            _drop_cap(space, name, e)
+            e.object = None
+            e.type = MACH_PORT_TYPE_DEAD_NAME
+            e.urefs = urefs
+
+
+def _drop_cap(space: IpcSpace, name: int, e: IpcEntry) -> None:
+    cap = e.cap
+    if isinstance(cap, SendCap):
+        for k in list(e.keys):
+            if k == ("ino", cap.ino):
+                space._by_key.pop(k, None)
+                e.keys.remove(k)
+        cap.close()
+    e.cap = None
+
+
+def type_of(space: IpcSpace, name: int) -> int:
+    """mach_port_type. KERN_INVALID_NAME."""
+    with space.lock:
+        e = space.lookup(name)
+        if e is None:
+            raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+        check_dead(space, name, e)
+        return e.type
+
+
+def get_refs(space: IpcSpace, name: int, right: int) -> int:
+    """mach_port_get_refs. KERN_INVALID_NAME, KERN_INVALID_VALUE."""
+    if right not in _RIGHT_TYPE:
+        raise _err(K.KERN_INVALID_VALUE, f"right {right}")
+    with space.lock:
+        e = space.lookup(name)
+        if e is None:
+            raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+        check_dead(space, name, e)
+        bit = _RIGHT_TYPE[right]
+        if not e.type & bit:
+            return 0
+        if right in (MACH_PORT_RIGHT_SEND, MACH_PORT_RIGHT_DEAD_NAME):
+            return e.urefs
+        return 1
+
+
+# -- releasing ---------------------------------------------------------------
+
+def _release_send(space: IpcSpace, name: int, e: IpcEntry, n: int = 1) -> None:
+    e.urefs -= n
+    if e.urefs > 0:
+        return
+    e.urefs = 0
+    if e.type & MACH_PORT_TYPE_SEND:
+        _drop_cap(space, name, e)
+        e.type &= ~MACH_PORT_TYPE_SEND
+    if e.type & MACH_PORT_TYPE_DEAD_NAME:
+        e.type &= ~MACH_PORT_TYPE_DEAD_NAME
+    if not e.type:
+        space.remove(name)
+
+
+def _destroy_receive(space: IpcSpace, name: int, e: IpcEntry) -> None:
+    port = e.object
+    assert isinstance(port, Port)
+    for pset in list(port.sets):
+        pset.remove(port)
+    port.destroy()
+    e.type &= ~MACH_PORT_TYPE_RECEIVE
+    for k in list(e.keys):
+        if k == id(port):
+            space._by_key.pop(k, None)
+            e.keys.remove(k)
+    if e.type & MACH_PORT_TYPE_SEND:
+        # our own send rights to the port we just destroyed: a dead name
+        _drop_cap(space, name, e)
+        e.type = MACH_PORT_TYPE_DEAD_NAME
+        e.object = None
+    else:
+        space.remove(name)
+
+
+def deallocate(space: IpcSpace, name: int) -> None:
+    """mach_port_deallocate: release one user reference of a send, send-once
+    or dead-name right. KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    with space.lock:
+        e = space.lookup(name)
+        if e is None:
+            raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+        check_dead(space, name, e)
+        if e.type & MACH_PORT_TYPE_SEND_ONCE:
+            _drop_cap(space, name, e)
+            space.remove(name)
+        elif e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_DEAD_NAME):
+            _release_send(space, name, e)
+        else:
+            raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no send right")
+
+
+def destroy(space: IpcSpace, name: int) -> None:
+    """mach_port_destroy: release every right the name holds.
+    KERN_INVALID_NAME."""
+    with space.lock:
+        e = space.lookup(name)
+        if e is None:
+            raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+        if e.type & MACH_PORT_TYPE_RECEIVE:
+            e.urefs = 0
+            if e.type & MACH_PORT_TYPE_SEND:
+                _drop_cap(space, name, e)
+                e.type &= ~MACH_PORT_TYPE_SEND
+            _destroy_receive(space, name, e)
+            e = space.lookup(name)  # type: ignore[assignment]
+            if e is None:
+                return
+        if e.type & MACH_PORT_TYPE_PORT_SET:
+            pset = e.object
+            assert isinstance(pset, PortSet)
+            pset.destroy()
+        _drop_cap(space, name, e)
+        space.remove(name)
+
+
+def mod_refs(space: IpcSpace, name: int, right: int, delta: int) -> None:
+    """mach_port_mod_refs. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_VALUE (a delta that would go below zero, or a right
+    that has no user references to add), KERN_UREFS_OVERFLOW."""
+    if right not in _RIGHT_TYPE:
+        raise _err(K.KERN_INVALID_VALUE, f"right {right}")
+    with space.lock:
+        e = space.lookup(name)
+        if e is None:
+            raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+        check_dead(space, name, e)
+        bit = _RIGHT_TYPE[right]
+        if not e.type & bit:
+            if delta == 0 and right == MACH_PORT_RIGHT_DEAD_NAME and e.type & (
+                    MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_SEND_ONCE):
+                return
+            raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no such right")
+        if delta == 0:
+            return
+        if right in (MACH_PORT_RIGHT_RECEIVE, MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_SEND_ONCE):
+            if delta != -1:
+                raise _err(K.KERN_INVALID_VALUE, f"delta {delta} for a right without user references")
+            if right == MACH_PORT_RIGHT_RECEIVE:
+                if e.type & MACH_PORT_TYPE_SEND:
+                    _drop_cap(space, name, e)
+                    e.type &= ~MACH_PORT_TYPE_SEND
+                    urefs = e.urefs
+                    _destroy_receive(space, name, e)
+                    # the send references survive as a dead name
+                    dn = space.lookup(name)
+                    if dn is None:
+                        space.alloc_name(name, None, MACH_PORT_TYPE_DEAD_NAME, urefs)
+                    else:
+                        dn.urefs = urefs
+                else:
+                    _destroy_receive(space, name, e)
+            elif right == MACH_PORT_RIGHT_PORT_SET:
+                pset = e.object
+                assert isinstance(pset, PortSet)
+                pset.destroy()
+                space.remove(name)
+            else:
+                _drop_cap(space, name, e)
+                space.remove(name)
+            return
+        # SEND and DEAD_NAME carry user references
+        if e.urefs + delta < 0:
+            raise _err(K.KERN_INVALID_VALUE, f"delta {delta} below zero")
+        if e.urefs + delta > MACH_PORT_UREFS_MAX:
+            raise _err(K.KERN_UREFS_OVERFLOW, f"{name:#x}")
+        if delta > 0:
+            e.urefs += delta
+        else:
+            _release_send(space, name, e, -delta)
+
+
+def names(space: IpcSpace) -> tuple[list[int], list[int]]:
+    """mach_port_names: every name and its type."""
+    with space.lock:
+        out = space.names()
+        for n, e in out:
+            check_dead(space, n, e)
+        return [n for n, _e in out], [e.type for _n, e in out]
+
+
+# -- copyin / copyout of rights ------------------------------------------------
+
+def copyin_send(space: IpcSpace, name: int, disposition: int) -> tuple[SendCap, int, bool]:
+    """Take the right a message names with ``disposition`` out of the space.
+
+    Returns (capability, received kind, owned): ``owned`` means the caller
+    must close the capability once sent. Raises MachError with
+    KERN_INVALID_NAME / KERN_INVALID_RIGHT / KERN_INVALID_CAPABILITY; the
+    caller maps them to its MACH_SEND_* code."""
+    e = space.lookup(name)
+    if e is None:
+        raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+    check_dead(space, name, e)
+    if disposition in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
+        if not e.type & MACH_PORT_TYPE_SEND:
+            raise _err(K.KERN_INVALID_RIGHT if not e.type & MACH_PORT_TYPE_DEAD_NAME
+                       else K.KERN_INVALID_CAPABILITY, f"{name:#x} holds no send right")
+        cap = e.cap
+        assert isinstance(cap, SendCap)
+        return cap, MD.MACH_MSG_TYPE_PORT_SEND, False
+    if disposition == MD.MACH_MSG_TYPE_MAKE_SEND:
+        port = _receive_of(e, name)
+        return port.make_send(), MD.MACH_MSG_TYPE_PORT_SEND, True
+    if disposition == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
+        port = _receive_of(e, name)
+        return port.make_send_once(), MD.MACH_MSG_TYPE_PORT_SEND_ONCE, True
+    if disposition == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE:
+        if not e.type & MACH_PORT_TYPE_SEND_ONCE:
+            raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no send-once right")
+        cap = e.cap
+        assert isinstance(cap, SendOnceCap)
+        return cap, MD.MACH_MSG_TYPE_PORT_SEND_ONCE, False
+    raise _err(K.KERN_INVALID_VALUE, f"disposition {disposition}")
+
+
+def _receive_of(e: IpcEntry, name: int) -> Port:
+    if not e.type & MACH_PORT_TYPE_RECEIVE:
+        raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no receive right")
+    port = e.object
+    assert isinstance(port, Port)
+    return port
+
+
+def consume_sent(space: IpcSpace, name: int, disposition: int) -> None:
+    """After a successful send: MOVE_SEND drops a user reference and
+    MOVE_SEND_ONCE the whole right."""
+    e = space.lookup(name)
+    if e is None:
+        return
+    if disposition == MD.MACH_MSG_TYPE_MOVE_SEND:
+        _release_send(space, name, e)
+    elif disposition == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE:
+        _drop_cap(space, name, e)
+        space.remove(name)
+
+
+def copyout_send(space: IpcSpace, fd: int, send_once: bool) -> int:
+    """Install a send (or send-once) right that arrived as ``fd``; returns
+    its name. A send right for a connection we already hold, or for a port
+    whose receive right we hold, coalesces and its fd is closed."""
+    with space.lock:
+        cap_cls = SendOnceCap if send_once else SendCap
+        ino = os.fstat(fd).st_ino
+        if not send_once:
+            name = space.name_for(("ino", ino))
+            if not name:
+                port = LOCAL_SENDS.get(ino)
+                if port is not None:
+                    name = space.name_for(id(port))
+            if name:
+                e = space.lookup(name)
+                assert e is not None
+                if e.type & MACH_PORT_TYPE_SEND:
+                    os.close(fd)
+                    e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
+                else:
+                    cap = cap_cls.adopt(fd)
+                    e.cap = cap
+                    e.type |= MACH_PORT_TYPE_SEND
+                    e.urefs = 1
+                    space.add_key(name, e, ("ino", ino))
+                return name
+        cap = cap_cls.adopt(fd)
+        name, e = space.alloc(cap, MACH_PORT_TYPE_SEND_ONCE if send_once else MACH_PORT_TYPE_SEND,
+                              0 if send_once else 1, key=None if send_once else ("ino", ino))
+        e.cap = cap
+        return name
+
+
+def insert_send_of_own_port(space: IpcSpace, name: int, e: IpcEntry) -> None:
+    """mach_port_insert_right(name, name, MAKE_SEND) on our own port: the
+    name gains a send right (a connection of the port's)."""
+    port = _receive_of(e, name)
+    if e.type & MACH_PORT_TYPE_SEND:
+        if e.urefs >= MACH_PORT_UREFS_MAX:
+            raise _err(K.KERN_UREFS_OVERFLOW, f"{name:#x}")
+        e.urefs += 1
+        port.count_make_send()
+        return
+    cap = port.make_send()
+    e.cap = cap
+    e.type |= MACH_PORT_TYPE_SEND
+    e.urefs = 1
+    space.add_key(name, e, ("ino", cap.ino))
