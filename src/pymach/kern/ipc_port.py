@@ -26,14 +26,7 @@ from . import kern_return as K
 if TYPE_CHECKING:
     from .ipc_kmsg import Incoming
 
-MACH_PORT_QLIMIT_ZERO = 0
-MACH_PORT_QLIMIT_BASIC = 5
-MACH_PORT_QLIMIT_SMALL = 16
-MACH_PORT_QLIMIT_LARGE = 1024
-MACH_PORT_QLIMIT_KERNEL = 65534
-MACH_PORT_QLIMIT_MIN = MACH_PORT_QLIMIT_ZERO
-MACH_PORT_QLIMIT_DEFAULT = MACH_PORT_QLIMIT_BASIC
-MACH_PORT_QLIMIT_MAX = MACH_PORT_QLIMIT_LARGE
+from .ipc_space import MACH_PORT_QLIMIT_DEFAULT, MACH_PORT_QLIMIT_MAX  # noqa: F401
 
 # sending-end inode -> the Port (whose receive right this task holds) that
 # it reaches: how a send right coming back to us is known to be ours
@@ -105,6 +98,8 @@ class Port:
         self._buf = bytearray(MAX_RECORD)  # messages read off a socket, not yet delivered
         self._cached: SendCap | None = None  # our own sending end, shared by MAKE_SEND
         self.destroyed = False
+        self.context = 0  # mach_port_construct's context (or guard)
+        self.guarded = False
 
     # -- making rights -------------------------------------------------------
 
@@ -160,6 +155,15 @@ class Port:
     @property
     def sorights(self) -> int:
         return sum(1 for _s, once in self.ends.values() if once)
+
+    def msgcount(self) -> int:
+        """Messages known to be queued: those held here, plus one for each
+        connection with a record waiting (a lower bound: Linux does not
+        count the records in a socket's queue)."""
+        p = select.poll()
+        for fd in self.ends:
+            p.register(fd, select.POLLIN)
+        return len(self.held) + sum(1 for _fd, ev in p.poll(0) if ev & select.POLLIN)
 
     def fileno(self) -> int:
         """An fd that polls readable when a message may be waiting."""

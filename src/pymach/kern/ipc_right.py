@@ -13,11 +13,13 @@ import os
 from . import kern_return as K
 from . import message_defs as MD
 from .ipc_port import LOCAL_SENDS, Port, SendCap, SendOnceCap
-from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE,
+from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_LABELH, MACH_PORT_RIGHT_PORT_SET,
+                        MACH_PORT_RIGHT_RECEIVE,
                         MACH_PORT_RIGHT_SEND, MACH_PORT_RIGHT_SEND_ONCE, MACH_PORT_TYPE_DEAD_NAME,
                         MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                         MACH_PORT_TYPE_SEND_ONCE, MACH_PORT_UREFS_MAX, IpcEntry, IpcSpace)
 from .ipc_pset import PortSet
+from .ipc_space import (MPO_CONTEXT_AS_GUARD, MPO_INSERT_SEND_RIGHT, MPO_QLIMIT)
 
 _RIGHT_TYPE = {
     MACH_PORT_RIGHT_SEND: MACH_PORT_TYPE_SEND,
@@ -53,18 +55,21 @@ def allocate_name(space: IpcSpace, right: int, name: int) -> None:
     KERN_INVALID_VALUE (bad right or name), KERN_NAME_EXISTS."""
     if name in (0, 0xFFFFFFFF):
         raise _err(K.KERN_INVALID_VALUE, f"{name:#x} is not a valid name")
+    if right == MACH_PORT_RIGHT_DEAD_NAME:
+        allocate(space, right)  # XNU ignores the name for dead names
+        return
+    if right not in (MACH_PORT_RIGHT_RECEIVE, MACH_PORT_RIGHT_PORT_SET):
+        raise _err(K.KERN_INVALID_VALUE, f"cannot allocate right {right}")
+    if name & 3 != 3:
+        raise _err(K.KERN_INVALID_VALUE, f"{name:#x}: a name's low two bits are set")
     if right == MACH_PORT_RIGHT_RECEIVE:
         port = Port()
         e = space.alloc_name(name, port, MACH_PORT_TYPE_RECEIVE, 0)
         space.add_key(name, e, id(port))
-    elif right == MACH_PORT_RIGHT_PORT_SET:
+    else:
         pset = PortSet()
         e = space.alloc_name(name, pset, MACH_PORT_TYPE_PORT_SET, 0)
         space.add_key(name, e, id(pset))
-    elif right == MACH_PORT_RIGHT_DEAD_NAME:
-        space.alloc_name(name, None, MACH_PORT_TYPE_DEAD_NAME, 1)
-    else:
-        raise _err(K.KERN_INVALID_VALUE, f"cannot allocate right {right}")
 
 
 # -- state -------------------------------------------------------------------
@@ -93,7 +98,9 @@ def _drop_cap(space: IpcSpace, name: int, e: IpcEntry) -> None:
 
 
 def type_of(space: IpcSpace, name: int) -> int:
-    """mach_port_type. KERN_INVALID_NAME."""
+    """mach_port_type. KERN_INVALID_NAME; MACH_PORT_DEAD is a dead name."""
+    if name == 0xFFFFFFFF:
+        return MACH_PORT_TYPE_DEAD_NAME
     with space.lock:
         e = space.lookup(name)
         if e is None:
@@ -106,6 +113,10 @@ def get_refs(space: IpcSpace, name: int, right: int) -> int:
     """mach_port_get_refs. KERN_INVALID_NAME, KERN_INVALID_VALUE."""
     if right not in _RIGHT_TYPE:
         raise _err(K.KERN_INVALID_VALUE, f"right {right}")
+    if name in (0, 0xFFFFFFFF):
+        if right in (MACH_PORT_RIGHT_SEND, MACH_PORT_RIGHT_SEND_ONCE):
+            return 1
+        raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
     with space.lock:
         e = space.lookup(name)
         if e is None:
@@ -122,6 +133,8 @@ def get_refs(space: IpcSpace, name: int, right: int) -> int:
 # -- releasing ---------------------------------------------------------------
 
 def _release_send(space: IpcSpace, name: int, e: IpcEntry, n: int = 1) -> None:
+    if e.urefs >= MACH_PORT_UREFS_MAX and n < MACH_PORT_UREFS_MAX:
+        return  # pegged: only a delta of -MACH_PORT_UREFS_MAX releases it
     e.urefs -= n
     if e.urefs > 0:
         return
@@ -139,6 +152,7 @@ def _destroy_receive(space: IpcSpace, name: int, e: IpcEntry) -> None:
     port = e.object
     assert isinstance(port, Port)
     for pset in list(port.sets):
+        assert isinstance(pset, PortSet)
         pset.remove(port)
     port.destroy()
     e.type &= ~MACH_PORT_TYPE_RECEIVE
@@ -157,7 +171,10 @@ def _destroy_receive(space: IpcSpace, name: int, e: IpcEntry) -> None:
 
 def deallocate(space: IpcSpace, name: int) -> None:
     """mach_port_deallocate: release one user reference of a send, send-once
-    or dead-name right. KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    or dead-name right; a port set name destroys the set. MACH_PORT_NULL
+    and MACH_PORT_DEAD are no-ops. KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    if name in (0, 0xFFFFFFFF):
+        return
     with space.lock:
         e = space.lookup(name)
         if e is None:
@@ -168,6 +185,11 @@ def deallocate(space: IpcSpace, name: int) -> None:
             space.remove(name)
         elif e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_DEAD_NAME):
             _release_send(space, name, e)
+        elif e.type & MACH_PORT_TYPE_PORT_SET:
+            pset = e.object
+            assert isinstance(pset, PortSet)
+            pset.destroy()
+            space.remove(name)
         else:
             raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no send right")
 
@@ -175,6 +197,8 @@ def deallocate(space: IpcSpace, name: int) -> None:
 def destroy(space: IpcSpace, name: int) -> None:
     """mach_port_destroy: release every right the name holds.
     KERN_INVALID_NAME."""
+    if name in (0, 0xFFFFFFFF):
+        return
     with space.lock:
         e = space.lookup(name)
         if e is None:
@@ -198,40 +222,36 @@ def destroy(space: IpcSpace, name: int) -> None:
 
 def mod_refs(space: IpcSpace, name: int, right: int, delta: int) -> None:
     """mach_port_mod_refs. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
-    KERN_INVALID_VALUE (a delta that would go below zero, or a right
-    that has no user references to add), KERN_UREFS_OVERFLOW."""
-    if right not in _RIGHT_TYPE:
+    KERN_INVALID_VALUE (a delta the right cannot take, or one that would
+    go below zero). Send and dead-name references saturate at
+    MACH_PORT_UREFS_MAX, as in XNU (no KERN_UREFS_OVERFLOW)."""
+    if not 0 <= right < MACH_PORT_RIGHT_LABELH + 1 or right == MACH_PORT_RIGHT_LABELH:
+        if right == MACH_PORT_RIGHT_LABELH:
+            raise _err(K.KERN_INVALID_RIGHT, "LABELH")
         raise _err(K.KERN_INVALID_VALUE, f"right {right}")
+    if name in (0, 0xFFFFFFFF):
+        if right in (MACH_PORT_RIGHT_SEND, MACH_PORT_RIGHT_SEND_ONCE):
+            return
+        raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
     with space.lock:
         e = space.lookup(name)
         if e is None:
             raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+        was_live = bool(e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_SEND_ONCE))
         check_dead(space, name, e)
+        if was_live and e.type & MACH_PORT_TYPE_DEAD_NAME and right in (
+                MACH_PORT_RIGHT_SEND, MACH_PORT_RIGHT_SEND_ONCE):
+            raise _err(K.KERN_INVALID_RIGHT, f"{name:#x}: the port died")
         bit = _RIGHT_TYPE[right]
         if not e.type & bit:
-            if delta == 0 and right == MACH_PORT_RIGHT_DEAD_NAME and e.type & (
-                    MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_SEND_ONCE):
-                return
             raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no such right")
-        if delta == 0:
-            return
         if right in (MACH_PORT_RIGHT_RECEIVE, MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_SEND_ONCE):
+            if delta == 0:
+                return
             if delta != -1:
                 raise _err(K.KERN_INVALID_VALUE, f"delta {delta} for a right without user references")
             if right == MACH_PORT_RIGHT_RECEIVE:
-                if e.type & MACH_PORT_TYPE_SEND:
-                    _drop_cap(space, name, e)
-                    e.type &= ~MACH_PORT_TYPE_SEND
-                    urefs = e.urefs
-                    _destroy_receive(space, name, e)
-                    # the send references survive as a dead name
-                    dn = space.lookup(name)
-                    if dn is None:
-                        space.alloc_name(name, None, MACH_PORT_TYPE_DEAD_NAME, urefs)
-                    else:
-                        dn.urefs = urefs
-                else:
-                    _destroy_receive(space, name, e)
+                _destroy_receive_keep_sends(space, name, e)
             elif right == MACH_PORT_RIGHT_PORT_SET:
                 pset = e.object
                 assert isinstance(pset, PortSet)
@@ -242,14 +262,35 @@ def mod_refs(space: IpcSpace, name: int, right: int, delta: int) -> None:
                 space.remove(name)
             return
         # SEND and DEAD_NAME carry user references
+        if abs(delta) > MACH_PORT_UREFS_MAX:
+            raise _err(K.KERN_INVALID_VALUE, f"delta {delta}")
+        if e.urefs >= MACH_PORT_UREFS_MAX:
+            if delta == -MACH_PORT_UREFS_MAX:
+                _release_send(space, name, e, MACH_PORT_UREFS_MAX)
+            return
         if e.urefs + delta < 0:
             raise _err(K.KERN_INVALID_VALUE, f"delta {delta} below zero")
-        if e.urefs + delta > MACH_PORT_UREFS_MAX:
-            raise _err(K.KERN_UREFS_OVERFLOW, f"{name:#x}")
         if delta > 0:
-            e.urefs += delta
-        else:
+            e.urefs = min(e.urefs + delta, MACH_PORT_UREFS_MAX)
+        elif delta < 0:
             _release_send(space, name, e, -delta)
+
+
+def _destroy_receive_keep_sends(space: IpcSpace, name: int, e: IpcEntry) -> None:
+    """Destroy the receive part of an entry; send references under the same
+    name survive as a dead name."""
+    if e.type & MACH_PORT_TYPE_SEND:
+        _drop_cap(space, name, e)
+        e.type &= ~MACH_PORT_TYPE_SEND
+        urefs = e.urefs
+        _destroy_receive(space, name, e)
+        dn = space.lookup(name)
+        if dn is None:
+            space.alloc_name(name, None, MACH_PORT_TYPE_DEAD_NAME, urefs)
+        else:
+            dn.type, dn.urefs, dn.object = MACH_PORT_TYPE_DEAD_NAME, urefs, None
+    else:
+        _destroy_receive(space, name, e)
 
 
 def names(space: IpcSpace) -> tuple[list[int], list[int]]:
@@ -365,3 +406,151 @@ def insert_send_of_own_port(space: IpcSpace, name: int, e: IpcEntry) -> None:
     e.type |= MACH_PORT_TYPE_SEND
     e.urefs = 1
     space.add_key(name, e, ("ino", cap.ino))
+
+
+# -- port sets -------------------------------------------------------------------
+
+def _member_and_set(space: IpcSpace, member: int, pset_name: int) -> tuple[Port, PortSet]:
+    if member in (0, 0xFFFFFFFF) or pset_name in (0, 0xFFFFFFFF):
+        raise _err(K.KERN_INVALID_RIGHT, "null or dead name")
+    port = _receive_of(space.lookup_right(member, MACH_PORT_TYPE_RECEIVE), member)
+    se = space.lookup_right(pset_name, MACH_PORT_TYPE_PORT_SET)
+    assert isinstance(se.object, PortSet)
+    return port, se.object
+
+
+def insert_member(space: IpcSpace, member: int, pset_name: int) -> None:
+    """mach_port_insert_member. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_ALREADY_IN_SET. A port may be a member of several sets."""
+    with space.lock:
+        port, pset = _member_and_set(space, member, pset_name)
+        pset.add(port)
+
+
+def extract_member(space: IpcSpace, member: int, pset_name: int) -> None:
+    """mach_port_extract_member. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_NOT_IN_SET."""
+    with space.lock:
+        port, pset = _member_and_set(space, member, pset_name)
+        pset.remove(port)
+
+
+def move_member(space: IpcSpace, member: int, after: int) -> None:
+    """mach_port_move_member: into ``after`` and out of every other set;
+    ``after`` MACH_PORT_NULL leaves all sets. KERN_INVALID_NAME,
+    KERN_INVALID_RIGHT, KERN_NOT_IN_SET."""
+    with space.lock:
+        if member in (0, 0xFFFFFFFF) or after == 0xFFFFFFFF:
+            raise _err(K.KERN_INVALID_RIGHT, "null or dead name")
+        port = _receive_of(space.lookup_right(member, MACH_PORT_TYPE_RECEIVE), member)
+        target: PortSet | None = None
+        if after:
+            se = space.lookup_right(after, MACH_PORT_TYPE_PORT_SET)
+            assert isinstance(se.object, PortSet)
+            target = se.object
+        elif not port.sets:
+            raise _err(K.KERN_NOT_IN_SET, f"{member:#x} is in no set")
+        if target is not None and target not in port.sets:
+            target.add(port)
+        for other in list(port.sets):
+            if other is not target:
+                assert isinstance(other, PortSet)
+                other.remove(port)
+
+
+# -- attributes ------------------------------------------------------------------
+
+def receive_port(space: IpcSpace, name: int) -> Port:
+    """The Port behind a name that holds the receive right.
+    KERN_INVALID_RIGHT for null/dead names or other rights, KERN_INVALID_NAME."""
+    if name in (0, 0xFFFFFFFF):
+        raise _err(K.KERN_INVALID_RIGHT, "null or dead name")
+    return _receive_of(space.lookup_right(name, MACH_PORT_TYPE_RECEIVE), name)
+
+
+def set_mscount(space: IpcSpace, name: int, mscount: int) -> None:
+    """mach_port_set_mscount. KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    with space.lock:
+        receive_port(space, name).mscount = mscount & 0xFFFFFFFF
+
+
+def construct(space: IpcSpace, flags: int, qlimit: int, context: int) -> int:
+    """mach_port_construct: a receive right with options. KERN_INVALID_VALUE
+    (qlimit above MACH_PORT_QLIMIT_MAX)."""
+    from .ipc_space import MACH_PORT_QLIMIT_MAX
+    if flags & MPO_QLIMIT and qlimit > MACH_PORT_QLIMIT_MAX:
+        raise _err(K.KERN_INVALID_VALUE, f"qlimit {qlimit}")
+    with space.lock:
+        port = Port()
+        if flags & MPO_QLIMIT:
+            port.qlimit = qlimit
+        port.context = context
+        port.guarded = bool(flags & MPO_CONTEXT_AS_GUARD)
+        name, e = space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))
+        if flags & MPO_INSERT_SEND_RIGHT:
+            insert_send_of_own_port(space, name, e)
+        return name
+
+
+def destruct(space: IpcSpace, name: int, srdelta: int, guard: int) -> None:
+    """mach_port_destruct: drop ``-srdelta`` send references, then the
+    receive right. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_VALUE, KERN_INVALID_ARGUMENT (wrong guard)."""
+    if name in (0, 0xFFFFFFFF):
+        raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+    with space.lock:
+        e = space.lookup_right(name, MACH_PORT_TYPE_RECEIVE)
+        port = _receive_of(e, name)
+        if srdelta and not e.type & MACH_PORT_TYPE_SEND:
+            raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no send right")
+        if srdelta > 0:
+            raise _err(K.KERN_INVALID_VALUE, f"srdelta {srdelta}")
+        if port.guarded and guard != port.context:
+            raise _err(K.KERN_INVALID_ARGUMENT, "the guard does not match")
+        if -srdelta > e.urefs:
+            raise _err(K.KERN_INVALID_VALUE, f"srdelta {srdelta}")
+        if srdelta:
+            _release_send(space, name, e, -srdelta)
+            e = space.lookup(name)  # type: ignore[assignment]
+            assert e is not None
+        _destroy_receive_keep_sends(space, name, e)
+
+
+def extract_right(space: IpcSpace, name: int, msgt_name: int) -> tuple[int, int]:
+    """mach_port_extract_right within our own space: the right is taken out
+    and given back, coalescing as a message would. Returns (name, type).
+    KERN_INVALID_VALUE, KERN_INVALID_RIGHT, KERN_INVALID_NAME."""
+    if not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= msgt_name <= MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
+        raise _err(K.KERN_INVALID_VALUE, f"disposition {msgt_name}")
+    if name in (0, 0xFFFFFFFF):
+        raise _err(K.KERN_INVALID_RIGHT, f"{name:#x}")
+    with space.lock:
+        e = space.lookup(name)
+        if e is None:
+            raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+        check_dead(space, name, e)
+        if e.type & MACH_PORT_TYPE_DEAD_NAME and msgt_name in (
+                MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
+            if msgt_name != MD.MACH_MSG_TYPE_COPY_SEND:
+                _release_send(space, name, e)
+            return 0xFFFFFFFF, MD.MACH_MSG_TYPE_PORT_SEND
+        if msgt_name == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
+            _receive_of(e, name)
+            return name, MD.MACH_MSG_TYPE_PORT_RECEIVE
+        if msgt_name == MD.MACH_MSG_TYPE_MAKE_SEND:
+            insert_send_of_own_port(space, name, e)
+            return name, MD.MACH_MSG_TYPE_PORT_SEND
+        if msgt_name in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
+            if not e.type & MACH_PORT_TYPE_SEND:
+                raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no send right")
+            if msgt_name == MD.MACH_MSG_TYPE_COPY_SEND:
+                e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
+            return name, MD.MACH_MSG_TYPE_PORT_SEND
+        if msgt_name == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
+            cap = _receive_of(e, name).make_send_once()
+            so_name, so = space.alloc(cap, MACH_PORT_TYPE_SEND_ONCE, 0)
+            so.cap = cap
+            return so_name, MD.MACH_MSG_TYPE_PORT_SEND_ONCE
+        if not e.type & MACH_PORT_TYPE_SEND_ONCE:
+            raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no send-once right")
+        return name, MD.MACH_MSG_TYPE_PORT_SEND_ONCE

@@ -51,6 +51,25 @@ MACH_PORT_TYPE_ALL_RIGHTS: Final = MACH_PORT_TYPE_PORT_OR_DEAD | MACH_PORT_TYPE_
 
 MACH_PORT_UREFS_MAX: Final = 0xFFFF
 
+MACH_PORT_QLIMIT_ZERO: Final = 0
+MACH_PORT_QLIMIT_BASIC: Final = 5
+MACH_PORT_QLIMIT_SMALL: Final = 16
+MACH_PORT_QLIMIT_LARGE: Final = 1024
+MACH_PORT_QLIMIT_KERNEL: Final = 65534
+MACH_PORT_QLIMIT_MIN: Final = MACH_PORT_QLIMIT_ZERO
+MACH_PORT_QLIMIT_DEFAULT: Final = MACH_PORT_QLIMIT_BASIC
+MACH_PORT_QLIMIT_MAX: Final = MACH_PORT_QLIMIT_LARGE
+
+# mach_port_options_t flags (mach_port_construct)
+MPO_CONTEXT_AS_GUARD = 0x01
+MPO_QLIMIT = 0x02
+MPO_TEMPOWNER = 0x04
+MPO_IMPORTANCE_RECEIVER = 0x08
+MPO_INSERT_SEND_RIGHT = 0x10
+MPO_STRICT = 0x20
+MPO_DENAP_RECEIVER = 0x40
+MPO_IMMOVABLE_RECEIVE = 0x80
+
 _GEN_FIRST: Final = 0x03
 _GEN_STEP: Final = 0x04
 
@@ -135,7 +154,7 @@ class IpcSpace:
 
     def _new_index(self) -> tuple[int, int]:
         if self._free:
-            idx = self._free.pop(0)
+            idx = self._free.pop()  # LIFO, as XNU reuses freed entries
             gen = (self._gens[idx] + _GEN_STEP) & 0xFF
         else:
             idx = len(self._table)

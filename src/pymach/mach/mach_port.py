@@ -13,7 +13,9 @@ from ..kern import mach_msg as KM
 from ..kern import message_defs as MD
 from ..kern.ipc_space import MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND
 from ..kern.task import SELF
-from ._args import address_of, i32, out, set_out, u32
+from . import types as T
+from ._args import address_of, i32, out, set_out, u32, val
+from ..kern.ipc_space import MACH_PORT_QLIMIT_MAX
 
 MachError = K.MachError
 
@@ -169,6 +171,150 @@ def _ool_array(values: list[int]) -> int:
     return addr
 
 
+def mach_port_insert_member(task: Any, name: Any, pset: Any) -> int:
+    """Add a receive right to a port set.
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_ALREADY_IN_SET."""
+    try:
+        R.insert_member(_space(task), u32(name), u32(pset))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_port_extract_member(task: Any, name: Any, pset: Any) -> int:
+    """Remove a receive right from a port set.
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_NOT_IN_SET."""
+    try:
+        R.extract_member(_space(task), u32(name), u32(pset))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_port_move_member(task: Any, member: Any, after: Any) -> int:
+    """Move a receive right into ``after`` (out of every other set), or out
+    of all sets when ``after`` is MACH_PORT_NULL.
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_NOT_IN_SET."""
+    try:
+        R.move_member(_space(task), u32(member), u32(after))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_port_set_mscount(task: Any, name: Any, mscount: Any) -> int:
+    """Set a receive right's make-send count.
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    try:
+        R.set_mscount(_space(task), u32(name), u32(mscount))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: Any,
+                             port_info_outCnt: Any) -> int:
+    """MACH_PORT_LIMITS_INFO (qlimit) or MACH_PORT_RECEIVE_STATUS
+    (mach_port_status_t) of a receive right. ``port_info_outCnt`` is in/out.
+
+    KERN_SUCCESS, KERN_FAILURE (count too small), KERN_INVALID_ARGUMENT
+    (unknown flavor), KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    fl = i32(flavor)
+    cnt = out(port_info_outCnt)
+    need = {T.MACH_PORT_LIMITS_INFO: 1, T.MACH_PORT_RECEIVE_STATUS: 10, T.MACH_PORT_DNREQUESTS_SIZE: 1}.get(fl)
+    if need is None:
+        return K.KERN_INVALID_ARGUMENT
+    if cnt.value < need:
+        return K.KERN_FAILURE
+    n = u32(name)
+    try:
+        space = _space(task)
+        if n in (0, 0xFFFFFFFF) and fl != T.MACH_PORT_RECEIVE_STATUS:
+            cnt.value = 0
+            return 0
+        port = R.receive_port(space, n)
+        if fl == T.MACH_PORT_LIMITS_INFO:
+            values = [port.qlimit]
+        elif fl == T.MACH_PORT_DNREQUESTS_SIZE:
+            values = [0]
+        else:
+            values = [1 if port.sets else 0, port.seqno, port.mscount, port.qlimit, port.msgcount(),
+                      port.sorights, 1 if port.srights else 0, 0, 0, 0x02 if port.guarded else 0]
+    except MachError as e:
+        return e.kr
+    ctypes.memmove(address_of(port_info_out)[0], struct.pack(f"<{len(values)}I", *values), 4 * len(values))
+    cnt.value = len(values)
+    return 0
+
+
+def mach_port_set_attributes(task: Any, name: Any, flavor: Any, port_info: Any, port_infoCnt: Any) -> int:
+    """Set MACH_PORT_LIMITS_INFO (qlimit, at most MACH_PORT_QLIMIT_MAX).
+
+    KERN_SUCCESS, KERN_FAILURE (count too small), KERN_INVALID_VALUE
+    (qlimit too large), KERN_INVALID_ARGUMENT (other flavors),
+    KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    fl = i32(flavor)
+    if fl not in (T.MACH_PORT_LIMITS_INFO, T.MACH_PORT_DNREQUESTS_SIZE):
+        return K.KERN_INVALID_ARGUMENT
+    if u32(port_infoCnt) < 1:
+        return K.KERN_FAILURE
+    value = ctypes.c_uint32.from_address(address_of(port_info)[0]).value
+    if fl == T.MACH_PORT_LIMITS_INFO and value > MACH_PORT_QLIMIT_MAX:
+        return K.KERN_INVALID_VALUE
+    try:
+        port = R.receive_port(_space(task), u32(name))
+        if fl == T.MACH_PORT_LIMITS_INFO:
+            port.qlimit = value
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_port_construct(task: Any, options: Any, context: Any, name: Any) -> int:
+    """A receive right made with mach_port_options_t (MPO_QLIMIT,
+    MPO_INSERT_SEND_RIGHT, MPO_CONTEXT_AS_GUARD).
+
+    KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_TASK."""
+    opts = T.mach_port_options_t.from_address(address_of(options)[0])
+    try:
+        n = R.construct(_space(task), opts.flags, opts.mpl.mpl_qlimit, val(context))
+    except MachError as e:
+        return e.kr
+    set_out(name, n)
+    return 0
+
+
+def mach_port_destruct(task: Any, name: Any, srdelta: Any, guard: Any) -> int:
+    """Destroy a receive right made by mach_port_construct, dropping
+    ``-srdelta`` send references first.
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_VALUE,
+    KERN_INVALID_ARGUMENT (wrong guard)."""
+    try:
+        R.destruct(_space(task), u32(name), i32(srdelta), val(guard))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def mach_port_extract_right(task: Any, name: Any, msgt_name: Any, poly: Any, polyPoly: Any) -> int:
+    """Take a right out of the space as a message would carry it; within
+    our own task it comes back under the same rules (coalescing).
+
+    KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    try:
+        n, t = R.extract_right(_space(task), u32(name), u32(msgt_name))
+    except MachError as e:
+        return e.kr
+    set_out(poly, n)
+    set_out(polyPoly, t)
+    return 0
+
+
 TASK_PORT_REGISTER_MAX = 3
 
 
@@ -265,6 +411,9 @@ def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv
 
 
 __all__ = [
+    "mach_port_insert_member", "mach_port_extract_member", "mach_port_move_member",
+    "mach_port_set_mscount", "mach_port_get_attributes", "mach_port_set_attributes",
+    "mach_port_construct", "mach_port_destruct", "mach_port_extract_right",
     "mach_ports_register", "mach_ports_lookup", "TASK_PORT_REGISTER_MAX", "mach_port_allocate", "mach_port_allocate_name", "mach_port_deallocate",
     "mach_port_destroy", "mach_port_mod_refs", "mach_port_get_refs", "mach_port_type",
     "mach_port_insert_right", "mach_port_names", "mach_msg", "mach_msg_overwrite",

@@ -98,3 +98,46 @@ class vm_region_basic_info(ctypes.Structure):
 
 vm_region_basic_info_data_t = vm_region_basic_info
 VM_REGION_BASIC_INFO_COUNT = ctypes.sizeof(vm_region_basic_info) // ctypes.sizeof(ctypes.c_int)
+
+
+mach_port_msgcount_t = natural_t
+mach_port_mscount_t = natural_t
+mach_port_rights_t = natural_t
+mach_port_seqno_t = natural_t
+mach_port_flavor_t = ctypes.c_int
+mach_port_info_t = ctypes.POINTER(integer_t)
+mach_port_context_t = ctypes.c_uint64
+
+
+class mach_port_limits_t(ctypes.Structure):
+    _pack_ = 4
+    _fields_ = [("mpl_qlimit", mach_port_msgcount_t)]
+
+
+class mach_port_status_t(ctypes.Structure):
+    _pack_ = 4
+    _fields_ = [
+        ("mps_pset", mach_port_rights_t),
+        ("mps_seqno", mach_port_seqno_t),
+        ("mps_mscount", mach_port_mscount_t),
+        ("mps_qlimit", mach_port_msgcount_t),
+        ("mps_msgcount", mach_port_msgcount_t),
+        ("mps_sorights", mach_port_rights_t),
+        ("mps_srights", boolean_t),
+        ("mps_pdrequest", boolean_t),
+        ("mps_nsrequest", boolean_t),
+        ("mps_flags", natural_t),
+    ]
+
+
+class mach_port_options_t(ctypes.Structure):
+    _pack_ = 4
+    _fields_ = [("flags", ctypes.c_uint32), ("mpl", mach_port_limits_t), ("reserved", ctypes.c_uint64 * 2)]
+
+
+MACH_PORT_LIMITS_INFO = 1
+MACH_PORT_RECEIVE_STATUS = 2
+MACH_PORT_DNREQUESTS_SIZE = 3
+MACH_PORT_LIMITS_INFO_COUNT = ctypes.sizeof(mach_port_limits_t) // 4
+MACH_PORT_RECEIVE_STATUS_COUNT = ctypes.sizeof(mach_port_status_t) // 4
+MACH_PORT_DNREQUESTS_SIZE_COUNT = 1
