@@ -52,23 +52,66 @@ def _has_cap_ipc_lock() -> bool:
     return False
 
 
+# <mach/task_special_ports.h>
+TASK_KERNEL_PORT = 1
+TASK_HOST_PORT = 2
+TASK_NAME_PORT = 3
+TASK_BOOTSTRAP_PORT = 4
+TASK_INSPECT_PORT = 5
+TASK_READ_PORT = 6
+TASK_ACCESS_PORT = 9
+TASK_DEBUG_CONTROL_PORT = 10
+TASK_RESOURCE_NOTIFY_PORT = 11
+TASK_MAX_SPECIAL_PORT = TASK_RESOURCE_NOTIFY_PORT
+TASK_PORT_REGISTER_MAX = 3
+
+# special ports a task may set; the others are the task's own or the host's
+SETTABLE_SPECIAL_PORTS = (TASK_BOOTSTRAP_PORT, TASK_ACCESS_PORT, TASK_DEBUG_CONTROL_PORT,
+                          TASK_RESOURCE_NOTIFY_PORT)
+
+# environment variable through which pymach.spawn hands a child its
+# inherited ports: "kind:index=fd,..." (kind "special" or "registered")
+INHERIT_ENV = "PYMACH_INHERIT_PORTS"
+
+
 class _Self:
-    """Our task's kernel state, rebuilt in a fork child."""
+    """Our task's kernel state, rebuilt in a fork child.
+
+    ``special`` and ``registered`` hold send capabilities (each owning its
+    fd) that are not names in the space: the special ports and the
+    mach_ports_register array. A fork child inherits them, as on Mach, and
+    pymach.spawn passes them down to a new program."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.map = VmMap()
         self.map.install_fork_hooks()
+        self.special: dict[int, object] = {}
+        self.registered: list[object] = [None] * TASK_PORT_REGISTER_MAX
+        self._adopt_inherited()
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
-    # mach_ports_register: up to TASK_PORT_REGISTER_MAX send rights that a
-    # fork child inherits (the capabilities own their fds)
-    registered: list[object]
+    def _adopt_inherited(self) -> None:
+        spec = os.environ.pop(INHERIT_ENV, "")
+        from .ipc_port import SendCap
+        for item in filter(None, spec.split(",")):
+            try:
+                what, fd_s = item.split("=")
+                kind, idx_s = what.split(":")
+                fd, idx = int(fd_s), int(idx_s)
+                os.set_inheritable(fd, False)
+                cap = SendCap.adopt(fd)
+            except (ValueError, OSError):
+                continue  # not ours to take: ignore malformed or closed entries
+            if kind == "special" and idx in SETTABLE_SPECIAL_PORTS:
+                self.special[idx] = cap
+            elif kind == "registered" and 0 <= idx < TASK_PORT_REGISTER_MAX:
+                self.registered[idx] = cap
+            else:
+                cap.close()
 
     def _reset(self) -> None:
-        if not hasattr(self, "registered"):
-            self.registered = [None, None, None]
         old = getattr(self, "space", None)
         if old is not None:
             _close_rights(old)  # a fork child holds none of its parent's rights
@@ -77,6 +120,20 @@ class _Self:
         self.task_name = self.space.insert(self.task, MACH_PORT_TYPE_SEND)
         self.host = Host()
         self.host_name = self.space.insert(self.host, MACH_PORT_TYPE_SEND)
+
+    def inheritance(self) -> tuple[dict[str, str], list[int]]:
+        """The environment entry and the fds that hand our special and
+        registered ports to a spawned program."""
+        items, fds = [], []
+        for idx, cap in self.special.items():
+            if cap is not None:
+                fds.append(cap.fileno())  # type: ignore[attr-defined]
+                items.append(f"special:{idx}={fds[-1]}")
+        for idx, cap in enumerate(self.registered):
+            if cap is not None:
+                fds.append(cap.fileno())  # type: ignore[attr-defined]
+                items.append(f"registered:{idx}={fds[-1]}")
+        return ({INHERIT_ENV: ",".join(items)} if items else {}), fds
 
 
 def _close_rights(space: IpcSpace) -> None:

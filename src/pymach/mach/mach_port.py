@@ -12,6 +12,7 @@ from ..kern import kern_return as K
 from ..kern import mach_msg as KM
 from ..kern import message_defs as MD
 from ..kern.ipc_space import MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND
+from ..kern import task as KT
 from ..kern.task import SELF
 from . import types as T
 from ._args import address_of, i32, out, set_out, u32, val
@@ -315,7 +316,76 @@ def mach_port_extract_right(task: Any, name: Any, msgt_name: Any, poly: Any, pol
     return 0
 
 
-TASK_PORT_REGISTER_MAX = 3
+def task_get_special_port(task: Any, which_port: Any, special_port: Any) -> int:
+    """A task's special port (TASK_BOOTSTRAP_PORT, TASK_KERNEL_PORT,
+    TASK_HOST_PORT, ...) as a send right in our space; MACH_PORT_NULL when
+    none is set.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT (unknown port), KERN_INVALID_TASK."""
+    which = i32(which_port)
+    try:
+        space = _space(task)
+        if which in (KT.TASK_KERNEL_PORT, KT.TASK_NAME_PORT, KT.TASK_READ_PORT, KT.TASK_INSPECT_PORT):
+            n = space.insert(SELF.task, MACH_PORT_TYPE_SEND)
+        elif which == KT.TASK_HOST_PORT:
+            n = space.insert(SELF.host, MACH_PORT_TYPE_SEND)
+        elif which in KT.SETTABLE_SPECIAL_PORTS:
+            cap = SELF.special.get(which)
+            n = R.copyout_send(space, cap.sock.dup().detach(), False) if cap is not None else 0  # type: ignore[attr-defined]
+        else:
+            return K.KERN_INVALID_ARGUMENT
+    except MachError as e:
+        return e.kr
+    set_out(special_port, n)
+    return 0
+
+
+def task_set_special_port(task: Any, which_port: Any, special_port: Any) -> int:
+    """Set a task's special port (a send right we hold, copied; or
+    MACH_PORT_NULL to clear it). Fork children and programs started with
+    pymach.spawn inherit it.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT (unknown port), KERN_NO_ACCESS (the
+    task's own and the host ports cannot be replaced), KERN_INVALID_RIGHT
+    (not a send right), KERN_INVALID_TASK."""
+    which = i32(which_port)
+    try:
+        space = _space(task)
+        if not 1 <= which <= KT.TASK_MAX_SPECIAL_PORT or which in (7, 8):
+            return K.KERN_INVALID_ARGUMENT
+        if which not in KT.SETTABLE_SPECIAL_PORTS:
+            return K.KERN_NO_ACCESS
+        n = u32(special_port)
+        cap = None
+        if n not in (0, 0xFFFFFFFF):
+            e = space.lookup(n)
+            if e is None:
+                return K.KERN_INVALID_NAME
+            R.check_dead(space, n, e)
+            if not e.type & MACH_PORT_TYPE_SEND or e.cap is None:
+                return K.KERN_INVALID_RIGHT
+            cap = type(e.cap)(e.cap.sock.dup())  # type: ignore[attr-defined]
+        old = SELF.special.pop(which, None)
+        if old is not None:
+            old.close()  # type: ignore[attr-defined]
+        if cap is not None:
+            SELF.special[which] = cap
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+def task_get_bootstrap_port(task: Any, port: Any) -> int:
+    """task_get_special_port(task, TASK_BOOTSTRAP_PORT, port)."""
+    return task_get_special_port(task, KT.TASK_BOOTSTRAP_PORT, port)
+
+
+def task_set_bootstrap_port(task: Any, port: Any) -> int:
+    """task_set_special_port(task, TASK_BOOTSTRAP_PORT, port)."""
+    return task_set_special_port(task, KT.TASK_BOOTSTRAP_PORT, port)
+
+
+TASK_PORT_REGISTER_MAX = KT.TASK_PORT_REGISTER_MAX
 
 
 def mach_ports_register(target_task: Any, init_port_set: Any, init_port_setCnt: Any) -> int:
@@ -411,6 +481,10 @@ def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv
 
 
 __all__ = [
+    "task_get_special_port", "task_set_special_port", "task_get_bootstrap_port",
+    "task_set_bootstrap_port", "TASK_KERNEL_PORT", "TASK_HOST_PORT", "TASK_NAME_PORT",
+    "TASK_BOOTSTRAP_PORT", "TASK_INSPECT_PORT", "TASK_READ_PORT", "TASK_ACCESS_PORT",
+    "TASK_DEBUG_CONTROL_PORT", "TASK_RESOURCE_NOTIFY_PORT", "TASK_MAX_SPECIAL_PORT",
     "mach_port_insert_member", "mach_port_extract_member", "mach_port_move_member",
     "mach_port_set_mscount", "mach_port_get_attributes", "mach_port_set_attributes",
     "mach_port_construct", "mach_port_destruct", "mach_port_extract_right",
@@ -418,3 +492,14 @@ __all__ = [
     "mach_port_destroy", "mach_port_mod_refs", "mach_port_get_refs", "mach_port_type",
     "mach_port_insert_right", "mach_port_names", "mach_msg", "mach_msg_overwrite",
 ]
+
+TASK_KERNEL_PORT = KT.TASK_KERNEL_PORT
+TASK_HOST_PORT = KT.TASK_HOST_PORT
+TASK_NAME_PORT = KT.TASK_NAME_PORT
+TASK_BOOTSTRAP_PORT = KT.TASK_BOOTSTRAP_PORT
+TASK_INSPECT_PORT = KT.TASK_INSPECT_PORT
+TASK_READ_PORT = KT.TASK_READ_PORT
+TASK_ACCESS_PORT = KT.TASK_ACCESS_PORT
+TASK_DEBUG_CONTROL_PORT = KT.TASK_DEBUG_CONTROL_PORT
+TASK_RESOURCE_NOTIFY_PORT = KT.TASK_RESOURCE_NOTIFY_PORT
+TASK_MAX_SPECIAL_PORT = KT.TASK_MAX_SPECIAL_PORT

@@ -1,0 +1,22 @@
+"""pymach.spawn: start a program that inherits this task's special ports
+(TASK_BOOTSTRAP_PORT and the others) and its mach_ports_register array, as
+a Mach child task does. The send rights travel as inherited fds; the new
+program's pymach adopts them at import."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any, Sequence
+
+from .kern.task import SELF
+
+
+def spawn(args: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:  # type: ignore[type-arg]
+    """subprocess.Popen(args, ...) with our special and registered ports
+    passed down. Other Popen arguments (env, pass_fds, ...) are honoured."""
+    env_add, fds = SELF.inheritance()
+    env = dict(popen_kwargs.pop("env", None) or os.environ)
+    env.update(env_add)
+    pass_fds = tuple(popen_kwargs.pop("pass_fds", ())) + tuple(fds)
+    return subprocess.Popen(list(args), env=env, pass_fds=pass_fds, **popen_kwargs)
