@@ -42,11 +42,16 @@ from .kern.vm_defs import (
     VM_PROT_WRITE,
     vm_page_size,
 )
+from .ipc import (Message, Port, PortSet, SendOnceRight, SendRight, register_ports, registered_ports,
+                  request)
+from .spawn import spawn
 from .task import Region, RegionInfo, Task
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Port", "PortSet", "SendRight", "SendOnceRight", "Message", "request", "spawn",
+    "register_ports", "registered_ports",
     "Task", "Region", "RegionInfo", "MachError", "InvalidAddressError", "InvalidArgumentError",
     "InvalidNameError", "KernFailureError", "MachTimeoutError", "NoAccessError", "NoSpaceError",
     "NotSupportedError", "ProtectionFailureError", "ResourceShortageError", "mach_error_string",
