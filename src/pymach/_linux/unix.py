@@ -93,6 +93,22 @@ def close_all(fds: list[int]) -> None:
             pass
 
 
+def is_seqpacket(fd: int) -> bool:
+    """True if ``fd`` is an AF_UNIX SOCK_SEQPACKET socket (what a port
+    connection is); pipes, files and other sockets are not."""
+    import stat
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return False
+        s = socket.socket(fileno=fd)
+        try:
+            return s.family == socket.AF_UNIX and s.type == socket.SOCK_SEQPACKET
+        finally:
+            s.detach()
+    except OSError:
+        return False
+
+
 def inode(fd: int) -> int:
     """The inode number that names the socket (or file) behind ``fd``."""
     return os.fstat(fd).st_ino

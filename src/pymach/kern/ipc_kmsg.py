@@ -40,6 +40,8 @@ OOL_DESC = struct.Struct("<QBBBBI")  # address, deallocate, copy, pad1, type, si
 KIND_NONE = 0
 KIND_OOL = 1
 HEADER_SIZE = HDR.size
+_SEND_DISP_MIN = MD.MACH_MSG_TYPE_MOVE_SEND
+_SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
 _SEALS = (fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
 
@@ -82,11 +84,23 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
     if size < HEADER_SIZE or size % 4:
         raise _err(K.MACH_SEND_MSG_TOO_SMALL, f"{size} bytes")
     bits, msize, remote, local, voucher, msg_id = HDR.unpack_from(msg)
-    if bits & ~MD.MACH_MSGH_BITS_USER:
-        raise _err(K.MACH_SEND_INVALID_HEADER, f"bits {bits:#x}")
+    bits &= MD.MACH_MSGH_BITS_USER  # XNU masks the other bits off silently
+    rdisp = MD.MACH_MSGH_BITS_REMOTE(bits)
+    ldisp = MD.MACH_MSGH_BITS_LOCAL(bits)
+    if bits & MD.MACH_MSGH_BITS_COMPLEX:
+        count = struct.unpack_from("<I", msg, HEADER_SIZE)[0] if size >= HEADER_SIZE + 4 else None
+        if count is None or count > (size - HEADER_SIZE - 4) // 12:
+            raise _err(K.MACH_SEND_MSG_TOO_SMALL, "descriptor count exceeds the message")
+    if (ldisp == 0 and local) or (ldisp and not _SEND_DISP_MIN <= ldisp <= _SEND_DISP_MAX):
+        raise _err(K.MACH_SEND_INVALID_HEADER, f"reply disposition {ldisp}")
+    if not _SEND_DISP_MIN <= rdisp <= _SEND_DISP_MAX:
+        raise _err(K.MACH_SEND_INVALID_HEADER, f"destination disposition {rdisp}")
+    if remote in (0, 0xFFFFFFFF):
+        raise _err(K.MACH_SEND_INVALID_DEST, "null destination")
+    if remote == local and MD.MACH_MSG_TYPE_MOVE_SEND_ONCE in (rdisp, ldisp):
+        raise _err(K.MACH_SEND_INVALID_DEST, "destination and reply share a send-once right")
     out = Outgoing([], [])
     try:
-        rdisp = MD.MACH_MSGH_BITS_REMOTE(bits)
         try:
             cap, dest_kind, owned = R.copyin_send(space, remote, rdisp)
         except K.MachError as e:
@@ -98,7 +112,6 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
             out.moves.append((remote, rdisp))
         rights = [(KIND_NONE, 0, 0)]
         reply_kind = 0
-        ldisp = MD.MACH_MSGH_BITS_LOCAL(bits)
         if local:
             try:
                 rcap, reply_kind, rowned = R.copyin_send(space, local, ldisp)
@@ -138,13 +151,11 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
         dtype = body[off + 11]
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
             name, _pad, _p0, _p1, disp, _t = PORT_DESC.unpack_from(body, off)
-            if disp not in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MAKE_SEND,
-                            MD.MACH_MSG_TYPE_MAKE_SEND_ONCE, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
-                raise _err(K.MACH_SEND_INVALID_TYPE if disp != MD.MACH_MSG_TYPE_MOVE_RECEIVE
-                           else K.MACH_SEND_INVALID_RIGHT, f"port disposition {disp}")
             idx = 0
             kind = 0
-            if name:
+            if name not in (0, 0xFFFFFFFF) and not _SEND_DISP_MIN <= disp <= _SEND_DISP_MAX:
+                raise _err(K.MACH_SEND_INVALID_RIGHT, f"port disposition {disp}")
+            if name not in (0, 0xFFFFFFFF):
                 try:
                     cap, kind, owned = R.copyin_send(space, name, disp)
                 except K.MachError as e:
@@ -156,15 +167,20 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
                 rights.append((kind, 1, 0))
                 out.fds.append(cap.fileno())
                 idx = len(rights) - 1
-            PORT_DESC.pack_into(body, off, idx, 0, 0, 0, kind if name else disp, dtype)
+            PORT_DESC.pack_into(body, off, idx, 0, 0, 0, kind if idx else 0, dtype)
             off += 12
         elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
             if off + 16 > len(body):
                 raise _err(K.MACH_SEND_MSG_TOO_SMALL, "descriptors run past the message")
             addr, dealloc, copy, _pad, _t, size = OOL_DESC.unpack_from(body, off)
+            if copy not in (MD.MACH_MSG_PHYSICAL_COPY, MD.MACH_MSG_VIRTUAL_COPY):
+                raise _err(K.MACH_SEND_INVALID_TYPE, f"out-of-line copy option {copy}")
             idx = 0
             if size:
-                fd = _ool_memfd(addr, size)
+                try:
+                    fd = _ool_memfd(addr, size)
+                except K.MachError as e:
+                    raise _err(K.MACH_SEND_INVALID_MEMORY, e.context or "") from None
                 out.owned.append(fd)
                 out.fds.append(fd)
                 rights.append((KIND_OOL, 1, size))
@@ -243,6 +259,15 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
         body = bytearray(body_in)
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _check_body(body, rights)
+        for i, fd in fd_of.items():  # every fd is what its right says, before any is used
+            kind, _n, size = rights[i]
+            if kind in (MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE):
+                if not unix.is_seqpacket(fd):
+                    raise _err(K.MACH_RCV_BODY_ERROR, "a right that is not a port connection")
+            elif kind == KIND_OOL:
+                _check_ool(fd, size)
+            else:
+                raise _err(K.MACH_RCV_BODY_ERROR, f"unknown right kind {kind}")
     except BaseException:
         rec.release()
         raise
@@ -301,14 +326,22 @@ def _check_body(body: bytearray, rights: list[tuple[int, int, int]]) -> None:
             raise _err(K.MACH_RCV_BODY_ERROR, f"descriptor type {dtype}")
 
 
-def _map_ool(fd: int, size: int) -> int:
-    """Map received out-of-line data MAP_PRIVATE: copy-on-write. The memfd
-    must be sealed against writes and shrinking, and at least ``size``."""
-    seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+def _check_ool(fd: int, size: int) -> None:
+    """Received out-of-line memory must be a memfd sealed against writes
+    and shrinking (so no peer can change it or make us take SIGBUS), and
+    at least ``size`` bytes long."""
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError:
+        raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line memory is not a memfd") from None
     if seals & (fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK) != (fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK):
         raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line memory is not sealed")
     if os.fstat(fd).st_size < size:
         raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line memory is shorter than declared")
+
+
+def _map_ool(fd: int, size: int) -> int:
+    """Map received out-of-line data MAP_PRIVATE: a copy-on-write copy."""
     from .task import SELF
     return SELF.map.map_object_private(fd, size)
 
