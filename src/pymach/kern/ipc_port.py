@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from .._linux import unix
 from . import kern_return as K
+from .ipc_notify import WATCHER, no_senders, send_once_record
 
 if TYPE_CHECKING:
     from .ipc_kmsg import Incoming
@@ -100,12 +101,15 @@ class Port:
         self.destroyed = False
         self.context = 0  # mach_port_construct's context (or guard)
         self.guarded = False
+        self.nsrequest: tuple[SendOnceCap, int] | None = None  # (notify right, sync)
+        self.pdrequest: SendOnceCap | None = None
 
     # -- making rights -------------------------------------------------------
 
     def _connect(self, send_once: bool) -> socket.socket:
         tx, rx = unix.pair()
         rx.setblocking(False)
+        self._last_rx = rx.fileno()
         self.ends[rx.fileno()] = (rx, send_once)
         self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
         return tx
@@ -117,6 +121,12 @@ class Port:
         with self.lock:
             self._check()
             self.mscount += 1
+            if self.nsrequest is not None:
+                # while no-senders is asked for, every send right gets its own
+                # connection, so that the last close is seen
+                tx = SendCap(self._connect(False))
+                self._watch_end(self._last_rx)
+                return tx
             if self._cached is None:
                 self._cached = SendCap(self._connect(False))
                 LOCAL_SENDS[self._cached.ino] = self
@@ -171,14 +181,92 @@ class Port:
 
     def drop_end(self, fd: int) -> bool:
         """Forget a connection that read EOF; returns whether it was a
-        send-once connection."""
-        s, once = self.ends.pop(fd)
+        send-once connection. Idempotent."""
+        ent = self.ends.pop(fd, None)
+        if ent is None:
+            return False
+        s, once = ent
+        WATCHER.unwatch(fd)
         try:
             self.ep.unregister(fd)
-        except OSError:
+        except (OSError, ValueError):
             pass
         s.close()
         return once
+
+    def _closed(self, fd: int, used: bool) -> None:
+        """A connection read EOF. An unused send-once connection is a
+        send-once notification; the last send connection may be no-senders."""
+        if fd not in self.ends:
+            return
+        once = self.drop_end(fd)
+        if once:
+            if not used:
+                from .ipc_kmsg import Incoming
+                self.held.append(Incoming(send_once_record(), [], (os.getpid(), os.getuid(), os.getgid())))
+        else:
+            self.check_no_senders()
+
+    # -- notifications ---------------------------------------------------------
+
+    def check_no_senders(self) -> None:
+        """Fire the no-senders request if no send right is left (and the
+        make-send count has reached the request's sync value)."""
+        req = self.nsrequest
+        if req is None or self.srights or self._cached is not None:
+            return
+        cap, sync = req
+        if sync <= self.mscount:
+            self.nsrequest = None
+            no_senders(cap, self.mscount)
+
+    def request_no_senders(self, cap: "SendOnceCap | None", sync: int) -> "SendOnceCap | None":
+        """Arm (or with None, cancel) the no-senders request; returns the
+        previous notify right. Fires at once when there are no senders."""
+        with self.lock:
+            prev = self.nsrequest[0] if self.nsrequest else None
+            self.nsrequest = None
+            if cap is None:
+                return prev
+            self.forget_cache()
+            self.nsrequest = (cap, sync)
+            for fd, (_s, once) in list(self.ends.items()):
+                if not once:
+                    self._watch_end(fd)
+            self.check_no_senders()
+            return prev
+
+    def _watch_end(self, fd: int) -> None:
+        WATCHER.watch(fd, select.EPOLLRDHUP, lambda fd=fd: self._peer_closed(fd))
+
+    def _peer_closed(self, fd: int) -> None:
+        """Watcher thread: every sending end of a connection closed. If no
+        receiver is busy with the port, drain what is queued on it into
+        ``held`` (the port's queue) and account for the close."""
+        if not self.rcv_lock.acquire(blocking=False):
+            return  # a receiver is polling this port and will see the EOF
+        try:
+            with self.lock:
+                ent = self.ends.get(fd)
+                if ent is None:
+                    return
+                sock, _once = ent
+                drained = 0
+                while True:
+                    from .ipc_kmsg import Incoming
+                    try:
+                        n, fds, cred = unix.recv(sock, self._buf)
+                    except BlockingIOError:
+                        return  # not closed after all
+                    except (OSError, unix.Truncated):
+                        n, fds, cred = 0, [], None
+                    if n == 0 and not fds:
+                        self._closed(fd, drained > 0)
+                        return
+                    drained += 1
+                    self.held.append(Incoming(bytes(self._buf[:n]), fds, cred))
+        finally:
+            self.rcv_lock.release()
 
     def dequeue(self, timeout: float | None) -> "Incoming | None":
         """The next message, waiting up to ``timeout`` seconds (None: for
@@ -213,7 +301,7 @@ class Port:
                         n, fds, cred = 0, [], None
                     if n == 0 and not fds:
                         with self.lock:
-                            self.drop_end(fd)
+                            self._closed(fd, False)
                         continue
                     if once:
                         with self.lock:
@@ -222,11 +310,18 @@ class Port:
                     return Incoming(bytes(self._buf[:n]), fds, cred)
 
     def destroy(self) -> None:
-        """Close every receiving end: senders see a dead name."""
+        """Close every receiving end: senders see a dead name. An armed
+        no-senders or port-destroyed request's right is released unused,
+        which its port sees as a send-once notification."""
         with self.lock:
             self.destroyed = True
-            for s, _once in self.ends.values():
+            for fd, (s, _once) in self.ends.items():
+                WATCHER.unwatch(fd)
                 s.close()
+            for req in (self.nsrequest[0] if self.nsrequest else None, self.pdrequest):
+                if req is not None:
+                    req.close()
+            self.nsrequest = self.pdrequest = None
             self.ends.clear()
             if self._cached is not None:
                 self._cached.close()

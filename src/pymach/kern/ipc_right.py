@@ -9,15 +9,19 @@ of the process always match the rights its space holds.
 from __future__ import annotations
 
 import os
+import select
 
+from . import ipc_notify
 from . import kern_return as K
 from . import message_defs as MD
+from .ipc_notify import WATCHER
 from .ipc_port import LOCAL_SENDS, Port, SendCap, SendOnceCap
 from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_LABELH, MACH_PORT_RIGHT_PORT_SET,
                         MACH_PORT_RIGHT_RECEIVE,
                         MACH_PORT_RIGHT_SEND, MACH_PORT_RIGHT_SEND_ONCE, MACH_PORT_TYPE_DEAD_NAME,
                         MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
-                        MACH_PORT_TYPE_SEND_ONCE, MACH_PORT_UREFS_MAX, IpcEntry, IpcSpace)
+                        MACH_PORT_TYPE_DNREQUEST, MACH_PORT_TYPE_SEND_ONCE, MACH_PORT_UREFS_MAX, IpcEntry,
+                        IpcSpace)
 from .ipc_pset import PortSet
 from .ipc_space import (MPO_CONTEXT_AS_GUARD, MPO_INSERT_SEND_RIGHT, MPO_QLIMIT)
 
@@ -84,11 +88,18 @@ def check_dead(space: IpcSpace, name: int, e: IpcEntry) -> None:
             e.object = None
             e.type = MACH_PORT_TYPE_DEAD_NAME
             e.urefs = urefs
+            if e.dnrequest is not None:
+                # the port died: the request fires and holds a reference
+                e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
+                req, e.dnrequest = e.dnrequest, None
+                ipc_notify.dead_name(req, name)  # type: ignore[arg-type]
 
 
 def _drop_cap(space: IpcSpace, name: int, e: IpcEntry) -> None:
     cap = e.cap
     if isinstance(cap, SendCap):
+        if cap.sock.fileno() >= 0:
+            WATCHER.unwatch(cap.sock.fileno())
         for k in list(e.keys):
             if k == ("ino", cap.ino):
                 space._by_key.pop(k, None)
@@ -106,7 +117,7 @@ def type_of(space: IpcSpace, name: int) -> int:
         if e is None:
             raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
         check_dead(space, name, e)
-        return e.type
+        return e.type | (MACH_PORT_TYPE_DNREQUEST if e.dnrequest is not None else 0)
 
 
 def get_refs(space: IpcSpace, name: int, right: int) -> int:
@@ -554,3 +565,84 @@ def extract_right(space: IpcSpace, name: int, msgt_name: int) -> tuple[int, int]
         if not e.type & MACH_PORT_TYPE_SEND_ONCE:
             raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no send-once right")
         return name, MD.MACH_MSG_TYPE_PORT_SEND_ONCE
+
+
+# -- notification requests ---------------------------------------------------------
+
+def request_notification(space: IpcSpace, name: int, msgid: int, sync: int, notify: int,
+                         notify_disp: int) -> int:
+    """mach_port_request_notification; returns the name of the previous
+    notify right (a send-once right) or MACH_PORT_NULL.
+
+    KERN_INVALID_VALUE (unknown id; sync for PORT_DESTROYED),
+    KERN_INVALID_CAPABILITY (notify is MACH_PORT_DEAD), KERN_INVALID_NAME,
+    KERN_INVALID_RIGHT, KERN_INVALID_ARGUMENT (dead-name request on a name
+    that is already dead), KERN_FAILURE (port-destroyed already armed),
+    MIG_TYPE_ERROR (notify not given as a send-once right)."""
+    with space.lock:
+        if notify == 0xFFFFFFFF:
+            raise _err(K.KERN_INVALID_CAPABILITY, "the notify port is dead")
+        cap: SendOnceCap | None = None
+        if notify:
+            if notify_disp not in (MD.MACH_MSG_TYPE_MAKE_SEND_ONCE, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
+                raise _err(K.MIG_TYPE_ERROR, "the notify right must be a send-once right")
+            c, _kind, owned = copyin_send(space, notify, notify_disp)
+            assert isinstance(c, SendOnceCap)
+            if notify_disp == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE:
+                e = space.lookup(notify)
+                assert e is not None
+                e.cap = None  # the right moves into the request
+                space.remove(notify)
+            cap = c
+        try:
+            prev = _request(space, name, msgid, sync, cap)
+        except BaseException:
+            if cap is not None:
+                cap.close()  # released unused: a send-once notification
+            raise
+        if prev is None:
+            return 0
+        pname, pe = space.alloc(prev, MACH_PORT_TYPE_SEND_ONCE, 0)
+        pe.cap = prev
+        return pname
+
+
+def _request(space: IpcSpace, name: int, msgid: int, sync: int, cap: "SendOnceCap | None") -> "SendOnceCap | None":
+    if msgid == ipc_notify.MACH_NOTIFY_PORT_DESTROYED:
+        if sync:
+            raise _err(K.KERN_INVALID_VALUE, "sync must be 0 for port-destroyed")
+        port = receive_port(space, name)
+        if port.pdrequest is not None:
+            raise _err(K.KERN_FAILURE, "a port-destroyed request is already armed")
+        port.pdrequest = cap
+        return None
+    if msgid == ipc_notify.MACH_NOTIFY_NO_SENDERS:
+        return receive_port(space, name).request_no_senders(cap, sync)
+    if msgid == ipc_notify.MACH_NOTIFY_DEAD_NAME:
+        if name in (0, 0xFFFFFFFF):
+            raise _err(K.KERN_INVALID_ARGUMENT, "null or dead name")
+        e = space.lookup(name)
+        if e is None:
+            raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+        if cap is None and e.dnrequest is None:
+            return None
+        check_dead(space, name, e)
+        if e.type & MACH_PORT_TYPE_DEAD_NAME:
+            raise _err(K.KERN_INVALID_ARGUMENT, f"{name:#x} is already dead")
+        if not e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_SEND_ONCE | MACH_PORT_TYPE_RECEIVE):
+            raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no port right")
+        prev = e.dnrequest
+        e.dnrequest = cap
+        send = e.cap
+        if cap is not None and isinstance(send, SendCap) and not e.type & MACH_PORT_TYPE_RECEIVE:
+            WATCHER.watch(send.sock.fileno(), select.EPOLLHUP | select.EPOLLERR,
+                          lambda: _port_died(space, name, e))
+        return prev  # type: ignore[return-value]
+    raise _err(K.KERN_INVALID_VALUE, f"notification id {msgid}")
+
+
+def _port_died(space: IpcSpace, name: int, e: IpcEntry) -> None:
+    """Watcher thread: a send right with a dead-name request lost its port."""
+    with space.lock:
+        if space.lookup(name) is e:
+            check_dead(space, name, e)

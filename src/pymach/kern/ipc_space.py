@@ -103,7 +103,7 @@ class IpcEntry:
     send capability when the name holds send rights. ``urefs`` counts user
     references of the send (or dead-name) right."""
 
-    __slots__ = ("object", "type", "urefs", "gen", "cap", "keys")
+    __slots__ = ("object", "type", "urefs", "gen", "cap", "keys", "dnrequest")
 
     def __init__(self, obj: object, typ: int, urefs: int, gen: int) -> None:
         self.object = obj
@@ -112,6 +112,7 @@ class IpcEntry:
         self.gen = gen
         self.cap: object = None
         self.keys: list[Hashable] = []
+        self.dnrequest: object = None  # a send-once right for MACH_NOTIFY_DEAD_NAME
 
 
 class IpcSpace:
@@ -219,6 +220,11 @@ class IpcSpace:
             if e is None:
                 raise K.MachError(K.KERN_INVALID_NAME, f"{name:#x}")
             self._table[name >> 8] = None
+            if e.dnrequest is not None:
+                # the name loses its right without the port dying
+                from .ipc_notify import port_deleted
+                port_deleted(e.dnrequest, name)  # type: ignore[arg-type]
+                e.dnrequest = None
             for k in e.keys:
                 if self._by_key.get(k) == name:
                     del self._by_key[k]

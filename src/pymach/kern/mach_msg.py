@@ -9,6 +9,7 @@ appends the trailer the options ask for.
 from __future__ import annotations
 
 import errno
+import os
 import select
 import socket
 import struct
@@ -17,6 +18,7 @@ from . import kern_return as K
 from . import message_defs as MD
 from . import ipc_kmsg
 from . import ipc_right as R
+from .ipc_notify import FLAG_NOTIFY
 from .ipc_port import Port
 from .ipc_pset import PortSet
 from .ipc_space import MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, IpcSpace
@@ -113,8 +115,12 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
         err = TooLarge(K.MACH_RCV_TOO_LARGE, f"the message needs {needed} bytes")
         err.needed = needed - tsize
         raise err
+    notify = bool(ipc_kmsg.WIRE.unpack_from(rec.data)[6] & FLAG_NOTIFY)
+    cred = rec.cred
     msg, _bits = ipc_kmsg.copyout(space, rec, name, port.seqno)
-    return bytes(msg) + _trailer(elements, tsize, port.seqno - 1, rec.cred)
+    if notify and cred is not None and cred[0] == os.getpid():
+        cred = None  # made by our own runtime, as the kernel: KERNEL_SECURITY_TOKEN
+    return bytes(msg) + _trailer(elements, tsize, port.seqno - 1, cred)
 
 
 def _dequeue_set(space: IpcSpace, pset: PortSet, timeout: float | None):  # type: ignore[no-untyped-def]
@@ -135,9 +141,14 @@ def _dequeue_set(space: IpcSpace, pset: PortSet, timeout: float | None):  # type
 
 
 def _trailer(elements: int, size: int, seqno: int, cred: tuple[int, int, int] | None) -> bytes:
-    pid, uid, gid = cred if cred is not None else (0, 0xFFFFFFFF, 0xFFFFFFFF)
     # format 0: type, size, seqno, security token {euid, egid}, audit token
-    # {auid, euid, egid, ruid, rgid, pid, asid, pidversion}, context, ad, labels
-    full = struct.pack("<III2I8IQii", MD.MACH_MSG_TRAILER_FORMAT_0, size, seqno, uid, gid,
-                       uid, uid, gid, uid, gid, pid, 0, 0, 0, 0, 0)
+    # {auid, euid, egid, ruid, rgid, pid, asid, pidversion}, context, ad, labels.
+    # cred None is the kernel: KERNEL_SECURITY_TOKEN {0, 1}, audit all zero.
+    if cred is None:
+        full = struct.pack("<III2I8IQii", MD.MACH_MSG_TRAILER_FORMAT_0, size, seqno, 0, 1,
+                           0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    else:
+        pid, uid, gid = cred
+        full = struct.pack("<III2I8IQii", MD.MACH_MSG_TRAILER_FORMAT_0, size, seqno, uid, gid,
+                           uid, uid, gid, uid, gid, pid, 0, 0, 0, 0, 0)
     return struct.pack("<II", MD.MACH_MSG_TRAILER_FORMAT_0, size) + full[8:size]

@@ -21,6 +21,7 @@ from ..kern.kern_return import MachError  # noqa: F401
 from ..kern.message_defs import *  # noqa: F401,F403
 from ..kern.vm_defs import *  # noqa: F401,F403
 from .message import *  # noqa: F401,F403
+from .notify import *  # noqa: F401,F403
 from .mach_port import *  # noqa: F401,F403
 from .mach_vm import *  # noqa: F401,F403
 from .types import *  # noqa: F401,F403

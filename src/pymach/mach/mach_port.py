@@ -172,6 +172,24 @@ def _ool_array(values: list[int]) -> int:
     return addr
 
 
+def mach_port_request_notification(task: Any, name: Any, msgid: Any, sync: Any, notify: Any,
+                                   notifyPoly: Any, previous: Any) -> int:
+    """Ask for a notification (MACH_NOTIFY_NO_SENDERS, _DEAD_NAME,
+    _PORT_DESTROYED) to be sent to the send-once right ``notify``;
+    ``previous`` receives the notify right it replaces.
+
+    KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_CAPABILITY,
+    KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_ARGUMENT,
+    KERN_FAILURE, MIG_TYPE_ERROR."""
+    try:
+        prev = R.request_notification(_space(task), u32(name), i32(msgid), u32(sync), u32(notify),
+                                      u32(notifyPoly))
+    except MachError as e:
+        return e.kr
+    set_out(previous, prev)
+    return 0
+
+
 def mach_port_insert_member(task: Any, name: Any, pset: Any) -> int:
     """Add a receive right to a port set.
 
@@ -481,6 +499,7 @@ def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv
 
 
 __all__ = [
+    "mach_port_request_notification",
     "task_get_special_port", "task_set_special_port", "task_get_bootstrap_port",
     "task_set_bootstrap_port", "TASK_KERNEL_PORT", "TASK_HOST_PORT", "TASK_NAME_PORT",
     "TASK_BOOTSTRAP_PORT", "TASK_INSPECT_PORT", "TASK_READ_PORT", "TASK_ACCESS_PORT",
