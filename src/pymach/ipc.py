@@ -225,7 +225,7 @@ class _Receiver(_Right):
         e = SELF.space.lookup(self.name)
         if e is None:
             raise K.MachError(K.KERN_INVALID_NAME, f"{self.name:#x}")
-        return e.object.fileno()  # type: ignore[union-attr]
+        return e.object.fileno()  # type: ignore[attr-defined]
 
     def _release(self) -> None:
         R.destroy(SELF.space, self.name)

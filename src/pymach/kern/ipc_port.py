@@ -11,6 +11,7 @@ its ends at once: that is where no-senders and dead names come from.
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import socket
@@ -237,7 +238,7 @@ class Port:
             return prev
 
     def _watch_end(self, fd: int) -> None:
-        WATCHER.watch(fd, select.EPOLLRDHUP, lambda fd=fd: self._peer_closed(fd))
+        WATCHER.watch(fd, select.EPOLLRDHUP, functools.partial(self._peer_closed, fd))
 
     def _peer_closed(self, fd: int) -> None:
         """Watcher thread: every sending end of a connection closed. If no
