@@ -28,12 +28,12 @@ from .._linux import mm, unix
 from . import kern_return as K
 from . import message_defs as MD
 from . import ipc_right as R
-from .ipc_port import MAX_RECORD, SendCap
+from .ipc_port import MAX_RECORD, Port, SendCap
 from .ipc_space import IpcSpace
 
 MAGIC = 0x3148434D  # "MCH1"
 WIRE = struct.Struct("<IIiIIII")
-RIGHT = struct.Struct("<IIQ")
+RIGHT = struct.Struct("<IIQI")  # kind, fd count, size (or packing of a receive right), aux
 HDR = struct.Struct("<IIIIIi")  # mach_msg_header_t
 PORT_DESC = struct.Struct("<IIBBBB")  # name, pad1, pad2(16 split), disposition, type
 OOL_DESC = struct.Struct("<QBBBBI")  # address, deallocate, copy, pad1, type, size
@@ -62,6 +62,7 @@ class Outgoing:
     dest: SendCap | None = None
     dest_name: int = 0
     dest_disposition: int = 0
+    receives: list[tuple[int, object]] = field(default_factory=list)  # (name, Port) moved out
 
     def release(self) -> None:
         for o in self.owned:
@@ -110,7 +111,7 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
         out.dest, out.dest_name, out.dest_disposition = cap, remote, rdisp
         if rdisp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
             out.moves.append((remote, rdisp))
-        rights = [(KIND_NONE, 0, 0)]
+        rights: list[tuple[int, int, int, int]] = [(KIND_NONE, 0, 0, 0)]
         reply_kind = 0
         if local:
             try:
@@ -121,7 +122,7 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
                 out.owned.append(rcap)
             if ldisp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
                 out.moves.append((local, ldisp))
-            rights[0] = (reply_kind, 1, 0)
+            rights[0] = (reply_kind, 1, 0, 0)
             out.fds.append(rcap.fileno())
         body = bytearray(msg[HEADER_SIZE:])
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
@@ -140,7 +141,7 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
         raise
 
 
-def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, int]], out: Outgoing) -> None:
+def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, int, int]], out: Outgoing) -> None:
     if len(body) < 4:
         raise _err(K.MACH_SEND_MSG_TOO_SMALL, "no body for a complex message")
     (count,) = struct.unpack_from("<I", body)
@@ -153,9 +154,16 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
             name, _pad, _p0, _p1, disp, _t = PORT_DESC.unpack_from(body, off)
             idx = 0
             kind = 0
-            if name not in (0, 0xFFFFFFFF) and not _SEND_DISP_MIN <= disp <= _SEND_DISP_MAX:
+            if name not in (0, 0xFFFFFFFF) and not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= disp <= _SEND_DISP_MAX:
                 raise _err(K.MACH_SEND_INVALID_RIGHT, f"port disposition {disp}")
-            if name not in (0, 0xFFFFFFFF):
+            if name not in (0, 0xFFFFFFFF) and disp == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
+                port = R.copyin_receive(space, name, out.dest)
+                fds, packing, aux = port.pack_for_move()
+                out.receives.append((name, port))
+                rights.append((MD.MACH_MSG_TYPE_PORT_RECEIVE, len(fds), packing, aux))
+                out.fds.extend(fds)
+                kind, idx = MD.MACH_MSG_TYPE_PORT_RECEIVE, len(rights) - 1
+            elif name not in (0, 0xFFFFFFFF):
                 try:
                     cap, kind, owned = R.copyin_send(space, name, disp)
                 except K.MachError as e:
@@ -164,7 +172,7 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
                     out.owned.append(cap)
                 if disp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
                     out.moves.append((name, disp))
-                rights.append((kind, 1, 0))
+                rights.append((kind, 1, 0, 0))
                 out.fds.append(cap.fileno())
                 idx = len(rights) - 1
             PORT_DESC.pack_into(body, off, idx, 0, 0, 0, kind if idx else 0, dtype)
@@ -183,7 +191,7 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
                     raise _err(K.MACH_SEND_INVALID_MEMORY, e.context or "") from None
                 out.owned.append(fd)
                 out.fds.append(fd)
-                rights.append((KIND_OOL, 1, size))
+                rights.append((KIND_OOL, 1, size, 0))
                 idx = len(rights) - 1
                 if dealloc:
                     out.dealloc.append((addr, size))
@@ -225,7 +233,7 @@ class Incoming:
         self.fds = []
 
 
-def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int]], bytes]:
+def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], bytes]:
     """Check a record against what arrived: (bits, id, rights, body).
     MACH_RCV_HEADER_ERROR / MACH_RCV_BODY_ERROR for a malformed record."""
     data = rec.data
@@ -240,7 +248,8 @@ def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int]], bytes
     if tend + blen != len(data) or blen % 4:
         raise _err(K.MACH_RCV_BODY_ERROR, "lengths do not match the bytes that arrived")
     rights = [RIGHT.unpack_from(data, WIRE.size + i * RIGHT.size) for i in range(nrights)]
-    if sum(r[1] for r in rights) != nfds or any(r[1] > 1 for r in rights):
+    if sum(r[1] for r in rights) != nfds or any(
+            r[1] > 1 and r[0] != MD.MACH_MSG_TYPE_PORT_RECEIVE for r in rights):
         raise _err(K.MACH_RCV_BODY_ERROR, "fd counts do not add up")
     return bits, msg_id, rights, data[tend:]
 
@@ -250,22 +259,25 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
     (header, body). Returns (message, bits). Closes everything on error."""
     try:
         bits, msg_id, rights, body_in = validate(rec)
-        fd_of: dict[int, int] = {}
+        fd_of: dict[int, list[int]] = {}
         k = 0
-        for i, (kind, n, _size) in enumerate(rights):
+        for i, (kind, n, _size, _aux) in enumerate(rights):
             if n:
-                fd_of[i] = rec.fds[k]
-                k += 1
+                fd_of[i] = rec.fds[k:k + n]
+                k += n
         body = bytearray(body_in)
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _check_body(body, rights)
-        for i, fd in fd_of.items():  # every fd is what its right says, before any is used
-            kind, _n, size = rights[i]
-            if kind in (MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE):
-                if not unix.is_seqpacket(fd):
+        for i, fds in fd_of.items():  # every fd is what its right says, before any is used
+            kind, _n, size, _aux = rights[i]
+            if kind in (MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE,
+                        MD.MACH_MSG_TYPE_PORT_RECEIVE):
+                if not all(unix.is_seqpacket(fd) for fd in fds):
                     raise _err(K.MACH_RCV_BODY_ERROR, "a right that is not a port connection")
+                if kind == MD.MACH_MSG_TYPE_PORT_RECEIVE and not Port.check_packing(len(fds), size):
+                    raise _err(K.MACH_RCV_BODY_ERROR, "a receive right whose parts do not add up")
             elif kind == KIND_OOL:
-                _check_ool(fd, size)
+                _check_ool(fds[0], size)
             else:
                 raise _err(K.MACH_RCV_BODY_ERROR, f"unknown right kind {kind}")
     except BaseException:
@@ -275,20 +287,21 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
     names: dict[int, int] = {}
     regions: dict[int, int] = {}
     try:
-        for i, (kind, n, size) in enumerate(rights):
-            if not n:
-                continue
-            fd = fd_of[i]
+        for i, (kind, n, size, aux) in enumerate(rights):
+            if not n and kind != MD.MACH_MSG_TYPE_PORT_RECEIVE:
+                continue  # (a receive right with no connection carries no fd)
+            fds = fd_of.pop(i, [])
             if kind in (MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE):
-                names[i] = R.copyout_send(space, fd, kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE)
+                names[i] = R.copyout_send(space, fds[0], kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE)
+            elif kind == MD.MACH_MSG_TYPE_PORT_RECEIVE:
+                names[i] = R.copyout_receive(space, Port.from_move(fds, size, aux))
             elif kind == KIND_OOL:
-                regions[i] = _map_ool(fd, size)
-                os.close(fd)
-            else:
-                os.close(fd)
-            fd_of.pop(i)
+                try:
+                    regions[i] = _map_ool(fds[0], size)
+                finally:
+                    os.close(fds[0])
     finally:
-        unix.close_all(list(fd_of.values()))
+        unix.close_all([fd for fds in fd_of.values() for fd in fds])
         rec.fds = []
     reply = names.get(0, 0)
     if bits & MD.MACH_MSGH_BITS_COMPLEX:
@@ -298,7 +311,7 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
     return bytearray(head) + body, out_bits
 
 
-def _check_body(body: bytearray, rights: list[tuple[int, int, int]]) -> None:
+def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]]) -> None:
     if len(body) < 4:
         raise _err(K.MACH_RCV_BODY_ERROR, "complex message without a body")
     (count,) = struct.unpack_from("<I", body)
@@ -310,7 +323,7 @@ def _check_body(body: bytearray, rights: list[tuple[int, int, int]]) -> None:
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
             idx = struct.unpack_from("<I", body, off)[0]
             if idx and (idx >= len(rights) or rights[idx][0] not in (
-                    MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE)):
+                    MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE, MD.MACH_MSG_TYPE_PORT_RECEIVE)):
                 raise _err(K.MACH_RCV_BODY_ERROR, "port descriptor names no right")
             off += 12
         elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):

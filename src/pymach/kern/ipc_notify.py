@@ -42,10 +42,10 @@ FLAG_NOTIFY = 1  # wire header flag: a notification made by a runtime
 
 
 def record(msg_id: int, body: bytes, complex_: bool = False,
-           rights: list[tuple[int, int, int]] | None = None) -> list[bytes]:
+           rights: list[tuple[int, int, int, int]] | None = None) -> list[bytes]:
     """The wire record of a notification sent to a send-once right."""
     from .ipc_kmsg import MAGIC, RIGHT, WIRE
-    rights = rights or [(0, 0, 0)]
+    rights = rights or [(0, 0, 0, 0)]
     bits = MD.MACH_MSGH_BITS_SET(0, MD.MACH_MSG_TYPE_PORT_SEND_ONCE, 0,
                                  MD.MACH_MSGH_BITS_COMPLEX if complex_ else 0)
     nfds = sum(r[1] for r in rights)
@@ -80,6 +80,15 @@ def dead_name(cap: "SendCap", name: int) -> bool:
 def port_deleted(cap: "SendCap", name: int) -> bool:
     """mach_port_deleted_notification_t for our ``name``."""
     return send(cap, record(MACH_NOTIFY_PORT_DELETED, NDR_RECORD + struct.pack("<I", name)))
+
+
+def port_destroyed(cap: "SendCap", fds: list[int], packing: int, aux: int) -> bool:
+    """mach_port_destroyed_notification_t carrying a receive right."""
+    from .ipc_kmsg import PORT_DESC
+    body = struct.pack("<I", 1) + PORT_DESC.pack(1, 0, 0, 0, MD.MACH_MSG_TYPE_PORT_RECEIVE,
+                                                   MD.MACH_MSG_PORT_DESCRIPTOR)
+    rights = [(0, 0, 0, 0), (MD.MACH_MSG_TYPE_PORT_RECEIVE, len(fds), packing, aux)]
+    return send(cap, record(MACH_NOTIFY_PORT_DESTROYED, body, True, rights), fds)
 
 
 def send_once_record() -> bytes:

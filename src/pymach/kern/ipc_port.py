@@ -28,7 +28,7 @@ from .ipc_notify import WATCHER, no_senders, send_once_record
 if TYPE_CHECKING:
     from .ipc_kmsg import Incoming
 
-from .ipc_space import MACH_PORT_QLIMIT_DEFAULT, MACH_PORT_QLIMIT_MAX  # noqa: F401
+from .ipc_space import MACH_PORT_QLIMIT_DEFAULT, MACH_PORT_QLIMIT_MAX
 
 # sending-end inode -> the Port (whose receive right this task holds) that
 # it reaches: how a send right coming back to us is known to be ours
@@ -309,6 +309,89 @@ class Port:
                             self.drop_end(fd)
                     self.seqno += 1
                     return Incoming(bytes(self._buf[:n]), fds, cred)
+
+    # -- moving the receive right ----------------------------------------------
+
+    def pack_for_move(self) -> tuple[list[int], int, int]:
+        """The fds and packing that carry this receive right in a message:
+        the receiving ends (send connections first, then send-once ones),
+        then the no-senders and port-destroyed notify rights if armed.
+        Messages already taken off a connection (``held``) are written into
+        a fresh connection of the port first, so they travel too. Our state
+        is left unchanged, so a send that fails loses nothing."""
+        with self.lock:
+            self._check()
+            if self.held:
+                tx, rx = unix.pair()
+                rx.setblocking(False)
+                try:
+                    while self.held:
+                        rec = self.held[0]
+                        unix.send(tx, [rec.data], rec.fds)  # type: ignore[attr-defined]
+                        self.held.popleft().release()  # type: ignore[attr-defined]
+                finally:
+                    tx.close()
+                self.ends[rx.fileno()] = (rx, False)
+                self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+            normal = [fd for fd, (_s, once) in self.ends.items() if not once]
+            once = [fd for fd, (_s, o) in self.ends.items() if o]
+            fds = normal + once
+            ns = self.nsrequest
+            if ns is not None:
+                fds.append(ns[0].fileno())
+            if self.pdrequest is not None:
+                fds.append(self.pdrequest.fileno())
+            packing = (len(normal) | (len(once) << 16) | (int(ns is not None) << 32)
+                       | (int(self.pdrequest is not None) << 33) | (min(self.qlimit, 0xFFFF) << 40))
+            return fds, packing, (ns[1] if ns is not None else 0)
+
+    @staticmethod
+    def check_packing(nfds: int, packing: int) -> bool:
+        """Does a receive right's packing account for exactly ``nfds`` fds?"""
+        n = (packing & 0xFFFF) + ((packing >> 16) & 0xFFFF) + ((packing >> 32) & 1) + ((packing >> 33) & 1)
+        return n == nfds and (packing >> 40) & 0xFFFF <= MACH_PORT_QLIMIT_MAX and not packing >> 56
+
+    @classmethod
+    def from_move(cls, fds: list[int], packing: int, sync: int) -> "Port":
+        """The receive right that arrived as ``fds``. As in XNU, the make-send
+        count and sequence number start again at zero."""
+        port = cls()
+        n_normal, n_once = packing & 0xFFFF, (packing >> 16) & 0xFFFF
+        i = 0
+        for k in range(n_normal + n_once):
+            rx = socket.socket(fileno=fds[i])
+            i += 1
+            rx.setblocking(False)
+            port.ends[rx.fileno()] = (rx, k >= n_normal)
+            port.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        port.qlimit = (packing >> 40) & 0xFFFF
+        if packing >> 32 & 1:
+            port.nsrequest = (SendOnceCap.adopt(fds[i]), sync)
+            i += 1
+            for fd, (_s, once) in list(port.ends.items()):
+                if not once:
+                    port._watch_end(fd)
+        if packing >> 33 & 1:
+            port.pdrequest = SendOnceCap.adopt(fds[i])
+        return port
+
+    def moved_away(self) -> None:
+        """The receive right left in a message: close our copies of its fds
+        without the effects of destroying it."""
+        with self.lock:
+            for fd, (sock, _once) in self.ends.items():
+                WATCHER.unwatch(fd)
+                sock.close()
+            self.ends.clear()
+            for req in (self.nsrequest[0] if self.nsrequest else None, self.pdrequest):
+                if req is not None:
+                    req.sock.close()
+            self.nsrequest = self.pdrequest = None
+            if self._cached is not None:
+                self._cached.close()
+                self._cached = None
+            self.destroyed = True
+            self.ep.close()
 
     def destroy(self) -> None:
         """Close every receiving end: senders see a dead name. An armed

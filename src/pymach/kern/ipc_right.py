@@ -162,6 +162,8 @@ def _release_send(space: IpcSpace, name: int, e: IpcEntry, n: int = 1) -> None:
 def _destroy_receive(space: IpcSpace, name: int, e: IpcEntry) -> None:
     port = e.object
     assert isinstance(port, Port)
+    if port.pdrequest is not None and _send_port_destroyed(space, name, e, port):
+        return
     for pset in list(port.sets):
         assert isinstance(pset, PortSet)
         pset.remove(port)
@@ -646,3 +648,65 @@ def _port_died(space: IpcSpace, name: int, e: IpcEntry) -> None:
     with space.lock:
         if space.lookup(name) is e:
             check_dead(space, name, e)
+
+
+# -- moving receive rights ------------------------------------------------------------
+
+def copyin_receive(space: IpcSpace, name: int, dest: object) -> Port:
+    """The Port a MOVE_RECEIVE descriptor names. MACH_SEND_INVALID_RIGHT when
+    the name holds no receive right, or when the message is addressed to
+    that very port (a receive right must not travel inside its own port)."""
+    e = space.lookup(name)
+    if e is None or not e.type & MACH_PORT_TYPE_RECEIVE:
+        raise _err(K.MACH_SEND_INVALID_RIGHT, f"{name:#x} holds no receive right")
+    port = e.object
+    assert isinstance(port, Port)
+    if isinstance(dest, SendCap) and (LOCAL_SENDS.get(dest.ino) is port or dest is e.cap):
+        raise _err(K.MACH_SEND_INVALID_RIGHT, "a receive right cannot be sent to its own port")
+    return port
+
+
+def consume_receive(space: IpcSpace, name: int, port: Port) -> None:
+    """After the send: the receive right is gone from our space. Send
+    rights under the same name stay (the port lives on elsewhere)."""
+    with space.lock:
+        e = space.lookup(name)
+        if e is None or e.object is not port:
+            return
+        for pset in list(port.sets):
+            assert isinstance(pset, PortSet)
+            pset.remove(port)
+        for k in list(e.keys):
+            if k == id(port):
+                space._by_key.pop(k, None)
+                e.keys.remove(k)
+        port.moved_away()
+        e.type &= ~MACH_PORT_TYPE_RECEIVE
+        if e.type & MACH_PORT_TYPE_SEND:
+            e.object = e.cap
+        else:
+            space.remove(name)
+
+
+def copyout_receive(space: IpcSpace, port: Port) -> int:
+    """Install a receive right that arrived in a message, under a new name.
+    (Send rights we hold for it are not merged: Linux cannot prove which
+    connection belongs to which port without the sender's word.)"""
+    with space.lock:
+        return space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))[0]
+
+
+def _send_port_destroyed(space: IpcSpace, name: int, e: IpcEntry, port: Port) -> bool:
+    """A receive right with a port-destroyed request is not destroyed: it
+    travels to the request's port, with its queue, its make-send count and
+    sequence number reset (as ipc_port_clear_receiver does). Returns False
+    when the notify port is gone, and the right is destroyed after all."""
+    cap = port.pdrequest
+    assert cap is not None
+    port.pdrequest = None
+    port.mscount = port.seqno = 0
+    fds, packing, aux = port.pack_for_move()
+    if not ipc_notify.port_destroyed(cap, fds, packing, aux):  # type: ignore[arg-type]
+        return False
+    consume_receive(space, name, port)
+    return True

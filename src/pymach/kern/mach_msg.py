@@ -72,6 +72,8 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
         out.release()
     for name, disp in out.moves:
         R.consume_sent(space, name, disp)
+    for name, port in out.receives:
+        R.consume_receive(space, name, port)  # type: ignore[arg-type]
     if out.dealloc:
         from .task import SELF
         for addr, size in out.dealloc:
