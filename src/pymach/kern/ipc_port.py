@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .._linux import unix
 from . import kern_return as K
@@ -39,6 +39,9 @@ LOCAL_SENDS: "weakref.WeakValueDictionary[int, Port]" = weakref.WeakValueDiction
 MAX_RECORD = 64 * 1024
 
 
+_C = TypeVar("_C", bound="SendCap")
+
+
 class SendCap:
     """A send right's capability: the sending end of one connection."""
 
@@ -49,7 +52,7 @@ class SendCap:
         self.ino = os.fstat(sock.fileno()).st_ino
 
     @classmethod
-    def adopt(cls, fd: int) -> "SendCap":
+    def adopt(cls: "type[_C]", fd: int) -> "_C":
         """Wrap an fd received from another task (it must be a socket)."""
         return cls(socket.socket(fileno=fd))
 
