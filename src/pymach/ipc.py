@@ -302,5 +302,5 @@ def registered_ports() -> list[SendRight | None]:
         if cap is None:
             out.append(None)
         else:
-            out.append(SendRight(R.copyout_send(SELF.space, cap.sock.dup().detach(), False)))  # type: ignore[attr-defined]
+            out.append(SendRight(R.copyout_send(SELF.space, cap.dup().detach_fds(), False)))  # type: ignore[attr-defined]
     return out

@@ -109,6 +109,14 @@ def is_seqpacket(fd: int) -> bool:
         return False
 
 
+def is_eventfd(fd: int) -> bool:
+    """True if ``fd`` is an eventfd."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
+    except OSError:
+        return False
+
+
 def inode(fd: int) -> int:
     """The inode number that names the socket (or file) behind ``fd``."""
     return os.fstat(fd).st_ino

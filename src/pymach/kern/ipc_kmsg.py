@@ -40,6 +40,10 @@ OOL_DESC = struct.Struct("<QBBBBI")  # address, deallocate, copy, pad1, type, si
 KIND_NONE = 0
 KIND_OOL = 1
 HEADER_SIZE = HDR.size
+# fds a right may carry: a send right is its connection and the port's
+# queue semaphore; a receive right is every connection of the port
+_MAX_FDS = {MD.MACH_MSG_TYPE_PORT_SEND: 2, MD.MACH_MSG_TYPE_PORT_SEND_ONCE: 1, KIND_OOL: 1,
+            MD.MACH_MSG_TYPE_PORT_RECEIVE: unix.SCM_MAX_FD, KIND_NONE: 0}
 _SEND_DISP_MIN = MD.MACH_MSG_TYPE_MOVE_SEND
 _SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
@@ -122,8 +126,8 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
                 out.owned.append(rcap)
             if ldisp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
                 out.moves.append((local, ldisp))
-            rights[0] = (reply_kind, 1, 0, 0)
-            out.fds.append(rcap.fileno())
+            rights[0] = (reply_kind, len(rcap.wire_fds()), 0, 0)
+            out.fds.extend(rcap.wire_fds())
         body = bytearray(msg[HEADER_SIZE:])
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _copyin_body(space, body, rights, out)
@@ -172,8 +176,8 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
                     out.owned.append(cap)
                 if disp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
                     out.moves.append((name, disp))
-                rights.append((kind, 1, 0, 0))
-                out.fds.append(cap.fileno())
+                rights.append((kind, len(cap.wire_fds()), 0, 0))
+                out.fds.extend(cap.wire_fds())
                 idx = len(rights) - 1
             PORT_DESC.pack_into(body, off, idx, 0, 0, 0, kind if idx else 0, dtype)
             off += 12
@@ -248,8 +252,7 @@ def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], 
     if tend + blen != len(data) or blen % 4:
         raise _err(K.MACH_RCV_BODY_ERROR, "lengths do not match the bytes that arrived")
     rights = [RIGHT.unpack_from(data, WIRE.size + i * RIGHT.size) for i in range(nrights)]
-    if sum(r[1] for r in rights) != nfds or any(
-            r[1] > 1 and r[0] != MD.MACH_MSG_TYPE_PORT_RECEIVE for r in rights):
+    if sum(r[1] for r in rights) != nfds or any(r[1] > _MAX_FDS.get(r[0], 0) for r in rights):
         raise _err(K.MACH_RCV_BODY_ERROR, "fd counts do not add up")
     return bits, msg_id, rights, data[tend:]
 
@@ -270,12 +273,17 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
             _check_body(body, rights)
         for i, fds in fd_of.items():  # every fd is what its right says, before any is used
             kind, _n, size, _aux = rights[i]
-            if kind in (MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE,
-                        MD.MACH_MSG_TYPE_PORT_RECEIVE):
-                if not all(unix.is_seqpacket(fd) for fd in fds):
-                    raise _err(K.MACH_RCV_BODY_ERROR, "a right that is not a port connection")
-                if kind == MD.MACH_MSG_TYPE_PORT_RECEIVE and not Port.check_packing(len(fds), size):
+            if kind == MD.MACH_MSG_TYPE_PORT_SEND:
+                if len(fds) != 2 or not unix.is_seqpacket(fds[0]) or not unix.is_eventfd(fds[1]):
+                    raise _err(K.MACH_RCV_BODY_ERROR, "a send right that is not a port connection")
+            elif kind == MD.MACH_MSG_TYPE_PORT_RECEIVE:
+                if not fds or not unix.is_eventfd(fds[0]) or not all(unix.is_seqpacket(fd) for fd in fds[1:]):
+                    raise _err(K.MACH_RCV_BODY_ERROR, "a receive right that is not a port's")
+                if not Port.check_packing(len(fds), size):
                     raise _err(K.MACH_RCV_BODY_ERROR, "a receive right whose parts do not add up")
+            elif kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE:
+                if not unix.is_seqpacket(fds[0]):
+                    raise _err(K.MACH_RCV_BODY_ERROR, "a right that is not a port connection")
             elif kind == KIND_OOL:
                 _check_ool(fds[0], size)
             else:
@@ -292,7 +300,7 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
                 continue  # (a receive right with no connection carries no fd)
             fds = fd_of.pop(i, [])
             if kind in (MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE):
-                names[i] = R.copyout_send(space, fds[0], kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE)
+                names[i] = R.copyout_send(space, fds, kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE)
             elif kind == MD.MACH_MSG_TYPE_PORT_RECEIVE:
                 names[i] = R.copyout_receive(space, Port.from_move(fds, size, aux))
             elif kind == KIND_OOL:

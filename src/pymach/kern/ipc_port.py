@@ -43,18 +43,36 @@ _C = TypeVar("_C", bound="SendCap")
 
 
 class SendCap:
-    """A send right's capability: the sending end of one connection."""
+    """A send right's capability: the sending end of one connection, and
+    the port's queue-slot semaphore (an eventfd shared by every sender and
+    the receiver: it holds the number of free places in the queue)."""
 
-    __slots__ = ("sock", "ino", "__weakref__")
+    __slots__ = ("sock", "efd", "ino", "__weakref__")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, efd: int = -1) -> None:
         self.sock = sock
+        self.efd = efd
         self.ino = os.fstat(sock.fileno()).st_ino
 
     @classmethod
-    def adopt(cls: "type[_C]", fd: int) -> "_C":
-        """Wrap an fd received from another task (it must be a socket)."""
-        return cls(socket.socket(fileno=fd))
+    def adopt(cls: "type[_C]", fds: list[int]) -> "_C":
+        """Wrap the fds of a right received from another task (checked by
+        the caller: a SEQPACKET socket, then an eventfd for a send right)."""
+        return cls(socket.socket(fileno=fds[0]), fds[1] if len(fds) > 1 else -1)
+
+    def dup(self: "_C") -> "_C":
+        """Another capability for the same right (new fds, same files)."""
+        return type(self)(self.sock.dup(), os.dup(self.efd) if self.efd >= 0 else -1)
+
+    def detach_fds(self) -> list[int]:
+        """Give up the fds (to be adopted elsewhere) and return them."""
+        fds = [self.sock.detach()] + ([self.efd] if self.efd >= 0 else [])
+        self.efd = -1
+        return fds
+
+    def wire_fds(self) -> list[int]:
+        """The fds that carry this right in a message."""
+        return [self.sock.fileno()] + ([self.efd] if self.efd >= 0 else [])
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -70,11 +88,48 @@ class SendCap:
                 return True
         return False
 
+    def take_slot(self, timeout_ms: int | None) -> bool:
+        """Take a place in the port's queue, waiting up to ``timeout_ms``
+        (None: for ever). False on timeout. Raises MachError with
+        MACH_SEND_INVALID_DEST if the port dies while we wait."""
+        if self.efd < 0:
+            return True
+        p = None
+        while True:
+            try:
+                os.eventfd_read(self.efd)
+                return True
+            except BlockingIOError:
+                pass
+            if timeout_ms == 0:
+                return False
+            if p is None:
+                p = select.poll()
+                p.register(self.efd, select.POLLIN)
+                p.register(self.sock.fileno(), select.POLLHUP)
+            start = time.monotonic()
+            ready = p.poll(-1 if timeout_ms is None else timeout_ms)
+            for fd, ev in ready:
+                if fd == self.sock.fileno() and ev & (select.POLLHUP | select.POLLERR):
+                    raise K.MachError(K.MACH_SEND_INVALID_DEST, "the port died while we waited")
+            if timeout_ms is not None:
+                timeout_ms = max(0, timeout_ms - int((time.monotonic() - start) * 1000))
+                if not ready and timeout_ms == 0:
+                    return False
+
+    def give_slot(self) -> None:
+        """Return a place taken by take_slot (the send failed)."""
+        if self.efd >= 0:
+            os.eventfd_write(self.efd, 1)
+
     def close(self) -> None:
         self.sock.close()
+        if self.efd >= 0:
+            efd, self.efd = self.efd, -1
+            os.close(efd)
 
     def __repr__(self) -> str:
-        return f"<SendCap fd={self.sock.fileno()} ino={self.ino}>"
+        return f"<{type(self).__name__} fd={self.sock.fileno()} ino={self.ino}>"
 
 
 class SendOnceCap(SendCap):
@@ -105,6 +160,9 @@ class Port:
         self.destroyed = False
         self.context = 0  # mach_port_construct's context (or guard)
         self.guarded = False
+        # free places in the queue, shared with every sender (qlimit)
+        self.efd = os.eventfd(self.qlimit, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.debt = 0  # places to withhold after qlimit was lowered
         self.nsrequest: tuple[SendOnceCap, int] | None = None  # (notify right, sync)
         self.pdrequest: SendOnceCap | None = None
 
@@ -128,13 +186,13 @@ class Port:
             if self.nsrequest is not None:
                 # while no-senders is asked for, every send right gets its own
                 # connection, so that the last close is seen
-                tx = SendCap(self._connect(False))
+                tx = SendCap(self._connect(False), os.dup(self.efd))
                 self._watch_end(self._last_rx)
                 return tx
             if self._cached is None:
-                self._cached = SendCap(self._connect(False))
+                self._cached = SendCap(self._connect(False), os.dup(self.efd))
                 LOCAL_SENDS[self._cached.ino] = self
-            return SendCap(self._cached.sock.dup())
+            return self._cached.dup()
 
     def count_make_send(self) -> None:
         """A MAKE_SEND that only added a user reference to a right we hold."""
@@ -170,14 +228,66 @@ class Port:
     def sorights(self) -> int:
         return sum(1 for _s, once in self.ends.values() if once)
 
+    def set_qlimit(self, qlimit: int) -> None:
+        """Change the queue limit: raising it wakes blocked senders."""
+        with self.lock:
+            diff, self.qlimit = qlimit - self.qlimit, qlimit
+            if diff > 0:
+                pay = min(diff, self.debt)
+                self.debt -= pay
+                if diff - pay:
+                    os.eventfd_write(self.efd, diff - pay)
+            while diff < 0:
+                try:
+                    os.eventfd_read(self.efd)
+                except BlockingIOError:
+                    self.debt += -diff
+                    break
+                diff += 1
+
+    def _freed(self) -> None:
+        """A message from a send connection left the queue: one more place."""
+        if self.debt:
+            self.debt -= 1
+        else:
+            os.eventfd_write(self.efd, 1)
+
+    def live_rights(self) -> tuple[int, int]:
+        """(send connections, send-once connections) whose sending end is
+        still open somewhere: kernel fact, read with poll (EPOLLRDHUP is set
+        on a receiving end once every copy of its sending end is closed).
+        Our own cached sending end is dropped first, so that it does not
+        count as a sender."""
+        self.forget_cache()
+        with self.lock:
+            p = select.poll()
+            for fd in self.ends:
+                p.register(fd, select.POLLRDHUP)
+            hung = {fd for fd, ev in p.poll(0) if ev & (select.POLLRDHUP | select.POLLHUP)}
+            normal = sum(1 for fd, (_s, once) in self.ends.items() if not once and fd not in hung)
+            once = sum(1 for fd, (_s, o) in self.ends.items() if o and fd not in hung)
+            return normal, once
+
     def msgcount(self) -> int:
-        """Messages known to be queued: those held here, plus one for each
-        connection with a record waiting (a lower bound: Linux does not
-        count the records in a socket's queue)."""
-        p = select.poll()
-        for fd in self.ends:
-            p.register(fd, select.POLLIN)
-        return len(self.held) + sum(1 for _fd, ev in p.poll(0) if ev & select.POLLIN)
+        """Messages queued: the places taken in the queue semaphore (from
+        /proc/self/fdinfo, which shows an eventfd's count without reading
+        it), plus messages held here, plus send-once messages waiting."""
+        with self.lock:
+            free = 0
+            try:
+                with open(f"/proc/self/fdinfo/{self.efd}") as f:
+                    for line in f:
+                        if line.startswith("eventfd-count:"):
+                            free = int(line.split()[1], 16)
+            except (OSError, ValueError):
+                pass
+            queued = max(0, self.qlimit + self.debt - free)
+            p = select.poll()
+            for fd, (_s, once) in self.ends.items():
+                if once:
+                    p.register(fd, select.POLLIN)
+            waiting_once = sum(1 for _fd, ev in p.poll(0) if ev & select.POLLIN and not ev & select.POLLRDHUP)
+            return queued + len(self.held) + waiting_once
 
     def fileno(self) -> int:
         """An fd that polls readable when a message may be waiting."""
@@ -268,6 +378,8 @@ class Port:
                         self._closed(fd, drained > 0)
                         return
                     drained += 1
+                    if not _once:
+                        self._freed()
                     self.held.append(Incoming(bytes(self._buf[:n]), fds, cred))
         finally:
             self.rcv_lock.release()
@@ -310,6 +422,8 @@ class Port:
                     if once:
                         with self.lock:
                             self.drop_end(fd)
+                    else:
+                        self._freed()
                     self.seqno += 1
                     return Incoming(bytes(self._buf[:n]), fds, cred)
 
@@ -338,7 +452,7 @@ class Port:
                 self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
             normal = [fd for fd, (_s, once) in self.ends.items() if not once]
             once = [fd for fd, (_s, o) in self.ends.items() if o]
-            fds = normal + once
+            fds = [self.efd] + normal + once
             ns = self.nsrequest
             if ns is not None:
                 fds.append(ns[0].fileno())
@@ -351,7 +465,7 @@ class Port:
     @staticmethod
     def check_packing(nfds: int, packing: int) -> bool:
         """Does a receive right's packing account for exactly ``nfds`` fds?"""
-        n = (packing & 0xFFFF) + ((packing >> 16) & 0xFFFF) + ((packing >> 32) & 1) + ((packing >> 33) & 1)
+        n = 1 + (packing & 0xFFFF) + ((packing >> 16) & 0xFFFF) + ((packing >> 32) & 1) + ((packing >> 33) & 1)
         return n == nfds and (packing >> 40) & 0xFFFF <= MACH_PORT_QLIMIT_MAX and not packing >> 56
 
     @classmethod
@@ -359,8 +473,10 @@ class Port:
         """The receive right that arrived as ``fds``. As in XNU, the make-send
         count and sequence number start again at zero."""
         port = cls()
+        os.close(port.efd)
+        port.efd = fds[0]  # the senders' semaphore travels with the port
         n_normal, n_once = packing & 0xFFFF, (packing >> 16) & 0xFFFF
-        i = 0
+        i = 1
         for k in range(n_normal + n_once):
             rx = socket.socket(fileno=fds[i])
             i += 1
@@ -369,13 +485,13 @@ class Port:
             port.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
         port.qlimit = (packing >> 40) & 0xFFFF
         if packing >> 32 & 1:
-            port.nsrequest = (SendOnceCap.adopt(fds[i]), sync)
+            port.nsrequest = (SendOnceCap.adopt([fds[i]]), sync)
             i += 1
             for fd, (_s, once) in list(port.ends.items()):
                 if not once:
                     port._watch_end(fd)
         if packing >> 33 & 1:
-            port.pdrequest = SendOnceCap.adopt(fds[i])
+            port.pdrequest = SendOnceCap.adopt([fds[i]])
         return port
 
     def moved_away(self) -> None:
@@ -390,6 +506,9 @@ class Port:
                 if req is not None:
                     req.sock.close()
             self.nsrequest = self.pdrequest = None
+            if self.efd >= 0:
+                os.close(self.efd)
+                self.efd = -1
             if self._cached is not None:
                 self._cached.close()
                 self._cached = None
@@ -410,6 +529,9 @@ class Port:
                     req.close()
             self.nsrequest = self.pdrequest = None
             self.ends.clear()
+            if self.efd >= 0:
+                os.close(self.efd)
+                self.efd = -1
             if self._cached is not None:
                 self._cached.close()
                 self._cached = None

@@ -371,13 +371,13 @@ def consume_sent(space: IpcSpace, name: int, disposition: int) -> None:
         space.remove(name)
 
 
-def copyout_send(space: IpcSpace, fd: int, send_once: bool) -> int:
-    """Install a send (or send-once) right that arrived as ``fd``; returns
+def copyout_send(space: IpcSpace, fds: list[int], send_once: bool) -> int:
+    """Install a send (or send-once) right that arrived as ``fds``; returns
     its name. A send right for a connection we already hold, or for a port
-    whose receive right we hold, coalesces and its fd is closed."""
+    whose receive right we hold, coalesces and its fds are closed."""
     with space.lock:
         cap_cls = SendOnceCap if send_once else SendCap
-        ino = os.fstat(fd).st_ino
+        ino = os.fstat(fds[0]).st_ino
         if not send_once:
             name = space.name_for(("ino", ino))
             if not name:
@@ -388,16 +388,17 @@ def copyout_send(space: IpcSpace, fd: int, send_once: bool) -> int:
                 e = space.lookup(name)
                 assert e is not None
                 if e.type & MACH_PORT_TYPE_SEND:
-                    os.close(fd)
+                    for fd in fds:
+                        os.close(fd)
                     e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
                 else:
-                    cap = cap_cls.adopt(fd)
+                    cap = cap_cls.adopt(fds)
                     e.cap = cap
                     e.type |= MACH_PORT_TYPE_SEND
                     e.urefs = 1
                     space.add_key(name, e, ("ino", ino))
                 return name
-        cap = cap_cls.adopt(fd)
+        cap = cap_cls.adopt(fds)
         name, e = space.alloc(cap, MACH_PORT_TYPE_SEND_ONCE if send_once else MACH_PORT_TYPE_SEND,
                               0 if send_once else 1, key=None if send_once else ("ino", ino))
         e.cap = cap
@@ -496,7 +497,7 @@ def construct(space: IpcSpace, flags: int, qlimit: int, context: int) -> int:
     with space.lock:
         port = Port()
         if flags & MPO_QLIMIT:
-            port.qlimit = qlimit
+            port.set_qlimit(qlimit)
         port.context = context
         port.guarded = bool(flags & MPO_CONTEXT_AS_GUARD)
         name, e = space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))

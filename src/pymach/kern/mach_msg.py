@@ -19,7 +19,7 @@ from . import message_defs as MD
 from . import ipc_kmsg
 from . import ipc_right as R
 from .ipc_notify import FLAG_NOTIFY
-from .ipc_port import Port
+from .ipc_port import Port, SendOnceCap
 from .ipc_pset import PortSet
 from .ipc_space import MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, IpcSpace
 
@@ -49,9 +49,14 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
     """Send one message. MACH_SEND_* codes as XNU gives them."""
     out = ipc_kmsg.copyin(space, msg)
     try:
-        assert out.dest is not None
-        sock = out.dest.sock
+        dest = out.dest
+        assert dest is not None
+        sock = dest.sock
         flags = socket.MSG_NOSIGNAL
+        wait = timeout_ms if option & MD.MACH_SEND_TIMEOUT else None
+        # a place in the queue (send-once rights never wait, as in XNU)
+        if not isinstance(dest, SendOnceCap) and not dest.take_slot(wait):
+            raise K.MachError(K.MACH_SEND_TIMED_OUT, "the queue is full")
         if option & MD.MACH_SEND_TIMEOUT:
             flags |= socket.MSG_DONTWAIT
             if timeout_ms:
@@ -62,6 +67,8 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
             sock.sendmsg(out.buffers, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(
                 f"{len(out.fds)}i", *out.fds))] if out.fds else [], flags)
         except OSError as err:
+            if not isinstance(dest, SendOnceCap):
+                dest.give_slot()
             kr = _SEND_ERRNO.get(err.errno or 0, K.MACH_SEND_INVALID_DEST)
             if kr == K.MACH_SEND_INVALID_DEST:
                 e = space.lookup(out.dest_name)

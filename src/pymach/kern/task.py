@@ -70,7 +70,7 @@ SETTABLE_SPECIAL_PORTS = (TASK_BOOTSTRAP_PORT, TASK_ACCESS_PORT, TASK_DEBUG_CONT
                           TASK_RESOURCE_NOTIFY_PORT)
 
 # environment variable through which pymach.spawn hands a child its
-# inherited ports: "kind:index=fd,..." (kind "special" or "registered")
+# inherited ports: "kind:index=fd/fd,..." (kind "special" or "registered")
 INHERIT_ENV = "PYMACH_INHERIT_PORTS"
 
 
@@ -97,11 +97,12 @@ class _Self:
         from .ipc_port import SendCap
         for item in filter(None, spec.split(",")):
             try:
-                what, fd_s = item.split("=")
+                what, fds_s = item.split("=")
                 kind, idx_s = what.split(":")
-                fd, idx = int(fd_s), int(idx_s)
-                os.set_inheritable(fd, False)
-                cap = SendCap.adopt(fd)
+                fds, idx = [int(x) for x in fds_s.split("/")], int(idx_s)
+                for fd in fds:
+                    os.set_inheritable(fd, False)
+                cap = SendCap.adopt(fds)
             except (ValueError, OSError):
                 continue  # not ours to take: ignore malformed or closed entries
             if kind == "special" and idx in SETTABLE_SPECIAL_PORTS:
@@ -125,14 +126,12 @@ class _Self:
         """The environment entry and the fds that hand our special and
         registered ports to a spawned program."""
         items, fds = [], []
-        for idx, cap in self.special.items():
-            if cap is not None:
-                fds.append(cap.fileno())  # type: ignore[attr-defined]
-                items.append(f"special:{idx}={fds[-1]}")
-        for idx, cap in enumerate(self.registered):
-            if cap is not None:
-                fds.append(cap.fileno())  # type: ignore[attr-defined]
-                items.append(f"registered:{idx}={fds[-1]}")
+        for kind, caps in (("special", list(self.special.items())), ("registered", list(enumerate(self.registered)))):
+            for idx, cap in caps:
+                if cap is not None:
+                    mine = cap.wire_fds()  # type: ignore[attr-defined]
+                    fds.extend(mine)
+                    items.append(f"{kind}:{idx}=" + "/".join(map(str, mine)))
         return ({INHERIT_ENV: ",".join(items)} if items else {}), fds
 
 

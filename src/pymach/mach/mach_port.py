@@ -261,8 +261,10 @@ def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: A
         elif fl == T.MACH_PORT_DNREQUESTS_SIZE:
             values = [0]
         else:
+            srights, sorights = port.live_rights()
             values = [1 if port.sets else 0, port.seqno, port.mscount, port.qlimit, port.msgcount(),
-                      port.sorights, 1 if port.srights else 0, 0, 0, 0x02 if port.guarded else 0]
+                      sorights, 1 if srights else 0, 1 if port.pdrequest else 0,
+                      1 if port.nsrequest else 0, 0x02 if port.guarded else 0]
     except MachError as e:
         return e.kr
     ctypes.memmove(address_of(port_info_out)[0], struct.pack(f"<{len(values)}I", *values), 4 * len(values))
@@ -287,7 +289,7 @@ def mach_port_set_attributes(task: Any, name: Any, flavor: Any, port_info: Any, 
     try:
         port = R.receive_port(_space(task), u32(name))
         if fl == T.MACH_PORT_LIMITS_INFO:
-            port.qlimit = value
+            port.set_qlimit(value)
     except MachError as e:
         return e.kr
     return 0
@@ -349,7 +351,7 @@ def task_get_special_port(task: Any, which_port: Any, special_port: Any) -> int:
             n = space.insert(SELF.host, MACH_PORT_TYPE_SEND)
         elif which in KT.SETTABLE_SPECIAL_PORTS:
             cap = SELF.special.get(which)
-            n = R.copyout_send(space, cap.sock.dup().detach(), False) if cap is not None else 0  # type: ignore[attr-defined]
+            n = R.copyout_send(space, cap.dup().detach_fds(), False) if cap is not None else 0  # type: ignore[attr-defined]
         else:
             return K.KERN_INVALID_ARGUMENT
     except MachError as e:
@@ -382,7 +384,7 @@ def task_set_special_port(task: Any, which_port: Any, special_port: Any) -> int:
             R.check_dead(space, n, e)
             if not e.type & MACH_PORT_TYPE_SEND or e.cap is None:
                 return K.KERN_INVALID_RIGHT
-            cap = type(e.cap)(e.cap.sock.dup())  # type: ignore[attr-defined]
+            cap = e.cap.dup()  # type: ignore[attr-defined]
         old = SELF.special.pop(which, None)
         if old is not None:
             old.close()  # type: ignore[attr-defined]
@@ -430,7 +432,7 @@ def mach_ports_register(target_task: Any, init_port_set: Any, init_port_setCnt: 
                     if c is not None:
                         c.close()  # type: ignore[attr-defined]
                 return K.KERN_INVALID_RIGHT
-            caps.append(type(e.cap)(e.cap.sock.dup()))  # type: ignore[attr-defined]
+            caps.append(e.cap.dup())  # type: ignore[attr-defined]
         caps += [None] * (TASK_PORT_REGISTER_MAX - len(caps))
         for old in SELF.registered:
             if old is not None:
@@ -453,7 +455,7 @@ def mach_ports_lookup(target_task: Any, init_port_set: Any, init_port_setCnt: An
             if cap is None:
                 names.append(0)
             else:
-                names.append(R.copyout_send(space, cap.sock.dup().detach(), False))  # type: ignore[attr-defined]
+                names.append(R.copyout_send(space, cap.dup().detach_fds(), False))  # type: ignore[attr-defined]
     except MachError as e:
         return e.kr
     set_out(init_port_set, _ool_array(names))
