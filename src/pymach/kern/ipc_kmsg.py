@@ -39,11 +39,15 @@ PORT_DESC = struct.Struct("<IIBBBB")  # name, pad1, pad2(16 split), disposition,
 OOL_DESC = struct.Struct("<QBBBBI")  # address, deallocate, copy, pad1, type, size
 KIND_NONE = 0
 KIND_OOL = 1
+KIND_BLOB = 2  # an inline body too large for a record, in a sealed memfd
+FLAG_BLOB = 2  # wire header flag (1 is ipc_notify.FLAG_NOTIFY)
+# XNU's IPC_KMSG_MAX_BODY_SPACE: the largest message mach_msg accepts
+MAX_SEND_SIZE = 3 * (64 << 20) // 4 - 68
 HEADER_SIZE = HDR.size
 # fds a right may carry: a send right is its connection and the port's
 # queue semaphore; a receive right is every connection of the port
 _MAX_FDS = {MD.MACH_MSG_TYPE_PORT_SEND: 2, MD.MACH_MSG_TYPE_PORT_SEND_ONCE: 1, KIND_OOL: 1,
-            MD.MACH_MSG_TYPE_PORT_RECEIVE: unix.SCM_MAX_FD, KIND_NONE: 0}
+            MD.MACH_MSG_TYPE_PORT_RECEIVE: unix.SCM_MAX_FD, KIND_NONE: 0, KIND_BLOB: 1}
 _SEND_DISP_MIN = MD.MACH_MSG_TYPE_MOVE_SEND
 _SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
@@ -134,10 +138,20 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
         wbits = MD.MACH_MSGH_BITS_SET(reply_kind, dest_kind, 0, bits & MD.MACH_MSGH_BITS_COMPLEX)
         if len(out.fds) > unix.SCM_MAX_FD:
             raise _err(K.MACH_SEND_TOO_LARGE, f"{len(out.fds)} rights; at most {unix.SCM_MAX_FD}")
-        head = WIRE.pack(MAGIC, wbits, msg_id, len(body), len(rights), len(out.fds), 0)
+        flags = 0
+        if WIRE.size + RIGHT.size * len(rights) + len(body) > MAX_RECORD:
+            # larger than a record: the body travels in a sealed memfd
+            if size > MAX_SEND_SIZE:
+                raise _err(K.MACH_SEND_TOO_LARGE, f"{size} bytes")
+            fd = _sealed_memfd(bytes(body))
+            out.owned.append(fd)
+            out.fds.append(fd)
+            rights.append((KIND_BLOB, 1, len(body), 0))
+            body, flags = bytearray(), FLAG_BLOB
+            if len(out.fds) > unix.SCM_MAX_FD:
+                raise _err(K.MACH_SEND_TOO_LARGE, f"{len(out.fds)} rights; at most {unix.SCM_MAX_FD}")
+        head = WIRE.pack(MAGIC, wbits, msg_id, len(body), len(rights), len(out.fds), flags)
         table = b"".join(RIGHT.pack(*r) for r in rights)
-        if len(head) + len(table) + len(body) > MAX_RECORD:
-            raise _err(K.MACH_SEND_TOO_LARGE, f"{len(body)} bytes of body")
         out.buffers = [head, table, bytes(body)]
         return out
     except BaseException:
@@ -209,7 +223,11 @@ def _ool_memfd(addr: int, size: int) -> int:
     """Out-of-line data as a memfd sealed against writes and resizing: the
     receiver maps it MAP_PRIVATE, a copy-on-write virtual copy."""
     from .task import SELF
-    data = SELF.map.copy_out(addr, size) if size else b""
+    return _sealed_memfd(SELF.map.copy_out(addr, size) if size else b"")
+
+
+def _sealed_memfd(data: bytes) -> int:
+    size = len(data)
     fd = mm.memfd("mach.ool", 0)
     try:
         view, done = memoryview(data), 0
@@ -231,6 +249,7 @@ class Incoming:
     data: bytes
     fds: list[int]
     cred: tuple[int, int, int] | None
+    parsed: tuple[int, int, list[tuple[int, int, int, int]], bytes] | None = None
 
     def release(self) -> None:
         unix.close_all(self.fds)
@@ -240,10 +259,16 @@ class Incoming:
 def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], bytes]:
     """Check a record against what arrived: (bits, id, rights, body).
     MACH_RCV_HEADER_ERROR / MACH_RCV_BODY_ERROR for a malformed record."""
+    if rec.parsed is None:
+        rec.parsed = _validate(rec)
+    return rec.parsed
+
+
+def _validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], bytes]:
     data = rec.data
     if len(data) < WIRE.size:
         raise _err(K.MACH_RCV_HEADER_ERROR, "record shorter than its header")
-    magic, bits, msg_id, blen, nrights, nfds, _flags = WIRE.unpack_from(data)
+    magic, bits, msg_id, blen, nrights, nfds, flags = WIRE.unpack_from(data)
     if magic != MAGIC or bits & ~(MD.MACH_MSGH_BITS_PORTS_MASK | MD.MACH_MSGH_BITS_COMPLEX):
         raise _err(K.MACH_RCV_HEADER_ERROR, "not a message record")
     if nfds != len(rec.fds) or nrights < 1 or nrights > unix.SCM_MAX_FD + 1:
@@ -254,6 +279,17 @@ def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], 
     rights = [RIGHT.unpack_from(data, WIRE.size + i * RIGHT.size) for i in range(nrights)]
     if sum(r[1] for r in rights) != nfds or any(r[1] > _MAX_FDS.get(r[0], 0) for r in rights):
         raise _err(K.MACH_RCV_BODY_ERROR, "fd counts do not add up")
+    if flags & FLAG_BLOB:
+        last = rights[-1]
+        if blen or last[0] != KIND_BLOB or last[1] != 1 or last[2] % 4 or last[2] > MAX_SEND_SIZE:
+            raise _err(K.MACH_RCV_BODY_ERROR, "a body memfd that does not match its record")
+        _check_ool(rec.fds[-1], last[2])
+        body = os.pread(rec.fds[-1], last[2], 0)
+        if len(body) != last[2]:
+            raise _err(K.MACH_RCV_BODY_ERROR, "the body memfd is short")
+        return bits, msg_id, rights[:-1], body
+    if any(r[0] == KIND_BLOB for r in rights):
+        raise _err(K.MACH_RCV_BODY_ERROR, "a body memfd in a record that has its body")
     return bits, msg_id, rights, data[tend:]
 
 
@@ -268,6 +304,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
             if n:
                 fd_of[i] = rec.fds[k:k + n]
                 k += n
+        unix.close_all(rec.fds[k:])  # a body memfd, already read
+        del rec.fds[k:]
         body = bytearray(body_in)
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _check_body(body, rights)
