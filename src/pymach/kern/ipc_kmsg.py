@@ -29,10 +29,10 @@ from . import kern_return as K
 from . import message_defs as MD
 from . import ipc_right as R
 from .ipc_port import MAX_RECORD, Port, SendCap
-from .ipc_space import IpcSpace
+from .ipc_space import MACH_PORT_TYPE_DEAD_NAME, IpcSpace
 
 MAGIC = 0x3148434D  # "MCH1"
-WIRE = struct.Struct("<IIiIIII")
+WIRE = struct.Struct("<IIiIIIII")  # magic, bits, id, body length, rights, fds, flags, array bytes
 RIGHT = struct.Struct("<IIQI")  # kind, fd count, size (or packing of a receive right), aux
 HDR = struct.Struct("<IIIIIi")  # mach_msg_header_t
 PORT_DESC = struct.Struct("<IIBBBB")  # name, pad1, pad2(16 split), disposition, type
@@ -71,6 +71,7 @@ class Outgoing:
     dest_name: int = 0
     dest_disposition: int = 0
     receives: list[tuple[int, object]] = field(default_factory=list)  # (name, Port) moved out
+    arrays: list[bytes] = field(default_factory=list)  # out-of-line port arrays, in body order
 
     def release(self) -> None:
         for o in self.owned:
@@ -139,7 +140,7 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
         if len(out.fds) > unix.SCM_MAX_FD:
             raise _err(K.MACH_SEND_TOO_LARGE, f"{len(out.fds)} rights; at most {unix.SCM_MAX_FD}")
         flags = 0
-        if WIRE.size + RIGHT.size * len(rights) + len(body) > MAX_RECORD:
+        if WIRE.size + RIGHT.size * len(rights) + sum(len(a) for a in out.arrays) + len(body) > MAX_RECORD:
             # larger than a record: the body travels in a sealed memfd
             if size > MAX_SEND_SIZE:
                 raise _err(K.MACH_SEND_TOO_LARGE, f"{size} bytes")
@@ -150,9 +151,10 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
             body, flags = bytearray(), FLAG_BLOB
             if len(out.fds) > unix.SCM_MAX_FD:
                 raise _err(K.MACH_SEND_TOO_LARGE, f"{len(out.fds)} rights; at most {unix.SCM_MAX_FD}")
-        head = WIRE.pack(MAGIC, wbits, msg_id, len(body), len(rights), len(out.fds), flags)
+        arrays = b"".join(out.arrays)
+        head = WIRE.pack(MAGIC, wbits, msg_id, len(body), len(rights), len(out.fds), flags, len(arrays))
         table = b"".join(RIGHT.pack(*r) for r in rights)
-        out.buffers = [head, table, bytes(body)]
+        out.buffers = [head, table, arrays, bytes(body)]
         return out
     except BaseException:
         out.release()
@@ -170,31 +172,31 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
         dtype = body[off + 11]
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
             name, _pad, _p0, _p1, disp, _t = PORT_DESC.unpack_from(body, off)
-            idx = 0
-            kind = 0
-            if name not in (0, 0xFFFFFFFF) and not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= disp <= _SEND_DISP_MAX:
-                raise _err(K.MACH_SEND_INVALID_RIGHT, f"port disposition {disp}")
-            if name not in (0, 0xFFFFFFFF) and disp == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
-                port = R.copyin_receive(space, name, out.dest)
-                fds, packing, aux = port.pack_for_move()
-                out.receives.append((name, port))
-                rights.append((MD.MACH_MSG_TYPE_PORT_RECEIVE, len(fds), packing, aux))
-                out.fds.extend(fds)
-                kind, idx = MD.MACH_MSG_TYPE_PORT_RECEIVE, len(rights) - 1
-            elif name not in (0, 0xFFFFFFFF):
-                try:
-                    cap, kind, owned = R.copyin_send(space, name, disp)
-                except K.MachError as e:
-                    raise _err(K.MACH_SEND_INVALID_RIGHT, e.context or "") from None
-                if owned:
-                    out.owned.append(cap)
-                if disp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
-                    out.moves.append((name, disp))
-                rights.append((kind, len(cap.wire_fds()), 0, 0))
-                out.fds.extend(cap.wire_fds())
-                idx = len(rights) - 1
-            PORT_DESC.pack_into(body, off, idx, 0, 0, 0, kind if idx else 0, dtype)
+            idx, kind = _copyin_port(space, name, disp, rights, out)
+            PORT_DESC.pack_into(body, off, idx, 0, 0, 0, kind, dtype)
             off += 12
+        elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
+            if off + 16 > len(body):
+                raise _err(K.MACH_SEND_MSG_TOO_SMALL, "descriptors run past the message")
+            addr, dealloc, copy, disp, _t, count = OOL_DESC.unpack_from(body, off)
+            if copy not in (MD.MACH_MSG_PHYSICAL_COPY, MD.MACH_MSG_VIRTUAL_COPY):
+                raise _err(K.MACH_SEND_INVALID_TYPE, f"out-of-line copy option {copy}")
+            names: tuple[int, ...] = ()
+            if count:
+                from .task import SELF
+                try:
+                    raw = SELF.map.copy_out(addr, 4 * count)
+                except K.MachError:
+                    raise _err(K.MACH_SEND_INVALID_MEMORY, "the name array is unreadable") from None
+                names = struct.unpack(f"<{count}I", raw)
+                if dealloc:
+                    out.dealloc.append((addr, 4 * count))
+            first = len(rights)
+            slots = [_copyin_port(space, n, disp, rights, out) for n in names]
+            # the array travels as (right index, kind) pairs after the body
+            out.arrays.append(b"".join(struct.pack("<II", i, k) for i, k in slots))
+            OOL_DESC.pack_into(body, off, first, 0, copy, disp, dtype, count)
+            off += 16
         elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
             if off + 16 > len(body):
                 raise _err(K.MACH_SEND_MSG_TOO_SMALL, "descriptors run past the message")
@@ -217,6 +219,41 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
             off += 16
         else:
             raise _err(K.MACH_SEND_INVALID_TYPE, f"descriptor type {dtype}")
+
+
+def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, int, int, int]],
+                 out: Outgoing) -> tuple[int, int]:
+    """Copy in one right named in the body: (right index or a dead/null
+    marker, received kind). MACH_SEND_INVALID_RIGHT on any failure."""
+    if name in (0, 0xFFFFFFFF):
+        return name, 0
+    if not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= disp <= _SEND_DISP_MAX:
+        raise _err(K.MACH_SEND_INVALID_RIGHT, f"port disposition {disp}")
+    if disp == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
+        port = R.copyin_receive(space, name, out.dest)
+        fds, packing, aux = port.pack_for_move()
+        out.receives.append((name, port))
+        rights.append((MD.MACH_MSG_TYPE_PORT_RECEIVE, len(fds), packing, aux))
+        out.fds.extend(fds)
+        return len(rights) - 1, MD.MACH_MSG_TYPE_PORT_RECEIVE
+    e = space.lookup(name)
+    if e is not None and e.type & MACH_PORT_TYPE_DEAD_NAME and disp in (
+            MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
+        # a dead name travels as MACH_PORT_DEAD
+        if disp != MD.MACH_MSG_TYPE_COPY_SEND:
+            out.moves.append((name, MD.MACH_MSG_TYPE_MOVE_SEND))
+        return 0xFFFFFFFF, MD.MACH_MSG_TYPE_PORT_SEND
+    try:
+        cap, kind, owned = R.copyin_send(space, name, disp)
+    except K.MachError as err:
+        raise _err(K.MACH_SEND_INVALID_RIGHT, err.context or "") from None
+    if owned:
+        out.owned.append(cap)
+    if disp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
+        out.moves.append((name, disp))
+    rights.append((kind, len(cap.wire_fds()), 0, 0))
+    out.fds.extend(cap.wire_fds())
+    return len(rights) - 1, kind
 
 
 def _ool_memfd(addr: int, size: int) -> int:
@@ -249,32 +286,33 @@ class Incoming:
     data: bytes
     fds: list[int]
     cred: tuple[int, int, int] | None
-    parsed: tuple[int, int, list[tuple[int, int, int, int]], bytes] | None = None
+    parsed: tuple[int, int, list[tuple[int, int, int, int]], bytes, bytes] | None = None
 
     def release(self) -> None:
         unix.close_all(self.fds)
         self.fds = []
 
 
-def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], bytes]:
-    """Check a record against what arrived: (bits, id, rights, body).
+def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], bytes, bytes]:
+    """Check a record against what arrived: (bits, id, rights, port
+    arrays, body).
     MACH_RCV_HEADER_ERROR / MACH_RCV_BODY_ERROR for a malformed record."""
     if rec.parsed is None:
         rec.parsed = _validate(rec)
     return rec.parsed
 
 
-def _validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], bytes]:
+def _validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], bytes, bytes]:
     data = rec.data
     if len(data) < WIRE.size:
         raise _err(K.MACH_RCV_HEADER_ERROR, "record shorter than its header")
-    magic, bits, msg_id, blen, nrights, nfds, flags = WIRE.unpack_from(data)
+    magic, bits, msg_id, blen, nrights, nfds, flags, alen = WIRE.unpack_from(data)
     if magic != MAGIC or bits & ~(MD.MACH_MSGH_BITS_PORTS_MASK | MD.MACH_MSGH_BITS_COMPLEX):
         raise _err(K.MACH_RCV_HEADER_ERROR, "not a message record")
     if nfds != len(rec.fds) or nrights < 1 or nrights > unix.SCM_MAX_FD + 1:
         raise _err(K.MACH_RCV_BODY_ERROR, "rights do not match the fds that arrived")
     tend = WIRE.size + nrights * RIGHT.size
-    if tend + blen != len(data) or blen % 4:
+    if tend + alen + blen != len(data) or blen % 4 or alen % 8:
         raise _err(K.MACH_RCV_BODY_ERROR, "lengths do not match the bytes that arrived")
     rights = [RIGHT.unpack_from(data, WIRE.size + i * RIGHT.size) for i in range(nrights)]
     if sum(r[1] for r in rights) != nfds or any(r[1] > _MAX_FDS.get(r[0], 0) for r in rights):
@@ -287,17 +325,17 @@ def _validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]],
         body = os.pread(rec.fds[-1], last[2], 0)
         if len(body) != last[2]:
             raise _err(K.MACH_RCV_BODY_ERROR, "the body memfd is short")
-        return bits, msg_id, rights[:-1], body
+        return bits, msg_id, rights[:-1], data[tend:tend + alen], body
     if any(r[0] == KIND_BLOB for r in rights):
         raise _err(K.MACH_RCV_BODY_ERROR, "a body memfd in a record that has its body")
-    return bits, msg_id, rights, data[tend:]
+    return bits, msg_id, rights, data[tend:tend + alen], data[tend + alen:]
 
 
 def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[bytearray, int]:
     """Install the record's rights in ``space`` and build the user message
     (header, body). Returns (message, bits). Closes everything on error."""
     try:
-        bits, msg_id, rights, body_in = validate(rec)
+        bits, msg_id, rights, arrays, body_in = validate(rec)
         fd_of: dict[int, list[int]] = {}
         k = 0
         for i, (kind, n, _size, _aux) in enumerate(rights):
@@ -308,7 +346,9 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
         del rec.fds[k:]
         body = bytearray(body_in)
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
-            _check_body(body, rights)
+            _check_body(body, rights, arrays)
+        elif arrays:
+            raise _err(K.MACH_RCV_BODY_ERROR, "port arrays in a simple message")
         for i, fds in fd_of.items():  # every fd is what its right says, before any is used
             kind, _n, size, _aux = rights[i]
             if kind == MD.MACH_MSG_TYPE_PORT_SEND:
@@ -351,13 +391,14 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
         rec.fds = []
     reply = names.get(0, 0)
     if bits & MD.MACH_MSGH_BITS_COMPLEX:
-        _copyout_body(body, names, regions)
+        _copyout_body(body, names, regions, arrays)
     out_bits = bits
     head = HDR.pack(out_bits, HEADER_SIZE + len(body), reply, rcv_name, 0, msg_id)
     return bytearray(head) + body, out_bits
 
 
-def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]]) -> None:
+def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays: bytes) -> None:
+    used = 0
     if len(body) < 4:
         raise _err(K.MACH_RCV_BODY_ERROR, "complex message without a body")
     (count,) = struct.unpack_from("<I", body)
@@ -367,11 +408,20 @@ def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]]) -> Non
             raise _err(K.MACH_RCV_BODY_ERROR, "descriptors run past the record")
         dtype = body[off + 11]
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
-            idx = struct.unpack_from("<I", body, off)[0]
-            if idx and (idx >= len(rights) or rights[idx][0] not in (
-                    MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE, MD.MACH_MSG_TYPE_PORT_RECEIVE)):
-                raise _err(K.MACH_RCV_BODY_ERROR, "port descriptor names no right")
+            idx, _p, _a, _b, kind, _t = PORT_DESC.unpack_from(body, off)
+            _check_slot(idx, kind, rights)
             off += 12
+        elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
+            if off + 16 > len(body):
+                raise _err(K.MACH_RCV_BODY_ERROR, "descriptors run past the record")
+            _first, _d, _c, _disp, _t, count = OOL_DESC.unpack_from(body, off)
+            if used + 8 * count > len(arrays):
+                raise _err(K.MACH_RCV_BODY_ERROR, "a port array runs past the record")
+            for k in range(count):
+                sidx, skind = struct.unpack_from("<II", arrays, used + 8 * k)
+                _check_slot(sidx, skind, rights)
+            used += 8 * count
+            off += 16
         elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
             if off + 16 > len(body):
                 raise _err(K.MACH_RCV_BODY_ERROR, "descriptors run past the record")
@@ -383,6 +433,19 @@ def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]]) -> Non
             off += 16
         else:
             raise _err(K.MACH_RCV_BODY_ERROR, f"descriptor type {dtype}")
+    if used != len(arrays):
+        raise _err(K.MACH_RCV_BODY_ERROR, "port arrays do not match the descriptors")
+
+
+_PORT_KINDS = (MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE, MD.MACH_MSG_TYPE_PORT_RECEIVE)
+
+
+def _check_slot(idx: int, kind: int, rights: list[tuple[int, int, int, int]]) -> None:
+    """A port slot is null, dead, or the index of a port right of its kind."""
+    if idx in (0, 0xFFFFFFFF):
+        return
+    if idx >= len(rights) or rights[idx][0] not in _PORT_KINDS or rights[idx][0] != kind:
+        raise _err(K.MACH_RCV_BODY_ERROR, "a port slot names no right of its kind")
 
 
 def _check_ool(fd: int, size: int) -> None:
@@ -405,17 +468,41 @@ def _map_ool(fd: int, size: int) -> int:
     return SELF.map.map_object_private(fd, size)
 
 
-def _copyout_body(body: bytearray, names: dict[int, int], regions: dict[int, int]) -> None:
+def _copyout_body(body: bytearray, names: dict[int, int], regions: dict[int, int], arrays: bytes) -> None:
     (count,) = struct.unpack_from("<I", body)
     off = 4
+    used = 0
     for _ in range(count):
         dtype = body[off + 11]
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
             idx, _pad, _p0, _p1, kind, _t = PORT_DESC.unpack_from(body, off)
-            PORT_DESC.pack_into(body, off, names.get(idx, 0), 0, 0, 0, kind, dtype)
+            PORT_DESC.pack_into(body, off, _slot_name(idx, names), 0, 0, 0, kind, dtype)
             off += 12
+        elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
+            _first, _d, copy, disp, _t, n = OOL_DESC.unpack_from(body, off)
+            slots = [struct.unpack_from("<II", arrays, used + 8 * k) for k in range(n)]
+            used += 8 * n
+            kind = slots[0][1] if slots else disp
+            addr = _name_array([_slot_name(i, names) for i, _k in slots])
+            OOL_DESC.pack_into(body, off, addr, 0, MD.MACH_MSG_VIRTUAL_COPY if n else copy, kind, dtype, n)
+            off += 16
         else:
             idx, _d, copy, _p, _t, size = OOL_DESC.unpack_from(body, off)
             OOL_DESC.pack_into(body, off, regions.get(idx, 0), 0, copy, 0, dtype, size)
             off += 16
 
+
+def _slot_name(idx: int, names: dict[int, int]) -> int:
+    return idx if idx in (0, 0xFFFFFFFF) else names.get(idx, 0)
+
+
+def _name_array(values: list[int]) -> int:
+    """An array of names in fresh memory of ours (released with
+    vm_deallocate, as MIG's out-of-line arrays are)."""
+    if not values:
+        return 0
+    from .task import SELF
+    data = struct.pack(f"<{len(values)}I", *values)
+    addr = SELF.map.allocate(0, (len(data) + mm.PAGE_MASK) & ~mm.PAGE_MASK, True, False, 20)
+    SELF.map.copy_in(addr, data)
+    return addr

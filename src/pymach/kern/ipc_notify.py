@@ -49,7 +49,7 @@ def record(msg_id: int, body: bytes, complex_: bool = False,
     bits = MD.MACH_MSGH_BITS_SET(0, MD.MACH_MSG_TYPE_PORT_SEND_ONCE, 0,
                                  MD.MACH_MSGH_BITS_COMPLEX if complex_ else 0)
     nfds = sum(r[1] for r in rights)
-    head = WIRE.pack(MAGIC, bits, msg_id, len(body), len(rights), nfds, FLAG_NOTIFY)
+    head = WIRE.pack(MAGIC, bits, msg_id, len(body), len(rights), nfds, FLAG_NOTIFY, 0)
     return [head, b"".join(RIGHT.pack(*r) for r in rights), body]
 
 

@@ -111,7 +111,7 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
     if rec is None:
         raise K.MachError(K.MACH_RCV_TIMED_OUT, "no message")
     try:
-        _bits, _id, _rights, body = ipc_kmsg.validate(rec)
+        _bits, _id, _rights, _arrays, body = ipc_kmsg.validate(rec)
     except K.MachError:
         rec.release()
         raise
