@@ -74,3 +74,16 @@ def test_command_without_arguments_prints_usage() -> None:
     p = run("-m", "pymach")
     assert p.returncode == 2
     assert "tour" in p.stdout and "bench" in p.stdout
+
+
+def test_bench_ipc_runs_its_peers_and_prints_ratios() -> None:
+    p = run("-m", "pymach", "bench", "ipc", "-n", "50", "--repeat", "1", "--ool-mib", "4", "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    names = [r["benchmark"] for r in doc["results"]]
+    assert names[0].startswith("request/reply round trip")
+    assert names[1].startswith("one-way messages")
+    assert names[2].startswith("out-of-line handoff")
+    round_trip = {row["case"]: row for row in doc["results"][0]["rows"]}
+    assert round_trip["raw SEQPACKET socketpair (baseline)"]["ratio"] == 1.0
+    assert round_trip["pymach.mach mach_msg, send-once reply"]["ns_per_op"] > 0

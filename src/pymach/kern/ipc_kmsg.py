@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from .._linux import mm, unix
 from . import kern_return as K
 from . import message_defs as MD
+from . import vm_defs as V
 from . import ipc_right as R
 from .ipc_port import MAX_RECORD, Port, SendCap
 from .ipc_space import MACH_PORT_TYPE_DEAD_NAME, IpcSpace
@@ -205,16 +206,18 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
                 raise _err(K.MACH_SEND_INVALID_TYPE, f"out-of-line copy option {copy}")
             idx = 0
             if size:
-                try:
-                    fd = _ool_memfd(addr, size)
-                except K.MachError as e:
-                    raise _err(K.MACH_SEND_INVALID_MEMORY, e.context or "") from None
+                fd = _handoff_memfd(addr, size) if dealloc else None
+                if fd is None:
+                    try:
+                        fd = _ool_memfd(addr, size)
+                    except K.MachError as e:
+                        raise _err(K.MACH_SEND_INVALID_MEMORY, e.context or "") from None
+                    if dealloc:
+                        out.dealloc.append((addr, size))
                 out.owned.append(fd)
                 out.fds.append(fd)
                 rights.append((KIND_OOL, 1, size, 0))
                 idx = len(rights) - 1
-                if dealloc:
-                    out.dealloc.append((addr, size))
             OOL_DESC.pack_into(body, off, idx, dealloc, copy, 0, dtype, size)
             off += 16
         else:
@@ -256,14 +259,44 @@ def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, 
     return len(rights) - 1, kind
 
 
+def _handoff_memfd(addr: int, size: int) -> int | None:
+    """Zero-copy out-of-line data: memory backed by a whole memfd and sent
+    with deallocate leaves our map, and the memfd itself travels, sealed.
+    Sealing fails (EBUSY) while another task maps it writable; then its
+    bytes are copied into a fresh memfd instead. None if not applicable."""
+    from .task import SELF
+    fd = SELF.map.hand_off(addr, size)
+    if fd is None:
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        return fd
+    except OSError:
+        pass
+    try:
+        copy = mm.memfd("mach.ool", 0)
+        try:
+            mm.copy_range(fd, copy, size)
+            fcntl.fcntl(copy, fcntl.F_ADD_SEALS, _SEALS)
+        except BaseException:
+            os.close(copy)
+            raise
+        return copy
+    finally:
+        os.close(fd)
+
+
 def _ool_memfd(addr: int, size: int) -> int:
     """Out-of-line data as a memfd sealed against writes and resizing: the
     receiver maps it MAP_PRIVATE, a copy-on-write virtual copy."""
     from .task import SELF
-    return _sealed_memfd(SELF.map.copy_out(addr, size) if size else b"")
+    SELF.map.check_range(addr & ~mm.PAGE_MASK, (addr + size + mm.PAGE_MASK) & ~mm.PAGE_MASK,
+                         V.VM_PROT_READ)
+    # the kernel copies straight from our pages into the memfd
+    return _sealed_memfd(mm.view(addr, size))
 
 
-def _sealed_memfd(data: bytes) -> int:
+def _sealed_memfd(data: bytes | memoryview) -> int:
     size = len(data)
     fd = mm.memfd("mach.ool", 0)
     try:

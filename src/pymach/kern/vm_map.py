@@ -260,6 +260,27 @@ class VmMap:
             self._insert(e)
             return a  # type: ignore[no-any-return]
 
+    def hand_off(self, start: int, size: int) -> int | None:
+        """Out-of-line data sent with deallocate: if [start, start+size) is
+        exactly one shared entry over a whole memfd, unmap it and return a
+        dup of the memfd (the caller seals it): the pages change hands with
+        no copy. None when the range is not such an entry (then the data is
+        copied)."""
+        with self.lock:
+            e = self.lookup(start)
+            end = _round(start + size)
+            if (e is None or e.start != start or e.end != end or not e.shared or e.obj is None
+                    or e.offset or e.obj.size != end - start or e.permanent or e.wired):
+                return None
+            fd = os.dup(e.obj.fd)
+            try:
+                mm.munmap(start, end - start)
+            except OSError:
+                os.close(fd)
+                return None
+            self._forget(start, end)
+            return fd
+
     def map_object_private(self, fd: int, size: int) -> int:
         """Map ``size`` bytes of a file MAP_PRIVATE anywhere: a copy-on-write
         view (out-of-line data on receipt)."""

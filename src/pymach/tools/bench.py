@@ -105,12 +105,12 @@ def vm_cases() -> list[tuple[str, list[Case]]]:
     ]
 
 
-SUITES = {"vm": vm_cases}
+SUITES = ("vm", "ipc")
 
 
-def run(suite: str, n: int, repeat: int, as_json: bool) -> int:
+def _vm_results(n: int, repeat: int) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
-    for title, cases in SUITES[suite]():
+    for title, cases in vm_cases():
         base = None
         rows = []
         for label, fn in cases:
@@ -118,6 +118,35 @@ def run(suite: str, n: int, repeat: int, as_json: bool) -> int:
             base = base or ns
             rows.append({"case": label, "ns_per_op": round(ns, 1), "ratio": round(ns / base, 2)})
         results.append({"benchmark": title, "rows": rows})
+    return results
+
+
+def _ipc_results(n: int, repeat: int, ool_size: int) -> list[dict[str, Any]]:
+    from . import bench_ipc
+    results: list[dict[str, Any]] = []
+    for block in bench_ipc.cases(n, repeat):
+        rows = []
+        base = None
+        for label, ns in block["rows"]:  # type: ignore[attr-defined]
+            if ns is None:
+                rows.append({"case": label + " (not installed)", "ns_per_op": None, "ratio": None})
+                continue
+            base = base or ns
+            rows.append({"case": label, "ns_per_op": round(ns, 1), "ratio": round(ns / base, 2)})
+        results.append({"benchmark": block["benchmark"], "rows": rows})
+    handoff, ours, bare = bench_ipc.ool_handoff(ool_size)
+    results.append({"benchmark": f"out-of-line handoff of {ool_size >> 20} MiB (deallocate)", "rows": [
+        {"case": "send + receive (ms)", "ns_per_op": round(handoff * 1e9, 1), "ratio": None},
+        {"case": "bare memfd mapping read (GB/s, baseline)", "ns_per_op": None, "gbps": round(bare, 3),
+         "ratio": 1.0},
+        {"case": "received mapping read (GB/s)", "ns_per_op": None, "gbps": round(ours, 3),
+         "ratio": round(ours / bare, 2)},
+    ]})
+    return results
+
+
+def run(suite: str, n: int, repeat: int, as_json: bool, ool_size: int = 1 << 30) -> int:
+    results = _vm_results(n, repeat) if suite == "vm" else _ipc_results(n, repeat, ool_size)
     if as_json:
         json.dump({"suite": suite, "n": n, "repeat": repeat, "python": platform.python_version(),
                    "results": results}, sys.stdout, indent=2)
@@ -129,15 +158,23 @@ def run(suite: str, n: int, repeat: int, as_json: bool) -> int:
         print(f"\n{r['benchmark']}")
         print(f"  {'case':<42} {'ns/op':>10} {'ratio':>7}")
         for row in r["rows"]:
-            print(f"  {row['case']:<42} {row['ns_per_op']:>10.1f} {row['ratio']:>6.2f}x")
+            if "gbps" in row:
+                print(f"  {row['case']:<42} {row['gbps']:>10.3f} {row['ratio']:>6.2f}x")
+            elif row["ns_per_op"] is None:
+                print(f"  {row['case']:<42} {'-':>10}")
+            elif row["ratio"] is None:
+                print(f"  {row['case']:<42} {row['ns_per_op'] / 1e6:>10.3f}")
+            else:
+                print(f"  {row['case']:<42} {row['ns_per_op']:>10.1f} {row['ratio']:>6.2f}x")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pymach bench", description=__doc__)
-    ap.add_argument("suite", choices=sorted(SUITES), help="what to measure")
+    ap.add_argument("suite", choices=SUITES, help="what to measure")
     ap.add_argument("-n", type=int, default=20000, help="operations per sample")
     ap.add_argument("--repeat", type=int, default=7, help="samples; the best is reported")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("--ool-mib", type=int, default=1024, help="size of the out-of-line handoff (ipc)")
     a = ap.parse_args(argv)
-    return run(a.suite, a.n, a.repeat, a.json)
+    return run(a.suite, a.n, a.repeat, a.json, a.ool_mib << 20)

@@ -1,0 +1,359 @@
+"""pymach bench ipc: request/reply round trips, one-way throughput and a
+large out-of-line handoff, each beside its peers over the same kind of
+process pair, in one run.
+
+Every case forks a server process; the client (this process) measures.
+Peers: a raw Python AF_UNIX SOCK_SEQPACKET socketpair, multiprocessing.Pipe,
+and pyzmq REQ/REP when it is installed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import multiprocessing
+import os
+import socket
+import time
+from typing import Callable
+
+ROUND = 64  # bytes per request/reply
+
+
+def _fork(server: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            server()
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _reap(pid: int) -> None:
+    os.waitpid(pid, 0)
+
+
+def _per_op(fn: Callable[[int], None], n: int, repeat: int) -> float:
+    fn(max(1, n // 10))
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter_ns()
+        fn(n)
+        best = min(best, (time.perf_counter_ns() - t0) / n)
+    return best
+
+
+# -- round trips -----------------------------------------------------------------
+
+def raw_socket_round(n: int, repeat: int) -> float:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    total = n * repeat + max(1, n // 10)
+
+    def server() -> None:
+        a.close()
+        for _ in range(total):
+            b.send(b.recv(256))
+
+    pid = _fork(server)
+    b.close()
+    msg = b"x" * ROUND
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            a.send(msg)
+            a.recv(256)
+
+    try:
+        return _per_op(run, n, repeat)
+    finally:
+        a.close()
+        _reap(pid)
+
+
+def pipe_round(n: int, repeat: int) -> float:
+    a, b = multiprocessing.Pipe()
+    total = n * repeat + max(1, n // 10)
+
+    def server() -> None:
+        for _ in range(total):
+            b.send_bytes(b.recv_bytes())
+
+    pid = _fork(server)
+    msg = b"x" * ROUND
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            a.send_bytes(msg)
+            a.recv_bytes()
+
+    try:
+        return _per_op(run, n, repeat)
+    finally:
+        a.close()
+        b.close()
+        _reap(pid)
+
+
+def zmq_round(n: int, repeat: int) -> float | None:
+    try:
+        import zmq  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = f"ipc:///tmp/pymach-bench-{os.getpid()}"
+    total = n * repeat + max(1, n // 10)
+
+    def server() -> None:
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.REP)
+        s.bind(path)
+        for _ in range(total):
+            s.send(s.recv())
+
+    pid = _fork(server)
+    ctx = zmq.Context()
+    c = ctx.socket(zmq.REQ)
+    c.connect(path)
+    msg = b"x" * ROUND
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            c.send(msg)
+            c.recv()
+
+    try:
+        return _per_op(run, n, repeat)
+    finally:
+        c.close()
+        ctx.term()
+        _reap(pid)
+
+
+def mach_round_c(n: int, repeat: int) -> float:
+    """pymach.mach: mach_msg send with a MAKE_SEND_ONCE reply, then receive."""
+    return _mach_pair(n, repeat, pythonic=False)
+
+
+def mach_round_py(n: int, repeat: int) -> float:
+    """The Pythonic layer: SendRight.send(reply=...) and Port.receive()."""
+    return _mach_pair(n, repeat, pythonic=True)
+
+
+def _mach_pair(n: int, repeat: int, pythonic: bool) -> float:
+    import pymach
+    from pymach import mach as M
+
+    total = n * repeat + max(1, n // 10)
+    hdr = ctypes.sizeof(M.mach_msg_header_t)
+
+    class Msg(ctypes.Structure):
+        _pack_ = 4
+        _fields_ = [("h", M.mach_msg_header_t), ("data", ctypes.c_char * (ROUND + 64)), ("t", M.mach_msg_trailer_t)]
+
+    # the server is a fork child with a port of its own, which it sends back
+    # through ours (a fork child inherits only registered ports)
+    parent = pymach.Port()
+    to_parent = parent.make_send()
+    pymach.register_ports(to_parent)
+
+    def srv() -> None:
+        (back,) = [r for r in pymach.registered_ports() if r]
+        with pymach.Port() as mine, mine.make_send() as to_mine:
+            back.send(pymach.Message(b"", rights=[to_mine]))
+            m = Msg()
+            for _ in range(total):
+                M.mach_msg(m.h, M.MACH_RCV_MSG, 0, ctypes.sizeof(m), mine.name, 0, 0)
+                m.h.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSGH_BITS_REMOTE(m.h.msgh_bits), 0)
+                m.h.msgh_local_port = 0
+                m.h.msgh_size = hdr + ROUND
+                M.mach_msg(m.h, M.MACH_SEND_MSG, hdr + ROUND, 0, 0, 0, 0)
+
+    pid = _fork(srv)
+    pymach.register_ports()
+    hello = parent.receive(timeout=30)
+    (server_right,) = hello.rights
+    reply = pymach.Port()
+    try:
+        if pythonic:
+            payload = b"x" * ROUND
+
+            def run(k: int) -> None:
+                for _ in range(k):
+                    server_right.send(payload, reply=reply)
+                    reply.receive()
+        else:
+            req = Msg()
+            rep = Msg()
+            req.data = b"x" * ROUND
+            bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_TYPE_MAKE_SEND_ONCE)
+            dest, rname = server_right.name, reply.name
+            send_opt, rcv_opt = M.MACH_SEND_MSG, M.MACH_RCV_MSG
+            mach_msg = M.mach_msg
+            rsize = ctypes.sizeof(rep)
+            h, rh = req.h, rep.h
+
+            def run(k: int) -> None:
+                for _ in range(k):
+                    h.msgh_bits = bits
+                    h.msgh_size = hdr + ROUND
+                    h.msgh_remote_port = dest
+                    h.msgh_local_port = rname
+                    mach_msg(h, send_opt, hdr + ROUND, 0, 0, 0, 0)
+                    mach_msg(rh, rcv_opt, 0, rsize, rname, 0, 0)
+
+        return _per_op(run, n, repeat)
+    finally:
+        _reap(pid)
+        server_right.close()
+        reply.close()
+        to_parent.close()
+        parent.close()
+
+
+# -- one-way throughput ---------------------------------------------------------------
+
+def raw_socket_oneway(n: int, repeat: int) -> float:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    total = n * repeat + max(1, n // 10)
+
+    def server() -> None:
+        a.close()
+        for _ in range(total):
+            b.recv(256)
+
+    pid = _fork(server)
+    b.close()
+    msg = b"x" * ROUND
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            a.send(msg)
+
+    try:
+        return _per_op(run, n, repeat)
+    finally:
+        a.close()
+        _reap(pid)
+
+
+def mach_oneway(n: int, repeat: int) -> float:
+    import pymach
+    from pymach import mach as M
+
+    total = n * repeat + max(1, n // 10)
+    hdr = ctypes.sizeof(M.mach_msg_header_t)
+
+    class Msg(ctypes.Structure):
+        _pack_ = 4
+        _fields_ = [("h", M.mach_msg_header_t), ("data", ctypes.c_char * (ROUND + 64)), ("t", M.mach_msg_trailer_t)]
+
+    parent = pymach.Port()
+    to_parent = parent.make_send()
+    pymach.register_ports(to_parent)
+
+    def srv() -> None:
+        (back,) = [r for r in pymach.registered_ports() if r]
+        with pymach.Port() as mine, mine.make_send() as to_mine:
+            lim = M.mach_port_limits_t(M.MACH_PORT_QLIMIT_LARGE)
+            M.mach_port_set_attributes(M.mach_task_self(), mine.name, M.MACH_PORT_LIMITS_INFO,
+                                       ctypes.byref(lim), 1)
+            back.send(pymach.Message(b"", rights=[to_mine]))
+            m = Msg()
+            for _ in range(total):
+                M.mach_msg(m.h, M.MACH_RCV_MSG, 0, ctypes.sizeof(m), mine.name, 0, 0)
+
+    pid = _fork(srv)
+    pymach.register_ports()
+    (server_right,) = parent.receive(timeout=30).rights
+    req = Msg()
+    req.data = b"x" * ROUND
+    bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, 0)
+    dest = server_right.name
+    mach_msg = M.mach_msg
+    h = req.h
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            h.msgh_bits = bits
+            h.msgh_size = hdr + ROUND
+            h.msgh_remote_port = dest
+            h.msgh_local_port = 0
+            mach_msg(h, M.MACH_SEND_MSG, hdr + ROUND, 0, 0, 0, 0)
+
+    try:
+        return _per_op(run, n, repeat)
+    finally:
+        _reap(pid)
+        server_right.close()
+        to_parent.close()
+        parent.close()
+
+
+# -- large out-of-line memory -----------------------------------------------------------
+
+def ool_handoff(size: int) -> tuple[float, float, float]:
+    """(handoff seconds, pymach read GB/s, bare memfd read GB/s) for ``size``
+    bytes sent out-of-line with deallocate, within one process pair."""
+    import pymach
+    from pymach import VM_INHERIT_SHARE, Task
+    from pymach import mach as M
+    from pymach._linux import mm
+
+    class Cx(ctypes.Structure):
+        _pack_ = 4
+        _fields_ = [("h", M.mach_msg_header_t), ("b", M.mach_msg_body_t), ("d", M.mach_msg_ool_descriptor_t),
+                    ("t", M.mach_msg_trailer_t)]
+
+    with pymach.Port() as p, p.make_send() as s:
+        region = Task.self().allocate(size)
+        region.inherit(VM_INHERIT_SHARE)  # memfd-backed: its pages can change hands
+        mm.memset(region.address, 7, size)
+        m = Cx()
+        m.h.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, 0) | M.MACH_MSGH_BITS_COMPLEX
+        m.h.msgh_size = ctypes.sizeof(Cx) - ctypes.sizeof(M.mach_msg_trailer_t)
+        m.h.msgh_remote_port = s.name
+        m.b.msgh_descriptor_count = 1
+        m.d.address, m.d.size, m.d.deallocate = region.address, size, 1
+        m.d.copy, m.d.type = M.MACH_MSG_VIRTUAL_COPY, M.MACH_MSG_OOL_DESCRIPTOR
+        t0 = time.perf_counter()
+        M.mach_msg(m.h, M.MACH_SEND_MSG, m.h.msgh_size, 0, 0, 0, 0)
+        r = Cx()
+        M.mach_msg(r.h, M.MACH_RCV_MSG, 0, ctypes.sizeof(r), p.name, 0, 0)
+        handoff = time.perf_counter() - t0
+        region._live = False  # the pages left with the message
+        t0 = time.perf_counter()
+        _sum = bytes(mm.view(r.d.address, size))
+        ours = size / (time.perf_counter() - t0) / 1e9
+        del _sum
+        M.mach_vm_deallocate(M.mach_task_self(), r.d.address, size)
+    fd = os.memfd_create("bench", os.MFD_CLOEXEC)
+    os.ftruncate(fd, size)
+    bare_map = mmap.mmap(fd, size)
+    bare_map.write(b"\x07" * min(size, 1 << 20))
+    t0 = time.perf_counter()
+    _sum = bare_map[:]
+    bare = size / (time.perf_counter() - t0) / 1e9
+    del _sum
+    bare_map.close()
+    os.close(fd)
+    return handoff, ours, bare
+
+
+def cases(n: int, repeat: int) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    base = raw_socket_round(n, repeat)
+    rows = [("raw SEQPACKET socketpair (baseline)", base),
+            ("multiprocessing.Pipe", pipe_round(n, repeat))]
+    z = zmq_round(n, repeat)
+    rows.append(("pyzmq REQ/REP", z))
+    rows.append(("pymach.mach mach_msg, send-once reply", mach_round_c(n, repeat)))
+    rows.append(("pymach Pythonic send(reply=) + receive", mach_round_py(n, repeat)))
+    out.append({"benchmark": f"request/reply round trip, {ROUND} B", "rows": rows})
+    base1 = raw_socket_oneway(n, repeat)
+    out.append({"benchmark": f"one-way messages, {ROUND} B", "rows": [
+        ("raw SEQPACKET socketpair (baseline)", base1), ("pymach.mach mach_msg", mach_oneway(n, repeat))]})
+    return out
+
