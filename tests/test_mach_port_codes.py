@@ -414,22 +414,17 @@ def test_allocate_name_dead_name_ignores_the_name(space: Space) -> None:
             assert t == TY_DEAD_NAME
 
 
-@pytest.mark.xfail(strict=True, reason="bug: allocate_name at index 0 gives KERN_INVALID_VALUE, XNU KERN_FAILURE")
 @pytest.mark.parametrize("name", [0x03, 0x7B])
 def test_allocate_name_index_zero_is_failure(space: Space, name: int) -> None:
     assert call_reclaiming(M.mach_port_allocate_name, T(), R_RECEIVE, name)[0] == M.KERN_FAILURE
 
 
-@pytest.mark.xfail(strict=True, reason="bug: allocate_name on a used index with another generation gives "
-                                       "KERN_NAME_EXISTS, XNU KERN_FAILURE")
 def test_allocate_name_generation_collision_is_failure(space: Space) -> None:
     p = space.alloc()
     other = (p & ~0xFF) | ((gen(p) + 4) & 0xFF)
     assert call_reclaiming(M.mach_port_allocate_name, T(), R_RECEIVE, other)[0] == M.KERN_FAILURE
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a mach_port_allocate_name(RECEIVE) that fails in the space (name in "
-                                       "use, index 0) leaves the new port's eventfd open")
 def test_failed_allocate_name_leaks_no_fd(space: Space) -> None:
     p = space.alloc()
     s = space.alloc(R_PORT_SET)
@@ -478,8 +473,6 @@ def test_every_name_has_low_bits_3(space: Space) -> None:
         assert n & 3 == 3, hex(n)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: generations run to 0xff before rolling over; XNU's last is at most "
-                                       "0xfb and the period restarts at 0x03")
 def test_generation_rolls_over_as_in_xnu(space: Space) -> None:
     seen = []
     for _ in range(70):
@@ -647,8 +640,6 @@ def test_mod_refs_labelh_on_a_right_is_invalid_right(space: Space) -> None:
         assert mod_refs(n, R_LABELH, 0) == M.KERN_INVALID_RIGHT
 
 
-@pytest.mark.xfail(strict=True, reason="bug: mod_refs(LABELH) on a NULL/unknown name gives KERN_INVALID_RIGHT; "
-                                       "XNU checks the name first (KERN_INVALID_NAME)")
 def test_mod_refs_labelh_on_no_name_is_invalid_name(space: Space) -> None:
     for name in (NULL, DEAD, _free_name(space)):
         assert mod_refs(name, R_LABELH, 0) == M.KERN_INVALID_NAME
@@ -803,8 +794,6 @@ def test_get_refs_rules(space: Space) -> None:
             assert refs(name, right) == want, (hex(name), right)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: get_refs(LABELH) gives KERN_INVALID_VALUE; XNU only refuses "
-                                       "right >= MACH_PORT_RIGHT_NUMBER and reports 0 references")
 def test_get_refs_labelh_is_zero(space: Space) -> None:
     assert refs(space.alloc(), R_LABELH) == 0
 
@@ -890,8 +879,6 @@ def test_insert_right_copy_send_pegged(space: Space) -> None:
     assert refs(p, R_SEND) == UREFS_MAX
 
 
-@pytest.mark.xfail(strict=True, reason="bug: insert_right MAKE_SEND on pegged urefs returns KERN_UREFS_OVERFLOW; "
-                                       "XNU leaves urefs pegged, counts the make-send and returns KERN_SUCCESS")
 def test_insert_right_make_send_pegged(space: Space) -> None:
     p = space.with_send(1)
     assert mod_refs(p, R_SEND, 65534) == OK
@@ -918,24 +905,18 @@ def test_insert_right_errors(space: Space) -> None:
     assert type_of(p) == TY_RECEIVE and type_of(so) == TY_SEND_ONCE and type_of(s) == TY_PORT_SET
 
 
-@pytest.mark.xfail(strict=True, reason="bug: insert_right MAKE_SEND/COPY_SEND on a dead name gives "
-                                       "KERN_INVALID_RIGHT, XNU KERN_INVALID_CAPABILITY")
 def test_insert_right_on_dead_name_is_invalid_capability(space: Space) -> None:
     d = space.alloc(R_DEAD_NAME)
     assert M.mach_port_insert_right(T(), d, d, MAKE_SEND) == M.KERN_INVALID_CAPABILITY
     assert M.mach_port_insert_right(T(), d, d, COPY_SEND) == M.KERN_INVALID_CAPABILITY
 
 
-@pytest.mark.xfail(strict=True, reason="bug: insert_right with a disposition that is no port right gives "
-                                       "KERN_INVALID_VALUE, XNU KERN_INVALID_RIGHT (ipc_right_copyin)")
 @pytest.mark.parametrize("disposition", [0, M.MACH_MSG_TYPE_PORT_NAME, 22, 99])
 def test_insert_right_bad_disposition_is_invalid_right(space: Space, disposition: int) -> None:
     p = space.with_send(1)
     assert M.mach_port_insert_right(T(), p, p, disposition) == M.KERN_INVALID_RIGHT
 
 
-@pytest.mark.xfail(strict=True, reason="bug: inserting a right to a port already named otherwise gives "
-                                       "KERN_INVALID_VALUE/KERN_NAME_EXISTS, XNU KERN_RIGHT_EXISTS")
 def test_insert_right_under_another_name_is_right_exists(space: Space) -> None:
     p = space.with_send(1)
     q = space.alloc()
@@ -947,8 +928,6 @@ def test_insert_right_under_another_name_is_right_exists(space: Space) -> None:
     assert type_of(q) == TY_RECEIVE and refs(p, R_SEND) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: insert_right MAKE_SEND_ONCE into the receive right's own name gives "
-                                       "KERN_INVALID_VALUE, XNU KERN_NAME_EXISTS (send-once rights never coalesce)")
 def test_insert_right_send_once_into_used_name(space: Space) -> None:
     p = space.alloc()
     assert M.mach_port_insert_right(T(), p, p, MAKE_SEND_ONCE) == M.KERN_NAME_EXISTS
@@ -1339,8 +1318,6 @@ def test_receive_status_msgcount_counts_messages(space: Space) -> None:
     assert status(p).mps_msgcount == 2
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a MACH_RCV_LARGE receive that leaves the message queued advances "
-                                       "mps_seqno; XNU consumes no sequence number")
 def test_rcv_large_does_not_consume_a_seqno(space: Space) -> None:
     p = space.with_send(1)
     assert send(p) == OK
@@ -1386,8 +1363,6 @@ def test_construct_qlimit_too_large(space: Space) -> None:
     assert names_and_types() == before
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the receive trailer's msgh_context is always 0, not the port's "
-                                       "context given to mach_port_construct")
 def test_construct_context_reaches_the_trailer(space: Space) -> None:
     p = space.construct(M.MPO_INSERT_SEND_RIGHT, context=0x1234_5678_9ABC)
     assert send(p) == OK

@@ -393,6 +393,7 @@ class Port:
         with self.rcv_lock:
             while True:
                 if self.held:
+                    self.seqno += 1
                     return self.held.popleft()  # type: ignore[return-value]
                 if self.destroyed:
                     raise K.MachError(K.MACH_RCV_PORT_DIED, "the port was destroyed")

@@ -67,8 +67,9 @@ def allocate_name(space: IpcSpace, right: int, name: int) -> None:
     if name & 3 != 3:
         raise _err(K.KERN_INVALID_VALUE, f"{name:#x}: a name's low two bits are set")
     if right == MACH_PORT_RIGHT_RECEIVE:
+        e = space.alloc_name(name, None, MACH_PORT_TYPE_RECEIVE, 0)  # the name first: no port to undo
         port = Port()
-        e = space.alloc_name(name, port, MACH_PORT_TYPE_RECEIVE, 0)
+        e.object = port
         space.add_key(name, e, id(port))
     else:
         pset = PortSet()
@@ -122,6 +123,11 @@ def type_of(space: IpcSpace, name: int) -> int:
 
 def get_refs(space: IpcSpace, name: int, right: int) -> int:
     """mach_port_get_refs. KERN_INVALID_NAME, KERN_INVALID_VALUE."""
+    if right == MACH_PORT_RIGHT_LABELH and name not in (0, 0xFFFFFFFF):
+        with space.lock:
+            if space.lookup(name) is None:
+                raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+        return 0
     if right not in _RIGHT_TYPE:
         raise _err(K.KERN_INVALID_VALUE, f"right {right}")
     if name in (0, 0xFFFFFFFF):
@@ -238,9 +244,7 @@ def mod_refs(space: IpcSpace, name: int, right: int, delta: int) -> None:
     KERN_INVALID_VALUE (a delta the right cannot take, or one that would
     go below zero). Send and dead-name references saturate at
     MACH_PORT_UREFS_MAX, as in XNU (no KERN_UREFS_OVERFLOW)."""
-    if not 0 <= right < MACH_PORT_RIGHT_LABELH + 1 or right == MACH_PORT_RIGHT_LABELH:
-        if right == MACH_PORT_RIGHT_LABELH:
-            raise _err(K.KERN_INVALID_RIGHT, "LABELH")
+    if not 0 <= right <= MACH_PORT_RIGHT_LABELH:
         raise _err(K.KERN_INVALID_VALUE, f"right {right}")
     if name in (0, 0xFFFFFFFF):
         if right in (MACH_PORT_RIGHT_SEND, MACH_PORT_RIGHT_SEND_ONCE):
@@ -250,6 +254,8 @@ def mod_refs(space: IpcSpace, name: int, right: int, delta: int) -> None:
         e = space.lookup(name)
         if e is None:
             raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+        if right == MACH_PORT_RIGHT_LABELH:
+            raise _err(K.KERN_INVALID_RIGHT, "LABELH is an obsolete right")
         was_live = bool(e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_SEND_ONCE))
         check_dead(space, name, e)
         if was_live and e.type & MACH_PORT_TYPE_DEAD_NAME and right in (
@@ -410,9 +416,7 @@ def insert_send_of_own_port(space: IpcSpace, name: int, e: IpcEntry) -> None:
     name gains a send right (a connection of the port's)."""
     port = _receive_of(e, name)
     if e.type & MACH_PORT_TYPE_SEND:
-        if e.urefs >= MACH_PORT_UREFS_MAX:
-            raise _err(K.KERN_UREFS_OVERFLOW, f"{name:#x}")
-        e.urefs += 1
+        e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)  # saturates, as in XNU
         port.count_make_send()
         return
     cap = port.make_send()

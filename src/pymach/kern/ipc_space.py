@@ -72,6 +72,7 @@ MPO_IMMOVABLE_RECEIVE = 0x80
 
 _GEN_FIRST: Final = 0x03
 _GEN_STEP: Final = 0x04
+_GEN_LAST: Final = 0xFB
 
 
 def MACH_PORT_VALID(name: int) -> bool:
@@ -156,7 +157,9 @@ class IpcSpace:
     def _new_index(self) -> tuple[int, int]:
         if self._free:
             idx = self._free.pop()  # LIFO, as XNU reuses freed entries
-            gen = (self._gens[idx] + _GEN_STEP) & 0xFF
+            gen = self._gens[idx] + _GEN_STEP
+            if gen > _GEN_LAST:
+                gen = _GEN_FIRST  # XNU's generations roll over before 0xff
         else:
             idx = len(self._table)
             self._table.append(None)
@@ -182,13 +185,15 @@ class IpcSpace:
         with self.lock:
             idx, gen = name >> 8, name & 0xFF
             if idx == 0:
-                raise K.MachError(K.KERN_INVALID_VALUE, f"{name:#x}")
+                raise K.MachError(K.KERN_FAILURE, f"{name:#x}: index 0 is reserved")
             while len(self._table) <= idx:
                 self._table.append(None)
                 self._gens.append(_GEN_FIRST)
                 self._free.append(len(self._table) - 1)
-            if self._table[idx] is not None:
-                raise K.MachError(K.KERN_NAME_EXISTS, f"{name:#x}")
+            used = self._table[idx]
+            if used is not None:
+                # the same name is taken; another generation of it collides
+                raise K.MachError(K.KERN_NAME_EXISTS if used.gen == gen else K.KERN_FAILURE, f"{name:#x}")
             if idx in self._free:
                 self._free.remove(idx)
             self._gens[idx] = gen

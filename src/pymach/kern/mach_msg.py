@@ -119,6 +119,7 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
     if needed > rcv_size:
         if option & MD.MACH_RCV_LARGE:
             port.held.appendleft(rec)
+            port.seqno -= 1  # still queued: no sequence number consumed
         else:
             rec.release()
         err = TooLarge(K.MACH_RCV_TOO_LARGE, f"the message needs {needed} bytes")
@@ -129,7 +130,7 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
     msg, _bits = ipc_kmsg.copyout(space, rec, name, port.seqno)
     if notify and cred is not None and cred[0] == os.getpid():
         cred = None  # made by our own runtime, as the kernel: KERNEL_SECURITY_TOKEN
-    return bytes(msg) + _trailer(elements, tsize, port.seqno - 1, cred)
+    return bytes(msg) + _trailer(elements, tsize, port.seqno - 1, cred, port.context)
 
 
 def _dequeue_set(space: IpcSpace, pset: PortSet, timeout: float | None):  # type: ignore[no-untyped-def]
@@ -149,15 +150,16 @@ def _dequeue_set(space: IpcSpace, pset: PortSet, timeout: float | None):  # type
             return None, None, 0
 
 
-def _trailer(elements: int, size: int, seqno: int, cred: tuple[int, int, int] | None) -> bytes:
+def _trailer(elements: int, size: int, seqno: int, cred: tuple[int, int, int] | None,
+             context: int = 0) -> bytes:
     # format 0: type, size, seqno, security token {euid, egid}, audit token
     # {auid, euid, egid, ruid, rgid, pid, asid, pidversion}, context, ad, labels.
     # cred None is the kernel: KERNEL_SECURITY_TOKEN {0, 1}, audit all zero.
     if cred is None:
         full = struct.pack("<III2I8IQii", MD.MACH_MSG_TRAILER_FORMAT_0, size, seqno, 0, 1,
-                           0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+                           0, 0, 0, 0, 0, 0, 0, 0, context, 0, 0)
     else:
         pid, uid, gid = cred
         full = struct.pack("<III2I8IQii", MD.MACH_MSG_TRAILER_FORMAT_0, size, seqno, uid, gid,
-                           uid, uid, gid, uid, gid, pid, 0, 0, 0, 0, 0)
+                           uid, uid, gid, uid, gid, pid, 0, 0, context, 0, 0)
     return struct.pack("<II", MD.MACH_MSG_TRAILER_FORMAT_0, size) + full[8:size]

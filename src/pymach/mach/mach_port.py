@@ -11,7 +11,7 @@ from ..kern import ipc_right as R
 from ..kern import kern_return as K
 from ..kern import mach_msg as KM
 from ..kern import message_defs as MD
-from ..kern.ipc_space import MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND
+from ..kern.ipc_space import MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND
 from ..kern import task as KT
 from ..kern.task import SELF
 from . import types as T
@@ -117,7 +117,8 @@ def mach_port_insert_right(task: Any, name: Any, poly: Any, polyPoly: Any) -> in
     with name == poly, which adds a reference).
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_VALUE,
-    KERN_NAME_EXISTS, KERN_UREFS_OVERFLOW, KERN_INVALID_TASK."""
+    KERN_INVALID_CAPABILITY (a dead name), KERN_NAME_EXISTS, KERN_RIGHT_EXISTS,
+    KERN_INVALID_TASK."""
     try:
         space = _space(task)
         n, p, disp = u32(name), u32(poly), u32(polyPoly)
@@ -125,9 +126,22 @@ def mach_port_insert_right(task: Any, name: Any, poly: Any, polyPoly: Any) -> in
             e = space.lookup(p)
             if e is None:
                 raise MachError(K.KERN_INVALID_NAME, f"{p:#x}")
+            if not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= disp <= MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
+                raise MachError(K.KERN_INVALID_RIGHT, f"disposition {disp}")
+            R.check_dead(space, p, e)
+            if e.type & MACH_PORT_TYPE_DEAD_NAME:
+                raise MachError(K.KERN_INVALID_CAPABILITY, f"{p:#x} is a dead name")
+            if disp == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
+                if not e.type & MACH_PORT_TYPE_RECEIVE:
+                    raise MachError(K.KERN_INVALID_RIGHT, f"{p:#x} holds no receive right")
+                # a send-once right never coalesces: the name must be free
+                raise MachError(K.KERN_NAME_EXISTS if n in (p,) or space.lookup(n) else K.KERN_INVALID_VALUE,
+                                "pymach inserts send-once rights only under names it picks")
+            if n in (0, 0xFFFFFFFF):
+                raise MachError(K.KERN_INVALID_VALUE, "the name must be valid")
             if n != p:
-                raise MachError(K.KERN_NAME_EXISTS if space.lookup(n) else K.KERN_INVALID_VALUE,
-                                "pymach inserts rights only under the port's own name")
+                # the port already has a name here, so another one cannot hold it
+                raise MachError(K.KERN_RIGHT_EXISTS, f"{p:#x} already names this port")
             if disp == MD.MACH_MSG_TYPE_MAKE_SEND:
                 R.insert_send_of_own_port(space, n, e)
             elif disp in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
@@ -135,10 +149,8 @@ def mach_port_insert_right(task: Any, name: Any, poly: Any, polyPoly: Any) -> in
                     raise MachError(K.KERN_INVALID_RIGHT, f"{p:#x} holds no send right")
                 if disp == MD.MACH_MSG_TYPE_COPY_SEND:
                     R.mod_refs(space, n, 0, 1)
-            elif disp == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE and not e.type & MACH_PORT_TYPE_RECEIVE:
-                raise MachError(K.KERN_INVALID_RIGHT, f"{p:#x} holds no receive right")
             else:
-                raise MachError(K.KERN_INVALID_VALUE, f"disposition {disp}")
+                raise MachError(K.KERN_INVALID_RIGHT, f"disposition {disp} needs another right")
     except MachError as e:
         return e.kr
     return 0

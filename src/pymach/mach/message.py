@@ -195,6 +195,19 @@ class mach_msg_empty_t(ctypes.Union):
     _fields_ = [("send", mach_msg_empty_send_t), ("rcv", mach_msg_empty_rcv_t)]
 
 
-__all__ = [n for n in list(globals()) if n.startswith(("mach_msg", "MAX_TRAILER", "MACH_MSG", "security",
-                                                      "audit", "msg_labels"))] + [
-    "boolean_t", "mach_port_seqno_t", "mach_port_context_t"]
+__all__ = [
+    "mach_msg_bits_t", "mach_msg_id_t", "mach_msg_size_t", "mach_msg_type_name_t",
+    "mach_msg_descriptor_type_t", "mach_msg_copy_options_t", "mach_msg_guard_flags_t",
+    "mach_msg_trailer_type_t", "mach_msg_trailer_size_t", "mach_msg_filter_id",
+    "mach_msg_options_t", "mach_msg_header_t", "mach_msg_body_t", "mach_msg_base_t",
+    "mach_msg_type_descriptor_t", "mach_msg_port_descriptor_t", "mach_msg_ool_descriptor_t",
+    "mach_msg_ool_descriptor64_t", "mach_msg_ool_ports_descriptor_t",
+    "mach_msg_ool_ports_descriptor64_t", "mach_msg_guarded_port_descriptor_t",
+    "mach_msg_descriptor_t", "mach_msg_trailer_t", "mach_msg_seqno_trailer_t",
+    "security_token_t", "audit_token_t", "mach_msg_security_trailer_t",
+    "mach_msg_audit_trailer_t", "mach_msg_context_trailer_t", "msg_labels_t",
+    "mach_msg_mac_trailer_t", "mach_msg_max_trailer_t", "mach_msg_format_0_trailer_t",
+    "MAX_TRAILER_SIZE", "MACH_MSG_TRAILER_MINIMUM_SIZE", "MACH_MSG_TRAILER_FORMAT_0_SIZE",
+    "mach_msg_empty_send_t", "mach_msg_empty_rcv_t", "mach_msg_empty_t", "boolean_t",
+    "mach_port_seqno_t", "mach_port_context_t",
+]

@@ -345,7 +345,7 @@ def ool_handoff(size: int) -> tuple[float, float, float]:
 def cases(n: int, repeat: int) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     base = raw_socket_round(n, repeat)
-    rows = [("raw SEQPACKET socketpair (baseline)", base),
+    rows: list[tuple[str, float | None]] = [("raw SEQPACKET socketpair (baseline)", base),
             ("multiprocessing.Pipe", pipe_round(n, repeat))]
     z = zmq_round(n, repeat)
     rows.append(("pyzmq REQ/REP", z))
