@@ -543,8 +543,6 @@ def test_deallocate_port_set_destroys_it(space: Space) -> None:
     assert recv(s, timeout=0)[0] == M.MACH_RCV_INVALID_NAME
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a receiver blocked on a set that is deallocated is not woken with "
-                                       "MACH_RCV_PORT_CHANGED; it waits out its timeout (MACH_RCV_TIMED_OUT)")
 def test_deallocating_a_set_wakes_its_receiver(space: Space) -> None:
     s = space.alloc(R_PORT_SET)
     p = space.alloc()
@@ -606,8 +604,6 @@ def _guard_bypass_child(how: str) -> None:
     assert type_of(g) == TY_RECEIVE
 
 
-@pytest.mark.xfail(strict=True, reason="bug: mach_port_destroy and mod_refs(RECEIVE, -1) destroy a guarded port; "
-                                       "XNU refuses (KERN_INVALID_RIGHT + fatal EXC_GUARD)")
 @pytest.mark.parametrize("how", ["destroy", "mod_refs"])
 def test_guarded_port_is_not_destroyed_without_its_guard(how: str) -> None:
     # the spec makes this guard exception fatal: a child killed by a signal passes
@@ -1002,9 +998,6 @@ def test_extract_right_move_receive(space: Space) -> None:
     assert type_of(sr) == TY_SEND_RECEIVE and refs(sr, R_SEND) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="bug: extract_right of a right that leaves its entry (receive-only "
-                                       "MOVE_RECEIVE, MOVE_SEND_ONCE) hands back the same name; XNU frees the "
-                                       "entry and copies the right out again under a new name (next generation)")
 @pytest.mark.parametrize("msgt", [MOVE_RECEIVE, MOVE_SEND_ONCE])
 def test_extract_right_moved_right_gets_a_new_name(space: Space, msgt: int) -> None:
     p = space.alloc()
@@ -1016,9 +1009,6 @@ def test_extract_right_moved_right_gets_a_new_name(space: Space, msgt: int) -> N
     assert type_kr(old) == M.KERN_INVALID_NAME
 
 
-@pytest.mark.xfail(strict=True, reason="bug: extract_right MOVE_RECEIVE keeps the receiver state; XNU's "
-                                       "ipc_port_clear_receiver resets mscount and seqno and unlinks the port "
-                                       "from its sets")
 def test_extract_right_move_receive_clears_receiver_state(space: Space) -> None:
     p = space.with_send(1)
     s = space.alloc(R_PORT_SET)
@@ -1043,8 +1033,6 @@ def test_extract_right_from_dead_name(space: Space) -> None:
     assert refs(d, R_DEAD_NAME) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: extract_right(MOVE_SEND_ONCE) of a dead name reports polyPoly "
-                                       "PORT_SEND (17); XNU gives ipc_object_copyin_type(MOVE_SEND_ONCE) = 18")
 def test_extract_right_dead_send_once_type(space: Space) -> None:
     d = space.alloc(R_DEAD_NAME)
     assert extract(d, MOVE_SEND_ONCE) == (OK, DEAD, PORT_SEND_ONCE)

@@ -3,6 +3,7 @@ receive on the set wakes for a message on any member."""
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 from typing import TYPE_CHECKING
@@ -20,6 +21,11 @@ class PortSet:
         self.lock = threading.Lock()
         self.ep = select.epoll()
         self.members: dict[int, "Port"] = {}  # the member's epoll fd -> port
+        # written when the set is destroyed, to wake its blocked receivers
+        self.wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.ep.register(self.wake, select.EPOLLIN)
+        self.destroyed = False
+        self.waiters = 0
 
     def add(self, port: "Port") -> None:
         """Insert a member. KERN_ALREADY_IN_SET."""
@@ -46,8 +52,31 @@ class PortSet:
         return self.ep.fileno()
 
     def destroy(self) -> None:
+        """Unlink the members and wake any receiver (MACH_RCV_PORT_CHANGED).
+        The epoll set is closed by the last receiver to leave, or now."""
         with self.lock:
             for port in self.members.values():
                 port.sets.discard(self)
             self.members.clear()
+            self.destroyed = True
+            os.eventfd_write(self.wake, 1)
+            if not self.waiters:
+                self._close()
+
+    def _close(self) -> None:
+        if self.wake >= 0:
             self.ep.close()
+            os.close(self.wake)
+            self.wake = -1
+
+    def enter(self) -> None:
+        with self.lock:
+            if self.destroyed:
+                raise K.MachError(K.MACH_RCV_PORT_CHANGED, "the port set was destroyed")
+            self.waiters += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.waiters -= 1
+            if self.destroyed and not self.waiters:
+                self._close()

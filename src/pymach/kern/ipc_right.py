@@ -223,6 +223,8 @@ def destroy(space: IpcSpace, name: int) -> None:
         if e is None:
             raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
         if e.type & MACH_PORT_TYPE_RECEIVE:
+            if getattr(e.object, "guarded", False):
+                raise _err(K.KERN_INVALID_RIGHT, "a guarded port is destroyed only by mach_port_destruct")
             e.urefs = 0
             if e.type & MACH_PORT_TYPE_SEND:
                 _drop_cap(space, name, e)
@@ -270,6 +272,8 @@ def mod_refs(space: IpcSpace, name: int, right: int, delta: int) -> None:
             if delta != -1:
                 raise _err(K.KERN_INVALID_VALUE, f"delta {delta} for a right without user references")
             if right == MACH_PORT_RIGHT_RECEIVE:
+                if getattr(e.object, "guarded", False):
+                    raise _err(K.KERN_INVALID_RIGHT, "a guarded port is destroyed only by mach_port_destruct")
                 _destroy_receive_keep_sends(space, name, e)
             elif right == MACH_PORT_RIGHT_PORT_SET:
                 pset = e.object
@@ -551,10 +555,20 @@ def extract_right(space: IpcSpace, name: int, msgt_name: int) -> tuple[int, int]
                 MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
             if msgt_name != MD.MACH_MSG_TYPE_COPY_SEND:
                 _release_send(space, name, e)
-            return 0xFFFFFFFF, MD.MACH_MSG_TYPE_PORT_SEND
+            kind = (MD.MACH_MSG_TYPE_PORT_SEND_ONCE if msgt_name == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE
+                    else MD.MACH_MSG_TYPE_PORT_SEND)
+            return 0xFFFFFFFF, kind
         if msgt_name == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
-            _receive_of(e, name)
-            return name, MD.MACH_MSG_TYPE_PORT_RECEIVE
+            port = _receive_of(e, name)
+            # the right leaves and comes back: ipc_port_clear_receiver resets
+            # it, and a receive-only entry is freed and named anew
+            port.mscount = port.seqno = 0
+            for pset in list(port.sets):
+                assert isinstance(pset, PortSet)
+                pset.remove(port)
+            if e.type & MACH_PORT_TYPE_SEND:
+                return name, MD.MACH_MSG_TYPE_PORT_RECEIVE
+            return _rename(space, name, e), MD.MACH_MSG_TYPE_PORT_RECEIVE
         if msgt_name == MD.MACH_MSG_TYPE_MAKE_SEND:
             insert_send_of_own_port(space, name, e)
             return name, MD.MACH_MSG_TYPE_PORT_SEND
@@ -571,7 +585,20 @@ def extract_right(space: IpcSpace, name: int, msgt_name: int) -> tuple[int, int]
             return so_name, MD.MACH_MSG_TYPE_PORT_SEND_ONCE
         if not e.type & MACH_PORT_TYPE_SEND_ONCE:
             raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no send-once right")
-        return name, MD.MACH_MSG_TYPE_PORT_SEND_ONCE
+        return _rename(space, name, e), MD.MACH_MSG_TYPE_PORT_SEND_ONCE
+
+
+def _rename(space: IpcSpace, name: int, e: IpcEntry) -> int:
+    """Free ``name`` and install its rights under a fresh name (the freed
+    index comes back first, at the next generation)."""
+    obj, typ, urefs, cap, keys, dn = e.object, e.type, e.urefs, e.cap, list(e.keys), e.dnrequest
+    e.dnrequest = None
+    space.remove(name)
+    new, ne = space.alloc(obj, typ, urefs)
+    ne.cap, ne.dnrequest = cap, dn
+    for k in keys:
+        space.add_key(new, ne, k)
+    return new
 
 
 # -- notification requests ---------------------------------------------------------

@@ -134,11 +134,21 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
 
 
 def _dequeue_set(space: IpcSpace, pset: PortSet, timeout: float | None):  # type: ignore[no-untyped-def]
+    pset.enter()
+    try:
+        return _dequeue_set_locked(space, pset, timeout)
+    finally:
+        pset.leave()
+
+
+def _dequeue_set_locked(space: IpcSpace, pset: PortSet, timeout: float | None):  # type: ignore[no-untyped-def]
     import time
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
         events = pset.ep.poll(left)
+        if pset.destroyed:
+            raise K.MachError(K.MACH_RCV_PORT_CHANGED, "the port set was destroyed")
         for fd, _ev in events:
             port = pset.members.get(fd)
             if port is None:
