@@ -142,19 +142,22 @@ def mach_round_py(n: int, repeat: int) -> float:
     return _mach_pair(n, repeat, pythonic=True)
 
 
-def _mach_pair(n: int, repeat: int, pythonic: bool) -> float:
-    import pymach
+def _msg_type() -> type[ctypes.Structure]:
     from pymach import mach as M
-
-    total = n * repeat + max(1, n // 10)
-    hdr = ctypes.sizeof(M.mach_msg_header_t)
 
     class Msg(ctypes.Structure):
         _pack_ = 4
         _fields_ = [("h", M.mach_msg_header_t), ("data", ctypes.c_char * (ROUND + 64)), ("t", M.mach_msg_trailer_t)]
+    return Msg
 
-    # the server is a fork child with a port of its own, which it sends back
-    # through ours (a fork child inherits only registered ports)
+
+def _mach_server(serve: Callable[[int], None], qlimit: int | None = None) -> tuple[int, object, Callable[[], None]]:
+    """Fork a server with a port of its own, which it sends back through
+    ours (a fork child inherits only registered ports); it runs
+    ``serve(port name)``. Returns (pid, our send right to it, cleanup)."""
+    import pymach
+    from pymach import mach as M
+
     parent = pymach.Port()
     to_parent = parent.make_send()
     pymach.register_ports(to_parent)
@@ -162,38 +165,60 @@ def _mach_pair(n: int, repeat: int, pythonic: bool) -> float:
     def srv() -> None:
         (back,) = [r for r in pymach.registered_ports() if r]
         with pymach.Port() as mine, mine.make_send() as to_mine:
+            if qlimit is not None:
+                lim = M.mach_port_limits_t(qlimit)
+                M.mach_port_set_attributes(M.mach_task_self(), mine.name, M.MACH_PORT_LIMITS_INFO,
+                                           ctypes.byref(lim), 1)
             back.send(pymach.Message(b"", rights=[to_mine]))
-            m = Msg()
-            for _ in range(total):
-                M.mach_msg(m.h, M.MACH_RCV_MSG, 0, ctypes.sizeof(m), mine.name, 0, 0)
-                m.h.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSGH_BITS_REMOTE(m.h.msgh_bits), 0)
-                m.h.msgh_local_port = 0
-                m.h.msgh_size = hdr + ROUND
-                M.mach_msg(m.h, M.MACH_SEND_MSG, hdr + ROUND, 0, 0, 0, 0)
+            serve(mine.name)
 
     pid = _fork(srv)
     pymach.register_ports()
-    hello = parent.receive(timeout=30)
-    (server_right,) = hello.rights
+    (server_right,) = parent.receive(timeout=30).rights
+
+    def cleanup() -> None:
+        _reap(pid)
+        server_right.close()
+        to_parent.close()
+        parent.close()
+    return pid, server_right, cleanup
+
+
+def _mach_pair(n: int, repeat: int, pythonic: bool) -> float:
+    import pymach
+    from pymach import mach as M
+
+    total = n * repeat + max(1, n // 10)
+    hdr = ctypes.sizeof(M.mach_msg_header_t)
+    Msg = _msg_type()
+
+    def serve(name: int) -> None:
+        m = Msg()
+        for _ in range(total):
+            M.mach_msg(m.h, M.MACH_RCV_MSG, 0, ctypes.sizeof(m), name, 0, 0)  # type: ignore[attr-defined]
+            m.h.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSGH_BITS_REMOTE(m.h.msgh_bits), 0)  # type: ignore[attr-defined]
+            m.h.msgh_local_port = 0  # type: ignore[attr-defined]
+            m.h.msgh_size = hdr + ROUND  # type: ignore[attr-defined]
+            M.mach_msg(m.h, M.MACH_SEND_MSG, hdr + ROUND, 0, 0, 0, 0)  # type: ignore[attr-defined]
+
+    _pid, server_right, cleanup = _mach_server(serve)
     reply = pymach.Port()
     try:
         if pythonic:
             payload = b"x" * ROUND
+            right: pymach.SendRight = server_right  # type: ignore[assignment]
 
             def run(k: int) -> None:
                 for _ in range(k):
-                    server_right.send(payload, reply=reply)
+                    right.send(payload, reply=reply)
                     reply.receive()
         else:
-            req = Msg()
-            rep = Msg()
-            req.data = b"x" * ROUND
+            req, rep = Msg(), Msg()
+            req.data = b"x" * ROUND  # type: ignore[attr-defined]
             bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_TYPE_MAKE_SEND_ONCE)
-            dest, rname = server_right.name, reply.name
-            send_opt, rcv_opt = M.MACH_SEND_MSG, M.MACH_RCV_MSG
-            mach_msg = M.mach_msg
-            rsize = ctypes.sizeof(rep)
-            h, rh = req.h, rep.h
+            dest, rname = server_right.name, reply.name  # type: ignore[attr-defined]
+            mach_msg, rsize = M.mach_msg, ctypes.sizeof(rep)
+            h, rh = req.h, rep.h  # type: ignore[attr-defined]
 
             def run(k: int) -> None:
                 for _ in range(k):
@@ -201,16 +226,13 @@ def _mach_pair(n: int, repeat: int, pythonic: bool) -> float:
                     h.msgh_size = hdr + ROUND
                     h.msgh_remote_port = dest
                     h.msgh_local_port = rname
-                    mach_msg(h, send_opt, hdr + ROUND, 0, 0, 0, 0)
-                    mach_msg(rh, rcv_opt, 0, rsize, rname, 0, 0)
+                    mach_msg(h, M.MACH_SEND_MSG, hdr + ROUND, 0, 0, 0, 0)
+                    mach_msg(rh, M.MACH_RCV_MSG, 0, rsize, rname, 0, 0)
 
         return _per_op(run, n, repeat)
     finally:
-        _reap(pid)
-        server_right.close()
         reply.close()
-        to_parent.close()
-        parent.close()
+        cleanup()
 
 
 # -- one-way throughput ---------------------------------------------------------------
@@ -240,40 +262,24 @@ def raw_socket_oneway(n: int, repeat: int) -> float:
 
 
 def mach_oneway(n: int, repeat: int) -> float:
-    import pymach
     from pymach import mach as M
 
     total = n * repeat + max(1, n // 10)
     hdr = ctypes.sizeof(M.mach_msg_header_t)
+    Msg = _msg_type()
 
-    class Msg(ctypes.Structure):
-        _pack_ = 4
-        _fields_ = [("h", M.mach_msg_header_t), ("data", ctypes.c_char * (ROUND + 64)), ("t", M.mach_msg_trailer_t)]
+    def serve(name: int) -> None:
+        m = Msg()
+        for _ in range(total):
+            M.mach_msg(m.h, M.MACH_RCV_MSG, 0, ctypes.sizeof(m), name, 0, 0)  # type: ignore[attr-defined]
 
-    parent = pymach.Port()
-    to_parent = parent.make_send()
-    pymach.register_ports(to_parent)
-
-    def srv() -> None:
-        (back,) = [r for r in pymach.registered_ports() if r]
-        with pymach.Port() as mine, mine.make_send() as to_mine:
-            lim = M.mach_port_limits_t(M.MACH_PORT_QLIMIT_LARGE)
-            M.mach_port_set_attributes(M.mach_task_self(), mine.name, M.MACH_PORT_LIMITS_INFO,
-                                       ctypes.byref(lim), 1)
-            back.send(pymach.Message(b"", rights=[to_mine]))
-            m = Msg()
-            for _ in range(total):
-                M.mach_msg(m.h, M.MACH_RCV_MSG, 0, ctypes.sizeof(m), mine.name, 0, 0)
-
-    pid = _fork(srv)
-    pymach.register_ports()
-    (server_right,) = parent.receive(timeout=30).rights
+    _pid, server_right, cleanup = _mach_server(serve, qlimit=M.MACH_PORT_QLIMIT_LARGE)
     req = Msg()
-    req.data = b"x" * ROUND
+    req.data = b"x" * ROUND  # type: ignore[attr-defined]
     bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, 0)
-    dest = server_right.name
+    dest = server_right.name  # type: ignore[attr-defined]
     mach_msg = M.mach_msg
-    h = req.h
+    h = req.h  # type: ignore[attr-defined]
 
     def run(k: int) -> None:
         for _ in range(k):
@@ -286,10 +292,7 @@ def mach_oneway(n: int, repeat: int) -> float:
     try:
         return _per_op(run, n, repeat)
     finally:
-        _reap(pid)
-        server_right.close()
-        to_parent.close()
-        parent.close()
+        cleanup()
 
 
 # -- large out-of-line memory -----------------------------------------------------------
