@@ -109,6 +109,13 @@ def is_seqpacket(fd: int) -> bool:
         return False
 
 
+def hung_up(sock: socket.socket) -> bool:
+    """True when every copy of the peer end has closed (POLLRDHUP/POLLHUP)."""
+    p = select.poll()
+    p.register(sock.fileno(), select.POLLRDHUP)
+    return any(ev & (select.POLLRDHUP | select.POLLHUP) for _fd, ev in p.poll(0))
+
+
 def is_eventfd(fd: int) -> bool:
     """True if ``fd`` is an eventfd."""
     try:

@@ -375,6 +375,8 @@ class Port:
                     except (OSError, unix.Truncated):
                         n, fds, cred = 0, [], None
                     if n == 0 and not fds:
+                        if not unix.hung_up(sock):
+                            continue  # an empty record, not EOF: junk, dropped
                         self._closed(fd, drained > 0)
                         return
                     drained += 1
@@ -417,6 +419,10 @@ class Port:
                     except OSError:
                         n, fds, cred = 0, [], None
                     if n == 0 and not fds:
+                        if not unix.hung_up(sock):
+                            # a zero-length record reads like EOF: only the
+                            # peer's hang-up tells them apart
+                            raise K.MachError(K.MACH_RCV_HEADER_ERROR, "an empty record")
                         with self.lock:
                             self._closed(fd, False)
                         continue
