@@ -23,6 +23,7 @@ import fcntl
 import os
 import struct
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from .._linux import mm, unix
 from . import kern_return as K
@@ -162,23 +163,32 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
         raise
 
 
-def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, int, int]], out: Outgoing) -> None:
+def _descriptors(body: bytearray, kr: int, what: str) -> Iterator[tuple[int, int]]:
+    """(offset, type) of each descriptor of a complex body, with the count
+    and every descriptor's extent checked against the body (``kr`` if not):
+    a port descriptor is 12 bytes, the others 16."""
     if len(body) < 4:
-        raise _err(K.MACH_SEND_MSG_TOO_SMALL, "no body for a complex message")
+        raise _err(kr, f"a complex {what} without a body")
     (count,) = struct.unpack_from("<I", body)
     off = 4
     for _ in range(count):
         if off + 12 > len(body):
-            raise _err(K.MACH_SEND_MSG_TOO_SMALL, "descriptors run past the message")
+            raise _err(kr, f"descriptors run past the {what}")
         dtype = body[off + 11]
+        size = 12 if dtype == MD.MACH_MSG_PORT_DESCRIPTOR else 16
+        if off + size > len(body):
+            raise _err(kr, f"descriptors run past the {what}")
+        yield off, dtype
+        off += size
+
+
+def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, int, int]], out: Outgoing) -> None:
+    for off, dtype in _descriptors(body, K.MACH_SEND_MSG_TOO_SMALL, "message"):
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
             name, _pad, _p0, _p1, disp, _t = PORT_DESC.unpack_from(body, off)
             idx, kind = _copyin_port(space, name, disp, rights, out)
             PORT_DESC.pack_into(body, off, idx, 0, 0, 0, kind, dtype)
-            off += 12
         elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
-            if off + 16 > len(body):
-                raise _err(K.MACH_SEND_MSG_TOO_SMALL, "descriptors run past the message")
             addr, dealloc, copy, disp, _t, count = OOL_DESC.unpack_from(body, off)
             if copy not in (MD.MACH_MSG_PHYSICAL_COPY, MD.MACH_MSG_VIRTUAL_COPY):
                 raise _err(K.MACH_SEND_INVALID_TYPE, f"out-of-line copy option {copy}")
@@ -197,10 +207,7 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
             # the array travels as (right index, kind) pairs after the body
             out.arrays.append(b"".join(struct.pack("<II", i, k) for i, k in slots))
             OOL_DESC.pack_into(body, off, first, 0, copy, disp, dtype, count)
-            off += 16
         elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
-            if off + 16 > len(body):
-                raise _err(K.MACH_SEND_MSG_TOO_SMALL, "descriptors run past the message")
             addr, dealloc, copy, _pad, _t, size = OOL_DESC.unpack_from(body, off)
             if copy not in (MD.MACH_MSG_PHYSICAL_COPY, MD.MACH_MSG_VIRTUAL_COPY):
                 raise _err(K.MACH_SEND_INVALID_TYPE, f"out-of-line copy option {copy}")
@@ -219,7 +226,6 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
                 rights.append((KIND_OOL, 1, size, 0))
                 idx = len(rights) - 1
             OOL_DESC.pack_into(body, off, idx, dealloc, copy, 0, dtype, size)
-            off += 16
         else:
             raise _err(K.MACH_SEND_INVALID_TYPE, f"descriptor type {dtype}")
 
@@ -432,21 +438,11 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
 
 def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays: bytes) -> None:
     used = 0
-    if len(body) < 4:
-        raise _err(K.MACH_RCV_BODY_ERROR, "complex message without a body")
-    (count,) = struct.unpack_from("<I", body)
-    off = 4
-    for _ in range(count):
-        if off + 12 > len(body):
-            raise _err(K.MACH_RCV_BODY_ERROR, "descriptors run past the record")
-        dtype = body[off + 11]
+    for off, dtype in _descriptors(body, K.MACH_RCV_BODY_ERROR, "record"):
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
             idx, _p, _a, _b, kind, _t = PORT_DESC.unpack_from(body, off)
             _check_slot(idx, kind, rights)
-            off += 12
         elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
-            if off + 16 > len(body):
-                raise _err(K.MACH_RCV_BODY_ERROR, "descriptors run past the record")
             _first, _d, _c, _disp, _t, count = OOL_DESC.unpack_from(body, off)
             if used + 8 * count > len(arrays):
                 raise _err(K.MACH_RCV_BODY_ERROR, "a port array runs past the record")
@@ -454,16 +450,12 @@ def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays
                 sidx, skind = struct.unpack_from("<II", arrays, used + 8 * k)
                 _check_slot(sidx, skind, rights)
             used += 8 * count
-            off += 16
         elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
-            if off + 16 > len(body):
-                raise _err(K.MACH_RCV_BODY_ERROR, "descriptors run past the record")
             idx, _d, _c, _p, _t, size = OOL_DESC.unpack_from(body, off)
             if idx and (idx >= len(rights) or rights[idx][0] != KIND_OOL or rights[idx][2] != size):
                 raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line descriptor does not match its region")
             if not idx and size:
                 raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line data without a region")
-            off += 16
         else:
             raise _err(K.MACH_RCV_BODY_ERROR, f"descriptor type {dtype}")
     if used != len(arrays):
@@ -502,15 +494,12 @@ def _map_ool(fd: int, size: int) -> int:
 
 
 def _copyout_body(body: bytearray, names: dict[int, int], regions: dict[int, int], arrays: bytes) -> None:
-    (count,) = struct.unpack_from("<I", body)
-    off = 4
+    """Write our names and addresses into a checked body (_check_body)."""
     used = 0
-    for _ in range(count):
-        dtype = body[off + 11]
+    for off, dtype in _descriptors(body, K.MACH_RCV_BODY_ERROR, "record"):
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
             idx, _pad, _p0, _p1, kind, _t = PORT_DESC.unpack_from(body, off)
             PORT_DESC.pack_into(body, off, _slot_name(idx, names), 0, 0, 0, kind, dtype)
-            off += 12
         elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
             _first, _d, copy, disp, _t, n = OOL_DESC.unpack_from(body, off)
             slots = [struct.unpack_from("<II", arrays, used + 8 * k) for k in range(n)]
@@ -518,11 +507,9 @@ def _copyout_body(body: bytearray, names: dict[int, int], regions: dict[int, int
             kind = slots[0][1] if slots else disp
             addr = _name_array([_slot_name(i, names) for i, _k in slots])
             OOL_DESC.pack_into(body, off, addr, 0, MD.MACH_MSG_VIRTUAL_COPY if n else copy, kind, dtype, n)
-            off += 16
         else:
             idx, _d, copy, _p, _t, size = OOL_DESC.unpack_from(body, off)
             OOL_DESC.pack_into(body, off, regions.get(idx, 0), 0, copy, 0, dtype, size)
-            off += 16
 
 
 def _slot_name(idx: int, names: dict[int, int]) -> int:
