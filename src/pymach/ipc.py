@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterable, Union
 
+from ._linux.mm import view
 from .kern import ipc_right as R
 from .kern import kern_return as K
 from .kern import mach_msg as KM
@@ -22,6 +23,7 @@ from .kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE, 
                              MACH_PORT_TYPE_SEND_ONCE)
 from .kern.task import SELF
 from .kern.vm_user import vm_deallocate
+from .mach._args import address_of
 
 __all__ = ["Port", "SendRight", "SendOnceRight", "PortSet", "Message", "request", "register_ports",
            "registered_ports"]
@@ -107,8 +109,7 @@ def _encode(dest: int, dest_disp: int, msg: Message, reply: int, reply_disp: int
         for buf in msg.ool:
             data = bytes(buf)
             keep.append(data)
-            from ctypes import c_char_p, c_void_p, cast
-            addr = cast(c_char_p(data), c_void_p).value or 0
+            addr = address_of(data)[0]
             body += OOL_DESC.pack(addr, 0, MD.MACH_MSG_VIRTUAL_COPY, 0, MD.MACH_MSG_OOL_DESCRIPTOR, len(data))
     data = msg.data + b"\0" * (-len(msg.data) % 4)
     body += struct.pack("<I", len(msg.data)) + data
@@ -135,7 +136,6 @@ def _decode(raw: bytes) -> Message:
                 addr, _d, _c, _p, _t, n = OOL_DESC.unpack_from(raw, off)
                 if addr:
                     msg._regions.append((addr, n))
-                    from ._linux.mm import view
                     msg.ool.append(view(addr, n))
                 off += 16
     if off + 4 <= size:

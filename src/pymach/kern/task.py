@@ -136,12 +136,16 @@ class _Self:
 
 
 def _close_rights(space: IpcSpace) -> None:
-    """Close, in this process only, every fd behind the rights of ``space``."""
+    """Close, in this process only, every fd behind the rights of ``space``
+    (ports and sets are torn down, capabilities closed)."""
+    from .ipc_port import Port, SendCap
+    from .ipc_pset import PortSet
     for _name, e in space.names():
-        for o in (e.cap, e.object):
-            close = getattr(o, "destroy", None) if not hasattr(o, "sock") else getattr(o, "close", None)
-            if close is not None and not isinstance(o, (Task, Host)):
-                close()
+        for o in (e.cap, e.object, e.dnrequest):
+            if isinstance(o, SendCap):
+                o.close()
+            elif isinstance(o, (Port, PortSet)):
+                o.destroy()
 
 
 SELF = _Self()
