@@ -125,16 +125,8 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
         rights: list[tuple[int, int, int, int]] = [(KIND_NONE, 0, 0, 0)]
         reply_kind = 0
         if local:
-            try:
-                rcap, reply_kind, rowned = R.copyin_send(space, local, ldisp)
-            except K.MachError as e:
-                raise _err(K.MACH_SEND_INVALID_REPLY, e.context or "") from None
-            if rowned:
-                out.owned.append(rcap)
-            if ldisp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
-                out.moves.append((local, ldisp))
-            rights[0] = (reply_kind, len(rcap.wire_fds()), 0, 0)
-            out.fds.extend(rcap.wire_fds())
+            reply_kind, nfds = _take_send(space, local, ldisp, out, K.MACH_SEND_INVALID_REPLY)
+            rights[0] = (reply_kind, nfds, 0, 0)
         body = bytearray(msg[HEADER_SIZE:])
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _copyin_body(space, body, rights, out)
@@ -252,17 +244,27 @@ def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, 
         if disp != MD.MACH_MSG_TYPE_COPY_SEND:
             out.moves.append((name, MD.MACH_MSG_TYPE_MOVE_SEND))
         return 0xFFFFFFFF, MD.MACH_MSG_TYPE_PORT_SEND
+    kind, nfds = _take_send(space, name, disp, out, K.MACH_SEND_INVALID_RIGHT)
+    rights.append((kind, nfds, 0, 0))
+    return len(rights) - 1, kind
+
+
+def _take_send(space: IpcSpace, name: int, disp: int, out: Outgoing, kr: int) -> tuple[int, int]:
+    """Copy in a send or send-once right that the message carries: its fds
+    join the record, a right made for it is closed after the send, and a
+    moved right is consumed once the send succeeds. Returns (received kind,
+    fd count); ``kr`` when the name lacks the right."""
     try:
         cap, kind, owned = R.copyin_send(space, name, disp)
     except K.MachError as err:
-        raise _err(K.MACH_SEND_INVALID_RIGHT, err.context or "") from None
+        raise _err(kr, err.context or "") from None
     if owned:
         out.owned.append(cap)
     if disp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
         out.moves.append((name, disp))
-    rights.append((kind, len(cap.wire_fds()), 0, 0))
-    out.fds.extend(cap.wire_fds())
-    return len(rights) - 1, kind
+    fds = cap.wire_fds()
+    out.fds.extend(fds)
+    return kind, len(fds)
 
 
 def _handoff_memfd(addr: int, size: int) -> int | None:
