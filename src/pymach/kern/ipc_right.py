@@ -306,12 +306,19 @@ def _destroy_receive_keep_sends(space: IpcSpace, name: int, e: IpcEntry) -> None
         _drop_cap(space, name, e)
         e.type &= ~MACH_PORT_TYPE_SEND
         urefs = e.urefs
+        # the name is dead to us now: a dead-name request fires as a
+        # dead-name notification (not port-deleted) and holds a reference
+        req, e.dnrequest = e.dnrequest, None
         _destroy_receive(space, name, e)
         dn = space.lookup(name)
+        if req is not None:
+            urefs = min(urefs + 1, MACH_PORT_UREFS_MAX)
         if dn is None:
             space.alloc_name(name, None, MACH_PORT_TYPE_DEAD_NAME, urefs)
         else:
             dn.type, dn.urefs, dn.object = MACH_PORT_TYPE_DEAD_NAME, urefs, None
+        if req is not None:
+            ipc_notify.dead_name(req, name)  # type: ignore[arg-type]
     else:
         _destroy_receive(space, name, e)
 
