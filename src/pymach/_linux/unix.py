@@ -36,7 +36,12 @@ import struct
 SCM_MAX_FD = 253
 _CRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _ANC_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * 4) + socket.CMSG_SPACE(_CRED.size)
-_MSG_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
+# plain ints: flag enums cost more to combine than the syscall takes
+_MSG_CMSG_CLOEXEC = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000))
+_TRUNCATED = int(socket.MSG_CTRUNC | socket.MSG_TRUNC)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
+_SCM_CREDENTIALS = int(socket.SCM_CREDENTIALS)
+_SOL_SOCKET = int(socket.SOL_SOCKET)
 
 
 class Truncated(Exception):
@@ -70,15 +75,15 @@ def recv(sock: socket.socket, buf: bytearray, flags: int = 0) -> tuple[int, list
     fds: list[int] = []
     cred = None
     for level, kind, data in anc:
-        if level != socket.SOL_SOCKET:
+        if level != _SOL_SOCKET:
             continue
-        if kind == socket.SCM_RIGHTS:
+        if kind == _SCM_CREDENTIALS and len(data) >= _CRED.size:
+            cred = _CRED.unpack_from(data)
+        elif kind == _SCM_RIGHTS:
             a = array.array("i")
             a.frombytes(data[:len(data) - len(data) % a.itemsize])
             fds.extend(a)
-        elif kind == socket.SCM_CREDENTIALS and len(data) >= _CRED.size:
-            cred = _CRED.unpack_from(data)
-    if mflags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+    if mflags & _TRUNCATED:
         close_all(fds)
         raise Truncated("control data truncated" if mflags & socket.MSG_CTRUNC else "record truncated")
     return n, fds, cred

@@ -30,8 +30,9 @@ from . import kern_return as K
 from . import message_defs as MD
 from . import vm_defs as V
 from . import ipc_right as R
-from .ipc_port import MAX_RECORD, Port, SendCap
-from .ipc_space import MACH_PORT_TYPE_DEAD_NAME, IpcSpace
+from .ipc_port import FLAG_REPLY, MAX_RECORD, Incoming, Port, ReplyCap, SendCap, SendOnceCap
+from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
+                         MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
 
 MAGIC = 0x3148434D  # "MCH1"
 WIRE = struct.Struct("<IIiIIIII")  # magic, bits, id, body length, rights, fds, flags, array bytes
@@ -42,6 +43,7 @@ OOL_DESC = struct.Struct("<QBBBBI")  # address, deallocate, copy, pad1, type, si
 KIND_NONE = 0
 KIND_OOL = 1
 KIND_BLOB = 2  # an inline body too large for a record, in a sealed memfd
+KIND_BACK = 3  # a reply right answered on the sender's reply connection (aux: token)
 FLAG_BLOB = 2  # wire header flag (1 is ipc_notify.FLAG_NOTIFY)
 # XNU's IPC_KMSG_MAX_BODY_SPACE: the largest message mach_msg accepts
 MAX_SEND_SIZE = 3 * (64 << 20) // 4 - 68
@@ -49,7 +51,7 @@ HEADER_SIZE = HDR.size
 # fds a right may carry: a send right is its connection and the port's
 # queue semaphore; a receive right is every connection of the port
 _MAX_FDS = {MD.MACH_MSG_TYPE_PORT_SEND: 2, MD.MACH_MSG_TYPE_PORT_SEND_ONCE: 1, KIND_OOL: 1,
-            MD.MACH_MSG_TYPE_PORT_RECEIVE: unix.SCM_MAX_FD, KIND_NONE: 0, KIND_BLOB: 1}
+            MD.MACH_MSG_TYPE_PORT_RECEIVE: unix.SCM_MAX_FD, KIND_NONE: 0, KIND_BLOB: 1, KIND_BACK: 0}
 _SEND_DISP_MIN = MD.MACH_MSG_TYPE_MOVE_SEND
 _SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
@@ -70,6 +72,7 @@ class Outgoing:
     moves: list[tuple[int, int]] = field(default_factory=list)  # (name, disposition) consumed on success
     dealloc: list[tuple[int, int]] = field(default_factory=list)  # OOL regions to deallocate
     dest: SendCap | None = None
+    token: int = 0  # a back-channel reply right's token, withdrawn if the send fails
     dest_name: int = 0
     dest_disposition: int = 0
     receives: list[tuple[int, object]] = field(default_factory=list)  # (name, Port) moved out
@@ -114,7 +117,7 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
     out = Outgoing([], [])
     try:
         try:
-            cap, dest_kind, owned = R.copyin_send(space, remote, rdisp)
+            cap, dest_kind, owned = R.copyin_send(space, remote, rdisp, check=False)
         except K.MachError as e:
             raise _err(K.MACH_SEND_INVALID_DEST, e.context or "") from None
         if owned:
@@ -124,16 +127,24 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
             out.moves.append((remote, rdisp))
         rights: list[tuple[int, int, int, int]] = [(KIND_NONE, 0, 0, 0)]
         reply_kind = 0
+        flags = FLAG_REPLY | cap.token << 8 if isinstance(cap, ReplyCap) else 0
         if local:
-            reply_kind, nfds = _take_send(space, local, ldisp, out, K.MACH_SEND_INVALID_REPLY)
-            rights[0] = (reply_kind, nfds, 0, 0)
+            port = _reply_port(space, local) if ldisp == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE and not owned \
+                and type(cap) is SendCap else None
+            token = cap.back_reply(port) if port is not None else None
+            if token is not None:
+                out.token = token
+                reply_kind = MD.MACH_MSG_TYPE_PORT_SEND_ONCE
+                rights[0] = (KIND_BACK, 0, 0, token)
+            else:
+                reply_kind, nfds = _take_send(space, local, ldisp, out, K.MACH_SEND_INVALID_REPLY)
+                rights[0] = (reply_kind, nfds, 0, 0)
         body = bytearray(msg[HEADER_SIZE:])
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _copyin_body(space, body, rights, out)
         wbits = MD.MACH_MSGH_BITS_SET(reply_kind, dest_kind, 0, bits & MD.MACH_MSGH_BITS_COMPLEX)
         if len(out.fds) > unix.SCM_MAX_FD:
             raise _err(K.MACH_SEND_TOO_LARGE, f"{len(out.fds)} rights; at most {unix.SCM_MAX_FD}")
-        flags = 0
         if WIRE.size + RIGHT.size * len(rights) + sum(len(a) for a in out.arrays) + len(body) > MAX_RECORD:
             # larger than a record: the body travels in a sealed memfd
             if size > MAX_SEND_SIZE:
@@ -142,7 +153,7 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
             out.owned.append(fd)
             out.fds.append(fd)
             rights.append((KIND_BLOB, 1, len(body), 0))
-            body, flags = bytearray(), FLAG_BLOB
+            body, flags = bytearray(), flags | FLAG_BLOB
             if len(out.fds) > unix.SCM_MAX_FD:
                 raise _err(K.MACH_SEND_TOO_LARGE, f"{len(out.fds)} rights; at most {unix.SCM_MAX_FD}")
         arrays = b"".join(out.arrays)
@@ -153,6 +164,48 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
     except BaseException:
         out.release()
         raise
+
+
+_SIMPLE_MAX = MAX_RECORD - WIRE.size - RIGHT.size
+_NO_RIGHT = RIGHT.pack(KIND_NONE, 0, 0, 0)
+
+
+def copyin_simple(space: IpcSpace, msg: bytes) -> tuple[SendCap, bytes, int] | None:
+    """The common message, copied in without the general walk: no
+    descriptors, a COPY_SEND or MOVE_SEND_ONCE destination, and either no
+    reply right or a MAKE_SEND_ONCE of a port of ours that the
+    destination's channel answers. Returns (destination, record, token of
+    the back-channel reply right or 0), or None: then copyin() decides,
+    errors included."""
+    if len(msg) > _SIMPLE_MAX + HEADER_SIZE:
+        return None
+    bits, _size, remote, local, _voucher, msg_id = HDR.unpack_from(msg)
+    if bits & MD.MACH_MSGH_BITS_COMPLEX:
+        return None
+    e = space.lookup(remote)
+    if e is None:
+        return None
+    cap, rdisp, ldisp = e.cap, bits & 0x1F, (bits >> 8) & 0x1F
+    if rdisp == MD.MACH_MSG_TYPE_COPY_SEND and type(cap) is SendCap and e.type & MACH_PORT_TYPE_SEND:
+        kind = MD.MACH_MSG_TYPE_PORT_SEND
+    elif (rdisp == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE and isinstance(cap, SendOnceCap)
+          and e.type & MACH_PORT_TYPE_SEND_ONCE):
+        kind = MD.MACH_MSG_TYPE_PORT_SEND_ONCE
+    else:
+        return None
+    if not local and not ldisp:
+        token, right, reply = 0, _NO_RIGHT, 0
+    elif ldisp == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE and kind == MD.MACH_MSG_TYPE_PORT_SEND:
+        port = _reply_port(space, local)
+        token = cap.back_reply(port) if port is not None else None  # type: ignore[union-attr]
+        if token is None:
+            return None
+        right, reply = RIGHT.pack(KIND_BACK, 0, 0, token), MD.MACH_MSG_TYPE_PORT_SEND_ONCE
+    else:
+        return None
+    flags = FLAG_REPLY | cap.token << 8 if type(cap) is ReplyCap else 0
+    body = msg[HEADER_SIZE:]
+    return cap, WIRE.pack(MAGIC, reply | kind << 8, msg_id, len(body), 1, 0, flags, 0) + right + body, token
 
 
 def _descriptors(body: bytearray, kr: int, what: str) -> Iterator[tuple[int, int]]:
@@ -222,12 +275,21 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
             raise _err(K.MACH_SEND_INVALID_TYPE, f"descriptor type {dtype}")
 
 
+def _reply_port(space: IpcSpace, name: int) -> Port | None:
+    """The Port behind a reply name that holds our receive right."""
+    e = space.lookup(name)
+    if e is None or not e.type & MACH_PORT_TYPE_RECEIVE or not isinstance(e.object, Port) or e.object.destroyed:
+        return None
+    return e.object
+
+
 def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, int, int, int]],
                  out: Outgoing) -> tuple[int, int]:
     """Copy in one right named in the body: (right index or a dead/null
     marker, received kind). MACH_SEND_INVALID_RIGHT on any failure."""
     if name in (0, 0xFFFFFFFF):
         return name, 0
+    R.upgrade_reply(space, name, disp)
     if not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= disp <= _SEND_DISP_MAX:
         raise _err(K.MACH_SEND_INVALID_RIGHT, f"port disposition {disp}")
     if disp == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
@@ -254,6 +316,7 @@ def _take_send(space: IpcSpace, name: int, disp: int, out: Outgoing, kr: int) ->
     join the record, a right made for it is closed after the send, and a
     moved right is consumed once the send succeeds. Returns (received kind,
     fd count); ``kr`` when the name lacks the right."""
+    R.upgrade_reply(space, name, disp)
     try:
         cap, kind, owned = R.copyin_send(space, name, disp)
     except K.MachError as err:
@@ -320,20 +383,6 @@ def _sealed_memfd(data: bytes | memoryview) -> int:
 
 # -- copyout -------------------------------------------------------------------
 
-@dataclass
-class Incoming:
-    """A record read off a connection, not yet copied out."""
-
-    data: bytes
-    fds: list[int]
-    cred: tuple[int, int, int] | None
-    parsed: tuple[int, int, list[tuple[int, int, int, int]], bytes, bytes] | None = None
-
-    def release(self) -> None:
-        unix.close_all(self.fds)
-        self.fds = []
-
-
 def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], bytes, bytes]:
     """Check a record against what arrived: (bits, id, rights, port
     arrays, body).
@@ -356,8 +405,16 @@ def _validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]],
     if tend + alen + blen != len(data) or blen % 4 or alen % 8:
         raise _err(K.MACH_RCV_BODY_ERROR, "lengths do not match the bytes that arrived")
     rights = [RIGHT.unpack_from(data, WIRE.size + i * RIGHT.size) for i in range(nrights)]
-    if sum(r[1] for r in rights) != nfds or any(r[1] > _MAX_FDS.get(r[0], 0) for r in rights):
+    total, extra = 0, False  # extra: a body memfd, or a back-channel right past the header
+    for i, (kind, n, _size, _aux) in enumerate(rights):
+        if n > _MAX_FDS.get(kind, 0):
+            raise _err(K.MACH_RCV_BODY_ERROR, "fd counts do not add up")
+        total += n
+        extra = extra or kind == KIND_BLOB or (kind == KIND_BACK and i > 0)
+    if total != nfds:
         raise _err(K.MACH_RCV_BODY_ERROR, "fd counts do not add up")
+    if not extra and not flags & FLAG_BLOB:
+        return bits, msg_id, rights, data[tend:tend + alen], data[tend + alen:]
     if flags & FLAG_BLOB:
         last = rights[-1]
         if blen or last[0] != KIND_BLOB or last[1] != 1 or last[2] % 4 or last[2] > MAX_SEND_SIZE:
@@ -369,14 +426,24 @@ def _validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]],
         return bits, msg_id, rights[:-1], data[tend:tend + alen], body
     if any(r[0] == KIND_BLOB for r in rights):
         raise _err(K.MACH_RCV_BODY_ERROR, "a body memfd in a record that has its body")
+    if any(r[0] == KIND_BACK for r in rights[1:]):
+        raise _err(K.MACH_RCV_BODY_ERROR, "a back-channel right outside the header")
     return bits, msg_id, rights, data[tend:tend + alen], data[tend + alen:]
 
 
-def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[bytearray, int]:
+def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[bytes, int]:
     """Install the record's rights in ``space`` and build the user message
     (header, body). Returns (message, bits). Closes everything on error."""
     try:
         bits, msg_id, rights, arrays, body_in = validate(rec)
+        if len(rights) == 1 and not rec.fds and not arrays and not bits & MD.MACH_MSGH_BITS_COMPLEX:
+            # a simple message: no right but perhaps a back-channel reply right
+            kind, _n, _size, aux = rights[0]
+            if kind == KIND_NONE:
+                return HDR.pack(bits, HEADER_SIZE + len(body_in), 0, rcv_name, 0, msg_id) + body_in, bits
+            if kind == KIND_BACK and rec.rconn is not None:
+                reply = R.copyout_reply(space, rec.rconn, aux)
+                return HDR.pack(bits, HEADER_SIZE + len(body_in), reply, rcv_name, 0, msg_id) + body_in, bits
         fd_of: dict[int, list[int]] = {}
         k = 0
         for i, (kind, n, _size, _aux) in enumerate(rights):
@@ -385,6 +452,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
                 k += n
         unix.close_all(rec.fds[k:])  # a body memfd, already read
         del rec.fds[k:]
+        if rights[0][0] == KIND_BACK and rec.rconn is None:
+            raise _err(K.MACH_RCV_BODY_ERROR, "a back-channel reply right with no reply connection")
         body = bytearray(body_in)
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _check_body(body, rights, arrays)
@@ -415,6 +484,10 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
     regions: dict[int, int] = {}
     try:
         for i, (kind, n, size, aux) in enumerate(rights):
+            if kind == KIND_BACK:
+                assert rec.rconn is not None
+                names[i] = R.copyout_reply(space, rec.rconn, aux)
+                continue
             if not n and kind != MD.MACH_MSG_TYPE_PORT_RECEIVE:
                 continue  # (a receive right with no connection carries no fd)
             fds = fd_of.pop(i, [])
@@ -435,7 +508,37 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
         _copyout_body(body, names, regions, arrays)
     out_bits = bits
     head = HDR.pack(out_bits, HEADER_SIZE + len(body), reply, rcv_name, 0, msg_id)
-    return bytearray(head) + body, out_bits
+    return head + body, out_bits
+
+
+_SIMPLE_BITS = ~MD.MACH_MSGH_BITS_PORTS_MASK & 0xFFFFFFFF
+
+
+def copyout_simple(space: IpcSpace, rec: Incoming, rcv_name: int, room: int) -> bytes | None:
+    """The common record, checked and copied out without the general walk:
+    a simple message with no fds and no right but perhaps a back-channel
+    reply right, that fits in ``room`` bytes. None: copyout() decides
+    (errors and MACH_RCV_TOO_LARGE included)."""
+    data = rec.data
+    if rec.fds or len(data) < _SIMPLE_HEAD:
+        return None
+    magic, bits, msg_id, blen, nrights, nfds, flags, alen = WIRE.unpack_from(data)
+    if (magic != MAGIC or nrights != 1 or nfds or alen or bits & _SIMPLE_BITS or flags & FLAG_BLOB
+            or blen != len(data) - _SIMPLE_HEAD or blen % 4 or HEADER_SIZE + blen > room):
+        return None
+    kind, n, _size, aux = RIGHT.unpack_from(data, WIRE.size)
+    if n:
+        return None
+    if kind == KIND_NONE:
+        reply = 0
+    elif kind == KIND_BACK and rec.rconn is not None:
+        reply = R.copyout_reply(space, rec.rconn, aux)
+    else:
+        return None
+    return HDR.pack(bits, HEADER_SIZE + blen, reply, rcv_name, 0, msg_id) + data[_SIMPLE_HEAD:]
+
+
+_SIMPLE_HEAD = WIRE.size + RIGHT.size
 
 
 def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays: bytes) -> None:

@@ -12,21 +12,20 @@ its ends at once: that is where no-senders and dead names come from.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import select
 import socket
+import struct
 import threading
 import time
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from .._linux import unix
 from . import kern_return as K
 from .ipc_notify import WATCHER, no_senders, send_once_record
-
-if TYPE_CHECKING:
-    from .ipc_kmsg import Incoming
 
 from .ipc_space import MACH_PORT_QLIMIT_DEFAULT, MACH_PORT_QLIMIT_MAX
 
@@ -38,8 +37,120 @@ LOCAL_SENDS: "weakref.WeakValueDictionary[int, Port]" = weakref.WeakValueDiction
 # descriptors' tables. Larger inline bodies travel in a sealed memfd.
 MAX_RECORD = 64 * 1024
 
+# Wire flags of a record (the low byte of the header's flags word; the
+# upper 24 bits carry a reply token). 1 is a notification, 2 a body memfd.
+FLAG_JOIN = 4  # control: fds [send end, reply end]: a sender's own connection
+FLAG_REPLYCONN = 8  # control: fds [reply end] for the connection it came on
+FLAG_REPLY = 16  # a message to a back-channel send-once right (token)
+FLAG_SO_DEAD = 32  # control: that right (token) was destroyed unused
+FLAG_UPGRADE = 64  # control: fds [send-once end]: that right (token) now has a connection of its own
+CONTROL = FLAG_JOIN | FLAG_REPLYCONN | FLAG_SO_DEAD | FLAG_UPGRADE
+_FLAGS_AT = 24  # offset of the flags word in the wire header
+_CONTROL_HEAD = struct.Struct("<IIiIIIII")  # the wire header (ipc_kmsg.WIRE)
+_MAGIC = 0x3148434D
+MAX_JOINED = 1024  # connections a port accepts from senders' channels
+
 
 _C = TypeVar("_C", bound="SendCap")
+
+
+def control_record(flags: int, nfds: int) -> bytes:
+    """A control record: a wire header with no message in it."""
+    return _CONTROL_HEAD.pack(_MAGIC, 0, 0, 0, 0, nfds, flags, 0)
+
+
+class Incoming:
+    """A record read off a connection, not yet copied out."""
+
+    __slots__ = ("data", "fds", "cred", "parsed", "rconn")
+
+    def __init__(self, data: bytes, fds: list[int], cred: tuple[int, int, int] | None,
+                 parsed: tuple[int, int, list[tuple[int, int, int, int]], bytes, bytes] | None = None,
+                 rconn: "Shared | None" = None) -> None:
+        self.data = data
+        self.fds = fds
+        self.cred = cred
+        self.parsed = parsed
+        self.rconn = rconn  # the reply connection of the channel it came on
+
+    def release(self) -> None:
+        unix.close_all(self.fds)
+        self.fds = []
+
+
+class ReplyConn:
+    """The receiving end of a sender's reply connection (the sender's
+    side): back-channel send-once rights made for our reply port are
+    answered on it. ``tokens`` are the rights outstanding; ``anon`` counts
+    outstanding rights whose tokens came with a moved receive right."""
+
+    __slots__ = ("sock", "tokens", "anon", "port", "orphan", "closed")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.tokens: set[int] = set()
+        self.anon = 0
+        self.port: Port | None = None  # the reply port whose epoll watches us
+        self.orphan = False  # the channel is gone: close once nothing is outstanding
+        self.closed = False
+
+    def outstanding(self) -> int:
+        return len(self.tokens) + self.anon
+
+    def resolve(self, token: int) -> bool:
+        """One outstanding right was answered (or destroyed, or upgraded)."""
+        if token in self.tokens:
+            self.tokens.discard(token)
+            return True
+        if self.anon:
+            self.anon -= 1
+            return True
+        return False
+
+    def unbind(self) -> None:
+        port, self.port = self.port, None
+        if port is not None:
+            port.replies.pop(self.sock.fileno(), None)
+            try:
+                port.ep.unregister(self.sock.fileno())
+            except (OSError, ValueError):
+                pass
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.unbind()
+            self.sock.close()
+
+
+class Shared:
+    """A socket shared by references (a sender's reply connection, held by
+    its port and by every back-channel right made from it); closed when
+    the last reference goes."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def __del__(self) -> None:
+        self.sock.close()
+
+
+class Channel:
+    """A sender's own connection to a port (made on its first request with
+    a back-channel reply) and the reply connection beside it. Every later
+    message on the same send right goes on it, so order is kept."""
+
+    __slots__ = ("tx", "rx")
+
+    def __init__(self, tx: socket.socket, rx: ReplyConn) -> None:
+        self.tx = tx
+        self.rx: ReplyConn | None = rx
+
+
+_CHANNEL_LOCK = threading.Lock()
+_TOKENS = itertools.count(1)
 
 
 class SendCap:
@@ -47,12 +158,75 @@ class SendCap:
     the port's queue-slot semaphore (an eventfd shared by every sender and
     the receiver: it holds the number of free places in the queue)."""
 
-    __slots__ = ("sock", "efd", "ino", "__weakref__")
+    __slots__ = ("sock", "efd", "ino", "chan", "__weakref__")
 
     def __init__(self, sock: socket.socket, efd: int = -1) -> None:
         self.sock = sock
         self.efd = efd
         self.ino = os.fstat(sock.fileno()).st_ino
+        self.chan: Channel | None = None
+
+    @property
+    def tx(self) -> socket.socket:
+        """The socket messages on this right are written to."""
+        chan = self.chan
+        return self.sock if chan is None else chan.tx
+
+    def back_reply(self, port: "Port") -> int | None:
+        """A token for a send-once right to our ``port`` that the receiver
+        answers on our reply connection, or None when this right cannot
+        carry one (then a connection of its own is made, as before)."""
+        with _CHANNEL_LOCK:
+            chan = self.chan
+            try:
+                if chan is None:
+                    chan = self._open_channel()
+                rc = chan.rx
+                if rc is None or rc.closed:
+                    rc = chan.rx = self._open_reply(chan.tx, FLAG_REPLYCONN, [])
+            except OSError:
+                return None
+            if rc.port is not port:
+                if rc.outstanding():
+                    return None
+                rc.unbind()
+                if not port.bind(rc):
+                    return None
+            token = next(_TOKENS) & 0xFFFFFF or next(_TOKENS) & 0xFFFFFF
+            rc.tokens.add(token)
+            return token
+
+    def _open_channel(self) -> Channel:
+        tx, far = unix.pair()
+        try:
+            rc = self._open_reply(self.sock, FLAG_JOIN, [far.fileno()])
+        finally:
+            far.close()
+        self.chan = Channel(tx, rc)
+        return self.chan
+
+    @staticmethod
+    def _open_reply(on: socket.socket, flag: int, fds: list[int]) -> ReplyConn:
+        near, far = unix.pair()
+        try:
+            far.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
+            near.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            near.shutdown(socket.SHUT_WR)  # replies only come this way
+            near.setblocking(False)
+            unix.send(on, [control_record(flag, len(fds) + 1)], fds + [far.fileno()],
+                      socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+        except BaseException:
+            near.close()
+            raise
+        finally:
+            far.close()
+        return ReplyConn(near)
+
+    def undo_reply(self, token: int) -> None:
+        """The message that carried ``token`` was not sent."""
+        chan = self.chan
+        if chan is not None and chan.rx is not None:
+            chan.rx.tokens.discard(token)
 
     @classmethod
     def adopt(cls: "type[_C]", fds: list[int]) -> "_C":
@@ -123,6 +297,25 @@ class SendCap:
             os.eventfd_write(self.efd, 1)
 
     def close(self) -> None:
+        chan, self.chan = self.chan, None
+        if chan is not None:
+            chan.tx.close()  # the port sees this sender's connection end
+            rc = chan.rx
+            if rc is not None and not rc.closed:
+                if rc.outstanding():
+                    rc.orphan = True  # closed by its port once answered
+                else:
+                    rc.close()
+        self.forget()
+
+    def forget(self) -> None:
+        """Close our fds with no other effect (a fork child dropping what it
+        inherited: the parent still holds the same connections)."""
+        chan, self.chan = self.chan, None
+        if chan is not None:
+            chan.tx.close()
+            if chan.rx is not None:
+                chan.rx.sock.close()
         self.sock.close()
         if self.efd >= 0:
             efd, self.efd = self.efd, -1
@@ -136,6 +329,54 @@ class SendOnceCap(SendCap):
     """A send-once right: a connection of its own, used for one message."""
 
     __slots__ = ()
+
+
+class ReplyCap(SendOnceCap):
+    """A back-channel send-once right: our own copy of the reply connection
+    a sender gave its channel, and the token of one request. A reply is
+    written on it with the token; destroyed unused, it says so (the sender
+    turns that into a send-once notification); to travel in a message it
+    is first upgraded to a connection of its own."""
+
+    __slots__ = ("token", "spent", "conn")
+
+    def __init__(self, conn: Shared, token: int) -> None:  # pylint: disable=super-init-not-called
+        self.sock, self.efd, self.ino, self.chan = conn.sock, -1, 0, None
+        self.conn: Shared | None = conn
+        self.token = token
+        self.spent = False
+
+    def forget(self) -> None:
+        self.conn = None  # the connection closes with its last reference
+
+    def wire_fds(self) -> list[int]:
+        raise AssertionError("a back-channel right travels only after upgrade()")
+
+    def upgrade(self) -> SendOnceCap:
+        """A send-once right with a connection of its own, made through the
+        reply connection. If the reply port is gone the new right is
+        already dead (its peer end closed), as the old one was."""
+        tx, far = unix.pair()
+        try:
+            unix.send(self.sock, [control_record(FLAG_UPGRADE | self.token << 8, 1)], [far.fileno()],
+                      socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        finally:
+            far.close()
+        self.spent = True
+        self.close()
+        return SendOnceCap(tx)
+
+    def close(self) -> None:
+        if not self.spent and self.conn is not None:
+            self.spent = True
+            try:
+                self.sock.sendmsg([control_record(FLAG_SO_DEAD | self.token << 8, 0)], (),
+                                  socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+        self.forget()
 
 
 class Port:
@@ -165,6 +406,12 @@ class Port:
         self.debt = 0  # places to withhold after qlimit was lowered
         self.nsrequest: tuple[SendOnceCap, int] | None = None  # (notify right, sync)
         self.pdrequest: SendOnceCap | None = None
+        # senders' reply connections, by the fd of the connection they came
+        # with (we write replies on them); and our own channels' reply
+        # connections that our epoll watches (we read replies from them)
+        self.rconn: dict[int, Shared] = {}
+        self.quiet: set[int] = set()  # send ends found closed when no-senders was armed
+        self.replies: dict[int, ReplyConn] = {}
 
     # -- making rights -------------------------------------------------------
 
@@ -226,7 +473,23 @@ class Port:
 
     @property
     def sorights(self) -> int:
-        return sum(1 for _s, once in self.ends.values() if once)
+        return sum(1 for _s, once in self.ends.values() if once) + self.back_rights()
+
+    def back_rights(self) -> int:
+        """Back-channel send-once rights to us not yet answered."""
+        return sum(rc.outstanding() for rc in list(self.replies.values()))
+
+    def bind(self, rc: ReplyConn) -> bool:
+        """Watch a reply connection of one of our channels (its replies are
+        ours). False if the port is gone."""
+        with self.lock:
+            if self.destroyed:
+                return False
+            fd = rc.sock.fileno()
+            self.ep.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+            self.replies[fd] = rc
+            rc.port = self
+            return True
 
     def set_qlimit(self, qlimit: int) -> None:
         """Change the queue limit: raising it wakes blocked senders."""
@@ -258,15 +521,19 @@ class Port:
         on a receiving end once every copy of its sending end is closed).
         Our own cached sending end is dropped first, so that it does not
         count as a sender."""
-        self.forget_cache()
         with self.lock:
-            p = select.poll()
-            for fd in self.ends:
-                p.register(fd, select.POLLRDHUP)
-            hung = {fd for fd, ev in p.poll(0) if ev & (select.POLLRDHUP | select.POLLHUP)}
+            hung = self._hung()
             normal = sum(1 for fd, (_s, once) in self.ends.items() if not once and fd not in hung)
             once = sum(1 for fd, (_s, o) in self.ends.items() if o and fd not in hung)
-            return normal, once
+            return normal, once + self.back_rights()
+
+    def _hung(self) -> set[int]:
+        """Our ends whose every sending end has closed (not yet read to EOF)."""
+        self.forget_cache()
+        p = select.poll()
+        for fd in self.ends:
+            p.register(fd, select.POLLRDHUP)
+        return {fd for fd, ev in p.poll(0) if ev & (select.POLLRDHUP | select.POLLHUP)}
 
     def msgcount(self) -> int:
         """Messages queued: the places taken in the queue semaphore (from
@@ -306,6 +573,7 @@ class Port:
         except (OSError, ValueError):
             pass
         s.close()
+        self.rconn.pop(fd, None)  # rights made from it keep it open
         return once
 
     def _closed(self, fd: int, used: bool) -> None:
@@ -316,38 +584,45 @@ class Port:
         once = self.drop_end(fd)
         if once:
             if not used:
-                from .ipc_kmsg import Incoming
                 self.held.append(Incoming(send_once_record(), [], (os.getpid(), os.getuid(), os.getgid())))
+        elif fd in self.quiet:
+            self.quiet.discard(fd)  # closed before no-senders was armed
         else:
             self.check_no_senders()
 
     # -- notifications ---------------------------------------------------------
 
     def check_no_senders(self) -> None:
-        """Fire the no-senders request if no send right is left (and the
-        make-send count has reached the request's sync value)."""
+        """Fire the armed no-senders request once no send right is left. As
+        in XNU (ipc_notify_no_senders), sync is not looked at again here."""
         req = self.nsrequest
-        if req is None or self.srights or self._cached is not None:
+        if req is None or self._cached is not None or any(
+                not once and fd not in self.quiet for fd, (_s, once) in self.ends.items()):
             return
-        cap, sync = req
-        if sync <= self.mscount:
-            self.nsrequest = None
-            no_senders(cap, self.mscount)
+        self.nsrequest = None
+        no_senders(req[0], self.mscount)
 
     def request_no_senders(self, cap: "SendOnceCap | None", sync: int) -> "SendOnceCap | None":
         """Arm (or with None, cancel) the no-senders request; returns the
-        previous notify right. Fires at once when there are no senders."""
+        previous notify right. As ipc_port_nsrequest does, it fires before
+        returning when there are no senders now and sync <= the make-send
+        count; otherwise it waits for the last send right to go."""
         with self.lock:
             prev = self.nsrequest[0] if self.nsrequest else None
             self.nsrequest = None
             if cap is None:
                 return prev
-            self.forget_cache()
+            # kernel fact, read now: connections already closed do not count
+            # (their EOF, read later, is no transition to no senders)
+            self.quiet = {fd for fd in self._hung() if not self.ends[fd][1]}
+            if sync <= self.mscount and not any(
+                    not once and fd not in self.quiet for fd, (_s, once) in self.ends.items()):
+                no_senders(cap, self.mscount)
+                return prev
             self.nsrequest = (cap, sync)
             for fd, (_s, once) in list(self.ends.items()):
                 if not once:
                     self._watch_end(fd)
-            self.check_no_senders()
             return prev
 
     def _watch_end(self, fd: int) -> None:
@@ -367,7 +642,6 @@ class Port:
                 sock, _once = ent
                 drained = 0
                 while True:
-                    from .ipc_kmsg import Incoming
                     try:
                         n, fds, cred = unix.recv(sock, self._buf)
                     except BlockingIOError:
@@ -379,18 +653,94 @@ class Port:
                             continue  # an empty record, not EOF: junk, dropped
                         self._closed(fd, drained > 0)
                         return
-                    drained += 1
-                    if not _once:
-                        self._freed()
-                    self.held.append(Incoming(bytes(self._buf[:n]), fds, cred))
+                    rec = self._take(fd, _once, n, fds, cred)
+                    if rec is not None:
+                        drained += 1
+                        self.held.append(rec)
         finally:
             self.rcv_lock.release()
 
-    def dequeue(self, timeout: float | None) -> "Incoming | None":
+    def _take(self, fd: int, once: bool, n: int, fds: list[int],
+              cred: tuple[int, int, int] | None) -> Incoming | None:
+        """A record read off end ``fd``: a message (returned), or a control
+        record of a sender's channel (acted on; None)."""
+        buf = self._buf
+        if once:
+            with self.lock:
+                self.drop_end(fd)
+            return Incoming(bytes(buf[:n]), fds, cred)
+        if n == _CONTROL_HEAD.size and buf[_FLAGS_AT] & CONTROL and self._control(fd, n, fds):
+            return None
+        self._freed()
+        return Incoming(bytes(buf[:n]), fds, cred, rconn=self.rconn.get(fd))
+
+    def _control(self, fd: int, n: int, fds: list[int]) -> bool:
+        """JOIN: a sender's channel (a new connection of ours, and its
+        reply connection); REPLYCONN: a new reply connection for the
+        channel it came on. False if the record is not one of them (it is
+        then received as a message, and refused as malformed)."""
+        magic, bits, _id, blen, nrights, nfds, flags, alen = _CONTROL_HEAD.unpack_from(self._buf)
+        ok = (magic == _MAGIC and not (bits or blen or nrights or alen) and nfds == len(fds)
+              and all(unix.is_seqpacket(f) for f in fds))
+        with self.lock:
+            if ok and flags == FLAG_JOIN and len(fds) == 2 and len(self.ends) < MAX_JOINED:
+                rx = socket.socket(fileno=fds[0])
+                rx.setblocking(False)
+                self.ends[rx.fileno()] = (rx, False)
+                self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+                self.rconn[rx.fileno()] = Shared(socket.socket(fileno=fds[1]))
+                if self.nsrequest is not None:
+                    self._watch_end(rx.fileno())
+                return True
+            if ok and flags == FLAG_REPLYCONN and len(fds) == 1:
+                self.rconn[fd] = Shared(socket.socket(fileno=fds[0]))
+                return True
+        return False
+
+    def _reply(self, fd: int, rc: ReplyConn) -> Incoming | None:
+        """A record on one of our channels' reply connections: a reply, or
+        news of a back-channel right (destroyed: a send-once notification;
+        upgraded: a send-once connection of ours). At EOF every right still
+        outstanding is a send-once notification (its holder died)."""
+        buf = self._buf
+        try:
+            n, fds, cred = unix.recv(rc.sock, buf)
+        except BlockingIOError:
+            return None
+        except (OSError, unix.Truncated):
+            n, fds, cred = 0, [], None
+        if n == 0 and not fds:
+            me = (os.getpid(), os.getuid(), os.getgid())
+            with self.lock:
+                for _ in range(rc.outstanding()):
+                    self.held.append(Incoming(send_once_record(), [], me))
+                rc.tokens.clear()
+                rc.anon = 0
+                rc.close()
+            return self.held.popleft() if self.held else None  # type: ignore[return-value]
+        flags = int.from_bytes(buf[_FLAGS_AT:_FLAGS_AT + 4], "little") if n >= _CONTROL_HEAD.size else 0
+        kind, token = flags & 0xFF, flags >> 8
+        rec: Incoming | None = None
+        if kind in (FLAG_REPLY, FLAG_REPLY | 1) and rc.resolve(token):
+            rec = Incoming(bytes(buf[:n]), fds, cred)
+        elif kind == FLAG_SO_DEAD and not fds and rc.resolve(token):
+            rec = Incoming(send_once_record(), [], (os.getpid(), os.getuid(), os.getgid()))
+        elif kind == FLAG_UPGRADE and len(fds) == 1 and unix.is_seqpacket(fds[0]) and rc.resolve(token):
+            with self.lock:
+                rx = socket.socket(fileno=fds[0])
+                rx.setblocking(False)
+                self.ends[rx.fileno()] = (rx, True)
+                self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        else:
+            unix.close_all(fds)  # junk, or a second answer to one right
+        if rc.orphan and not rc.outstanding():
+            rc.close()
+        return rec
+
+    def dequeue(self, timeout: float | None) -> Incoming | None:
         """The next message, waiting up to ``timeout`` seconds (None: for
         ever). Connections that read EOF are dropped on the way; a
         send-once connection is dropped after its one message."""
-        from .ipc_kmsg import Incoming
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.rcv_lock:
             while True:
@@ -400,7 +750,7 @@ class Port:
                 if self.destroyed:
                     raise K.MachError(K.MACH_RCV_PORT_DIED, "the port was destroyed")
                 left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-                events = self.ep.poll(left)
+                events = self.ep.poll(left, 1)
                 if not events:
                     if deadline is not None and time.monotonic() >= deadline:
                         return None
@@ -408,6 +758,12 @@ class Port:
                 for fd, _ev in events:
                     ent = self.ends.get(fd)
                     if ent is None:
+                        rc = self.replies.get(fd)
+                        if rc is not None:
+                            rec = self._reply(fd, rc)
+                            if rec is not None:
+                                self.seqno += 1
+                                return rec
                         continue
                     sock, once = ent
                     try:
@@ -426,13 +782,10 @@ class Port:
                         with self.lock:
                             self._closed(fd, False)
                         continue
-                    if once:
-                        with self.lock:
-                            self.drop_end(fd)
-                    else:
-                        self._freed()
-                    self.seqno += 1
-                    return Incoming(bytes(self._buf[:n]), fds, cred)
+                    rec = self._take(fd, once, n, fds, cred)
+                    if rec is not None:
+                        self.seqno += 1
+                        return rec
 
     # -- moving the receive right ----------------------------------------------
 
@@ -445,11 +798,13 @@ class Port:
         is left unchanged, so a send that fails loses nothing."""
         with self.lock:
             self._check()
-            if self.held:
+            while self.held:
+                # one fresh connection per reply connection the records need
+                rconn = getattr(self.held[0], "rconn", None)
                 tx, rx = unix.pair()
                 rx.setblocking(False)
                 try:
-                    while self.held:
+                    while self.held and getattr(self.held[0], "rconn", None) is rconn:
                         rec = self.held[0]
                         unix.send(tx, [rec.data], rec.fds)  # type: ignore[attr-defined]
                         self.held.popleft().release()  # type: ignore[attr-defined]
@@ -457,7 +812,11 @@ class Port:
                     tx.close()
                 self.ends[rx.fileno()] = (rx, False)
                 self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
-            normal = [fd for fd, (_s, once) in self.ends.items() if not once]
+                if rconn is not None:
+                    self.rconn[rx.fileno()] = rconn
+            # send connections with a reply connection first, then the rest
+            normal = sorted((fd for fd, (_s, once) in self.ends.items() if not once),
+                            key=lambda fd: fd not in self.rconn)
             once = [fd for fd, (_s, o) in self.ends.items() if o]
             fds = [self.efd] + normal + once
             ns = self.nsrequest
@@ -465,15 +824,23 @@ class Port:
                 fds.append(ns[0].fileno())
             if self.pdrequest is not None:
                 fds.append(self.pdrequest.fileno())
+            rconns = [self.rconn[fd].sock.fileno() for fd in normal if fd in self.rconn][:0xFF]
+            # our channels' reply connections with rights outstanding: each
+            # travels once per outstanding right
+            replies = [rc.sock.fileno() for rc in self.replies.values() for _ in range(rc.outstanding())][:0x3F]
+            fds += rconns + replies
             packing = (len(normal) | (len(once) << 16) | (int(ns is not None) << 32)
-                       | (int(self.pdrequest is not None) << 33) | (min(self.qlimit, 0xFFFF) << 40))
+                       | (int(self.pdrequest is not None) << 33) | (len(replies) << 34)
+                       | (min(self.qlimit, 0xFFFF) << 40) | (len(rconns) << 56))
             return fds, packing, (ns[1] if ns is not None else 0)
 
     @staticmethod
     def check_packing(nfds: int, packing: int) -> bool:
         """Does a receive right's packing account for exactly ``nfds`` fds?"""
-        n = 1 + (packing & 0xFFFF) + ((packing >> 16) & 0xFFFF) + ((packing >> 32) & 1) + ((packing >> 33) & 1)
-        return n == nfds and (packing >> 40) & 0xFFFF <= MACH_PORT_QLIMIT_MAX and not packing >> 56
+        normal = packing & 0xFFFF
+        n = (1 + normal + ((packing >> 16) & 0xFFFF) + ((packing >> 32) & 1) + ((packing >> 33) & 1)
+             + ((packing >> 34) & 0x3F) + (packing >> 56))
+        return n == nfds and (packing >> 40) & 0xFFFF <= MACH_PORT_QLIMIT_MAX and packing >> 56 <= normal
 
     @classmethod
     def from_move(cls, fds: list[int], packing: int, sync: int) -> "Port":
@@ -499,6 +866,22 @@ class Port:
                     port._watch_end(fd)
         if packing >> 33 & 1:
             port.pdrequest = SendOnceCap.adopt([fds[i]])
+            i += 1
+        normal_fds = list(port.ends)[:n_normal]
+        for k in range(packing >> 56):
+            port.rconn[normal_fds[k]] = Shared(socket.socket(fileno=fds[i]))
+            i += 1
+        last: ReplyConn | None = None
+        for k in range((packing >> 34) & 0x3F):
+            fd = fds[i + k]
+            if last is not None and unix.inode(fd) == unix.inode(last.sock.fileno()):
+                os.close(fd)  # another right outstanding on the same connection
+            else:
+                last = ReplyConn(socket.socket(fileno=fd))
+                last.sock.setblocking(False)
+                last.orphan = True  # no channel of ours: closed once answered
+                port.bind(last)
+            last.anon += 1
         return port
 
     def moved_away(self) -> None:
@@ -509,9 +892,15 @@ class Port:
                 WATCHER.unwatch(fd)
                 sock.close()
             self.ends.clear()
+            self._close_rconns()
+            for rc in list(self.replies.values()):
+                if rc.outstanding():
+                    rc.close()  # it went with the right
+                else:
+                    rc.unbind()  # its channel keeps it for another reply port
             for req in (self.nsrequest[0] if self.nsrequest else None, self.pdrequest):
                 if req is not None:
-                    req.sock.close()
+                    req.forget()
             self.nsrequest = self.pdrequest = None
             if self.efd >= 0:
                 os.close(self.efd)
@@ -531,6 +920,9 @@ class Port:
             for fd, (s, _once) in self.ends.items():
                 WATCHER.unwatch(fd)
                 s.close()
+            self._close_rconns()
+            for rc in list(self.replies.values()):
+                rc.close()  # replies still to come now fail: the port is dead
             for req in (self.nsrequest[0] if self.nsrequest else None, self.pdrequest):
                 if req is not None:
                     req.close()
@@ -542,6 +934,36 @@ class Port:
             if self._cached is not None:
                 self._cached.close()
                 self._cached = None
+            self.ep.close()
+            while self.held:
+                self.held.popleft().release()  # type: ignore[attr-defined]
+
+    def _close_rconns(self) -> None:
+        self.rconn.clear()  # back-channel rights made from them keep them open
+
+    def forget(self) -> None:
+        """Close our fds with no other effect (a fork child dropping what it
+        inherited; the parent still holds the port)."""
+        with self.lock:
+            for sock, _once in self.ends.values():
+                sock.close()
+            self.ends.clear()
+            self._close_rconns()
+            for rc in self.replies.values():
+                rc.closed = True
+                rc.sock.close()
+            self.replies.clear()
+            for req in (self.nsrequest[0] if self.nsrequest else None, self.pdrequest):
+                if req is not None:
+                    req.forget()
+            self.nsrequest = self.pdrequest = None
+            if self.efd >= 0:
+                os.close(self.efd)
+                self.efd = -1
+            if self._cached is not None:
+                self._cached.forget()
+                self._cached = None
+            self.destroyed = True
             self.ep.close()
             while self.held:
                 self.held.popleft().release()  # type: ignore[attr-defined]

@@ -63,6 +63,13 @@ class PortSet:
             if not self.waiters:
                 self._close()
 
+    def forget(self) -> None:
+        """Close our fds with no other effect (a fork child)."""
+        with self.lock:
+            self.members.clear()
+            self.destroyed = True
+            self._close()
+
     def _close(self) -> None:
         if self.wake >= 0:
             self.ep.close()

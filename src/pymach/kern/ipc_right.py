@@ -15,7 +15,7 @@ from . import ipc_notify
 from . import kern_return as K
 from . import message_defs as MD
 from .ipc_notify import WATCHER
-from .ipc_port import LOCAL_SENDS, Port, SendCap, SendOnceCap
+from .ipc_port import LOCAL_SENDS, Port, ReplyCap, SendCap, SendOnceCap, Shared
 from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_LABELH, MACH_PORT_RIGHT_PORT_SET,
                         MACH_PORT_RIGHT_RECEIVE,
                         MACH_PORT_RIGHT_SEND, MACH_PORT_RIGHT_SEND_ONCE, MACH_PORT_TYPE_DEAD_NAME,
@@ -334,17 +334,20 @@ def names(space: IpcSpace) -> tuple[list[int], list[int]]:
 
 # -- copyin / copyout of rights ------------------------------------------------
 
-def copyin_send(space: IpcSpace, name: int, disposition: int) -> tuple[SendCap, int, bool]:
+def copyin_send(space: IpcSpace, name: int, disposition: int, check: bool = True) -> tuple[SendCap, int, bool]:
     """Take the right a message names with ``disposition`` out of the space.
 
     Returns (capability, received kind, owned): ``owned`` means the caller
     must close the capability once sent. Raises MachError with
     KERN_INVALID_NAME / KERN_INVALID_RIGHT / KERN_INVALID_CAPABILITY; the
-    caller maps them to its MACH_SEND_* code."""
+    caller maps them to its MACH_SEND_* code. With ``check`` False a port
+    that died is not looked for (a message's destination: the send finds
+    out)."""
     e = space.lookup(name)
     if e is None:
         raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
-    check_dead(space, name, e)
+    if check:
+        check_dead(space, name, e)
     if disposition in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
         if not e.type & MACH_PORT_TYPE_SEND:
             raise _err(K.KERN_INVALID_RIGHT if not e.type & MACH_PORT_TYPE_DEAD_NAME
@@ -420,6 +423,24 @@ def copyout_send(space: IpcSpace, fds: list[int], send_once: bool) -> int:
                               0 if send_once else 1, key=None if send_once else ("ino", ino))
         e.cap = cap
         return name
+
+
+def copyout_reply(space: IpcSpace, rconn: Shared, token: int) -> int:
+    """Install a back-channel send-once right (our copy of the sender's
+    reply connection, and the request's token); returns its fresh name."""
+    cap = ReplyCap(rconn, token)
+    name, e = space.alloc(cap, MACH_PORT_TYPE_SEND_ONCE, 0)
+    e.cap = cap
+    return name
+
+
+def upgrade_reply(space: IpcSpace, name: int, disposition: int) -> None:
+    """Before a back-channel send-once right leaves our space (in a message
+    or a notification request), give it a connection of its own."""
+    if disposition == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE:
+        e = space.lookup(name)
+        if e is not None and isinstance(e.cap, ReplyCap):
+            e.cap = e.cap.upgrade()
 
 
 def insert_send_of_own_port(space: IpcSpace, name: int, e: IpcEntry) -> None:
@@ -627,6 +648,7 @@ def request_notification(space: IpcSpace, name: int, msgid: int, sync: int, noti
         if notify:
             if notify_disp not in (MD.MACH_MSG_TYPE_MAKE_SEND_ONCE, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
                 raise _err(K.MIG_TYPE_ERROR, "the notify right must be a send-once right")
+            upgrade_reply(space, notify, notify_disp)
             c, _kind, owned = copyin_send(space, notify, notify_disp)
             assert isinstance(c, SendOnceCap)
             if notify_disp == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE:
@@ -669,6 +691,12 @@ def _request(space: IpcSpace, name: int, msgid: int, sync: int, cap: "SendOnceCa
             return None
         check_dead(space, name, e)
         if e.type & MACH_PORT_TYPE_DEAD_NAME:
+            if sync and cap is not None:
+                # the man page's rule: with sync the notification fires at
+                # once, and holds a reference of the dead name
+                e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
+                ipc_notify.dead_name(cap, name)
+                return e.dnrequest  # type: ignore[return-value]
             raise _err(K.KERN_INVALID_ARGUMENT, f"{name:#x} is already dead")
         if not e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_SEND_ONCE | MACH_PORT_TYPE_RECEIVE):
             raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no port right")

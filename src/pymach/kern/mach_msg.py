@@ -19,11 +19,12 @@ from . import message_defs as MD
 from . import ipc_kmsg
 from . import ipc_right as R
 from .ipc_notify import FLAG_NOTIFY
-from .ipc_port import Port, SendOnceCap
+from .ipc_port import _FLAGS_AT, Port, ReplyCap, SendCap, SendOnceCap
 from .ipc_pset import PortSet
 from .ipc_space import MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, IpcSpace
 
 # trailer size by MACH_RCV_TRAILER_ELEMENTS
+HDR_REMOTE = struct.Struct("<I")
 _TRAILER_SIZE = {0: 8, 1: 12, 2: 20, 3: 52, 4: 60, 5: 60, 6: 60, 7: 68, 8: 68}
 _SEND_ERRNO = {
     errno.EPIPE: K.MACH_SEND_INVALID_DEST,
@@ -45,37 +46,34 @@ class TooLarge(K.MachError):
     needed = 0
 
 
+_NOSIGNAL = int(socket.MSG_NOSIGNAL)
+_DONTWAIT = int(socket.MSG_DONTWAIT)
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
+
+
 def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
     """Send one message. MACH_SEND_* codes as XNU gives them."""
+    fast = ipc_kmsg.copyin_simple(space, msg)
+    if fast is not None:
+        dest, record, token = fast
+        try:
+            _transmit(space, dest, HDR_REMOTE.unpack_from(msg, 8)[0], [record], (), option, timeout_ms)
+        except BaseException:
+            if token:
+                dest.undo_reply(token)
+            raise
+        if isinstance(dest, SendOnceCap):
+            R.consume_sent(space, HDR_REMOTE.unpack_from(msg, 8)[0], MD.MACH_MSG_TYPE_MOVE_SEND_ONCE)
+        return
     out = ipc_kmsg.copyin(space, msg)
     try:
-        dest = out.dest
-        assert dest is not None
-        sock = dest.sock
-        flags = socket.MSG_NOSIGNAL
-        wait = timeout_ms if option & MD.MACH_SEND_TIMEOUT else None
-        # a place in the queue (send-once rights never wait, as in XNU)
-        if not isinstance(dest, SendOnceCap) and not dest.take_slot(wait):
-            raise K.MachError(K.MACH_SEND_TIMED_OUT, "the queue is full")
-        if option & MD.MACH_SEND_TIMEOUT:
-            flags |= socket.MSG_DONTWAIT
-            if timeout_ms:
-                p = select.poll()
-                p.register(sock.fileno(), select.POLLOUT)
-                p.poll(timeout_ms)
-        try:
-            sock.sendmsg(out.buffers, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(
-                f"{len(out.fds)}i", *out.fds))] if out.fds else [], flags)
-        except OSError as err:
-            if not isinstance(dest, SendOnceCap):
-                dest.give_slot()
-            kr = _SEND_ERRNO.get(err.errno or 0, K.MACH_SEND_INVALID_DEST)
-            if kr == K.MACH_SEND_INVALID_DEST:
-                e = space.lookup(out.dest_name)
-                if e is not None:
-                    R.check_dead(space, out.dest_name, e)
-            raise K.MachError(kr, "sendmsg") from err
+        assert out.dest is not None
+        _transmit(space, out.dest, out.dest_name, out.buffers, out.fds, option, timeout_ms)
+        out.token = 0
     finally:
+        if out.token:
+            out.dest.undo_reply(out.token)  # type: ignore[union-attr]
         out.release()
     for name, disp in out.moves:
         R.consume_sent(space, name, disp)
@@ -87,6 +85,37 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
             SELF.map.deallocate(addr & ~0xFFF, (addr + size + 0xFFF) & ~0xFFF)
 
 
+def _transmit(space: IpcSpace, dest: SendCap, dest_name: int, buffers: list[bytes], fds: "list[int] | tuple[()]",
+              option: int, timeout_ms: int) -> None:
+    """Write one record on the destination's connection, after taking a
+    place in its queue (send-once rights never wait, as in XNU)."""
+    sock = dest.tx
+    flags = _NOSIGNAL
+    once = isinstance(dest, SendOnceCap)
+    if not once and not dest.take_slot(timeout_ms if option & MD.MACH_SEND_TIMEOUT else None):
+        raise K.MachError(K.MACH_SEND_TIMED_OUT, "the queue is full")
+    if option & MD.MACH_SEND_TIMEOUT:
+        flags |= _DONTWAIT
+        if timeout_ms:
+            p = select.poll()
+            p.register(sock.fileno(), select.POLLOUT)
+            p.poll(timeout_ms)
+    try:
+        sock.sendmsg(buffers, [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else (),
+                     flags)
+    except OSError as err:
+        if not once:
+            dest.give_slot()
+        kr = _SEND_ERRNO.get(err.errno or 0, K.MACH_SEND_INVALID_DEST)
+        if kr == K.MACH_SEND_INVALID_DEST:
+            e = space.lookup(dest_name)
+            if e is not None:
+                R.check_dead(space, dest_name, e)
+        raise K.MachError(kr, "sendmsg") from err
+    if isinstance(dest, ReplyCap):
+        dest.spent = True
+
+
 def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_ms: int) -> bytes:
     """Receive one message into at most ``rcv_size`` bytes, trailer
     included. MACH_RCV_* codes as XNU gives them; TooLarge carries the size
@@ -94,22 +123,31 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
     e = space.lookup(rcv_name)
     if e is None or not e.type & (MACH_PORT_TYPE_RECEIVE | MACH_PORT_TYPE_PORT_SET):
         raise K.MachError(K.MACH_RCV_INVALID_NAME, f"{rcv_name:#x}")
-    if MD.MACH_RCV_TRAILER_TYPE(0) != option & (0xF << 28):
-        raise K.MachError(K.MACH_RCV_INVALID_TRAILER, "unknown trailer format")
-    elements = (option >> 24) & 0xF
-    tsize = _TRAILER_SIZE.get(elements)
-    if tsize is None:
-        raise K.MachError(K.MACH_RCV_INVALID_TRAILER, f"trailer elements {elements}")
+    elements, tsize = 0, 8
+    if option >> 24:
+        if option >> 28:  # MACH_RCV_TRAILER_TYPE: only format 0 exists
+            raise K.MachError(K.MACH_RCV_INVALID_TRAILER, "unknown trailer format")
+        elements = (option >> 24) & 0xF
+        tsize = _TRAILER_SIZE.get(elements, 0)
+        if not tsize:
+            raise K.MachError(K.MACH_RCV_INVALID_TRAILER, f"trailer elements {elements}")
     timeout = timeout_ms / 1000.0 if option & MD.MACH_RCV_TIMEOUT else None
     obj = e.object
-    if isinstance(obj, PortSet):
-        rec, port, name = _dequeue_set(space, obj, timeout)
-    else:
-        assert isinstance(obj, Port)
+    if type(obj) is Port:
         port, name = obj, rcv_name
         rec = port.dequeue(timeout)
+    else:
+        assert isinstance(obj, PortSet)
+        rec, port, name = _dequeue_set(space, obj, timeout)
     if rec is None:
         raise K.MachError(K.MACH_RCV_TIMED_OUT, "no message")
+    cred = rec.cred
+    if (len(rec.data) > _FLAGS_AT and rec.data[_FLAGS_AT] & FLAG_NOTIFY and cred is not None
+            and cred[0] == os.getpid()):
+        cred = None  # made by our own runtime, as the kernel: KERNEL_SECURITY_TOKEN
+    simple = ipc_kmsg.copyout_simple(space, rec, name, rcv_size - tsize)
+    if simple is not None:
+        return simple + _trailer(elements, tsize, port.seqno - 1, cred, port.context)
     try:
         _bits, _id, _rights, _arrays, body = ipc_kmsg.validate(rec)
     except K.MachError:
@@ -125,12 +163,8 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
         err = TooLarge(K.MACH_RCV_TOO_LARGE, f"the message needs {needed} bytes")
         err.needed = needed - tsize
         raise err
-    notify = bool(ipc_kmsg.WIRE.unpack_from(rec.data)[6] & FLAG_NOTIFY)
-    cred = rec.cred
     msg, _bits = ipc_kmsg.copyout(space, rec, name, port.seqno)
-    if notify and cred is not None and cred[0] == os.getpid():
-        cred = None  # made by our own runtime, as the kernel: KERNEL_SECURITY_TOKEN
-    return bytes(msg) + _trailer(elements, tsize, port.seqno - 1, cred, port.context)
+    return msg + _trailer(elements, tsize, port.seqno - 1, cred, port.context)
 
 
 def _dequeue_set(space: IpcSpace, pset: PortSet, timeout: float | None):  # type: ignore[no-untyped-def]
@@ -160,11 +194,16 @@ def _dequeue_set_locked(space: IpcSpace, pset: PortSet, timeout: float | None): 
             return None, None, 0
 
 
+_TRAILER_0 = struct.pack("<II", MD.MACH_MSG_TRAILER_FORMAT_0, 8)
+
+
 def _trailer(elements: int, size: int, seqno: int, cred: tuple[int, int, int] | None,
              context: int = 0) -> bytes:
     # format 0: type, size, seqno, security token {euid, egid}, audit token
     # {auid, euid, egid, ruid, rgid, pid, asid, pidversion}, context, ad, labels.
     # cred None is the kernel: KERNEL_SECURITY_TOKEN {0, 1}, audit all zero.
+    if size == 8:
+        return _TRAILER_0
     if cred is None:
         full = struct.pack("<III2I8IQii", MD.MACH_MSG_TRAILER_FORMAT_0, size, seqno, 0, 1,
                            0, 0, 0, 0, 0, 0, 0, 0, context, 0, 0)

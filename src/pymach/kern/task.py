@@ -142,10 +142,8 @@ def _close_rights(space: IpcSpace) -> None:
     from .ipc_pset import PortSet
     for _name, e in space.names():
         for o in (e.cap, e.object, e.dnrequest):
-            if isinstance(o, SendCap):
-                o.close()
-            elif isinstance(o, (Port, PortSet)):
-                o.destroy()
+            if isinstance(o, (SendCap, Port, PortSet)):
+                o.forget()
 
 
 SELF = _Self()

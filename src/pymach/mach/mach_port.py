@@ -475,6 +475,9 @@ def mach_ports_lookup(target_task: Any, init_port_set: Any, init_port_setCnt: An
     return 0
 
 
+_Struct = (ctypes.Structure, ctypes.Union, ctypes.Array)
+
+
 def mach_msg(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv_name: Any, timeout: Any,
              notify: Any) -> int:
     """Send and/or receive a message. ``msg`` is the header that starts the
@@ -487,29 +490,34 @@ def mach_msg(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv_name: Any
 def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv_name: Any, timeout: Any,
                        notify: Any, rcv_msg: Any, rcv_limit: Any) -> int:
     """mach_msg, receiving into ``rcv_msg`` when it is given."""
-    opt = i32(option) & 0xFFFFFFFF
-    addr, _room = address_of(msg)
+    opt = option if type(option) is int and 0 <= option <= 0x7FFFFFFF else i32(option) & 0xFFFFFFFF
+    addr = _addressof(msg) if isinstance(msg, _Struct) else address_of(msg)[0]
     space = SELF.space
-    if opt & MD.MACH_SEND_MSG:
-        size = u32(send_size)
+    if type(timeout) is not int or not 0 <= timeout <= 0xFFFFFFFF:
+        timeout = u32(timeout)
+    if opt & 1:  # MACH_SEND_MSG
+        size = send_size if type(send_size) is int and 0 <= send_size <= 0xFFFFFFFF else u32(send_size)
         if size < 24 or size % 4:
             return K.MACH_SEND_MSG_TOO_SMALL
         try:
-            KM.send(space, ctypes.string_at(addr, size), opt, u32(timeout))
+            _send(space, _string_at(addr, size), opt, timeout)
         except MachError as e:
             return e.kr
-    if opt & MD.MACH_RCV_MSG:
+    if opt & 2:  # MACH_RCV_MSG
         raddr = address_of(rcv_msg)[0] if rcv_msg is not None else addr
-        limit = u32(rcv_size)
         try:
-            data = KM.receive(space, u32(rcv_name), limit, opt, u32(timeout))
+            data = _receive(space, u32(rcv_name), u32(rcv_size), opt, timeout)
         except KM.TooLarge as e:
             ctypes.c_uint32.from_address(raddr + 4).value = e.needed
             return e.kr
         except MachError as e:
             return e.kr
-        ctypes.memmove(raddr, data, len(data))
+        _memmove(raddr, data, len(data))
     return 0
+
+
+_send, _receive = KM.send, KM.receive
+_string_at, _memmove, _addressof = ctypes.string_at, ctypes.memmove, ctypes.addressof
 
 
 __all__ = [
