@@ -55,6 +55,9 @@ _MAX_FDS = {MD.MACH_MSG_TYPE_PORT_SEND: 2, MD.MACH_MSG_TYPE_PORT_SEND_ONCE: 1, K
 _SEND_DISP_MIN = MD.MACH_MSG_TYPE_MOVE_SEND
 _SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
+# a checked record: bits, id, right table, port arrays, body
+Parsed = tuple[int, int, list[tuple[int, int, int, int]], "bytes | bytearray", "bytes | bytearray"]
+
 _SEALS = (fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
 
 
@@ -197,9 +200,10 @@ def copyin_simple(space: IpcSpace, msg: bytes) -> tuple[SendCap, bytes, int] | N
         token, right, reply = 0, _NO_RIGHT, 0
     elif ldisp == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE and kind == MD.MACH_MSG_TYPE_PORT_SEND:
         port = _reply_port(space, local)
-        token = cap.back_reply(port) if port is not None else None  # type: ignore[union-attr]
-        if token is None:
+        back = cap.back_reply(port) if port is not None else None  # type: ignore[union-attr]
+        if back is None:
             return None
+        token = back
         right, reply = RIGHT.pack(KIND_BACK, 0, 0, token), MD.MACH_MSG_TYPE_PORT_SEND_ONCE
     else:
         return None
@@ -383,7 +387,7 @@ def _sealed_memfd(data: bytes | memoryview) -> int:
 
 # -- copyout -------------------------------------------------------------------
 
-def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], bytes, bytes]:
+def validate(rec: Incoming) -> Parsed:
     """Check a record against what arrived: (bits, id, rights, port
     arrays, body).
     MACH_RCV_HEADER_ERROR / MACH_RCV_BODY_ERROR for a malformed record."""
@@ -392,7 +396,7 @@ def validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], 
     return rec.parsed
 
 
-def _validate(rec: Incoming) -> tuple[int, int, list[tuple[int, int, int, int]], bytes, bytes]:
+def _validate(rec: Incoming) -> Parsed:
     data = rec.data
     if len(data) < WIRE.size:
         raise _err(K.MACH_RCV_HEADER_ERROR, "record shorter than its header")
@@ -541,7 +545,7 @@ def copyout_simple(space: IpcSpace, rec: Incoming, rcv_name: int, room: int) -> 
 _SIMPLE_HEAD = WIRE.size + RIGHT.size
 
 
-def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays: bytes) -> None:
+def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays: "bytes | bytearray") -> None:
     used = 0
     for off, dtype in _descriptors(body, K.MACH_RCV_BODY_ERROR, "record"):
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
@@ -598,7 +602,7 @@ def _map_ool(fd: int, size: int) -> int:
     return SELF.map.map_object_private(fd, size)
 
 
-def _copyout_body(body: bytearray, names: dict[int, int], regions: dict[int, int], arrays: bytes) -> None:
+def _copyout_body(body: bytearray, names: dict[int, int], regions: dict[int, int], arrays: "bytes | bytearray") -> None:
     """Write our names and addresses into a checked body (_check_body)."""
     used = 0
     for off, dtype in _descriptors(body, K.MACH_RCV_BODY_ERROR, "record"):

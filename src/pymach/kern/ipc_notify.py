@@ -130,8 +130,9 @@ class Watcher:
             self.ep.register(fd, events | select.EPOLLET)
 
     def unwatch(self, fd: int) -> None:
-        with self.lock:
-            self.unwatch_locked(fd)
+        if fd in self.handlers:  # (most fds were never watched: no lock then)
+            with self.lock:
+                self.unwatch_locked(fd)
 
     def unwatch_locked(self, fd: int) -> None:
         if self.handlers.pop(fd, None) is not None and self.ep is not None:

@@ -64,8 +64,8 @@ class Incoming:
 
     __slots__ = ("data", "fds", "cred", "parsed", "rconn")
 
-    def __init__(self, data: bytes, fds: list[int], cred: tuple[int, int, int] | None,
-                 parsed: tuple[int, int, list[tuple[int, int, int, int]], bytes, bytes] | None = None,
+    def __init__(self, data: bytes | bytearray, fds: list[int], cred: tuple[int, int, int] | None,
+                 parsed: tuple[int, int, list[tuple[int, int, int, int]], bytes | bytearray, bytes | bytearray] | None = None,
                  rconn: "Shared | None" = None) -> None:
         self.data = data
         self.fds = fds
@@ -671,8 +671,11 @@ class Port:
             return Incoming(bytes(buf[:n]), fds, cred)
         if n == _CONTROL_HEAD.size and buf[_FLAGS_AT] & CONTROL and self._control(fd, n, fds):
             return None
-        self._freed()
-        return Incoming(bytes(buf[:n]), fds, cred, rconn=self.rconn.get(fd))
+        if self.debt:
+            self.debt -= 1  # (_freed, inline: this is every message's path)
+        else:
+            os.eventfd_write(self.efd, 1)
+        return Incoming(buf[:n], fds, cred, None, self.rconn.get(fd))
 
     def _control(self, fd: int, n: int, fds: list[int]) -> bool:
         """JOIN: a sender's channel (a new connection of ours, and its
@@ -749,43 +752,42 @@ class Port:
                     return self.held.popleft()  # type: ignore[return-value]
                 if self.destroyed:
                     raise K.MachError(K.MACH_RCV_PORT_DIED, "the port was destroyed")
-                left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-                events = self.ep.poll(left, 1)
+                # one event at a time: epoll hands ready connections out in turn
+                events = self.ep.poll(-1.0 if deadline is None else max(0.0, deadline - time.monotonic()), 1)
                 if not events:
                     if deadline is not None and time.monotonic() >= deadline:
                         return None
                     continue
-                for fd, _ev in events:
-                    ent = self.ends.get(fd)
-                    if ent is None:
-                        rc = self.replies.get(fd)
-                        if rc is not None:
-                            rec = self._reply(fd, rc)
-                            if rec is not None:
-                                self.seqno += 1
-                                return rec
-                        continue
-                    sock, once = ent
-                    try:
-                        n, fds, cred = unix.recv(sock, self._buf)
-                    except BlockingIOError:
-                        continue
-                    except unix.Truncated as err:
-                        raise K.MachError(K.MACH_RCV_BODY_ERROR, str(err)) from None
-                    except OSError:
-                        n, fds, cred = 0, [], None
-                    if n == 0 and not fds:
-                        if not unix.hung_up(sock):
-                            # a zero-length record reads like EOF: only the
-                            # peer's hang-up tells them apart
-                            raise K.MachError(K.MACH_RCV_HEADER_ERROR, "an empty record")
-                        with self.lock:
-                            self._closed(fd, False)
-                        continue
-                    rec = self._take(fd, once, n, fds, cred)
+                fd = events[0][0]
+                ent = self.ends.get(fd)
+                if ent is None:
+                    rc = self.replies.get(fd)
+                    rec = self._reply(fd, rc) if rc is not None else None
                     if rec is not None:
                         self.seqno += 1
                         return rec
+                    continue
+                sock, once = ent
+                try:
+                    n, fds, cred = unix.recv(sock, self._buf)
+                except BlockingIOError:
+                    continue
+                except unix.Truncated as err:
+                    raise K.MachError(K.MACH_RCV_BODY_ERROR, str(err)) from None
+                except OSError:
+                    n, fds, cred = 0, [], None
+                if n == 0 and not fds:
+                    if not unix.hung_up(sock):
+                        # a zero-length record reads like EOF: only the
+                        # peer's hang-up tells them apart
+                        raise K.MachError(K.MACH_RCV_HEADER_ERROR, "an empty record")
+                    with self.lock:
+                        self._closed(fd, False)
+                    continue
+                rec = self._take(fd, once, n, fds, cred)
+                if rec is not None:
+                    self.seqno += 1
+                    return rec
 
     # -- moving the receive right ----------------------------------------------
 

@@ -194,12 +194,16 @@ def _mach_pair(n: int, repeat: int, pythonic: bool) -> float:
 
     def serve(name: int) -> None:
         m = Msg()
+        h, size = m.h, ctypes.sizeof(m)  # type: ignore[attr-defined]
+        mach_msg, bits_of, remote_of = M.mach_msg, M.MACH_MSGH_BITS, M.MACH_MSGH_BITS_REMOTE
+        rcv, snd = M.MACH_RCV_MSG, M.MACH_SEND_MSG
         for _ in range(total):
-            M.mach_msg(m.h, M.MACH_RCV_MSG, 0, ctypes.sizeof(m), name, 0, 0)  # type: ignore[attr-defined]
-            m.h.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSGH_BITS_REMOTE(m.h.msgh_bits), 0)  # type: ignore[attr-defined]
-            m.h.msgh_local_port = 0  # type: ignore[attr-defined]
-            m.h.msgh_size = hdr + ROUND  # type: ignore[attr-defined]
-            M.mach_msg(m.h, M.MACH_SEND_MSG, hdr + ROUND, 0, 0, 0, 0)  # type: ignore[attr-defined]
+            mach_msg(h, rcv, 0, size, name, 0, 0)
+            # answer on the reply right: MOVE_SEND_ONCE, no reply of our own
+            h.msgh_bits = bits_of(remote_of(h.msgh_bits), 0)
+            h.msgh_local_port = 0
+            h.msgh_size = hdr + ROUND
+            mach_msg(h, snd, hdr + ROUND, 0, 0, 0, 0)
 
     _pid, server_right, cleanup = _mach_server(serve)
     reply = pymach.Port()
@@ -220,14 +224,16 @@ def _mach_pair(n: int, repeat: int, pythonic: bool) -> float:
             mach_msg, rsize = M.mach_msg, ctypes.sizeof(rep)
             h, rh = req.h, rep.h  # type: ignore[attr-defined]
 
+            snd, rcv = M.MACH_SEND_MSG, M.MACH_RCV_MSG
+
             def run(k: int) -> None:
                 for _ in range(k):
                     h.msgh_bits = bits
                     h.msgh_size = hdr + ROUND
                     h.msgh_remote_port = dest
                     h.msgh_local_port = rname
-                    mach_msg(h, M.MACH_SEND_MSG, hdr + ROUND, 0, 0, 0, 0)
-                    mach_msg(rh, M.MACH_RCV_MSG, 0, rsize, rname, 0, 0)
+                    mach_msg(h, snd, hdr + ROUND, 0, 0, 0, 0)
+                    mach_msg(rh, rcv, 0, rsize, rname, 0, 0)
 
         return _per_op(run, n, repeat)
     finally:
