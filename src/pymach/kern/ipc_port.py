@@ -524,7 +524,9 @@ class Port:
         with self.lock:
             hung = self._hung()
             normal = sum(1 for fd, (_s, once) in self.ends.items() if not once and fd not in hung)
-            once = sum(1 for fd, (_s, o) in self.ends.items() if o and fd not in hung)
+            # a send-once right counts until its message is received, as in
+            # XNU (ip_sorights drops at copyout)
+            once = sum(1 for fd, (_s, o) in self.ends.items() if o and (fd not in hung or unix.pending(fd)))
             return normal, once + self.back_rights()
 
     def _hung(self) -> set[int]:
@@ -549,11 +551,10 @@ class Port:
             except (OSError, ValueError):
                 pass
             queued = max(0, self.qlimit + self.debt - free)
-            p = select.poll()
-            for fd, (_s, once) in self.ends.items():
-                if once:
-                    p.register(fd, select.POLLIN)
-            waiting_once = sum(1 for _fd, ev in p.poll(0) if ev & select.POLLIN and not ev & select.POLLRDHUP)
+            # send-once messages take no place in the queue: count the
+            # connections with a record waiting (ours and our channels')
+            waiting_once = sum(1 for fd, (_s, once) in self.ends.items() if once and unix.pending(fd))
+            waiting_once += sum(1 for fd in list(self.replies) if unix.pending(fd))
             return queued + len(self.held) + waiting_once
 
     def fileno(self) -> int:
