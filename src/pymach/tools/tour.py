@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 
 WIDTH = 78
 
@@ -58,6 +61,92 @@ def vm_protect() -> bool:
     return ok
 
 
+SERVICE = "com.osxbook.SHMServer"
+
+
+def _wait_for_service(env: dict[str, str], timeout: float = 20.0) -> bool:
+    """Ask the tour's bootstrap server until the book's server has checked in."""
+    code = ("import sys, pymach.bootstrap as b\n"
+            "try:\n    b.look_up(sys.argv[1]).close()\nexcept Exception:\n    sys.exit(1)\n")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run([sys.executable, "-c", code, SERVICE], env=env, capture_output=True).returncode == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def shm_ipc() -> bool:
+    """Figures 8-17 to 8-19: the shared-memory server and three clients."""
+    print("=" * WIDTH)
+    print("shm_ipc_server.c and shm_ipc_client.c (Mac OS X Internals, Figures 8-17 to 8-19)")
+    print("=" * WIDTH)
+    with tempfile.TemporaryDirectory(prefix="pymach-tour-") as tmp:
+        env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=os.path.join(tmp, "bootstrap"), PYTHONUNBUFFERED="1")
+        _say("First the tour starts a bootstrap server of its own (pymach bootstrap serve, on a private "
+             "socket), so that it leaves the user's services alone. Every program below finds it through "
+             "bootstrap_port.")
+        boot = subprocess.Popen([sys.executable, "-m", "pymach", "bootstrap", "serve"], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        server = None
+        try:
+            print()
+            _say("The server allocates a page with mach_vm_allocate, names it with "
+                 "mach_make_memory_entry_64 (read and write), copies \"Hello, Mach!\" into it, and "
+                 "checks in as com.osxbook.SHMServer. It then answers every request with the entry, "
+                 "in a port descriptor: the entry is a send right whose fd is the page's memfd.")
+            print("  $ python -m pymach.examples.shm_ipc_server &")
+            server = subprocess.Popen([sys.executable, "-m", "pymach.examples.shm_ipc_server"], env=env,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+            assert server.stdout is not None
+            first = server.stdout.readline().rstrip()
+            print(f"  {first}")
+            ok = first.startswith("memory allocated at 0x") and _wait_for_service(env)
+            print()
+            _say("A client looks the service up, sends a request with a reply port, receives the "
+                 "entry's name in the reply, maps the entry with mach_vm_map (copy FALSE: the same "
+                 "pages, not a copy) and prints what is there.")
+            out1 = _capture("pymach.examples.shm_ipc_client", env=env)
+            print()
+            _say("A second client writes its argument into the page it mapped. The page is the "
+                 "server's, so the third client, a new process, reads the second one's words.")
+            out2 = _capture("pymach.examples.shm_ipc_client", "Hello, Linux!", env=env)
+            out3 = _capture("pymach.examples.shm_ipc_client", env=env)
+            ok = (ok and out1[1:] == ["Hello, Mach!"] and out2[1:] == ["Hello, Mach!",
+                  'writing "Hello, Linux!" to shared memory'] and out3[1:] == ["Hello, Linux!"]
+                  and all(o and o[0].startswith("recv_msg.data.name = 0x") for o in (out1, out2, out3)))
+        finally:
+            for p in (server, boot):
+                if p is not None and p.poll() is None:
+                    p.terminate()
+                    try:
+                        p.wait(10)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+            if server is not None and server.stdout is not None:
+                server.stdout.close()
+            if boot.stderr is not None:
+                boot.stderr.close()
+    print()
+    _say("The tour then stops the server and its bootstrap server.")
+    print()
+    return ok
+
+
+def _capture(module: str, *args: str, env: dict[str, str]) -> list[str]:
+    """Run a program like _run, and return its output lines."""
+    cmd = [sys.executable, "-m", module, *args]
+    print("  $ " + " ".join(["python", "-m", module, *(f'"{a}"' if " " in a else a for a in args)]))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    lines = (p.stdout + p.stderr).splitlines()
+    for line in lines:
+        print(f"  {line}")
+    print(f"  [exit status {p.returncode}]")
+    return lines if p.returncode == 0 else []
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pymach tour", description=__doc__)
     ap.parse_args(argv)
@@ -65,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
          "and run as real Linux processes.")
     print()
     ok = vm_protect()
+    ok = shm_ipc() and ok
     print("tour finished: every step behaved as the book describes." if ok
           else "tour finished: some step did NOT behave as the book describes (see above).")
     return 0 if ok else 1
