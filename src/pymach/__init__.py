@@ -44,6 +44,7 @@ from .kern.vm_defs import (
 )
 from .ipc import (Message, Port, PortSet, SendOnceRight, SendRight, register_ports, registered_ports,
                   request)
+from .bootstrap import BootstrapError
 from .spawn import spawn
 from .task import Region, RegionInfo, Task
 
@@ -51,7 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Port", "PortSet", "SendRight", "SendOnceRight", "Message", "request", "spawn",
-    "register_ports", "registered_ports",
+    "register_ports", "registered_ports", "BootstrapError",
     "Task", "Region", "RegionInfo", "MachError", "InvalidAddressError", "InvalidArgumentError",
     "InvalidNameError", "KernFailureError", "MachTimeoutError", "NoAccessError", "NoSpaceError",
     "NotSupportedError", "ProtectionFailureError", "ResourceShortageError", "mach_error_string",

@@ -100,6 +100,15 @@ def close_all(fds: list[int]) -> None:
             pass
 
 
+def peer_cred(sock: socket.socket) -> tuple[int, int, int]:
+    """SO_PEERCRED: the (pid, uid, gid) of the process at the other end of
+    a connected AF_UNIX socket, as the kernel recorded them when that end
+    called connect() (for a client) or listen() (for a server). The peer
+    cannot choose them: they are what the kernel knew of it then, whatever
+    it does later."""
+    return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+
+
 def is_seqpacket(fd: int) -> bool:
     """True if ``fd`` is an AF_UNIX SOCK_SEQPACKET socket (what a port
     connection is); pipes, files and other sockets are not."""

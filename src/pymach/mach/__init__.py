@@ -11,6 +11,13 @@ program ports line by line::
     kr = mach_vm_allocate(mach_task_self(), byref(a_page), vm_page_size, VM_FLAGS_ANYWHERE)
     if kr != KERN_SUCCESS:
         mach_error("vm_allocate:", kr)
+
+The routines of <servers/bootstrap.h> are here too. ``bootstrap_port`` is
+read as a module attribute (``from pymach.mach import bootstrap_port``, or
+``pymach.mach.bootstrap_port``): the first read connects it, from
+TASK_BOOTSTRAP_PORT or through the bootstrap server's socket (see
+pymach.mach.bootstrap). ``from pymach.mach import *`` leaves it out, so that
+a star import never starts a server.
 """
 
 from ctypes import byref, pointer, sizeof  # noqa: F401  (C programs use these)
@@ -24,5 +31,15 @@ from .message import *  # noqa: F401,F403
 from .notify import *  # noqa: F401,F403
 from .mach_port import *  # noqa: F401,F403
 from .mach_vm import *  # noqa: F401,F403
+from .mig import *  # noqa: F401,F403
+from .bootstrap import *  # noqa: F401,F403
 from .types import *  # noqa: F401,F403
 
+
+def __getattr__(name: str) -> int:
+    """``bootstrap_port``, connected on first read (MACH_PORT_NULL when no
+    server can be reached: bootstrap_port_error() says why)."""
+    if name == "bootstrap_port":
+        from .bootstrap import get_bootstrap_port
+        return get_bootstrap_port()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

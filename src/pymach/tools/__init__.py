@@ -1,4 +1,4 @@
-"""The pymach command: ``pymach tour`` and ``pymach bench``."""
+"""The pymach command: ``pymach tour``, ``pymach bench`` and ``pymach bootstrap``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="pymach",
         description="Mach VM and IPC on Linux. Commands: tour (the book's examples, run and "
-                    "explained), bench (benchmarks against bare Linux peers).")
-    ap.add_argument("command", choices=["tour", "bench"], help="what to run")
+                    "explained), bench (benchmarks against bare Linux peers), bootstrap (the "
+                    "bootstrap server: serve, list, status).")
+    ap.add_argument("command", choices=["tour", "bench", "bootstrap"], help="what to run")
     ap.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command")
     if not argv:
         ap.print_help()
@@ -23,5 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "tour":
         from .tour import main as tour
         return tour(rest)
+    if a.command == "bootstrap":
+        from .bootstrap import main as bootstrap
+        return bootstrap(rest)
     from .bench import main as bench
     return bench(rest)

@@ -1,0 +1,881 @@
+"""The bootstrap server and its clients, as real processes.
+
+Every test starts its own server (``python -m pymach bootstrap serve``) on
+a socket in a private directory of its own (PYMACH_BOOTSTRAP_SOCKET), with
+autostart off unless the test is about autostart, and stops it at the end:
+no test touches the user's own server. The test process's bootstrap port
+is released at the end of each test, so its fds are back at the baseline.
+
+No test sleeps to let things settle; where a test waits for the server to
+act on its own (a dead-name notification), it asks again within a bounded
+time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import pickle
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from ctypes import byref
+from typing import Any
+
+import pytest
+
+import pymach
+import pymach.bootstrap as bootstrap
+import pymach.mach as M
+from pymach.mach import bootstrap as MB
+from procutil import forked
+
+T = M.mach_task_self
+OK = M.KERN_SUCCESS
+NOBODY = 65534
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+
+
+# -- a server of the test's own -----------------------------------------------------------------
+
+class Server:
+    """``pymach bootstrap serve -v`` on ``path``, its log in ``log``."""
+
+    def __init__(self, path: str, *, preexec: Callable[[], None] | None = None,
+                 env: dict[str, str] | None = None, log: str | None = None) -> None:
+        self.path = path
+        self.log = log or path + ".log"
+        self.env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=path, PYMACH_NO_AUTOSTART="1")
+        self.env.update(env or {})
+        self.preexec = preexec
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            r, w = os.pipe()
+            self.proc = subprocess.Popen([sys.executable, "-m", "pymach", "bootstrap", "serve", "-v",
+                                          "--ready-fd", str(w)], pass_fds=(w,), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log, env=self.env, preexec_fn=self.preexec)
+        os.close(w)
+        try:
+            assert select.select([r], [], [], 20)[0], "the server did not start"
+            assert os.read(r, 64) == b"ready\n", self.read_log()
+        finally:
+            os.close(r)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.terminate()
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("the server did not stop on SIGTERM:\n" + self.read_log()) from None
+
+    def read_log(self) -> str:
+        with open(self.log) as f:
+            return f.read()
+
+    def wait_log(self, text: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.read_log():
+            assert time.monotonic() < deadline, f"{text!r} not in the server's log:\n{self.read_log()}"
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def sockdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private directory in /tmp (short: socket paths are limited to 107
+    bytes), PYMACH_BOOTSTRAP_SOCKET in it, autostart off; the test process's
+    bootstrap port is released at the end."""
+    d = tempfile.mkdtemp(prefix="pmb-", dir="/tmp")
+    monkeypatch.setenv("PYMACH_BOOTSTRAP_SOCKET", os.path.join(d, "bootstrap"))
+    monkeypatch.setenv("PYMACH_NO_AUTOSTART", "1")
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    try:
+        yield d
+    finally:
+        MB._disconnect()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def server(sockdir: str) -> Iterator[Server]:
+    s = Server(os.path.join(sockdir, "bootstrap"))
+    try:
+        yield s
+    finally:
+        MB._disconnect()
+        assert s.stop() == 0, s.read_log()
+        assert not os.path.exists(s.path), "the server left its socket behind"
+
+
+def bp() -> int:
+    port = M.mach_port_t()
+    kr = M.bootstrap_port_connect(byref(port))
+    assert kr == OK, f"{M.bootstrap_strerror(kr)}: {M.bootstrap_port_error()}"
+    return port.value
+
+
+def port_type(name: int) -> int:
+    t = M.mach_port_type_t()
+    assert M.mach_port_type(T(), name, byref(t)) == OK
+    return t.value
+
+
+def new_port(send: bool = True) -> int:
+    p = M.mach_port_t()
+    assert M.mach_port_allocate(T(), M.MACH_PORT_RIGHT_RECEIVE, byref(p)) == OK
+    if send:
+        assert M.mach_port_insert_right(T(), p, p, M.MACH_MSG_TYPE_MAKE_SEND) == OK
+    return p.value
+
+
+def look_up(name: Any, bport: int | None = None) -> tuple[int, int]:
+    p = M.mach_port_t()
+    kr = M.bootstrap_look_up(bp() if bport is None else bport, name, byref(p))
+    return kr, p.value
+
+
+def found(name: Any, bport: int | None = None) -> int:
+    """bootstrap_look_up's code; the right it gives is released."""
+    kr, right = look_up(name, bport)
+    if kr == OK:
+        destroy(right)
+    return kr
+
+
+def check_in(name: Any) -> tuple[int, int]:
+    p = M.mach_port_t()
+    kr = M.bootstrap_check_in(bp(), name, byref(p))
+    return kr, p.value
+
+
+def create(name: Any) -> tuple[int, int]:
+    p = M.mach_port_t()
+    kr = M.bootstrap_create_service(bp(), name, byref(p))
+    return kr, p.value
+
+
+def status(name: Any) -> tuple[int, int]:
+    s = M.bootstrap_status_t(-1)
+    kr = M.bootstrap_status(bp(), name, byref(s))
+    return kr, s.value
+
+
+class Text(ctypes.Structure):
+    _pack_ = 4
+    _fields_ = [("header", M.mach_msg_header_t), ("text", ctypes.c_char * 16)]
+
+
+class TextRcv(ctypes.Structure):
+    _pack_ = 4
+    _fields_ = Text._fields_ + [("trailer", M.mach_msg_trailer_t)]
+
+
+def send_text(dest: int, text: bytes) -> int:
+    m = Text()
+    m.header.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, 0)
+    m.header.msgh_size = ctypes.sizeof(Text)
+    m.header.msgh_remote_port = dest
+    m.header.msgh_id = 77
+    m.text = text
+    return M.mach_msg(m.header, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, m.header.msgh_size, 0, 0, 1000, 0)
+
+
+def receive_text(port: int, timeout_ms: int = 5000) -> bytes:
+    r = TextRcv()
+    kr = M.mach_msg(r.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(r), port, timeout_ms, 0)
+    assert kr == OK, M.mach_error_string(kr)
+    return r.text
+
+
+def destroy(*names: int) -> None:
+    for n in names:
+        if M.MACH_PORT_VALID(n):
+            M.mach_port_destroy(T(), n)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+class Doomed:
+    """A fork child that runs ``fn`` (its result is pickled to us), then
+    waits to be killed. Always reaped."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        r, w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the child
+            try:
+                os.close(r)
+                try:
+                    payload = pickle.dumps((True, fn()))
+                except BaseException as e:  # noqa: BLE001
+                    payload = pickle.dumps((False, repr(e)))
+                os.write(w, payload)
+                os.close(w)
+                while True:
+                    signal.pause()
+            finally:
+                os._exit(3)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            ok, self.result = pickle.loads(f.read())
+        assert ok, self.result
+
+    def kill(self) -> None:
+        if self.pid:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+
+    def __enter__(self) -> "Doomed":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+# -- 1. the routines and their codes -----------------------------------------------------------------
+
+def test_check_in_look_up_status(server: Server) -> None:
+    assert found("com.example.a") == M.BOOTSTRAP_UNKNOWN_SERVICE
+    assert status("com.example.a")[0] == M.BOOTSTRAP_UNKNOWN_SERVICE
+    kr, svc = check_in("com.example.a")
+    try:
+        assert kr == OK and port_type(svc) == M.MACH_PORT_TYPE_RECEIVE
+        assert check_in("com.example.a")[0] == M.BOOTSTRAP_SERVICE_ACTIVE
+        assert status("com.example.a") == (OK, M.BOOTSTRAP_STATUS_ACTIVE)
+        kr, right = look_up("com.example.a")
+        assert kr == OK and port_type(right) == M.MACH_PORT_TYPE_SEND
+        assert send_text(right, b"through a name") == OK
+        assert receive_text(svc) == b"through a name"
+        assert create("com.example.a")[0] == M.BOOTSTRAP_NAME_IN_USE
+        destroy(right)
+    finally:
+        destroy(svc)
+    server.wait_log("'com.example.a' is free")
+
+
+def test_create_service_then_check_in_gets_the_queued_messages(server: Server) -> None:
+    kr, made = create("com.example.made")
+    assert kr == OK and port_type(made) == M.MACH_PORT_TYPE_SEND
+    assert create("com.example.made")[0] == M.BOOTSTRAP_NAME_IN_USE
+    assert status("com.example.made") == (OK, M.BOOTSTRAP_STATUS_INACTIVE)
+    kr, right = look_up("com.example.made")  # as launchd: a send right before anyone checks in
+    assert kr == OK
+    assert send_text(right, b"early") == OK  # queued in the server's receive right
+    kr, svc = check_in("com.example.made")
+    try:
+        assert kr == OK and port_type(svc) == M.MACH_PORT_TYPE_RECEIVE
+        assert receive_text(svc) == b"early"  # the queue came with the right
+        assert status("com.example.made") == (OK, M.BOOTSTRAP_STATUS_ACTIVE)
+        assert check_in("com.example.made")[0] == M.BOOTSTRAP_SERVICE_ACTIVE
+        assert create("com.example.made")[0] == M.BOOTSTRAP_NAME_IN_USE
+    finally:
+        destroy(svc, right, made)
+
+
+def test_register(server: Server) -> None:
+    mine = new_port()
+    try:
+        assert M.bootstrap_register(bp(), "com.example.reg", mine) == OK
+        assert status("com.example.reg") == (OK, M.BOOTSTRAP_STATUS_ACTIVE)
+        kr, right = look_up("com.example.reg")
+        assert kr == OK
+        assert send_text(right, b"registered") == OK
+        assert receive_text(mine) == b"registered"
+        other = new_port()
+        # what launchd's and mach_init's code return over an active name
+        assert M.bootstrap_register(bp(), "com.example.reg", other) == M.BOOTSTRAP_SERVICE_ACTIVE
+        assert check_in("com.example.reg")[0] == M.BOOTSTRAP_SERVICE_ACTIVE
+        assert create("com.example.reg")[0] == M.BOOTSTRAP_NAME_IN_USE
+        # a name reserved by create_service and not checked in: register replaces it
+        kr, made = create("com.example.declared")
+        assert kr == OK
+        assert M.bootstrap_register(bp(), "com.example.declared", other) == OK
+        wait_until(lambda: port_type(made) == M.MACH_PORT_TYPE_DEAD_NAME)  # its port was destroyed
+        kr, r2 = look_up("com.example.declared")
+        assert kr == OK and send_text(r2, b"replaced") == OK and receive_text(other) == b"replaced"
+        # MACH_PORT_NULL removes a declared name, and is refused over an active one
+        kr, made2 = create("com.example.undeclared")
+        assert M.bootstrap_register(bp(), "com.example.undeclared", M.MACH_PORT_NULL) == OK
+        assert found("com.example.undeclared") == M.BOOTSTRAP_UNKNOWN_SERVICE
+        assert M.bootstrap_register(bp(), "com.example.reg", M.MACH_PORT_NULL) == M.BOOTSTRAP_SERVICE_ACTIVE
+        assert M.bootstrap_register(bp(), "com.example.x", 0x12345) == M.MACH_SEND_INVALID_RIGHT
+        destroy(right, r2, made, made2, other)
+        server.wait_log("'com.example.declared' is free")
+    finally:
+        destroy(mine)
+    server.wait_log("'com.example.reg' is free")
+
+
+def test_bootstrap_strerror_is_launchds() -> None:
+    assert [M.bootstrap_strerror(c) for c in (
+        M.BOOTSTRAP_SUCCESS, M.BOOTSTRAP_NOT_PRIVILEGED, M.BOOTSTRAP_NAME_IN_USE, M.BOOTSTRAP_UNKNOWN_SERVICE,
+        M.BOOTSTRAP_SERVICE_ACTIVE, M.BOOTSTRAP_BAD_COUNT, M.BOOTSTRAP_NO_MEMORY)] == [
+        "Success", "Permission denied", "Service name already exists", "Unknown service name",
+        "Service name already exists", "Too many lookups were requested in one request", "Out of memory"]
+    # the rest read as mach_error_string: NO_CHILDREN has no string of its own
+    assert M.bootstrap_strerror(M.BOOTSTRAP_NO_CHILDREN) == M.mach_error_string(1106) == "unknown error code"
+    assert M.bootstrap_strerror(M.MACH_SEND_INVALID_DEST) == "(ipc/send) invalid destination port"
+    assert (M.BOOTSTRAP_NOT_PRIVILEGED, M.BOOTSTRAP_NAME_IN_USE, M.BOOTSTRAP_UNKNOWN_SERVICE,
+            M.BOOTSTRAP_SERVICE_ACTIVE, M.BOOTSTRAP_BAD_COUNT, M.BOOTSTRAP_NO_MEMORY,
+            M.BOOTSTRAP_NO_CHILDREN) == tuple(range(1100, 1107))
+    assert (M.BOOTSTRAP_STATUS_INACTIVE, M.BOOTSTRAP_STATUS_ACTIVE, M.BOOTSTRAP_STATUS_ON_DEMAND) == (0, 1, 2)
+    assert ctypes.sizeof(M.name_t) == M.BOOTSTRAP_MAX_NAME_LEN == 128
+
+
+# -- 2. names -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", ["", b"", "n" * 128, b"n" * 200, "a\0b", b"\0"])
+def test_bad_names_are_refused_by_every_routine(server: Server, bad: str | bytes) -> None:
+    p = M.mach_port_t()
+    st = M.bootstrap_status_t()
+    mine = new_port()
+    try:
+        for kr in (M.bootstrap_check_in(bp(), bad, byref(p)), M.bootstrap_look_up(bp(), bad, byref(p)),
+                   M.bootstrap_create_service(bp(), bad, byref(p)), M.bootstrap_register(bp(), bad, mine),
+                   M.bootstrap_status(bp(), bad, byref(st))):
+            assert kr == M.KERN_INVALID_ARGUMENT
+        with pytest.raises(bootstrap.BootstrapError) as ei:
+            bootstrap.look_up(bad)
+        assert ei.value.kr == M.KERN_INVALID_ARGUMENT
+    finally:
+        destroy(mine)
+
+
+def test_name_lengths_and_c_strings(server: Server) -> None:
+    longest = "n" * 127
+    kr, svc = check_in(longest)
+    try:
+        assert kr == OK
+        assert found(longest.encode()) == OK
+        field = M.name_t()
+        field.value = longest.encode()
+        assert found(field) == OK  # a name_t, as C passes it
+        assert found(ctypes.c_char_p(longest.encode())) == OK
+        assert [s.name for s in bootstrap.services()] == [longest]
+        assert found("n" * 126) == M.BOOTSTRAP_UNKNOWN_SERVICE
+        assert found("π-ü") == M.BOOTSTRAP_UNKNOWN_SERVICE  # UTF-8 bytes
+    finally:
+        destroy(svc)
+
+
+def test_the_server_checks_the_name_field_itself(server: Server) -> None:
+    """A hand-made request (not through the client's checks): a field with
+    no NUL is MIG's type error, an empty name an invalid argument."""
+    reply = new_port(send=False)
+    try:
+        for field, want in ((b"x" * 128, M.MIG_BAD_ARGUMENTS), (b"", M.KERN_INVALID_ARGUMENT)):
+            req = M.bootstrap_defs.bootstrap_name_request_t()
+            ctypes.memmove(ctypes.addressof(req) + M.bootstrap_defs.bootstrap_name_request_t.service_name.offset,
+                           field, len(field))
+            req.Head.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_TYPE_MAKE_SEND_ONCE)
+            req.Head.msgh_size = ctypes.sizeof(req)
+            req.Head.msgh_remote_port = bp()
+            req.Head.msgh_local_port = reply
+            req.Head.msgh_id = 404
+            assert M.mach_msg(req.Head, M.MACH_SEND_MSG, ctypes.sizeof(req), 0, 0, 0, 0) == OK
+            rcv = M.bootstrap_defs.bootstrap_reply_buffer_t()
+            assert M.mach_msg(rcv.Head, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(rcv), reply, 5000,
+                              0) == OK
+            r = M.mig_reply_error_t.from_buffer(rcv)
+            assert (r.Head.msgh_id, r.RetCode) == (504, want)
+        # an unknown routine: MIG_BAD_ID
+        req.Head.msgh_id = 499
+        assert M.mach_msg(req.Head, M.MACH_SEND_MSG, ctypes.sizeof(req), 0, 0, 0, 0) == OK
+        assert M.mach_msg(rcv.Head, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(rcv), reply, 5000, 0) == OK
+        assert M.mig_reply_error_t.from_buffer(rcv).RetCode == M.MIG_BAD_ID
+    finally:
+        destroy(reply)
+
+
+# -- 3. the Pythonic layer ------------------------------------------------------------------------------
+
+def test_pythonic_layer(server: Server) -> None:
+    with pytest.raises(bootstrap.BootstrapError) as ei:
+        bootstrap.look_up("com.example.py")
+    assert ei.value.kr == M.BOOTSTRAP_UNKNOWN_SERVICE
+    assert isinstance(ei.value, pymach.MachError) and "Unknown service name" in str(ei.value)
+    assert type(pymach.MachError(M.BOOTSTRAP_UNKNOWN_SERVICE)) is pymach.BootstrapError
+    with bootstrap.check_in("com.example.py") as port:
+        assert isinstance(port, pymach.Port)
+        with pytest.raises(bootstrap.BootstrapError) as ei:
+            bootstrap.check_in("com.example.py")
+        assert ei.value.kr == M.BOOTSTRAP_SERVICE_ACTIVE
+        with bootstrap.look_up("com.example.py") as right:
+            assert isinstance(right, pymach.SendRight)
+            right.send(b"hi", id=5)
+            assert port.receive(timeout=5).data == b"hi"
+        with bootstrap.create_service("com.example.later") as later:
+            assert bootstrap.status("com.example.later") == M.BOOTSTRAP_STATUS_INACTIVE
+            with pytest.raises(bootstrap.BootstrapError) as ei:
+                bootstrap.create_service("com.example.later")
+            assert ei.value.kr == M.BOOTSTRAP_NAME_IN_USE
+            with port.make_send() as mine:
+                bootstrap.register("com.example.alias", mine)
+                with pytest.raises(bootstrap.BootstrapError) as ei:
+                    bootstrap.register("com.example.alias", mine)
+                assert ei.value.kr == M.BOOTSTRAP_SERVICE_ACTIVE
+            rows = {s.name: s for s in bootstrap.services()}
+            assert rows["com.example.py"].pid == os.getpid() and rows["com.example.py"].status_name == "active"
+            assert rows["com.example.alias"].pid == os.getpid()
+            assert rows["com.example.later"].pid is None and rows["com.example.later"].status_name == "inactive"
+            bootstrap.register("com.example.later", None)
+            assert later.dead
+        assert bootstrap.status("com.example.py") == M.BOOTSTRAP_STATUS_ACTIVE
+    server.wait_log("'com.example.py' is free")
+
+
+# -- 4. dead services: kernel facts free their names ---------------------------------------------------------
+
+def _check_in_and_report(name: str) -> int:
+    kr, _svc = check_in(name)
+    return kr
+
+
+def test_sigkilled_service_frees_its_name_by_dead_name_notification(server: Server) -> None:
+    bp()  # children inherit TASK_BOOTSTRAP_PORT
+    with Doomed(lambda: _check_in_and_report("com.example.mortal")) as child:
+        assert child.result == OK
+        assert check_in("com.example.mortal")[0] == M.BOOTSTRAP_SERVICE_ACTIVE
+        assert status("com.example.mortal") == (OK, M.BOOTSTRAP_STATUS_ACTIVE)
+        rows = {s.name: s for s in bootstrap.services()}
+        assert rows["com.example.mortal"].pid == child.pid
+        child.kill()
+    # status reads the table as the notifications leave it: the server is
+    # told of the death, nobody asks it to look
+    wait_until(lambda: status("com.example.mortal")[0] == M.BOOTSTRAP_UNKNOWN_SERVICE)
+    server.wait_log("'com.example.mortal' is free: its port died (dead-name notification)")
+    with Doomed(lambda: _check_in_and_report("com.example.mortal")) as second:
+        assert second.result == OK
+
+
+def test_check_in_right_after_the_holder_is_killed(server: Server) -> None:
+    bp()
+    for _ in range(3):
+        with Doomed(lambda: _check_in_and_report("com.example.phoenix")) as child:
+            assert child.result == OK
+        # no wait at all: the server looks at the port before it refuses
+        with Doomed(lambda: _check_in_and_report("com.example.phoenix")) as again:
+            assert again.result == OK
+
+
+def test_registered_service_dies_with_its_process(server: Server) -> None:
+    bp()
+
+    def register_own() -> int:
+        return M.bootstrap_register(bp(), "com.example.reg.mortal", new_port())
+
+    with Doomed(register_own) as child:
+        assert child.result == OK
+        assert found("com.example.reg.mortal") == OK
+    mine = new_port()
+    try:
+        assert M.bootstrap_register(bp(), "com.example.reg.mortal", mine) == OK
+    finally:
+        destroy(mine)
+
+
+# -- 5. the server dies and comes back --------------------------------------------------------------------------
+
+def test_server_killed_and_restarted_clients_recover(server: Server) -> None:
+    old = bp()
+    kr, svc = check_in("com.example.survivor")
+    assert kr == OK
+    try:
+        server.kill()
+        assert port_type(old) == M.MACH_PORT_TYPE_DEAD_NAME  # clients see a dead name
+        assert found("com.example.survivor", old) == M.MACH_SEND_INVALID_DEST  # reconnect finds no server
+        server.start()
+        # the same (dead) name: the C layer reconnects once and sends again
+        assert found("com.example.survivor", old) == M.BOOTSTRAP_UNKNOWN_SERVICE  # a new server, empty
+        assert port_type(old) == M.MACH_PORT_TYPE_DEAD_NAME
+        new = M.bootstrap_port
+        assert new != old and port_type(new) == M.MACH_PORT_TYPE_SEND
+        # the service (alive all along) registers again, and lookups succeed
+        with pymach.Port(svc) as p, p.make_send() as s:
+            assert M.bootstrap_register(old, "com.example.survivor", s.name) == OK
+            kr, right = look_up("com.example.survivor", old)
+            assert kr == OK
+            assert send_text(right, b"again") == OK and receive_text(svc) == b"again"
+            destroy(right)
+        svc = 0
+    finally:
+        destroy(svc)
+
+
+def test_server_killed_while_a_child_holds_the_inherited_port(server: Server) -> None:
+    bp()
+
+    def child(sync: Callable[[], None]) -> tuple[int, int]:
+        first = found("com.example.none")
+        sync()  # the parent kills and restarts the server
+        sync()
+        return first, found("com.example.none")
+
+    f = forked(child)
+    with f as sync:
+        sync()
+        server.kill()
+        server.start()
+        sync()
+    # the child's inherited TASK_BOOTSTRAP_PORT died; it reconnected through the socket
+    assert f.result == (M.BOOTSTRAP_UNKNOWN_SERVICE, M.BOOTSTRAP_UNKNOWN_SERVICE)
+
+
+# -- 6. concurrency ----------------------------------------------------------------------------------------------
+
+def test_one_hundred_concurrent_registrations_one_wins(server: Server) -> None:
+    bp()  # the children inherit it
+    n = 100
+    go_r, go_w = os.pipe()
+    res_r, res_w = os.pipe()
+    end_r, end_w = os.pipe()
+    pids = []
+    try:
+        for _ in range(n):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - a child
+                code = 1
+                try:
+                    for fd in (go_w, res_r, end_w):
+                        os.close(fd)
+                    port = new_port()
+                    os.read(go_r, 1)  # all start together
+                    kr = M.bootstrap_register(M.bootstrap_port, "com.example.contended", port)
+                    os.write(res_w, int(kr).to_bytes(4, "little") + os.getpid().to_bytes(4, "little"))
+                    os.read(end_r, 1)  # the winner keeps its port until every child has tried
+                    code = 0
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+        os.close(go_w)
+        go_w = -1
+        results = []
+        with os.fdopen(res_r, "rb", closefd=False) as f:
+            for _ in range(n):
+                rec = f.read(8)
+                results.append((int.from_bytes(rec[:4], "little"), int.from_bytes(rec[4:], "little")))
+        codes = [kr for kr, _ in results]
+        assert codes.count(OK) == 1 and codes.count(M.BOOTSTRAP_SERVICE_ACTIVE) == n - 1, codes
+        winner = next(pid for kr, pid in results if kr == OK)
+        (row,) = [s for s in bootstrap.services() if s.name == "com.example.contended"]
+        assert row.pid == winner and row.status == M.BOOTSTRAP_STATUS_ACTIVE
+    finally:
+        for fd in (go_w, go_r, res_r, res_w, end_w, end_r):
+            if fd >= 0:
+                os.close(fd)
+        for pid in pids:
+            os.waitpid(pid, 0)
+    server.wait_log("'com.example.contended' is free")
+
+
+# -- 7. other users -----------------------------------------------------------------------------------------------
+
+def _become_nobody() -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+@ROOT_ONLY
+def test_a_client_of_another_uid_is_refused(server: Server, sockdir: str) -> None:
+    os.chmod(sockdir, 0o711)  # reachable by nobody: SO_PEERCRED is what refuses
+
+    def raw_connect() -> tuple[int, int]:
+        _become_nobody()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.settimeout(5)
+        s.connect(server.path)
+        data, anc, _flags, _addr = s.recvmsg(64, socket.CMSG_SPACE(16))
+        s.close()
+        return len(data), len(anc)
+
+    assert pymach_run(raw_connect) == (0, 0)  # closed at once: no handshake, no rights
+    server.wait_log("refused a connection from pid")
+
+    def client_side() -> tuple[int, str]:
+        _become_nobody()
+        return M.bootstrap_port_connect(byref(M.mach_port_t())), M.bootstrap_port_error()
+
+    kr, why = pymach_run(client_side)
+    assert kr == M.BOOTSTRAP_NOT_PRIVILEGED and "uid 0" in why  # nobody does not trust root's socket
+
+
+@ROOT_ONLY
+def test_a_send_right_handed_to_another_uid_is_refused_per_request(server: Server) -> None:
+    kr, svc = check_in("com.example.private")
+    assert kr == OK
+    try:
+        def as_nobody() -> tuple[int, int]:
+            _become_nobody()
+            return found("com.example.private"), check_in("com.example.other")[0]
+
+        # the child inherits TASK_BOOTSTRAP_PORT, then drops to nobody: the
+        # server reads the uid from each request's audit trailer
+        assert pymach_run(as_nobody) == (M.BOOTSTRAP_NOT_PRIVILEGED, M.BOOTSTRAP_NOT_PRIVILEGED)
+        server.wait_log("refused bootstrap_look_up from pid")
+        assert found("com.example.other") == M.BOOTSTRAP_UNKNOWN_SERVICE
+    finally:
+        destroy(svc)
+
+
+def pymach_run(fn: Callable[[], Any]) -> Any:
+    child = forked(lambda _sync: fn())
+    with child:
+        pass
+    return child.result
+
+
+# -- 8. the rendezvous: autostart, squatters, stale sockets ------------------------------------------------------------
+
+def _peer_pid(path: str) -> int:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with s:
+        s.connect(path)
+        import struct
+        return struct.unpack("iII", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+
+
+def test_autostart_and_no_autostart(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = os.path.join(sockdir, "bootstrap")
+    # off: a clear error, and nothing is started
+    assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.MACH_SEND_INVALID_DEST
+    assert "PYMACH_NO_AUTOSTART" in M.bootstrap_port_error() and path in M.bootstrap_port_error()
+    assert M.bootstrap_port == M.MACH_PORT_NULL
+    with pytest.raises(bootstrap.BootstrapError) as ei:
+        bootstrap.look_up("com.example.auto")
+    assert ei.value.kr == M.MACH_SEND_INVALID_DEST
+    assert not os.path.exists(path)
+    # on: the first client starts a server, detached, and waits until it accepts
+    monkeypatch.delenv("PYMACH_NO_AUTOSTART")
+    try:
+        assert found("com.example.auto") == M.BOOTSTRAP_UNKNOWN_SERVICE
+        pid = _peer_pid(path)
+        assert _servers_for(path) == [pid]
+        assert os.getsid(pid) != os.getsid(0)  # a session of its own (setsid)
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # and not our child: it forked into the background
+        kr, svc = check_in("com.example.auto")
+        assert kr == OK
+        destroy(svc)
+    finally:
+        MB._disconnect()
+        _stop_servers_for(path)
+    assert not os.path.exists(path)
+
+
+def test_concurrent_autostarts_start_one_server(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = os.path.join(sockdir, "bootstrap")
+    monkeypatch.delenv("PYMACH_NO_AUTOSTART")
+    code = ("import pymach.mach as M, ctypes; p = M.mach_port_t(); "
+            "raise SystemExit(M.bootstrap_look_up(M.bootstrap_port, 'x', ctypes.byref(p)) != 1102)")
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
+    try:
+        assert [p.wait(30) for p in procs] == [0] * 4
+        assert _servers_for(path) == [_peer_pid(path)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        _stop_servers_for(path)
+
+
+def _servers_for(path: str) -> list[int]:
+    """The pids of the bootstrap servers started for ``path``."""
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_server_for(int(p), path)]
+
+
+def _stop_servers_for(path: str) -> None:
+    for pid in _servers_for(path):
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not _servers_for(path), timeout=10)
+
+
+def _is_server_for(pid: int, path: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().split(b"\0")
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"serve" in cmd and b"bootstrap" in cmd and f"PYMACH_BOOTSTRAP_SOCKET={path}".encode() in env
+
+
+def _serve_exit(env: dict[str, str]) -> tuple[int, str]:
+    p = subprocess.run([sys.executable, "-m", "pymach", "bootstrap", "serve"], env=dict(os.environ, **env),
+                       capture_output=True, timeout=30, text=True)
+    return p.returncode, p.stderr
+
+
+def test_squatted_socket_paths_are_refused(sockdir: str) -> None:
+    path = os.path.join(sockdir, "bootstrap")
+    # not a socket
+    with open(path, "w") as f:
+        f.write("squatter")
+    code, err = _serve_exit({})
+    assert code == 2 and "is not a socket" in err
+    assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
+    assert "is not a socket" in M.bootstrap_port_error()
+    os.unlink(path)
+    # a symbolic link to a socket elsewhere
+    other = os.path.join(sockdir, "elsewhere")
+    os.symlink(other, path)
+    assert _serve_exit({})[0] == 2
+    assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
+    os.unlink(path)
+    if os.geteuid() == 0:
+        # a socket of another user
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.bind(path)
+        s.close()
+        os.chown(path, NOBODY, NOBODY)
+        code, err = _serve_exit({})
+        assert code == 2 and "belongs to uid 65534" in err
+        assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
+        os.unlink(path)
+    # a directory others may change
+    os.chmod(sockdir, 0o733)
+    code, err = _serve_exit({})
+    assert code == 2 and "others may change it" in err
+    os.chmod(sockdir, 0o700)
+
+
+def test_squatted_private_directory_is_refused(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an override the socket lives in XDG_RUNTIME_DIR/pymach (or
+    /tmp/pymach-<uid>), which must be ours and 0700."""
+    monkeypatch.delenv("PYMACH_BOOTSTRAP_SOCKET")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", sockdir)
+    env = {"XDG_RUNTIME_DIR": sockdir, "PYMACH_BOOTSTRAP_SOCKET": ""}
+    private = os.path.join(sockdir, "pymach")
+    os.mkdir(private, 0o755)
+    os.chmod(private, 0o755)
+    code, err = _serve_exit(env)
+    assert code == 2 and "others may enter it" in err
+    assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
+    if os.geteuid() == 0:
+        os.chmod(private, 0o700)
+        os.chown(private, NOBODY, NOBODY)
+        code, err = _serve_exit(env)
+        assert code == 2 and "belongs to uid 65534" in err
+        assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
+    os.rmdir(private)
+    # made by the server when missing: 0700, ours, and it serves
+    s = Server(os.path.join(private, "bootstrap"), env=env, log=os.path.join(sockdir, "server.log"))
+    try:
+        st = os.stat(private)
+        assert (st.st_mode & 0o777, st.st_uid) == (0o700, os.getuid())
+        assert found("com.example.private") == M.BOOTSTRAP_UNKNOWN_SERVICE
+    finally:
+        MB._disconnect()
+        assert s.stop() == 0
+
+
+def test_stale_socket_is_replaced_and_a_live_server_is_not(sockdir: str) -> None:
+    path = os.path.join(sockdir, "bootstrap")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.bind(path)  # a socket file nobody listens on: what a killed server leaves
+    s.close()
+    srv = Server(path)
+    try:
+        assert found("com.example.x") == M.BOOTSTRAP_UNKNOWN_SERVICE
+        code, err = _serve_exit({})  # a second server for the same path
+        assert code == 1 and "already serves" in err
+        srv.kill()  # SIGKILL: the socket file stays behind
+        assert os.path.exists(path)
+        srv.start()  # and is replaced
+        assert found("com.example.x") == M.BOOTSTRAP_UNKNOWN_SERVICE
+    finally:
+        MB._disconnect()
+        assert srv.stop() == 0
+
+
+# -- 9. inheritance, the CLI, resource exhaustion ---------------------------------------------------------------------
+
+def test_spawned_program_inherits_the_bootstrap_port(server: Server, sockdir: str) -> None:
+    kr, svc = check_in("com.example.parent")
+    assert kr == OK
+    try:
+        code = ("import pymach.mach as M, ctypes; p = M.mach_port_t(); "
+                "print(M.bootstrap_look_up(M.bootstrap_port, 'com.example.parent', ctypes.byref(p)))")
+        # the socket is somewhere else and autostart is off: only the
+        # inherited TASK_BOOTSTRAP_PORT can reach the server
+        env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=os.path.join(sockdir, "nowhere"), PYMACH_NO_AUTOSTART="1")
+        p = pymach.spawn([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE)
+        out, _ = p.communicate(timeout=30)
+        assert out.strip() == b"0"
+    finally:
+        destroy(svc)
+
+
+def test_list_cli(server: Server) -> None:
+    kr, svc = check_in("com.example.listed")
+    assert kr == OK
+    kr, made = create("com.example.declared")
+    assert kr == OK
+    try:
+        run = [sys.executable, "-m", "pymach", "bootstrap", "list"]
+        out = subprocess.run(run, capture_output=True, text=True, timeout=30, check=True).stdout
+        assert out.splitlines() == ["PID\tSTATUS\tNAME", "-\tinactive\tcom.example.declared",
+                                    f"{os.getpid()}\tactive\tcom.example.listed"]
+        out = subprocess.run(run + ["--json"], capture_output=True, text=True, timeout=30, check=True).stdout
+        assert json.loads(out) == [{"name": "com.example.declared", "status": "inactive", "pid": None},
+                                   {"name": "com.example.listed", "status": "active", "pid": os.getpid()}]
+        st = subprocess.run([sys.executable, "-m", "pymach", "bootstrap", "status", "com.example.listed"],
+                            capture_output=True, text=True, timeout=30)
+        assert (st.returncode, st.stdout) == (0, "com.example.listed: active\n")
+        st = subprocess.run([sys.executable, "-m", "pymach", "bootstrap", "status", "com.example.none"],
+                            capture_output=True, text=True, timeout=30)
+        assert st.returncode == 1 and "Unknown service name (kr=1102)" in st.stderr
+    finally:
+        destroy(svc, made)
+
+
+def test_server_out_of_fds_answers_no_memory(sockdir: str) -> None:
+    def few_fds() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+    srv = Server(os.path.join(sockdir, "bootstrap"), preexec=few_fds)
+    made = []
+    try:
+        for i in range(50):
+            kr, port = create(f"com.example.fd{i}")
+            if kr != OK:
+                break
+            made.append(port)
+        assert kr == M.BOOTSTRAP_NO_MEMORY and made
+        assert found("com.example.fd0") == OK  # the server lives on
+        srv.wait_log("out of resources")
+    finally:
+        destroy(*made)
+        MB._disconnect()
+        assert srv.stop() == 0
