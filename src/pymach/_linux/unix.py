@@ -28,10 +28,12 @@ Kernel facts this module relies on:
 from __future__ import annotations
 
 import array
+import fcntl
 import os
 import select
 import socket
 import struct
+import termios
 
 SCM_MAX_FD = 253
 _CRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
@@ -119,6 +121,18 @@ def hung_up(sock: socket.socket) -> bool:
     p = select.poll()
     p.register(sock.fileno(), select.POLLRDHUP)
     return any(ev & (select.POLLRDHUP | select.POLLHUP) for _fd, ev in p.poll(0))
+
+
+def pending(fd: int) -> int:
+    """The length of the next record queued on a receiving end (SIOCINQ on
+    a SEQPACKET socket), 0 when none is: this tells a waiting record from
+    EOF, which poll reports alike."""
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+    except OSError:
+        return 0
+    return buf[0]
 
 
 def is_eventfd(fd: int) -> bool:

@@ -379,6 +379,38 @@ class ReplyCap(SendOnceCap):
         self.forget()
 
 
+_RIGHT0 = struct.Struct("<IIQI")  # the first entry of a record's right table
+_SEND_ONCE = 18  # MACH_MSG_TYPE_PORT_SEND_ONCE
+_KIND_BACK = 3  # ipc_kmsg.KIND_BACK
+
+
+def _upgrade_held(rec: Incoming) -> None:
+    """A record taken off a channel and about to travel with its port: a
+    back-channel reply right in it becomes a send-once connection of its
+    own (as ReplyCap.upgrade does), since the channel stays behind."""
+    data = rec.data
+    if rec.rconn is None or len(data) < _CONTROL_HEAD.size + _RIGHT0.size:
+        return
+    kind, n, size, token = _RIGHT0.unpack_from(data, _CONTROL_HEAD.size)
+    if kind != _KIND_BACK or n:
+        return
+    tx, far = unix.pair()
+    try:
+        unix.send(rec.rconn.sock, [control_record(FLAG_UPGRADE | token << 8, 1)], [far.fileno()],
+                  socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+    except OSError:
+        pass  # the reply port is gone: the new right is dead, as the old one was
+    finally:
+        far.close()
+    b = bytearray(data)
+    _RIGHT0.pack_into(b, _CONTROL_HEAD.size, _SEND_ONCE, 1, size, 0)
+    nfds = struct.unpack_from("<I", b, 20)[0]
+    struct.pack_into("<I", b, 20, nfds + 1)
+    rec.data = bytes(b)
+    rec.fds.insert(0, tx.detach())
+    rec.rconn = None
+
+
 class Port:
     """The receive side of a port, held by the task with the receive right.
 
@@ -524,7 +556,9 @@ class Port:
         with self.lock:
             hung = self._hung()
             normal = sum(1 for fd, (_s, once) in self.ends.items() if not once and fd not in hung)
-            once = sum(1 for fd, (_s, o) in self.ends.items() if o and fd not in hung)
+            # a send-once right counts until its message is received, as in
+            # XNU (ip_sorights drops at copyout)
+            once = sum(1 for fd, (_s, o) in self.ends.items() if o and (fd not in hung or unix.pending(fd)))
             return normal, once + self.back_rights()
 
     def _hung(self) -> set[int]:
@@ -549,11 +583,10 @@ class Port:
             except (OSError, ValueError):
                 pass
             queued = max(0, self.qlimit + self.debt - free)
-            p = select.poll()
-            for fd, (_s, once) in self.ends.items():
-                if once:
-                    p.register(fd, select.POLLIN)
-            waiting_once = sum(1 for _fd, ev in p.poll(0) if ev & select.POLLIN and not ev & select.POLLRDHUP)
+            # send-once messages take no place in the queue: count the
+            # connections with a record waiting (ours and our channels')
+            waiting_once = sum(1 for fd, (_s, once) in self.ends.items() if once and unix.pending(fd))
+            waiting_once += sum(1 for fd in list(self.replies) if unix.pending(fd))
             return queued + len(self.held) + waiting_once
 
     def fileno(self) -> int:
@@ -800,25 +833,28 @@ class Port:
         is left unchanged, so a send that fails loses nothing."""
         with self.lock:
             self._check()
-            while self.held:
-                # one fresh connection per reply connection the records need
-                rconn = getattr(self.held[0], "rconn", None)
+            held: list[int] = []
+            if self.held:
+                # messages already taken off their connections go first, on
+                # a connection of their own, so the queue keeps its order
                 tx, rx = unix.pair()
                 rx.setblocking(False)
                 try:
-                    while self.held and getattr(self.held[0], "rconn", None) is rconn:
+                    while self.held:
                         rec = self.held[0]
+                        _upgrade_held(rec)  # type: ignore[arg-type]
                         unix.send(tx, [rec.data], rec.fds)  # type: ignore[attr-defined]
                         self.held.popleft().release()  # type: ignore[attr-defined]
                 finally:
                     tx.close()
                 self.ends[rx.fileno()] = (rx, False)
                 self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
-                if rconn is not None:
-                    self.rconn[rx.fileno()] = rconn
-            # send connections with a reply connection first, then the rest
-            normal = sorted((fd for fd, (_s, once) in self.ends.items() if not once),
-                            key=lambda fd: fd not in self.rconn)
+                held.append(rx.fileno())
+            # the held connection first (read first by the new holder), the
+            # connections with a reply connection last (matched in order)
+            with_rc = [fd for fd, (_s, once) in self.ends.items() if not once and fd in self.rconn][-0xFF:]
+            normal = held + [fd for fd, (_s, once) in self.ends.items()
+                             if not once and fd not in held and fd not in with_rc] + with_rc
             once = [fd for fd, (_s, o) in self.ends.items() if o]
             fds = [self.efd] + normal + once
             ns = self.nsrequest
@@ -826,7 +862,7 @@ class Port:
                 fds.append(ns[0].fileno())
             if self.pdrequest is not None:
                 fds.append(self.pdrequest.fileno())
-            rconns = [self.rconn[fd].sock.fileno() for fd in normal if fd in self.rconn][:0xFF]
+            rconns = [self.rconn[fd].sock.fileno() for fd in with_rc]
             # our channels' reply connections with rights outstanding: each
             # travels once per outstanding right
             replies = [rc.sock.fileno() for rc in self.replies.values() for _ in range(rc.outstanding())][:0x3F]
@@ -869,9 +905,9 @@ class Port:
         if packing >> 33 & 1:
             port.pdrequest = SendOnceCap.adopt([fds[i]])
             i += 1
-        normal_fds = list(port.ends)[:n_normal]
-        for k in range(packing >> 56):
-            port.rconn[normal_fds[k]] = Shared(socket.socket(fileno=fds[i]))
+        n_rc = packing >> 56
+        for fd in list(port.ends)[n_normal - n_rc:n_normal]:
+            port.rconn[fd] = Shared(socket.socket(fileno=fds[i]))
             i += 1
         last: ReplyConn | None = None
         for k in range((packing >> 34) & 0x3F):

@@ -244,8 +244,8 @@ class VmMap:
         """Out-of-line data sent with deallocate: if [start, start+size) is
         exactly one shared entry over a whole memfd, unmap it and return a
         dup of the memfd (the caller seals it): the pages change hands with
-        no copy. None when the range is not such an entry (then the data is
-        copied)."""
+        no copy. None when the range is not such an entry or the unmap
+        fails (then the data is copied); no kern_return_t of its own."""
         with self.lock:
             e = self.lookup(start)
             end = _round(start + size)
@@ -254,6 +254,9 @@ class VmMap:
                 return None
             fd = os.dup(e.obj.fd)
             try:
+                # Unmapped now, not moved aside (mremap) to unmap later: the
+                # kernel refuses F_SEAL_WRITE (EBUSY) while any writable
+                # shared mapping of the memfd exists, a moved one included.
                 mm.munmap(start, end - start)
             except OSError:
                 os.close(fd)

@@ -121,7 +121,7 @@ def _vm_results(n: int, repeat: int) -> list[dict[str, Any]]:
     return results
 
 
-def _ipc_results(n: int, repeat: int, ool_size: int) -> list[dict[str, Any]]:
+def _ipc_results(n: int, repeat: int, ool_sizes: list[int]) -> list[dict[str, Any]]:
     from . import bench_ipc
     results: list[dict[str, Any]] = []
     for block in bench_ipc.cases(n, repeat):
@@ -134,19 +134,20 @@ def _ipc_results(n: int, repeat: int, ool_size: int) -> list[dict[str, Any]]:
             base = base or ns
             rows.append({"case": label, "ns_per_op": round(ns, 1), "ratio": round(ns / base, 2)})
         results.append({"benchmark": block["benchmark"], "rows": rows})
-    handoff, ours, bare = bench_ipc.ool_handoff(ool_size)
-    results.append({"benchmark": f"out-of-line handoff of {ool_size >> 20} MiB (deallocate)", "rows": [
-        {"case": "send + receive (ms)", "ns_per_op": round(handoff * 1e9, 1), "ratio": None},
-        {"case": "bare memfd mapping read (GB/s, baseline)", "ns_per_op": None, "gbps": round(bare, 3),
-         "ratio": 1.0},
-        {"case": "received mapping read (GB/s)", "ns_per_op": None, "gbps": round(ours, 3),
-         "ratio": round(ours / bare, 2)},
-    ]})
+    for ool_size in ool_sizes:
+        handoff, ours, bare = bench_ipc.ool_handoff(ool_size)
+        results.append({"benchmark": f"out-of-line handoff of {ool_size >> 20} MiB (deallocate)", "rows": [
+            {"case": "send + receive (ms)", "ns_per_op": round(handoff * 1e9, 1), "ratio": None},
+            {"case": "bare memfd mapping read (GB/s, baseline)", "ns_per_op": None, "gbps": round(bare, 3),
+             "ratio": 1.0},
+            {"case": "received mapping read (GB/s)", "ns_per_op": None, "gbps": round(ours, 3),
+             "ratio": round(ours / bare, 2)},
+        ]})
     return results
 
 
-def run(suite: str, n: int, repeat: int, as_json: bool, ool_size: int = 1 << 30) -> int:
-    results = _vm_results(n, repeat) if suite == "vm" else _ipc_results(n, repeat, ool_size)
+def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | None = None) -> int:
+    results = _vm_results(n, repeat) if suite == "vm" else _ipc_results(n, repeat, ool_sizes or [1 << 30])
     if as_json:
         json.dump({"suite": suite, "n": n, "repeat": repeat, "python": platform.python_version(),
                    "results": results}, sys.stdout, indent=2)
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=20000, help="operations per sample")
     ap.add_argument("--repeat", type=int, default=7, help="samples; the best is reported")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
-    ap.add_argument("--ool-mib", type=int, default=1024, help="size of the out-of-line handoff (ipc)")
+    ap.add_argument("--ool-mib", type=int, action="append",
+                    help="size of the out-of-line handoff (ipc); repeat it for several sizes (default 1024)")
     a = ap.parse_args(argv)
-    return run(a.suite, a.n, a.repeat, a.json, a.ool_mib << 20)
+    return run(a.suite, a.n, a.repeat, a.json, [m << 20 for m in a.ool_mib or [1024]])
