@@ -42,8 +42,8 @@ from .kern.vm_defs import (
     VM_PROT_WRITE,
     vm_page_size,
 )
-from .ipc import (Message, Port, PortSet, SendOnceRight, SendRight, register_ports, registered_ports,
-                  request)
+from .ipc import (MemoryEntry, Message, Port, PortSet, SendOnceRight, SendRight, register_ports,
+                  registered_ports, request)
 from .bootstrap import BootstrapError
 from .spawn import spawn
 from .task import Region, RegionInfo, Task
@@ -51,7 +51,7 @@ from .task import Region, RegionInfo, Task
 __version__ = "0.1.0"
 
 __all__ = [
-    "Port", "PortSet", "SendRight", "SendOnceRight", "Message", "request", "spawn",
+    "Port", "PortSet", "SendRight", "SendOnceRight", "Message", "MemoryEntry", "request", "spawn",
     "register_ports", "registered_ports", "BootstrapError",
     "Task", "Region", "RegionInfo", "MachError", "InvalidAddressError", "InvalidArgumentError",
     "InvalidNameError", "KernFailureError", "MachTimeoutError", "NoAccessError", "NoSpaceError",

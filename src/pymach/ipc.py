@@ -22,11 +22,13 @@ from .kern.ipc_kmsg import HDR, OOL_DESC, PORT_DESC
 from .kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_SEND,
                              MACH_PORT_TYPE_SEND_ONCE)
 from .kern.task import SELF
-from .kern.vm_user import vm_deallocate
+from .kern import vm_defs as V
+from .kern.vm_memory_entry import MemoryEntry as KMemoryEntry
+from .kern.vm_user import PAGE_MASK, vm_deallocate, vm_make_memory_entry, vm_map_entry
 from .mach._args import address_of
 
-__all__ = ["Port", "SendRight", "SendOnceRight", "PortSet", "Message", "request", "register_ports",
-           "registered_ports"]
+__all__ = ["Port", "SendRight", "SendOnceRight", "PortSet", "Message", "MemoryEntry", "request",
+           "register_ports", "registered_ports"]
 
 _AUDIT = MD.MACH_RCV_TRAILER_ELEMENTS(MD.MACH_RCV_TRAILER_AUDIT)
 _TRAILER = struct.Struct("<III2I8I")
@@ -129,8 +131,7 @@ def _decode(raw: bytes) -> Message:
             if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
                 name, _p, _a, _b, kind, _t = PORT_DESC.unpack_from(raw, off)
                 if name:
-                    msg.rights.append(SendOnceRight(name) if kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE
-                                      else SendRight(name))
+                    msg.rights.append(_wrap(name, kind))
                 off += 12
             else:
                 addr, _d, _c, _p, _t, n = OOL_DESC.unpack_from(raw, off)
@@ -147,6 +148,15 @@ def _decode(raw: bytes) -> Message:
     t = _TRAILER.unpack_from(raw, size)
     msg.seqno, msg.uid, msg.gid, msg.pid = t[2], t[3], t[4], t[10]
     return msg
+
+
+def _wrap(name: int, kind: int) -> "Sendable":
+    if kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE:
+        return SendOnceRight(name)
+    e = SELF.space.lookup(name)
+    if e is not None and isinstance(e.cap, KMemoryEntry):
+        return MemoryEntry(name)
+    return SendRight(name)
 
 
 class SendRight(_Right):
@@ -195,6 +205,68 @@ class SendOnceRight(SendRight):
     @property
     def dead(self) -> bool:
         return R.type_of(SELF.space, self.name) & MACH_PORT_TYPE_SEND_ONCE == 0
+
+
+class MemoryEntry(SendRight):
+    """A memory entry (mach_make_memory_entry_64): a name for memory that
+    any task holding it maps with ``map()``. It travels in a Message's
+    ``rights`` like a send right. Get one from ``Region.memory_entry()`` or
+    ``MemoryEntry.create(size)``."""
+
+    __slots__ = ()
+
+    @classmethod
+    def create(cls, size: int, protection: int = V.VM_PROT_READ | V.VM_PROT_WRITE) -> "MemoryEntry":
+        """A fresh zero-filled object of ``size`` bytes (MAP_MEM_NAMED_CREATE).
+        Raises MachError (KERN_INVALID_ARGUMENT)."""
+        name, _size = vm_make_memory_entry(SELF.task_name, size, 0, protection | V.MAP_MEM_NAMED_CREATE, 0)
+        return cls(name)
+
+    def _entry(self) -> KMemoryEntry:
+        e = SELF.space.lookup(self.name)
+        if e is None or not isinstance(e.cap, KMemoryEntry):
+            raise K.MachError(K.KERN_INVALID_NAME, f"{self.name:#x} is not a memory entry")
+        return e.cap
+
+    @property
+    def size(self) -> int:
+        return self._entry().size
+
+    @property
+    def protection(self) -> int:
+        """VM_PROT_READ, or VM_PROT_READ | VM_PROT_WRITE."""
+        return self._entry().protection
+
+    def map(self, *, offset: int = 0, size: int | None = None, copy: bool = False,
+            protection: int | None = None, max_protection: int | None = None,
+            inheritance: int = V.VM_INHERIT_DEFAULT, address: int | None = None) -> "Region":
+        """Map the entry (mach_vm_map): shared, or with ``copy`` a private
+        snapshot. Protections default to the entry's permission. Raises
+        MachError (KERN_PROTECTION_FAILURE, KERN_INVALID_ARGUMENT,
+        KERN_NO_SPACE)."""
+        from .task import Region, Task
+        n = self.size - offset if size is None else size
+        cur = self.protection if protection is None else protection
+        mx = cur if max_protection is None else max_protection
+        flags = V.VM_FLAGS_ANYWHERE if address is None else V.VM_FLAGS_FIXED
+        a = vm_map_entry(SELF.task_name, address or 0, n, 0, flags, self.name, offset, int(copy), cur, mx,
+                         inheritance)
+        return Region(Task.self(), a, (n + PAGE_MASK) & ~PAGE_MASK)
+
+    def sub(self, offset: int, size: int, protection: int | None = None) -> "MemoryEntry":
+        """An entry for part of this one, with at most its permission.
+        Raises MachError (KERN_PROTECTION_FAILURE, KERN_INVALID_ARGUMENT)."""
+        prot = self.protection if protection is None else protection
+        name, _size = vm_make_memory_entry(SELF.task_name, size, offset, prot, self.name)
+        return MemoryEntry(name)
+
+    def send(self, msg: Message | bytes, *, id: int = 0, reply: "Port | None" = None,
+             timeout: float | None = None) -> None:
+        raise K.MachError(K.MACH_SEND_INVALID_DEST, "a memory entry is not a port to send to")
+
+    def copy(self) -> "MemoryEntry":
+        R.mod_refs(SELF.space, self.name, 0, 1)
+        return MemoryEntry(self.name)
 
 
 def _send(dest: int, disp: int, m: Message, reply: "Port | None", timeout: float | None) -> None:

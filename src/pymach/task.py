@@ -8,13 +8,16 @@ the interpreter.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .kern import kern_return as K
 from .kern import vm_defs as V
 from .kern import vm_user as U
 from .kern.task import SELF
 from .kern.vm_map import RegionInfo
+
+if TYPE_CHECKING:
+    from .ipc import MemoryEntry
 
 __all__ = ["Task", "Region", "RegionInfo"]
 
@@ -149,6 +152,23 @@ class Region:
     def inherit(self, inheritance: int) -> None:
         """Set what a fork child gets: VM_INHERIT_COPY, SHARE or NONE."""
         self.task.inherit(self._check(0, self.size), self.size, inheritance)
+
+    def memory_entry(self, protection: int = V.VM_PROT_READ | V.VM_PROT_WRITE, *, offset: int = 0,
+                     size: int | None = None) -> "MemoryEntry":
+        """A memory entry naming the region (or part of it), for another
+        task to map. Raises MachError (KERN_PROTECTION_FAILURE above the
+        maximum protection)."""
+        from .ipc import MemoryEntry
+        n = self.size - offset if size is None else size
+        name, _size = U.vm_make_memory_entry(self.task.port, n, self._check(offset, n), protection, 0)
+        return MemoryEntry(name)
+
+    def remap(self, *, copy: bool = False) -> "Region":
+        """A second mapping of the region's pages (mach_vm_remap), or with
+        ``copy`` of a snapshot of them."""
+        a, _cur, _max = U.vm_remap(self.task.port, 0, self.size, 0, V.VM_FLAGS_ANYWHERE, self.task.port,
+                                   self._check(0, self.size), int(copy), V.VM_INHERIT_DEFAULT)
+        return Region(self.task, a, self.size)
 
     def info(self) -> RegionInfo:
         """mach_vm_region for the region's first page."""

@@ -33,3 +33,9 @@ def printf(fmt: str, *args: object) -> None:
     just before a crash is not lost."""
     sys.stdout.write(fmt % args if args else fmt)
     sys.stdout.flush()
+
+
+def strncpy(ptr: int, s: str, n: int) -> None:
+    """strncpy(3) into raw memory: at most ``n`` bytes, NUL-padded."""
+    b = s.encode()[:n]
+    ctypes.memmove(ptr, b + b"\0" * (n - len(b)), n)

@@ -31,6 +31,7 @@ from . import message_defs as MD
 from . import vm_defs as V
 from . import ipc_right as R
 from .ipc_port import FLAG_REPLY, MAX_RECORD, Incoming, Port, ReplyCap, SendCap, SendOnceCap
+from .vm_memory_entry import MemoryEntry, check_entry
 from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                          MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
 
@@ -44,6 +45,7 @@ KIND_NONE = 0
 KIND_OOL = 1
 KIND_BLOB = 2  # an inline body too large for a record, in a sealed memfd
 KIND_BACK = 3  # a reply right answered on the sender's reply connection (aux: token)
+KIND_ENTRY = 4  # a memory entry: its memfd (size: bytes, aux: offset in pages)
 FLAG_BLOB = 2  # wire header flag (1 is ipc_notify.FLAG_NOTIFY)
 # XNU's IPC_KMSG_MAX_BODY_SPACE: the largest message mach_msg accepts
 MAX_SEND_SIZE = 3 * (64 << 20) // 4 - 68
@@ -51,7 +53,7 @@ HEADER_SIZE = HDR.size
 # fds a right may carry: a send right is its connection and the port's
 # queue semaphore; a receive right is every connection of the port
 _MAX_FDS = {MD.MACH_MSG_TYPE_PORT_SEND: 2, MD.MACH_MSG_TYPE_PORT_SEND_ONCE: 1, KIND_OOL: 1,
-            MD.MACH_MSG_TYPE_PORT_RECEIVE: unix.SCM_MAX_FD, KIND_NONE: 0, KIND_BLOB: 1, KIND_BACK: 0}
+            MD.MACH_MSG_TYPE_PORT_RECEIVE: unix.SCM_MAX_FD, KIND_NONE: 0, KIND_BLOB: 1, KIND_BACK: 0, KIND_ENTRY: 1}
 _SEND_DISP_MIN = MD.MACH_MSG_TYPE_MOVE_SEND
 _SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
@@ -310,6 +312,14 @@ def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, 
         if disp != MD.MACH_MSG_TYPE_COPY_SEND:
             out.moves.append((name, MD.MACH_MSG_TYPE_MOVE_SEND))
         return 0xFFFFFFFF, MD.MACH_MSG_TYPE_PORT_SEND
+    if e is not None and isinstance(e.cap, MemoryEntry) and disp in (
+            MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
+        ent = e.cap
+        if disp == MD.MACH_MSG_TYPE_MOVE_SEND:
+            out.moves.append((name, disp))
+        out.fds.append(ent.fd)
+        rights.append((KIND_ENTRY, 1, ent.size, ent.offset // mm.PAGE_SIZE))
+        return len(rights) - 1, MD.MACH_MSG_TYPE_PORT_SEND
     kind, nfds = _take_send(space, name, disp, out, K.MACH_SEND_INVALID_RIGHT)
     rights.append((kind, nfds, 0, 0))
     return len(rights) - 1, kind
@@ -478,6 +488,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
                     raise _err(K.MACH_RCV_BODY_ERROR, "a right that is not a port connection")
             elif kind == KIND_OOL:
                 _check_ool(fds[0], size)
+            elif kind == KIND_ENTRY:
+                check_entry(fds[0], _aux * mm.PAGE_SIZE, size)
             else:
                 raise _err(K.MACH_RCV_BODY_ERROR, f"unknown right kind {kind}")
     except BaseException:
@@ -499,6 +511,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
                 names[i] = R.copyout_send(space, fds, kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE)
             elif kind == MD.MACH_MSG_TYPE_PORT_RECEIVE:
                 names[i] = R.copyout_receive(space, Port.from_move(fds, size, aux))
+            elif kind == KIND_ENTRY:
+                names[i] = R.copyout_entry(space, MemoryEntry(fds[0], aux * mm.PAGE_SIZE, size))
             elif kind == KIND_OOL:
                 try:
                     regions[i] = _map_ool(fds[0], size)
@@ -578,7 +592,12 @@ def _check_slot(idx: int, kind: int, rights: list[tuple[int, int, int, int]]) ->
     """A port slot is null, dead, or the index of a port right of its kind."""
     if idx in (0, 0xFFFFFFFF):
         return
-    if idx >= len(rights) or rights[idx][0] not in _PORT_KINDS or rights[idx][0] != kind:
+    if idx >= len(rights):
+        raise _err(K.MACH_RCV_BODY_ERROR, "a port slot names no right of its kind")
+    have = rights[idx][0]
+    if have == KIND_ENTRY and kind == MD.MACH_MSG_TYPE_PORT_SEND:
+        return  # a memory entry is received as a send right
+    if have not in _PORT_KINDS or have != kind:
         raise _err(K.MACH_RCV_BODY_ERROR, "a port slot names no right of its kind")
 
 

@@ -23,6 +23,7 @@ from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_LABELH, MACH_
                         MACH_PORT_TYPE_DNREQUEST, MACH_PORT_TYPE_SEND_ONCE, MACH_PORT_UREFS_MAX, IpcEntry,
                         IpcSpace)
 from .ipc_pset import PortSet
+from .vm_memory_entry import MemoryEntry
 from .ipc_space import (MPO_CONTEXT_AS_GUARD, MPO_INSERT_SEND_RIGHT, MPO_QLIMIT)
 
 _RIGHT_TYPE = {
@@ -105,6 +106,12 @@ def _drop_cap(space: IpcSpace, name: int, e: IpcEntry) -> None:
             if k == ("ino", cap.ino):
                 space._by_key.pop(k, None)
                 e.keys.remove(k)
+        cap.close()
+    elif isinstance(cap, MemoryEntry):
+        key = cap.key()
+        if key in e.keys:
+            space._by_key.pop(key, None)
+            e.keys.remove(key)
         cap.close()
     e.cap = None
 
@@ -353,7 +360,9 @@ def copyin_send(space: IpcSpace, name: int, disposition: int, check: bool = True
             raise _err(K.KERN_INVALID_RIGHT if not e.type & MACH_PORT_TYPE_DEAD_NAME
                        else K.KERN_INVALID_CAPABILITY, f"{name:#x} holds no send right")
         cap = e.cap
-        assert isinstance(cap, SendCap)
+        if not isinstance(cap, SendCap):
+            # a kernel object's port (a memory entry): no message goes to it
+            raise _err(K.KERN_INVALID_CAPABILITY, f"{name:#x} names a kernel object")
         return cap, MD.MACH_MSG_TYPE_PORT_SEND, False
     if disposition == MD.MACH_MSG_TYPE_MAKE_SEND:
         port = _receive_of(e, name)
@@ -422,6 +431,23 @@ def copyout_send(space: IpcSpace, fds: list[int], send_once: bool) -> int:
         name, e = space.alloc(cap, MACH_PORT_TYPE_SEND_ONCE if send_once else MACH_PORT_TYPE_SEND,
                               0 if send_once else 1, key=None if send_once else ("ino", ino))
         e.cap = cap
+        return name
+
+
+def copyout_entry(space: IpcSpace, ent: MemoryEntry) -> int:
+    """Install a memory entry (a send right to it); returns its name. A
+    handle for an entry we already hold coalesces, and ``ent`` is closed."""
+    with space.lock:
+        key = ent.key()
+        name = space.name_for(key)
+        if name:
+            e = space.lookup(name)
+            assert e is not None
+            e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
+            ent.close()
+            return name
+        name, e = space.alloc(ent, MACH_PORT_TYPE_SEND, 1, key=key)
+        e.cap = ent
         return name
 
 

@@ -140,9 +140,10 @@ def _close_rights(space: IpcSpace) -> None:
     (ports and sets are torn down, capabilities closed)."""
     from .ipc_port import Port, SendCap
     from .ipc_pset import PortSet
+    from .vm_memory_entry import MemoryEntry
     for _name, e in space.names():
         for o in (e.cap, e.object, e.dnrequest):
-            if isinstance(o, (SendCap, Port, PortSet)):
+            if isinstance(o, (SendCap, Port, PortSet, MemoryEntry)):
                 o.forget()
 
 

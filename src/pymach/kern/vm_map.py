@@ -232,27 +232,7 @@ class VmMap:
         flags = mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE
         prot = mm.PROT_READ | mm.PROT_WRITE
         with self.lock:
-            if overwrite:
-                i, j = self._overlap(addr, addr + size)
-                if any(e.permanent for e in self._entries[i:j]):
-                    raise K.MachError(K.KERN_NO_SPACE, "a permanent mapping is in the way")
-            try:
-                if anywhere:
-                    if align_mask:
-                        a = self._aligned_map(size, align_mask, prot, flags)
-                    else:
-                        a = mm.mmap(addr, size, prot, flags)
-                elif overwrite:
-                    a = mm.mmap(addr, size, prot, flags | mm.MAP_FIXED)
-                else:
-                    a = mm.mmap(addr, size, prot, flags | mm.MAP_FIXED_NOREPLACE)
-            except OSError as err:
-                raise K.MachError(K.kr_from_oserror(err, K.ERRNO_MAP), "mmap") from err
-            if not anywhere and a != addr:  # a kernel without MAP_FIXED_NOREPLACE
-                mm.munmap(a, size)
-                raise K.MachError(K.KERN_NO_SPACE, f"{addr:#x} is in use")
-            if overwrite:
-                self._forget(a, a + size)
+            a = self._place(addr, size, anywhere, overwrite, align_mask, prot, flags)
             if tag:
                 mm.name_anon(a, size, b"mach.tag.%d" % tag)
             e = VmEntry(a, a + size, V.VM_PROT_DEFAULT, V.VM_PROT_ALL, V.VM_INHERIT_DEFAULT, tag)
@@ -284,6 +264,85 @@ class VmMap:
             self._forget(start, end)
             return fd
 
+    # -- memory entries ----------------------------------------------------------
+
+    def entry_object(self, start: int, end: int, protection: int) -> tuple[int, int]:
+        """The memfd and offset behind [start, end), for a memory entry
+        with ``protection``. A private entry is moved into a memfd first
+        (as VM_INHERIT_SHARE does), so the pages can be shared in place.
+
+        KERN_INVALID_ADDRESS (not all mapped), KERN_NOT_SUPPORTED (memory
+        pymach did not map, such as the Python heap: moving its pages into
+        a shared object would change what a fork child shares),
+        KERN_INVALID_ARGUMENT (the range spans several entries),
+        KERN_PROTECTION_FAILURE (more than the maximum protection)."""
+        with self.lock:
+            pieces = self.pieces(start, end)
+            for s, _t, what in pieces:
+                if what is None:
+                    raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
+                if isinstance(what, procfs.Vma):
+                    raise K.MachError(K.KERN_NOT_SUPPORTED, f"{s:#x}: memory pymach did not map "
+                                      "cannot be named (allocate it with mach_vm_allocate)")
+            e = self.lookup(start)
+            assert e is not None
+            if end > e.end:
+                raise K.MachError(K.KERN_INVALID_ARGUMENT, "the range spans several map entries")
+            if protection & ~e.max_prot & V.VM_PROT_ALL:
+                raise K.MachError(K.KERN_PROTECTION_FAILURE, "more than the maximum protection")
+            if not e.shared:
+                self._make_shared(e)
+            assert e.obj is not None
+            return e.obj.fd, e.offset + (start - e.start)
+
+    def map_object(self, addr: int, size: int, mask: int, anywhere: bool, overwrite: bool, fd: int,
+                   offset: int, copy: bool, cur: int, max_prot: int, inherit: int) -> int:
+        """Map [offset, offset + size) of the memfd ``fd``: shared, or with
+        ``copy`` a private snapshot taken now. Returns the address.
+        KERN_NO_SPACE, KERN_INVALID_ADDRESS and the errno's codes."""
+        length = _round(size)
+        obj_fd = fd
+        if copy:
+            # a snapshot: the pages as they are now, private to this mapping
+            obj_fd = mm.memfd("mach.copy", length)
+            try:
+                mm.copy_range(fd, obj_fd, size, offset, 0)
+            except BaseException:
+                os.close(obj_fd)
+                raise
+            offset = 0
+        else:
+            obj_fd = os.dup(fd)
+        obj = VmObject(obj_fd, os.fstat(obj_fd).st_size)
+        try:
+            with self.lock:
+                a = self._place(addr, length, anywhere, overwrite, mask, _lin_prot(cur),
+                                mm.MAP_SHARED, obj_fd, offset)
+                e = VmEntry(a, a + length, cur, max_prot, inherit, 0, obj, offset, True)
+                self._insert(e)
+                self._reapply(e)
+                return a
+        except BaseException:
+            obj.release()
+            raise
+
+    def remap(self, addr: int, size: int, mask: int, anywhere: bool, overwrite: bool, src: int,
+              copy: bool, inherit: int) -> tuple[int, int, int]:
+        """mach_vm_remap within our map: a second mapping of the pages of
+        [src, src + size) (copy FALSE; a private source is made shared
+        first), or of a snapshot of them (copy TRUE). Returns (address,
+        cur_protection, max_protection), those of the source.
+        KERN_INVALID_ADDRESS, KERN_NOT_SUPPORTED, KERN_INVALID_ARGUMENT and
+        the codes of map_object."""
+        end = src + size
+        with self.lock:
+            e = self.lookup(src)
+            cur = e.prot if e is not None else 0
+            max_prot = e.max_prot if e is not None else 0
+        fd, offset = self.entry_object(src, end, V.VM_PROT_NONE)
+        return self.map_object(addr, size, mask, anywhere, overwrite, fd, offset, copy, cur, max_prot,
+                               inherit), cur, max_prot
+
     def map_object_private(self, fd: int, size: int) -> int:
         """Map ``size`` bytes of a file MAP_PRIVATE anywhere: a copy-on-write
         view (out-of-line data on receipt)."""
@@ -298,7 +357,36 @@ class VmMap:
             self._insert(e)
             return a  # type: ignore[no-any-return]
 
-    def _aligned_map(self, size: int, mask: int, prot: int, flags: int) -> int:
+    def _place(self, addr: int, size: int, anywhere: bool, overwrite: bool, mask: int, prot: int,
+               flags: int, fd: int = -1, offset: int = 0) -> int:
+        """mmap for a new entry: anywhere (aligned to ``mask``), at ``addr``
+        if free, or over whatever is there (OVERWRITE: those entries are
+        forgotten). KERN_NO_SPACE when the place is taken; the errno's
+        code otherwise."""
+        if overwrite:
+            i, j = self._overlap(addr, addr + size)
+            if any(e.permanent for e in self._entries[i:j]):
+                raise K.MachError(K.KERN_NO_SPACE, "a permanent mapping is in the way")
+        try:
+            if anywhere:
+                if mask:
+                    a = self._aligned_map(size, mask, prot, flags, fd, offset)
+                else:
+                    a = mm.mmap(addr, size, prot, flags, fd, offset)
+            elif overwrite:
+                a = mm.mmap(addr, size, prot, flags | mm.MAP_FIXED, fd, offset)
+            else:
+                a = mm.mmap(addr, size, prot, flags | mm.MAP_FIXED_NOREPLACE, fd, offset)
+        except OSError as err:
+            raise K.MachError(K.kr_from_oserror(err, K.ERRNO_MAP), "mmap") from err
+        if not anywhere and a != addr:  # a kernel without MAP_FIXED_NOREPLACE
+            mm.munmap(a, size)
+            raise K.MachError(K.KERN_NO_SPACE, f"{addr:#x} is in use")
+        if overwrite:
+            self._forget(a, a + size)
+        return a
+
+    def _aligned_map(self, size: int, mask: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
         """Map ``size`` bytes at an address with the bits of ``mask`` clear:
         reserve size + mask, map over the aligned part of the reservation
         (MAP_FIXED inside our own reservation), and unmap the slack."""
@@ -306,7 +394,7 @@ class VmMap:
         r = mm.mmap(0, span, mm.PROT_NONE, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE)
         a = (r + mask) & ~mask
         try:
-            mm.mmap(a, size, prot, flags | mm.MAP_FIXED)
+            mm.mmap(a, size, prot, flags | mm.MAP_FIXED, fd, offset)
         except BaseException:
             mm.munmap(r, span)
             raise

@@ -16,6 +16,7 @@ from . import kern_return as K
 from . import vm_defs as V
 from .task import SELF, Host, Task
 from .vm_map import RegionInfo, VmMap
+from .vm_memory_entry import MemoryEntry
 
 PAGE_SIZE = mm.PAGE_SIZE
 PAGE_MASK = mm.PAGE_MASK
@@ -390,3 +391,127 @@ def vm_wire(host: int, task: int, addr: int, size: int, prot: int) -> None:
     start, end = max(start, MAP_MIN), min(end, MAP_MAX)
     if start < end:
         vm_map.wire(start, end, prot)
+
+
+# -- memory entries --------------------------------------------------------------
+
+def _memory_entry(name: int) -> MemoryEntry:
+    """The memory entry a name holds a send right to."""
+    e = SELF.space.lookup(name)
+    if e is None or not isinstance(e.cap, MemoryEntry):
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not a memory entry")
+    return e.cap
+
+
+def vm_make_memory_entry(task: int, size: int, offset: int, permission: int, parent: int) -> tuple[int, int]:
+    """A memory entry for [offset, offset + size) of our map, of a parent
+    entry, or (MAP_MEM_NAMED_CREATE) of a fresh object. Returns (name,
+    size rounded to pages).
+
+    KERN_INVALID_ARGUMENT (size 0, a wrapping range, flags pymach does not
+    know, a range past the parent), KERN_INVALID_ADDRESS (unmapped),
+    KERN_PROTECTION_FAILURE (more than the region's maximum protection or
+    the parent's permission), KERN_NOT_SUPPORTED (memory pymach did not
+    map; MAP_MEM_PURGABLE, MAP_MEM_VM_COPY), MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    flags = permission & V.MAP_MEM_FLAGS_MASK
+    prot = permission & V.VM_PROT_ALL
+    if flags & ~V.MAP_MEM_FLAGS_USER:
+        raise _fail(K.KERN_INVALID_VALUE, f"permission flags {flags:#x}")
+    if flags & (V.MAP_MEM_PURGABLE | V.MAP_MEM_VM_COPY):
+        raise _fail(K.KERN_NOT_SUPPORTED, "purgeable and copy entries have no Linux equivalent")
+    if size == 0:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
+    if flags & V.MAP_MEM_NAMED_CREATE:
+        length = _round(size)
+        if length > _U64 or length > MAP_MAX:
+            raise _fail(K.KERN_INVALID_ARGUMENT, f"size {size:#x}")
+        ent = MemoryEntry.named_create(length, prot)
+    elif parent:
+        pe = _memory_entry(parent)
+        start, end = _range(offset, size)
+        ent = pe.sub(start, end - start, prot)
+    else:
+        start, end = _range(offset, size)
+        fd, obj_offset = vm_map.entry_object(start, end, prot)
+        ent = MemoryEntry.of_object(fd, obj_offset, end - start, prot)
+    from .ipc_right import copyout_entry
+    return copyout_entry(SELF.space, ent), ent.size
+
+
+def vm_map_entry(task: int, addr: int, size: int, mask: int, flags: int, name: int, offset: int,
+                 copy: int, cur: int, max_prot: int, inheritance: int) -> int:
+    """mach_vm_map: map what a memory entry names (MACH_PORT_NULL: fresh
+    zero-filled memory); shared, or with ``copy`` a private snapshot.
+    Returns the address.
+
+    KERN_INVALID_ARGUMENT (flags, size 0, a range past the entry, cur not
+    within max, a bad inheritance, a name that is no memory entry),
+    KERN_PROTECTION_FAILURE (more access than the entry gives, for a shared
+    mapping), KERN_NO_SPACE, KERN_INVALID_ADDRESS, MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    flags &= 0xFFFFFFFF
+    if flags & ~V.VM_FLAGS_USER_MAP:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"flags {flags:#x}")
+    if size == 0:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
+    if cur & ~max_prot & V.VM_PROT_ALL:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "cur_protection exceeds max_protection")
+    if not 0 <= inheritance <= V.VM_INHERIT_LAST_VALID:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"inheritance {inheritance}")
+    cur &= V.VM_PROT_ALL
+    max_prot &= V.VM_PROT_ALL
+    anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
+    overwrite = bool(flags & V.VM_FLAGS_OVERWRITE)
+    length = _round(size)
+    if length > MAP_MAX - MAP_MIN:
+        raise _fail(K.KERN_NO_SPACE if anywhere else K.KERN_INVALID_ADDRESS, f"size {size:#x}")
+    start = 0
+    if not anywhere:
+        start = _trunc(addr)
+        if start < MAP_MIN or start + length > MAP_MAX:
+            raise _fail(K.KERN_INVALID_ADDRESS, f"{start:#x}-{start + length:#x} is outside the map")
+    if not name:
+        a = vm_map.allocate(start, length, anywhere, overwrite, V.VM_GET_FLAGS_ALIAS(flags), mask)
+        if cur != V.VM_PROT_DEFAULT or max_prot != V.VM_PROT_ALL:
+            vm_map.protect(a, a + length, True, max_prot)
+            vm_map.protect(a, a + length, False, cur)
+        if inheritance != V.VM_INHERIT_DEFAULT:
+            vm_map.inherit(a, a + length, inheritance)
+        return a
+    ent = _memory_entry(name)
+    off = _trunc(offset)
+    if offset < 0 or off + length > ent.size:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "the range runs past the memory entry")
+    if not copy and (cur | max_prot) & ~ent.protection & (V.VM_PROT_READ | V.VM_PROT_WRITE):
+        raise _fail(K.KERN_PROTECTION_FAILURE, "more access than the memory entry gives")
+    return vm_map.map_object(start, length, mask, anywhere, overwrite, ent.fd, ent.offset + off,
+                             bool(copy), cur, max_prot, inheritance)
+
+
+def vm_remap(task: int, addr: int, size: int, mask: int, flags: int, src_task: int, src: int, copy: int,
+             inheritance: int) -> tuple[int, int, int]:
+    """mach_vm_remap within our own map. Returns (address, cur, max).
+
+    KERN_INVALID_ARGUMENT (flags, size 0, a bad inheritance, the range spans
+    several entries), KERN_INVALID_ADDRESS (the source is not mapped),
+    KERN_NOT_SUPPORTED (memory pymach did not map), KERN_NO_SPACE,
+    MACH_SEND_INVALID_DEST."""
+    vm_map = task_map(task)
+    if task_map(src_task) is not vm_map:
+        raise _fail(K.KERN_NOT_SUPPORTED, "remapping from another task")
+    flags &= 0xFFFFFFFF
+    if flags & ~V.VM_FLAGS_USER_REMAP:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"flags {flags:#x}")
+    if size == 0:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
+    if not 0 <= inheritance <= V.VM_INHERIT_LAST_VALID:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"inheritance {inheritance}")
+    start, end = _range(src, size)
+    anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
+    target = 0 if anywhere else _trunc(addr)
+    if not anywhere and (target < MAP_MIN or target + (end - start) > MAP_MAX):
+        raise _fail(K.KERN_INVALID_ADDRESS, f"{target:#x} is outside the map")
+    a, cur, max_prot = vm_map.remap(target, end - start, mask, anywhere, bool(flags & V.VM_FLAGS_OVERWRITE),
+                                    start, bool(copy), inheritance)
+    return a + (src - start if flags & V.VM_FLAGS_RETURN_DATA_ADDR else 0), cur, max_prot

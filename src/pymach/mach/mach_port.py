@@ -8,6 +8,7 @@ import struct
 from typing import Any
 
 from ..kern import ipc_right as R
+from ..kern.ipc_port import SendCap
 from ..kern import kern_return as K
 from ..kern import mach_msg as KM
 from ..kern import message_defs as MD
@@ -439,7 +440,7 @@ def mach_ports_register(target_task: Any, init_port_set: Any, init_port_setCnt: 
                 caps.append(None)
                 continue
             e = space.lookup(name)
-            if e is None or not e.type & MACH_PORT_TYPE_SEND or e.cap is None:
+            if e is None or not e.type & MACH_PORT_TYPE_SEND or not isinstance(e.cap, SendCap):
                 for c in caps:
                     if c is not None:
                         c.close()  # type: ignore[attr-defined]

@@ -277,7 +277,81 @@ def mach_error(str_: str, error_value: Any) -> None:
     sys.stderr.flush()
 
 
+def mach_make_memory_entry_64(target_task: Any, size: Any, offset: Any, permission: Any, object_handle: Any,
+                              parent_entry: Any) -> int:
+    """Name [offset, offset + *size) of our map (or of ``parent_entry``; or,
+    with MAP_MEM_NAMED_CREATE, a fresh object) with a memory entry.
+    ``size`` is in/out (rounded to pages); ``object_handle`` gets the name.
+    Neither is touched on failure.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
+    KERN_INVALID_VALUE, KERN_PROTECTION_FAILURE, KERN_NOT_SUPPORTED,
+    MACH_SEND_INVALID_DEST."""
+    try:
+        sz = out(size)
+        name, length = U.vm_make_memory_entry(u32(target_task), u64(sz.value), u64(offset), i32(permission),
+                                              u32(parent_entry))
+    except MachError as e:
+        return e.kr
+    sz.value = length
+    set_out(object_handle, name)
+    return 0
+
+
+def mach_make_memory_entry(target_task: Any, size: Any, offset: Any, permission: Any, object_handle: Any,
+                           parent_entry: Any) -> int:
+    """The vm_size_t variant of mach_make_memory_entry_64 (the same on LP64)."""
+    return mach_make_memory_entry_64(target_task, size, offset, permission, object_handle, parent_entry)
+
+
+def mach_vm_map(target_task: Any, address: Any, size: Any, mask: Any, flags: Any, object: Any, offset: Any,
+                copy: Any, cur_protection: Any, max_protection: Any, inheritance: Any) -> int:
+    """Map a memory entry (or, with MACH_PORT_NULL, fresh zero-filled
+    memory). ``address`` is in/out.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_PROTECTION_FAILURE,
+    KERN_NO_SPACE, KERN_INVALID_ADDRESS, MACH_SEND_INVALID_DEST."""
+    try:
+        a = out(address)
+        a.value = U.vm_map_entry(u32(target_task), a.value, u64(size), u64(mask), i32(flags), u32(object),
+                                 u64(offset), i32(copy), i32(cur_protection), i32(max_protection),
+                                 i32(inheritance))
+    except MachError as e:
+        return e.kr
+    return 0
+
+
+vm_map = mach_vm_map
+
+
+def mach_vm_remap(target_task: Any, target_address: Any, size: Any, mask: Any, flags: Any, src_task: Any,
+                  src_address: Any, copy: Any, cur_protection: Any, max_protection: Any,
+                  inheritance: Any) -> int:
+    """Map the pages of [src_address, +size) of our own task a second time
+    (copy FALSE), or a snapshot of them (copy TRUE). ``target_address`` is
+    in/out; the protections come back through ``cur_protection`` and
+    ``max_protection``.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
+    KERN_NOT_SUPPORTED, KERN_NO_SPACE, MACH_SEND_INVALID_DEST."""
+    try:
+        a = out(target_address)
+        addr, cur, mx = U.vm_remap(u32(target_task), a.value, u64(size), u64(mask), i32(flags), u32(src_task),
+                                   u64(src_address), i32(copy), i32(inheritance))
+    except MachError as e:
+        return e.kr
+    a.value = addr
+    set_out(cur_protection, cur)
+    set_out(max_protection, mx)
+    return 0
+
+
+vm_remap = mach_vm_remap
+
+
 __all__ = [
+    "mach_make_memory_entry_64", "mach_make_memory_entry", "mach_vm_map", "vm_map", "mach_vm_remap",
+    "vm_remap",
     "mach_task_self", "mach_host_self", "mach_vm_allocate", "mach_vm_deallocate",
     "mach_vm_protect", "mach_vm_inherit", "mach_vm_read", "mach_vm_read_overwrite",
     "mach_vm_write", "mach_vm_copy", "mach_vm_region", "vm_region", "mach_vm_msync",
