@@ -113,8 +113,11 @@ def _encode(dest: int, dest_disp: int, msg: Message, reply: int, reply_disp: int
             keep.append(data)
             addr = address_of(data)[0]
             body += OOL_DESC.pack(addr, 0, MD.MACH_MSG_VIRTUAL_COPY, 0, MD.MACH_MSG_OOL_DESCRIPTOR, len(data))
-    data = msg.data + b"\0" * (-len(msg.data) % 4)
-    body += struct.pack("<I", len(msg.data)) + data
+    if msg.data:
+        # the exact length first (a Mach body is padded to 4 bytes); a
+        # message without data is the bare header and descriptors, as C
+        # programs lay it out
+        body += struct.pack("<I", len(msg.data)) + msg.data + b"\0" * (-len(msg.data) % 4)
     bits = MD.MACH_MSGH_BITS(dest_disp, reply_disp) | (MD.MACH_MSGH_BITS_COMPLEX if complex_ else 0)
     return HDR.pack(bits, HDR.size + len(body), dest, reply, 0, msg.id) + bytes(body), keep
 
@@ -165,12 +168,13 @@ class SendRight(_Right):
     __slots__ = ()
 
     def send(self, msg: Message | bytes, *, id: int = 0, reply: "Port | None" = None,
-             timeout: float | None = None) -> None:
+             timeout: float | None = None, reply_once: bool = True) -> None:
         """Send ``msg`` (a Message, or bytes). With ``reply``, the message
-        carries a send-once right to that port. Raises MachError
+        carries a send-once right to that port (with ``reply_once`` False,
+        a send right, as the book's programs ask for). Raises MachError
         (MACH_SEND_INVALID_DEST when the port is gone, MACH_SEND_TIMED_OUT)."""
         m = msg if isinstance(msg, Message) else Message(bytes(msg), id)
-        _send(self.name, self._disposition(), m, reply, timeout)
+        _send(self.name, self._disposition(), m, reply, timeout, reply_once)
 
     def _disposition(self) -> int:
         return MD.MACH_MSG_TYPE_COPY_SEND
@@ -195,8 +199,8 @@ class SendOnceRight(SendRight):
         return MD.MACH_MSG_TYPE_MOVE_SEND_ONCE
 
     def send(self, msg: Message | bytes, *, id: int = 0, reply: "Port | None" = None,
-             timeout: float | None = None) -> None:
-        super().send(msg, id=id, reply=reply, timeout=timeout)
+             timeout: float | None = None, reply_once: bool = True) -> None:
+        super().send(msg, id=id, reply=reply, timeout=timeout, reply_once=reply_once)
         self._live = False
 
     def copy(self) -> "SendRight":
@@ -261,7 +265,7 @@ class MemoryEntry(SendRight):
         return MemoryEntry(name)
 
     def send(self, msg: Message | bytes, *, id: int = 0, reply: "Port | None" = None,
-             timeout: float | None = None) -> None:
+             timeout: float | None = None, reply_once: bool = True) -> None:
         raise K.MachError(K.MACH_SEND_INVALID_DEST, "a memory entry is not a port to send to")
 
     def copy(self) -> "MemoryEntry":
@@ -269,8 +273,10 @@ class MemoryEntry(SendRight):
         return MemoryEntry(self.name)
 
 
-def _send(dest: int, disp: int, m: Message, reply: "Port | None", timeout: float | None) -> None:
-    rname, rdisp = (reply.name, MD.MACH_MSG_TYPE_MAKE_SEND_ONCE) if reply is not None else (0, 0)
+def _send(dest: int, disp: int, m: Message, reply: "Port | None", timeout: float | None,
+          reply_once: bool = True) -> None:
+    make = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE if reply_once else MD.MACH_MSG_TYPE_MAKE_SEND
+    rname, rdisp = (reply.name, make) if reply is not None else (0, 0)
     raw, _keep = _encode(dest, disp, m, rname, rdisp)
     option = MD.MACH_SEND_MSG | (MD.MACH_SEND_TIMEOUT if timeout is not None else 0)
     KM.send(SELF.space, raw, option, int((timeout or 0) * 1000))

@@ -14,8 +14,11 @@ from pymach.examples.shm_ipc_common import SERVICE_NAME, SHM_MSG_ID
 
 
 def main(argv: list[str]) -> int:
-    with pymach.bootstrap.look_up(SERVICE_NAME) as server:
-        reply = pymach.request(server, b"", id=SHM_MSG_ID, timeout=30)
+    with pymach.bootstrap.look_up(SERVICE_NAME) as server, pymach.Port() as port:
+        # a send right for the answer, as the book's client asks (its server
+        # answers with MACH_MSGH_BITS_LOCAL of the request: MOVE_SEND)
+        server.send(pymach.Message(id=SHM_MSG_ID), reply=port, reply_once=False)
+        reply = port.receive(timeout=30)
     try:
         (entry,) = reply.rights
         assert isinstance(entry, pymach.MemoryEntry)
