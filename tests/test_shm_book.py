@@ -130,3 +130,15 @@ def test_a_killed_server_frees_the_name_and_a_new_one_serves(env: dict[str, str]
         _stop(server)
         assert server.stdout is not None
         server.stdout.close()
+
+
+def test_bench_shm_runs(env: dict[str, str]) -> None:
+    import json
+    p = subprocess.run([sys.executable, "-m", "pymach", "bench", "shm", "-n", "50", "--repeat", "1",
+                        "--ool-mib", "8", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    names = [r["benchmark"] for r in out["results"]]
+    assert names == ["bootstrap_look_up of a registered name", "map and first touch of 8 MiB (one write per page)"]
+    for r in out["results"]:
+        assert all(row["ns_per_op"] > 0 for row in r["rows"])
