@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Iterable, Union
+from typing import TYPE_CHECKING, Iterable, Union
 
 from ._linux.mm import view
 from .kern import ipc_right as R
@@ -26,6 +26,9 @@ from .kern import vm_defs as V
 from .kern.vm_memory_entry import MemoryEntry as KMemoryEntry
 from .kern.vm_user import PAGE_MASK, vm_deallocate, vm_make_memory_entry, vm_map_entry
 from .mach._args import address_of
+
+if TYPE_CHECKING:
+    from .task import Region
 
 __all__ = ["Port", "SendRight", "SendOnceRight", "PortSet", "Message", "MemoryEntry", "request",
            "register_ports", "registered_ports"]

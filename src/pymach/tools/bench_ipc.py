@@ -49,7 +49,9 @@ def _per_op(fn: Callable[[int], None], n: int, repeat: int) -> float:
 
 # -- round trips -----------------------------------------------------------------
 
-def raw_socket_round(n: int, repeat: int) -> float:
+def raw_socket_round(n: int, repeat: int, size: int = ROUND) -> float:
+    """A ``size``-byte request and its answer over a socketpair, with a
+    forked server (ns per round trip)."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     total = n * repeat + max(1, n // 10)
 
@@ -60,7 +62,7 @@ def raw_socket_round(n: int, repeat: int) -> float:
 
     pid = _fork(server)
     b.close()
-    msg = b"x" * ROUND
+    msg = b"x" * size
 
     def run(k: int) -> None:
         for _ in range(k):

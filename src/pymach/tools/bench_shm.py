@@ -12,39 +12,17 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import socket
 import time
 from typing import Callable
 
-from .bench_ipc import _fork, _per_op, _reap
+from .bench_ipc import _per_op, raw_socket_round
 
 NAME = "org.pymach.bench.shm"
 
 
 def raw_round(n: int, repeat: int) -> float:
     """A 128-byte request and its answer over a socketpair (ns per op)."""
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    total = n * repeat + max(1, n // 10)
-
-    def server() -> None:
-        a.close()
-        for _ in range(total):
-            b.send(b.recv(256))
-
-    pid = _fork(server)
-    b.close()
-    msg = b"x" * 128
-
-    def run(k: int) -> None:
-        for _ in range(k):
-            a.send(msg)
-            a.recv(256)
-
-    try:
-        return _per_op(run, n, repeat)
-    finally:
-        a.close()
-        _reap(pid)
+    return raw_socket_round(n, repeat, 128)
 
 
 def look_up(n: int, repeat: int) -> float:
