@@ -225,7 +225,10 @@ class MemoryEntry(SendRight):
     @classmethod
     def create(cls, size: int, protection: int = V.VM_PROT_READ | V.VM_PROT_WRITE) -> "MemoryEntry":
         """A fresh zero-filled object of ``size`` bytes (MAP_MEM_NAMED_CREATE).
-        Raises MachError (KERN_INVALID_ARGUMENT)."""
+        Raises MachError (KERN_INVALID_ARGUMENT: size 0; KERN_FAILURE: larger
+        than ANON_MAX_SIZE)."""
+        if size <= 0:
+            raise K.MachError(K.KERN_INVALID_ARGUMENT, f"size {size}")
         name, _size = vm_make_memory_entry(SELF.task_name, size, 0, protection | V.MAP_MEM_NAMED_CREATE, 0)
         return cls(name)
 
@@ -237,31 +240,34 @@ class MemoryEntry(SendRight):
 
     @property
     def size(self) -> int:
+        """The size of the memory it names, in bytes (whole pages)."""
         return self._entry().size
 
     @property
     def protection(self) -> int:
-        """VM_PROT_READ, or VM_PROT_READ | VM_PROT_WRITE."""
+        """The most a mapping of it may allow (VM_PROT_* bits)."""
         return self._entry().protection
 
     def map(self, *, offset: int = 0, size: int | None = None, copy: bool = False,
             protection: int | None = None, max_protection: int | None = None,
             inheritance: int = V.VM_INHERIT_DEFAULT, address: int | None = None) -> "Region":
         """Map the entry (mach_vm_map): shared, or with ``copy`` a private
-        snapshot. Protections default to the entry's permission. Raises
-        MachError (KERN_PROTECTION_FAILURE, KERN_INVALID_ARGUMENT,
-        KERN_NO_SPACE)."""
+        snapshot taken now. Protections default to the entry's. Raises
+        MachError (KERN_INVALID_RIGHT: more than the entry allows;
+        KERN_INVALID_ARGUMENT: a range past the entry; KERN_NO_SPACE)."""
         from .task import Region, Task
-        n = self.size - offset if size is None else size
-        cur = self.protection if protection is None else protection
+        ent = self._entry()
+        n = ent.size - offset if size is None else size
+        cur = ent.protection if protection is None else protection
         mx = cur if max_protection is None else max_protection
         flags = V.VM_FLAGS_ANYWHERE if address is None else V.VM_FLAGS_FIXED
         a = vm_map_entry(SELF.task_name, address or 0, n, 0, flags, self.name, offset, int(copy), cur, mx,
                          inheritance)
-        return Region(Task.self(), a, (n + PAGE_MASK) & ~PAGE_MASK)
+        length = ent.size if ent.is_copy else (n + PAGE_MASK) & ~PAGE_MASK  # a copy entry maps whole
+        return Region(Task.self(), a, length)
 
     def sub(self, offset: int, size: int, protection: int | None = None) -> "MemoryEntry":
-        """An entry for part of this one, with at most its permission.
+        """An entry for part of this one, with at most its protection.
         Raises MachError (KERN_PROTECTION_FAILURE, KERN_INVALID_ARGUMENT)."""
         prot = self.protection if protection is None else protection
         name, _size = vm_make_memory_entry(SELF.task_name, size, offset, prot, self.name)
@@ -269,9 +275,12 @@ class MemoryEntry(SendRight):
 
     def send(self, msg: Message | bytes, *, id: int = 0, reply: "Port | None" = None,
              timeout: float | None = None, reply_once: bool = True) -> None:
+        """Refused (MACH_SEND_INVALID_DEST): a memory entry serves no
+        messages. (mach_msg to it gets a MIG_BAD_ID reply, as in XNU.)"""
         raise K.MachError(K.MACH_SEND_INVALID_DEST, "a memory entry is not a port to send to")
 
     def copy(self) -> "MemoryEntry":
+        """Another reference to the same entry (one more user reference)."""
         R.mod_refs(SELF.space, self.name, 0, 1)
         return MemoryEntry(self.name)
 

@@ -155,9 +155,11 @@ class Region:
 
     def memory_entry(self, protection: int = V.VM_PROT_READ | V.VM_PROT_WRITE, *, offset: int = 0,
                      size: int | None = None) -> "MemoryEntry":
-        """A memory entry naming the region (or part of it), for another
-        task to map. Raises MachError (KERN_PROTECTION_FAILURE above the
-        maximum protection)."""
+        """A memory entry sharing the region (or part of it), for another
+        task to map. It covers at most the map entry the range starts in
+        (a region split by protect() gives the first part). Raises
+        MachError (KERN_PROTECTION_FAILURE: more than the current or maximum
+        protection; KERN_INVALID_ARGUMENT: outside the region)."""
         from .ipc import MemoryEntry
         n = self.size - offset if size is None else size
         name, _size = U.vm_make_memory_entry(self.task.port, n, self._check(offset, n), protection, 0)
@@ -165,7 +167,8 @@ class Region:
 
     def remap(self, *, copy: bool = False) -> "Region":
         """A second mapping of the region's pages (mach_vm_remap), or with
-        ``copy`` of a snapshot of them."""
+        ``copy`` a private snapshot of them taken now. Raises MachError
+        (KERN_INVALID_ADDRESS: a hole; KERN_NO_SPACE)."""
         a, _cur, _max = U.vm_remap(self.task.port, 0, self.size, 0, V.VM_FLAGS_ANYWHERE, self.task.port,
                                    self._check(0, self.size), int(copy), V.VM_INHERIT_DEFAULT)
         return Region(self.task, a, self.size)

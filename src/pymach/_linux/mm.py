@@ -26,6 +26,7 @@ Kernel facts this module relies on:
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 
@@ -267,3 +268,38 @@ def copy_range(src_fd: int, dst_fd: int, length: int, src_off: int = 0, dst_off:
         if n == 0:
             break
         done += n
+
+
+def copy_data(src_fd: int, dst_fd: int, length: int, src_off: int = 0, dst_off: int = 0) -> None:
+    """copy_range that skips the holes of the source: the destination range
+    must already read as zeros (a fresh memfd).
+
+    tmpfs (hence a memfd) reports its holes through lseek SEEK_DATA and
+    SEEK_HOLE: pages never written are holes, so copying a large, mostly
+    untouched object costs only its written pages. copy_file_range alone
+    would read the holes as zeros and allocate a page for each. The lseek
+    moves the file position that every dup of ``src_fd`` shares; pymach
+    never reads or writes memfds at the file position."""
+    pos, end = src_off, src_off + length
+    while pos < end:
+        try:
+            data = os.lseek(src_fd, pos, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno == errno.ENXIO:  # no data at or after pos
+                return
+            raise
+        if data >= end:
+            return
+        hole = min(os.lseek(src_fd, data, os.SEEK_HOLE), end)
+        copy_range(src_fd, dst_fd, hole - data, data, dst_off + (data - src_off))
+        pos = hole
+
+
+def write_memory(fd: int, addr: int, length: int, offset: int) -> None:
+    """pwrite ``length`` bytes of our memory at ``addr`` into ``fd`` at
+    ``offset``. The kernel copies from our pages with its user-copy
+    routine: an unreadable page is OSError(EFAULT), never a signal."""
+    buf = view(addr, length)
+    done = 0
+    while done < length:
+        done += os.pwrite(fd, buf[done:], offset + done)

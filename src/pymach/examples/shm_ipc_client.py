@@ -14,7 +14,8 @@ import sys
 from pymach.examples._c import cstr, printf, strncpy
 from pymach.examples.shm_ipc_common import (EXIT_ON_MACH_ERROR, SERVICE_NAME, SHM_MSG_ID, msg_format_request_t,
                                             msg_format_response_r_t)
-from pymach.mach import (BOOTSTRAP_SUCCESS, FALSE, KERN_SUCCESS, MACH_MSG_SUCCESS, MACH_MSG_TIMEOUT_NONE,
+from pymach.mach import (
+                         BOOTSTRAP_SUCCESS, FALSE, KERN_SUCCESS, MACH_MSG_SUCCESS, MACH_MSG_TIMEOUT_NONE,
                          MACH_MSG_TYPE_COPY_SEND, MACH_MSG_TYPE_MAKE_SEND, MACH_MSGH_BITS, MACH_PORT_NULL,
                          MACH_PORT_RIGHT_RECEIVE, MACH_RCV_MSG, MACH_SEND_MSG, TRUE, VM_INHERIT_NONE,
                          VM_PROT_READ, VM_PROT_WRITE, bootstrap_look_up, byref, mach_error, mach_msg,

@@ -13,7 +13,8 @@ import sys
 from pymach.examples._c import printf, strcpy
 from pymach.examples.shm_ipc_common import (EXIT_ON_MACH_ERROR, SERVICE_NAME, msg_format_request_r_t,
                                             msg_format_response_t)
-from pymach.mach import (BOOTSTRAP_SUCCESS, KERN_SUCCESS, MACH_MSG_PORT_DESCRIPTOR, MACH_MSG_TIMEOUT_NONE,
+from pymach.mach import (
+                         BOOTSTRAP_SUCCESS, KERN_SUCCESS, MACH_MSG_PORT_DESCRIPTOR, MACH_MSG_TIMEOUT_NONE,
                          MACH_MSG_TYPE_COPY_SEND, MACH_MSGH_BITS_COMPLEX, MACH_MSGH_BITS_LOCAL, MACH_PORT_NULL,
                          MACH_RCV_MSG, MACH_SEND_MSG, VM_FLAGS_ANYWHERE, VM_PROT_READ, VM_PROT_WRITE,
                          bootstrap_check_in, bootstrap_create_service, byref, mach_make_memory_entry_64,

@@ -45,7 +45,7 @@ KIND_NONE = 0
 KIND_OOL = 1
 KIND_BLOB = 2  # an inline body too large for a record, in a sealed memfd
 KIND_BACK = 3  # a reply right answered on the sender's reply connection (aux: token)
-KIND_ENTRY = 4  # a memory entry: its memfd (size: bytes, aux: offset in pages)
+KIND_ENTRY = 4  # a memory entry: its memfd (size and aux: MemoryEntry.wire)
 FLAG_BLOB = 2  # wire header flag (1 is ipc_notify.FLAG_NOTIFY)
 # XNU's IPC_KMSG_MAX_BODY_SPACE: the largest message mach_msg accepts
 MAX_SEND_SIZE = 3 * (64 << 20) // 4 - 68
@@ -76,12 +76,15 @@ class Outgoing:
     owned: list[SendCap | int] = field(default_factory=list)  # closed after the send
     moves: list[tuple[int, int]] = field(default_factory=list)  # (name, disposition) consumed on success
     dealloc: list[tuple[int, int]] = field(default_factory=list)  # OOL regions to deallocate
-    dest: SendCap | None = None
+    dest: SendCap | None = None  # None with ``kobject``
     token: int = 0  # a back-channel reply right's token, withdrawn if the send fails
     dest_name: int = 0
     dest_disposition: int = 0
     receives: list[tuple[int, object]] = field(default_factory=list)  # (name, Port) moved out
     arrays: list[bytes] = field(default_factory=list)  # out-of-line port arrays, in body order
+    kobject: MemoryEntry | None = None  # a kernel object's port as the destination (no ``dest``)
+    reply: SendCap | None = None  # with ``kobject``: the reply right, to answer on
+    reply_kind: int = 0
 
     def release(self) -> None:
         for o in self.owned:
@@ -121,12 +124,18 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
         raise _err(K.MACH_SEND_INVALID_DEST, "destination and reply share a send-once right")
     out = Outgoing([], [])
     try:
-        try:
-            cap, dest_kind, owned = R.copyin_send(space, remote, rdisp, check=False)
-        except K.MachError as e:
-            raise _err(K.MACH_SEND_INVALID_DEST, e.context or "") from None
+        kobject = _kobject(space, remote, rdisp)
+        if kobject is not None:
+            # a memory entry's port: the kernel serves the message
+            cap, dest_kind, owned = None, MD.MACH_MSG_TYPE_PORT_SEND, False
+            out.kobject = kobject
+        else:
+            try:
+                cap, dest_kind, owned = R.copyin_send(space, remote, rdisp, check=False)
+            except K.MachError as e:
+                raise _err(K.MACH_SEND_INVALID_DEST, e.context or "") from None
         if owned:
-            out.owned.append(cap)
+            out.owned.append(cap)  # type: ignore[arg-type]
         out.dest, out.dest_name, out.dest_disposition = cap, remote, rdisp
         if rdisp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
             out.moves.append((remote, rdisp))
@@ -136,14 +145,16 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
         if local:
             port = _reply_port(space, local) if ldisp == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE and not owned \
                 and type(cap) is SendCap else None
-            token = cap.back_reply(port) if port is not None else None
+            token = cap.back_reply(port) if port is not None and cap is not None else None
             if token is not None:
                 out.token = token
                 reply_kind = MD.MACH_MSG_TYPE_PORT_SEND_ONCE
                 rights[0] = (KIND_BACK, 0, 0, token)
             else:
-                reply_kind, nfds = _take_send(space, local, ldisp, out, K.MACH_SEND_INVALID_REPLY)
+                reply_kind, nfds = _take_send(space, local, ldisp, out, K.MACH_SEND_INVALID_REPLY,
+                                              keep=kobject is not None)
                 rights[0] = (reply_kind, nfds, 0, 0)
+                out.reply_kind = reply_kind
         body = bytearray(msg[HEADER_SIZE:])
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _copyin_body(space, body, rights, out)
@@ -318,23 +329,38 @@ def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, 
         if disp == MD.MACH_MSG_TYPE_MOVE_SEND:
             out.moves.append((name, disp))
         out.fds.append(ent.fd)
-        rights.append((KIND_ENTRY, 1, ent.size, ent.offset // mm.PAGE_SIZE))
+        rights.append((KIND_ENTRY, 1, *ent.wire()))
         return len(rights) - 1, MD.MACH_MSG_TYPE_PORT_SEND
     kind, nfds = _take_send(space, name, disp, out, K.MACH_SEND_INVALID_RIGHT)
     rights.append((kind, nfds, 0, 0))
     return len(rights) - 1, kind
 
 
-def _take_send(space: IpcSpace, name: int, disp: int, out: Outgoing, kr: int) -> tuple[int, int]:
+def _kobject(space: IpcSpace, name: int, disp: int) -> MemoryEntry | None:
+    """The memory entry a destination names with COPY_SEND or MOVE_SEND,
+    if it is one: a port whose receive right the kernel holds."""
+    if disp not in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
+        return None
+    e = space.lookup(name)
+    if e is None or not e.type & MACH_PORT_TYPE_SEND or not isinstance(e.cap, MemoryEntry):
+        return None
+    return e.cap
+
+
+def _take_send(space: IpcSpace, name: int, disp: int, out: Outgoing, kr: int,
+               keep: bool = False) -> tuple[int, int]:
     """Copy in a send or send-once right that the message carries: its fds
     join the record, a right made for it is closed after the send, and a
     moved right is consumed once the send succeeds. Returns (received kind,
-    fd count); ``kr`` when the name lacks the right."""
+    fd count); ``kr`` when the name lacks the right. With ``keep`` the
+    capability is also kept as ``out.reply``."""
     R.upgrade_reply(space, name, disp)
     try:
         cap, kind, owned = R.copyin_send(space, name, disp)
     except K.MachError as err:
         raise _err(kr, err.context or "") from None
+    if keep:
+        out.reply = cap
     if owned:
         out.owned.append(cap)
     if disp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
@@ -489,7 +515,7 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
             elif kind == KIND_OOL:
                 _check_ool(fds[0], size)
             elif kind == KIND_ENTRY:
-                check_entry(fds[0], _aux * mm.PAGE_SIZE, size)
+                check_entry(fds[0], size, _aux)
             else:
                 raise _err(K.MACH_RCV_BODY_ERROR, f"unknown right kind {kind}")
     except BaseException:
@@ -512,7 +538,7 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
             elif kind == MD.MACH_MSG_TYPE_PORT_RECEIVE:
                 names[i] = R.copyout_receive(space, Port.from_move(fds, size, aux))
             elif kind == KIND_ENTRY:
-                names[i] = R.copyout_entry(space, MemoryEntry(fds[0], aux * mm.PAGE_SIZE, size))
+                names[i] = R.copyout_entry(space, MemoryEntry.from_wire(fds[0], size, aux), coalesce=True)
             elif kind == KIND_OOL:
                 try:
                     regions[i] = _map_ool(fds[0], size)

@@ -434,19 +434,24 @@ def copyout_send(space: IpcSpace, fds: list[int], send_once: bool) -> int:
         return name
 
 
-def copyout_entry(space: IpcSpace, ent: MemoryEntry) -> int:
-    """Install a memory entry (a send right to it); returns its name. A
-    handle for an entry we already hold coalesces, and ``ent`` is closed."""
+def copyout_entry(space: IpcSpace, ent: MemoryEntry, coalesce: bool = False) -> int:
+    """Install a send right to a memory entry; returns its name.
+
+    A new entry (``coalesce`` False) always gets a fresh name, as each
+    mach_make_memory_entry_64 makes a new port. An entry received in a
+    message (``coalesce``) joins the name of an entry we hold for the same
+    object, range and protection, and ``ent`` is closed: Linux cannot tell
+    two such entries apart, so they coalesce on receipt."""
     with space.lock:
         key = ent.key()
         name = space.name_for(key)
-        if name:
+        if name and coalesce:
             e = space.lookup(name)
             assert e is not None
             e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
             ent.close()
             return name
-        name, e = space.alloc(ent, MACH_PORT_TYPE_SEND, 1, key=key)
+        name, e = space.alloc(ent, MACH_PORT_TYPE_SEND, 1, key=None if name else key)
         e.cap = ent
         return name
 
@@ -779,6 +784,16 @@ def consume_receive(space: IpcSpace, name: int, port: Port) -> None:
             e.object = e.cap
         else:
             space.remove(name)
+
+
+def destroy_carried_receive(space: IpcSpace, name: int, port: Port) -> None:
+    """A receive right carried in a message to a kernel object that keeps
+    nothing: it is destroyed with the message, as mach_port_mod_refs(RECEIVE,
+    -1) destroys it (send rights under the name become a dead name)."""
+    with space.lock:
+        e = space.lookup(name)
+        if e is not None and e.object is port:
+            _destroy_receive_keep_sends(space, name, e)
 
 
 def copyout_receive(space: IpcSpace, port: Port) -> int:

@@ -18,13 +18,14 @@ from . import kern_return as K
 from . import message_defs as MD
 from . import ipc_kmsg
 from . import ipc_right as R
-from .ipc_notify import FLAG_NOTIFY
+from .ipc_notify import FLAG_NOTIFY, NDR_RECORD
 from .ipc_port import _FLAGS_AT, Port, ReplyCap, SendCap, SendOnceCap
 from .ipc_pset import PortSet
 from .ipc_space import MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, IpcSpace
 
 # trailer size by MACH_RCV_TRAILER_ELEMENTS
 HDR_REMOTE = struct.Struct("<I")
+HDR_ID = struct.Struct("<i")
 _TRAILER_SIZE = {0: 8, 1: 12, 2: 20, 3: 52, 4: 60, 5: 60, 6: 60, 7: 68, 8: 68}
 _SEND_ERRNO = {
     errno.EPIPE: K.MACH_SEND_INVALID_DEST,
@@ -68,8 +69,12 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
         return
     out = ipc_kmsg.copyin(space, msg)
     try:
-        assert out.dest is not None
-        _transmit(space, out.dest, out.dest_name, out.buffers, out.fds, option, timeout_ms)
+        if out.kobject is not None:
+            _kobject_reply(space, out, HDR_REMOTE.unpack_from(msg, 12)[0], HDR_ID.unpack_from(msg, 20)[0],
+                           option, timeout_ms)
+        else:
+            assert out.dest is not None
+            _transmit(space, out.dest, out.dest_name, out.buffers, out.fds, option, timeout_ms)
         out.token = 0
     finally:
         if out.token:
@@ -78,11 +83,34 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
     for name, disp in out.moves:
         R.consume_sent(space, name, disp)
     for name, port in out.receives:
-        R.consume_receive(space, name, port)  # type: ignore[arg-type]
+        if out.kobject is not None:
+            R.destroy_carried_receive(space, name, port)  # type: ignore[arg-type]
+        else:
+            R.consume_receive(space, name, port)  # type: ignore[arg-type]
     if out.dealloc:
         from .task import SELF
         for addr, size in out.dealloc:
             SELF.map.deallocate(addr & ~0xFFF, (addr + size + 0xFFF) & ~0xFFF)
+
+
+def _kobject_reply(space: IpcSpace, out: ipc_kmsg.Outgoing, reply_name: int, msg_id: int, option: int,
+                   timeout_ms: int) -> None:
+    """A message to a memory entry's port, served as XNU's
+    ipc_kobject_server does: no routine has its id, so the reply (if the
+    message has a reply right) is a mig_reply_error_t with MIG_BAD_ID and
+    the id plus 100. The message itself is destroyed: the caller consumes
+    its moved rights, destroys its receive rights and frees its memory. A
+    reply that cannot be delivered is dropped, as the kernel drops it."""
+    if out.reply is None:
+        return
+    body = NDR_RECORD + struct.pack("<i", K.MIG_BAD_ID)
+    bits = MD.MACH_MSGH_BITS_SET(0, out.reply_kind, 0, 0)
+    record = ipc_kmsg.WIRE.pack(ipc_kmsg.MAGIC, bits, (msg_id + 100) & 0xFFFFFFFF, len(body), 1, 0,
+                                FLAG_NOTIFY, 0) + ipc_kmsg.RIGHT.pack(0, 0, 0, 0) + body
+    try:
+        _transmit(space, out.reply, reply_name, [record], (), option, timeout_ms)
+    except K.MachError:
+        pass
 
 
 def _transmit(space: IpcSpace, dest: SendCap, dest_name: int, buffers: list[bytes], fds: "list[int] | tuple[()]",

@@ -158,6 +158,10 @@ MACH_VM_MIN_ADDRESS: Final = 0
 MACH_VM_MAX_ADDRESS: Final = 0x00007FFFFFE00000
 
 # <mach/memory_object_types.h>: mach_make_memory_entry_64 permission flags
+MAP_MEM_PROT_MASK: Final = 0xFF
+MAP_MEM_LEDGER_TAGGED: Final = 0x002000
+MAP_MEM_PURGABLE_KERNEL_ONLY: Final = 0x004000
+MAP_MEM_GRAB_SECLUDED: Final = 0x008000
 MAP_MEM_ONLY: Final = 0x010000
 MAP_MEM_NAMED_CREATE: Final = 0x020000
 MAP_MEM_PURGABLE: Final = 0x040000
@@ -167,5 +171,29 @@ MAP_MEM_VM_COPY: Final = 0x200000
 MAP_MEM_VM_SHARE: Final = 0x400000
 MAP_MEM_4K_DATA_ADDR: Final = 0x800000
 MAP_MEM_FLAGS_MASK: Final = 0x00FFFF00
-MAP_MEM_FLAGS_USER: Final = (MAP_MEM_PURGABLE | MAP_MEM_NAMED_CREATE | MAP_MEM_USE_DATA_ADDR | MAP_MEM_VM_COPY
-                             | MAP_MEM_VM_SHARE | MAP_MEM_4K_DATA_ADDR | MAP_MEM_ONLY | MAP_MEM_NAMED_REUSE)
+MAP_MEM_FLAGS_USER: Final = (MAP_MEM_PURGABLE | MAP_MEM_PURGABLE_KERNEL_ONLY | MAP_MEM_NAMED_CREATE
+                             | MAP_MEM_GRAB_SECLUDED | MAP_MEM_ONLY | MAP_MEM_NAMED_REUSE
+                             | MAP_MEM_USE_DATA_ADDR | MAP_MEM_VM_COPY | MAP_MEM_VM_SHARE
+                             | MAP_MEM_4K_DATA_ADDR | MAP_MEM_LEDGER_TAGGED)
+
+# cache modes, in the top byte of the permission (SET_MAP_MEM / GET_MAP_MEM)
+MAP_MEM_NOOP: Final = 0
+MAP_MEM_COPYBACK: Final = 1
+MAP_MEM_IO: Final = 2
+MAP_MEM_WTHRU: Final = 3
+MAP_MEM_WCOMB: Final = 4
+MAP_MEM_INNERWBACK: Final = 5
+MAP_MEM_POSTED: Final = 6
+MAP_MEM_RT: Final = 7
+MAP_MEM_POSTED_REORDERED: Final = 8
+MAP_MEM_POSTED_COMBINED_REORDERED: Final = 9
+
+
+def GET_MAP_MEM(bits: int) -> int:
+    """The cache mode in a memory entry permission."""
+    return (int(bits) >> 24) & 0xFF
+
+
+def SET_MAP_MEM(caching: int, perm: int) -> int:
+    """``perm`` with cache mode ``caching``."""
+    return (int(perm) & ~0xFF000000) | ((int(caching) << 24) & 0xFF000000)

@@ -250,7 +250,8 @@ class VmMap:
             e = self.lookup(start)
             end = _round(start + size)
             if (e is None or e.start != start or e.end != end or not e.shared or e.obj is None
-                    or e.offset or e.obj.size != end - start or e.permanent or e.wired):
+                    or e.offset or e.obj.size != end - start or e.permanent or e.wired
+                    or e.obj.true_share):
                 return None
             fd = os.dup(e.obj.fd)
             try:
@@ -266,82 +267,247 @@ class VmMap:
 
     # -- memory entries ----------------------------------------------------------
 
-    def entry_object(self, start: int, end: int, protection: int) -> tuple[int, int]:
-        """The memfd and offset behind [start, end), for a memory entry
-        with ``protection``. A private entry is moved into a memfd first
-        (as VM_INHERIT_SHARE does), so the pages can be shared in place.
+    def share_range(self, start: int, end: int, protections: int, mask: bool,
+                    whole: bool) -> tuple[int, int, int, int]:
+        """The memfd (a new fd, the caller's to close), object offset, size
+        and protection of a memory entry that shares [start, end)
+        (mach_make_memory_entry_64's share path).
 
-        KERN_INVALID_ADDRESS (not all mapped), KERN_NOT_SUPPORTED (memory
-        pymach did not map, such as the Python heap: moving its pages into
-        a shared object would change what a fork child shares),
-        KERN_INVALID_ARGUMENT (the range spans several entries),
-        KERN_PROTECTION_FAILURE (more than the maximum protection)."""
+        Without ``whole`` (the default path) only the entry holding
+        ``start`` is taken and the size is clipped to its end, as XNU's
+        single-object extraction does. With ``whole`` (MAP_MEM_VM_SHARE)
+        the range must be mapped throughout. Each entry taken must allow
+        ``protections`` in its current and maximum protection; with
+        ``mask`` nothing is required and ``protections`` is ANDed with
+        their current protections instead. Private entries are moved into
+        a memfd first (as VM_INHERIT_SHARE does), so the pages are shared
+        in place.
+
+        KERN_INVALID_ADDRESS (the start is unmapped; with ``whole``, a
+        hole), KERN_PROTECTION_FAILURE, KERN_NOT_SUPPORTED (memory pymach
+        did not map: moving its pages into a shared object would change
+        what a fork child shares; with ``whole``, entries already on
+        different objects)."""
+        with self.lock:
+            taken: list[VmEntry] = []
+            cur_and = V.VM_PROT_ALL
+            stop = start
+            for s, t, what in self.pieces(start, end):
+                if what is None:
+                    if whole or not taken:
+                        raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
+                    break
+                if isinstance(what, procfs.Vma):
+                    raise K.MachError(K.KERN_NOT_SUPPORTED, f"{s:#x}: memory pymach did not map cannot be "
+                                      "shared (allocate it with mach_vm_allocate)")
+                if not mask and (what.prot & protections != protections
+                                 or what.max_prot & protections != protections):
+                    raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{s:#x} does not allow {protections:#x}")
+                taken.append(what)
+                cur_and &= what.prot
+                stop = t
+                if not whole:
+                    break
+            if mask:
+                protections &= cur_and
+                if not protections:
+                    raise K.MachError(K.KERN_PROTECTION_FAILURE, "no access at all")
+            self._share_entries(taken)
+            first = taken[0]
+            assert first.obj is not None
+            for e in taken:
+                e.obj.true_share = True  # type: ignore[union-attr]
+            return os.dup(first.obj.fd), first.offset + (start - first.start), stop - start, protections
+
+    def snapshot(self, start: int, end: int) -> int:
+        """A fresh memfd holding the bytes of [start, end) as they are now
+        (MAP_MEM_VM_COPY). Shared memory is copied in the kernel, private
+        memory through the kernel's user-copy routine.
+
+        KERN_INVALID_ADDRESS (a hole), KERN_PROTECTION_FAILURE (a part with
+        neither current nor maximum VM_PROT_READ, or unreadable memory
+        pymach did not map)."""
         with self.lock:
             pieces = self.pieces(start, end)
             for s, _t, what in pieces:
                 if what is None:
                     raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
-                if isinstance(what, procfs.Vma):
-                    raise K.MachError(K.KERN_NOT_SUPPORTED, f"{s:#x}: memory pymach did not map "
-                                      "cannot be named (allocate it with mach_vm_allocate)")
-            e = self.lookup(start)
-            assert e is not None
-            if end > e.end:
-                raise K.MachError(K.KERN_INVALID_ARGUMENT, "the range spans several map entries")
-            if protection & ~e.max_prot & V.VM_PROT_ALL:
-                raise K.MachError(K.KERN_PROTECTION_FAILURE, "more than the maximum protection")
-            if not e.shared:
-                self._make_shared(e)
-            assert e.obj is not None
-            return e.obj.fd, e.offset + (start - e.start)
+                readable = _prot(what) | (what.max_prot if isinstance(what, VmEntry) else 0)
+                if not readable & V.VM_PROT_READ:
+                    raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{s:#x} is not readable")
+            return self._snapshot(pieces, start, end - start)
+
+    def _snapshot(self, pieces: list[tuple[int, int, "VmEntry | procfs.Vma | None"]], base: int,
+                  size: int) -> int:
+        try:
+            fd = mm.memfd("mach.copy", size)
+        except OSError as err:
+            raise K.MachError(K.kr_from_oserror(err), "memfd") from err
+        try:
+            for s, t, what in pieces:
+                off = s - base
+                if isinstance(what, VmEntry) and what.shared and what.obj is not None:
+                    mm.copy_data(what.obj.fd, fd, t - s, what.offset + (s - what.start), off)
+                elif isinstance(what, VmEntry):
+                    readable = what.prot & V.VM_PROT_READ
+                    if not readable:
+                        mm.mprotect(s, t - s, _lin_prot(what.prot) | mm.PROT_READ)
+                    try:
+                        # a private file mapping (received out-of-line data) has
+                        # pages that pagemap does not show until touched
+                        runs = [(s, t)] if what.obj is not None else _populated_runs(s, t)
+                        for rs, rt in runs:
+                            mm.write_memory(fd, rs, rt - rs, off + (rs - s))
+                    finally:
+                        if not readable:
+                            mm.mprotect(s, t - s, _lin_prot(what.prot))
+                else:
+                    mm.write_memory(fd, s, t - s, off)
+        except OSError as err:
+            os.close(fd)
+            raise K.MachError(K.kr_from_oserror(err), "copying memory") from err
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def map_object(self, addr: int, size: int, mask: int, anywhere: bool, overwrite: bool, fd: int,
-                   offset: int, copy: bool, cur: int, max_prot: int, inherit: int) -> int:
+                   offset: int, copy: bool, cur: int, max_prot: int, inherit: int, tag: int = 0,
+                   permanent: bool = False) -> int:
         """Map [offset, offset + size) of the memfd ``fd``: shared, or with
-        ``copy`` a private snapshot taken now. Returns the address.
-        KERN_NO_SPACE, KERN_INVALID_ADDRESS and the errno's codes."""
+        ``copy`` a private copy-on-write view of a snapshot taken now.
+        Returns the address. KERN_NO_SPACE, KERN_INVALID_ADDRESS and the
+        errno's codes."""
         length = _round(size)
-        obj_fd = fd
         if copy:
-            # a snapshot: the pages as they are now, private to this mapping
-            obj_fd = mm.memfd("mach.copy", length)
             try:
-                mm.copy_range(fd, obj_fd, size, offset, 0)
-            except BaseException:
-                os.close(obj_fd)
-                raise
+                snap = mm.memfd("mach.copy", length)
+            except OSError as err:
+                raise K.MachError(K.kr_from_oserror(err), "memfd") from err
+            obj = VmObject(snap, length)
+            try:
+                mm.copy_data(fd, snap, length, offset, 0)
+            except OSError as err:
+                obj.release()
+                raise K.MachError(K.kr_from_oserror(err), "copying memory") from err
             offset = 0
         else:
-            obj_fd = os.dup(fd)
-        obj = VmObject(obj_fd, os.fstat(obj_fd).st_size)
-        try:
-            with self.lock:
-                a = self._place(addr, length, anywhere, overwrite, mask, _lin_prot(cur),
-                                mm.MAP_SHARED, obj_fd, offset)
-                e = VmEntry(a, a + length, cur, max_prot, inherit, 0, obj, offset, True)
-                self._insert(e)
-                self._reapply(e)
-                return a
-        except BaseException:
-            obj.release()
-            raise
-
-    def remap(self, addr: int, size: int, mask: int, anywhere: bool, overwrite: bool, src: int,
-              copy: bool, inherit: int) -> tuple[int, int, int]:
-        """mach_vm_remap within our map: a second mapping of the pages of
-        [src, src + size) (copy FALSE; a private source is made shared
-        first), or of a snapshot of them (copy TRUE). Returns (address,
-        cur_protection, max_protection), those of the source.
-        KERN_INVALID_ADDRESS, KERN_NOT_SUPPORTED, KERN_INVALID_ARGUMENT and
-        the codes of map_object."""
-        end = src + size
+            obj = VmObject(os.dup(fd), os.fstat(fd).st_size, true_share=True)
         with self.lock:
-            e = self.lookup(src)
-            cur = e.prot if e is not None else 0
-            max_prot = e.max_prot if e is not None else 0
-        fd, offset = self.entry_object(src, end, V.VM_PROT_NONE)
-        return self.map_object(addr, size, mask, anywhere, overwrite, fd, offset, copy, cur, max_prot,
-                               inherit), cur, max_prot
+            try:
+                a = self._place(addr, length, anywhere, overwrite, mask, _lin_prot(cur),
+                                mm.MAP_PRIVATE if copy else mm.MAP_SHARED, obj.fd, offset)
+            except BaseException:
+                obj.release()
+                raise
+            e = VmEntry(a, a + length, cur, max_prot, inherit, tag, obj, offset, not copy)
+            e.permanent = permanent
+            self._insert(e)  # the entry holds the object now
+            self._reapply(e)
+            if copy and inherit == V.VM_INHERIT_SHARE:
+                self._share_entries([e])
+            return a
+
+    def remap(self, addr: int, size: int, mask: int, anywhere: bool, overwrite: bool, src: int, copy: bool,
+              inherit: int, bounds: tuple[int, int], prots: tuple[int, int] | None = None,
+              codesign: bool = False) -> tuple[int, int, int]:
+        """mach_vm_remap within our map: map the pages of [src, src + size)
+        a second time (copy FALSE: private sources are made shared first),
+        or a snapshot of them taken now (copy TRUE). Each source entry
+        becomes a new entry with its own protections, or with ``prots``
+        (cur, max: mach_vm_remap_new) exactly those; ``codesign``
+        (VM_FLAGS_RESILIENT_CODESIGN) makes them read-only. Returns
+        (address, cur, max): the AND of the sources' protections, R/R with
+        ``codesign``.
+
+        KERN_INVALID_ADDRESS (a hole in the source; a FIXED target outside
+        ``bounds``), KERN_PROTECTION_FAILURE (``prots``: copy FALSE and a
+        source not allowing them, copy TRUE and a source without maximum
+        VM_PROT_READ; unreadable memory pymach did not map),
+        KERN_NOT_SUPPORTED (copy FALSE of memory pymach did not map),
+        KERN_NO_SPACE (no room, a FIXED target taken or against ``mask``)."""
+        lo, hi = bounds
+        with self.lock:
+            pieces = self.pieces(src, src + size)
+            cur_and = max_and = V.VM_PROT_ALL
+            for s, _t, what in pieces:
+                if what is None:
+                    raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
+                cur_p, max_p = _prot(what), _max_prot(what)
+                if prots is not None and (
+                        not max_p & V.VM_PROT_READ if copy
+                        else cur_p & prots[0] != prots[0] or max_p & prots[1] != prots[1]):
+                    raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{s:#x} does not allow the protections")
+                if isinstance(what, procfs.Vma):
+                    if not copy:
+                        raise K.MachError(K.KERN_NOT_SUPPORTED, f"{s:#x}: memory pymach did not map cannot "
+                                          "be shared (allocate it with mach_vm_allocate)")
+                    if not cur_p & V.VM_PROT_READ:
+                        raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{s:#x} is not readable")
+                cur_and &= cur_p
+                max_and &= max_p
+            if anywhere:
+                if size > hi - lo:
+                    raise K.MachError(K.KERN_NO_SPACE, f"size {size:#x} exceeds the address space")
+            elif addr & mask:
+                raise K.MachError(K.KERN_NO_SPACE, f"{addr:#x} is not aligned to mask {mask:#x}")
+            elif addr < lo or addr + size > hi:
+                raise K.MachError(K.KERN_INVALID_ADDRESS, f"{addr:#x}-{addr + size:#x} is outside the map")
+            # (offset in the new range, length, object, object offset, cur, max, tag)
+            parts: list[tuple[int, int, VmObject, int, int, int, int]] = []
+            try:
+                if copy:
+                    snap = VmObject(self._snapshot(pieces, src, size), size)
+                    try:
+                        for s, t, what in pieces:
+                            assert what is not None
+                            parts.append((s - src, t - s, snap.reference(), s - src, _prot(what),
+                                          _max_prot(what), what.tag if isinstance(what, VmEntry) else 0))
+                    finally:
+                        snap.release()
+                else:
+                    for s, t, what in pieces:
+                        assert isinstance(what, VmEntry)
+                        if not what.shared:
+                            self._share_entries([what])
+                        assert what.obj is not None
+                        what.obj.true_share = True
+                        parts.append((s - src, t - s, what.obj.reference(), what.offset + (s - what.start),
+                                      what.prot, what.max_prot, what.tag))
+                a = self._place(addr, size, anywhere, overwrite, mask, mm.PROT_NONE,
+                                mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE)
+            except BaseException:
+                for p in parts:
+                    p[2].release()
+                raise
+            flags = (mm.MAP_PRIVATE if copy else mm.MAP_SHARED) | mm.MAP_FIXED
+            made: list[VmEntry] = []
+            try:
+                while parts:
+                    rel, n, obj, off, cur, mx, tag = parts[0]
+                    if prots is not None:
+                        cur, mx = prots
+                    if codesign:
+                        cur = mx = V.VM_PROT_READ
+                    mm.mmap(a + rel, n, _lin_prot(cur), flags, obj.fd, off)
+                    e = VmEntry(a + rel, a + rel + n, cur, mx, inherit, tag, obj, off, not copy)
+                    parts.pop(0)
+                    self._insert(e)
+                    made.append(e)
+                    self._reapply(e)
+                if copy and inherit == V.VM_INHERIT_SHARE:
+                    self._share_entries(made)
+            except BaseException as err:
+                for p in parts:
+                    p[2].release()
+                mm.munmap(a, size)
+                self._forget(a, a + size)
+                if isinstance(err, OSError):
+                    raise K.MachError(K.kr_from_oserror(err, K.ERRNO_MAP), "mmap") from err
+                raise
+            if codesign:
+                cur_and = max_and = V.VM_PROT_READ
+            return a, cur_and, max_and
 
     def map_object_private(self, fd: int, size: int) -> int:
         """Map ``size`` bytes of a file MAP_PRIVATE anywhere: a copy-on-write
@@ -516,24 +682,58 @@ class VmMap:
 
     def _make_shared(self, e: VmEntry) -> None:
         """Move a private entry's pages into a fresh memfd and map that
-        MAP_SHARED at the same address, so that a fork child can share it.
-        Only pages that exist (present or swapped) are copied."""
-        size = e.end - e.start
-        obj = VmObject.create(size, "mach.shared")
+        MAP_SHARED at the same address, so that a fork child can share it."""
+        self._share_entries([e])
+
+    def _share_entries(self, entries: list[VmEntry]) -> None:
+        """Make adjacent ``entries`` MAP_SHARED views of one object at
+        consecutive offsets: private ones are moved into a fresh memfd
+        (only pages that exist, present or swapped, are copied).
+        KERN_NOT_SUPPORTED when some already share an object and the run is
+        not one object laid out in order."""
+        private = [e for e in entries if not e.shared]
+        if not private:
+            first = entries[0]
+            assert first.obj is not None
+            for e in entries[1:]:
+                if (e.obj is None or e.obj.ino != first.obj.ino
+                        or e.offset - first.offset != e.start - first.start):
+                    raise K.MachError(K.KERN_NOT_SUPPORTED, "the range spans several shared objects")
+            return
+        if len(private) != len(entries):
+            raise K.MachError(K.KERN_NOT_SUPPORTED, "the range mixes shared and private memory")
+        base = entries[0].start
         try:
-            if not e.prot & V.VM_PROT_READ:
-                mm.mprotect(e.start, size, mm.PROT_READ)
-            for s, t in _populated_runs(e.start, e.end):
-                os.pwrite(obj.fd, mm.view(s, t - s), s - e.start)
-            mm.mmap(e.start, size, _lin_prot(e.prot), mm.MAP_SHARED | mm.MAP_FIXED, obj.fd, 0)
+            obj = VmObject.create(entries[-1].end - base, "mach.shared")
         except OSError as err:
-            if not e.prot & V.VM_PROT_READ:
-                mm.mprotect(e.start, size, _lin_prot(e.prot))
+            raise K.MachError(K.kr_from_oserror(err), "memfd") from err
+        try:
+            for e in entries:
+                self._move_into(e, obj, e.start - base)
+        finally:
             obj.release()
+
+    def _move_into(self, e: VmEntry, obj: VmObject, off: int) -> None:
+        """Copy a private entry's pages into ``obj`` at ``off`` and map that
+        MAP_SHARED over the entry (MAP_FIXED replaces it in one step)."""
+        size = e.end - e.start
+        readable = e.prot & V.VM_PROT_READ
+        try:
+            if not readable:
+                mm.mprotect(e.start, size, _lin_prot(e.prot) | mm.PROT_READ)
+            # a private file mapping (received out-of-line data) has pages
+            # that pagemap does not show until touched: copy it whole
+            runs = [(e.start, e.end)] if e.obj is not None else _populated_runs(e.start, e.end)
+            for s, t in runs:
+                mm.write_memory(obj.fd, s, t - s, off + (s - e.start))
+            mm.mmap(e.start, size, _lin_prot(e.prot), mm.MAP_SHARED | mm.MAP_FIXED, obj.fd, off)
+        except OSError as err:
+            if not readable:
+                mm.mprotect(e.start, size, _lin_prot(e.prot))
             raise K.MachError(K.kr_from_oserror(err), "sharing memory") from err
         if e.obj is not None:
             e.obj.release()
-        e.obj, e.offset, e.shared = obj, 0, True
+        e.obj, e.offset, e.shared = obj.reference(), off, True
         self._reapply(e)
 
     def _copy_private(self, start: int, end: int) -> None:
@@ -800,7 +1000,7 @@ class VmMap:
                 if e.shared and e.inherit == V.VM_INHERIT_COPY and e.obj is not None:
                     size = e.end - e.start
                     fd = mm.memfd("mach.copy", size)
-                    mm.copy_range(e.obj.fd, fd, size, e.offset, 0)
+                    mm.copy_data(e.obj.fd, fd, size, e.offset, 0)
                     snaps.append((e, fd))
         except BaseException:
             for _e, fd in snaps:
@@ -853,6 +1053,15 @@ class VmMap:
 
 def _prot(what: "VmEntry | procfs.Vma") -> int:
     return what.prot if isinstance(what, VmEntry) else _prot_of_perms(what.perms)
+
+
+def _max_prot(what: "VmEntry | procfs.Vma") -> int:
+    if isinstance(what, VmEntry):
+        return what.max_prot
+    if not what.vmflags:
+        return V.VM_PROT_ALL
+    return ((V.VM_PROT_READ if "mr" in what.vmflags else 0) | (V.VM_PROT_WRITE if "mw" in what.vmflags else 0)
+            | (V.VM_PROT_EXECUTE if "me" in what.vmflags else 0))
 
 
 def _shared(what: "VmEntry | procfs.Vma | None") -> bool:
@@ -909,8 +1118,11 @@ def _rw_all(pid: int, local: int, remote: int, size: int) -> None:
 
 
 def _entry_info(e: VmEntry) -> RegionInfo:
+    # A shared mapping reports shared, whoever made it: Linux maps it
+    # MAP_SHARED. An object named by a memory entry or a shared remap is
+    # true-shared; one shared only for a fork child is shared.
     if e.shared:
-        mode = V.SM_SHARED
+        mode = V.SM_TRUESHARED if e.obj is not None and e.obj.true_share else V.SM_SHARED
     elif e.obj is not None:
         mode = V.SM_COW
     else:
@@ -920,12 +1132,7 @@ def _entry_info(e: VmEntry) -> RegionInfo:
 
 
 def _vma_info(v: procfs.Vma, start: int, end: int) -> RegionInfo:
-    mx = 0
-    if v.vmflags:
-        mx = ((V.VM_PROT_READ if "mr" in v.vmflags else 0) | (V.VM_PROT_WRITE if "mw" in v.vmflags else 0)
-              | (V.VM_PROT_EXECUTE if "me" in v.vmflags else 0))
-    else:
-        mx = V.VM_PROT_ALL
+    mx = _max_prot(v)
     shared = v.shared
     if shared:
         mode = V.SM_SHARED

@@ -4,10 +4,11 @@ A memory entry is held as a send right. It travels in port descriptors
 like any send right, and mach_vm_map maps what it names.
 
 Here a memory entry is an open memfd and a range [offset, offset + size)
-of it. The entry's permission is the access mode its fd was opened with:
+of it, with the entry's protection. The fd's access mode enforces the
+protection where the kernel can:
 
-- VM_PROT_READ|VM_PROT_WRITE is an O_RDWR fd;
-- VM_PROT_READ alone is an O_RDONLY fd. It is re-opened through
+- an entry with VM_PROT_WRITE holds an O_RDWR fd;
+- any other entry holds an O_RDONLY fd. It is re-opened through
   /proc/self/fd, which gives a new open file description with its own mode.
 
 Kernel facts this relies on:
@@ -21,6 +22,13 @@ Kernel facts this relies on:
 - mmap(MAP_PRIVATE) of a memfd copies a page only when this mapping writes
   it. Pages it has not written still show later writes through other
   mappings. A true snapshot (copy=TRUE) is therefore copied at map time.
+
+An entry is one of XNU's two kinds:
+
+- an object entry (the default and parent paths, MAP_MEM_NAMED_CREATE):
+  mach_vm_map maps any page-aligned part of it;
+- a copy entry (``is_copy``: MAP_MEM_VM_COPY, MAP_MEM_VM_SHARE): mapped
+  whole, and refused as a parent.
 """
 
 from __future__ import annotations
@@ -34,57 +42,91 @@ from . import vm_defs as V
 
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
 
+# The wire form of an entry (a right of kind KIND_ENTRY): its size is page
+# aligned, so the low bits of the size field carry the flags and the top 16
+# bits the data offset; aux is the object offset in pages.
+_WIRE_PROT = 0x7
+_WIRE_COPY = 0x8
+_WIRE_PURGABLE = 0x10
+_WIRE_FLAGS = _WIRE_PROT | _WIRE_COPY | _WIRE_PURGABLE
+_WIRE_DATA_SHIFT = 48
+_WIRE_SIZE_MASK = (1 << _WIRE_DATA_SHIFT) - 1
+
 
 class MemoryEntry:
     """An owned fd of a sealed memfd, and the range it names."""
 
-    __slots__ = ("fd", "offset", "size", "protection", "ino")
+    __slots__ = ("fd", "offset", "size", "protection", "ino", "is_copy", "data_offset", "purgable",
+                 "access")
 
-    def __init__(self, fd: int, offset: int, size: int) -> None:
+    def __init__(self, fd: int, offset: int, size: int, protection: int, *, is_copy: bool = False,
+                 data_offset: int = 0, purgable: bool = False, access: int = 0) -> None:
         self.fd = fd
         self.offset = offset
         self.size = size
-        writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
-        self.protection = V.VM_PROT_READ | (V.VM_PROT_WRITE if writable else 0)
+        self.protection = protection & V.VM_PROT_ALL
         self.ino = os.fstat(fd).st_ino
+        self.is_copy = is_copy
+        self.data_offset = data_offset  # MAP_MEM_USE_DATA_ADDR: where the data starts in the first page
+        self.purgable = purgable
+        self.access = access  # the cache mode (GET_MAP_MEM); Linux has no per-object caching
 
     @classmethod
-    def of_object(cls, fd: int, offset: int, size: int, protection: int) -> "MemoryEntry":
+    def of_object(cls, fd: int, offset: int, size: int, protection: int, *, is_copy: bool = False,
+                  data_offset: int = 0, purgable: bool = False, access: int = 0) -> "MemoryEntry":
         """A new entry for [offset, offset + size) of the memfd ``fd`` (not
         taken over), with ``protection``. The memfd is sealed against
-        shrinking and growing first."""
+        shrinking and growing first. KERN_FAILURE if it cannot be."""
         try:
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
         except OSError as err:
             if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & SEALS != SEALS:
                 raise K.MachError(K.KERN_FAILURE, "the object cannot be sealed") from err
-        return cls(_reopen(fd, protection), offset, size)
+        return cls(_reopen(fd, protection), offset, size, protection, is_copy=is_copy,
+                   data_offset=data_offset, purgable=purgable, access=access)
 
     @classmethod
-    def named_create(cls, size: int, protection: int) -> "MemoryEntry":
+    def named_create(cls, size: int, protection: int, purgable: bool = False,
+                     access: int = 0) -> "MemoryEntry":
         """MAP_MEM_NAMED_CREATE: a fresh zero-filled object of ``size``."""
-        fd = mm.memfd("mach.memory_entry", size)
         try:
-            return cls.of_object(fd, 0, size, protection)
+            fd = mm.memfd("mach.memory_entry", size)
+        except OSError as err:
+            raise K.MachError(K.kr_from_oserror(err), "memfd") from err
+        try:
+            return cls.of_object(fd, 0, size, protection, purgable=purgable, access=access)
         finally:
             os.close(fd)
 
-    def sub(self, offset: int, size: int, protection: int) -> "MemoryEntry":
-        """A child entry for [offset, offset + size) of this one (a parent
-        handle). KERN_PROTECTION_FAILURE asking for more than we allow;
-        KERN_INVALID_ARGUMENT for a range past our end."""
-        if protection & ~self.protection & (V.VM_PROT_READ | V.VM_PROT_WRITE):
-            raise K.MachError(K.KERN_PROTECTION_FAILURE, "more access than the parent entry allows")
-        if offset + size > self.size:
-            raise K.MachError(K.KERN_INVALID_ARGUMENT, "the range runs past the parent entry")
-        return MemoryEntry(_reopen(self.fd, protection), self.offset + offset, size)
+    def sub(self, offset: int, size: int, protection: int, data_offset: int, access: int) -> "MemoryEntry":
+        """A child entry for [offset, offset + size) of this one (already
+        checked against it), on the same object."""
+        return MemoryEntry(_reopen(self.fd, protection), self.offset + offset, size, protection,
+                           data_offset=data_offset, purgable=self.purgable,
+                           access=access or self.access)
 
-    def key(self) -> tuple[str, int, int, int, int]:
-        """What makes two handles name the same entry (they coalesce)."""
-        return ("memory_entry", self.ino, self.offset, self.size, self.protection)
+    def key(self) -> tuple[str, int, int, int, int, bool, int]:
+        """What makes two handles name the same entry: they coalesce when
+        one arrives in a message."""
+        return ("memory_entry", self.ino, self.offset, self.size, self.protection, self.is_copy,
+                self.data_offset)
+
+    def wire(self) -> tuple[int, int]:
+        """(size field, aux) of this entry's right in a message record."""
+        flags = self.protection | (_WIRE_COPY if self.is_copy else 0) | (_WIRE_PURGABLE if self.purgable else 0)
+        return self.size | flags | self.data_offset << _WIRE_DATA_SHIFT, self.offset // mm.PAGE_SIZE
+
+    @classmethod
+    def from_wire(cls, fd: int, size_field: int, aux: int) -> "MemoryEntry":
+        """The entry a record carries (its fd is taken over); check_entry
+        has passed."""
+        return cls(fd, aux * mm.PAGE_SIZE, size_field & _WIRE_SIZE_MASK & ~_WIRE_FLAGS,
+                   size_field & _WIRE_PROT, is_copy=bool(size_field & _WIRE_COPY),
+                   data_offset=size_field >> _WIRE_DATA_SHIFT, purgable=bool(size_field & _WIRE_PURGABLE))
 
     def dup(self) -> "MemoryEntry":
-        return MemoryEntry(os.dup(self.fd), self.offset, self.size)
+        return MemoryEntry(os.dup(self.fd), self.offset, self.size, self.protection, is_copy=self.is_copy,
+                           data_offset=self.data_offset, purgable=self.purgable, access=self.access)
 
     def wire_fds(self) -> list[int]:
         return [self.fd]
@@ -97,23 +139,32 @@ class MemoryEntry:
     forget = close  # a fork child drops its copy: nothing else happens
 
     def __repr__(self) -> str:
-        return f"<MemoryEntry fd={self.fd} [{self.offset:#x}, +{self.size:#x}) prot={self.protection}>"
+        kind = "copy" if self.is_copy else "object"
+        return (f"<MemoryEntry {kind} fd={self.fd} [{self.offset:#x}, +{self.size:#x}) "
+                f"prot={self.protection}>")
 
 
 def _reopen(fd: int, protection: int) -> int:
-    """An fd of the same memfd whose access mode is ``protection``."""
+    """An fd of the same memfd whose access mode allows ``protection``."""
     mode = os.O_RDWR if protection & V.VM_PROT_WRITE else os.O_RDONLY
     return os.open(f"/proc/self/fd/{fd}", mode | os.O_CLOEXEC)
 
 
-def check_entry(fd: int, offset: int, size: int) -> None:
+def check_entry(fd: int, size_field: int, aux: int) -> None:
     """A memory entry that arrived in a message: its fd must be a memfd
-    sealed against resizing, at least as long as the range it names
-    (MachError MACH_RCV_BODY_ERROR otherwise)."""
+    sealed against resizing, at least as long as the range it names, and
+    writable if the entry claims VM_PROT_WRITE (MachError
+    MACH_RCV_BODY_ERROR otherwise)."""
     try:
         seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
         length = os.fstat(fd).st_size
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
     except OSError:
         raise K.MachError(K.MACH_RCV_BODY_ERROR, "a memory entry that is not a memfd") from None
-    if seals & SEALS != SEALS or length < offset + size or not size or size % mm.PAGE_SIZE:
+    size = size_field & _WIRE_SIZE_MASK & ~_WIRE_FLAGS
+    data_offset = size_field >> _WIRE_DATA_SHIFT
+    if (seals & SEALS != SEALS or length < aux * mm.PAGE_SIZE + size or size % mm.PAGE_SIZE
+            or data_offset >= mm.PAGE_SIZE or data_offset > size):
         raise K.MachError(K.MACH_RCV_BODY_ERROR, "a memory entry that does not match its object")
+    if size_field & V.VM_PROT_WRITE and mode != os.O_RDWR:
+        raise K.MachError(K.MACH_RCV_BODY_ERROR, "a writable memory entry on a read-only fd")

@@ -14,19 +14,32 @@ from .._linux import mm
 
 
 class VmObject:
-    """A reference-counted memfd. The last release closes it."""
+    """A reference-counted memfd. The last release closes it.
 
-    __slots__ = ("fd", "size", "refs", "__weakref__")
+    ``true_share`` marks an object that a memory entry or a shared remap
+    names (XNU's true_share): writes through any of its mappings, in any
+    process, reach the same pages."""
 
-    def __init__(self, fd: int, size: int) -> None:
+    __slots__ = ("fd", "size", "refs", "true_share", "_ino", "__weakref__")
+
+    def __init__(self, fd: int, size: int, true_share: bool = False) -> None:
         self.fd = fd
         self.size = size
         self.refs = 1
+        self.true_share = true_share
+        self._ino = 0
 
     @classmethod
     def create(cls, size: int, name: str = "mach.vm_object") -> "VmObject":
         """A fresh zero-filled object of ``size`` bytes."""
         return cls(mm.memfd(name, size), size)
+
+    @property
+    def ino(self) -> int:
+        """The memfd's inode: the same for every fd of the same memory."""
+        if not self._ino:
+            self._ino = os.fstat(self.fd).st_ino
+        return self._ino
 
     def reference(self) -> "VmObject":
         self.refs += 1

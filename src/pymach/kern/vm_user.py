@@ -14,6 +14,9 @@ import os
 from .._linux import mm
 from . import kern_return as K
 from . import vm_defs as V
+from . import ipc_right as R
+from .ipc_space import (MACH_PORT_DEAD, MACH_PORT_NULL, MACH_PORT_RIGHT_SEND, MACH_PORT_TYPE_DEAD_NAME,
+                        MACH_PORT_TYPE_SEND)
 from .task import SELF, Host, Task
 from .vm_map import RegionInfo, VmMap
 from .vm_memory_entry import MemoryEntry
@@ -126,18 +129,8 @@ def vm_allocate(task: int, addr: int, size: int, flags: int) -> int:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"size {size:#x} rounds to 0")
     if flags & V.VM_FLAGS_PURGABLE and _round(size) // PAGE_SIZE > 0xFFFFFFFF:
         raise _fail(K.KERN_INVALID_ARGUMENT, "a purgeable object is at most ANON_MAX_SIZE")
-    length = _round(size)
+    length, align = _superpage(flags, _round(size))
     superpage = flags & V.VM_FLAGS_SUPERPAGE_MASK
-    align = 0
-    if superpage == V.VM_FLAGS_SUPERPAGE_SIZE_ANY:
-        length = (length + _2MB - 1) & ~(_2MB - 1)
-        align = _2MB - 1
-    elif superpage == V.VM_FLAGS_SUPERPAGE_SIZE_2MB:
-        if length & (_2MB - 1):
-            raise _fail(K.KERN_INVALID_ARGUMENT, "superpage size is not a multiple of 2 MiB")
-        align = _2MB - 1
-    elif superpage:
-        raise _fail(K.KERN_INVALID_ARGUMENT, "unknown superpage size")
     tag = V.VM_GET_FLAGS_ALIAS(flags)
     permanent = bool(flags & V.VM_FLAGS_PERMANENT)
     if flags & V.VM_FLAGS_ANYWHERE:
@@ -395,123 +388,421 @@ def vm_wire(host: int, task: int, addr: int, size: int, prot: int) -> None:
 
 # -- memory entries --------------------------------------------------------------
 
-def _memory_entry(name: int) -> MemoryEntry:
-    """The memory entry a name holds a send right to."""
-    e = SELF.space.lookup(name)
-    if e is None or not isinstance(e.cap, MemoryEntry):
-        raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not a memory entry")
-    return e.cap
+# XNU's largest anonymous object on LP64: 0xFFFFFFFF pages
+ANON_MAX_SIZE = 0xFFFFFFFF * PAGE_SIZE
+_DATA_ADDR = V.MAP_MEM_USE_DATA_ADDR | V.MAP_MEM_4K_DATA_ADDR
+_RETURN_DATA = V.VM_FLAGS_RETURN_DATA_ADDR | V.VM_FLAGS_RETURN_4K_DATA_ADDR
+_MAP_PROT_VALID = V.VM_PROT_ALL | V.VM_PROT_IS_MASK
+# flags a copy entry (MAP_MEM_VM_COPY, MAP_MEM_VM_SHARE) may be mapped with
+_COPY_ENTRY_FLAGS = (V.VM_FLAGS_FIXED | V.VM_FLAGS_ANYWHERE | V.VM_FLAGS_OVERWRITE | _RETURN_DATA
+                     | V.VM_FLAGS_ALIAS_MASK)
+# the part of a mask that addresses inside the map can violate
+_VA_MASK = (1 << MAP_MAX.bit_length()) - 1
+
+
+def port_argument(name: int) -> object:
+    """What a port argument of a kernel call denotes, as mach_msg copies it
+    in with COPY_SEND: None for MACH_PORT_NULL, MACH_PORT_DEAD and dead
+    names (the kernel sees no port); otherwise the right's object (a
+    MemoryEntry, a SendCap, a Task, a Host). MACH_SEND_INVALID_RIGHT when
+    the name denotes nothing or holds no send right."""
+    if name in (MACH_PORT_NULL, MACH_PORT_DEAD):
+        return None
+    space = SELF.space
+    with space.lock:
+        e = space.lookup(name)
+        if e is None:
+            raise _fail(K.MACH_SEND_INVALID_RIGHT, f"{name:#x} is not a valid name")
+        R.check_dead(space, name, e)
+        if e.type & MACH_PORT_TYPE_DEAD_NAME:
+            return None
+        if not e.type & MACH_PORT_TYPE_SEND:
+            raise _fail(K.MACH_SEND_INVALID_RIGHT, f"{name:#x} holds no send right")
+        return e.cap if e.cap is not None else e.object
+
+
+def _entry_range(offset: int, size: int) -> tuple[int, int]:
+    """[trunc(offset), round(offset + size)) of a memory entry's range; an
+    empty one for size 0 (SIZE_ZERO_FALLTHROUGH). KERN_INVALID_ARGUMENT
+    when offset + size carries past 2**64 or the end rounds to 0."""
+    if offset < 0 or size < 0 or offset + size > _U64:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"[{offset:#x}, +{size:#x}) wraps around")
+    start = _trunc(offset)
+    if size == 0:
+        return start, start
+    end = _round(offset + size)
+    if end > _U64 or end <= start:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"[{offset:#x}, +{size:#x}) rounds past the end")
+    return start, end
+
+
+def _data_offset(offset: int, start: int, permission: int) -> int:
+    """Where the data starts in the first page, with MAP_MEM_USE_DATA_ADDR
+    (or its 4 KiB variant); 0 otherwise."""
+    if not permission & _DATA_ADDR:
+        return 0
+    off = offset - start
+    return off & ~0xFFF if permission & V.MAP_MEM_4K_DATA_ADDR else off
+
+
+def _install(ent: MemoryEntry) -> int:
+    try:
+        return R.copyout_entry(SELF.space, ent)
+    except BaseException:
+        ent.close()
+        raise
 
 
 def vm_make_memory_entry(task: int, size: int, offset: int, permission: int, parent: int) -> tuple[int, int]:
-    """A memory entry for [offset, offset + size) of our map, of a parent
-    entry, or (MAP_MEM_NAMED_CREATE) of a fresh object. Returns (name,
-    size rounded to pages).
+    """mach_make_memory_entry_64: a memory entry for [offset, offset + size)
+    of our map (the share path, MAP_MEM_VM_SHARE, MAP_MEM_VM_COPY), of a
+    parent entry, or of a fresh object (MAP_MEM_NAMED_CREATE). Returns
+    (name, *size). Each call makes a new entry with a new name, except
+    MAP_MEM_NAMED_REUSE with a matching parent, which returns the parent's
+    name with one more user reference; MAP_MEM_ONLY and NAMED_CREATE of
+    size 0 return MACH_PORT_NULL.
 
-    KERN_INVALID_ARGUMENT (size 0, a wrapping range, flags pymach does not
-    know, a range past the parent), KERN_INVALID_ADDRESS (unmapped),
-    KERN_PROTECTION_FAILURE (more than the region's maximum protection or
-    the parent's permission), KERN_NOT_SUPPORTED (memory pymach did not
-    map; MAP_MEM_PURGABLE, MAP_MEM_VM_COPY), MACH_SEND_INVALID_DEST."""
+    In XNU's check order: MACH_SEND_INVALID_DEST (task),
+    MACH_SEND_INVALID_RIGHT (a parent name that is not a send right),
+    KERN_INVALID_VALUE (unknown MAP_MEM flags), KERN_INVALID_ARGUMENT (a
+    copy parent, size 0, a wrapping range, data-address flags where not
+    allowed, MAP_MEM_ONLY without a parent, MAP_MEM_PURGABLE without
+    VM_PROT_WRITE, a range past the parent), KERN_INVALID_RIGHT
+    (MAP_MEM_ONLY changing the cache mode of a read-only parent),
+    KERN_FAILURE (NAMED_CREATE larger than ANON_MAX_SIZE),
+    KERN_INVALID_ADDRESS (unmapped; a hole with VM_SHARE or VM_COPY),
+    KERN_PROTECTION_FAILURE (more than the region's current or maximum
+    protection, or the parent's; nothing left with VM_PROT_IS_MASK; an
+    unreadable range for VM_COPY), KERN_NOT_SUPPORTED (sharing memory
+    pymach did not map; VM_SHARE over entries on different objects)."""
     vm_map = task_map(task)
-    flags = permission & V.MAP_MEM_FLAGS_MASK
+    parent_obj = port_argument(parent)
+    permission &= 0xFFFFFFFF
+    if permission & V.MAP_MEM_FLAGS_MASK & ~V.MAP_MEM_FLAGS_USER:
+        raise _fail(K.KERN_INVALID_VALUE, f"permission flags {permission & V.MAP_MEM_FLAGS_MASK:#x}")
+    # vm_sanitize_memory_entry_perm: other protection bits are dropped
+    permission &= ~V.MAP_MEM_PROT_MASK | V.VM_PROT_ALL | V.VM_PROT_IS_MASK
+    pe = parent_obj if isinstance(parent_obj, MemoryEntry) else None  # other ports are ignored
+    if pe is not None and pe.is_copy:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "a copy entry cannot be a parent")
     prot = permission & V.VM_PROT_ALL
-    if flags & ~V.MAP_MEM_FLAGS_USER:
-        raise _fail(K.KERN_INVALID_VALUE, f"permission flags {flags:#x}")
-    if flags & (V.MAP_MEM_PURGABLE | V.MAP_MEM_VM_COPY):
-        raise _fail(K.KERN_NOT_SUPPORTED, "purgeable and copy entries have no Linux equivalent")
-    if size == 0:
-        raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
-    if flags & V.MAP_MEM_NAMED_CREATE:
-        length = _round(size)
-        if length > _U64 or length > MAP_MAX:
-            raise _fail(K.KERN_INVALID_ARGUMENT, f"size {size:#x}")
-        ent = MemoryEntry.named_create(length, prot)
-    elif parent:
-        pe = _memory_entry(parent)
-        start, end = _range(offset, size)
-        ent = pe.sub(start, end - start, prot)
-    else:
-        start, end = _range(offset, size)
-        fd, obj_offset = vm_map.entry_object(start, end, prot)
-        ent = MemoryEntry.of_object(fd, obj_offset, end - start, prot)
-    from .ipc_right import copyout_entry
-    return copyout_entry(SELF.space, ent), ent.size
+    is_mask = bool(permission & V.VM_PROT_IS_MASK)
+    access = V.GET_MAP_MEM(permission)
+    data_addr = permission & _DATA_ADDR
+
+    if permission & V.MAP_MEM_ONLY:
+        _entry_range(offset, size)
+        if data_addr or pe is None:
+            raise _fail(K.KERN_INVALID_ARGUMENT, "MAP_MEM_ONLY needs a parent entry")
+        if access != pe.access and not pe.protection & V.VM_PROT_WRITE:
+            raise _fail(K.KERN_INVALID_RIGHT, "the parent entry is read-only")
+        if access:
+            pe.access = access
+        return MACH_PORT_NULL, size  # XNU leaves *size as it was
+
+    if permission & V.MAP_MEM_NAMED_CREATE:
+        if size == 0:
+            return MACH_PORT_NULL, 0
+        start, end = _entry_range(offset, size)
+        if data_addr:
+            raise _fail(K.KERN_INVALID_ARGUMENT, "NAMED_CREATE takes no data address")
+        if end - start > ANON_MAX_SIZE:
+            raise _fail(K.KERN_FAILURE, f"size {end - start:#x} exceeds ANON_MAX_SIZE")
+        purgable = bool(permission & V.MAP_MEM_PURGABLE)
+        if purgable and not prot & V.VM_PROT_WRITE:
+            raise _fail(K.KERN_INVALID_ARGUMENT, "a purgeable object must be writable")
+        return _install(MemoryEntry.named_create(end - start, prot, purgable, access)), end - start
+
+    if permission & V.MAP_MEM_VM_COPY:
+        if size == 0:
+            raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
+        start, end = _entry_range(offset, size)
+        dofs = _data_offset(offset, start, permission)
+        fd = vm_map.snapshot(start, end)
+        try:
+            ent = MemoryEntry.of_object(fd, 0, end - start, prot, is_copy=True, data_offset=dofs)
+        finally:
+            os.close(fd)
+        return _install(ent), end - start - dofs
+
+    if permission & (V.MAP_MEM_VM_SHARE | V.MAP_MEM_NAMED_REUSE) or pe is None:
+        if size == 0:
+            raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
+        start, end = _entry_range(offset, size)
+        dofs = _data_offset(offset, start, permission)
+        whole = bool(permission & V.MAP_MEM_VM_SHARE)
+        fd, obj_offset, length, prot = vm_map.share_range(start, end, prot, is_mask, whole)
+        try:
+            if (not whole and permission & V.MAP_MEM_NAMED_REUSE and pe is not None
+                    and pe.ino == os.fstat(fd).st_ino and pe.offset == obj_offset == 0
+                    and pe.size == length and pe.data_offset == dofs):
+                # the parent names exactly this: another send right to it
+                with SELF.space.lock:
+                    R.mod_refs(SELF.space, parent, MACH_PORT_RIGHT_SEND, 1)
+                return parent, pe.size - pe.data_offset
+            ent = MemoryEntry.of_object(fd, obj_offset, length, prot, is_copy=whole, data_offset=dofs,
+                                        access=access)
+        finally:
+            os.close(fd)
+        return _install(ent), length - dofs
+
+    # a sub-entry of the parent: the offset is relative to it
+    assert pe is not None
+    if data_addr:
+        offset += pe.data_offset
+    if offset < 0 or size < 0 or offset + size > _U64:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"[{offset:#x}, +{size:#x}) wraps around")
+    start = _trunc(offset)
+    end = _round(offset + size)
+    if size and (end > _U64 or end <= start):
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"[{offset:#x}, +{size:#x}) rounds past the end")
+    if end > pe.size:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "the range runs past the parent entry")
+    if is_mask:
+        prot &= pe.protection
+    if prot & ~pe.protection:
+        raise _fail(K.KERN_PROTECTION_FAILURE, "more access than the parent entry allows")
+    dofs = _data_offset(offset, start, permission)
+    return _install(pe.sub(start, end - start, prot, dofs, access)), end - start - dofs
+
+
+def _anywhere_mask(mask: int) -> int:
+    """The alignment mask of an ANYWHERE placement as a low run of bits:
+    bits above the map are met by every address in it. (A mask too large
+    for the map fails to place: KERN_NO_SPACE.)"""
+    m = mask & _VA_MASK
+    for shift in (1, 2, 4, 8, 16, 32):
+        m |= m >> shift
+    return m
+
+
+def _superpage(flags: int, length: int) -> tuple[int, int]:
+    """(length, alignment mask) for the superpage bits of ``flags``.
+    KERN_INVALID_ARGUMENT for a bad superpage size."""
+    superpage = flags & V.VM_FLAGS_SUPERPAGE_MASK
+    if superpage == V.VM_FLAGS_SUPERPAGE_SIZE_ANY:
+        return (length + _2MB - 1) & ~(_2MB - 1), _2MB - 1
+    if superpage == V.VM_FLAGS_SUPERPAGE_SIZE_2MB:
+        if length & (_2MB - 1):
+            raise _fail(K.KERN_INVALID_ARGUMENT, "superpage size is not a multiple of 2 MiB")
+        return length, _2MB - 1
+    if superpage:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "unknown superpage size")
+    return length, 0
 
 
 def vm_map_entry(task: int, addr: int, size: int, mask: int, flags: int, name: int, offset: int,
                  copy: int, cur: int, max_prot: int, inheritance: int) -> int:
-    """mach_vm_map: map what a memory entry names (MACH_PORT_NULL: fresh
-    zero-filled memory); shared, or with ``copy`` a private snapshot.
-    Returns the address.
+    """mach_vm_map: map what a memory entry names, shared (copy FALSE) or
+    as a private snapshot taken now (copy TRUE); with MACH_PORT_NULL (or a
+    dead name), fresh zero-filled memory. A copy entry is mapped whole.
+    Returns the address (plus the data offset with
+    VM_FLAGS_RETURN_DATA_ADDR).
 
-    KERN_INVALID_ARGUMENT (flags, size 0, a range past the entry, cur not
-    within max, a bad inheritance, a name that is no memory entry),
-    KERN_PROTECTION_FAILURE (more access than the entry gives, for a shared
-    mapping), KERN_NO_SPACE, KERN_INVALID_ADDRESS, MACH_SEND_INVALID_DEST."""
+    In XNU's check order: MACH_SEND_INVALID_DEST (task),
+    MACH_SEND_INVALID_RIGHT (an object name that is not a send right),
+    KERN_INVALID_ARGUMENT (flags outside VM_FLAGS_USER_MAP, protection bits
+    outside R|W|X|VM_PROT_IS_MASK, an inheritance above VM_INHERIT_NONE,
+    size 0, a range or offset that wraps), KERN_INVALID_OBJECT (a port
+    that is no memory entry), KERN_INVALID_RIGHT (cur or max beyond the
+    entry's protection, copy TRUE too), KERN_INVALID_ARGUMENT (a range past
+    the entry, flags a copy entry refuses, superpages, an unaligned offset
+    without RETURN_DATA_ADDR, VM_FLAGS_PURGABLE on a non-purgeable or
+    partial object), KERN_NOT_SUPPORTED (VM_FLAGS_TPRO), KERN_NO_SPACE (no
+    room, a FIXED address against ``mask`` or taken), KERN_INVALID_ADDRESS
+    (a FIXED range outside the map). cur beyond max is cur &= max (XNU's
+    compatibility rewrite)."""
     vm_map = task_map(task)
+    obj = port_argument(name)
     flags &= 0xFFFFFFFF
     if flags & ~V.VM_FLAGS_USER_MAP:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"flags {flags:#x}")
-    if size == 0:
-        raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
+    if cur & ~_MAP_PROT_VALID or max_prot & ~_MAP_PROT_VALID:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"protections {cur:#x}/{max_prot:#x}")
     if cur & ~max_prot & V.VM_PROT_ALL:
-        raise _fail(K.KERN_INVALID_ARGUMENT, "cur_protection exceeds max_protection")
+        cur &= max_prot  # vm_sanitize_err_compat_cur_and_max_prots_vm_map
     if not 0 <= inheritance <= V.VM_INHERIT_LAST_VALID:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"inheritance {inheritance}")
+    anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
+    if size == 0:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
+    start = 0 if anywhere else _trunc(addr)
+    if start + size > _U64 or _round(start + size) > _U64:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"size {size:#x} wraps around")
+    length = _round(start + size) - start
+    if obj is not None and (offset + length > _U64 or _round(offset + length) > _U64):
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"offset {offset:#x} wraps around")
+    if obj is not None and not isinstance(obj, MemoryEntry):
+        raise _fail(K.KERN_INVALID_OBJECT, f"{name:#x} is not a memory entry")
+    cur_mask, max_mask = cur & V.VM_PROT_IS_MASK, max_prot & V.VM_PROT_IS_MASK
     cur &= V.VM_PROT_ALL
     max_prot &= V.VM_PROT_ALL
-    anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
-    overwrite = bool(flags & V.VM_FLAGS_OVERWRITE)
-    length = _round(size)
-    if length > MAP_MAX - MAP_MIN:
-        raise _fail(K.KERN_NO_SPACE if anywhere else K.KERN_INVALID_ADDRESS, f"size {size:#x}")
-    start = 0
-    if not anywhere:
-        start = _trunc(addr)
+    in_mapping = 0
+    if obj is None:
+        fd = -1
+        offset = 0
+    else:
+        ent = obj
+        if flags & _RETURN_DATA:
+            offset += ent.data_offset
+            if offset + length > _U64:
+                raise _fail(K.KERN_INVALID_ARGUMENT, f"offset {offset:#x} wraps around")
+        if max_mask:
+            max_prot &= ent.protection
+        if cur_mask:
+            cur &= ent.protection
+        if max_prot & ~ent.protection:
+            raise _fail(K.KERN_INVALID_RIGHT, "max_protection exceeds the memory entry's")
+        if cur & ~ent.protection:
+            raise _fail(K.KERN_INVALID_RIGHT, "cur_protection exceeds the memory entry's")
+        if ent.size < offset + size:
+            raise _fail(K.KERN_INVALID_ARGUMENT, "the range runs past the memory entry")
+        if flags & _RETURN_DATA:
+            in_mapping = offset & PAGE_MASK
+            if flags & V.VM_FLAGS_RETURN_4K_DATA_ADDR:
+                in_mapping &= ~0xFFF
+        if ent.is_copy:
+            if flags & ~_COPY_ENTRY_FLAGS:
+                raise _fail(K.KERN_INVALID_ARGUMENT, f"flags {flags:#x} for a copy entry")
+            offset, length = 0, ent.size  # a copy is mapped whole
+        else:
+            if flags & V.VM_FLAGS_SUPERPAGE_MASK:
+                raise _fail(K.KERN_INVALID_ARGUMENT, "superpages cannot map an object")
+            if in_mapping:
+                offset -= in_mapping
+                length = _round(size + in_mapping)
+            if offset & PAGE_MASK:
+                raise _fail(K.KERN_INVALID_ARGUMENT, f"offset {offset:#x} is not page aligned")
+            if flags & V.VM_FLAGS_PURGABLE and not (ent.purgable and offset == 0 and ent.offset == 0
+                                                    and length == os.fstat(ent.fd).st_size):
+                raise _fail(K.KERN_INVALID_ARGUMENT, "VM_FLAGS_PURGABLE needs a whole purgeable object")
+        fd = ent.fd
+        offset += ent.offset
+    if flags & V.VM_FLAGS_TPRO:
+        raise _fail(K.KERN_NOT_SUPPORTED, "TPRO memory has no Linux equivalent")
+    align = 0
+    if obj is None:
+        length, align = _superpage(flags, length)
+    if anywhere:
+        if length > MAP_MAX - MAP_MIN:
+            raise _fail(K.KERN_NO_SPACE, f"size {size:#x} exceeds the address space")
+        mask = _anywhere_mask(mask | align)
+    else:
+        if start & mask:
+            raise _fail(K.KERN_NO_SPACE, f"{start:#x} is not aligned to mask {mask:#x}")
         if start < MAP_MIN or start + length > MAP_MAX:
             raise _fail(K.KERN_INVALID_ADDRESS, f"{start:#x}-{start + length:#x} is outside the map")
-    if not name:
-        a = vm_map.allocate(start, length, anywhere, overwrite, V.VM_GET_FLAGS_ALIAS(flags), mask)
-        if cur != V.VM_PROT_DEFAULT or max_prot != V.VM_PROT_ALL:
-            vm_map.protect(a, a + length, True, max_prot)
-            vm_map.protect(a, a + length, False, cur)
-        if inheritance != V.VM_INHERIT_DEFAULT:
-            vm_map.inherit(a, a + length, inheritance)
+        mask = 0
+    overwrite = bool(flags & V.VM_FLAGS_OVERWRITE) and not anywhere
+    tag = V.VM_GET_FLAGS_ALIAS(flags)
+    permanent = bool(flags & V.VM_FLAGS_PERMANENT)
+    if obj is None:
+        a = vm_map.allocate(start, length, anywhere, overwrite, tag, mask, permanent)
+        try:
+            if cur != V.VM_PROT_DEFAULT or max_prot != V.VM_PROT_ALL:
+                vm_map.protect(a, a + length, True, max_prot)
+                vm_map.protect(a, a + length, False, cur)
+            if inheritance != V.VM_INHERIT_DEFAULT:
+                vm_map.inherit(a, a + length, inheritance)
+            if align:
+                vm_map.behavior_hugepage(a, a + length)
+        except BaseException:
+            vm_map.deallocate(a, a + length)
+            raise
         return a
-    ent = _memory_entry(name)
-    off = _trunc(offset)
-    if offset < 0 or off + length > ent.size:
-        raise _fail(K.KERN_INVALID_ARGUMENT, "the range runs past the memory entry")
-    if not copy and (cur | max_prot) & ~ent.protection & (V.VM_PROT_READ | V.VM_PROT_WRITE):
-        raise _fail(K.KERN_PROTECTION_FAILURE, "more access than the memory entry gives")
-    return vm_map.map_object(start, length, mask, anywhere, overwrite, ent.fd, ent.offset + off,
-                             bool(copy), cur, max_prot, inheritance)
+    a = vm_map.map_object(start, length, mask, anywhere, overwrite, fd, offset, bool(copy), cur, max_prot,
+                          inheritance, tag, permanent)
+    return a + in_mapping
+
+
+def _remap_args(task: int, size: int, mask: int, flags: int, src_task: int, src: int, copy: int,
+                inheritance: int, cur_max: tuple[int, int] | None) -> tuple[VmMap, int, int, int]:
+    """The checks mach_vm_remap and mach_vm_remap_new share, in XNU's
+    order. Returns (map, start, end, mask)."""
+    vm_map = task_map(task)
+    src_obj = port_argument(src_task)
+    flags &= 0xFFFFFFFF
+    if flags & ~V.VM_FLAGS_USER_REMAP:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"flags {flags:#x}")
+    if cur_max is not None:
+        cur, max_prot = cur_max
+        if cur & ~V.VM_PROT_ALL or max_prot & ~V.VM_PROT_ALL or cur & ~max_prot:
+            raise _fail(K.KERN_INVALID_ARGUMENT, f"protections {cur:#x}/{max_prot:#x}")
+        if max_prot & (V.VM_PROT_WRITE | V.VM_PROT_EXECUTE) == V.VM_PROT_WRITE | V.VM_PROT_EXECUTE:
+            raise _fail(K.KERN_PROTECTION_FAILURE, "max_protection is both writable and executable")
+    if not isinstance(src_obj, Task) or src_obj.map is None:
+        if isinstance(src_obj, Task):
+            raise _fail(K.KERN_NOT_SUPPORTED, "remapping from another task")
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"{src_task:#x} is not a task")
+    if src_obj.map is not vm_map:
+        raise _fail(K.KERN_NOT_SUPPORTED, "remapping into another task")
+    if not 0 <= inheritance <= V.VM_INHERIT_LAST_VALID:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"inheritance {inheritance}")
+    if size == 0:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
+    start = _trunc(src)
+    # without RETURN_DATA_ADDR XNU realigns the start and keeps the size:
+    # [trunc(src), trunc(src) + round(size)) may miss the last page
+    first = src if flags & V.VM_FLAGS_RETURN_DATA_ADDR else start
+    if src < 0 or size < 0 or first + size > _U64 or _round(first + size) > _U64:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"[{src:#x}, +{size:#x}) wraps around")
+    end = _round(first + size)
+    if flags & V.VM_FLAGS_RESILIENT_MEDIA and not copy:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "RESILIENT_MEDIA needs a copy")
+    return vm_map, start, end, _anywhere_mask(mask) if flags & V.VM_FLAGS_ANYWHERE else mask
 
 
 def vm_remap(task: int, addr: int, size: int, mask: int, flags: int, src_task: int, src: int, copy: int,
              inheritance: int) -> tuple[int, int, int]:
-    """mach_vm_remap within our own map. Returns (address, cur, max).
+    """mach_vm_remap (legacy) within our own task: the pages of the source
+    range mapped a second time (copy FALSE) or a snapshot of them (copy
+    TRUE); each new entry keeps its source's protections. Returns
+    (address, cur, max): cur and max are the AND over the source entries.
+    The range is [trunc(src), trunc(src) + round(size)), or with
+    VM_FLAGS_RETURN_DATA_ADDR [trunc(src), round(src + size)) and the
+    address returned points at src's byte.
 
-    KERN_INVALID_ARGUMENT (flags, size 0, a bad inheritance, the range spans
-    several entries), KERN_INVALID_ADDRESS (the source is not mapped),
-    KERN_NOT_SUPPORTED (memory pymach did not map), KERN_NO_SPACE,
-    MACH_SEND_INVALID_DEST."""
-    vm_map = task_map(task)
-    if task_map(src_task) is not vm_map:
-        raise _fail(K.KERN_NOT_SUPPORTED, "remapping from another task")
-    flags &= 0xFFFFFFFF
-    if flags & ~V.VM_FLAGS_USER_REMAP:
-        raise _fail(K.KERN_INVALID_ARGUMENT, f"flags {flags:#x}")
-    if size == 0:
-        raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
-    if not 0 <= inheritance <= V.VM_INHERIT_LAST_VALID:
-        raise _fail(K.KERN_INVALID_ARGUMENT, f"inheritance {inheritance}")
-    start, end = _range(src, size)
+    In XNU's check order: MACH_SEND_INVALID_DEST (task),
+    MACH_SEND_INVALID_RIGHT (a src_task name that is not a send right),
+    KERN_INVALID_ARGUMENT (flags outside VM_FLAGS_USER_REMAP, tags
+    included; src_task not a task; an inheritance above VM_INHERIT_NONE;
+    size 0 or a wrapping range; RESILIENT_MEDIA without copy),
+    KERN_NOT_SUPPORTED (another task), KERN_INVALID_ADDRESS (a hole in the
+    source), KERN_NOT_SUPPORTED (copy FALSE of memory pymach did not map),
+    KERN_PROTECTION_FAILURE (copy TRUE of unreadable memory pymach did not
+    map), KERN_NO_SPACE (no room; a FIXED target taken or against
+    ``mask``), KERN_INVALID_ADDRESS (a FIXED target outside the map)."""
+    vm_map, start, end, mask = _remap_args(task, size, mask, flags, src_task, src, copy, inheritance, None)
     anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
     target = 0 if anywhere else _trunc(addr)
-    if not anywhere and (target < MAP_MIN or target + (end - start) > MAP_MAX):
-        raise _fail(K.KERN_INVALID_ADDRESS, f"{target:#x} is outside the map")
     a, cur, max_prot = vm_map.remap(target, end - start, mask, anywhere, bool(flags & V.VM_FLAGS_OVERWRITE),
-                                    start, bool(copy), inheritance)
+                                    start, bool(copy), inheritance, (MAP_MIN, MAP_MAX),
+                                    codesign=bool(flags & V.VM_FLAGS_RESILIENT_CODESIGN))
     return a + (src - start if flags & V.VM_FLAGS_RETURN_DATA_ADDR else 0), cur, max_prot
+
+
+def vm_remap_new(task: int, addr: int, size: int, mask: int, flags: int, src_task: int, src: int, copy: int,
+                 cur: int, max_prot: int, inheritance: int) -> tuple[int, int, int]:
+    """mach_vm_remap_new within our own task: as vm_remap, but every new
+    entry gets exactly ``cur``/``max_prot`` (even more than the source, for
+    a copy), and the address returned always points at src's byte
+    (VM_FLAGS_RETURN_DATA_ADDR). Returns (address, cur, max): the
+    protections asked for (R/R with VM_FLAGS_RESILIENT_CODESIGN).
+
+    In XNU's check order: MACH_SEND_INVALID_DEST, MACH_SEND_INVALID_RIGHT,
+    KERN_INVALID_ARGUMENT (flags; protection bits outside R|W|X; cur not
+    within max), KERN_PROTECTION_FAILURE (max both writable and
+    executable), then as vm_remap, with KERN_PROTECTION_FAILURE after the
+    hole check: copy FALSE and a source entry whose current or maximum
+    protection lacks cur or max; copy TRUE and one without maximum
+    VM_PROT_READ."""
+    flags = (flags & 0xFFFFFFFF) | V.VM_FLAGS_RETURN_DATA_ADDR
+    vm_map, start, end, mask = _remap_args(task, size, mask, flags, src_task, src, copy, inheritance,
+                                           (cur, max_prot))
+    anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
+    target = 0 if anywhere else _trunc(addr)
+    codesign = bool(flags & V.VM_FLAGS_RESILIENT_CODESIGN)
+    a, cur_out, max_out = vm_map.remap(target, end - start, mask, anywhere, bool(flags & V.VM_FLAGS_OVERWRITE),
+                                       start, bool(copy), inheritance, (MAP_MIN, MAP_MAX), (cur, max_prot),
+                                       codesign)
+    return a + (src - start), (cur_out if codesign else cur), (max_out if codesign else max_prot)

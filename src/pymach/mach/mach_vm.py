@@ -279,13 +279,15 @@ def mach_error(str_: str, error_value: Any) -> None:
 
 def mach_make_memory_entry_64(target_task: Any, size: Any, offset: Any, permission: Any, object_handle: Any,
                               parent_entry: Any) -> int:
-    """Name [offset, offset + *size) of our map (or of ``parent_entry``; or,
-    with MAP_MEM_NAMED_CREATE, a fresh object) with a memory entry.
-    ``size`` is in/out (rounded to pages); ``object_handle`` gets the name.
-    Neither is touched on failure.
+    """Name memory with a memory entry: [offset, offset + *size) of our map
+    (shared, or a snapshot with MAP_MEM_VM_COPY), part of ``parent_entry``,
+    or a fresh object (MAP_MEM_NAMED_CREATE). ``size`` is in/out;
+    ``object_handle`` gets the name (MACH_PORT_NULL for MAP_MEM_ONLY and a
+    NAMED_CREATE of size 0). Neither is touched on failure.
 
-    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
-    KERN_INVALID_VALUE, KERN_PROTECTION_FAILURE, KERN_NOT_SUPPORTED,
+    KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_ARGUMENT,
+    KERN_INVALID_RIGHT, KERN_FAILURE, KERN_INVALID_ADDRESS,
+    KERN_PROTECTION_FAILURE, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_RIGHT,
     MACH_SEND_INVALID_DEST."""
     try:
         sz = out(size)
@@ -306,11 +308,12 @@ def mach_make_memory_entry(target_task: Any, size: Any, offset: Any, permission:
 
 def mach_vm_map(target_task: Any, address: Any, size: Any, mask: Any, flags: Any, object: Any, offset: Any,
                 copy: Any, cur_protection: Any, max_protection: Any, inheritance: Any) -> int:
-    """Map a memory entry (or, with MACH_PORT_NULL, fresh zero-filled
-    memory). ``address`` is in/out.
+    """Map a memory entry, shared or (copy TRUE) as a snapshot taken now;
+    with MACH_PORT_NULL, fresh zero-filled memory. ``address`` is in/out.
 
-    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_PROTECTION_FAILURE,
-    KERN_NO_SPACE, KERN_INVALID_ADDRESS, MACH_SEND_INVALID_DEST."""
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_OBJECT,
+    KERN_INVALID_RIGHT, KERN_NOT_SUPPORTED, KERN_NO_SPACE,
+    KERN_INVALID_ADDRESS, MACH_SEND_INVALID_RIGHT, MACH_SEND_INVALID_DEST."""
     try:
         a = out(address)
         a.value = U.vm_map_entry(u32(target_task), a.value, u64(size), u64(mask), i32(flags), u32(object),
@@ -328,12 +331,13 @@ def mach_vm_remap(target_task: Any, target_address: Any, size: Any, mask: Any, f
                   src_address: Any, copy: Any, cur_protection: Any, max_protection: Any,
                   inheritance: Any) -> int:
     """Map the pages of [src_address, +size) of our own task a second time
-    (copy FALSE), or a snapshot of them (copy TRUE). ``target_address`` is
-    in/out; the protections come back through ``cur_protection`` and
-    ``max_protection``.
+    (copy FALSE), or a snapshot of them (copy TRUE); each new entry keeps
+    its source's protections. ``target_address`` is in/out;
+    ``cur_protection`` and ``max_protection`` get the AND of the sources'.
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
-    KERN_NOT_SUPPORTED, KERN_NO_SPACE, MACH_SEND_INVALID_DEST."""
+    KERN_PROTECTION_FAILURE, KERN_NOT_SUPPORTED, KERN_NO_SPACE,
+    MACH_SEND_INVALID_RIGHT, MACH_SEND_INVALID_DEST."""
     try:
         a = out(target_address)
         addr, cur, mx = U.vm_remap(u32(target_task), a.value, u64(size), u64(mask), i32(flags), u32(src_task),
@@ -349,9 +353,36 @@ def mach_vm_remap(target_task: Any, target_address: Any, size: Any, mask: Any, f
 vm_remap = mach_vm_remap
 
 
+def mach_vm_remap_new(target_task: Any, target_address: Any, size: Any, mask: Any, flags: Any, src_task: Any,
+                      src_address: Any, copy: Any, cur_protection: Any, max_protection: Any,
+                      inheritance: Any) -> int:
+    """As mach_vm_remap, but ``cur_protection`` and ``max_protection`` are
+    in/out: the new mapping gets exactly them, and the address returned
+    points at src_address's byte (VM_FLAGS_RETURN_DATA_ADDR is implied).
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_PROTECTION_FAILURE,
+    KERN_INVALID_ADDRESS, KERN_NOT_SUPPORTED, KERN_NO_SPACE,
+    MACH_SEND_INVALID_RIGHT, MACH_SEND_INVALID_DEST."""
+    try:
+        a = out(target_address)
+        c, m = out(cur_protection), out(max_protection)
+        addr, cur, mx = U.vm_remap_new(u32(target_task), a.value, u64(size), u64(mask), i32(flags),
+                                       u32(src_task), u64(src_address), i32(copy), i32(c.value), i32(m.value),
+                                       i32(inheritance))
+    except MachError as e:
+        return e.kr
+    a.value = addr
+    c.value = cur
+    m.value = mx
+    return 0
+
+
+vm_remap_new = mach_vm_remap_new
+
+
 __all__ = [
     "mach_make_memory_entry_64", "mach_make_memory_entry", "mach_vm_map", "vm_map", "mach_vm_remap",
-    "vm_remap",
+    "vm_remap", "mach_vm_remap_new", "vm_remap_new",
     "mach_task_self", "mach_host_self", "mach_vm_allocate", "mach_vm_deallocate",
     "mach_vm_protect", "mach_vm_inherit", "mach_vm_read", "mach_vm_read_overwrite",
     "mach_vm_write", "mach_vm_copy", "mach_vm_region", "vm_region", "mach_vm_msync",
