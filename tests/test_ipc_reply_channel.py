@@ -673,13 +673,7 @@ def test_answer_after_the_client_is_sigkilled_is_invalid_dest(space: Space) -> N
 
 # -- 6. the reply port's receive right moves while requests are outstanding -------------------------
 
-_MOVE_CAP = pytest.mark.xfail(strict=True, reason=(
-    "Port.pack_for_move carries a reply port's outstanding back-channel rights in a 6-bit field "
-    "(replies[:0x3F], packing bits 34-39): past 63 the rest are lost; the new holder's mps_sorights "
-    "is 63, the 64th answer is dropped and a killed server gives 63 send-once notifications"))
-
-
-@pytest.mark.parametrize("count", [1, 2, 63, pytest.param(64, marks=_MOVE_CAP)])
+@pytest.mark.parametrize("count", [1, 2, 63, 64, 150])
 @pytest.mark.parametrize("outcome", ["answered_after_move", "answered_before_move",
                                      "server_killed_after_move", "server_killed_before_move"])
 def test_reply_port_moved_while_requests_are_outstanding(space: Space, outcome: str, count: int) -> None:

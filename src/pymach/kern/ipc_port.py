@@ -863,14 +863,19 @@ class Port:
             if self.pdrequest is not None:
                 fds.append(self.pdrequest.fileno())
             rconns = [self.rconn[fd].sock.fileno() for fd in with_rc]
-            # our channels' reply connections with rights outstanding: each
+            # our channels' reply connections with rights outstanding. The
+            # first travels once, its count in the right's aux word (an armed
+            # no-senders request does not need its sync any more); any other
             # travels once per outstanding right
-            replies = [rc.sock.fileno() for rc in self.replies.values() for _ in range(rc.outstanding())][:0x3F]
+            pending = [rc for rc in self.replies.values() if rc.outstanding()]
+            replies = [rc.sock.fileno() for rc in pending[:1]]
+            replies += [rc.sock.fileno() for rc in pending[1:] for _ in range(rc.outstanding())]
+            replies = replies[:0x3F]
             fds += rconns + replies
             packing = (len(normal) | (len(once) << 16) | (int(ns is not None) << 32)
                        | (int(self.pdrequest is not None) << 33) | (len(replies) << 34)
                        | (min(self.qlimit, 0xFFFF) << 40) | (len(rconns) << 56))
-            return fds, packing, (ns[1] if ns is not None else 0)
+            return fds, packing, (min(pending[0].outstanding(), 0xFFFFFFFF) if pending else 0)
 
     @staticmethod
     def check_packing(nfds: int, packing: int) -> bool:
@@ -897,7 +902,7 @@ class Port:
             port.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
         port.qlimit = (packing >> 40) & 0xFFFF
         if packing >> 32 & 1:
-            port.nsrequest = (SendOnceCap.adopt([fds[i]]), sync)
+            port.nsrequest = (SendOnceCap.adopt([fds[i]]), 0)  # armed: sync is not looked at again
             i += 1
             for fd, (_s, once) in list(port.ends.items()):
                 if not once:
@@ -914,12 +919,13 @@ class Port:
             fd = fds[i + k]
             if last is not None and unix.inode(fd) == unix.inode(last.sock.fileno()):
                 os.close(fd)  # another right outstanding on the same connection
-            else:
-                last = ReplyConn(socket.socket(fileno=fd))
-                last.sock.setblocking(False)
-                last.orphan = True  # no channel of ours: closed once answered
-                port.bind(last)
-            last.anon += 1
+                last.anon += 1
+                continue
+            last = ReplyConn(socket.socket(fileno=fd))
+            last.sock.setblocking(False)
+            last.orphan = True  # no channel of ours: closed once answered
+            port.bind(last)
+            last.anon = max(1, sync) if k == 0 else 1  # the first one's count is in aux
         return port
 
     def moved_away(self) -> None:
