@@ -14,7 +14,9 @@ import faulthandler
 import os
 import pickle
 import resource
+import select
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,3 +285,63 @@ def child_exit_code(fn: Callable[[], object]) -> int:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+class Doomed:
+    """An os.fork child that runs ``fn()``, says it is ready, then waits to
+    be killed. ``ready()`` waits for it; ``kill()`` sends SIGKILL, reaps it
+    and checks that SIGKILL is what ended it. Leaving the ``with`` block
+    kills and reaps it if the test did not."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn = fn
+        self.pid = 0
+
+    def __enter__(self) -> "Doomed":
+        ready_r, ready_w = os.pipe()
+        hold_r, hold_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.close(ready_r)
+                os.close(hold_w)
+                self.fn()
+                os.write(ready_w, b".")
+                os.read(hold_r, 1)  # until killed (EOF: the parent is gone)
+            except BaseException:  # noqa: BLE001 - shown on stderr; the parent sees exit 1
+                traceback.print_exc()
+                sys.stderr.flush()
+            finally:
+                os._exit(1)
+        os.close(ready_w)
+        os.close(hold_r)
+        self.pid, self._ready, self._hold = pid, ready_r, hold_w
+        return self
+
+    def ready(self, timeout: float = 10.0) -> None:
+        r, _w, _x = select.select([self._ready], [], [], timeout)
+        assert r, "the child did not get ready in time"
+        if os.read(self._ready, 1) != b".":
+            st = self._reap()
+            raise AssertionError(f"the child failed before it was ready (exit {os.waitstatus_to_exitcode(st)})")
+
+    def kill(self) -> None:
+        assert self.pid, "the child is already gone"
+        os.kill(self.pid, signal.SIGKILL)
+        st = self._reap()
+        assert os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGKILL, (
+            f"the child ended otherwise (exit {os.waitstatus_to_exitcode(st)})")
+
+    def _reap(self) -> int:
+        _, st = os.waitpid(self.pid, 0)
+        self.pid = 0
+        return st
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.pid:
+                os.kill(self.pid, signal.SIGKILL)
+                self._reap()
+        finally:
+            os.close(self._ready)
+            os.close(self._hold)
