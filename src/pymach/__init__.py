@@ -48,6 +48,10 @@ from .bootstrap import BootstrapError
 from .spawn import spawn
 from .task import Region, RegionInfo, Task
 
+from .servers import introspect as _introspect
+
+_introspect.start()  # answers `pymach lsmp` and `pymach vmmap` about this process
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -806,6 +806,9 @@ class Port:
                 except BlockingIOError:
                     continue
                 except unix.Truncated as err:
+                    # what was lost may have been a channel's new reply
+                    # connection: stop answering on the old one
+                    self.rconn.pop(fd, None)
                     raise K.MachError(K.MACH_RCV_BODY_ERROR, str(err)) from None
                 except OSError:
                     n, fds, cred = 0, [], None
@@ -966,7 +969,10 @@ class Port:
                 s.close()
             self._close_rconns()
             for rc in list(self.replies.values()):
-                rc.close()  # replies still to come now fail: the port is dead
+                if rc.outstanding():
+                    rc.close()  # replies still to come now fail: the port is dead
+                else:
+                    rc.unbind()  # nothing is owed: its channel keeps it for the next reply port
             for req in (self.nsrequest[0] if self.nsrequest else None, self.pdrequest):
                 if req is not None:
                     req.close()

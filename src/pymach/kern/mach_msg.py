@@ -67,7 +67,13 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
         if isinstance(dest, SendOnceCap):
             R.consume_sent(space, HDR_REMOTE.unpack_from(msg, 8)[0], MD.MACH_MSG_TYPE_MOVE_SEND_ONCE)
         return
-    out = ipc_kmsg.copyin(space, msg)
+    try:
+        out = ipc_kmsg.copyin(space, msg)
+    except K.MachError:
+        raise
+    except OSError as err:
+        # making a right or a memfd for the message ran out of fds or memory
+        raise K.MachError(K.MACH_SEND_NO_BUFFER, f"copyin: {err.strerror}") from err
     try:
         if out.kobject is not None:
             _kobject_reply(space, out, HDR_REMOTE.unpack_from(msg, 12)[0], HDR_ID.unpack_from(msg, 20)[0],

@@ -385,9 +385,13 @@ class BootstrapServer:
                 r.sent()
             return
         self.log(f"could not reply to {D.ROUTINE_NAMES.get(msg_id, msg_id)}: {M.mach_error_string(kr)}")
-        M.mach_port_deallocate(M.mach_task_self(), reply_to)
         if r.failed is not None:
             r.failed()
+        if kr == M.MACH_SEND_NO_BUFFER and not r.kr:
+            # the answer's right could not be made (out of fds): say so
+            self._reply(msg_id, reply_to, reply_kind, Reply(M.BOOTSTRAP_NO_MEMORY))
+            return
+        M.mach_port_deallocate(M.mach_task_self(), reply_to)
 
     # -- the routines -------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The pymach command: ``pymach tour``, ``pymach bench`` and ``pymach bootstrap``."""
+"""The pymach command: ``pymach tour``, ``bench``, ``bootstrap`` and ``lsmp``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="pymach",
         description="Mach VM and IPC on Linux. Commands: tour (the book's examples, run and "
                     "explained), bench (benchmarks against bare Linux peers), bootstrap (the "
-                    "bootstrap server: serve, list, status).")
-    ap.add_argument("command", choices=["tour", "bench", "bootstrap"], help="what to run")
+                    "bootstrap server: serve, list, status), lsmp (the ports of a pymach process).")
+    ap.add_argument("command", choices=["tour", "bench", "bootstrap", "lsmp"], help="what to run")
     ap.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command")
     if not argv:
         ap.print_help()
@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "tour":
         from .tour import main as tour
         return tour(rest)
+    if a.command == "lsmp":
+        from .lsmp import main as lsmp
+        return lsmp(rest)
     if a.command == "bootstrap":
         from .bootstrap import main as bootstrap
         return bootstrap(rest)

@@ -1,0 +1,50 @@
+"""pymach lsmp PID: the ports of a pymach process, as macOS lsmp lists
+them: each name, its rights and user references, and for receive rights
+the queue limit, the messages queued, the sequence number and the
+make-send count. It asks the process itself (servers/introspect.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..servers import introspect
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pymach lsmp", description=__doc__)
+    ap.add_argument("pid", type=int, help="a process that runs pymach")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    a = ap.parse_args(argv)
+    try:
+        answer = introspect.query(a.pid, "ports")
+    except PermissionError as e:
+        print(f"pymach lsmp: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"pymach lsmp: process {a.pid}: {e}", file=sys.stderr)
+        return 1
+    if answer is None:
+        print(f"pymach lsmp: process {a.pid} does not run pymach (or is gone)", file=sys.stderr)
+        return 1
+    if a.json:
+        json.dump(answer, sys.stdout, indent=2)
+        print()
+        return 0
+    rows = answer["ports"]
+    print(f"Process ({a.pid}) : {len(rows)} names")
+    print(f"  {'name':<10} {'rights':<16} {'urefs':>5} {'qlimit':>6} {'msgcount':>8} {'seqno':>6} "
+          f"{'mscount':>7}  object")
+    for r in rows:
+        port = r.get("object") == "port"
+        rights = "+".join(r["rights"]) + (" (dnreq)" if r["dnrequest"] else "")
+        detail = r["object"]
+        if "pid" in r:
+            detail += f" (pid {r['pid']})"
+        if "size" in r:
+            detail += f" ({r['size']} bytes at offset {r['offset']:#x})"
+        print(f"  {r['name']:#010x} {rights:<16} {r['urefs']:>5} "
+              f"{(r['qlimit'] if port else '-'):>6} {(r['msgcount'] if port else '-'):>8} "
+              f"{(r['seqno'] if port else '-'):>6} {(r['mscount'] if port else '-'):>7}  {detail}")
+    return 0
