@@ -198,8 +198,15 @@ def get_bootstrap_port() -> int:
 
 
 def _disconnect() -> None:
-    """Forget the bootstrap port (tests; a program that switches servers)."""
+    """Forget the bootstrap port and the reply ports (tests; a program that
+    switches servers)."""
     _CONN.disconnect()
+    with _REPLY_LOCK:
+        ports, _REPLIES[:] = list(_REPLIES), []
+    for pid, port in ports:
+        if pid == os.getpid():
+            mach_port_destroy(SELF.task_name, port.value)
+    _REPLY.port = None
 
 
 # -- the exchange -----------------------------------------------------------------------
@@ -209,10 +216,10 @@ def _exchange(dest: int, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_re
     receive the reply into ``rcv``. MIG's codes: MIG_SERVER_DIED when the
     reply right died unanswered, MIG_REPLY_MISMATCH for a stray reply."""
     task = SELF.task_name
-    reply = mach_port_t()
-    kr = mach_port_allocate(task, MACH_PORT_RIGHT_RECEIVE, byref(reply))
-    if kr:
-        return kr
+    reply = _reply_port()
+    if reply is None:
+        return K.KERN_RESOURCE_SHORTAGE
+    ok = False
     try:
         h = req.Head  # type: ignore[attr-defined]
         h.msgh_bits = MD.MACH_MSGH_BITS(MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MAKE_SEND_ONCE) | (
@@ -234,9 +241,35 @@ def _exchange(dest: int, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_re
         if got != msg_id + D.REPLY_ID_OFFSET:
             mach_msg_destroy(rcv)
             return K.MIG_REPLY_MISMATCH
+        ok = True
         return K.KERN_SUCCESS
     finally:
-        mach_port_destroy(task, reply.value)
+        if not ok:
+            # a reply may still come to it: start the next call afresh
+            _REPLY.port = None
+            with _REPLY_LOCK:
+                _REPLIES[:] = [(p, r) for p, r in _REPLIES if r is not reply]
+            mach_port_destroy(task, reply.value)
+
+
+_REPLY = threading.local()
+_REPLIES: list[tuple[int, mach_port_t]] = []  # every thread's, for _disconnect
+_REPLY_LOCK = threading.Lock()
+
+
+def _reply_port() -> mach_port_t | None:
+    """This thread's reply port, made once (MIG's mig_get_reply_port); a
+    fork child makes its own."""
+    cached = getattr(_REPLY, "port", None)
+    if cached is not None and _REPLY.pid == os.getpid():
+        return cached  # type: ignore[no-any-return]
+    reply = mach_port_t()
+    if mach_port_allocate(SELF.task_name, MACH_PORT_RIGHT_RECEIVE, byref(reply)):
+        return None
+    _REPLY.port, _REPLY.pid = reply, os.getpid()
+    with _REPLY_LOCK:
+        _REPLIES.append((os.getpid(), reply))
+    return reply
 
 
 def _call(bp: Any, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_reply_buffer_t) -> int:
