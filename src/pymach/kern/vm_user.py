@@ -367,6 +367,21 @@ def vm_region_recurse(task: int, addr: int) -> tuple[RegionInfo, tuple[int, int,
     return info, page_counts(vmas, info.start, info.end)
 
 
+def vm_region_walk(task: int) -> list[tuple[RegionInfo, tuple[int, int, int, int]]]:
+    """Every region of the task in order, each with its page counts as
+    vm_region_recurse gives them (what vmmap prints).
+
+    KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
+    vm_map = task_target(task)
+    if isinstance(vm_map, ForeignMap):
+        vmas = vm_map.vmas(sizes=True)
+        regions = [r for r in (vm_map.regions())]
+    else:
+        regions = vm_map.regions()
+        vmas = procfs.read_smaps()
+    return [(r, page_counts(vmas, r.start, r.end)) for r in regions]
+
+
 def page_counts(vmas: list[procfs.Vma], start: int, end: int) -> tuple[int, int, int, int]:
     """(resident, dirty, swapped, private dirty) pages of [start, end), from
     the smaps sizes of the VMAs it overlaps (shared out in proportion when
