@@ -283,3 +283,25 @@ def child_exit_code(fn: Callable[[], object]) -> int:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def start_sleep(seconds: int = 100, **popen_args: Any) -> "subprocess.Popen[bytes]":
+    """``sleep SECONDS`` started and settled: returned once it sleeps in
+    nanosleep, so that its maps and stack no longer change (right after
+    exec it is still loading libraries and locales)."""
+    import subprocess
+    import time
+    p = subprocess.Popen(["sleep", str(seconds)], **popen_args)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{p.pid}/wchan") as f:
+                if "nanosleep" in f.read():
+                    break
+            with open(f"/proc/{p.pid}/syscall") as f:
+                if f.read().split()[:1] in (["35"], ["230"]):
+                    break
+        except OSError:
+            pass
+        time.sleep(0.005)
+    return p

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from procutil import start_sleep
+
 from pymach import mach as M
 from pymach.mach import byref
 from pymach.task import Task
@@ -197,7 +199,7 @@ def test_region_recurse_flavors(target):
 
 
 def test_a_program_that_is_not_python():
-    p = subprocess.Popen(["sleep", "100"])
+    p = start_sleep()
     try:
         with Task.for_pid(p.pid) as task:
             stack = [r for r in task.regions() if r.path == "[stack]"]
@@ -228,3 +230,35 @@ def test_target_exiting_mid_call_is_not_answered(target, monkeypatch):
         return real(pid, local, remote, length)
     monkeypatch.setattr(vm_map_foreign.mm, "process_vm_readv", dying)
     assert read(t, base, PAGE)[0] == M.MACH_SEND_INVALID_DEST
+
+
+def test_bytes_read_from_a_process_that_took_the_pid_are_thrown_away(target, monkeypatch):
+    """The target dies during the copy and a new process gets its pid; the
+    kernel copies from the newcomer (here: its stack), and the pidfd check
+    after the copy throws the bytes away."""
+    from test_task_for_pid import spawn_with_pid
+
+    from pymach._linux import mm
+    from pymach.kern import vm_map_foreign
+    p, t, base = target
+    real = mm.process_vm_readv
+    newcomer: list[subprocess.Popen[bytes]] = []
+
+    def reused(pid: int, local: int, remote: int, length: int) -> int:
+        p.kill()
+        p.wait()
+        q = spawn_with_pid(pid, ["sleep", "100"])
+        if q is None:
+            pytest.skip("cannot choose the next pid here (ns_last_pid)")
+        newcomer.append(q)
+        with open(f"/proc/{pid}/maps") as f:
+            stack = [ln for ln in f if "[stack]" in ln][0]
+        top = int(stack.split("-")[1].split()[0], 16)
+        return real(pid, local, top - length, length)  # succeeds, from the wrong process
+    monkeypatch.setattr(vm_map_foreign.mm, "process_vm_readv", reused)
+    try:
+        assert read(t, base, PAGE)[0] == M.MACH_SEND_INVALID_DEST
+    finally:
+        for q in newcomer:
+            q.kill()
+            q.wait()

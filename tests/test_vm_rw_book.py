@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+from procutil import start_sleep
 from pymach.task import Task
 
 TARGET_LINE = re.compile(r"pid=(\d+), address=(0x[0-9a-f]+)$")
@@ -57,7 +58,7 @@ def test_master_reads_A_and_writes_B_and_the_target_exits():
 
 
 def test_master_against_a_program_that_is_not_python():
-    s = subprocess.Popen(["sleep", "100"])
+    s = start_sleep()
     try:
         with Task.for_pid(s.pid) as task:
             (stack,) = [r for r in task.regions() if r.path == "[stack]"]

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from procutil import start_sleep
+
 
 def pymach(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pymach", *args], capture_output=True, text=True, timeout=60)
@@ -16,7 +18,7 @@ def pymach(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def sleeper():
-    p = subprocess.Popen(["sleep", "100"])
+    p = start_sleep()
     yield p
     p.kill()
     p.wait()
