@@ -91,7 +91,14 @@ def test_task_for_pid_failures_are_kern_failure_with_a_null_name():
 
 def test_task_for_pid_of_ourselves_is_mach_task_self():
     assert tfp(os.getpid()) == (0, M.mach_task_self())
-    assert Task.for_pid(os.getpid()).port == M.mach_task_self()
+    refs = M.mach_port_urefs_t()
+    M.mach_port_get_refs(M.mach_task_self(), M.mach_task_self(), M.MACH_PORT_RIGHT_SEND, byref(refs))
+    before = refs.value
+    with Task.for_pid(os.getpid()) as me:
+        assert me.port == M.mach_task_self() and me.pid == os.getpid()
+    M.mach_port_get_refs(M.mach_task_self(), M.mach_task_self(), M.MACH_PORT_RIGHT_SEND, byref(refs))
+    assert refs.value == before  # the C call keeps its reference; close() dropped the Pythonic one
+    assert M.mach_port_deallocate(M.mach_task_self(), M.mach_task_self()) == 0
 
 
 def test_a_zombie_is_refused():
@@ -172,7 +179,7 @@ def test_unprivileged_caller_is_refused_root_and_granted_its_own_user():
             return denied, message, kr, same, name_root, name_mine
         denied, message, kr, same, name_root, name_mine = run_in_child(child)
         assert denied == (M.KERN_FAILURE, 0)
-        assert message.startswith(f"{M.KERN_FAILURE} ") and "ptrace" in message
+        assert message.startswith(f"{M.KERN_FAILURE} ") and "ptrace" in message and "Yama" in message
         assert kr == 0 and same
         assert name_root == (M.KERN_FAILURE, 0)
         assert name_mine == 0

@@ -37,19 +37,17 @@ class Task:
     def for_pid(cls, pid: int) -> "Task":
         """The task of another process (task_for_pid): a send right over a
         pidfd, released by close() or on leaving a ``with`` block. Our own
-        pid gives Task.self().
+        pid gives our own task (close() then drops the reference that
+        task_for_pid added to it).
 
         Raises MachError KERN_FAILURE when there is no such process, or
         when Linux would not let us ptrace it (the message says the rule:
         the same user, subject to Yama's ptrace_scope, or CAP_SYS_PTRACE)."""
-        name = TU.task_for_pid(SELF.task_name, pid)
-        if name == SELF.task_name:
-            return cls(name)
-        return cls(name, owned=True)
+        return cls(TU.task_for_pid(SELF.task_name, pid), owned=True)
 
     def close(self) -> None:
-        """Release our send right to another process's task (idempotent;
-        nothing for our own task)."""
+        """Release the send right that for_pid gave (idempotent; nothing for
+        Task.self())."""
         if self._owned:
             self._owned = False
             R.deallocate(SELF.space, self._name)

@@ -32,6 +32,18 @@ PTRACE_RULE = ("task_for_pid is granted when Linux lets this process ptrace the 
                "CAP_SYS_PTRACE")
 
 
+def yama_note() -> str:
+    """What Yama adds to the rule on this system, for error messages."""
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = f.read().strip()
+    except OSError:
+        return "this kernel has no Yama, so only the uid and capability rules apply"
+    what = {"0": "classic rules", "1": "descendants only", "2": "CAP_SYS_PTRACE only",
+            "3": "no attach at all"}.get(scope, "unknown")
+    return f"Yama's ptrace_scope is {scope} ({what})"
+
+
 def _fail(kr: int, what: str) -> K.MachError:
     return K.MachError(kr, what)
 
@@ -120,7 +132,7 @@ def task_for_pid(target_tport: int, pid: int) -> int:
         except OSError as err:
             raise _fail(K.KERN_FAILURE, f"process {pid}: {err.strerror}") from None
         if not allowed:
-            raise _fail(K.KERN_FAILURE, f"access to process {pid} refused: {PTRACE_RULE}")
+            raise _fail(K.KERN_FAILURE, f"access to process {pid} refused: {PTRACE_RULE}; {yama_note()}")
         name = _install(pid, fd, False)
         installed = True
         return name
