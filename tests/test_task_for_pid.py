@@ -261,3 +261,25 @@ def test_fork_child_drops_task_rights():
             assert task.pid == p.pid
     finally:
         stop(p)
+
+
+def test_destroy_and_mod_refs_release_the_pidfd():
+    p = sleeper()
+    try:
+        kr, t = tfp(p.pid)
+        assert kr == 0
+        assert M.mach_port_destroy(M.mach_task_self(), t) == 0
+        kr, t = tfp(p.pid)
+        assert kr == 0
+        assert M.mach_port_mod_refs(M.mach_task_self(), t, M.MACH_PORT_RIGHT_SEND, -1) == 0
+        typ = M.mach_port_type_t()
+        assert M.mach_port_type(M.mach_task_self(), t, byref(typ)) == M.KERN_INVALID_NAME
+        # the 32-bit basic info, with a fresh right
+        kr, t = tfp(p.pid)
+        ti = M.task_basic_info_32()
+        cnt = M.mach_msg_type_number_t(M.TASK_BASIC_INFO_32_COUNT)
+        assert M.task_info(t, M.TASK_BASIC_INFO_32, byref(ti), byref(cnt)) == 0
+        assert cnt.value == 8 and ti.virtual_size > 0 and ti.policy == 1
+        assert M.mach_port_deallocate(M.mach_task_self(), t) == 0
+    finally:
+        stop(p)

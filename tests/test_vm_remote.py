@@ -184,6 +184,9 @@ def test_region_recurse_flavors(target):
     assert cnt.value == M.VM_REGION_SUBMAP_INFO_COUNT_64 == 19
     assert info.protection == 3 and info.share_mode == M.SM_PRIVATE and info.is_submap == 0
     assert info.pages_resident == 8 and info.pages_dirtied == 8 and info.ref_count == 1
+    cnt = M.mach_msg_type_number_t(M.VM_REGION_SUBMAP_INFO_V1_COUNT_64)
+    assert M.mach_vm_region_recurse(t, byref(addr), byref(size), byref(depth), byref(info), byref(cnt)) == 0
+    assert cnt.value == 17
     short = M.vm_region_submap_short_info_data_64_t()
     cnt = M.mach_msg_type_number_t(M.VM_REGION_SUBMAP_SHORT_INFO_COUNT_64)
     addr.value = base

@@ -375,7 +375,7 @@ def vm_region_walk(task: int) -> list[tuple[RegionInfo, tuple[int, int, int, int
     vm_map = task_target(task)
     if isinstance(vm_map, ForeignMap):
         vmas = vm_map.vmas(sizes=True)
-        regions = [r for r in (vm_map.regions())]
+        regions = vm_map.regions()
     else:
         regions = vm_map.regions()
         vmas = procfs.read_smaps()
