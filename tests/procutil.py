@@ -305,3 +305,21 @@ def start_sleep(seconds: int = 100, **popen_args: Any) -> "subprocess.Popen[byte
             pass
         time.sleep(0.005)
     return p
+
+
+def spawn_with_pid(pid: int, argv: list[str]) -> "subprocess.Popen[bytes] | None":
+    """Start ``argv`` under ``pid`` (pid reuse made on purpose through
+    ns_last_pid, which needs privilege); None when that cannot be done."""
+    import subprocess
+    for _ in range(20):
+        try:
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(pid - 1))
+        except OSError:
+            return None
+        p = subprocess.Popen(argv)
+        if p.pid == pid:
+            return p
+        p.kill()
+        p.wait()
+    return None

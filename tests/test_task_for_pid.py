@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from procutil import forked, run_in_child
+from procutil import forked, run_in_child, spawn_with_pid
 from pymach import mach as M
 from pymach.kern import kern_return as K
 from pymach.mach import byref
@@ -35,22 +35,6 @@ def tfp(pid: int) -> tuple[int, int]:
     t = M.mach_port_t(0x1234)
     kr = M.task_for_pid(M.mach_task_self(), pid, byref(t))
     return kr, t.value
-
-
-def spawn_with_pid(pid: int, argv: list[str]) -> subprocess.Popen[bytes] | None:
-    """Start ``argv`` under ``pid`` (pid reuse made on purpose through
-    ns_last_pid, which needs privilege); None when that cannot be done."""
-    for _ in range(20):
-        try:
-            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-                f.write(str(pid - 1))
-        except OSError:
-            return None
-        p = subprocess.Popen(argv)
-        if p.pid == pid:
-            return p
-        stop(p)
-    return None
 
 
 def test_task_for_pid_grants_a_send_right_over_a_pidfd():

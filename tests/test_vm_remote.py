@@ -239,8 +239,7 @@ def test_bytes_read_from_a_process_that_took_the_pid_are_thrown_away(target, mon
     """The target dies during the copy and a new process gets its pid; the
     kernel copies from the newcomer (here: its stack), and the pidfd check
     after the copy throws the bytes away."""
-    from test_task_for_pid import spawn_with_pid
-
+    from procutil import spawn_with_pid
     from pymach._linux import mm
     from pymach.kern import vm_map_foreign
     p, t, base = target
