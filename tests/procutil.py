@@ -345,3 +345,43 @@ class Doomed:
         finally:
             os.close(self._ready)
             os.close(self._hold)
+
+
+def start_sleep(seconds: int = 100, **popen_args: Any) -> "subprocess.Popen[bytes]":
+    """``sleep SECONDS`` started and settled: returned once it sleeps in
+    nanosleep, so that its maps and stack no longer change (right after
+    exec it is still loading libraries and locales)."""
+    import subprocess
+    import time
+    p = subprocess.Popen(["sleep", str(seconds)], **popen_args)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{p.pid}/wchan") as f:
+                if "nanosleep" in f.read():
+                    break
+            with open(f"/proc/{p.pid}/syscall") as f:
+                if f.read().split()[:1] in (["35"], ["230"]):
+                    break
+        except OSError:
+            pass
+        time.sleep(0.005)
+    return p
+
+
+def spawn_with_pid(pid: int, argv: list[str]) -> "subprocess.Popen[bytes] | None":
+    """Start ``argv`` under ``pid`` (pid reuse made on purpose through
+    ns_last_pid, which needs privilege); None when that cannot be done."""
+    import subprocess
+    for _ in range(20):
+        try:
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(pid - 1))
+        except OSError:
+            return None
+        p = subprocess.Popen(argv)
+        if p.pid == pid:
+            return p
+        p.kill()
+        p.wait()
+    return None

@@ -56,6 +56,8 @@ def test_tour_runs_and_explains() -> None:
     assert "  Hello, Mach!\n  [exit status 0]" in p.stdout
     assert "[killed by SIGSEGV" in p.stdout or "[killed by SIGBUS" in p.stdout
     assert "caught ProtectionFailureError" in p.stdout
+    assert "in target task, first byte=A\n  [exit status 0]" in p.stdout
+    assert "  [vm_rw_target: exit status 0]" in p.stdout
     assert p.stdout.rstrip().endswith("every step behaved as the book describes.")
 
 

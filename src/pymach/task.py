@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Iterator
 
 from .kern import kern_return as K
 from .kern import vm_defs as V
+from .kern import ipc_right as R
+from .kern import task_user as TU
 from .kern import vm_user as U
 from .kern.task import SELF
 from .kern.vm_map import RegionInfo
@@ -25,10 +27,42 @@ __all__ = ["Task", "Region", "RegionInfo"]
 class Task:
     """A Mach task. ``Task.self()`` is the calling process."""
 
-    __slots__ = ("_name",)
+    __slots__ = ("_name", "_owned")
 
-    def __init__(self, name: int) -> None:
+    def __init__(self, name: int, *, owned: bool = False) -> None:
         self._name = name
+        self._owned = owned  # we release our reference on close()
+
+    @classmethod
+    def for_pid(cls, pid: int) -> "Task":
+        """The task of another process (task_for_pid): a send right over a
+        pidfd, released by close() or on leaving a ``with`` block. Our own
+        pid gives our own task (close() then drops the reference that
+        task_for_pid added to it).
+
+        Raises MachError KERN_FAILURE when there is no such process, or
+        when Linux would not let us ptrace it (the message says the rule:
+        the same user, subject to Yama's ptrace_scope, or CAP_SYS_PTRACE)."""
+        return cls(TU.task_for_pid(SELF.task_name, pid), owned=True)
+
+    def close(self) -> None:
+        """Release the send right that for_pid gave (idempotent; nothing for
+        Task.self())."""
+        if self._owned:
+            self._owned = False
+            R.deallocate(SELF.space, self._name)
+
+    def __enter__(self) -> "Task":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def info(self) -> TU.BasicInfo:
+        """task_info(MACH_TASK_BASIC_INFO): sizes, times, policy.
+
+        Raises MachError: MACH_SEND_INVALID_DEST (the process exited)."""
+        return TU.task_basic_info(self._name)
 
     @classmethod
     def self(cls) -> "Task":
@@ -43,7 +77,12 @@ class Task:
     @property
     def pid(self) -> int:
         """The process id."""
-        return SELF.task.pid if self._name == SELF.task_name else -1
+        if self._name == SELF.task_name:
+            return SELF.task.pid
+        try:
+            return TU.pid_for_task(self._name)
+        except K.MachError:
+            return -1
 
     def allocate(self, size: int, *, address: int | None = None, overwrite: bool = False,
                  tag: int = 0, flags: int = 0) -> "Region":
@@ -67,7 +106,7 @@ class Task:
 
     def regions(self) -> Iterator[RegionInfo]:
         """Every region of the address space, in order (vmmap's walk)."""
-        yield from U.task_map(self._name).regions()
+        yield from U.task_target(self._name).regions()
 
     def read(self, address: int, size: int) -> bytes:
         """Copy bytes out of the task, safely.
@@ -76,7 +115,7 @@ class Task:
         if size == 0:
             return b""
         U.user_range(address, size)
-        return U.task_map(self._name).copy_out(address, size)
+        return U.task_target(self._name).copy_out(address, size)
 
     def write(self, address: int, data: bytes | bytearray | memoryview) -> None:
         """Copy bytes into the task, safely; all or nothing.
@@ -84,7 +123,7 @@ class Task:
         Raises MachError: KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE."""
         if len(data):
             U.user_range(address, len(data))
-            U.task_map(self._name).copy_in(address, data)
+            U.task_target(self._name).copy_in(address, data)
 
     def protect(self, address: int, size: int, protection: int, *, set_maximum: bool = False) -> None:
         """mach_vm_protect. Raises MachError: KERN_PROTECTION_FAILURE,

@@ -9,6 +9,7 @@ protection. A file opened read-only and mapped MAP_SHARED has no ``mw``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -44,15 +45,48 @@ def read_maps(pid: int | str = "self") -> list[Vma]:
 
 def read_smaps(pid: int | str = "self") -> list[Vma]:
     """The VMAs of ``pid`` with their smaps sizes (kB) and VmFlags."""
-    out: list[Vma] = []
     with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            key, sep, rest = line.partition(":")
-            if sep and " " not in key and "-" not in key:
-                if key == "VmFlags":
-                    out[-1].vmflags = frozenset(rest.split())
-                else:
-                    out[-1].fields[key] = int(rest.split()[0])
+        return parse_smaps(f)
+
+
+def parse_smaps(lines: Iterable[str]) -> list[Vma]:
+    """The VMAs of a /proc/PID/smaps text, given as lines."""
+    out: list[Vma] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        key, sep, rest = line.partition(":")
+        if sep and " " not in key and "-" not in key:
+            if key == "VmFlags":
+                out[-1].vmflags = frozenset(rest.split())
             else:
-                out.append(_parse_head(line))
+                parts = rest.split()
+                if parts and parts[0].isdigit():
+                    out[-1].fields[key] = int(parts[0])
+        else:
+            out.append(_parse_head(line))
     return out
+
+
+@dataclass(slots=True)
+class Stat:
+    """The fields of /proc/PID/stat and statm that task_info reports."""
+
+    utime_ticks: int
+    stime_ticks: int
+    vsize: int          # bytes
+    rss_pages: int
+    nice: int
+    threads: int
+
+
+def parse_stat(stat: str, statm: str) -> Stat:
+    """Parse /proc/PID/stat (the command name in parentheses may itself
+    hold spaces and parentheses: the fields start after the last ')') and
+    /proc/PID/statm (sizes in pages: total, resident, ...)."""
+    f = stat[stat.rindex(")") + 2:].split()
+    # f[0] is field 3 (state): utime is field 14, stime 15, nice 19,
+    # num_threads 20, vsize 23, rss 24
+    m = statm.split()
+    return Stat(int(f[11]), int(f[12]), int(f[20]), int(m[1]) if len(m) > 1 else int(f[21]),
+                int(f[16]), int(f[17]))

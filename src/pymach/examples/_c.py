@@ -5,6 +5,7 @@ here is a real signal, exactly as in C."""
 from __future__ import annotations
 
 import ctypes
+import re
 import sys
 
 
@@ -28,11 +29,65 @@ def cstr(ptr: int) -> str:
     return ctypes.string_at(ptr).decode(errors="replace")
 
 
+_SPEC = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?(?:[hlqjzt]*)([a-zA-Z%])")
+
+
+def format_c(fmt: str, *args: object) -> str:
+    """Format as C's printf does for the conversions the book uses:
+    %d %u %x %s %c, and %p (a pointer as 0x followed by lowercase hex).
+    ctypes scalars are taken by value, and %c takes an int or a byte."""
+    out: list[object] = []
+    it = iter(args)
+    pieces = []
+    pos = 0
+    for m in _SPEC.finditer(fmt):
+        pieces.append(fmt[pos:m.start()])
+        pos = m.end()
+        conv = m.group(1)
+        if conv == "%":
+            pieces.append("%%")
+            continue
+        a = next(it)
+        v = getattr(a, "value", a)
+        if conv == "p":
+            pieces.append("%s")
+            out.append(f"{v:#x}" if isinstance(v, int) and v else "0x0")
+        elif conv == "c":
+            pieces.append("%s")
+            out.append(chr(v) if isinstance(v, int) else v.decode("latin-1") if isinstance(v, bytes) else v)
+        else:
+            pieces.append(re.sub(r"[hlqjzt]+(?=[a-zA-Z]$)", "", m.group(0)))
+            out.append(v)
+    pieces.append(fmt[pos:])
+    return "".join(pieces) % tuple(out)
+
+
 def printf(fmt: str, *args: object) -> None:
     """printf(3), through Python's stdout, flushed so that output written
-    just before a crash is not lost."""
-    sys.stdout.write(fmt % args if args else fmt)
+    just before a crash is not lost. %p and %c behave as in C (format_c)."""
+    sys.stdout.write(format_c(fmt, *args) if args else fmt)
     sys.stdout.flush()
+
+
+def fprintf_stderr(fmt: str, *args: object) -> None:
+    """fprintf(stderr, ...)."""
+    sys.stderr.write(format_c(fmt, *args) if args else fmt)
+    sys.stderr.flush()
+
+
+def memset(ptr: int, c: str | int, n: int) -> None:
+    """memset(3) on raw memory (a fault is a real signal)."""
+    ctypes.memset(ptr, ord(c) if isinstance(c, str) else c, n)
+
+
+def char_at(ptr: int) -> bytes:
+    """*(char *)ptr: the byte at ``ptr``, read directly (a real load)."""
+    return ctypes.c_char.from_address(ptr).value
+
+
+def set_char_at(ptr: int, c: str) -> None:
+    """*(char *)ptr = c."""
+    ctypes.c_char.from_address(ptr).value = c.encode("latin-1")
 
 
 def strncpy(ptr: int, s: str, n: int) -> None:

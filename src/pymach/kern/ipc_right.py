@@ -23,6 +23,7 @@ from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_LABELH, MACH_
                         MACH_PORT_TYPE_DNREQUEST, MACH_PORT_TYPE_SEND_ONCE, MACH_PORT_UREFS_MAX, IpcEntry,
                         IpcSpace)
 from .ipc_pset import PortSet
+from .task import Task
 from .vm_memory_entry import MemoryEntry
 from .ipc_space import (MPO_CONTEXT_AS_GUARD, MPO_INSERT_SEND_RIGHT, MPO_QLIMIT)
 
@@ -84,7 +85,9 @@ def check_dead(space: IpcSpace, name: int, e: IpcEntry) -> None:
     """Turn a send or send-once right whose port died into a dead name."""
     if e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_SEND_ONCE) and not e.type & MACH_PORT_TYPE_RECEIVE:
         cap = e.cap
-        if isinstance(cap, SendCap) and cap.dead():
+        if (isinstance(cap, SendCap) and cap.dead()) or (isinstance(cap, Task) and not cap.alive()):
+            # a task port dies with its process, as XNU destroys it when the
+            # task terminates
             urefs = e.urefs if e.type & MACH_PORT_TYPE_SEND else 1
             _drop_cap(space, name, e)
             e.object = None
@@ -113,6 +116,12 @@ def _drop_cap(space: IpcSpace, name: int, e: IpcEntry) -> None:
             space._by_key.pop(key, None)
             e.keys.remove(key)
         cap.close()
+    elif isinstance(cap, Task):
+        for k in list(e.keys):
+            if isinstance(k, tuple) and k[:1] == ("task",):
+                space._by_key.pop(k, None)
+                e.keys.remove(k)
+        cap.close()  # another process's task: its pidfd
     e.cap = None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 
+from .._linux import pidfd
 from .ipc_space import MACH_PORT_TYPE_SEND, IpcSpace
 from .vm_map import VmMap
 
@@ -29,16 +30,44 @@ class Host:
 
 
 class Task:
-    """A task: a process id and, for our own task, its VM map."""
+    """A task: a process id and, for our own task, its VM map.
 
-    __slots__ = ("pid", "map", "__weakref__")
+    Another process's task (from task_for_pid or task_name_for_pid) holds
+    a pidfd: its identity. ``alive()`` asks the pidfd, so a task whose
+    process exited is dead even if its pid now names another process.
+    ``name_only`` marks a task name port (task_name_for_pid): it answers
+    pid_for_task and task_info, and nothing that reads or changes memory."""
 
-    def __init__(self, pid: int, vm_map: VmMap | None) -> None:
+    __slots__ = ("pid", "map", "pidfd", "name_only", "__weakref__")
+
+    def __init__(self, pid: int, vm_map: VmMap | None, pidfd: int = -1, name_only: bool = False) -> None:
         self.pid = pid
         self.map = vm_map
+        self.pidfd = pidfd
+        self.name_only = name_only
 
     def __repr__(self) -> str:
-        return f"<Task pid={self.pid}>"
+        return f"<Task pid={self.pid}{' name' if self.name_only else ''}>"
+
+    @property
+    def foreign(self) -> bool:
+        """A task of another process (it holds a pidfd)."""
+        return self.map is None
+
+    def alive(self) -> bool:
+        """Our own task always; another one while its process has not
+        exited (asked through the pidfd, never through the pid)."""
+        if self.map is not None:
+            return True
+        return self.pidfd >= 0 and not pidfd.exited(self.pidfd)
+
+    def close(self) -> None:
+        """Release the pidfd (the last send right to the task went away)."""
+        fd, self.pidfd = self.pidfd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    forget = close  # a fork child drops its parent's task rights the same way
 
 
 def _has_cap_ipc_lock() -> bool:
@@ -144,6 +173,8 @@ def _close_rights(space: IpcSpace) -> None:
     for _name, e in space.names():
         for o in (e.cap, e.object, e.dnrequest):
             if isinstance(o, (SendCap, Port, PortSet, MemoryEntry)):
+                o.forget()
+            elif isinstance(o, Task) and o.foreign:
                 o.forget()
 
 

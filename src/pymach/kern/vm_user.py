@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .._linux import mm
+from .._linux import mm, procfs
 from . import kern_return as K
 from . import vm_defs as V
 from . import ipc_right as R
@@ -20,6 +20,8 @@ from .ipc_space import (MACH_PORT_DEAD, MACH_PORT_NULL, MACH_PORT_RIGHT_SEND, MA
 from .task import SELF, Host, Task
 from .vm_map import RegionInfo, VmMap
 from .vm_memory_entry import MemoryEntry
+from .task_user import task_of, task_target
+from .vm_map_foreign import ForeignMap
 
 PAGE_SIZE = mm.PAGE_SIZE
 PAGE_MASK = mm.PAGE_MASK
@@ -57,11 +59,8 @@ def task_map(name: int) -> VmMap:
     s = SELF
     if name == s.task_name:
         return s.map
-    e = s.space.lookup(name)
-    if e is None:
-        raise _fail(K.MACH_SEND_INVALID_DEST, f"{name:#x} is not a valid name")
-    obj = e.object
-    if not isinstance(obj, Task) or obj.map is None:
+    obj = task_of(name)  # MACH_SEND_INVALID_DEST for nothing or a dead task
+    if obj.map is None:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not a task port of ours")
     return obj.map
 
@@ -220,8 +219,9 @@ def vm_read(task: int, addr: int, size: int) -> tuple[int, int]:
 
     KERN_INVALID_ARGUMENT (count past 32 bits), KERN_INVALID_ADDRESS
     (unmapped, wrapping, or small and unreadable), KERN_PROTECTION_FAILURE
-    (large and unreadable), KERN_NO_SPACE, MACH_SEND_INVALID_DEST."""
-    vm_map = task_map(task)
+    (large and unreadable), KERN_NO_SPACE, MACH_SEND_INVALID_DEST (no
+    such name, or the task's process exited)."""
+    vm_map = task_target(task)
     if size > 0xFFFFFFFF:
         raise _fail(K.KERN_INVALID_ARGUMENT, "the count is 32 bits")
     if size == 0:
@@ -246,12 +246,14 @@ def vm_read_overwrite(task: int, addr: int, size: int, data: int) -> int:
 
     KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE (large copies),
     MACH_SEND_INVALID_DEST."""
-    vm_map = task_map(task)
+    vm_map = task_target(task)
     if size == 0:
         return 0
     user_range(addr, size)
     user_range(data, size)
     try:
+        if isinstance(vm_map, ForeignMap):
+            SELF.map.check_range(*_range(data, size, K.KERN_INVALID_ADDRESS), V.VM_PROT_WRITE)
         vm_map.read_into(addr, data, size)
     except K.MachError as err:
         raise _small_fault(err, size, addr) from None
@@ -264,7 +266,7 @@ def vm_write(task: int, addr: int, data: int, count: int) -> None:
     MACH_SEND_INVALID_MEMORY (our source is unreadable: the message carrying
     it could not be sent), KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE
     (large copies), MACH_SEND_INVALID_DEST."""
-    vm_map = task_map(task)
+    vm_map = task_target(task)
     if count == 0:
         return
     if count > 0xFFFFFFFF:
@@ -275,7 +277,10 @@ def vm_write(task: int, addr: int, data: int, count: int) -> None:
         raise _fail(K.MACH_SEND_INVALID_MEMORY, err.context or "") from None
     user_range(addr, count)
     try:
-        vm_map.read_into(data, addr, count)
+        if isinstance(vm_map, ForeignMap):
+            vm_map.write_from(data, addr, count)
+        else:
+            vm_map.read_into(data, addr, count)
     except K.MachError as err:
         raise _small_fault(err, count, addr) from None
 
@@ -300,11 +305,100 @@ def vm_region(task: int, addr: int) -> RegionInfo:
     """The region containing ``addr``, or the first one above it.
 
     KERN_INVALID_ADDRESS (nothing at or above), MACH_SEND_INVALID_DEST."""
-    vm_map = task_map(task)
+    vm_map = task_target(task)
     info = vm_map.region(_trunc(addr)) if 0 <= addr <= _U64 else None
     if info is None:
         raise _fail(K.KERN_INVALID_ADDRESS, f"no region at or above {addr:#x}")
     return info
+
+
+VM_MAP_ENTRY_MAX = 256
+
+
+def vm_read_list(task: int, entries: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
+    """mach_vm_read_list: copy each (address, size) into fresh memory of
+    ours. Returns the code of the last entry with a size (XNU's loop keeps
+    only that one) and, per entry, (address of the copy, size), or (0, 0)
+    for an entry that failed or had size 0.
+
+    KERN_INVALID_ARGUMENT (more than VM_MAP_ENTRY_MAX entries, not a task),
+    MACH_SEND_INVALID_DEST; per entry, the codes of vm_read."""
+    vm_map = task_target(task)
+    if len(entries) > VM_MAP_ENTRY_MAX:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"{len(entries)} entries (at most {VM_MAP_ENTRY_MAX})")
+    kr = K.KERN_SUCCESS
+    out: list[tuple[int, int]] = []
+    for addr, size in entries:
+        if size == 0:
+            out.append((0, 0))
+            continue
+        try:
+            start, end = user_range(addr, size)
+            off = addr - start
+            dst = SELF.map.allocate(0, end - start, True, False, V.VM_MEMORY_MACH_MSG)
+            try:
+                vm_map.read_into(addr, dst + off, size)
+            except BaseException:
+                SELF.map.deallocate(dst, dst + end - start)
+                raise
+        except K.MachError as err:
+            if err.kr == K.MACH_SEND_INVALID_DEST:
+                raise
+            kr = err.kr
+            out.append((0, 0))
+            continue
+        kr = K.KERN_SUCCESS
+        out.append((dst + off, size))
+    return kr, out
+
+
+def vm_region_recurse(task: int, addr: int) -> tuple[RegionInfo, tuple[int, int, int, int]]:
+    """The region at or above ``addr`` for mach_vm_region_recurse (there are
+    no submaps on Linux: the depth stays 0), with its page counts from
+    smaps: (resident, dirtied, swapped out, shared now private).
+
+    KERN_INVALID_ADDRESS (nothing at or above), KERN_INVALID_ARGUMENT,
+    MACH_SEND_INVALID_DEST."""
+    vm_map = task_target(task)
+    info = vm_map.region(_trunc(addr)) if 0 <= addr <= _U64 else None
+    if info is None:
+        raise _fail(K.KERN_INVALID_ADDRESS, f"no region at or above {addr:#x}")
+    vmas = vm_map.vmas(sizes=True) if isinstance(vm_map, ForeignMap) else procfs.read_smaps()
+    return info, page_counts(vmas, info.start, info.end)
+
+
+def vm_region_walk(task: int) -> list[tuple[RegionInfo, tuple[int, int, int, int]]]:
+    """Every region of the task in order, each with its page counts as
+    vm_region_recurse gives them (what vmmap prints).
+
+    KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
+    vm_map = task_target(task)
+    if isinstance(vm_map, ForeignMap):
+        vmas = vm_map.vmas(sizes=True)
+        regions = vm_map.regions()
+    else:
+        regions = vm_map.regions()
+        vmas = procfs.read_smaps()
+    return [(r, page_counts(vmas, r.start, r.end)) for r in regions]
+
+
+def page_counts(vmas: list[procfs.Vma], start: int, end: int) -> tuple[int, int, int, int]:
+    """(resident, dirty, swapped, private dirty) pages of [start, end), from
+    the smaps sizes of the VMAs it overlaps (shared out in proportion when
+    a VMA only partly overlaps)."""
+    res = dirty = swap = priv = 0.0
+    for v in vmas:
+        lo, hi = max(start, v.start), min(end, v.end)
+        if lo >= hi:
+            continue
+        frac = (hi - lo) / (v.end - v.start)
+        f = v.fields
+        res += f.get("Rss", 0) * frac
+        dirty += (f.get("Private_Dirty", 0) + f.get("Shared_Dirty", 0)) * frac
+        swap += f.get("Swap", 0) * frac
+        priv += f.get("Private_Dirty", 0) * frac
+    kb = PAGE_SIZE // 1024
+    return int(res) // kb, int(dirty) // kb, int(swap) // kb, int(priv) // kb
 
 
 def vm_msync(task: int, addr: int, size: int, flags: int) -> None:

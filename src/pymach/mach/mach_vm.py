@@ -11,6 +11,7 @@ from typing import Any
 
 from ..kern import kern_return as K
 from ..kern import vm_defs as V
+from ..kern import task_user as TU
 from ..kern import vm_user as U
 from ..kern.ipc_space import MACH_PORT_NULL
 from ..kern.task import SELF
@@ -135,7 +136,7 @@ def mach_vm_copy(target_task: Any, source_address: Any, size: Any, dest_address:
 def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, infoCnt: Any,
             object_name: Any, legacy: bool = False) -> int:
     try:
-        U.task_map(u32(target_task))
+        U.task_target(u32(target_task))
     except MachError as e:
         return e.kr
     fl = i32(flavor)
@@ -190,6 +191,182 @@ def vm_region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any,
     KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_INVALID_ARGUMENT,
     MACH_SEND_INVALID_DEST."""
     return _region(target_task, address, size, flavor, info, infoCnt, object_name, legacy=True)
+
+
+def mach_vm_region_recurse(target_task: Any, address: Any, size: Any, nesting_depth: Any, info: Any,
+                           infoCnt: Any) -> int:
+    """Describe the region at or above ``address`` (in/out), descending
+    into submaps; Linux has none, so ``nesting_depth`` comes back 0.
+    ``infoCnt`` chooses the struct: VM_REGION_SUBMAP_INFO_COUNT_64 (or the
+    V1/V0 counts) a vm_region_submap_info_64, with page counts from smaps;
+    VM_REGION_SUBMAP_SHORT_INFO_COUNT_64 a vm_region_submap_short_info_64.
+
+    KERN_SUCCESS, KERN_INVALID_ADDRESS (nothing at or above),
+    KERN_INVALID_ARGUMENT (count below the short struct, not a task),
+    MACH_SEND_INVALID_DEST."""
+    try:
+        U.task_target(u32(target_task))
+    except MachError as e:
+        return e.kr
+    cnt = out(infoCnt)
+    n = cnt.value
+    if n < T.VM_REGION_SUBMAP_SHORT_INFO_COUNT_64:
+        return K.KERN_INVALID_ARGUMENT
+    a = out(address)
+    try:
+        r, (resident, dirty, swapped, private) = U.vm_region_recurse(u32(target_task), a.value)
+    except MachError as e:
+        return e.kr
+    rec: ctypes.Structure
+    if n < T.VM_REGION_SUBMAP_INFO_V0_COUNT_64:
+        rec = T.vm_region_submap_short_info_64(
+            protection=r.protection, max_protection=r.max_protection, inheritance=r.inheritance,
+            offset=r.offset, user_tag=r.user_tag, ref_count=1, shadow_depth=0, external_pager=0,
+            share_mode=r.share_mode, is_submap=0, behavior=r.behavior, object_id=0,
+            user_wired_count=r.user_wired_count)
+        nbytes, newcnt = ctypes.sizeof(rec), T.VM_REGION_SUBMAP_SHORT_INFO_COUNT_64
+    else:
+        rec = T.vm_region_submap_info_64(
+            protection=r.protection, max_protection=r.max_protection, inheritance=r.inheritance,
+            offset=r.offset, user_tag=r.user_tag, pages_resident=resident,
+            pages_shared_now_private=private if r.share_mode == V.SM_COW else 0,
+            pages_swapped_out=swapped, pages_dirtied=dirty, ref_count=1, shadow_depth=0,
+            external_pager=int(bool(r.path.startswith("/"))), share_mode=r.share_mode, is_submap=0,
+            behavior=r.behavior, object_id=0, user_wired_count=r.user_wired_count, pages_reusable=0,
+            object_id_full=0)
+        newcnt = (T.VM_REGION_SUBMAP_INFO_V2_COUNT_64 if n >= T.VM_REGION_SUBMAP_INFO_V2_COUNT_64 else
+                  T.VM_REGION_SUBMAP_INFO_V1_COUNT_64 if n >= T.VM_REGION_SUBMAP_INFO_V1_COUNT_64 else
+                  T.VM_REGION_SUBMAP_INFO_V0_COUNT_64)
+        nbytes = newcnt * 4
+    where, room = address_of(info)
+    if room is not None and room < nbytes:
+        return K.KERN_INVALID_ARGUMENT
+    ctypes.memmove(where, ctypes.addressof(rec), nbytes)
+    a.value = r.start
+    out(size).value = r.end - r.start
+    out(nesting_depth).value = 0
+    cnt.value = newcnt
+    return 0
+
+
+vm_region_recurse_64 = mach_vm_region_recurse
+
+
+def mach_vm_read_list(target_task: Any, data_list: Any, count: Any) -> int:
+    """Copy each of the first ``count`` entries of ``data_list`` (an array
+    of mach_vm_read_entry: address, size) into new memory of ours; each
+    entry's address is replaced by its copy's, or address and size by 0 for
+    an entry that failed. Returns the code of the last entry with a size,
+    as XNU's loop does.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT (count above VM_MAP_ENTRY_MAX, not
+    a task), KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
+    MACH_SEND_INVALID_DEST."""
+    n = u32(count)
+    if n > T.VM_MAP_ENTRY_MAX:
+        return K.KERN_INVALID_ARGUMENT
+    where, _room = address_of(data_list)
+    arr = (T.mach_vm_read_entry * max(n, 1)).from_address(where)
+    try:
+        kr, res = U.vm_read_list(u32(target_task), [(arr[i].address, arr[i].size) for i in range(n)])
+    except MachError as e:
+        return e.kr
+    for i, (a, sz) in enumerate(res):
+        arr[i].address, arr[i].size = a, sz
+    return kr
+
+
+def task_for_pid(target_tport: Any, pid: Any, t: Any) -> int:
+    """Get a send right to the task of ``pid`` into ``t`` (MACH_PORT_NULL on
+    failure). Granted when Linux lets us ptrace the process.
+
+    KERN_SUCCESS, KERN_FAILURE (pid 0, a bad ``target_tport``, no such
+    process, or access refused)."""
+    try:
+        name = TU.task_for_pid(u32(target_tport), i32(pid))
+    except MachError as e:
+        set_out(t, MACH_PORT_NULL)
+        return e.kr
+    set_out(t, name)
+    return 0
+
+
+def task_name_for_pid(target_tport: Any, pid: Any, tn: Any) -> int:
+    """Get a task name port for ``pid`` into ``tn`` (MACH_PORT_NULL on
+    failure): good for pid_for_task and task_info only.
+
+    KERN_SUCCESS, KERN_FAILURE (a bad ``target_tport``, no such process, or
+    another user's process)."""
+    try:
+        name = TU.task_name_for_pid(u32(target_tport), i32(pid))
+    except MachError as e:
+        set_out(tn, MACH_PORT_NULL)
+        return e.kr
+    set_out(tn, name)
+    return 0
+
+
+def pid_for_task(t: Any, x: Any) -> int:
+    """Store the pid of task port ``t`` in ``x`` (-1 on failure).
+
+    KERN_SUCCESS, KERN_FAILURE (not a task port, or its process exited)."""
+    try:
+        pid = TU.pid_for_task(u32(t))
+    except MachError as e:
+        set_out(x, -1)
+        return e.kr
+    set_out(x, pid)
+    return 0
+
+
+def _time_value(seconds: float) -> Any:
+    us = int(round(seconds * 1_000_000))
+    return T.time_value_t(us // 1_000_000, us % 1_000_000)
+
+
+def task_info(target_task: Any, flavor: Any, task_info_out: Any, task_info_outCnt: Any) -> int:
+    """Information about a task: TASK_BASIC_INFO (task_basic_info_64 on
+    LP64), TASK_BASIC_INFO_32 and MACH_TASK_BASIC_INFO, from /proc.
+    ``task_info_outCnt`` is in/out.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT (an unknown flavor, a count too
+    small, not a task), MACH_SEND_INVALID_DEST (the task's process exited)."""
+    fl = i32(flavor)
+    st: type[ctypes.Structure]
+    if fl == T.MACH_TASK_BASIC_INFO:
+        st = T.mach_task_basic_info
+    elif fl == T.TASK_BASIC_INFO_64:
+        st = T.task_basic_info_64
+    elif fl == T.TASK_BASIC_INFO_32:
+        st = T.task_basic_info_32
+    else:
+        try:
+            TU.task_of(u32(target_task))
+        except MachError as e:
+            return e.kr
+        return K.KERN_INVALID_ARGUMENT
+    cnt = out(task_info_outCnt)
+    need = ctypes.sizeof(st) // 4
+    try:
+        b = TU.task_basic_info(u32(target_task))
+    except MachError as e:
+        return e.kr
+    if cnt.value < need:
+        return K.KERN_INVALID_ARGUMENT
+    if st is T.task_basic_info_32:
+        vs, rs = min(b.virtual_size, 0xFFFFFFFF), min(b.resident_size, 0xFFFFFFFF)
+    else:
+        vs, rs = b.virtual_size, b.resident_size
+    rec = st(virtual_size=vs, resident_size=rs, user_time=_time_value(b.user_time),
+             system_time=_time_value(b.system_time), policy=b.policy, suspend_count=b.suspend_count)
+    if st is T.mach_task_basic_info:
+        rec.resident_size_max = b.resident_size_max  # type: ignore[attr-defined]
+    where, room = address_of(task_info_out)
+    if room is not None and room < ctypes.sizeof(st):
+        return K.KERN_INVALID_ARGUMENT
+    ctypes.memmove(where, ctypes.addressof(rec), ctypes.sizeof(st))
+    cnt.value = need
+    return 0
 
 
 def mach_vm_msync(target_task: Any, address: Any, size: Any, sync_flags: Any) -> int:
@@ -381,6 +558,8 @@ vm_remap_new = mach_vm_remap_new
 
 
 __all__ = [
+    "mach_vm_region_recurse", "vm_region_recurse_64", "mach_vm_read_list", "task_for_pid",
+    "task_name_for_pid", "pid_for_task", "task_info",
     "mach_make_memory_entry_64", "mach_make_memory_entry", "mach_vm_map", "vm_map", "mach_vm_remap",
     "vm_remap", "mach_vm_remap_new", "vm_remap_new",
     "mach_task_self", "mach_host_self", "mach_vm_allocate", "mach_vm_deallocate",

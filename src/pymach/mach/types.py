@@ -141,3 +141,147 @@ MACH_PORT_DNREQUESTS_SIZE = 3
 MACH_PORT_LIMITS_INFO_COUNT = ctypes.sizeof(mach_port_limits_t) // 4
 MACH_PORT_RECEIVE_STATUS_COUNT = ctypes.sizeof(mach_port_status_t) // 4
 MACH_PORT_DNREQUESTS_SIZE_COUNT = 1
+
+
+# <mach/vm_region.h>, all under #pragma pack(4)
+vm32_object_id_t = ctypes.c_uint32
+vm_object_id_t = ctypes.c_uint64
+
+
+class vm_region_submap_info_64(ctypes.Structure):
+    """struct vm_region_submap_info_64, under #pragma pack(4): 80 bytes."""
+
+    _pack_ = 4
+    _fields_ = [
+        ("protection", vm_prot_t),
+        ("max_protection", vm_prot_t),
+        ("inheritance", vm_inherit_t),
+        ("offset", memory_object_offset_t),
+        ("user_tag", ctypes.c_uint),
+        ("pages_resident", ctypes.c_uint),
+        ("pages_shared_now_private", ctypes.c_uint),
+        ("pages_swapped_out", ctypes.c_uint),
+        ("pages_dirtied", ctypes.c_uint),
+        ("ref_count", ctypes.c_uint),
+        ("shadow_depth", ctypes.c_ushort),
+        ("external_pager", ctypes.c_ubyte),
+        ("share_mode", ctypes.c_ubyte),
+        ("is_submap", boolean_t),
+        ("behavior", vm_behavior_t),
+        ("object_id", vm32_object_id_t),
+        ("user_wired_count", ctypes.c_ushort),
+        ("pages_reusable", ctypes.c_uint),
+        ("object_id_full", vm_object_id_t),
+    ]
+
+
+vm_region_submap_info_data_64_t = vm_region_submap_info_64
+VM_REGION_SUBMAP_INFO_V2_SIZE = ctypes.sizeof(vm_region_submap_info_64)
+VM_REGION_SUBMAP_INFO_V1_SIZE = VM_REGION_SUBMAP_INFO_V2_SIZE - ctypes.sizeof(vm_object_id_t)
+VM_REGION_SUBMAP_INFO_V0_SIZE = VM_REGION_SUBMAP_INFO_V1_SIZE - ctypes.sizeof(ctypes.c_uint)
+VM_REGION_SUBMAP_INFO_V2_COUNT_64 = VM_REGION_SUBMAP_INFO_V2_SIZE // 4
+VM_REGION_SUBMAP_INFO_V1_COUNT_64 = VM_REGION_SUBMAP_INFO_V1_SIZE // 4
+VM_REGION_SUBMAP_INFO_V0_COUNT_64 = VM_REGION_SUBMAP_INFO_V0_SIZE // 4
+VM_REGION_SUBMAP_INFO_COUNT_64 = VM_REGION_SUBMAP_INFO_V2_COUNT_64
+
+
+class vm_region_submap_short_info_64(ctypes.Structure):
+    """struct vm_region_submap_short_info_64, under #pragma pack(4): 48 bytes."""
+
+    _pack_ = 4
+    _fields_ = [
+        ("protection", vm_prot_t),
+        ("max_protection", vm_prot_t),
+        ("inheritance", vm_inherit_t),
+        ("offset", memory_object_offset_t),
+        ("user_tag", ctypes.c_uint),
+        ("ref_count", ctypes.c_uint),
+        ("shadow_depth", ctypes.c_ushort),
+        ("external_pager", ctypes.c_ubyte),
+        ("share_mode", ctypes.c_ubyte),
+        ("is_submap", boolean_t),
+        ("behavior", vm_behavior_t),
+        ("object_id", vm32_object_id_t),
+        ("user_wired_count", ctypes.c_ushort),
+    ]
+
+
+vm_region_submap_short_info_data_64_t = vm_region_submap_short_info_64
+VM_REGION_SUBMAP_SHORT_INFO_COUNT_64 = ctypes.sizeof(vm_region_submap_short_info_64) // 4
+
+
+class mach_vm_read_entry(ctypes.Structure):
+    _fields_ = [("address", mach_vm_address_t), ("size", mach_vm_size_t)]
+
+
+mach_vm_read_entry_t = mach_vm_read_entry * 256  # VM_MAP_ENTRY_MAX
+VM_MAP_ENTRY_MAX = 256
+
+
+# <mach/task_info.h>, under #pragma pack(4)
+task_flavor_t = natural_t
+task_info_t = ctypes.POINTER(integer_t)
+policy_t = ctypes.c_int
+
+
+class time_value_t(ctypes.Structure):
+    _pack_ = 4
+    _fields_ = [("seconds", integer_t), ("microseconds", integer_t)]
+
+
+class task_basic_info_64(ctypes.Structure):
+    """struct task_basic_info_64 (TASK_BASIC_INFO on LP64): 44 bytes."""
+
+    _pack_ = 4
+    _fields_ = [
+        ("suspend_count", integer_t),
+        ("virtual_size", mach_vm_size_t),
+        ("resident_size", mach_vm_size_t),
+        ("user_time", time_value_t),
+        ("system_time", time_value_t),
+        ("policy", policy_t),
+    ]
+
+
+class task_basic_info_32(ctypes.Structure):
+    """struct task_basic_info_32: 32-bit sizes, 32 bytes."""
+
+    _pack_ = 4
+    _fields_ = [
+        ("suspend_count", integer_t),
+        ("virtual_size", natural_t),
+        ("resident_size", natural_t),
+        ("user_time", time_value_t),
+        ("system_time", time_value_t),
+        ("policy", policy_t),
+    ]
+
+
+class mach_task_basic_info(ctypes.Structure):
+    """struct mach_task_basic_info (MACH_TASK_BASIC_INFO): 48 bytes."""
+
+    _pack_ = 4
+    _fields_ = [
+        ("virtual_size", mach_vm_size_t),
+        ("resident_size", mach_vm_size_t),
+        ("resident_size_max", mach_vm_size_t),
+        ("user_time", time_value_t),
+        ("system_time", time_value_t),
+        ("policy", policy_t),
+        ("suspend_count", integer_t),
+    ]
+
+
+task_basic_info = task_basic_info_64  # LP64
+task_basic_info_data_t = task_basic_info
+task_basic_info_64_data_t = task_basic_info_64
+task_basic_info_32_data_t = task_basic_info_32
+mach_task_basic_info_data_t = mach_task_basic_info
+TASK_BASIC_INFO_32 = 4
+TASK_BASIC_INFO_64 = 5
+TASK_BASIC_INFO = TASK_BASIC_INFO_64
+MACH_TASK_BASIC_INFO = 20
+TASK_BASIC_INFO_32_COUNT = ctypes.sizeof(task_basic_info_32) // 4
+TASK_BASIC_INFO_64_COUNT = ctypes.sizeof(task_basic_info_64) // 4
+TASK_BASIC_INFO_COUNT = TASK_BASIC_INFO_64_COUNT
+MACH_TASK_BASIC_INFO_COUNT = ctypes.sizeof(mach_task_basic_info) // 4

@@ -1,4 +1,4 @@
-"""The pymach command: ``pymach tour``, ``bench``, ``bootstrap`` and ``lsmp``."""
+"""The pymach command: ``pymach tour``, ``bench``, ``bootstrap``, ``lsmp``, ``vmmap`` and ``vm``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="pymach",
         description="Mach VM and IPC on Linux. Commands: tour (the book's examples, run and "
                     "explained), bench (benchmarks against bare Linux peers), bootstrap (the "
-                    "bootstrap server: serve, list, status), lsmp (the ports of a pymach process).")
-    ap.add_argument("command", choices=["tour", "bench", "bootstrap", "lsmp"], help="what to run")
+                    "bootstrap server: serve, list, status), lsmp PID (the ports of a pymach process), "
+                    "vmmap PID (a process's regions), vm read|write PID ADDR (another process's memory).")
+    ap.add_argument("command", choices=["tour", "bench", "bootstrap", "lsmp", "vmmap", "vm"],
+                    help="what to run")
     ap.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command")
     if not argv:
         ap.print_help()
@@ -30,5 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "bootstrap":
         from .bootstrap import main as bootstrap
         return bootstrap(rest)
+    if a.command == "vmmap":
+        from .vmmap import main as vmmap
+        return vmmap(rest)
+    if a.command == "vm":
+        from .vm import main as vm
+        return vm(rest)
     from .bench import main as bench
     return bench(rest)

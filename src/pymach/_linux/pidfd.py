@@ -1,0 +1,91 @@
+"""pidfds: a process's identity that pid reuse cannot redirect.
+
+Kernel facts this module relies on:
+
+- ``pidfd_open(pid)`` returns an fd bound to the ``struct pid`` of the
+  process that has that pid *now*. If that process exits and its pid is
+  later given to another process, the pidfd still refers to the first one:
+  it never starts denoting the newcomer.
+- A pidfd polls readable (POLLIN) once the process has exited, zombie or
+  reaped. That is how pymach asks "is it still alive?" without a race on
+  the number.
+- Many interfaces still take a bare pid (process_vm_readv, /proc/PID).
+  The safe pattern is: act on the pid, then ask the pidfd whether the
+  process is still alive. If it is, the pid still named it during the
+  call, because a pid cannot be reused while its process lives (or is a
+  zombie). An fd opened on ``/proc/PID`` while the pidfd says "alive" is
+  bound to that process for good: once it exits, reads through it fail
+  with ESRCH or return nothing; they never reach a new process.
+- ``pidfd_getfd(pidfd, fd, 0)`` makes the kernel run the full
+  PTRACE_MODE_ATTACH_REALCREDS check (uid and capability rules, Yama's
+  ptrace_scope when Yama is built in, LSMs) *before* it looks the fd up;
+  process_vm_readv/writev make the very same check. Asking for an fd
+  number that cannot exist (-1) therefore answers "may I ptrace this
+  process?" without taking anything: EPERM means no, EBADF means yes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import select
+
+from .libc import c_int, c_long, fn
+
+_syscall = fn("syscall", c_long, c_long, c_int, c_int, c_int)
+SYS_pidfd_getfd = 438  # x86_64 and the generic table (arm64) agree
+
+
+def open_pid(pid: int) -> int:
+    """A close-on-exec pidfd for ``pid``; OSError ESRCH if there is no
+    such process (EINVAL for a pid below 1)."""
+    return os.pidfd_open(pid)
+
+
+def exited(pidfd: int) -> bool:
+    """True once the process behind ``pidfd`` has exited (zombie or gone)."""
+    p = select.poll()
+    p.register(pidfd, select.POLLIN)
+    return bool(p.poll(0))
+
+
+def may_ptrace(pidfd: int) -> bool:
+    """Whether the kernel would let us ptrace the process (the
+    PTRACE_MODE_ATTACH_REALCREDS check of process_vm_readv): asked through
+    pidfd_getfd of an fd number that cannot exist. OSError ESRCH when the
+    process is gone."""
+    r = _syscall(SYS_pidfd_getfd, pidfd, -1, 0)
+    if r >= 0:  # cannot happen for fd -1; never keep what we did not ask for
+        os.close(r)
+        return True
+    e = ctypes.get_errno()
+    if e == errno.EBADF:
+        return True
+    if e in (errno.EPERM, errno.EACCES):
+        return False
+    raise OSError(e, f"pidfd_getfd: {os.strerror(e)}")
+
+
+def open_proc_dir(pid: int, pidfd: int) -> int:
+    """An O_PATH-free directory fd of /proc/PID bound to the process behind
+    ``pidfd``: opened, then confirmed with the pidfd. OSError ESRCH if the
+    process has exited."""
+    fd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if exited(pidfd):
+        os.close(fd)
+        raise OSError(errno.ESRCH, f"process {pid} has exited")
+    return fd
+
+
+def read_proc_file(dir_fd: int, name: str) -> str:
+    """The text of /proc/PID/``name`` through a directory fd from
+    open_proc_dir. OSError (ESRCH, EACCES, ...) on failure."""
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")

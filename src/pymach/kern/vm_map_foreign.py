@@ -1,0 +1,163 @@
+"""The address space of another task, as far as pymach reads and writes it.
+
+Another process's memory is reached with process_vm_readv/writev (the
+kernel's ptrace access check applies at every call) and described by its
+/proc/PID/maps and smaps, read through a /proc/PID directory fd confirmed
+with the task's pidfd (see _linux/pidfd.py). Every operation asks the
+pidfd before and after it acts: if the process exited in between, the
+result is thrown away and the call fails with MACH_SEND_INVALID_DEST, so an
+answer about a new process that inherited the pid is never given.
+
+A copy is checked as a whole against the target's maps before a byte
+moves: a hole is KERN_INVALID_ADDRESS, a page without the access is
+KERN_PROTECTION_FAILURE (XNU's vm_map_copyin and vm_map_copy_overwrite
+codes). If the kernel still stops short (the target changed its mappings
+meanwhile), the maps are read again to name the cause; a transfer never
+succeeds partly.
+
+The Mach attributes that a pymach runtime inside the target keeps
+(maximum protection set by mach_vm_protect, inheritance, user tags) are
+not merged in: regions are what the kernel reports (docs/deviations.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from .._linux import mm, pidfd, procfs
+from . import kern_return as K
+from . import vm_defs as V
+from .task import Task
+from .vm_map import RegionInfo, _vma_info
+
+
+def _dead(task: Task) -> K.MachError:
+    return K.MachError(K.MACH_SEND_INVALID_DEST, f"task of pid {task.pid} has exited")
+
+
+def _prot_of(v: procfs.Vma) -> int:
+    p = v.perms
+    return ((V.VM_PROT_READ if p[0] == "r" else 0) | (V.VM_PROT_WRITE if p[1] == "w" else 0)
+            | (V.VM_PROT_EXECUTE if p[2] == "x" else 0))
+
+
+class ForeignMap:
+    """Another task's VM map: read, write and describe."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    # -- the pidfd-checked path -------------------------------------------------
+
+    def check_alive(self) -> None:
+        """MACH_SEND_INVALID_DEST once the process has exited."""
+        if not self.task.alive():
+            raise _dead(self.task)
+
+    def proc_text(self, *names: str) -> list[str]:
+        """The texts of /proc/PID/<name>, read through a directory fd bound
+        to the task's process. MACH_SEND_INVALID_DEST if it exited;
+        KERN_FAILURE if the kernel refuses the read (lost access)."""
+        t = self.task
+        try:
+            dfd = pidfd.open_proc_dir(t.pid, t.pidfd)
+        except OSError as err:
+            if err.errno in (errno.ESRCH, errno.ENOENT):
+                raise _dead(t) from None
+            raise K.MachError(K.KERN_FAILURE, f"/proc/{t.pid}: {err.strerror}") from None
+        try:
+            texts = [pidfd.read_proc_file(dfd, n) for n in names]
+        except OSError as err:
+            if err.errno in (errno.ESRCH, errno.ENOENT) or not t.alive():
+                raise _dead(t) from None
+            raise K.MachError(K.KERN_FAILURE, f"/proc/{t.pid}: {err.strerror}") from None
+        finally:
+            os.close(dfd)
+        self.check_alive()
+        return texts
+
+    def vmas(self, sizes: bool = False) -> list[procfs.Vma]:
+        """The target's VMAs (with smaps sizes and VmFlags if ``sizes``)."""
+        (text,) = self.proc_text("smaps" if sizes else "maps")
+        return procfs.parse_smaps(text.splitlines())
+
+    # -- checks -------------------------------------------------------------------
+
+    @staticmethod
+    def check_range(vmas: list[procfs.Vma], start: int, end: int, need: int) -> None:
+        """Walk [start, end) in address order, as vm_map_copyin does, and
+        fail at the first problem: KERN_INVALID_ADDRESS for a hole,
+        KERN_PROTECTION_FAILURE for a page lacking ``need``."""
+        cur = start
+        for v in vmas:
+            if v.end <= cur:
+                continue
+            if v.start > cur:
+                break
+            if _prot_of(v) & need != need:
+                raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{cur:#x} refuses the access")
+            cur = v.end
+            if cur >= end:
+                return
+        raise K.MachError(K.KERN_INVALID_ADDRESS, f"{cur:#x} is not mapped")
+
+    # -- copying ---------------------------------------------------------------
+
+    def read_into(self, src: int, dst: int, size: int) -> None:
+        """Copy [src, src+size) of the target to our memory at ``dst``."""
+        self._transfer(src, dst, size, V.VM_PROT_READ, mm.process_vm_readv)
+
+    def write_from(self, src: int, dst: int, size: int) -> None:
+        """Copy ``size`` bytes of our memory at ``src`` to ``dst`` in the target."""
+        self._transfer(dst, src, size, V.VM_PROT_WRITE, mm.process_vm_writev)
+
+    def _transfer(self, remote: int, local: int, size: int, need: int, call: object) -> None:
+        start, end = remote & ~mm.PAGE_MASK, (remote + size + mm.PAGE_MASK) & ~mm.PAGE_MASK
+        self.check_range(self.vmas(), start, end, need)
+        done = 0
+        while done < size:
+            try:
+                n = call(self.task.pid, local + done, remote + done, size - done)  # type: ignore[operator]
+            except OSError as err:
+                n = -(err.errno or errno.EIO)
+            if n <= 0:
+                break
+            done += n
+        self.check_alive()  # the pid named our process for the whole copy
+        if done < size:
+            if n == -errno.ESRCH:
+                raise _dead(self.task)
+            if n == -errno.EPERM:
+                raise K.MachError(K.MACH_SEND_INVALID_DEST, "access to the process was lost (it changed credentials)")
+            # the target changed meanwhile: name the cause from its maps now
+            self.check_range(self.vmas(), start, end, need)
+            raise K.MachError(K.KERN_INVALID_ADDRESS, f"fault at {remote + done:#x}")
+
+    def copy_out(self, src: int, size: int) -> bytes:
+        """The bytes of [src, src+size) in the target, checked as a whole."""
+        buf = bytearray(size)
+        if size:
+            self.read_into(src, mm.buffer_address(buf), size)
+        return bytes(buf)
+
+    def copy_in(self, dst: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at ``dst`` in the target, checked as a whole first."""
+        src = bytearray(data)
+        if src:
+            self.write_from(mm.buffer_address(src), dst, len(src))
+
+    # -- regions -----------------------------------------------------------------
+
+    def regions(self) -> list[RegionInfo]:
+        """Every region of the target, in address order."""
+        return [_vma_info(v, v.start, v.end) for v in self.vmas(sizes=True)]
+
+    def region(self, addr: int) -> RegionInfo | None:
+        """The region containing ``addr``, or the first one above it."""
+        for r in self.regions():
+            if r.end > addr:
+                return r
+        return None
