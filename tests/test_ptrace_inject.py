@@ -160,6 +160,35 @@ def test_nanosleep_still_lasts_as_long(targets: list[Target]) -> None:
     assert 0.95 <= elapsed < 1.4, elapsed
 
 
+def test_an_injected_call_that_blocks_times_out_and_restores(targets: list[Target]) -> None:
+    t = spawn(targets, ["head", "-c", "5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    wait_state(t.pid, "S")
+    with pytest.raises(TimeoutError):
+        with P.Session(t.pid, t.pidfd, timeout=0.3) as s:
+            s.syscall(P.SYS_read, 0, s.saved.rsp - 4096, 1)  # type: ignore[union-attr]  # no data: blocks
+    assert_released(t.pid)
+    wait_state(t.pid, "S")
+    out, _ = t.p.communicate(b"hello", timeout=5)
+    assert out == b"hello" and t.p.returncode == 0
+
+
+def test_threads_of_ours_take_turns(targets: list[Target]) -> None:
+    t = sleeping(targets)
+    results: list[int] = []
+
+    def work() -> None:
+        for _ in range(30):
+            results.extend(P.inject(t.pid, t.pidfd, [(P.SYS_getpid,)]))
+
+    ths = [threading.Thread(target=work) for _ in range(4)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert results == [t.pid] * 120
+    assert_released(t.pid)
+
+
 # -- signals -----------------------------------------------------------------------
 
 # CPython's C-level handler writes one byte to the wakeup fd per delivery,

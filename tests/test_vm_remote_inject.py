@@ -180,6 +180,12 @@ def test_map_fd_codes(targets: list[Target]) -> None:
         assert at(t.pid, a)[2] == "r--s"  # type: ignore[index]
         assert kr_of(R.map_fd, t.pid, t.pidfd, m, 1, PAGE, 1, 1) == K.KERN_INVALID_ARGUMENT
         assert kr_of(R.map_fd, t.pid, t.pidfd, 9999, 0, PAGE, 1, 1) == K.KERN_INVALID_NAME
+        r, w = os.pipe()
+        try:
+            assert kr_of(R.map_fd, t.pid, t.pidfd, r, 0, PAGE, 1, 1) == K.KERN_INVALID_ARGUMENT
+        finally:
+            os.close(r)
+            os.close(w)
         assert sorted(os.listdir(f"/proc/{t.pid}/fd")) == ["0", "1", "2"]
     finally:
         os.close(ro)

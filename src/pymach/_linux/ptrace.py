@@ -71,6 +71,7 @@ import os
 import platform
 import select
 import signal
+import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -88,7 +89,8 @@ PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_EVENT_STOP = 128
 
-WALL = 0x40000000  # __WALL: wait for threads and non-children too
+WALL = 0x40000000
+USER64_CS = 0x33  # the code segment of 64-bit user mode (0x23: 32-bit)  # __WALL: wait for threads and non-children too
 
 # x86_64 system call numbers
 SYS_read = 0
@@ -156,10 +158,8 @@ def _dead(pid: int, why: str) -> ProcessLookupError:
     return ProcessLookupError(errno.ESRCH, f"process {pid} {why}")
 
 
-def find_syscall_insn(pid: int) -> int:
-    """The address of a ``syscall`` instruction (0f 05) in ``pid``'s vDSO or,
-    failing that, in one of its executable mappings. Reads /proc/PID/mem,
-    which needs ptrace access (held during a session)."""
+def _scan_syscall_insn(pid: int) -> int:
+    """Scan ``pid``'s vDSO, then its executable mappings, for 0f 05."""
     ranges: list[tuple[int, int, str]] = []
     with open(f"/proc/{pid}/maps") as f:
         for line in f:
@@ -189,6 +189,59 @@ def find_syscall_insn(pid: int) -> int:
     raise OSError(errno.ENOEXEC, f"no syscall instruction found in process {pid}")
 
 
+AT_SYSINFO_EHDR = 33
+_vdso_offset: int | None = None
+
+
+def _our_vdso_offset() -> int | None:
+    """Where 0f 05 sits in the vDSO, which is the same image in every
+    64-bit process on this kernel (found once, in our own)."""
+    global _vdso_offset
+    if _vdso_offset is None:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                if line.rstrip().endswith("[vdso]"):
+                    lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                    i = ctypes.string_at(lo, hi - lo).find(b"\x0f\x05")
+                    _vdso_offset = i if i >= 0 else -1
+                    break
+            else:
+                _vdso_offset = -1
+    return _vdso_offset if _vdso_offset >= 0 else None
+
+
+def _vdso_base(pid: int) -> int | None:
+    with open(f"/proc/{pid}/auxv", "rb") as f:
+        data = f.read()
+    for i in range(0, len(data) - 15, 16):
+        key, val = struct.unpack_from("<QQ", data, i)
+        if key == AT_SYSINFO_EHDR:
+            return val  # type: ignore[no-any-return]
+        if key == 0:
+            break
+    return None
+
+
+def find_syscall_insn(pid: int) -> int:
+    """The address of a ``syscall`` instruction (0f 05) in ``pid``: at the
+    vDSO's known offset from its base (/proc/PID/auxv), checked in
+    /proc/PID/mem, else by scanning its executable mappings. Needs ptrace
+    access (held during a session)."""
+    off = _our_vdso_offset()
+    base = _vdso_base(pid) if off is not None else None
+    if off is not None and base:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ok = os.pread(fd, 2, base + off) == b"\x0f\x05"
+        except OSError:
+            ok = False
+        finally:
+            os.close(fd)
+        if ok:
+            return base + off
+    return _scan_syscall_insn(pid)
+
+
 # One injection at a time per process of ours: ptrace allows one tracer per
 # thread, and two of our threads racing for the same target would fail.
 _lock = threading.Lock()
@@ -206,7 +259,7 @@ class Session:
     def __init__(self, pid: int, pidfd: int, tid: int | None = None, timeout: float = 5.0) -> None:
         self.pid = pid
         self.pidfd = pidfd
-        self.tid = tid if tid is not None else pid
+        self.tid = tid if tid is not None else _live_thread(pid)
         self.timeout = timeout
         self.saved: user_regs_struct | None = None
         self.cur: user_regs_struct | None = None
@@ -214,6 +267,7 @@ class Session:
         self.attached = False
         self.alive = True
         self.modified = False
+        self.stopped = False
         self._insn: int | None = None
         self._held = False
 
@@ -235,6 +289,7 @@ class Session:
                 if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                     self.alive = False
                     raise _dead(self.pid, "died during the injection")
+                self.stopped = os.WIFSTOPPED(status)
                 return status
             if pidfd_exited(self.pidfd):
                 self.alive = False
@@ -274,6 +329,8 @@ class Session:
             self._stop()
             self.saved = self.getregs()
             self.cur = self.saved.copy()
+            if self.saved.cs != USER64_CS:
+                raise OSError(errno.ENOSYS, f"process {self.pid} runs 32-bit code")
         except BaseException:
             self._leave()
             raise
@@ -282,9 +339,31 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self._leave()
 
+    def _recover(self) -> None:
+        # A wait timed out while the thread ran (a stop that never came, or
+        # an injected call that blocks): stop it again before restoring.
+        # An injected call cut short this way still reports its single
+        # step on the way out: a SIGTRAP queued behind the interrupt's
+        # stop, which would kill the target once detached. Let the thread
+        # reach it, still traced, and drop it. If the stop never comes,
+        # the thread stays traced until it stops or we exit.
+        _call(PTRACE_INTERRUPT, self.tid)
+        status = self._wait()
+        for _ in range(64):
+            sig = os.WSTOPSIG(status)
+            if status >> 16 == 0 and sig and sig != signal.SIGTRAP:
+                self.signals.append(sig)
+            if not _pending(self.pid, self.tid, signal.SIGTRAP):
+                break
+            self.stopped = False
+            _call(PTRACE_CONT, self.tid, 0, None)
+            status = self._wait()
+
     def _leave(self) -> None:
         try:
             if self.attached and self.alive:
+                if not self.stopped:
+                    self._recover()
                 try:
                     if self.modified and self.saved is not None:
                         self.setregs(self.saved)
@@ -348,6 +427,7 @@ class Session:
         self.modified = True
         self.setregs(regs)
         while True:
+            self.stopped = False
             _call(PTRACE_SINGLESTEP, self.tid, 0, None)
             status = self._wait()
             if not os.WIFSTOPPED(status):
@@ -393,6 +473,31 @@ def _tgkill(pid: int, tid: int, sig: int) -> None:
     if _libc_tgkill(pid, tid, sig):
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
+
+
+def _pending(pid: int, tid: int, sig: int) -> bool:
+    """Whether ``sig`` is pending for the thread itself (SigPnd)."""
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        for line in f:
+            if line.startswith("SigPnd:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def _live_thread(pid: int) -> int:
+    """The leader, unless it has exited while other threads run on (it is
+    then a zombie that never stops): the first live thread."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rpartition(")")[2].split()[0] not in "ZX":
+                return pid
+        for tid in thread_ids(pid)[1:]:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rpartition(")")[2].split()[0] not in "ZX":
+                    return tid
+    except OSError:
+        pass
+    return pid
 
 
 def inject(pid: int, pidfd: int, calls: Iterable[Sequence[int]], timeout: float = 5.0) -> list[int]:

@@ -34,6 +34,7 @@ import errno as _errno
 import fcntl
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -248,7 +249,8 @@ def map_fd(pid: int, pidfd: int, fd: int, offset: int, size: int, prot: int, fla
 
     KERN_PROTECTION_FAILURE (write access our fd does not have, or a
     write-sealed memfd), KERN_INVALID_ARGUMENT (an unaligned offset, bad
-    bits), KERN_INVALID_ADDRESS (a FIXED range outside the map),
+    bits, an fd that is not a regular file), KERN_INVALID_ADDRESS (a FIXED
+    range outside the map),
     KERN_NO_SPACE (a FIXED range in use, or no room), KERN_INVALID_NAME
     (``fd`` is not open), and the common codes."""
     if prot & ~V.VM_PROT_ALL:
@@ -263,8 +265,11 @@ def map_fd(pid: int, pidfd: int, fd: int, offset: int, size: int, prot: int, fla
     start, end = _range(addr if not anywhere else 0, size)
     try:
         mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
     except OSError as err:
         raise _fail(K.KERN_INVALID_NAME, f"fd {fd}") from err
+    if not regular:  # opening a pipe or socket through /proc could block the target
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"fd {fd} is not a regular file")
     want_write = shared and bool(prot & V.VM_PROT_WRITE)
     if want_write and mode == os.O_RDONLY:
         raise _fail(K.KERN_PROTECTION_FAILURE, "our fd is read-only")
