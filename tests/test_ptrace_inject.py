@@ -272,7 +272,7 @@ def test_killed_during_injection_is_an_error_not_a_hang(targets: list[Target]) -
     th.join()
     assert ei.value.kr == K.MACH_SEND_INVALID_DEST
     assert time.monotonic() - t0 < 5
-    t.p.wait(timeout=5)
+    assert t.p.wait(timeout=5) == -signal.SIGKILL  # the status is left for its parent
 
 
 def test_ptrace_refused_is_kern_failure(targets: list[Target]) -> None:

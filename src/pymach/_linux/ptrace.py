@@ -52,6 +52,10 @@ Kernel facts this module relies on:
   fallback paths issue real syscalls (bytes 0f 05). Any executable mapping
   will do when the vDSO is absent. The CPU decodes from wherever rip points,
   so the two bytes need not start an instruction of the original code.
+- A tracer that is not the parent gets the tracee's death from waitpid
+  first, and must take it: only then does the kernel pass it on to the
+  real parent. A tracer that is also the parent would reap the child for
+  good, so for our own children the engine only looks (waitid WNOWAIT).
 - When the tracer dies, the kernel detaches its tracees, leaving whatever
   registers were last set: a tracer killed mid-injection can leave the
   target with the injected registers. Nothing short of running the engine
@@ -268,6 +272,7 @@ class Session:
         self.alive = True
         self.modified = False
         self.stopped = False
+        self.our_child = False
         self._insn: int | None = None
         self._held = False
 
@@ -281,6 +286,13 @@ class Session:
         delay = 0.00002
         while True:
             try:
+                if self.our_child:
+                    # Look before taking: the death of our own child is
+                    # left for its owner's wait (subprocess's, say).
+                    info = os.waitid(os.P_PID, self.tid, os.WEXITED | os.WNOHANG | os.WNOWAIT | WALL)
+                    if info is not None and info.si_code in _EXITS:
+                        self.alive = False
+                        raise _dead(self.pid, "died during the injection")
                 wpid, status = os.waitpid(self.tid, os.WNOHANG | WALL)
             except ChildProcessError:
                 self.alive = False
@@ -323,6 +335,7 @@ class Session:
         _lock.acquire()
         self._held = True
         try:
+            self.our_child = self.tid == self.pid and _ppid(self.pid) == os.getpid()
             _call(PTRACE_SEIZE, self.tid)
             self.attached = True
             _call(PTRACE_INTERRUPT, self.tid)
@@ -473,6 +486,17 @@ def _tgkill(pid: int, tid: int, sig: int) -> None:
     if _libc_tgkill(pid, tid, sig):
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
+
+
+_EXITS = frozenset({os.CLD_EXITED, os.CLD_KILLED, os.CLD_DUMPED})
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError):
+        return 0
 
 
 def _pending(pid: int, tid: int, sig: int) -> bool:
