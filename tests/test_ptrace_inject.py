@@ -17,7 +17,7 @@ import pytest
 from pymach._linux import ptrace as P
 from pymach.kern import kern_return as K
 from pymach.kern import vm_remote as R
-from procutil import run_in_child
+from procutil import forked, run_in_child
 
 pytestmark = pytest.mark.skipif(not P.ARCH_SUPPORTED, reason="x86_64 only")
 
@@ -296,6 +296,60 @@ def test_ptrace_refused_is_kern_failure(targets: list[Target]) -> None:
 
     assert run_in_child(as_nobody) == (K.KERN_FAILURE, 1)
     assert_released(t.pid)
+
+
+def test_already_traced_is_kern_failure(targets: list[Target]) -> None:
+    t = sleeping(targets)
+
+    def tracer(sync: object) -> None:
+        with P.Session(t.pid, t.pidfd):
+            sync()  # type: ignore[operator]
+            sync()  # type: ignore[operator]
+
+    with forked(tracer) as sync:
+        sync()
+        assert P.proc_state(t.pid)[1] != 0
+        with pytest.raises(K.MachError) as ei:
+            R.allocate(t.pid, t.pidfd, 0, 4096, True)
+        assert ei.value.kr == K.KERN_FAILURE
+        sync()
+    assert_released(t.pid)
+
+
+def test_an_exception_inside_the_session_restores_and_releases(targets: list[Target]) -> None:
+    t = sleeping(targets)
+    P.get_thread_regs(t.pid, t.pidfd, t.pid)
+    wait_state(t.pid, "S")
+    before = P.get_thread_regs(t.pid, t.pidfd, t.pid).as_dict()
+    with pytest.raises(RuntimeError):
+        with P.Session(t.pid, t.pidfd) as s:
+            s.syscall(P.SYS_getpid)
+            raise RuntimeError("boom")
+    assert_released(t.pid)
+    wait_state(t.pid, "S")
+    assert P.get_thread_regs(t.pid, t.pidfd, t.pid).as_dict() == before
+
+
+def test_nested_sessions(targets: list[Target]) -> None:
+    a = sleeping(targets)
+    b = sleeping(targets)
+    with P.Session(a.pid, a.pidfd) as s:
+        assert P.inject(b.pid, b.pidfd, [(P.SYS_getpid,)]) == [b.pid]
+        with pytest.raises(PermissionError):
+            P.inject(a.pid, a.pidfd, [(P.SYS_getpid,)])  # already ours: a second tracer
+        assert s.syscall(P.SYS_getpid) == a.pid
+    assert_released(a.pid)
+    assert_released(b.pid)
+
+
+def test_ourselves_is_refused() -> None:
+    fd = os.pidfd_open(os.getpid())
+    try:
+        with pytest.raises(K.MachError) as ei:
+            R.allocate(os.getpid(), fd, 0, 4096, True)
+        assert ei.value.kr == K.KERN_FAILURE
+    finally:
+        os.close(fd)
 
 
 def test_not_x86_64_is_not_supported(targets: list[Target], monkeypatch: pytest.MonkeyPatch) -> None:

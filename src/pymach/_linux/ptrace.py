@@ -248,7 +248,10 @@ def find_syscall_insn(pid: int) -> int:
 
 # One injection at a time per process of ours: ptrace allows one tracer per
 # thread, and two of our threads racing for the same target would fail.
-_lock = threading.Lock()
+# Reentrant: a session inside a session of the same thread is allowed (on
+# the same thread of the same target it fails with EPERM, as any second
+# tracer does).
+_lock = threading.RLock()
 
 
 class Session:
@@ -266,7 +269,6 @@ class Session:
         self.tid = tid if tid is not None else _live_thread(pid)
         self.timeout = timeout
         self.saved: user_regs_struct | None = None
-        self.cur: user_regs_struct | None = None
         self.signals: list[int] = []  # to hand back, in order
         self.attached = False
         self.alive = True
@@ -330,6 +332,8 @@ class Session:
 
     def __enter__(self) -> "Session":
         _require_arch()
+        if self.pid == os.getpid():
+            raise PermissionError(errno.EPERM, "a process cannot trace itself: use the local calls")
         if pidfd_exited(self.pidfd):
             raise _dead(self.pid, "has exited")
         _lock.acquire()
@@ -341,7 +345,6 @@ class Session:
             _call(PTRACE_INTERRUPT, self.tid)
             self._stop()
             self.saved = self.getregs()
-            self.cur = self.saved.copy()
             if self.saved.cs != USER64_CS:
                 raise OSError(errno.ENOSYS, f"process {self.pid} runs 32-bit code")
         except BaseException:
