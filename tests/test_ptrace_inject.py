@@ -172,6 +172,31 @@ def test_an_injected_call_that_blocks_times_out_and_restores(targets: list[Targe
     assert out == b"hello" and t.p.returncode == 0
 
 
+def test_a_thread_that_never_stops_is_released_later(targets: list[Target], tmp_path: object) -> None:
+    # posix_spawn is a vfork: the parent waits, in uninterruptible sleep,
+    # until the child execs; the child first opens a FIFO nobody writes.
+    fifo = os.path.join(str(tmp_path), "fifo")
+    os.mkfifo(fifo)
+    t = python(targets, PY_READY + f'''
+import os, sys
+pid = os.posix_spawn("/bin/true", ["true"], {{}},
+                     file_actions=[(os.POSIX_SPAWN_OPEN, 3, {fifo!r}, os.O_RDONLY, 0)])
+os.waitpid(pid, 0)
+sys.stdout.write("spawned\\n")
+sys.stdout.flush()
+''')
+    wait_state(t.pid, "D")
+    with pytest.raises(TimeoutError):
+        with P.Session(t.pid, t.pidfd, timeout=0.2) as s:
+            s.syscall(P.SYS_getpid)
+    assert P.proc_state(t.pid)[1] == os.getpid()  # still ours, not stopped yet
+    os.close(os.open(fifo, os.O_WRONLY))  # the child goes on to exec
+    wait_state(t.pid, "t")  # the pending interrupt stops it now
+    assert P.release_stragglers() == 0
+    assert_released(t.pid)
+    assert t.p.stdout is not None and t.p.stdout.readline() == b"spawned\n"
+
+
 def test_threads_of_ours_take_turns(targets: list[Target]) -> None:
     t = sleeping(targets)
     results: list[int] = []

@@ -280,6 +280,32 @@ class Session:
 
     # -- waiting -----------------------------------------------------------
 
+    def _poll(self) -> int | None:
+        """The thread's next wait status if there is one now, else None.
+        Raises ProcessLookupError when the thread has exited."""
+        try:
+            if self.our_child:
+                # Look before taking: the death of our own child is left
+                # for its owner's wait (subprocess's, say).
+                info = os.waitid(os.P_PID, self.tid, os.WEXITED | os.WNOHANG | os.WNOWAIT | WALL)
+                if info is not None and info.si_code in _EXITS:
+                    self.alive = False
+                    raise _dead(self.pid, "died during the injection")
+            wpid, status = os.waitpid(self.tid, os.WNOHANG | WALL)
+        except ChildProcessError:
+            self.alive = False
+            raise _dead(self.pid, "is gone") from None
+        if wpid:
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self.alive = False
+                raise _dead(self.pid, "died during the injection")
+            self.stopped = os.WIFSTOPPED(status)
+            return status
+        if pidfd_exited(self.pidfd):
+            self.alive = False
+            raise _dead(self.pid, "exited during the injection")
+        return None
+
     def _wait(self) -> int:
         """The next wait status of the thread, bounded by the timeout and by
         the pidfd. Raises ProcessLookupError when the thread exits."""
@@ -287,27 +313,9 @@ class Session:
         spins = 0
         delay = 0.00002
         while True:
-            try:
-                if self.our_child:
-                    # Look before taking: the death of our own child is
-                    # left for its owner's wait (subprocess's, say).
-                    info = os.waitid(os.P_PID, self.tid, os.WEXITED | os.WNOHANG | os.WNOWAIT | WALL)
-                    if info is not None and info.si_code in _EXITS:
-                        self.alive = False
-                        raise _dead(self.pid, "died during the injection")
-                wpid, status = os.waitpid(self.tid, os.WNOHANG | WALL)
-            except ChildProcessError:
-                self.alive = False
-                raise _dead(self.pid, "is gone") from None
-            if wpid:
-                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                    self.alive = False
-                    raise _dead(self.pid, "died during the injection")
-                self.stopped = os.WIFSTOPPED(status)
+            status = self._poll()
+            if status is not None:
                 return status
-            if pidfd_exited(self.pidfd):
-                self.alive = False
-                raise _dead(self.pid, "exited during the injection")
             if time.monotonic() > deadline:
                 raise TimeoutError(errno.ETIMEDOUT, f"thread {self.tid} of {self.pid} did not stop "
                                                     f"within {self.timeout} s")
@@ -339,6 +347,7 @@ class Session:
         _lock.acquire()
         self._held = True
         try:
+            _collect_stragglers()
             self.our_child = self.tid == self.pid and _ppid(self.pid) == os.getpid()
             _call(PTRACE_SEIZE, self.tid)
             self.attached = True
@@ -358,13 +367,14 @@ class Session:
     def _recover(self) -> None:
         # A wait timed out while the thread ran (a stop that never came, or
         # an injected call that blocks): stop it again before restoring.
-        # An injected call cut short this way still reports its single
-        # step on the way out: a SIGTRAP queued behind the interrupt's
-        # stop, which would kill the target once detached. Let the thread
-        # reach it, still traced, and drop it. If the stop never comes,
-        # the thread stays traced until it stops or we exit.
         _call(PTRACE_INTERRUPT, self.tid)
-        status = self._wait()
+        self._settle(self._wait())
+
+    def _settle(self, status: int) -> None:
+        # An injected call cut short by an interrupt still reports its
+        # single step on the way out: a SIGTRAP queued behind the
+        # interrupt's stop, which would kill the target once detached. Let
+        # the thread reach it, still traced, and drop it.
         for _ in range(64):
             sig = os.WSTOPSIG(status)
             if status >> 16 == 0 and sig and sig != signal.SIGTRAP:
@@ -379,29 +389,55 @@ class Session:
         try:
             if self.attached and self.alive:
                 if not self.stopped:
-                    self._recover()
-                try:
-                    if self.modified and self.saved is not None:
-                        self.setregs(self.saved)
-                finally:
-                    first = self.signals[0] if self.signals else 0
                     try:
-                        _call(PTRACE_DETACH, self.tid, 0, c_void_p(first))
-                    except OSError as err:
-                        if err.errno != errno.ESRCH:
-                            raise
-                        # ESRCH: not in a ptrace stop (a SIGKILL woke it) or
-                        # gone; either way the kernel detaches it as it dies.
-                    self.attached = False
-                    for sig in self.signals[1:]:
-                        try:
-                            _tgkill(self.pid, self.tid, sig)
-                        except OSError:
-                            pass
+                        self._recover()
+                    except TimeoutError:
+                        # It never stopped (uninterruptible sleep: a vfork
+                        # parent waiting for its child's exec, say). It
+                        # stays traced by this thread; once it stops, the
+                        # next session of this thread (or release_stragglers)
+                        # restores and detaches it.
+                        _stragglers().append(self)
+                        raise
+                self._release()
         finally:
             if self._held:
                 self._held = False
                 _lock.release()
+
+    def _release(self) -> None:
+        """Restore the registers and detach (the thread is stopped)."""
+        try:
+            if self.modified and self.saved is not None:
+                self.setregs(self.saved)
+        finally:
+            first = self.signals[0] if self.signals else 0
+            try:
+                _call(PTRACE_DETACH, self.tid, 0, c_void_p(first))
+            except OSError as err:
+                if err.errno != errno.ESRCH:
+                    raise
+                # ESRCH: not in a ptrace stop (a SIGKILL woke it) or gone;
+                # either way the kernel detaches it as it dies.
+            self.attached = False
+            for sig in self.signals[1:]:
+                try:
+                    _tgkill(self.pid, self.tid, sig)
+                except OSError:
+                    pass
+
+    def _collect(self) -> bool:
+        """For a straggler: release it if it has stopped by now. True when
+        it is done with (released or gone)."""
+        try:
+            status = self._poll()
+            if status is None:
+                return False
+            self._settle(status)
+            self._release()
+        except OSError:
+            return not self.alive or not self.attached
+        return True
 
     # -- registers -----------------------------------------------------------
 
@@ -500,6 +536,30 @@ def _ppid(pid: int) -> int:
             return int(f.read().rpartition(")")[2].split()[1])
     except (OSError, ValueError):
         return 0
+
+
+_local = threading.local()
+
+
+def _stragglers() -> list["Session"]:
+    """This thread's sessions whose thread never stopped: still traced."""
+    if not hasattr(_local, "stragglers"):
+        _local.stragglers = []
+    return _local.stragglers  # type: ignore[no-any-return]
+
+
+def _collect_stragglers() -> None:
+    lst = _stragglers()
+    if lst:
+        lst[:] = [s for s in lst if not s._collect()]
+
+
+def release_stragglers() -> int:
+    """Detach the threads that this thread's timed-out sessions left
+    traced, those that have stopped since; returns how many are left."""
+    with _lock:
+        _collect_stragglers()
+        return len(_stragglers())
 
 
 def _pending(pid: int, tid: int, sig: int) -> bool:
