@@ -70,6 +70,20 @@ class Task:
     forget = close  # a fork child drops its parent's task rights the same way
 
 
+class Thread(Task):
+    """A thread of another process (task_threads): its tid, and a pidfd of
+    its process, so a reused pid never redirects it."""
+
+    __slots__ = ("tid",)
+
+    def __init__(self, pid: int, tid: int, pidfd: int) -> None:
+        super().__init__(pid, None, pidfd)
+        self.tid = tid
+
+    def __repr__(self) -> str:
+        return f"<Thread {self.tid} of pid {self.pid}>"
+
+
 def _has_cap_ipc_lock() -> bool:
     try:
         with open("/proc/self/status") as f:

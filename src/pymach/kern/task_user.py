@@ -18,7 +18,7 @@ from .._linux import procfs
 from . import kern_return as K
 from . import ipc_right as R
 from .ipc_space import MACH_PORT_TYPE_SEND
-from .task import SELF, Task
+from .task import SELF, Task, Thread
 from .vm_map import VmMap
 from .vm_map_foreign import ForeignMap
 
@@ -62,7 +62,7 @@ def task_of(name: int) -> Task:
             R.check_dead(s.space, name, e)
     if e is None or e.object is None:
         raise _fail(K.MACH_SEND_INVALID_DEST, f"{name:#x} is not a valid name")
-    if not isinstance(e.object, Task):
+    if not isinstance(e.object, Task) or isinstance(e.object, Thread):
         raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not a task port")
     return e.object
 
@@ -226,3 +226,72 @@ def task_basic_info(name: int) -> BasicInfo:
             hwm = int(line.split()[1]) * 1024
     return BasicInfo(st.vsize, st.rss_pages * os.sysconf("SC_PAGE_SIZE"), hwm,
                      st.utime_ticks / CLK_TCK, st.stime_ticks / CLK_TCK)
+
+
+# -- suspension, threads and thread state (by ptrace: kern/vm_remote.py) ---------------
+
+def _other(name: int) -> Task:
+    """Another process's task (not a name port). Our own task is
+    KERN_NOT_SUPPORTED: stopping or tracing ourselves would deadlock."""
+    t = task_of(name)
+    if t.map is not None:
+        raise _fail(K.KERN_NOT_SUPPORTED, "suspending or tracing our own task")
+    if t.name_only:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is a task name port")
+    return t
+
+
+def task_suspend(name: int) -> None:
+    """Stop every thread of the task; counted (task_resume undoes one).
+    KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED (our own task),
+    MACH_SEND_INVALID_DEST (exited), KERN_FAILURE."""
+    from . import vm_remote
+    t = _other(name)
+    vm_remote.task_suspend(t.pid, t.pidfd)
+
+
+def task_resume(name: int) -> None:
+    """Undo one task_suspend. KERN_FAILURE when the task is not suspended;
+    the codes of task_suspend."""
+    from . import vm_remote
+    t = _other(name)
+    vm_remote.task_resume(t.pid, t.pidfd)
+
+
+def task_threads(name: int) -> list[int]:
+    """A send right (a name) for each thread of another task.
+    KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
+    from . import vm_remote
+    t = _other(name)
+    names = []
+    for tid in vm_remote.task_threads(t.pid, t.pidfd):
+        key = ("thread", t.pid, tid)
+        s = SELF
+        with s.space.lock:
+            found = s.space.name_for(key)
+            e = s.space.lookup(found) if found else None
+            if e is not None and isinstance(e.cap, Thread) and e.cap.alive():
+                e.urefs = min(e.urefs + 1, R.MACH_PORT_UREFS_MAX)
+                names.append(found)
+                continue
+            th = Thread(t.pid, tid, os.dup(t.pidfd))
+            n, e = s.space.alloc(th, MACH_PORT_TYPE_SEND, 1, key=key)
+            e.cap = th
+            names.append(n)
+    return names
+
+
+def thread_of(name: int) -> Thread:
+    """The thread behind a name. MACH_SEND_INVALID_DEST (nothing, or its
+    process exited), KERN_INVALID_ARGUMENT (not a thread)."""
+    s = SELF
+    with s.space.lock:
+        e = s.space.lookup(name)
+        if e is not None:
+            R.check_dead(s.space, name, e)
+    if e is None or e.object is None:
+        raise _fail(K.MACH_SEND_INVALID_DEST, f"{name:#x} is not a valid name")
+    if not isinstance(e.object, Thread):
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not a thread port")
+    return e.object
+

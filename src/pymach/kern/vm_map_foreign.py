@@ -50,6 +50,65 @@ class ForeignMap:
     def __init__(self, task: Task) -> None:
         self.task = task
 
+    # -- changes, run inside the target by ptrace (kern/vm_remote.py) -------------
+
+    def allocate(self, addr: int, size: int, anywhere: bool, overwrite: bool, tag: int,
+                 align_mask: int = 0, permanent: bool = False) -> int:
+        """mach_vm_allocate in the target. Tags, alignment masks and
+        VM_FLAGS_PERMANENT are not kept for another process:
+        KERN_NOT_SUPPORTED for a mask or PERMANENT; a tag is dropped."""
+        from . import vm_remote
+        if align_mask or permanent:
+            raise K.MachError(K.KERN_NOT_SUPPORTED, "superpages and permanent memory in another task")
+        return vm_remote.allocate(self.task.pid, self.task.pidfd, addr, size, anywhere, overwrite)
+
+    def behavior_hugepage(self, start: int, end: int) -> None:
+        raise K.MachError(K.KERN_NOT_SUPPORTED, "superpages in another task")
+
+    def deallocate(self, start: int, end: int) -> None:
+        from . import vm_remote
+        vm_remote.deallocate(self.task.pid, self.task.pidfd, start, end - start)
+
+    def protect(self, start: int, end: int, set_max: bool, prot: int) -> None:
+        from . import vm_remote
+        vm_remote.protect(self.task.pid, self.task.pidfd, start, end - start, set_max, prot)
+
+    def inherit(self, start: int, end: int, inheritance: int) -> None:
+        from . import vm_remote
+        vm_remote.inherit(self.task.pid, self.task.pidfd, start, end - start, inheritance)
+
+    def map_object(self, addr: int, size: int, mask: int, anywhere: bool, overwrite: bool, fd: int,
+                   offset: int, copy: bool, cur: int, max_prot: int, inherit: int, tag: int = 0,
+                   permanent: bool = False) -> int:
+        """mach_vm_map of a memory entry into the target: shared, or with
+        ``copy`` a snapshot taken now (a fresh memfd, mapped private)."""
+        import os
+
+        from .._linux import mm
+        from . import vm_defs as V
+        from . import vm_remote
+        if mask or permanent:
+            raise K.MachError(K.KERN_NOT_SUPPORTED, "an alignment mask or permanent memory in another task")
+        flags = V.VM_FLAGS_ANYWHERE if anywhere else (V.VM_FLAGS_OVERWRITE if overwrite else V.VM_FLAGS_FIXED)
+        src = fd
+        if copy:
+            src = mm.memfd("mach.copy", size)
+            try:
+                mm.copy_range(fd, src, size, offset, 0)
+            except BaseException:
+                os.close(src)
+                raise
+            offset = 0
+        try:
+            a = vm_remote.map_fd(self.task.pid, self.task.pidfd, src, offset, size, cur, flags, addr,
+                                 shared=not copy)
+        finally:
+            if copy:
+                os.close(src)
+        if inherit == V.VM_INHERIT_NONE:
+            vm_remote.inherit(self.task.pid, self.task.pidfd, a, size, inherit)
+        return a
+
     # -- the pidfd-checked path -------------------------------------------------
 
     def check_alive(self) -> None:

@@ -114,7 +114,7 @@ def vm_allocate(task: int, addr: int, size: int, flags: int) -> int:
     outside the map or wrapping), KERN_NO_SPACE (FIXED range in use without
     OVERWRITE, or no room), KERN_NOT_SUPPORTED (VM_FLAGS_TPRO),
     MACH_SEND_INVALID_DEST."""
-    vm_map = SELF.map if task == SELF.task_name else task_map(task)
+    vm_map = SELF.map if task == SELF.task_name else task_target(task)
     if flags == V.VM_FLAGS_ANYWHERE and 0 < size <= MAP_MAX - MAP_MIN:
         return vm_map.allocate(0, (size + PAGE_MASK) & ~PAGE_MASK, True, False, 0)
     flags &= 0xFFFFFFFF  # an int in C: tags of 128 and up set the sign bit
@@ -158,7 +158,7 @@ def vm_deallocate(task: int, addr: int, size: int) -> None:
     range reaching outside the map removes nothing (as XNU does).
 
     KERN_INVALID_ARGUMENT (a wrapping range), MACH_SEND_INVALID_DEST."""
-    vm_map = SELF.map if task == SELF.task_name else task_map(task)
+    vm_map = SELF.map if task == SELF.task_name else task_target(task)
     if size == 0:
         return
     start, end = _range(addr, size)
@@ -174,7 +174,7 @@ def vm_protect(task: int, addr: int, size: int, set_maximum: int, prot: int) -> 
     KERN_PROTECTION_FAILURE (above the maximum, or raising the maximum),
     KERN_INVALID_ADDRESS (a hole, or outside the map),
     KERN_INVALID_ARGUMENT (bad bits, a wrapping range), MACH_SEND_INVALID_DEST."""
-    vm_map = SELF.map if task == SELF.task_name else task_map(task)
+    vm_map = SELF.map if task == SELF.task_name else task_target(task)
     if size == 0:
         return
     if prot & ~_PROT_VALID:
@@ -193,7 +193,7 @@ def vm_inherit(task: int, addr: int, size: int, inheritance: int) -> None:
 
     KERN_INVALID_ARGUMENT (a value above VM_INHERIT_NONE, a wrapping range),
     KERN_NOT_SUPPORTED (see docs/deviations.md), MACH_SEND_INVALID_DEST."""
-    vm_map = task_map(task)
+    vm_map = task_target(task)
     if size == 0:
         return
     if not 0 <= inheritance <= V.VM_INHERIT_LAST_VALID:
@@ -706,7 +706,7 @@ def vm_map_entry(task: int, addr: int, size: int, mask: int, flags: int, name: i
     room, a FIXED address against ``mask`` or taken), KERN_INVALID_ADDRESS
     (a FIXED range outside the map). cur beyond max is cur &= max (XNU's
     compatibility rewrite)."""
-    vm_map = task_map(task)
+    vm_map = task_target(task)
     obj = port_argument(name)
     flags &= 0xFFFFFFFF
     if flags & ~V.VM_FLAGS_USER_MAP:

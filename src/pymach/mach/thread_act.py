@@ -1,0 +1,96 @@
+"""<mach/task.h> and <mach/thread_act.h>: task_suspend, task_resume,
+task_threads, thread_get_state and thread_set_state on another task, with
+C names and kern_return_t results. They run by ptrace inside the target
+(pymach.kern.vm_remote); x86_64 only."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+from ..kern import kern_return as K
+from ..kern import task_user as TU
+from ..kern import vm_remote
+from ..kern.vm_remote import x86_THREAD_STATE64, x86_THREAD_STATE64_COUNT, x86_thread_state64_t
+from ._args import address_of, i32, out, set_out, u32
+from .mach_port import _ool_array
+
+thread_act_t = ctypes.c_uint32
+thread_act_array_t = ctypes.POINTER(thread_act_t)
+thread_state_flavor_t = ctypes.c_int
+
+
+def task_suspend(target_task: Any) -> int:
+    """Stop the task's threads (counted). KERN_SUCCESS, KERN_FAILURE,
+    KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED (our own task),
+    MACH_SEND_INVALID_DEST."""
+    try:
+        TU.task_suspend(u32(target_task))
+    except K.MachError as e:
+        return e.kr
+    return 0
+
+
+def task_resume(target_task: Any) -> int:
+    """Undo one task_suspend. KERN_SUCCESS, KERN_FAILURE (not suspended),
+    KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
+    try:
+        TU.task_resume(u32(target_task))
+    except K.MachError as e:
+        return e.kr
+    return 0
+
+
+def task_threads(target_task: Any, act_list: Any, act_listCnt: Any) -> int:
+    """The task's threads, as an array of thread ports in new memory
+    (release it with vm_deallocate, and each port with
+    mach_port_deallocate). KERN_SUCCESS, KERN_INVALID_ARGUMENT,
+    KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
+    try:
+        names = TU.task_threads(u32(target_task))
+    except K.MachError as e:
+        return e.kr
+    set_out(act_list, _ool_array(names))
+    set_out(act_listCnt, len(names))
+    return 0
+
+
+def thread_get_state(target_act: Any, flavor: Any, old_state: Any, old_stateCnt: Any) -> int:
+    """The thread's registers: x86_THREAD_STATE64 into ``old_state`` (a
+    buffer of at least x86_THREAD_STATE64_COUNT natural_t), ``old_stateCnt``
+    in/out. KERN_SUCCESS, KERN_INVALID_ARGUMENT (flavor, a short count),
+    KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST, KERN_FAILURE."""
+    try:
+        cnt = out(old_stateCnt)
+        if i32(flavor) != x86_THREAD_STATE64 or cnt.value < x86_THREAD_STATE64_COUNT:
+            return K.KERN_INVALID_ARGUMENT
+        th = TU.thread_of(u32(target_act))
+        st = vm_remote.thread_get_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64)
+    except K.MachError as e:
+        return e.kr
+    ctypes.memmove(address_of(old_state)[0], ctypes.addressof(st), ctypes.sizeof(st))
+    cnt.value = x86_THREAD_STATE64_COUNT
+    return 0
+
+
+def thread_set_state(target_act: Any, flavor: Any, new_state: Any, new_stateCnt: Any) -> int:
+    """Set the thread's registers from x86_THREAD_STATE64. KERN_SUCCESS,
+    KERN_INVALID_ARGUMENT (flavor, a short count, non-canonical rip/rsp),
+    KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST, KERN_FAILURE."""
+    try:
+        if i32(flavor) != x86_THREAD_STATE64 or u32(new_stateCnt) < x86_THREAD_STATE64_COUNT:
+            return K.KERN_INVALID_ARGUMENT
+        st = x86_thread_state64_t.from_buffer_copy(
+            ctypes.string_at(address_of(new_state)[0], ctypes.sizeof(x86_thread_state64_t)))
+        th = TU.thread_of(u32(target_act))
+        vm_remote.thread_set_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64, st)
+    except K.MachError as e:
+        return e.kr
+    return 0
+
+
+__all__ = [
+    "task_suspend", "task_resume", "task_threads", "thread_get_state", "thread_set_state",
+    "thread_act_t", "thread_act_array_t", "thread_state_flavor_t", "x86_THREAD_STATE64",
+    "x86_THREAD_STATE64_COUNT", "x86_thread_state64_t",
+]
