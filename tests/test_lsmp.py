@@ -85,3 +85,25 @@ def test_another_uid_is_refused() -> None:
             os._exit(0)
         os._exit(1)
     assert child_exit_code(as_nobody) == 0
+
+
+def test_region_of_a_pymach_process_merges_its_mach_attributes() -> None:
+    code = ("import pymach, time\n"
+            "r = pymach.Task.self().allocate(3 * 4096)\n"
+            "r.protect(pymach.VM_PROT_READ, set_maximum=True)\n"
+            "r.inherit(pymach.VM_INHERIT_NONE)\n"
+            "print(hex(r.address), flush=True)\n"
+            "time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        addr = int(p.stdout.readline(), 16)
+        with pymach.Task.for_pid(p.pid) as t:
+            info = t.region(addr)
+        assert (info.start, info.protection, info.max_protection) == (addr, pymach.VM_PROT_READ, pymach.VM_PROT_READ)
+        assert info.inheritance == pymach.VM_INHERIT_NONE and info.pymach
+    finally:
+        p.kill()
+        p.wait()
+        if p.stdout is not None:
+            p.stdout.close()

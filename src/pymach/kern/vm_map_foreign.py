@@ -211,8 +211,13 @@ class ForeignMap:
     # -- regions -----------------------------------------------------------------
 
     def regions(self) -> list[RegionInfo]:
-        """Every region of the target, in address order."""
-        return [_vma_info(v, v.start, v.end) for v in self.vmas(sizes=True)]
+        """Every region of the target, in address order. When the target
+        runs pymach, the Mach attributes its runtime keeps (maximum
+        protection, inheritance, behavior, tag, wiring) are merged in from
+        its introspection socket; the kernel's view (current protection,
+        extent, sharing) stays the kernel's."""
+        out = [_vma_info(v, v.start, v.end) for v in self.vmas(sizes=True)]
+        return _merge_runtime(self, out)
 
     def region(self, addr: int) -> RegionInfo | None:
         """The region containing ``addr``, or the first one above it."""
@@ -220,3 +225,26 @@ class ForeignMap:
             if r.end > addr:
                 return r
         return None
+
+
+def _merge_runtime(fm: ForeignMap, regions: list[RegionInfo]) -> list[RegionInfo]:
+    import dataclasses
+
+    from ..servers import introspect
+    try:
+        answer = introspect.query(fm.task.pid, "regions", timeout=2.0)
+    except (OSError, ValueError):
+        return regions
+    if not answer or answer.get("pid") != fm.task.pid or not fm.task.alive():
+        return regions  # not pymach, or not the same process any more
+    entries = sorted(answer.get("regions", []), key=lambda e: e["start"])
+    out = []
+    for r in regions:
+        e = next((e for e in entries if e["start"] <= r.start and r.end <= e["end"]), None)
+        if e is not None:
+            r = dataclasses.replace(r, max_protection=e["max_protection"], inheritance=e["inheritance"],
+                                    behavior=e["behavior"], user_tag=e["user_tag"],
+                                    user_wired_count=e["wired"], pymach=True)
+        out.append(r)
+    return out
+
