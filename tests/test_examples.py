@@ -62,11 +62,12 @@ def test_tour_runs_and_explains() -> None:
 
 
 def test_bench_vm_prints_ratios() -> None:
-    p = run("-m", "pymach", "bench", "vm", "-n", "200", "--repeat", "1", "--json")
+    p = run("-m", "pymach", "bench", "vm", "-n", "200", "--repeat", "1", "--ool-mib", "8", "--json")
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     names = [r["benchmark"] for r in doc["results"]]
-    assert names == ["allocate + deallocate one page", "protect one page"]
+    assert names == ["allocate + deallocate one page", "protect one page", "remote read of 4 KiB",
+                     "remote read of 8 MiB (GB/s; ratio of bandwidth)"]
     for r in doc["results"]:
         assert r["rows"][0]["ratio"] == 1.0
         assert all(row["ns_per_op"] > 0 for row in r["rows"])

@@ -29,6 +29,7 @@ import ctypes
 import errno
 import os
 import struct
+import threading
 
 from .libc import c_int, c_long, c_size_t, c_ssize_t, c_ulong, c_void_p, fn, raise_errno
 
@@ -215,10 +216,18 @@ def kpage(pfn: int) -> tuple[int, int] | None:
     return flags, count
 
 
+_IOV = threading.local()  # one pair of iovecs per thread, reused
+
+
 def _vm_rw(call: object, pid: int, local: int, remote: int, length: int) -> int:
-    liov = iovec(local, length)
-    riov = iovec(remote, length)
-    r = call(pid, ctypes.byref(liov), 1, ctypes.byref(riov), 1, 0)  # type: ignore[operator]
+    try:
+        liov, riov, lref, rref = _IOV.pair
+    except AttributeError:
+        liov, riov = iovec(), iovec()
+        lref, rref = ctypes.byref(liov), ctypes.byref(riov)
+        _IOV.pair = liov, riov, lref, rref
+    liov.iov_base, liov.iov_len, riov.iov_base, riov.iov_len = local, length, remote, length
+    r = call(pid, lref, 1, rref, 1, 0)  # type: ignore[operator]
     if r < 0:
         raise_errno("process_vm")
     return r  # type: ignore[no-any-return]
@@ -227,7 +236,15 @@ def _vm_rw(call: object, pid: int, local: int, remote: int, length: int) -> int:
 def process_vm_readv(pid: int, local: int, remote: int, length: int) -> int:
     """Copy ``length`` bytes at ``remote`` in ``pid`` to ``local`` in us.
     Returns the count copied; a fault stops the copy early (or EFAULT)."""
-    return _vm_rw(_process_vm_readv, pid, local, remote, length)
+    try:
+        liov, riov, lref, rref = _IOV.pair
+    except AttributeError:
+        return _vm_rw(_process_vm_readv, pid, local, remote, length)
+    liov.iov_base, liov.iov_len, riov.iov_base, riov.iov_len = local, length, remote, length
+    r = _process_vm_readv(pid, lref, 1, rref, 1, 0)
+    if r < 0:
+        raise_errno("process_vm_readv")
+    return r  # type: ignore[no-any-return]
 
 
 def process_vm_writev(pid: int, local: int, remote: int, length: int) -> int:

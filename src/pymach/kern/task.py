@@ -9,6 +9,7 @@ inheritance settings carried over.
 from __future__ import annotations
 
 import os
+import select
 import threading
 
 from .._linux import pidfd
@@ -38,13 +39,15 @@ class Task:
     ``name_only`` marks a task name port (task_name_for_pid): it answers
     pid_for_task and task_info, and nothing that reads or changes memory."""
 
-    __slots__ = ("pid", "map", "pidfd", "name_only", "__weakref__")
+    __slots__ = ("pid", "map", "pidfd", "name_only", "_poll", "view", "__weakref__")
 
     def __init__(self, pid: int, vm_map: VmMap | None, pidfd: int = -1, name_only: bool = False) -> None:
         self.pid = pid
         self.map = vm_map
         self.pidfd = pidfd
         self.name_only = name_only
+        self._poll: select.poll | None = None  # asks the pidfd whether the process exited
+        self.view: object = None  # its ForeignMap, made once
 
     def __repr__(self) -> str:
         return f"<Task pid={self.pid}{' name' if self.name_only else ''}>"
@@ -59,11 +62,23 @@ class Task:
         exited (asked through the pidfd, never through the pid)."""
         if self.map is not None:
             return True
-        return self.pidfd >= 0 and not pidfd.exited(self.pidfd)
+        return not self.exited()  # a pidfd polls readable once its process exited
+
+    def exited(self) -> bool:
+        """Another process's task whose process has exited (the pidfd polls
+        readable). The hot path of a remote read asks this after its copy."""
+        p = self._poll
+        if p is None:
+            if self.pidfd < 0:
+                return True
+            p = self._poll = select.poll()
+            p.register(self.pidfd, select.POLLIN)
+        return bool(p.poll(0))
 
     def close(self) -> None:
         """Release the pidfd (the last send right to the task went away)."""
         fd, self.pidfd = self.pidfd, -1
+        self._poll = None
         if fd >= 0:
             os.close(fd)
 

@@ -48,17 +48,18 @@ def _fail(kr: int, what: str) -> K.MachError:
     return K.MachError(kr, what)
 
 
-def task_of(name: int) -> Task:
+def task_of(name: int, check: bool = True) -> Task:
     """The task behind a name, our own or another process's.
     MACH_SEND_INVALID_DEST when the name denotes nothing or its process has
     exited (its right is then a dead name); KERN_INVALID_ARGUMENT when it
-    is not a task."""
+    is not a task. With ``check`` False the process is not asked whether
+    it lives (a caller that asks after its work, as a read does)."""
     s = SELF
     if name == s.task_name:
         return s.task
     with s.space.lock:
         e = s.space.lookup(name)
-        if e is not None:
+        if e is not None and check:
             R.check_dead(s.space, name, e)
     if e is None or e.object is None:
         raise _fail(K.MACH_SEND_INVALID_DEST, f"{name:#x} is not a valid name")
@@ -67,15 +68,18 @@ def task_of(name: int) -> Task:
     return e.object
 
 
-def task_target(name: int) -> VmMap | ForeignMap:
+def task_target(name: int, check: bool = True) -> VmMap | ForeignMap:
     """The map a VM routine reads or writes: ours, or another process's.
     A task name port (task_name_for_pid) is KERN_INVALID_ARGUMENT."""
-    t = task_of(name)
+    t = task_of(name, check)
     if t.map is not None:
         return t.map
     if t.name_only:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is a task name port")
-    return ForeignMap(t)
+    view = t.view
+    if view is None:
+        view = t.view = ForeignMap(t)
+    return view  # type: ignore[return-value]
 
 
 def _open_target(pid: int) -> int:

@@ -175,7 +175,11 @@ class ForeignMap:
 
     def _transfer(self, remote: int, local: int, size: int, need: int, call: object) -> None:
         start, end = remote & ~mm.PAGE_MASK, (remote + size + mm.PAGE_MASK) & ~mm.PAGE_MASK
-        self.check_range(self.vmas(), start, end, need)
+        if need != V.VM_PROT_READ:
+            # a write must fail as a whole: check the target's maps first (a
+            # read may start at once: if it comes up short, nothing is lost
+            # and the maps name the cause below)
+            self.check_range(self.vmas(), start, end, need)
         done = 0
         while done < size:
             try:

@@ -19,6 +19,7 @@ from . import types as T
 from ._args import address_of, i32, out, set_out, u32, u64, val
 
 MachError = K.MachError
+_CArg = type(ctypes.byref(ctypes.c_int()))
 _U64 = (1 << 64) - 1
 
 
@@ -102,10 +103,17 @@ def mach_vm_read_overwrite(target_task: Any, address: Any, size: Any, data: Any,
     KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
     KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
     try:
-        n = U.vm_read_overwrite(u32(target_task), u64(address), u64(size), address_of(data)[0] & _U64)
+        if type(target_task) is int and type(address) is int and type(size) is int and type(data) is int \
+                and 0 <= target_task <= 0xFFFFFFFF and 0 <= address <= _U64 and 0 <= size <= _U64:
+            n = U.vm_read_overwrite(target_task, address, size, data & _U64)  # ints as they are
+        else:
+            n = U.vm_read_overwrite(u32(target_task), u64(address), u64(size), address_of(data)[0] & _U64)
     except MachError as e:
         return e.kr
-    set_out(outsize, n)
+    if type(outsize) is _CArg:
+        outsize._obj.value = n  # type: ignore[attr-defined]  # byref(x): the common out-parameter
+    else:
+        set_out(outsize, n)
     return 0
 
 

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import json
 import mmap
+import os
 import platform
 import sys
 import time
@@ -107,6 +108,96 @@ def vm_cases() -> list[tuple[str, list[Case]]]:
 
 SUITES = ("vm", "ipc", "shm")
 
+BIG = 256 << 20  # the large remote read
+
+
+def _remote_target(big: int = BIG) -> tuple[int, int, int]:
+    """Fork a process holding ``big`` bytes of written memory; (pid,
+    address, write end of its hold pipe: closing it ends the child)."""
+    r, w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the target
+        try:
+            os.close(r)
+            os.close(hold_w)
+            m = mmap.mmap(-1, big)
+            m.write(b"\x5a" * big)
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+            os.write(w, addr.to_bytes(8, "little"))
+            os.read(hold_r, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(hold_r)
+    addr = int.from_bytes(os.read(r, 8), "little")
+    os.close(r)
+    return pid, addr, hold_w
+
+
+def remote_read_cases(n: int, repeat: int, big: int = BIG) -> list[dict[str, Any]]:
+    """mach_vm_read_overwrite from another task against process_vm_readv
+    (ctypes) and pread of /proc/PID/mem, for 4 KiB and for 256 MiB."""
+    from pymach.mach import byref, mach_port_deallocate, mach_port_t, mach_task_self, mach_vm_read_overwrite, \
+        mach_vm_size_t, task_for_pid
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+    class iovec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+    pvr = libc.process_vm_readv
+    pvr.restype = ctypes.c_ssize_t
+    pid, addr, hold = _remote_target(big)
+    task = mach_port_t()
+    mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+    try:
+        if task_for_pid(mach_task_self(), pid, byref(task)):
+            raise RuntimeError("task_for_pid refused")
+        out: list[dict[str, Any]] = []
+        for size, count in ((4096, n), (big, max(3, repeat))):
+            buf = mmap.mmap(-1, size)
+            buf.write(b"\0" * size)  # faulted in: we measure the copy, not our page faults
+            dst = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+            local, remote = iovec(dst, size), iovec(addr, size)
+            got = mach_vm_size_t()
+            view = memoryview(buf)
+
+            def bare(k: int) -> None:
+                for _ in range(k):
+                    pvr(pid, byref(local), 1, byref(remote), 1, 0)
+
+            def procmem(k: int) -> None:
+                for _ in range(k):
+                    os.preadv(mem, [view], addr)
+
+            def mach(k: int) -> None:
+                t = task.value
+                for _ in range(k):
+                    mach_vm_read_overwrite(t, addr, size, dst, byref(got))
+
+            rows = []
+            base = None
+            for label, fn in (("process_vm_readv, ctypes (baseline)", bare), ("pread of /proc/PID/mem", procmem),
+                              ("mach_vm_read_overwrite", mach)):
+                ns = _best_ns(fn, count, repeat)
+                base = base or ns
+                row: dict[str, Any] = {"case": label, "ns_per_op": round(ns, 1), "ratio": round(ns / base, 2)}
+                if size == big:
+                    row["gbps"] = round(size / ns, 3)
+                    row["ratio"] = round(base / ns, 2)  # bandwidth: higher is better
+                rows.append(row)
+            del view
+            buf.close()
+            what = "4 KiB" if size == 4096 else f"{size >> 20} MiB (GB/s; ratio of bandwidth)"
+            out.append({"benchmark": f"remote read of {what}", "rows": rows})
+        return out
+    finally:
+        os.close(mem)
+        if task.value:
+            mach_port_deallocate(mach_task_self(), task)
+        os.close(hold)
+        os.waitpid(pid, 0)
+
 
 def _shm_results(n: int, repeat: int, size: int) -> list[dict[str, Any]]:
     from . import bench_shm
@@ -169,7 +260,7 @@ def _ipc_results(n: int, repeat: int, ool_sizes: list[int]) -> list[dict[str, An
 
 def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | None = None) -> int:
     if suite == "vm":
-        results = _vm_results(n, repeat)
+        results = _vm_results(n, repeat) + remote_read_cases(n, repeat, (ool_sizes or [BIG])[0])
     elif suite == "shm":
         results = _shm_results(n, repeat, (ool_sizes or [1 << 30])[0])
     else:
@@ -205,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=7, help="samples; the best is reported")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--ool-mib", type=int, action="append",
-                    help="size of the out-of-line handoff (ipc; repeat it for several sizes) or of the "
-                         "mapped memory entry (shm); default 1024")
+                    help="size of the out-of-line handoff (ipc; repeat it for several sizes), of the "
+                         "mapped memory entry (shm; default 1024) or of the large remote read (vm; default 256)")
     a = ap.parse_args(argv)
-    return run(a.suite, a.n, a.repeat, a.json, [m << 20 for m in a.ool_mib or [1024]])
+    default = [256] if a.suite == "vm" else [1024]
+    return run(a.suite, a.n, a.repeat, a.json, [m << 20 for m in a.ool_mib or default])
