@@ -241,10 +241,17 @@ def process_vm_readv(pid: int, local: int, remote: int, length: int) -> int:
     except AttributeError:
         return _vm_rw(_process_vm_readv, pid, local, remote, length)
     liov.iov_base, liov.iov_len, riov.iov_base, riov.iov_len = local, length, remote, length
-    r = _process_vm_readv(pid, lref, 1, rref, 1, 0)
+    r = _process_vm_readv_hot(pid, lref, 1, rref, 1, 0)
     if r < 0:
         raise_errno("process_vm_readv")
     return r  # type: ignore[no-any-return]
+
+
+# The same function bound without argtypes, for the hot path above: every
+# argument there is already a C-ready int or byref(), and ctypes skips the
+# per-argument conversion checks.
+_process_vm_readv_hot = ctypes.CDLL(None, use_errno=True).process_vm_readv
+_process_vm_readv_hot.restype = c_ssize_t
 
 
 def process_vm_writev(pid: int, local: int, remote: int, length: int) -> int:
