@@ -775,11 +775,12 @@ def test_copy_true_and_false_across_processes(mem: Mem, server: int) -> None:
     def child(sync: Callable[[], None]) -> object:
         ent = fetch_entry()
         shared, private = ent.map(), ent.map(copy=True)
-        sync()  # the parent writes v2
+        sync()  # mapped
+        sync()  # the parent has written v2
         seen = (shared.read(0, 2), private.read(0, 2))
         private.write(b"c!")
         shared.write(b"s!", 8)
-        sync()
+        sync()  # written
         return seen
 
     run = forked(child)
@@ -787,6 +788,7 @@ def test_copy_true_and_false_across_processes(mem: Mem, server: int) -> None:
         serve_entry(server, h, M.MACH_MSG_TYPE_COPY_SEND)
         sync()
         poke(b, b"v2")
+        sync()
         sync()
         assert (peek(b, 2), peek(b + 8, 2)) == (b"v2", b"s!")  # not the child's private "c!"
     assert run.result == (b"v2", b"v1")
