@@ -220,6 +220,8 @@ def held_fds() -> dict[int, set[int]]:
             if isinstance(o, KPort):
                 fds |= {o.ep.fileno(), o.efd} | set(o.ends)
                 fds |= {s.sock.fileno() for s in o.rconn.values()} | set(o.replies)
+                for rec in list(o.held):  # messages taken off their connections, still queued
+                    fds |= set(rec.fds)  # type: ignore[attr-defined]
                 if o._cached is not None:  # pylint: disable=protected-access
                     objs.append(o._cached)  # pylint: disable=protected-access
                 if o.nsrequest is not None:

@@ -453,6 +453,73 @@ def run(records: int, seed: int, check_every: int, reply_share: float, out: Text
     return result
 
 
+def atheris_case(data: bytes, templates: Templates) -> Case:
+    """A case from a libFuzzer input: the first byte picks a real record to
+    overlay (or none: the bytes are the record) and the fds to send; the
+    rest is the record, or bytes written over the record from an offset."""
+    if not data:
+        return Case(b"", [], [], "atheris")
+    b0, rest = data[0], data[1:]
+    which = b0 % 8
+    kinds = [FD_KINDS[(b0 >> 3) % len(FD_KINDS)]] if b0 & 0x80 else []
+    if which >= len(templates.items):
+        junk, junk_shrink = junk_fds(random.Random(b0), len(kinds))
+        return Case(rest, junk, junk_shrink, "atheris")
+    rec, tfds = templates.items[which]
+    off = rest[0] * 4 if rest else 0
+    b = bytearray(rec)
+    patch = rest[1:]
+    b[off:off + len(patch)] = patch
+    fds = [os.dup(fd) for fd in tfds]
+    shrink: list[int] = []
+    if kinds:
+        extra, s = make_fds(kinds[0])
+        if fds and b0 & 0x40:
+            os.close(fds.pop(0))
+        fds += extra
+        shrink = [s] if s >= 0 else []
+    return Case(bytes(b), fds, shrink, "atheris")
+
+
+def run_atheris(records: int, seed: int, check_every: int) -> None:
+    """Coverage-guided: libFuzzer (atheris) picks the inputs, each one a case
+    (atheris_case). Prints the summary and exits after ``records`` cases."""
+    import atheris  # type: ignore  # pylint: disable=import-outside-toplevel
+
+    templates = Templates()
+    target = Target()
+    target.settle()
+    fds0, rss0 = open_fds(), rss_kib()
+    counts: Counter[str] = Counter()
+    state = {"n": 0, "t0": 0.0}
+
+    def one(data: bytes) -> None:
+        if not state["n"]:
+            state["t0"] = time.monotonic()  # (after instrumenting)
+        case = atheris_case(data, templates)
+        counts[target.run(case)] += 1
+        state["n"] += 1
+        n = state["n"]
+        if n % check_every == 0 and open_fds() != fds0:
+            raise AssertionError(f"after {n} records: {open_fds()} fds open, {fds0} at the start")
+        if n >= records:
+            target.settle()
+            elapsed = time.monotonic() - state["t0"]
+            fds1, rss1 = open_fds(), rss_kib()
+            print(f"pymach fuzz ipc (atheris): {n} records in {elapsed:.1f} s ({n / elapsed:.0f} records/s)")
+            print("outcomes:")
+            for k, v in sorted(counts.items(), key=lambda kv: -kv[1]):
+                print(f"  {v:>9}  {k}")
+            print(f"fds: {fds0} at the start, {fds1} at the end")
+            print(f"RSS: {rss0} KiB at the start, {rss1} KiB at the end (libFuzzer's corpus and counters"
+                  " included)", flush=True)
+            os._exit(0 if fds1 == fds0 else 1)  # libFuzzer would exit without our summary
+
+    atheris.instrument_all()
+    atheris.Setup([sys.argv[0], f"-seed={seed or 1}", "-max_len=512", f"-runs={records + 1}"], one)
+    atheris.Fuzz()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pymach fuzz ipc", description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=100_000)
@@ -460,7 +527,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check-every", type=int, default=1000, help="compare open fds with the start every N records")
     ap.add_argument("--reply-share", type=float, default=0.02,
                     help="the share of records written on a channel's reply connection")
+    ap.add_argument("--atheris", action="store_true",
+                    help="let libFuzzer (the optional atheris package) pick the inputs")
     args = ap.parse_args(argv)
+    if args.atheris:
+        run_atheris(args.records, args.seed, args.check_every)
+        return 1
     r = run(args.records, args.seed, args.check_every, args.reply_share)
     print(f"pymach fuzz ipc: {r['records']} records in {r['seconds']:.1f} s ({r['per_second']:.0f} records/s),"
           f" seed {args.seed}")
