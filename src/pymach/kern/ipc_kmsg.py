@@ -447,7 +447,8 @@ def _validate(rec: Incoming) -> Parsed:
     rights = [RIGHT.unpack_from(data, WIRE.size + i * RIGHT.size) for i in range(nrights)]
     total, extra = 0, False  # extra: a body memfd, or a back-channel right past the header
     for i, (kind, n, _size, _aux) in enumerate(rights):
-        if n > _MAX_FDS.get(kind, 0):
+        if n > _MAX_FDS.get(kind, 0) or (kind == MD.MACH_MSG_TYPE_PORT_RECEIVE and not n):
+            # (a receive right carries at least its queue semaphore)
             raise _err(K.MACH_RCV_BODY_ERROR, "fd counts do not add up")
         total += n
         extra = extra or kind == KIND_BLOB or (kind == KIND_BACK and i > 0)
@@ -497,8 +498,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
         body = bytearray(body_in)
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _check_body(body, rights, arrays)
-        elif arrays:
-            raise _err(K.MACH_RCV_BODY_ERROR, "port arrays in a simple message")
+        elif arrays or len(rights) > 1:
+            raise _err(K.MACH_RCV_BODY_ERROR, "rights or port arrays in a simple message")
         for i, fds in fd_of.items():  # every fd is what its right says, before any is used
             kind, _n, size, _aux = rights[i]
             if kind == MD.MACH_MSG_TYPE_PORT_SEND:
@@ -586,11 +587,17 @@ _SIMPLE_HEAD = WIRE.size + RIGHT.size
 
 
 def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays: "bytes | bytearray") -> None:
+    """Every descriptor names a right of its kind, and every right past the
+    header's is named exactly once: a right that no descriptor names would
+    be installed under a name the receiver is never told (a leak), and one
+    named twice would be released twice."""
     used = 0
+    named = [0] * len(rights)
     for off, dtype in _descriptors(body, K.MACH_RCV_BODY_ERROR, "record"):
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
             idx, _p, _a, _b, kind, _t = PORT_DESC.unpack_from(body, off)
             _check_slot(idx, kind, rights)
+            _name(named, idx)
         elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
             _first, _d, _c, _disp, _t, count = OOL_DESC.unpack_from(body, off)
             if used + 8 * count > len(arrays):
@@ -598,6 +605,7 @@ def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays
             for k in range(count):
                 sidx, skind = struct.unpack_from("<II", arrays, used + 8 * k)
                 _check_slot(sidx, skind, rights)
+                _name(named, sidx)
             used += 8 * count
         elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
             idx, _d, _c, _p, _t, size = OOL_DESC.unpack_from(body, off)
@@ -605,10 +613,18 @@ def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays
                 raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line descriptor does not match its region")
             if not idx and size:
                 raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line data without a region")
+            _name(named, idx)
         else:
             raise _err(K.MACH_RCV_BODY_ERROR, f"descriptor type {dtype}")
     if used != len(arrays):
         raise _err(K.MACH_RCV_BODY_ERROR, "port arrays do not match the descriptors")
+    if any(n != 1 for n in named[1:]):
+        raise _err(K.MACH_RCV_BODY_ERROR, "a right that no descriptor names, or that two name")
+
+
+def _name(named: list[int], idx: int) -> None:
+    if 0 < idx < len(named):
+        named[idx] += 1
 
 
 _PORT_KINDS = (MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE, MD.MACH_MSG_TYPE_PORT_RECEIVE)

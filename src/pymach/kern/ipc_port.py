@@ -27,7 +27,7 @@ from .._linux import unix
 from . import kern_return as K
 from .ipc_notify import WATCHER, no_senders, send_once_record
 
-from .ipc_space import MACH_PORT_QLIMIT_DEFAULT, MACH_PORT_QLIMIT_MAX
+from .ipc_space import MACH_PORT_QLIMIT_DEFAULT, MACH_PORT_QLIMIT_MAX, renew_at_fork
 
 # sending-end inode -> the Port (whose receive right this task holds) that
 # it reaches: how a send right coming back to us is known to be ours
@@ -150,6 +150,14 @@ class Channel:
 
 
 _CHANNEL_LOCK = threading.Lock()
+
+
+def _renew_channel_lock() -> None:
+    global _CHANNEL_LOCK  # pylint: disable=global-statement
+    _CHANNEL_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_channel_lock)
 _TOKENS = itertools.count(1)
 
 
@@ -411,6 +419,15 @@ def _upgrade_held(rec: Incoming) -> None:
     rec.rconn = None
 
 
+def _peer_gone(fd: int) -> bool:
+    """Has every copy of the far end of this connection closed? (POLLHUP:
+    both directions are shut. A reply connection's far end shuts only its
+    writing side, which is POLLRDHUP, so that does not count.)"""
+    p = select.poll()
+    p.register(fd, 0)
+    return any(ev & select.POLLHUP for _fd, ev in p.poll(0))
+
+
 class Port:
     """The receive side of a port, held by the task with the receive right.
 
@@ -444,6 +461,12 @@ class Port:
         self.rconn: dict[int, Shared] = {}
         self.quiet: set[int] = set()  # send ends found closed when no-senders was armed
         self.replies: dict[int, ReplyConn] = {}
+        renew_at_fork(self)
+
+    def renew_locks(self) -> None:
+        """A fork child: locks held by threads that did not follow are free."""
+        self.lock = threading.RLock()
+        self.rcv_lock = threading.Lock()
 
     # -- making rights -------------------------------------------------------
 
@@ -718,6 +741,12 @@ class Port:
         magic, bits, _id, blen, nrights, nfds, flags, alen = _CONTROL_HEAD.unpack_from(self._buf)
         ok = (magic == _MAGIC and not (bits or blen or nrights or alen) and nfds == len(fds)
               and all(unix.is_seqpacket(f) for f in fds))
+        if ok and flags in (FLAG_JOIN, FLAG_REPLYCONN) and any(_peer_gone(f) for f in fds[-1:]):
+            # a well-formed record whose reply connection's sender has
+            # already gone: nothing could use it, so it is dropped (kept, it
+            # would hold an fd for as long as this connection lives)
+            unix.close_all(fds)
+            return True
         with self.lock:
             if ok and flags == FLAG_JOIN and len(fds) == 2 and len(self.ends) < MAX_JOINED:
                 rx = socket.socket(fileno=fds[0])
@@ -743,8 +772,14 @@ class Port:
             n, fds, cred = unix.recv(rc.sock, buf)
         except BlockingIOError:
             return None
-        except (OSError, unix.Truncated):
+        except unix.Truncated:
+            return None  # junk (its fds are closed): dropped
+        except OSError:
             n, fds, cred = 0, [], None
+        if n == 0 and not fds and not unix.hung_up(rc.sock):
+            # an empty record reads like EOF: only the hang-up tells them
+            # apart. Junk from a holder of one right must not end the others
+            return None
         if n == 0 and not fds:
             me = (os.getpid(), os.getuid(), os.getgid())
             with self.lock:

@@ -9,6 +9,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from . import kern_return as K
+from .ipc_space import renew_at_fork
 
 if TYPE_CHECKING:
     from .ipc_port import Port
@@ -26,6 +27,11 @@ class PortSet:
         self.ep.register(self.wake, select.EPOLLIN)
         self.destroyed = False
         self.waiters = 0
+        renew_at_fork(self)
+
+    def renew_locks(self) -> None:
+        """A fork child: a lock held by a thread that did not follow is free."""
+        self.lock = threading.Lock()
 
     def add(self, port: "Port") -> None:
         """Insert a member. KERN_ALREADY_IN_SET."""

@@ -242,10 +242,16 @@ def destroy(space: IpcSpace, name: int) -> None:
             if getattr(e.object, "guarded", False):
                 raise _err(K.KERN_INVALID_RIGHT, "a guarded port is destroyed only by mach_port_destruct")
             e.urefs = 0
+            cap = None
             if e.type & MACH_PORT_TYPE_SEND:
-                _drop_cap(space, name, e)
+                # closed after the port is destroyed, not before (see
+                # _destroy_receive_keep_sends: no no-senders notification)
+                cap, e.cap = e.cap, None
                 e.type &= ~MACH_PORT_TYPE_SEND
             _destroy_receive(space, name, e)
+            if cap is not None:
+                e.cap = cap
+                _drop_cap(space, name, e)
             e = space.lookup(name)  # type: ignore[assignment]
             if e is None:
                 return
@@ -319,13 +325,19 @@ def _destroy_receive_keep_sends(space: IpcSpace, name: int, e: IpcEntry) -> None
     """Destroy the receive part of an entry; send references under the same
     name survive as a dead name."""
     if e.type & MACH_PORT_TYPE_SEND:
-        _drop_cap(space, name, e)
+        # our send right is closed only once the port is destroyed: closed
+        # first, it could be the last sender going, and an armed no-senders
+        # request would fire, where XNU destroys the port and the request's
+        # right with it (a send-once notification)
+        cap, e.cap = e.cap, None
         e.type &= ~MACH_PORT_TYPE_SEND
         urefs = e.urefs
         # the name is dead to us now: a dead-name request fires as a
         # dead-name notification (not port-deleted) and holds a reference
         req, e.dnrequest = e.dnrequest, None
         _destroy_receive(space, name, e)
+        e.cap = cap
+        _drop_cap(space, name, e)
         dn = space.lookup(name)
         if req is not None:
             urefs = min(urefs + 1, MACH_PORT_UREFS_MAX)

@@ -12,8 +12,10 @@ receive right we hold by the inode of the sending end we made for it.
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Final, Hashable
+import weakref
+from typing import Final, Hashable, Protocol
 
 from . import kern_return as K
 
@@ -95,6 +97,31 @@ def MACH_PORT_MAKE(index: int, gen: int) -> int:
     return (index << 8) | (gen >> 24)
 
 
+class _Renewable(Protocol):
+    def renew_locks(self) -> None: ...
+
+
+# Objects whose locks a fork child must renew (spaces, ports, port sets).
+# The child has only the thread that forked: a lock that another thread (the
+# notification watcher, a receiver) held at the fork stays held for ever in
+# the child's copy. Registered here, before kern.task registers the child's
+# reset (which takes those locks to close the inherited rights).
+_LOCKED: "weakref.WeakSet[_Renewable]" = weakref.WeakSet()
+
+
+def renew_at_fork(obj: _Renewable) -> None:
+    """Give ``obj`` fresh locks in a fork child (``obj.renew_locks()``)."""
+    _LOCKED.add(obj)
+
+
+def _renew_locks() -> None:
+    for obj in list(_LOCKED):
+        obj.renew_locks()
+
+
+os.register_at_fork(after_in_child=_renew_locks)
+
+
 class IpcEntry:
     """One name's rights.
 
@@ -125,6 +152,10 @@ class IpcSpace:
         self._gens: list[int] = [0]
         self._free: list[int] = []
         self._by_key: dict[Hashable, int] = {}
+        renew_at_fork(self)
+
+    def renew_locks(self) -> None:
+        self.lock = threading.RLock()
 
     def lookup(self, name: int) -> IpcEntry | None:
         """The entry a name denotes, or None (wrong index or generation)."""
