@@ -286,11 +286,22 @@ class Session:
         try:
             if self.our_child:
                 # Look before taking: the death of our own child is left
-                # for its owner's wait (subprocess's, say).
+                # for its owner's wait (subprocess's, say). Only stops are
+                # ever taken (waitid without WEXITED), so a death that comes
+                # between the look and the take is not taken either.
                 info = os.waitid(os.P_PID, self.tid, os.WEXITED | os.WNOHANG | os.WNOWAIT | WALL)
                 if info is not None and info.si_code in _EXITS:
                     self.alive = False
                     raise _dead(self.pid, "died during the injection")
+                info = os.waitid(os.P_PID, self.tid, os.WSTOPPED | os.WNOHANG | WALL)
+                if info is None:
+                    if pidfd_exited(self.pidfd):
+                        self.alive = False
+                        raise _dead(self.pid, "exited during the injection")
+                    return None
+                # waitid gives the stop code itself; waitpid's status is it << 8 | 0x7f
+                self.stopped = True
+                return (info.si_status << 8) | 0x7F
             wpid, status = os.waitpid(self.tid, os.WNOHANG | WALL)
         except ChildProcessError:
             self.alive = False
