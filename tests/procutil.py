@@ -16,6 +16,7 @@ import pickle
 import resource
 import select
 import signal
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable
@@ -351,7 +352,6 @@ def start_sleep(seconds: int = 100, **popen_args: Any) -> "subprocess.Popen[byte
     """``sleep SECONDS`` started and settled: returned once it sleeps in
     nanosleep, so that its maps and stack no longer change (right after
     exec it is still loading libraries and locales)."""
-    import subprocess
     import time
     p = subprocess.Popen(["sleep", str(seconds)], **popen_args)
     deadline = time.monotonic() + 10
@@ -372,7 +372,6 @@ def start_sleep(seconds: int = 100, **popen_args: Any) -> "subprocess.Popen[byte
 def spawn_with_pid(pid: int, argv: list[str]) -> "subprocess.Popen[bytes] | None":
     """Start ``argv`` under ``pid`` (pid reuse made on purpose through
     ns_last_pid, which needs privilege); None when that cannot be done."""
-    import subprocess
     for _ in range(20):
         try:
             with open("/proc/sys/kernel/ns_last_pid", "w") as f:

@@ -37,29 +37,18 @@ from pymach.kern import ipc_kmsg
 from pymach.kern.ipc_port import (FLAG_JOIN, FLAG_REPLY, FLAG_REPLYCONN, FLAG_SO_DEAD, FLAG_UPGRADE, ReplyCap,
                                   SendCap, control_record)
 from pymach.kern.task import SELF
-from pymach.mach import byref
 from procutil import Doomed, forked
+from machutil import (T, OK, NULL, R_RECEIVE, TY_SEND, TY_RECEIVE, TY_SEND_ONCE, TY_DEAD_NAME, COPY_SEND,
+                      MAKE_SEND, MAKE_SEND_ONCE, PORT_RECEIVE, PORT_SEND, PORT_SEND_ONCE, alloc_name,
+                      type_kr, type_of, status, request, register, lookup_registered, Text, TextRcv, PortMsg,
+                      PortMsgRcv, send_text, send_port)
 
-T = M.mach_task_self
-OK = M.KERN_SUCCESS
-NULL = M.MACH_PORT_NULL
 
-R_RECEIVE = M.MACH_PORT_RIGHT_RECEIVE
 R_SEND_ONCE = M.MACH_PORT_RIGHT_SEND_ONCE
 
-TY_SEND = M.MACH_PORT_TYPE_SEND
-TY_RECEIVE = M.MACH_PORT_TYPE_RECEIVE
-TY_SEND_ONCE = M.MACH_PORT_TYPE_SEND_ONCE
-TY_DEAD_NAME = M.MACH_PORT_TYPE_DEAD_NAME
 
 MOVE_RECEIVE = M.MACH_MSG_TYPE_MOVE_RECEIVE
 MOVE_SEND_ONCE = M.MACH_MSG_TYPE_MOVE_SEND_ONCE
-COPY_SEND = M.MACH_MSG_TYPE_COPY_SEND
-MAKE_SEND = M.MACH_MSG_TYPE_MAKE_SEND
-MAKE_SEND_ONCE = M.MACH_MSG_TYPE_MAKE_SEND_ONCE
-PORT_RECEIVE = M.MACH_MSG_TYPE_PORT_RECEIVE
-PORT_SEND = M.MACH_MSG_TYPE_PORT_SEND
-PORT_SEND_ONCE = M.MACH_MSG_TYPE_PORT_SEND_ONCE
 
 NO_SENDERS, SEND_ONCE = 0x46, 0x47  # notify.h (0106, 0107)
 REPLY_BITS = M.MACH_MSGH_BITS(0, PORT_SEND_ONCE)  # an answer, as its receiver sees it
@@ -111,62 +100,17 @@ def watcher_started() -> Iterator[None]:
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def alloc_name(right: int) -> int:
-    n = M.mach_port_t()
-    assert M.mach_port_allocate(T(), right, byref(n)) == OK
-    return n.value
-
 
 def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def type_kr(name: int) -> tuple[int, int]:
-    t = M.mach_port_type_t(0xBAD)
-    kr = M.mach_port_type(T(), name, byref(t))
-    return kr, t.value
-
-
-def type_of(name: int) -> int:
-    kr, t = type_kr(name)
-    assert kr == OK, f"mach_port_type({name:#x}) = {kr:#x}"
-    return t
 
 
 def gone(name: int) -> bool:
     return type_kr(name)[0] == M.KERN_INVALID_NAME
 
 
-def status(name: int) -> M.mach_port_status_t:
-    st = M.mach_port_status_t()
-    cnt = M.mach_msg_type_number_t(M.MACH_PORT_RECEIVE_STATUS_COUNT)
-    assert M.mach_port_get_attributes(T(), name, M.MACH_PORT_RECEIVE_STATUS, byref(st), byref(cnt)) == OK
-    return st
-
-
 def sorights(name: int) -> int:
     return status(name).mps_sorights
-
-
-def request(name: int, msgid: int, sync: int, notify: int, disp: int = MAKE_SEND_ONCE) -> tuple[int, int]:
-    """mach_port_request_notification: (kr, previous)."""
-    prev = M.mach_port_t(0xABCD)
-    kr = M.mach_port_request_notification(T(), name, msgid, sync, notify, disp, byref(prev))
-    return kr, prev.value
-
-
-def register(*names: int) -> int:
-    arr = (M.mach_port_t * max(1, len(names)))(*names)
-    return M.mach_ports_register(T(), arr, len(names))
-
-
-def lookup_registered() -> list[int]:
-    """mach_ports_lookup, releasing the out-of-line array."""
-    ports, cnt = M.mach_port_array_t(), M.mach_msg_type_number_t()
-    assert M.mach_ports_lookup(T(), byref(ports), byref(cnt)) == OK
-    out = [ports[i] for i in range(cnt.value)]
-    assert M.mach_vm_deallocate(T(), ctypes.cast(ports, ctypes.c_void_p).value, cnt.value * 4) == OK
-    return out
 
 
 @contextlib.contextmanager
@@ -183,39 +127,6 @@ def mailbox(space: Space, *more: int) -> Iterator[int]:
         assert register() == OK
 
 
-class Text(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = [("header", M.mach_msg_header_t), ("text", ctypes.c_char * 8)]
-
-
-class TextRcv(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = Text._fields_ + [("trailer", M.mach_msg_context_trailer_t)]
-
-
-class PortMsg(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = [("header", M.mach_msg_header_t), ("body", M.mach_msg_body_t),
-                ("port", M.mach_msg_port_descriptor_t)]
-
-
-class PortMsgRcv(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = PortMsg._fields_ + [("trailer", M.mach_msg_trailer_t)]
-
-
-def send_text(dest: int, text: bytes, disposition: int = COPY_SEND, reply: int = 0, reply_disp: int = 0,
-              msg_id: int = 1000) -> int:
-    m = Text()
-    m.header.msgh_bits = M.MACH_MSGH_BITS(disposition, reply_disp)
-    m.header.msgh_size = ctypes.sizeof(Text)
-    m.header.msgh_remote_port = dest
-    m.header.msgh_local_port = reply
-    m.header.msgh_id = msg_id
-    m.text = text
-    return M.mach_msg(m.header, M.MACH_SEND_MSG, m.header.msgh_size, 0, 0, 0, 0)
-
-
 def ask(dest: int, text: bytes, reply: int, msg_id: int = 1000) -> int:
     """Send a request carrying a MAKE_SEND_ONCE reply right to ``reply``."""
     return send_text(dest, text, reply=reply, reply_disp=MAKE_SEND_ONCE, msg_id=msg_id)
@@ -230,18 +141,6 @@ def recv_text(name: int, timeout: int = WAIT_MS) -> tuple[int, TextRcv]:
     r = TextRcv()
     opt = M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT | M.MACH_RCV_TRAILER_ELEMENTS(M.MACH_RCV_TRAILER_CTX)
     return M.mach_msg(r.header, opt, 0, ctypes.sizeof(r), name, timeout, 0), r
-
-
-def send_port(dest: int, name: int, disposition: int) -> int:
-    m = PortMsg()
-    m.header.msgh_bits = M.MACH_MSGH_BITS(COPY_SEND, 0) | M.MACH_MSGH_BITS_COMPLEX
-    m.header.msgh_size = ctypes.sizeof(PortMsg)
-    m.header.msgh_remote_port = dest
-    m.body.msgh_descriptor_count = 1
-    m.port.name = name
-    m.port.disposition = disposition
-    m.port.type = M.MACH_MSG_PORT_DESCRIPTOR
-    return M.mach_msg(m.header, M.MACH_SEND_MSG, m.header.msgh_size, 0, 0, 0, 0)
 
 
 def recv_port(name: int, timeout: int = WAIT_MS) -> tuple[int, PortMsgRcv]:
