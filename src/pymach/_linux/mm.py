@@ -82,8 +82,6 @@ class iovec(ctypes.Structure):
     _fields_ = [("iov_base", c_void_p), ("iov_len", c_size_t)]
 
 
-_process_vm_readv = fn("process_vm_readv", c_ssize_t, c_int, ctypes.POINTER(iovec), c_ulong,
-                       ctypes.POINTER(iovec), c_ulong, c_ulong)
 _process_vm_writev = fn("process_vm_writev", c_ssize_t, c_int, ctypes.POINTER(iovec), c_ulong,
                         ctypes.POINTER(iovec), c_ulong, c_ulong)
 
@@ -218,6 +216,12 @@ def kpage(pfn: int) -> tuple[int, int] | None:
 
 _IOV = threading.local()  # one pair of iovecs per thread, reused
 
+# process_vm_readv bound again without argtypes, for the remote-read hot
+# path: _vm_rw passes only C-ready ints and byref(), so ctypes can skip its
+# per-argument conversion checks.
+_process_vm_readv_hot = ctypes.CDLL(None, use_errno=True).process_vm_readv
+_process_vm_readv_hot.restype = c_ssize_t
+
 
 def _vm_rw(call: object, pid: int, local: int, remote: int, length: int) -> int:
     try:
@@ -236,22 +240,7 @@ def _vm_rw(call: object, pid: int, local: int, remote: int, length: int) -> int:
 def process_vm_readv(pid: int, local: int, remote: int, length: int) -> int:
     """Copy ``length`` bytes at ``remote`` in ``pid`` to ``local`` in us.
     Returns the count copied; a fault stops the copy early (or EFAULT)."""
-    try:
-        liov, riov, lref, rref = _IOV.pair
-    except AttributeError:
-        return _vm_rw(_process_vm_readv, pid, local, remote, length)
-    liov.iov_base, liov.iov_len, riov.iov_base, riov.iov_len = local, length, remote, length
-    r = _process_vm_readv_hot(pid, lref, 1, rref, 1, 0)
-    if r < 0:
-        raise_errno("process_vm_readv")
-    return r  # type: ignore[no-any-return]
-
-
-# The same function bound without argtypes, for the hot path above: every
-# argument there is already a C-ready int or byref(), and ctypes skips the
-# per-argument conversion checks.
-_process_vm_readv_hot = ctypes.CDLL(None, use_errno=True).process_vm_readv
-_process_vm_readv_hot.restype = c_ssize_t
+    return _vm_rw(_process_vm_readv_hot, pid, local, remote, length)
 
 
 def process_vm_writev(pid: int, local: int, remote: int, length: int) -> int:

@@ -58,14 +58,15 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
     fast = ipc_kmsg.copyin_simple(space, msg)
     if fast is not None:
         dest, record, token = fast
+        remote = HDR_REMOTE.unpack_from(msg, 8)[0]
         try:
-            _transmit(space, dest, HDR_REMOTE.unpack_from(msg, 8)[0], [record], (), option, timeout_ms)
+            _transmit(space, dest, remote, [record], (), option, timeout_ms)
         except BaseException:
             if token:
                 dest.undo_reply(token)
             raise
         if isinstance(dest, SendOnceCap):
-            R.consume_sent(space, HDR_REMOTE.unpack_from(msg, 8)[0], MD.MACH_MSG_TYPE_MOVE_SEND_ONCE)
+            R.consume_sent(space, remote, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE)
         return
     try:
         out = ipc_kmsg.copyin(space, msg)

@@ -326,6 +326,16 @@ def _port_reply(rcv: D.bootstrap_reply_buffer_t, disposition: int, sp: Any) -> i
 
 # -- the routines ---------------------------------------------------------------------------
 
+def _name_to_port(bp: Any, service_name: Any, msg_id: int, kind: int, sp: Any) -> int:
+    """A routine that sends a name and gets a right of ``kind`` into ``sp``."""
+    req = _name_request(service_name)
+    if req is None:
+        return K.KERN_INVALID_ARGUMENT
+    rcv = D.bootstrap_reply_buffer_t()
+    kr = _call(bp, req, msg_id, rcv)
+    return kr or _port_reply(rcv, kind, sp)
+
+
 def bootstrap_check_in(bp: Any, service_name: Any, sp: Any) -> int:
     """The receive right of the service ``service_name`` into ``sp``. A
     name nobody holds gets a new port (as launchd does for a process
@@ -337,12 +347,7 @@ def bootstrap_check_in(bp: Any, service_name: Any, sp: Any) -> int:
     from another uid), BOOTSTRAP_NO_MEMORY, KERN_INVALID_ARGUMENT (a name
     that is empty, longer than 127 bytes or holds a NUL), and the
     MACH_SEND_* / MIG_* codes of the exchange."""
-    req = _name_request(service_name)
-    if req is None:
-        return K.KERN_INVALID_ARGUMENT
-    rcv = D.bootstrap_reply_buffer_t()
-    kr = _call(bp, req, D.BOOTSTRAP_CHECK_IN_ID, rcv)
-    return kr or _port_reply(rcv, MD.MACH_MSG_TYPE_PORT_RECEIVE, sp)
+    return _name_to_port(bp, service_name, D.BOOTSTRAP_CHECK_IN_ID, MD.MACH_MSG_TYPE_PORT_RECEIVE, sp)
 
 
 def bootstrap_create_service(bp: Any, service_name: Any, sp: Any) -> int:
@@ -353,12 +358,7 @@ def bootstrap_create_service(bp: Any, service_name: Any, sp: Any) -> int:
     BOOTSTRAP_SUCCESS, BOOTSTRAP_NAME_IN_USE (the name exists),
     BOOTSTRAP_NOT_PRIVILEGED, BOOTSTRAP_NO_MEMORY, KERN_INVALID_ARGUMENT,
     and the MACH_SEND_* / MIG_* codes of the exchange."""
-    req = _name_request(service_name)
-    if req is None:
-        return K.KERN_INVALID_ARGUMENT
-    rcv = D.bootstrap_reply_buffer_t()
-    kr = _call(bp, req, D.BOOTSTRAP_CREATE_SERVICE_ID, rcv)
-    return kr or _port_reply(rcv, MD.MACH_MSG_TYPE_PORT_SEND, sp)
+    return _name_to_port(bp, service_name, D.BOOTSTRAP_CREATE_SERVICE_ID, MD.MACH_MSG_TYPE_PORT_SEND, sp)
 
 
 def bootstrap_register(bp: Any, service_name: Any, sp: Any) -> int:
@@ -394,12 +394,7 @@ def bootstrap_look_up(bp: Any, service_name: Any, sp: Any) -> int:
     BOOTSTRAP_SUCCESS, BOOTSTRAP_UNKNOWN_SERVICE, BOOTSTRAP_NOT_PRIVILEGED,
     KERN_INVALID_ARGUMENT, and the MACH_SEND_* / MIG_* codes of the
     exchange."""
-    req = _name_request(service_name)
-    if req is None:
-        return K.KERN_INVALID_ARGUMENT
-    rcv = D.bootstrap_reply_buffer_t()
-    kr = _call(bp, req, D.BOOTSTRAP_LOOK_UP_ID, rcv)
-    return kr or _port_reply(rcv, MD.MACH_MSG_TYPE_PORT_SEND, sp)
+    return _name_to_port(bp, service_name, D.BOOTSTRAP_LOOK_UP_ID, MD.MACH_MSG_TYPE_PORT_SEND, sp)
 
 
 def bootstrap_status(bp: Any, service_name: Any, service_active: Any) -> int:
