@@ -17,7 +17,6 @@ import ctypes
 import json
 import os
 import pickle
-import resource
 import select
 import shutil
 import signal
@@ -597,54 +596,12 @@ def test_one_hundred_concurrent_registrations_one_wins(server: Server) -> None:
     server.wait_log("'com.example.contended' is free")
 
 
-# -- 7. other users -----------------------------------------------------------------------------------------------
+# -- 7. helpers for other users (their tests are in test_security.py) --------------------------------------------
 
 def _become_nobody() -> None:
     os.setgroups([])
     os.setgid(NOBODY)
     os.setuid(NOBODY)
-
-
-@ROOT_ONLY
-def test_a_client_of_another_uid_is_refused(server: Server, sockdir: str) -> None:
-    os.chmod(sockdir, 0o711)  # reachable by nobody: SO_PEERCRED is what refuses
-
-    def raw_connect() -> tuple[int, int]:
-        _become_nobody()
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        s.settimeout(5)
-        s.connect(server.path)
-        data, anc, _flags, _addr = s.recvmsg(64, socket.CMSG_SPACE(16))
-        s.close()
-        return len(data), len(anc)
-
-    assert pymach_run(raw_connect) == (0, 0)  # closed at once: no handshake, no rights
-    server.wait_log("refused a connection from pid")
-
-    def client_side() -> tuple[int, str]:
-        _become_nobody()
-        return M.bootstrap_port_connect(byref(M.mach_port_t())), M.bootstrap_port_error()
-
-    kr, why = pymach_run(client_side)
-    assert kr == M.BOOTSTRAP_NOT_PRIVILEGED and "uid 0" in why  # nobody does not trust root's socket
-
-
-@ROOT_ONLY
-def test_a_send_right_handed_to_another_uid_is_refused_per_request(server: Server) -> None:
-    kr, svc = check_in("com.example.private")
-    assert kr == OK
-    try:
-        def as_nobody() -> tuple[int, int]:
-            _become_nobody()
-            return found("com.example.private"), check_in("com.example.other")[0]
-
-        # the child inherits TASK_BOOTSTRAP_PORT, then drops to nobody: the
-        # server reads the uid from each request's audit trailer
-        assert pymach_run(as_nobody) == (M.BOOTSTRAP_NOT_PRIVILEGED, M.BOOTSTRAP_NOT_PRIVILEGED)
-        server.wait_log("refused bootstrap_look_up from pid")
-        assert found("com.example.other") == M.BOOTSTRAP_UNKNOWN_SERVICE
-    finally:
-        destroy(svc)
 
 
 def pymach_run(fn: Callable[[], Any]) -> Any:
@@ -654,7 +611,7 @@ def pymach_run(fn: Callable[[], Any]) -> Any:
     return child.result
 
 
-# -- 8. the rendezvous: autostart, squatters, stale sockets ------------------------------------------------------------
+# -- 8. the rendezvous: autostart (squatters and stale sockets: test_security.py) ---------------------------------------
 
 def _peer_pid(path: str) -> int:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -737,89 +694,7 @@ def _serve_exit(env: dict[str, str]) -> tuple[int, str]:
     return p.returncode, p.stderr
 
 
-def test_squatted_socket_paths_are_refused(sockdir: str) -> None:
-    path = os.path.join(sockdir, "bootstrap")
-    # not a socket
-    with open(path, "w") as f:
-        f.write("squatter")
-    code, err = _serve_exit({})
-    assert code == 2 and "is not a socket" in err
-    assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
-    assert "is not a socket" in M.bootstrap_port_error()
-    os.unlink(path)
-    # a symbolic link to a socket elsewhere
-    other = os.path.join(sockdir, "elsewhere")
-    os.symlink(other, path)
-    assert _serve_exit({})[0] == 2
-    assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
-    os.unlink(path)
-    if os.geteuid() == 0:
-        # a socket of another user
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        s.bind(path)
-        s.close()
-        os.chown(path, NOBODY, NOBODY)
-        code, err = _serve_exit({})
-        assert code == 2 and "belongs to uid 65534" in err
-        assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
-        os.unlink(path)
-    # a directory others may change
-    os.chmod(sockdir, 0o733)
-    code, err = _serve_exit({})
-    assert code == 2 and "others may change it" in err
-    os.chmod(sockdir, 0o700)
-
-
-def test_squatted_private_directory_is_refused(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without an override the socket lives in XDG_RUNTIME_DIR/pymach (or
-    /tmp/pymach-<uid>), which must be ours and 0700."""
-    monkeypatch.delenv("PYMACH_BOOTSTRAP_SOCKET")
-    monkeypatch.setenv("XDG_RUNTIME_DIR", sockdir)
-    env = {"XDG_RUNTIME_DIR": sockdir, "PYMACH_BOOTSTRAP_SOCKET": ""}
-    private = os.path.join(sockdir, "pymach")
-    os.mkdir(private, 0o755)
-    os.chmod(private, 0o755)
-    code, err = _serve_exit(env)
-    assert code == 2 and "others may enter it" in err
-    assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
-    if os.geteuid() == 0:
-        os.chmod(private, 0o700)
-        os.chown(private, NOBODY, NOBODY)
-        code, err = _serve_exit(env)
-        assert code == 2 and "belongs to uid 65534" in err
-        assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
-    os.rmdir(private)
-    # made by the server when missing: 0700, ours, and it serves
-    s = Server(os.path.join(private, "bootstrap"), env=env, log=os.path.join(sockdir, "server.log"))
-    try:
-        st = os.stat(private)
-        assert (st.st_mode & 0o777, st.st_uid) == (0o700, os.getuid())
-        assert found("com.example.private") == M.BOOTSTRAP_UNKNOWN_SERVICE
-    finally:
-        MB._disconnect()
-        assert s.stop() == 0
-
-
-def test_stale_socket_is_replaced_and_a_live_server_is_not(sockdir: str) -> None:
-    path = os.path.join(sockdir, "bootstrap")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    s.bind(path)  # a socket file nobody listens on: what a killed server leaves
-    s.close()
-    srv = Server(path)
-    try:
-        assert found("com.example.x") == M.BOOTSTRAP_UNKNOWN_SERVICE
-        code, err = _serve_exit({})  # a second server for the same path
-        assert code == 1 and "already serves" in err
-        srv.kill()  # SIGKILL: the socket file stays behind
-        assert os.path.exists(path)
-        srv.start()  # and is replaced
-        assert found("com.example.x") == M.BOOTSTRAP_UNKNOWN_SERVICE
-    finally:
-        MB._disconnect()
-        assert srv.stop() == 0
-
-
-# -- 9. inheritance, the CLI, resource exhaustion ---------------------------------------------------------------------
+# -- 9. inheritance, the CLI (resource limits: test_security.py) -----------------------------------------------------
 
 def test_spawned_program_inherits_the_bootstrap_port(server: Server, sockdir: str) -> None:
     kr, svc = check_in("com.example.parent")
@@ -860,22 +735,3 @@ def test_list_cli(server: Server) -> None:
         destroy(svc, made)
 
 
-def test_server_out_of_fds_answers_no_memory(sockdir: str) -> None:
-    def few_fds() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
-
-    srv = Server(os.path.join(sockdir, "bootstrap"), preexec=few_fds)
-    made = []
-    try:
-        for i in range(50):
-            kr, port = create(f"com.example.fd{i}")
-            if kr != OK:
-                break
-            made.append(port)
-        assert kr == M.BOOTSTRAP_NO_MEMORY and made
-        assert found("com.example.fd0") == OK  # the server lives on
-        srv.wait_log("out of resources")
-    finally:
-        destroy(*made)
-        MB._disconnect()
-        assert srv.stop() == 0

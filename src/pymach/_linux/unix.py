@@ -48,7 +48,13 @@ _SOL_SOCKET = int(socket.SOL_SOCKET)
 
 class Truncated(Exception):
     """A record or its control data did not fit; every fd that arrived
-    has already been closed."""
+    has already been closed. ``fds_lost`` is True when fds were dropped
+    (MSG_CTRUNC: the receiver is at RLIMIT_NOFILE, since the control
+    buffer always has room for SCM_MAX_FD)."""
+
+    def __init__(self, what: str, fds_lost: bool = False) -> None:
+        super().__init__(what)
+        self.fds_lost = fds_lost
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -87,8 +93,63 @@ def recv(sock: socket.socket, buf: bytearray, flags: int = 0) -> tuple[int, list
             fds.extend(a)
     if mflags & _TRUNCATED:
         close_all(fds)
-        raise Truncated("control data truncated" if mflags & socket.MSG_CTRUNC else "record truncated")
+        lost = bool(mflags & socket.MSG_CTRUNC)
+        raise Truncated("control data truncated: out of file descriptors" if lost else "record truncated", lost)
     return n, fds, cred
+
+
+def carry(fds: list[int]) -> int:
+    """Put ``fds`` into a fresh connection (a *carrier*), in records of at
+    most SCM_MAX_FD, and return the carrier's receiving end (the caller
+    owns it). Sent in one record, that end gives the receiver every fd in
+    the order given, however many: this is how one message carries more
+    than SCM_MAX_FD fds and stays one record on its own connection.
+
+    Kernel facts: the records wait in the carrier's queue until read; the
+    sending end is closed before this returns, so nobody can add to them;
+    if the receiving end is closed unread (the message is destroyed, or the
+    receiver fails), the kernel releases every fd still queued in it."""
+    tx, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        for i in range(0, len(fds), SCM_MAX_FD):
+            send(tx, [b"c"], fds[i:i + SCM_MAX_FD], socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+        return rx.detach()
+    except BaseException:
+        rx.close()
+        raise
+    finally:
+        tx.close()
+
+
+def uncarry(fd: int, count: int) -> list[int]:
+    """Read ``count`` fds out of a carrier's receiving end ``fd`` (which is
+    left open for the caller to close). Never blocks: a carrier that holds
+    fewer (its sender lied, or kept its end open) raises ValueError, and
+    Truncated when the fds do not fit (RLIMIT_NOFILE); either way every fd
+    read from it has been closed."""
+    if not is_seqpacket(fd):
+        raise ValueError("the carrier is not a SEQPACKET socket")
+    sock = socket.socket(fileno=fd)
+    got: list[int] = []
+    buf = bytearray(16)
+    try:
+        sock.setblocking(False)
+        while len(got) < count:
+            try:
+                _n, fds, _cred = recv(sock, buf)
+            except BlockingIOError:
+                fds = []
+            got.extend(fds)
+            if not fds:
+                raise ValueError(f"the carrier holds {len(got)} of {count} fds")
+        if len(got) != count:
+            raise ValueError(f"the carrier holds more than {count} fds")
+        return got
+    except BaseException:
+        close_all(got)
+        raise
+    finally:
+        sock.detach()
 
 
 def close_all(fds: list[int]) -> None:

@@ -30,7 +30,7 @@ from . import kern_return as K
 from . import message_defs as MD
 from . import vm_defs as V
 from . import ipc_right as R
-from .ipc_port import FLAG_REPLY, MAX_RECORD, Incoming, Port, ReplyCap, SendCap, SendOnceCap
+from .ipc_port import _FLAGS_AT, FLAG_CARRIER, FLAG_REPLY, MAX_RECORD, Incoming, Port, ReplyCap, SendCap, SendOnceCap
 from .vm_memory_entry import MemoryEntry, check_entry
 from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                          MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
@@ -47,13 +47,17 @@ KIND_BLOB = 2  # an inline body too large for a record, in a sealed memfd
 KIND_BACK = 3  # a reply right answered on the sender's reply connection (aux: token)
 KIND_ENTRY = 4  # a memory entry: its memfd (size and aux: MemoryEntry.wire)
 FLAG_BLOB = 2  # wire header flag (1 is ipc_notify.FLAG_NOTIFY)
+# the most fds and rights one message may carry: what a record's right
+# table can describe, and a bound the receiver's fd limit checks anyway
+MAX_RIGHTS = (MAX_RECORD - 8 * 4) // 24
+MAX_MSG_FDS = 1 << 16
 # XNU's IPC_KMSG_MAX_BODY_SPACE: the largest message mach_msg accepts
 MAX_SEND_SIZE = 3 * (64 << 20) // 4 - 68
 HEADER_SIZE = HDR.size
 # fds a right may carry: a send right is its connection and the port's
 # queue semaphore; a receive right is every connection of the port
 _MAX_FDS = {MD.MACH_MSG_TYPE_PORT_SEND: 2, MD.MACH_MSG_TYPE_PORT_SEND_ONCE: 1, KIND_OOL: 1,
-            MD.MACH_MSG_TYPE_PORT_RECEIVE: unix.SCM_MAX_FD, KIND_NONE: 0, KIND_BLOB: 1, KIND_BACK: 0, KIND_ENTRY: 1}
+            MD.MACH_MSG_TYPE_PORT_RECEIVE: 1 << 16, KIND_NONE: 0, KIND_BLOB: 1, KIND_BACK: 0, KIND_ENTRY: 1}
 _SEND_DISP_MIN = MD.MACH_MSG_TYPE_MOVE_SEND
 _SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
@@ -159,8 +163,6 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _copyin_body(space, body, rights, out)
         wbits = MD.MACH_MSGH_BITS_SET(reply_kind, dest_kind, 0, bits & MD.MACH_MSGH_BITS_COMPLEX)
-        if len(out.fds) > unix.SCM_MAX_FD:
-            raise _err(K.MACH_SEND_TOO_LARGE, f"{len(out.fds)} rights; at most {unix.SCM_MAX_FD}")
         if WIRE.size + RIGHT.size * len(rights) + sum(len(a) for a in out.arrays) + len(body) > MAX_RECORD:
             # larger than a record: the body travels in a sealed memfd
             if size > MAX_SEND_SIZE:
@@ -170,10 +172,17 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
             out.fds.append(fd)
             rights.append((KIND_BLOB, 1, len(body), 0))
             body, flags = bytearray(), flags | FLAG_BLOB
-            if len(out.fds) > unix.SCM_MAX_FD:
-                raise _err(K.MACH_SEND_TOO_LARGE, f"{len(out.fds)} rights; at most {unix.SCM_MAX_FD}")
+        nfds = len(out.fds)
+        if nfds > MAX_MSG_FDS or len(rights) > MAX_RIGHTS:
+            raise _err(K.MACH_SEND_TOO_LARGE, f"{len(rights)} rights in {nfds} fds")
+        if nfds > unix.SCM_MAX_FD:
+            # more than one record's worth: the rest goes in a carrier
+            carrier = unix.carry(out.fds[unix.SCM_MAX_FD - 1:])
+            out.owned.append(carrier)
+            out.fds = out.fds[:unix.SCM_MAX_FD - 1] + [carrier]
+            flags |= FLAG_CARRIER
         arrays = b"".join(out.arrays)
-        head = WIRE.pack(MAGIC, wbits, msg_id, len(body), len(rights), len(out.fds), flags, len(arrays))
+        head = WIRE.pack(MAGIC, wbits, msg_id, len(body), len(rights), nfds, flags, len(arrays))
         table = b"".join(RIGHT.pack(*r) for r in rights)
         out.buffers = [head, table, arrays, bytes(body)]
         return out
@@ -433,13 +442,17 @@ def validate(rec: Incoming) -> Parsed:
 
 
 def _validate(rec: Incoming) -> Parsed:
+    if rec.error:
+        raise _err(rec.error, "the record was cut short")
     data = rec.data
     if len(data) < WIRE.size:
         raise _err(K.MACH_RCV_HEADER_ERROR, "record shorter than its header")
     magic, bits, msg_id, blen, nrights, nfds, flags, alen = WIRE.unpack_from(data)
     if magic != MAGIC or bits & ~(MD.MACH_MSGH_BITS_PORTS_MASK | MD.MACH_MSGH_BITS_COMPLEX):
         raise _err(K.MACH_RCV_HEADER_ERROR, "not a message record")
-    if nfds != len(rec.fds) or nrights < 1 or nrights > unix.SCM_MAX_FD + 1:
+    if flags & FLAG_CARRIER:
+        uncarry(rec, nfds)
+    if nfds != len(rec.fds) or nrights < 1 or nrights > MAX_RIGHTS:
         raise _err(K.MACH_RCV_BODY_ERROR, "rights do not match the fds that arrived")
     tend = WIRE.size + nrights * RIGHT.size
     if tend + alen + blen != len(data) or blen % 4 or alen % 8:
@@ -470,6 +483,28 @@ def _validate(rec: Incoming) -> Parsed:
     if any(r[0] == KIND_BACK for r in rights[1:]):
         raise _err(K.MACH_RCV_BODY_ERROR, "a back-channel right outside the header")
     return bits, msg_id, rights, data[tend:tend + alen], data[tend + alen:]
+
+
+def uncarry(rec: Incoming, nfds: int) -> None:
+    """Take the fds of a record's carrier (its last fd) into the record,
+    once, and mark the record as carrying them itself.
+    MACH_RCV_BODY_ERROR for a carrier that does not hold what the record
+    says; MACH_RCV_BODY_ERROR | MACH_MSG_IPC_SPACE when they do not fit
+    (RLIMIT_NOFILE)."""
+    if not rec.fds or nfds <= len(rec.fds) - 1 or nfds > MAX_MSG_FDS:
+        raise _err(K.MACH_RCV_BODY_ERROR, "a carrier that does not match its record")
+    carrier = rec.fds.pop()
+    try:
+        rec.fds.extend(unix.uncarry(carrier, nfds - len(rec.fds)))
+    except unix.Truncated as err:
+        raise _err(K.MACH_RCV_BODY_ERROR | (K.MACH_MSG_IPC_SPACE if err.fds_lost else 0), str(err)) from None
+    except ValueError as err:
+        raise _err(K.MACH_RCV_BODY_ERROR, str(err)) from None
+    finally:
+        os.close(carrier)
+    data = bytearray(rec.data)
+    struct.pack_into("<I", data, _FLAGS_AT, struct.unpack_from("<I", data, _FLAGS_AT)[0] & ~FLAG_CARRIER)
+    rec.data = bytes(data)
 
 
 def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[bytes, int]:

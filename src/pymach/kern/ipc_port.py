@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 from .._linux import unix
 from . import kern_return as K
@@ -44,6 +44,7 @@ FLAG_REPLYCONN = 8  # control: fds [reply end] for the connection it came on
 FLAG_REPLY = 16  # a message to a back-channel send-once right (token)
 FLAG_SO_DEAD = 32  # control: that right (token) was destroyed unused
 FLAG_UPGRADE = 64  # control: fds [send-once end]: that right (token) now has a connection of its own
+FLAG_CARRIER = 128  # a message whose last fd is a carrier of the rest (unix.carry)
 CONTROL = FLAG_JOIN | FLAG_REPLYCONN | FLAG_SO_DEAD | FLAG_UPGRADE
 _FLAGS_AT = 24  # offset of the flags word in the wire header
 _CONTROL_HEAD = struct.Struct("<IIiIIIII")  # the wire header (ipc_kmsg.WIRE)
@@ -62,20 +63,29 @@ def control_record(flags: int, nfds: int) -> bytes:
 class Incoming:
     """A record read off a connection, not yet copied out."""
 
-    __slots__ = ("data", "fds", "cred", "parsed", "rconn")
+    __slots__ = ("data", "fds", "cred", "parsed", "rconn", "error")
 
     def __init__(self, data: bytes | bytearray, fds: list[int], cred: tuple[int, int, int] | None,
                  parsed: tuple[int, int, list[tuple[int, int, int, int]], bytes | bytearray, bytes | bytearray] | None = None,
-                 rconn: "Shared | None" = None) -> None:
+                 rconn: "Shared | None" = None, error: int = 0) -> None:
         self.data = data
         self.fds = fds
         self.cred = cred
         self.parsed = parsed
         self.rconn = rconn  # the reply connection of the channel it came on
+        self.error = error  # a message that could not be taken off its connection whole
 
     def release(self) -> None:
         unix.close_all(self.fds)
         self.fds = []
+
+
+def _lost(err: "unix.Truncated") -> Incoming:
+    """The message whose record was cut (its fds already closed): the
+    receive that takes it fails, as XNU's copyout does when the space is
+    full (MACH_MSG_IPC_SPACE) or the message is malformed."""
+    kr = K.MACH_RCV_BODY_ERROR | (K.MACH_MSG_IPC_SPACE if err.fds_lost else 0)
+    return Incoming(b"", [], None, None, None, kr)
 
 
 class ReplyConn:
@@ -128,10 +138,11 @@ class Shared:
     its port and by every back-channel right made from it); closed when
     the last reference goes."""
 
-    __slots__ = ("sock",)
+    __slots__ = ("sock", "ino")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.ino = os.fstat(sock.fileno()).st_ino
 
     def __del__(self) -> None:
         self.sock.close()
@@ -142,10 +153,11 @@ class Channel:
     a back-channel reply) and the reply connection beside it. Every later
     message on the same send right goes on it, so order is kept."""
 
-    __slots__ = ("tx", "rx")
+    __slots__ = ("tx", "rx", "ino")
 
     def __init__(self, tx: socket.socket, rx: ReplyConn) -> None:
         self.tx = tx
+        self.ino = os.fstat(tx.fileno()).st_ino
         self.rx: ReplyConn | None = rx
 
 
@@ -179,6 +191,27 @@ class SendCap:
         """The socket messages on this right are written to."""
         chan = self.chan
         return self.sock if chan is None else chan.tx
+
+    def checked_tx(self) -> socket.socket:
+        """The socket to write on, once the kernel confirms that its fd
+        still names the connection this right was made with (the inode).
+        An fd closed behind the runtime's back, its number since reused by
+        another file or another port's connection, is MACH_SEND_INVALID_DEST:
+        a message never goes to an object the right does not denote."""
+        chan = self.chan
+        sock, ino = (self.sock, self._ino()) if chan is None else (chan.tx, chan.ino)
+        fd = sock.fileno()
+        try:
+            if os.fstat(fd).st_ino == ino:
+                return sock
+        except OSError:
+            pass
+        if fd >= 0:
+            sock.detach()  # the number is someone else's now: never close it later
+        raise K.MachError(K.MACH_SEND_INVALID_DEST, "the right's connection fd no longer names it")
+
+    def _ino(self) -> int:
+        return self.ino
 
     def back_reply(self, port: "Port") -> int | None:
         """A token for a send-once right to our ``port`` that the receiver
@@ -354,6 +387,10 @@ class ReplyCap(SendOnceCap):
         self.token = token
         self.spent = False
 
+    def _ino(self) -> int:
+        conn = self.conn
+        return -1 if conn is None else conn.ino
+
     def forget(self) -> None:
         self.conn = None  # the connection closes with its last reference
 
@@ -419,6 +456,23 @@ def _upgrade_held(rec: Incoming) -> None:
     rec.rconn = None
 
 
+def _resend(tx: socket.socket, rec: Incoming) -> None:
+    """Write a record taken off a connection onto ``tx`` as it came: a
+    record whose carrier was already read gets a new carrier."""
+    if rec.error:
+        return  # a cut record: nothing of it is left to travel
+    if len(rec.fds) <= unix.SCM_MAX_FD:
+        unix.send(tx, [rec.data], rec.fds)
+        return
+    carrier = unix.carry(rec.fds[unix.SCM_MAX_FD - 1:])
+    try:
+        data = bytearray(rec.data)
+        data[_FLAGS_AT] |= FLAG_CARRIER
+        unix.send(tx, [data], rec.fds[:unix.SCM_MAX_FD - 1] + [carrier])
+    finally:
+        os.close(carrier)
+
+
 def _peer_gone(fd: int) -> bool:
     """Has every copy of the far end of this connection closed? (POLLHUP:
     both directions are shut. A reply connection's far end shuts only its
@@ -461,6 +515,10 @@ class Port:
         self.rconn: dict[int, Shared] = {}
         self.quiet: set[int] = set()  # send ends found closed when no-senders was armed
         self.replies: dict[int, ReplyConn] = {}
+        # who answers for a connection (make_send_owned), and the policy
+        # asked before a sender's channel joins on one of them
+        self.owners: dict[int, object] = {}
+        self.admit: "Callable[[object], bool] | None" = None
         renew_at_fork(self)
 
     def renew_locks(self) -> None:
@@ -495,6 +553,33 @@ class Port:
                 self._cached = SendCap(self._connect(False), os.dup(self.efd))
                 LOCAL_SENDS[self._cached.ino] = self
             return self._cached.dup()
+
+    def make_send_owned(self, owner: object) -> SendCap:
+        """MAKE_SEND on a connection of its own, recorded as ``owner``'s
+        (with the channels that later join on it): a server counts what
+        each client holds of it with owned()."""
+        with self.lock:
+            self._check()
+            self.mscount += 1
+            tx = SendCap(self._connect(False), os.dup(self.efd))
+            self.owners[self._last_rx] = owner
+            if self.nsrequest is not None:
+                self._watch_end(self._last_rx)
+            return tx
+
+    def owned(self) -> dict[object, int]:
+        """Owner -> connections of ours whose sending end is still open
+        somewhere (kernel fact: not hung up), for make_send_owned's owners."""
+        with self.lock:
+            p = select.poll()
+            for fd in self.owners:
+                p.register(fd, select.POLLRDHUP)
+            hung = {fd for fd, ev in p.poll(0) if ev & (select.POLLRDHUP | select.POLLHUP)}
+            counts: dict[object, int] = {}
+            for fd, owner in self.owners.items():
+                if fd not in hung:
+                    counts[owner] = counts.get(owner, 0) + 1
+            return counts
 
     def count_make_send(self) -> None:
         """A MAKE_SEND that only added a user reference to a right we hold."""
@@ -623,6 +708,7 @@ class Port:
         if ent is None:
             return False
         s, once = ent
+        self.owners.pop(fd, None)
         WATCHER.unwatch(fd)
         try:
             self.ep.unregister(fd)
@@ -702,7 +788,11 @@ class Port:
                         n, fds, cred = unix.recv(sock, self._buf)
                     except BlockingIOError:
                         return  # not closed after all
-                    except (OSError, unix.Truncated):
+                    except unix.Truncated as err:
+                        drained += 1
+                        self.held.append(self._cut(fd, _once, err))
+                        continue
+                    except OSError:
                         n, fds, cred = 0, [], None
                     if n == 0 and not fds:
                         if not unix.hung_up(sock):
@@ -733,6 +823,21 @@ class Port:
             os.eventfd_write(self.efd, 1)
         return Incoming(buf[:n], fds, cred, None, self.rconn.get(fd))
 
+    def _cut(self, fd: int, once: bool, err: "unix.Truncated") -> Incoming:
+        """A record taken off end ``fd`` whole but cut (its fds are closed):
+        it leaves the queue as a message would, so its place is freed (or
+        its send-once connection dropped), and the receive that takes it
+        fails."""
+        if once:
+            with self.lock:
+                self.drop_end(fd)
+        else:
+            # what was lost may have been a channel's new reply
+            # connection: stop answering on the old one
+            self.rconn.pop(fd, None)
+            self._freed()
+        return _lost(err)
+
     def _control(self, fd: int, n: int, fds: list[int]) -> bool:
         """JOIN: a sender's channel (a new connection of ours, and its
         reply connection); REPLYCONN: a new reply connection for the
@@ -748,10 +853,15 @@ class Port:
             unix.close_all(fds)
             return True
         with self.lock:
-            if ok and flags == FLAG_JOIN and len(fds) == 2 and len(self.ends) < MAX_JOINED:
+            owner = self.owners.get(fd)
+            if (ok and flags == FLAG_JOIN and len(fds) == 2 and len(self.ends) < MAX_JOINED
+                    and (owner is None or self.admit is None or self.admit(owner))):
                 rx = socket.socket(fileno=fds[0])
                 rx.setblocking(False)
+                rx.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
                 self.ends[rx.fileno()] = (rx, False)
+                if owner is not None:
+                    self.owners[rx.fileno()] = owner  # a sender's channel counts as its own
                 self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
                 self.rconn[rx.fileno()] = Shared(socket.socket(fileno=fds[1]))
                 if self.nsrequest is not None:
@@ -841,10 +951,8 @@ class Port:
                 except BlockingIOError:
                     continue
                 except unix.Truncated as err:
-                    # what was lost may have been a channel's new reply
-                    # connection: stop answering on the old one
-                    self.rconn.pop(fd, None)
-                    raise K.MachError(K.MACH_RCV_BODY_ERROR, str(err)) from None
+                    self.seqno += 1
+                    return self._cut(fd, once, err)
                 except OSError:
                     n, fds, cred = 0, [], None
                 if n == 0 and not fds:
@@ -881,7 +989,7 @@ class Port:
                     while self.held:
                         rec = self.held[0]
                         _upgrade_held(rec)  # type: ignore[arg-type]
-                        unix.send(tx, [rec.data], rec.fds)  # type: ignore[attr-defined]
+                        _resend(tx, rec)  # type: ignore[arg-type]
                         self.held.popleft().release()  # type: ignore[attr-defined]
                 finally:
                     tx.close()
@@ -974,6 +1082,7 @@ class Port:
                 WATCHER.unwatch(fd)
                 sock.close()
             self.ends.clear()
+            self.owners.clear()
             self._close_rconns()
             for rc in list(self.replies.values()):
                 if rc.outstanding():
@@ -1013,6 +1122,7 @@ class Port:
                     req.close()
             self.nsrequest = self.pdrequest = None
             self.ends.clear()
+            self.owners.clear()
             if self.efd >= 0:
                 os.close(self.efd)
                 self.efd = -1
@@ -1033,6 +1143,7 @@ class Port:
             for sock, _once in self.ends.values():
                 sock.close()
             self.ends.clear()
+            self.owners.clear()
             self._close_rconns()
             for rc in self.replies.values():
                 rc.closed = True

@@ -124,7 +124,7 @@ def _transmit(space: IpcSpace, dest: SendCap, dest_name: int, buffers: list[byte
               option: int, timeout_ms: int) -> None:
     """Write one record on the destination's connection, after taking a
     place in its queue (send-once rights never wait, as in XNU)."""
-    sock = dest.tx
+    sock = dest.checked_tx()
     flags = _NOSIGNAL
     once = isinstance(dest, SendOnceCap)
     if not once and not dest.take_slot(timeout_ms if option & MD.MACH_SEND_TIMEOUT else None):
@@ -176,7 +176,18 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
         rec, port, name = _dequeue_set(space, obj, timeout)
     if rec is None:
         raise K.MachError(K.MACH_RCV_TIMED_OUT, "no message")
+    if rec.error:
+        # taken off its connection cut short: its fds are already closed
+        raise K.MachError(rec.error, "the message's rights did not fit in the space" if
+                          rec.error & K.MACH_MSG_IPC_SPACE else "the record was cut short")
     cred = rec.cred
+    if cred is None:
+        # the kernel attaches SCM_CREDENTIALS to every record on a receiving
+        # end with SO_PASSCRED. A record without them came on a connection
+        # whose maker turned that off (a JOIN or UPGRADE end it made): its
+        # sender is unknown, and must never read as the kernel's
+        rec.release()
+        raise K.MachError(K.MACH_RCV_HEADER_ERROR, "a record without the sender's credentials")
     if (len(rec.data) > _FLAGS_AT and rec.data[_FLAGS_AT] & FLAG_NOTIFY and cred is not None
             and cred[0] == os.getpid()):
         cred = None  # made by our own runtime, as the kernel: KERNEL_SECURITY_TOKEN

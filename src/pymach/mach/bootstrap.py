@@ -17,7 +17,9 @@ first time it is read:
 ``bootstrap_port_connect(&port)`` does the same and says why it failed:
 MACH_SEND_INVALID_DEST when no server can be reached,
 BOOTSTRAP_NOT_PRIVILEGED when the rendezvous is not trustworthy (a socket
-or directory of another user, a server of another uid).
+or directory of another user, a server of another uid), BOOTSTRAP_NO_MEMORY
+when the server already holds as many of our connections as its limits
+allow.
 
 When the bootstrap port turns out dead (the server was killed, perhaps
 restarted), a routine called on it reconnects once and sends again. The
@@ -116,6 +118,9 @@ class _Connection:
         except rendezvous.Refused as err:
             self.error = f"refusing the bootstrap rendezvous: {err}"
             return BOOTSTRAP_NOT_PRIVILEGED
+        except rendezvous.Busy as err:
+            self.error = str(err)
+            return BOOTSTRAP_NO_MEMORY
         except OSError as err:
             self.error = f"cannot reach the bootstrap server at {path}: {err}"
             return K.MACH_SEND_INVALID_DEST

@@ -19,7 +19,13 @@ so a notification still in flight does not make it refuse a new owner.
 Every request's audit trailer is checked: only our own uid is served,
 since a send right to the bootstrap port can be handed to any process.
 The rendezvous (pymach.servers.rendezvous) runs on a second thread: it
-only accepts, checks SO_PEERCRED, and hands out send rights.
+only accepts, checks SO_PEERCRED, and hands out send rights, each a
+connection of its own recorded as its client's.
+
+Limits (Limits, docs/architecture.md): per client process and in all, on
+live names and on live connections to the bootstrap port, derived from
+RLIMIT_NOFILE with a reserve, so that no client can exhaust the server's
+fds or starve the others; over one, BOOTSTRAP_NO_MEMORY.
 """
 
 from __future__ import annotations
@@ -50,6 +56,66 @@ class NoMemory(Exception):
     """A port could not be made: the server ran out of fds or memory."""
 
 
+# fds the server keeps for itself whatever its clients do (at most a
+# quarter of its limit), and what one name can cost it at most (a receive
+# right made by create_service: its epoll, its queue eventfd, the cached
+# connection's two ends and that connection's eventfd; a checked-in name
+# holds a send right, two fds, and its dead-name request's connection)
+FD_RESERVE = 64
+FDS_PER_NAME = 6
+LIMIT_ENV = {"names_per_client": "PYMACH_BOOTSTRAP_MAX_NAMES_PER_CLIENT",
+             "rights_per_client": "PYMACH_BOOTSTRAP_MAX_RIGHTS_PER_CLIENT",
+             "names": "PYMACH_BOOTSTRAP_MAX_NAMES",
+             "rights": "PYMACH_BOOTSTRAP_MAX_RIGHTS"}
+
+
+@dataclass
+class Limits:
+    """What one client process, and the server's uid as a whole, may hold
+    of the server. ``names``: live names registered, checked in or created;
+    ``rights``: live connections to the bootstrap port (each right the
+    rendezvous hands out, and each channel a sender opens on one)."""
+
+    names_per_client: int
+    rights_per_client: int
+    names: int
+    rights: int
+
+    @classmethod
+    def derive(cls, **asked: int | None) -> "Limits":
+        """The totals from RLIMIT_NOFILE (half the fds past the reserve for
+        names, half for connections); a client's share at most 1024 names
+        and 1024 connections. A value asked for (a keyword, else its
+        environment variable) can only lower them."""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        soft = soft if soft != resource.RLIM_INFINITY else 1 << 20
+        budget = (soft - min(FD_RESERVE, soft // 4)) // 2
+        top = {"names": max(1, budget // FDS_PER_NAME), "rights": max(1, budget)}
+        top["names_per_client"] = min(1024, top["names"])
+        top["rights_per_client"] = min(1024, top["rights"])
+        out = {}
+        for key, env in LIMIT_ENV.items():
+            want = asked.get(key)
+            if want is None and os.environ.get(env, "").strip():
+                want = int(os.environ[env])
+            out[key] = top[key] if want is None else max(0, min(want, top[key]))
+        out["names_per_client"] = min(out["names_per_client"], out["names"])
+        out["rights_per_client"] = min(out["rights_per_client"], out["rights"])
+        return cls(**out)
+
+
+def client_key(pid: int) -> tuple[int, int]:
+    """A client process: its pid and start time (clock ticks after boot,
+    /proc/PID/stat field 22), so that a reused pid is another client. A
+    process already gone gets start time -1."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return pid, int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return pid, -1
+
+
 @dataclass
 class Service:
     """A name and the server's name for its port. ``pid`` is the process
@@ -59,6 +125,7 @@ class Service:
     name: bytes
     port: int
     pid: int = 0
+    owner: tuple[int, int] = (0, 0)  # client_key() of the process the name counts against
 
 
 class ServiceTable:
@@ -122,9 +189,9 @@ class ServiceTable:
         self.receivers.add(port.value)
         return port.value
 
-    def bind(self, name: bytes, port: int, pid: int) -> Service:
+    def bind(self, name: bytes, port: int, pid: int, owner: tuple[int, int] = (0, 0)) -> Service:
         """Bind ``name`` to ``port``, taking over one send reference of ours."""
-        svc = Service(name, port, pid)
+        svc = Service(name, port, pid, owner)
         self.by_name[name] = svc
         self.by_port.setdefault(port, set()).add(name)
         return svc
@@ -163,6 +230,19 @@ class ServiceTable:
         else:
             self.port_died(port)
 
+    def held_by(self, owner: tuple[int, int]) -> int:
+        """The names that count against one client."""
+        return sum(1 for svc in self.by_name.values() if svc.owner == owner)
+
+    def sweep(self) -> list[bytes]:
+        """Free the names made by create_service whose maker is gone and
+        that nobody checked in (nothing else would ever free them)."""
+        gone = [svc.name for svc in self.by_name.values()
+                if svc.port in self.receivers and svc.owner != (0, 0) and client_key(svc.owner[0]) != svc.owner]
+        for name in gone:
+            self.unbind(name)
+        return gone
+
     def port_died(self, port: int) -> list[bytes]:
         """``port`` is a dead name: free every name bound to it and release
         the dead name. Returns the names freed."""
@@ -196,8 +276,10 @@ class BootstrapServer:
     control port, in one port set), its table, the request loop on the
     calling thread and the rendezvous on a thread of its own."""
 
-    def __init__(self, listener: rendezvous.Listener, log: TextIO | None = None) -> None:
+    def __init__(self, listener: rendezvous.Listener, log: TextIO | None = None,
+                 limits: Limits | None = None) -> None:
         task = M.mach_task_self()
+        self.limits = limits or Limits.derive()
         self.uid = os.getuid()
         self.listener = listener
         self.log_to = log
@@ -212,8 +294,8 @@ class BootstrapServer:
         self.port, self.notify, self.control, self.pset = names
         M.check(M.mach_port_insert_right(task, self.control, self.control, M.MACH_MSG_TYPE_MAKE_SEND),
                   "mach_port_insert_right")
-        limits = M.mach_port_limits_t(M.MACH_PORT_QLIMIT_LARGE)
-        M.mach_port_set_attributes(task, self.port, M.MACH_PORT_LIMITS_INFO, byref(limits), 1)
+        qlimit = M.mach_port_limits_t(M.MACH_PORT_QLIMIT_LARGE)
+        M.mach_port_set_attributes(task, self.port, M.MACH_PORT_LIMITS_INFO, byref(qlimit), 1)
         for member in (self.port, self.notify, self.control):
             M.check(M.mach_port_insert_member(task, member, self.pset), "mach_port_insert_member")
         self.table = ServiceTable(self.notify)
@@ -230,6 +312,7 @@ class BootstrapServer:
         entry = SELF.space.lookup(self.port)
         assert entry is not None
         self._port_object = entry.object
+        self._port_object.admit = self._admit_channel  # type: ignore[attr-defined]
         self._stop = False
         self._acceptor = threading.Thread(target=self._accept_loop, name="bootstrap-rendezvous", daemon=True)
 
@@ -253,16 +336,60 @@ class BootstrapServer:
                 if uid != self.uid:
                     self.log(f"refused a connection from pid {pid}: uid {uid}")
                     continue
-                try:
-                    cap = self._port_object.make_send()  # type: ignore[attr-defined]
-                except OSError:
-                    continue  # out of fds: the client sees the connection close
+                key = client_key(pid)
+                port = self._port_object
+                with port.lock:  # type: ignore[attr-defined]
+                    why = self._over_rights(key)
+                    try:
+                        cap = None if why else port.make_send_owned(key)  # type: ignore[attr-defined]
+                    except OSError:
+                        continue  # out of fds: the client sees the connection close
+                if cap is None:
+                    self.log(f"refused a connection from pid {pid}: {why}")
+                    try:
+                        rendezvous.send_busy(conn, why)
+                    except OSError:
+                        pass
+                    continue
                 try:
                     rendezvous.send_handshake(conn, cap.wire_fds())
                 except OSError:
                     pass
                 finally:
                     cap.close()
+
+    def _over_rights(self, key: tuple[int, int]) -> str:
+        """Why client ``key`` may not have one more connection ('' if it
+        may): the connections it holds (kernel fact: not hung up) against
+        its share, and everyone's against the total."""
+        counts = self._port_object.owned()  # type: ignore[attr-defined]
+        lim = self.limits
+        if counts.get(key, 0) >= lim.rights_per_client:
+            return f"{lim.rights_per_client} connections per process"
+        if sum(counts.values()) >= lim.rights:
+            return f"{lim.rights} connections in all"
+        return ""
+
+    def _admit_channel(self, owner: object) -> bool:
+        """The port's policy for a sender's channel (a new connection that
+        joins on one of a client's): counted as that client's."""
+        why = self._over_rights(owner)  # type: ignore[arg-type]
+        if why:
+            self.log(f"refused a channel of pid {owner[0]}: {why}")  # type: ignore[index]
+        return not why
+
+    def _over_names(self, pid: int) -> tuple[tuple[int, int], str]:
+        """(client key, why it may not hold one more name or '')."""
+        key = client_key(pid)
+        t, lim = self.table, self.limits
+        if t.held_by(key) >= lim.names_per_client:
+            return key, f"{lim.names_per_client} names per process"
+        if len(t.by_name) >= lim.names:
+            for name in t.sweep():
+                self.log(f"{D.text(name)!r} is free: its maker is gone and nobody checked in")
+            if len(t.by_name) >= lim.names:
+                return key, f"{lim.names} names in all"
+        return key, ""
 
     # -- the request loop -----------------------------------------------------------------------------
 
@@ -299,7 +426,10 @@ class BootstrapServer:
 
     def _notification(self, buf: ctypes.Array[ctypes.c_char], trailer: M.mach_msg_audit_trailer_t) -> None:
         hdr = M.mach_msg_header_t.from_buffer(buf)
-        from_kernel = tuple(trailer.msgh_sender.val) == (0, 1)
+        # KERNEL_SECURITY_TOKEN {0, 1} and KERNEL_AUDIT_TOKEN (all zero):
+        # the token alone is also what a root process whose gid is 1 shows,
+        # but no process has pid 0
+        from_kernel = tuple(trailer.msgh_sender.val) == (0, 1) and not any(trailer.msgh_audit.val)
         if (from_kernel and hdr.msgh_id == M.MACH_NOTIFY_DEAD_NAME
                 and hdr.msgh_size == sizeof(M.mach_dead_name_notification_t) - sizeof(M.mach_msg_format_0_trailer_t)):
             port = M.mach_dead_name_notification_t.from_buffer(buf).not_port
@@ -419,18 +549,22 @@ class BootstrapServer:
         if kr:
             return Reply(kr)
         t = self.table
+        key, why = self._over_names(pid)  # (first: it may free names)
         svc = t.lookup(name)
         if svc is not None and svc.port not in t.receivers:
             self.log(f"check_in {D.text(name)!r} by pid {pid}: already active (pid {svc.pid or '-'})")
             return Reply(M.BOOTSTRAP_SERVICE_ACTIVE)
         fresh = svc is None
+        if why and (svc is None or svc.owner != key):
+            self.log(f"check_in {D.text(name)!r} by pid {pid}: refused, {why}")
+            return Reply(M.BOOTSTRAP_NO_MEMORY)
         if svc is None:
-            svc = t.bind(name, t.make_port(), 0)
+            svc = t.bind(name, t.make_port(), 0, key)
         port = svc.port
 
         def sent() -> None:
             t.receivers.discard(port)
-            svc.pid = pid
+            svc.pid, svc.owner = pid, key
             t.arm(port)
             self.log(f"check_in {D.text(name)!r} by pid {pid}")
 
@@ -451,7 +585,11 @@ class BootstrapServer:
         t = self.table
         if t.lookup(name) is not None:
             return Reply(M.BOOTSTRAP_NAME_IN_USE)
-        svc = t.bind(name, t.make_port(), 0)
+        key, why = self._over_names(pid)
+        if why:
+            self.log(f"create_service {D.text(name)!r} by pid {pid}: refused, {why}")
+            return Reply(M.BOOTSTRAP_NO_MEMORY)
+        svc = t.bind(name, t.make_port(), 0, key)
         self.log(f"create_service {D.text(name)!r} by pid {pid}")
         return Reply(M.KERN_SUCCESS, svc.port, M.MACH_MSG_TYPE_COPY_SEND)
 
@@ -484,7 +622,8 @@ class BootstrapServer:
     def _register(self, buf: ctypes.Array[ctypes.c_char], pid: int) -> Reply:
         """bootstrap_register: bind the name to the send right carried.
 
-        BOOTSTRAP_SUCCESS, BOOTSTRAP_SERVICE_ACTIVE, KERN_INVALID_ARGUMENT,
+        BOOTSTRAP_SUCCESS, BOOTSTRAP_SERVICE_ACTIVE, BOOTSTRAP_NO_MEMORY (the limits),
+        KERN_INVALID_ARGUMENT,
         MIG_BAD_ARGUMENTS, MIG_TYPE_ERROR (the descriptor is not a send
         right)."""
         req = D.bootstrap_register_request_t.from_buffer(buf)
@@ -498,17 +637,22 @@ class BootstrapServer:
             self._release_body(buf)
             return Reply(kr)
         t = self.table
+        key, why = self._over_names(pid)  # (first: it may free names)
         svc = t.lookup(name)
         if svc is not None and svc.port not in t.receivers:
             self._release_body(buf)
             self.log(f"register {D.text(name)!r} by pid {pid}: already active (pid {svc.pid or '-'})")
             return Reply(M.BOOTSTRAP_SERVICE_ACTIVE)
+        if why and M.MACH_PORT_VALID(right) and (svc is None or svc.owner != key):
+            self._release_body(buf)
+            self.log(f"register {D.text(name)!r} by pid {pid}: refused, {why}")
+            return Reply(M.BOOTSTRAP_NO_MEMORY)
         if svc is not None:
             t.unbind(name)  # declared, not checked in: the new right replaces it
         if not M.MACH_PORT_VALID(right):
             self.log(f"register {D.text(name)!r} by pid {pid}: " + ("removed" if svc else "nothing to bind"))
             return Reply(M.KERN_SUCCESS)
-        t.bind(name, right, pid)
+        t.bind(name, right, pid, key)
         t.arm(right)
         self.log(f"register {D.text(name)!r} by pid {pid}")
         return Reply(M.KERN_SUCCESS)
@@ -569,7 +713,8 @@ def _stop_on_signals(server: BootstrapServer) -> None:
 
 
 def serve(path: str | None = None, *, daemonize: bool = False, ready_fd: int | None = None,
-          verbose: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+          verbose: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+          limits: dict[str, int | None] | None = None) -> int:
     """Run the bootstrap server for ``path`` (default: the rendezvous's
     socket_path()) until SIGTERM or SIGINT. With ``daemonize`` it forks
     into the background once it listens (the autostart's way). ``ready_fd``
@@ -604,7 +749,10 @@ def serve(path: str | None = None, *, daemonize: bool = False, ready_fd: int | N
             os.dup2(devnull, fd)
         os.close(devnull)
     _raise_fd_limit()
-    server = BootstrapServer(listener, err if verbose and not daemonize else None)
+    lim = Limits.derive(**(limits or {}))
+    server = BootstrapServer(listener, err if verbose and not daemonize else None, lim)
+    server.log(f"limits: {lim.names_per_client} names and {lim.rights_per_client} connections per process, "
+               f"{lim.names} names and {lim.rights} connections in all")
     _stop_on_signals(server)
     try:
         listener.listen()

@@ -72,6 +72,11 @@ class Refused(Exception):
     handshake that is not one."""
 
 
+class Busy(Exception):
+    """The server refused us a right: we (this process), or our uid as a
+    whole, hold as many connections to it as its limits allow."""
+
+
 class AlreadyRunning(Exception):
     """Another server holds the path's lock."""
 
@@ -243,6 +248,13 @@ def send_handshake(conn: socket.socket, fds: list[int]) -> None:
               socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
 
 
+def send_busy(conn: socket.socket, why: str) -> None:
+    """Write a handshake with no fds: the server holds as many of our
+    connections as its limits allow; ``why`` follows the header."""
+    conn.send(HANDSHAKE.pack(MAGIC, VERSION, 0, os.getpid()) + why.encode()[:40],
+              socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+
+
 def wait_connectable(path: str, timeout: float) -> bool:
     """Wait until a server accepts connections at ``path``."""
     deadline = time.monotonic() + timeout
@@ -266,7 +278,8 @@ def connect(path: str, private: bool, timeout: float = TIMEOUT) -> tuple[list[in
     of a send right to the bootstrap port, checked: a SEQPACKET socket and
     an eventfd; the server's pid).
 
-    Raises NoServer (nothing serves the path) or Refused."""
+    Raises NoServer (nothing serves the path), Refused, or Busy (the
+    server's limits)."""
     directory = os.path.dirname(path)
     try:
         check_dir(directory, private)
@@ -296,6 +309,8 @@ def connect(path: str, private: bool, timeout: float = TIMEOUT) -> tuple[list[in
             raise Refused(f"a bad handshake from {path}: {err}") from None
         except OSError as err:
             raise NoServer(f"the server at {path} closed the connection: {err}") from None
+        if n > HANDSHAKE.size and not fds and HANDSHAKE.unpack_from(buf)[:3] == (MAGIC, VERSION, 0):
+            raise Busy(f"the server at {path} refused a right: {bytes(buf[HANDSHAKE.size:n]).decode(errors='replace')}")
         ok = (n == HANDSHAKE.size and len(fds) == HANDSHAKE_FDS
               and HANDSHAKE.unpack_from(buf)[:3] == (MAGIC, VERSION, HANDSHAKE_FDS)
               and unix.is_seqpacket(fds[0]) and unix.is_eventfd(fds[1]))

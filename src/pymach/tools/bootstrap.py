@@ -1,6 +1,7 @@
 """pymach bootstrap: run the bootstrap server, and ask it what it knows.
 
     pymach bootstrap serve [--socket PATH] [-v]     the server, in the foreground
+        [--max-names-per-client N] [--max-rights-per-client N] [--max-names N] [--max-rights N]
     pymach bootstrap list [--json]                  PID, STATUS and NAME of every service
     pymach bootstrap status NAME                    one service's status
 
@@ -26,6 +27,12 @@ def main(argv: list[str]) -> int:
     s.add_argument("-v", "--verbose", action="store_true", help="log each request to stderr")
     s.add_argument("--daemonize", action="store_true", help="fork into the background once listening")
     s.add_argument("--ready-fd", type=int, metavar="FD", help='write "ready" on FD once clients can connect')
+    s.add_argument("--max-names-per-client", type=int, metavar="N",
+                   help="live names one process may check in, register or create")
+    s.add_argument("--max-rights-per-client", type=int, metavar="N",
+                   help="live connections (bootstrap port rights) one process may hold")
+    s.add_argument("--max-names", type=int, metavar="N", help="live names in all")
+    s.add_argument("--max-rights", type=int, metavar="N", help="live connections in all")
     ls = sub.add_parser("list", help="PID, STATUS and NAME of every service, like launchctl list")
     ls.add_argument("--socket", metavar="PATH", dest="socket_sub", help=argparse.SUPPRESS)
     ls.add_argument("--json", action="store_true", help="a JSON array of {name, status, pid}")
@@ -38,7 +45,9 @@ def main(argv: list[str]) -> int:
         os.environ["PYMACH_BOOTSTRAP_SOCKET"] = os.path.abspath(sock)
     if a.command == "serve":
         from ..servers.bootstrap import serve
-        return serve(None, daemonize=a.daemonize, ready_fd=a.ready_fd, verbose=a.verbose)
+        limits = {"names_per_client": a.max_names_per_client, "rights_per_client": a.max_rights_per_client,
+                  "names": a.max_names, "rights": a.max_rights}
+        return serve(None, daemonize=a.daemonize, ready_fd=a.ready_fd, verbose=a.verbose, limits=limits)
     from .. import bootstrap
     try:
         if a.command == "list":
