@@ -187,11 +187,16 @@ def test_none_child_read_raises_invalid_address(task):
 
 def test_none_is_unmapped_in_the_child(task):
     with task.allocate(3 * P) as r:
+        poke(r.address, b"parent")
         r.inherit(VM_INHERIT_NONE)
         assert mapped_in(r.address, r.end)
 
         def child():
-            assert mapped_in(r.address, r.end) == [], "VM_INHERIT_NONE memory is mapped in the child"
+            # the hole is the first place the child's next mmap goes (the
+            # introspection thread it starts allocates at once): a mapping
+            # of its own may be there, but none of the parent's pages
+            m = mapped_in(r.address, r.end)
+            assert m == [] or peek(r.address, 6) == bytes(6), "VM_INHERIT_NONE memory is mapped in the child"
 
         run_in_child(child)
         assert all(m[2] == "rw-p" for m in mapped_in(r.address, r.end))
