@@ -303,6 +303,60 @@ def mach_oneway(n: int, repeat: int) -> float:
         cleanup()
 
 
+# -- many rights in one message ------------------------------------------------------------
+
+RIGHTS_COUNTS = (100, 254, 1000)  # one record; a carrier; a carrier of four records
+
+
+def many_rights(count: int, repeat: int) -> float:
+    """ns per message carrying ``count`` send rights (2 fds each) to one
+    of four ports, sent to a port of ours and received, the rights then
+    released: past 126 rights the fds travel in a carrier. In one process:
+    the cost is the copyin, the fds' trip and the copyout, not a wake-up."""
+    import struct
+    from pymach import mach as M
+
+    task = M.mach_task_self()
+
+    def port() -> int:
+        p = M.mach_port_t()
+        M.mach_port_allocate(task, M.MACH_PORT_RIGHT_RECEIVE, ctypes.byref(p))
+        M.mach_port_insert_right(task, p, p, M.MACH_MSG_TYPE_MAKE_SEND)
+        return p.value
+
+    dest, targets = port(), [port() for _ in range(4)]
+    hdr = ctypes.sizeof(M.mach_msg_header_t)
+    body = struct.pack("<I", count) + b"".join(
+        struct.pack("<IIHBB", targets[i % 4], 0, 0, M.MACH_MSG_TYPE_MAKE_SEND, M.MACH_MSG_PORT_DESCRIPTOR)
+        for i in range(count))
+    size = hdr + len(body)
+    out = (ctypes.c_char * size)()
+    rcv = (ctypes.c_char * (size + 64))()
+    rh = M.mach_msg_header_t.from_buffer(rcv)
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            ctypes.memmove(ctypes.addressof(out) + hdr, body, len(body))
+            h = M.mach_msg_header_t.from_buffer(out)
+            h.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, 0) | M.MACH_MSGH_BITS_COMPLEX
+            h.msgh_size, h.msgh_remote_port, h.msgh_local_port = size, dest, 0
+            if M.mach_msg(h, M.MACH_SEND_MSG, size, 0, 0, 0, 0):
+                raise RuntimeError("send failed")
+            if M.mach_msg(rh, M.MACH_RCV_MSG, 0, len(rcv), dest, 0, 0):
+                raise RuntimeError("receive failed")
+            names = {struct.unpack_from("<I", rcv, hdr + 4 + 12 * i)[0] for i in range(count)}
+            for name in names:
+                refs = M.mach_port_urefs_t()
+                M.mach_port_get_refs(task, name, M.MACH_PORT_RIGHT_SEND, ctypes.byref(refs))
+                M.mach_port_mod_refs(task, name, M.MACH_PORT_RIGHT_SEND, -refs.value)
+
+    try:
+        return _per_op(run, 10, repeat)
+    finally:
+        for p in [dest, *targets]:
+            M.mach_port_destroy(task, p)
+
+
 # -- large out-of-line memory -----------------------------------------------------------
 
 OOL_ROUNDS = 3  # handoffs (and bare reads) per size; the best of each is reported
@@ -413,5 +467,7 @@ def cases(n: int, repeat: int) -> list[dict[str, object]]:
     base1 = raw_socket_oneway(n, repeat)
     out.append({"benchmark": f"one-way messages, {ROUND} B", "rows": [
         ("raw SEQPACKET socketpair (baseline)", base1), ("pymach.mach mach_msg", mach_oneway(n, repeat))]})
+    out.append({"benchmark": "send rights in one message, sent and received", "rows": [
+        (f"{count} send rights ({2 * count} fds)", many_rights(count, repeat)) for count in RIGHTS_COUNTS]})
     return out
 
