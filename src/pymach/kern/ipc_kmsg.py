@@ -30,7 +30,7 @@ from . import kern_return as K
 from . import message_defs as MD
 from . import vm_defs as V
 from . import ipc_right as R
-from .ipc_port import FLAG_REPLY, MAX_RECORD, Incoming, Port, ReplyCap, SendCap, SendOnceCap
+from .ipc_port import FLAG_REPLY, MAX_RECORD, Incoming, Port, ReplyCap, SendCap, SendOnceCap, use
 from .vm_memory_entry import MemoryEntry, check_entry
 from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                          MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
@@ -219,6 +219,10 @@ def copyin_simple(space: IpcSpace, msg: bytes) -> tuple[SendCap, bytes, int] | N
         token = back
         right, reply = RIGHT.pack(KIND_BACK, 0, 0, token), MD.MACH_MSG_TYPE_PORT_SEND_ONCE
     else:
+        return None
+    if not use(cap):  # closed under us: the port died (copyin() says so)
+        if token:
+            cap.undo_reply(token)
         return None
     flags = FLAG_REPLY | cap.token << 8 if type(cap) is ReplyCap else 0
     body = msg[HEADER_SIZE:]

@@ -153,8 +153,54 @@ _CHANNEL_LOCK = threading.Lock()
 
 
 def _renew_channel_lock() -> None:
-    global _CHANNEL_LOCK  # pylint: disable=global-statement
+    global _CHANNEL_LOCK, _USE_LOCK  # pylint: disable=global-statement
     _CHANNEL_LOCK = threading.Lock()
+    _USE_LOCK = threading.Lock()
+
+
+# A send holds its destination's capability open from copyin to the last
+# write, as XNU's send holds a reference on the port: the watcher thread
+# that turns a dead port's name into a dead name (and closes the right's
+# fds) may run at any moment, and an fd closed under a send could be
+# reused by the next open() before the write reaches it.
+_USE_LOCK = threading.Lock()
+_USES: "weakref.WeakKeyDictionary[SendCap, int]" = weakref.WeakKeyDictionary()
+_LATE_CLOSE: "weakref.WeakKeyDictionary[SendCap, bool]" = weakref.WeakKeyDictionary()
+_CLOSED: "weakref.WeakSet[SendCap]" = weakref.WeakSet()
+
+
+def use(cap: "SendCap") -> bool:
+    """Hold ``cap`` open for a send: a close() meanwhile waits for done().
+    False when it is closed already (the port died)."""
+    with _USE_LOCK:
+        if cap in _CLOSED:
+            return False
+        _USES[cap] = _USES.get(cap, 0) + 1
+        return True
+
+
+def done(cap: "SendCap") -> None:
+    """The send that use() held ``cap`` for is over: a close() that waited
+    happens now."""
+    with _USE_LOCK:
+        n = _USES.get(cap, 0) - 1
+        if n > 0:
+            _USES[cap] = n
+            return
+        _USES.pop(cap, None)
+        late = _LATE_CLOSE.pop(cap, False)
+    if late:
+        cap.close()
+
+
+def _close_waits(cap: "SendCap") -> bool:
+    """True when a send holds ``cap``: its close happens at done()."""
+    with _USE_LOCK:
+        if _USES.get(cap):
+            _LATE_CLOSE[cap] = True
+            return True
+        _CLOSED.add(cap)
+        return False
 
 
 os.register_at_fork(after_in_child=_renew_channel_lock)
@@ -305,6 +351,8 @@ class SendCap:
             os.eventfd_write(self.efd, 1)
 
     def close(self) -> None:
+        if _close_waits(self):
+            return
         chan, self.chan = self.chan, None
         if chan is not None:
             chan.tx.close()  # the port sees this sender's connection end
@@ -377,6 +425,8 @@ class ReplyCap(SendOnceCap):
         return SendOnceCap(tx)
 
     def close(self) -> None:
+        if _close_waits(self):
+            return
         if not self.spent and self.conn is not None:
             self.spent = True
             try:
