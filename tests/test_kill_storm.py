@@ -119,3 +119,21 @@ def test_send_while_the_watcher_makes_the_destination_dead(monkeypatch: pytest.M
             R.mod_refs(SELF.space, name, MACH_PORT_RIGHT_DEAD_NAME, -2)
         ipc.register_ports()
 
+
+def test_reply_connection_closed_under_the_receiver() -> None:
+    """A channel's reply connection is closed by its send right's close,
+    which the watcher thread runs when the destination dies, while the
+    receiver of the reply port may be about to read it. The receiver must
+    pass it over (the storm saw a ValueError for fd -1 escape mach_msg)."""
+    with Port() as service, service.make_send() as to_service, Port() as reply:
+        to_service.send(b"request", reply=reply)  # opens the channel, bound to ``reply``
+        port = R.receive_port(SELF.space, reply.name)
+        ((fd, rc),) = list(port.replies.items())
+        req = service.receive(timeout=5)
+        req.reply.close()  # answered with a send-once notification, so nothing is outstanding
+        assert reply.receive(timeout=5).id == N.MACH_NOTIFY_SEND_ONCE
+        rc.close()  # what the watcher's SendCap.close does meanwhile
+        assert port._reply(fd, rc) is None  # pylint: disable=protected-access
+        with pytest.raises(K.MachError) as none:
+            reply.receive(timeout=0)
+        assert none.value.kr == K.MACH_RCV_TIMED_OUT

@@ -817,6 +817,10 @@ class Port:
         news of a back-channel right (destroyed: a send-once notification;
         upgraded: a send-once connection of ours). At EOF every right still
         outstanding is a send-once notification (its holder died)."""
+        if rc.closed:
+            # its channel's sender closed it meanwhile (the watcher thread,
+            # when the destination died): nothing was outstanding on it
+            return None
         buf = self._buf
         try:
             n, fds, cred = unix.recv(rc.sock, buf)
@@ -825,6 +829,8 @@ class Port:
         except unix.Truncated:
             return None  # junk (its fds are closed): dropped
         except OSError:
+            if rc.closed:
+                return None  # closed under the read, as above
             n, fds, cred = 0, [], None
         if n == 0 and not fds and not unix.hung_up(rc.sock):
             # an empty record reads like EOF: only the hang-up tells them
