@@ -164,18 +164,15 @@ def _renew_channel_lock() -> None:
 # fds) may run at any moment, and an fd closed under a send could be
 # reused by the next open() before the write reaches it.
 _USE_LOCK = threading.Lock()
-_USES: "weakref.WeakKeyDictionary[SendCap, int]" = weakref.WeakKeyDictionary()
-_LATE_CLOSE: "weakref.WeakKeyDictionary[SendCap, bool]" = weakref.WeakKeyDictionary()
-_CLOSED: "weakref.WeakSet[SendCap]" = weakref.WeakSet()
 
 
 def use(cap: "SendCap") -> bool:
     """Hold ``cap`` open for a send: a close() meanwhile waits for done().
     False when it is closed already (the port died)."""
     with _USE_LOCK:
-        if cap in _CLOSED:
+        if cap._gone:  # pylint: disable=protected-access
             return False
-        _USES[cap] = _USES.get(cap, 0) + 1
+        cap._uses += 1  # pylint: disable=protected-access
         return True
 
 
@@ -183,12 +180,8 @@ def done(cap: "SendCap") -> None:
     """The send that use() held ``cap`` for is over: a close() that waited
     happens now."""
     with _USE_LOCK:
-        n = _USES.get(cap, 0) - 1
-        if n > 0:
-            _USES[cap] = n
-            return
-        _USES.pop(cap, None)
-        late = _LATE_CLOSE.pop(cap, False)
+        cap._uses -= 1  # pylint: disable=protected-access
+        late = cap._late and not cap._uses  # pylint: disable=protected-access
     if late:
         cap.close()
 
@@ -196,10 +189,10 @@ def done(cap: "SendCap") -> None:
 def _close_waits(cap: "SendCap") -> bool:
     """True when a send holds ``cap``: its close happens at done()."""
     with _USE_LOCK:
-        if _USES.get(cap):
-            _LATE_CLOSE[cap] = True
+        if cap._uses:  # pylint: disable=protected-access
+            cap._late = True  # pylint: disable=protected-access
             return True
-        _CLOSED.add(cap)
+        cap._gone = True  # pylint: disable=protected-access
         return False
 
 
@@ -212,13 +205,14 @@ class SendCap:
     the port's queue-slot semaphore (an eventfd shared by every sender and
     the receiver: it holds the number of free places in the queue)."""
 
-    __slots__ = ("sock", "efd", "ino", "chan", "__weakref__")
+    __slots__ = ("sock", "efd", "ino", "chan", "_uses", "_gone", "_late", "__weakref__")
 
     def __init__(self, sock: socket.socket, efd: int = -1) -> None:
         self.sock = sock
         self.efd = efd
         self.ino = os.fstat(sock.fileno()).st_ino
         self.chan: Channel | None = None
+        self._uses, self._gone, self._late = 0, False, False  # see use()
 
     @property
     def tx(self) -> socket.socket:
@@ -398,6 +392,7 @@ class ReplyCap(SendOnceCap):
 
     def __init__(self, conn: Shared, token: int) -> None:  # pylint: disable=super-init-not-called
         self.sock, self.efd, self.ino, self.chan = conn.sock, -1, 0, None
+        self._uses, self._gone, self._late = 0, False, False
         self.conn: Shared | None = conn
         self.token = token
         self.spent = False

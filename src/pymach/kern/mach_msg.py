@@ -19,7 +19,7 @@ from . import message_defs as MD
 from . import ipc_kmsg
 from . import ipc_right as R
 from .ipc_notify import FLAG_NOTIFY, NDR_RECORD
-from .ipc_port import _FLAGS_AT, Port, ReplyCap, SendCap, SendOnceCap, done, use
+from .ipc_port import _FLAGS_AT, Port, ReplyCap, SendCap, SendOnceCap, done
 from .ipc_pset import PortSet
 from .ipc_space import MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, IpcSpace
 
@@ -77,12 +77,7 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
     except OSError as err:
         # making a right or a memfd for the message ran out of fds or memory
         raise K.MachError(K.MACH_SEND_NO_BUFFER, f"copyin: {err.strerror}") from err
-    held = out.dest if out.kobject is None else None
     try:
-        if held is not None and not use(held):
-            # closed since copyin: the port died (the watcher made the name dead)
-            held = None
-            raise K.MachError(K.MACH_SEND_INVALID_DEST, "the destination died")
         if out.kobject is not None:
             _kobject_reply(space, out, HDR_REMOTE.unpack_from(msg, 12)[0], HDR_ID.unpack_from(msg, 20)[0],
                            option, timeout_ms)
@@ -91,8 +86,6 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
             _transmit(space, out.dest, out.dest_name, out.buffers, out.fds, option, timeout_ms)
         out.token = 0
     finally:
-        if held is not None:
-            done(held)
         if out.token:
             out.dest.undo_reply(out.token)  # type: ignore[union-attr]
         out.release()
