@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from typing import Any, TextIO
 
 from .. import bootstrap as B
@@ -127,7 +127,7 @@ class Member:
         self.rng = random.Random(seed ^ self.inc)
         self.base_names = {n for n, _e in SELF.space.names()}
         self.pset = PortSet()
-        self.notify = self._port()
+        self.notify = self._port()  # the inbox: peers' messages and our dead-name notifications
         self.ready = False
         self.stopped = False
         self.errors: list[str] = []
@@ -813,9 +813,15 @@ class Driver:
                 self.start(role)
 
     def ask(self, role: str, cmd: str, timeout: float = 60.0) -> dict[str, Any]:
+        self.tell(role, cmd)
+        return self.answer(role, timeout)
+
+    def tell(self, role: str, cmd: str) -> None:
+        self.procs[role][1].sendall(cmd.encode() + b"\n")
+
+    def answer(self, role: str, timeout: float = 60.0) -> dict[str, Any]:
         _pid, s = self.procs[role]
         s.settimeout(timeout)
-        s.sendall(cmd.encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = s.recv(1 << 20)
@@ -826,6 +832,25 @@ class Driver:
 
     def members(self) -> list[str]:
         return [r for r in ROLES if r != "boot"]
+
+    def ask_all(self, cmd: str) -> dict[str, dict[str, Any]]:
+        """``cmd`` to every member at once, then their answers."""
+        for r in self.members():
+            self.tell(r, cmd)
+        return {r: self.answer(r) for r in self.members()}
+
+    def quiesce(self) -> int:
+        """Drain every member's queues until two rounds in a row find
+        nothing (a notification the watcher makes late still lands in the
+        second). Returns the messages drained."""
+        total, quiet = 0, 0
+        for _round in range(40):
+            n = sum(a["n"] for a in self.ask_all("drain").values())
+            total += n
+            quiet = quiet + 1 if n == 0 else 0
+            if quiet == 2:
+                break
+        return total
 
     def stop_all(self) -> None:
         for role, (pid, s) in list(self.procs.items()):
@@ -894,6 +919,8 @@ class Checker:
         self.failures: list[str] = []
         self.notifications = 0
         self.messages = 0
+        self.verified = 0  # sends between survivors, each seen to arrive once
+        self.received: Counter[str] = Counter()
 
     def fail(self, what: str) -> None:
         self.failures.append(what)
@@ -947,6 +974,11 @@ class Checker:
     def check_notifications(self, reports: dict[str, dict[str, Any]], final: bool) -> None:
         held = {(o, h) for rep in reports.values() for o, h in rep["held"]}
         for role, rep in reports.items():
+            if final:
+                self.received["dead-name"] += sum(rec["count"] for rec in rep["dn"])
+                self.received["send-once"] += sum(req["out"] == "so" for req in rep["reqs"])
+                self.received["no-senders"] += sum(h["ns"] for h in rep["handouts"])
+                self.received["replies"] += sum(req["out"] == "reply" for req in rep["reqs"])
             for rec in rep["dn"]:
                 self.notifications += 1
                 inc = rec.get("inc")
@@ -1007,6 +1039,8 @@ class Checker:
                         self.fail(f"stream {st} to {inc} arrived at {recv[1]}")
                     elif set(recv[2]) != ok:
                         self.fail(f"stream {st} to {s['to']}@{inc}: lost {sorted(ok - set(recv[2]))[:10]}")
+                    else:
+                        self.verified += len(ok)
                 elif inc is not None and recv is not None:
                     self.fail(f"stream {st} to the killed {inc} arrived at {recv[0]}")
 
@@ -1080,12 +1114,9 @@ def run(kills: int, seed: int, out: TextIO, interval: tuple[float, float] = (0.0
         if waiting:
             chk.fail(f"not recovered within 60 s: {sorted(waiting)}")
         recovered = time.monotonic()
-        for r in d.members():
-            d.ask(r, "stop")
-        for _round in range(20):
-            if sum(d.ask(r, "drain")["n"] for r in d.members()) == 0:
-                break
-        reports = {r: d.ask(r, "report") for r in d.members()}
+        d.ask_all("stop")
+        d.quiesce()
+        reports = d.ask_all("report")
         accts: dict[int, dict[str, Any]] = {}
         leaked = 0
         for r, rep in reports.items():
@@ -1099,12 +1130,9 @@ def run(kills: int, seed: int, out: TextIO, interval: tuple[float, float] = (0.0
         memfds_seen = len(scan_memfds(chk.before))
         bad_memfds = chk.check_memfds(reports, accts, final=False)
         # the survivors drop their memory and the rights they hold for others
-        for r in d.members():
-            d.ask(r, "drop")
-        for _round in range(20):
-            if sum(d.ask(r, "drain")["n"] for r in d.members()) == 0:
-                break
-        final = {r: d.ask(r, "report") for r in d.members()}
+        d.ask_all("drop")
+        d.quiesce()
+        final = d.ask_all("report")
         for r, rep in final.items():
             for e in rep["errors"][len(reports[r]["errors"]):]:
                 chk.fail(f"{r}: {e}")
@@ -1118,13 +1146,15 @@ def run(kills: int, seed: int, out: TextIO, interval: tuple[float, float] = (0.0
         for c in d.crashed:
             chk.fail(c)
         wall = time.monotonic() - t0
-        delivered = sum(rep["delivered"] for rep in reports.values())
         print(f"pymach storm: {kills} SIGKILLs, seed {seed}", file=out)
         print(f"  kills survived       {kills} ({', '.join(f'{r} {n}' for r, n in by_role.items() if n)})", file=out)
         print(f"  members started      {d.started}", file=out)
         print(f"  recovery             {recovered - storm_end:.2f} s", file=out)
-        print(f"  messages checked     {chk.messages} (delivered to the survivors: {delivered})", file=out)
-        print(f"  notifications checked {chk.notifications}", file=out)
+        print(f"  messages checked     {chk.messages} (at the survivors; {chk.verified} sent between survivors, "
+              f"each arrived exactly once)", file=out)
+        rcv = chk.received
+        print(f"  notifications checked {chk.notifications} (received: dead-name {rcv['dead-name']}, "
+              f"send-once {rcv['send-once']}, no-senders {rcv['no-senders']}; replies {rcv['replies']})", file=out)
         print(f"  memfds seen          {memfds_seen}", file=out)
         print(f"  fds leaked           {leaked}", file=out)
         print(f"  memfds leaked        {bad_memfds}", file=out)
