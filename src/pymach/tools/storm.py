@@ -911,6 +911,13 @@ def scan_memfds(ignore: frozenset[int] = frozenset()) -> list[tuple[int, str, in
     return out
 
 
+def _fd_target(pid: int, fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return "?"  # closed since it was listed
+
+
 class Checker:
     def __init__(self, driver: Driver) -> None:
         self.d = driver
@@ -940,7 +947,7 @@ class Checker:
         stale = accounted - open_
         if leaked:
             self.fail(f"{role}: fds nobody accounts for: {sorted(leaked)} "
-                      f"({[os.readlink(f'/proc/{pid}/fd/{fd}') for fd in sorted(leaked)][:8]})")
+                      f"({[_fd_target(pid, fd) for fd in sorted(leaked)][:8]})")
         if stale:
             self.fail(f"{role}: the runtime accounts for fds that are closed: {sorted(stale)}")
         return len(leaked), acc
