@@ -187,9 +187,13 @@ def is_seqpacket(fd: int) -> bool:
 
 
 def hung_up(sock: socket.socket) -> bool:
-    """True when every copy of the peer end has closed (POLLRDHUP/POLLHUP)."""
+    """True when every copy of the peer end has closed (POLLRDHUP/POLLHUP).
+    A socket closed already (by another thread) counts as hung up."""
+    fd = sock.fileno()
+    if fd < 0:
+        return True
     p = select.poll()
-    p.register(sock.fileno(), select.POLLRDHUP)
+    p.register(fd, select.POLLRDHUP)
     return any(ev & (select.POLLRDHUP | select.POLLHUP) for _fd, ev in p.poll(0))
 
 

@@ -30,7 +30,8 @@ from . import kern_return as K
 from . import message_defs as MD
 from . import vm_defs as V
 from . import ipc_right as R
-from .ipc_port import _FLAGS_AT, FLAG_CARRIER, FLAG_REPLY, MAX_RECORD, Incoming, Port, ReplyCap, SendCap, SendOnceCap
+from .ipc_port import (_FLAGS_AT, FLAG_CARRIER, FLAG_REPLY, MAX_RECORD, Incoming, Port, ReplyCap, SendCap,
+                       SendOnceCap, done, use)
 from .vm_memory_entry import MemoryEntry, check_entry
 from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                          MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
@@ -89,8 +90,13 @@ class Outgoing:
     kobject: MemoryEntry | None = None  # a kernel object's port as the destination (no ``dest``)
     reply: SendCap | None = None  # with ``kobject``: the reply right, to answer on
     reply_kind: int = 0
+    used: list[SendCap] = field(default_factory=list)  # kept open until the send is over (use/done)
 
     def release(self) -> None:
+        """Close what the message owned; let the rights it used go."""
+        used, self.used = self.used, []
+        for cap in used:
+            done(cap)
         for o in self.owned:
             if isinstance(o, SendCap):
                 o.close()
@@ -138,6 +144,10 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
                 cap, dest_kind, owned = R.copyin_send(space, remote, rdisp, check=False)
             except K.MachError as e:
                 raise _err(K.MACH_SEND_INVALID_DEST, e.context or "") from None
+            if not use(cap):
+                # closed under us by the watcher: the port died
+                raise _err(K.MACH_SEND_INVALID_DEST, f"{remote:#x}: the port died")
+            out.used.append(cap)
         if owned:
             out.owned.append(cap)  # type: ignore[arg-type]
         out.dest, out.dest_name, out.dest_disposition = cap, remote, rdisp
@@ -218,16 +228,20 @@ def copyin_simple(space: IpcSpace, msg: bytes) -> tuple[SendCap, bytes, int] | N
         kind = MD.MACH_MSG_TYPE_PORT_SEND_ONCE
     else:
         return None
+    if not use(cap):  # closed under us: the port died (copyin() says so)
+        return None
     if not local and not ldisp:
         token, right, reply = 0, _NO_RIGHT, 0
     elif ldisp == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE and kind == MD.MACH_MSG_TYPE_PORT_SEND:
         port = _reply_port(space, local)
         back = cap.back_reply(port) if port is not None else None  # type: ignore[union-attr]
         if back is None:
+            done(cap)
             return None
         token = back
         right, reply = RIGHT.pack(KIND_BACK, 0, 0, token), MD.MACH_MSG_TYPE_PORT_SEND_ONCE
     else:
+        done(cap)
         return None
     flags = FLAG_REPLY | cap.token << 8 if type(cap) is ReplyCap else 0
     body = msg[HEADER_SIZE:]
@@ -368,6 +382,10 @@ def _take_send(space: IpcSpace, name: int, disp: int, out: Outgoing, kr: int,
         cap, kind, owned = R.copyin_send(space, name, disp)
     except K.MachError as err:
         raise _err(kr, err.context or "") from None
+    # its fds travel by number at the send: keep them open until then
+    if not use(cap):
+        raise _err(kr, f"{name:#x}: the port died")
+    out.used.append(cap)
     if keep:
         out.reply = cap
     if owned:

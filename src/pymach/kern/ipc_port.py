@@ -165,8 +165,47 @@ _CHANNEL_LOCK = threading.Lock()
 
 
 def _renew_channel_lock() -> None:
-    global _CHANNEL_LOCK  # pylint: disable=global-statement
+    global _CHANNEL_LOCK, _USE_LOCK  # pylint: disable=global-statement
     _CHANNEL_LOCK = threading.Lock()
+    _USE_LOCK = threading.Lock()
+
+
+# A send holds its destination's capability open from copyin to the last
+# write, as XNU's send holds a reference on the port: the watcher thread
+# that turns a dead port's name into a dead name (and closes the right's
+# fds) may run at any moment, and an fd closed under a send could be
+# reused by the next open() before the write reaches it.
+_USE_LOCK = threading.Lock()
+
+
+def use(cap: "SendCap") -> bool:
+    """Hold ``cap`` open for a send: a close() meanwhile waits for done().
+    False when it is closed already (the port died)."""
+    with _USE_LOCK:
+        if cap._gone:  # pylint: disable=protected-access
+            return False
+        cap._uses += 1  # pylint: disable=protected-access
+        return True
+
+
+def done(cap: "SendCap") -> None:
+    """The send that use() held ``cap`` for is over: a close() that waited
+    happens now."""
+    with _USE_LOCK:
+        cap._uses -= 1  # pylint: disable=protected-access
+        late = cap._late and not cap._uses  # pylint: disable=protected-access
+    if late:
+        cap.close()
+
+
+def _close_waits(cap: "SendCap") -> bool:
+    """True when a send holds ``cap``: its close happens at done()."""
+    with _USE_LOCK:
+        if cap._uses:  # pylint: disable=protected-access
+            cap._late = True  # pylint: disable=protected-access
+            return True
+        cap._gone = True  # pylint: disable=protected-access
+        return False
 
 
 os.register_at_fork(after_in_child=_renew_channel_lock)
@@ -178,13 +217,14 @@ class SendCap:
     the port's queue-slot semaphore (an eventfd shared by every sender and
     the receiver: it holds the number of free places in the queue)."""
 
-    __slots__ = ("sock", "efd", "ino", "chan", "__weakref__")
+    __slots__ = ("sock", "efd", "ino", "chan", "_uses", "_gone", "_late", "__weakref__")
 
     def __init__(self, sock: socket.socket, efd: int = -1) -> None:
         self.sock = sock
         self.efd = efd
         self.ino = os.fstat(sock.fileno()).st_ino
         self.chan: Channel | None = None
+        self._uses, self._gone, self._late = 0, False, False  # see use()
 
     @property
     def tx(self) -> socket.socket:
@@ -338,6 +378,8 @@ class SendCap:
             os.eventfd_write(self.efd, 1)
 
     def close(self) -> None:
+        if _close_waits(self):
+            return
         chan, self.chan = self.chan, None
         if chan is not None:
             chan.tx.close()  # the port sees this sender's connection end
@@ -383,6 +425,7 @@ class ReplyCap(SendOnceCap):
 
     def __init__(self, conn: Shared, token: int) -> None:  # pylint: disable=super-init-not-called
         self.sock, self.efd, self.ino, self.chan = conn.sock, -1, 0, None
+        self._uses, self._gone, self._late = 0, False, False
         self.conn: Shared | None = conn
         self.token = token
         self.spent = False
@@ -414,6 +457,8 @@ class ReplyCap(SendOnceCap):
         return SendOnceCap(tx)
 
     def close(self) -> None:
+        if _close_waits(self):
+            return
         if not self.spent and self.conn is not None:
             self.spent = True
             try:
@@ -877,6 +922,10 @@ class Port:
         news of a back-channel right (destroyed: a send-once notification;
         upgraded: a send-once connection of ours). At EOF every right still
         outstanding is a send-once notification (its holder died)."""
+        if rc.closed:
+            # its channel's sender closed it meanwhile (the watcher thread,
+            # when the destination died): nothing was outstanding on it
+            return None
         buf = self._buf
         try:
             n, fds, cred = unix.recv(rc.sock, buf)
@@ -885,6 +934,8 @@ class Port:
         except unix.Truncated:
             return None  # junk (its fds are closed): dropped
         except OSError:
+            if rc.closed:
+                return None  # closed under the read, as above
             n, fds, cred = 0, [], None
         if n == 0 and not fds and not unix.hung_up(rc.sock):
             # an empty record reads like EOF: only the hang-up tells them

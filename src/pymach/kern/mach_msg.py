@@ -19,7 +19,7 @@ from . import message_defs as MD
 from . import ipc_kmsg
 from . import ipc_right as R
 from .ipc_notify import FLAG_NOTIFY, NDR_RECORD
-from .ipc_port import _FLAGS_AT, Port, ReplyCap, SendCap, SendOnceCap
+from .ipc_port import _FLAGS_AT, Port, ReplyCap, SendCap, SendOnceCap, done
 from .ipc_pset import PortSet
 from .ipc_space import MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, IpcSpace
 
@@ -65,6 +65,8 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
             if token:
                 dest.undo_reply(token)
             raise
+        finally:
+            done(dest)  # held by copyin_simple
         if isinstance(dest, SendOnceCap):
             R.consume_sent(space, remote, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE)
         return

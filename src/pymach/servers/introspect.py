@@ -80,17 +80,19 @@ def _serve(s: socket.socket) -> None:
                     continue
                 conn.settimeout(5)
                 what = conn.recv(64).strip().decode(errors="replace")
-                conn.sendall(json.dumps(_answer(what)).encode())
+                conn.sendall(json.dumps(_answer(what, conn.fileno())).encode())
             except Exception:  # an introspection request must never hurt the process
                 continue
 
 
-def _answer(what: str) -> dict[str, Any]:
+def _answer(what: str, conn: int = -1) -> dict[str, Any]:
     from ..kern.task import SELF
     if what == "ports":
         return {"pid": os.getpid(), "ports": ports(SELF.space)}
     if what == "regions":
         return {"pid": os.getpid(), "regions": regions(SELF.map)}
+    if what == "fds":
+        return {"pid": os.getpid(), "connection": conn, **held_fds(SELF.space, SELF.map)}
     return {"pid": os.getpid(), "error": f"unknown request {what!r}"}
 
 
@@ -131,6 +133,68 @@ def ports(space: Any) -> list[dict[str, Any]]:
             row.update(object="none")
         out.append(row)
     return out
+
+
+def held_fds(space: Any, vm_map: Any) -> dict[str, Any]:
+    """The fds the runtime accounts for: per name of ``space`` (``names``:
+    name -> fds of its rights, requests and queued messages), the memfds
+    behind the entries of ``vm_map`` (``map``), the task's special and
+    registered ports (``task``), and the runtime's own
+    (``runtime``: the notification watcher, this server's socket). Any
+    other open fd of a process is its program's, or a leak."""
+    from ..kern.ipc_notify import WATCHER
+    from ..kern.ipc_port import Port, ReplyCap, SendCap
+    from ..kern.ipc_pset import PortSet
+    from ..kern.task import Task
+    from ..kern.vm_memory_entry import MemoryEntry
+    names: dict[str, list[int]] = {}
+    with space.lock:
+        for name, e in space.names():
+            fds: set[int] = set()
+            objs: list[Any] = [e.object, e.cap, e.dnrequest]
+            for o in objs:
+                if isinstance(o, Port):
+                    fds |= {o.ep.fileno(), o.efd} | set(o.ends)
+                    fds |= {s.sock.fileno() for s in list(o.rconn.values())} | set(o.replies)
+                    held: list[Any] = list(o.held)
+                    for rec in held:  # taken off their connections, still queued
+                        fds |= set(rec.fds)
+                        if rec.rconn is not None:
+                            fds.add(rec.rconn.sock.fileno())
+                    if o._cached is not None:  # pylint: disable=protected-access
+                        objs.append(o._cached)  # pylint: disable=protected-access
+                    if o.nsrequest is not None:
+                        objs.append(o.nsrequest[0])
+                    if o.pdrequest is not None:
+                        objs.append(o.pdrequest)
+                elif isinstance(o, ReplyCap):
+                    if o.conn is not None:
+                        fds.add(o.sock.fileno())
+                elif isinstance(o, SendCap):
+                    fds |= {o.sock.fileno(), o.efd}
+                    if o.chan is not None:
+                        fds.add(o.chan.tx.fileno())
+                        if o.chan.rx is not None:
+                            fds.add(o.chan.rx.sock.fileno())
+                elif isinstance(o, PortSet):
+                    fds |= {o.ep.fileno(), o.wake}
+                elif isinstance(o, MemoryEntry):
+                    fds.add(o.fd)
+                elif isinstance(o, Task):
+                    fds.add(o.pidfd)  # another process's task (our own holds none)
+            fds.discard(-1)
+            names[str(name)] = sorted(fds)
+    from ..kern.task import SELF
+    ports: set[int] = set()  # the special and registered ports: capabilities outside the space
+    for cap in [*SELF.special.values(), *SELF.registered]:
+        if isinstance(cap, SendCap):
+            ports |= {cap.sock.fileno(), cap.efd}
+    ports.discard(-1)
+    mapped = sorted({e.obj.fd for e in vm_map.entries() if e.obj is not None and e.obj.fd >= 0})
+    runtime = [fd for fd in (WATCHER.ep.fileno() if WATCHER.ep is not None else -1, WATCHER._wake_r,  # pylint: disable=protected-access
+                             WATCHER._wake_w,  # pylint: disable=protected-access
+                             _listener.fileno() if _listener is not None else -1) if fd >= 0]
+    return {"names": names, "map": mapped, "task": sorted(ports), "runtime": runtime}
 
 
 def regions(vm_map: Any) -> list[dict[str, Any]]:
