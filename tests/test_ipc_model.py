@@ -42,11 +42,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import pymach.mach as M
-from pymach.kern.ipc_port import Port as KPort
-from pymach.kern.ipc_port import ReplyCap, SendCap
-from pymach.kern.ipc_pset import PortSet
 from pymach.kern.task import SELF
 from pymach.mach import byref
+from pymach.servers import introspect
 
 T = M.mach_task_self
 OK = M.KERN_SUCCESS
@@ -213,36 +211,8 @@ class MEntry:
 
 def held_fds() -> dict[int, set[int]]:
     """The fds pymach's objects hold for each name of our space."""
-    out: dict[int, set[int]] = {}
-    for name, e in SELF.space.names():
-        fds: set[int] = set()
-        objs = [e.object, e.cap, e.dnrequest]
-        for o in objs:
-            if isinstance(o, KPort):
-                fds |= {o.ep.fileno(), o.efd} | set(o.ends)
-                fds |= {s.sock.fileno() for s in o.rconn.values()} | set(o.replies)
-                for rec in list(o.held):  # messages taken off their connections, still queued
-                    fds |= set(rec.fds)  # type: ignore[attr-defined]
-                if o._cached is not None:  # pylint: disable=protected-access
-                    objs.append(o._cached)  # pylint: disable=protected-access
-                if o.nsrequest is not None:
-                    objs.append(o.nsrequest[0])
-                if o.pdrequest is not None:
-                    objs.append(o.pdrequest)
-            elif isinstance(o, ReplyCap):
-                if o.conn is not None:
-                    fds.add(o.sock.fileno())
-            elif isinstance(o, SendCap):
-                fds |= {o.sock.fileno(), o.efd}
-                if o.chan is not None:
-                    fds.add(o.chan.tx.fileno())
-                    if o.chan.rx is not None:
-                        fds.add(o.chan.rx.sock.fileno())
-            elif isinstance(o, PortSet):
-                fds |= {o.ep.fileno(), o.wake}
-        fds.discard(-1)
-        out[name] = fds
-    return out
+    names = introspect.held_fds(SELF.space, SELF.map)["names"]
+    return {int(name): set(fds) for name, fds in names.items()}
 
 
 def open_fds() -> set[int]:
