@@ -1192,6 +1192,39 @@ def test_pythonic_requests_reuse_the_channel() -> None:
             pymach.register_ports()
 
 
+@pytest.mark.parametrize("size", [100, 64 * 1024, 1 << 20])
+def test_answer_larger_than_a_record_arrives(size: int) -> None:
+    """An answer on the back channel whose body is larger than a record
+    travels in a sealed memfd (its wire flags then carry that bit beside
+    the reply's): it arrives whole, and the next answer too."""
+
+    def server(_sync: Callable[[], None]) -> None:
+        mb = pymach.registered_ports()[0]
+        assert mb is not None
+        with pymach.Port() as p:
+            mb.send(pymach.Message(b"port", rights=[p.make_send()]))
+            for _ in range(2):
+                msg = p.receive(timeout=WAIT_MS / 1000)
+                assert isinstance(msg.reply, pymach.SendOnceRight)
+                msg.reply.send(msg.data * size, id=msg.id + 100)
+        mb.close()
+
+    with pymach.Port() as mbp:
+        with mbp.make_send() as mbs:
+            pymach.register_ports(mbs)
+        try:
+            with forked(server), pymach.Port() as reply:
+                first = mbp.receive(timeout=WAIT_MS / 1000)
+                (srv,) = first.rights
+                with srv:
+                    for i, b in enumerate((b"a", b"b")):
+                        srv.send(b, id=i, reply=reply)
+                        a = reply.receive(timeout=WAIT_MS / 1000, max_size=size + 4096)
+                        assert (a.id, len(a.data), a.data == b * size) == (i + 100, size, True)
+        finally:
+            pymach.register_ports()
+
+
 def test_reply_port_in_a_port_set(space: Space) -> None:
     """A reply port that is a member of a port set: the answer and the
     send-once notification are received from the set, for that port."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import array
 import fcntl
 import os
+import resource
 import select
 import socket
 import struct
@@ -195,6 +196,14 @@ def hung_up(sock: socket.socket) -> bool:
     p = select.poll()
     p.register(fd, select.POLLRDHUP)
     return any(ev & (select.POLLRDHUP | select.POLLHUP) for _fd, ev in p.poll(0))
+
+
+def fd_limit() -> int:
+    """The soft RLIMIT_NOFILE: how many fds this process may have open (a
+    new fd past it fails with EMFILE; a received one is dropped, with
+    MSG_CTRUNC)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def pending(fd: int) -> int:

@@ -49,7 +49,26 @@ CONTROL = FLAG_JOIN | FLAG_REPLYCONN | FLAG_SO_DEAD | FLAG_UPGRADE
 _FLAGS_AT = 24  # offset of the flags word in the wire header
 _CONTROL_HEAD = struct.Struct("<IIiIIIII")  # the wire header (ipc_kmsg.WIRE)
 _MAGIC = 0x3148434D
-MAX_JOINED = 1024  # connections a port accepts from senders' channels
+# connections a port accepts from senders' channels: each holds two of our
+# fds, so a quarter of the fd limit (half our fds), and at least 1024
+MIN_JOINED = 1024
+
+
+def max_joined() -> int:
+    """How many senders' channels a port accepts now."""
+    return max(MIN_JOINED, unix.fd_limit() // 4)
+
+_BUFFERS = threading.local()
+
+
+def _record_buffer() -> bytearray:
+    """This thread's buffer for reading one record. A record is copied out
+    (or parsed) before the next is read, so one buffer per thread serves
+    every port: a port costs no 64 KiB of its own."""
+    buf: bytearray | None = getattr(_BUFFERS, "buf", None)
+    if buf is None:
+        buf = _BUFFERS.buf = bytearray(MAX_RECORD)
+    return buf
 
 
 _C = TypeVar("_C", bound="SendCap")
@@ -349,28 +368,52 @@ class SendCap:
         MACH_SEND_INVALID_DEST if the port dies while we wait."""
         if self.efd < 0:
             return True
-        p = None
-        while True:
-            try:
-                os.eventfd_read(self.efd)
-                return True
-            except BlockingIOError:
-                pass
-            if timeout_ms == 0:
-                return False
-            if p is None:
-                p = select.poll()
-                p.register(self.efd, select.POLLIN)
-                p.register(self.sock.fileno(), select.POLLHUP)
-            start = time.monotonic()
-            ready = p.poll(-1 if timeout_ms is None else timeout_ms)
-            for fd, ev in ready:
-                if fd == self.sock.fileno() and ev & (select.POLLHUP | select.POLLERR):
-                    raise K.MachError(K.MACH_SEND_INVALID_DEST, "the port died while we waited")
-            if timeout_ms is not None:
-                timeout_ms = max(0, timeout_ms - int((time.monotonic() - start) * 1000))
-                if not ready and timeout_ms == 0:
+        ep: select.epoll | None = None
+        p: select.poll | None = None
+        try:
+            while True:
+                try:
+                    os.eventfd_read(self.efd)
+                    return True
+                except BlockingIOError:
+                    pass
+                if timeout_ms == 0:
                     return False
+                if ep is None and p is None:
+                    # Every sender of the port waits on the same eventfd.
+                    # EPOLLEXCLUSIVE makes the kernel wake one (or a few) of
+                    # the epoll instances waiting on it per write, not all:
+                    # as XNU wakes one full-queue waiter per place freed
+                    # (ipc_mqueue_release_msgcount). With plain poll, a place
+                    # freed under N blocked senders woke all N to race for it.
+                    # The hang-up of our connection (the port died) is
+                    # reported whatever the mask.
+                    try:
+                        ep = select.epoll(2)
+                        ep.register(self.efd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+                        ep.register(self.sock.fileno(), 0)
+                    except OSError:  # no fd for it: poll, which needs none
+                        if ep is not None:
+                            ep.close()
+                            ep = None
+                        p = select.poll()
+                        p.register(self.efd, select.POLLIN)
+                        p.register(self.sock.fileno(), select.POLLHUP)
+                start = time.monotonic()
+                # a sender woken and killed before it took the place would
+                # leave it to no one: look again at least every second
+                wait = 1.0 if timeout_ms is None else min(1.0, timeout_ms / 1000)
+                ready = ep.poll(wait) if ep is not None else p.poll(int(wait * 1000))  # type: ignore[union-attr]
+                for fd, ev in ready:
+                    if fd == self.sock.fileno() and ev & (select.EPOLLHUP | select.EPOLLERR):
+                        raise K.MachError(K.MACH_SEND_INVALID_DEST, "the port died while we waited")
+                if timeout_ms is not None:
+                    timeout_ms = max(0, timeout_ms - int((time.monotonic() - start) * 1000))
+                    if not ready and timeout_ms == 0:
+                        return False
+        finally:
+            if ep is not None:
+                ep.close()
 
     def give_slot(self) -> None:
         """Return a place taken by take_slot (the send failed)."""
@@ -544,13 +587,14 @@ class Port:
         self.mscount = 0
         self.qlimit = MACH_PORT_QLIMIT_DEFAULT
         self.held: deque[object] = deque()
-        self._buf = bytearray(MAX_RECORD)  # messages read off a socket, not yet delivered
         self._cached: SendCap | None = None  # our own sending end, shared by MAKE_SEND
         self.destroyed = False
         self.context = 0  # mach_port_construct's context (or guard)
         self.guarded = False
-        # free places in the queue, shared with every sender (qlimit)
-        self.efd = os.eventfd(self.qlimit, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # free places in the queue, shared with every sender (qlimit): made
+        # with the first send right (_sem), so a port nobody may send to
+        # (a reply port, or one that only gets send-once rights) is one fd
+        self.efd = -1
         self.debt = 0  # places to withhold after qlimit was lowered
         self.nsrequest: tuple[SendOnceCap, int] | None = None  # (notify right, sync)
         self.pdrequest: SendOnceCap | None = None
@@ -565,6 +609,17 @@ class Port:
         self.owners: dict[int, object] = {}
         self.admit: "Callable[[object], bool] | None" = None
         renew_at_fork(self)
+
+    @property
+    def _buf(self) -> bytearray:
+        return _record_buffer()
+
+    def _sem(self) -> int:
+        """The queue semaphore, made now if no send right needed it yet (no
+        place can have been taken: it starts with qlimit free)."""
+        if self.efd < 0:
+            self.efd = os.eventfd(self.qlimit, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        return self.efd
 
     def renew_locks(self) -> None:
         """A fork child: locks held by threads that did not follow are free."""
@@ -587,17 +642,29 @@ class Port:
         not open a connection each time."""
         with self.lock:
             self._check()
-            self.mscount += 1
             if self.nsrequest is not None:
                 # while no-senders is asked for, every send right gets its own
                 # connection, so that the last close is seen
-                tx = SendCap(self._connect(False), os.dup(self.efd))
+                tx = self._new_send()
                 self._watch_end(self._last_rx)
+                self.mscount += 1
                 return tx
             if self._cached is None:
-                self._cached = SendCap(self._connect(False), os.dup(self.efd))
+                self._cached = self._new_send()
                 LOCAL_SENDS[self._cached.ino] = self
-            return self._cached.dup()
+            cap = self._cached.dup()
+            self.mscount += 1
+            return cap
+
+    def _new_send(self) -> SendCap:
+        """A new connection and the semaphore (OSError, with nothing left
+        open, when the fds cannot be had)."""
+        sem = os.dup(self._sem())
+        try:
+            return SendCap(self._connect(False), sem)
+        except BaseException:
+            os.close(sem)
+            raise
 
     def make_send_owned(self, owner: object) -> SendCap:
         """MAKE_SEND on a connection of its own, recorded as ``owner``'s
@@ -605,8 +672,8 @@ class Port:
         each client holds of it with owned()."""
         with self.lock:
             self._check()
+            tx = self._new_send()
             self.mscount += 1
-            tx = SendCap(self._connect(False), os.dup(self.efd))
             self.owners[self._last_rx] = owner
             if self.nsrequest is not None:
                 self._watch_end(self._last_rx)
@@ -680,6 +747,8 @@ class Port:
         """Change the queue limit: raising it wakes blocked senders."""
         with self.lock:
             diff, self.qlimit = qlimit - self.qlimit, qlimit
+            if self.efd < 0:
+                return  # no semaphore yet: it will start with qlimit free
             if diff > 0:
                 pay = min(diff, self.debt)
                 self.debt -= pay
@@ -715,19 +784,32 @@ class Port:
             return normal, once + self.back_rights()
 
     def _hung(self) -> set[int]:
-        """Our ends whose every sending end has closed (not yet read to EOF)."""
+        """Our ends whose every sending end has closed (not yet read to EOF).
+        With no no-senders request armed and no receiver busy, a hung send
+        connection with nothing queued is dropped here: on a port that
+        nobody receives from, nothing else would ever read its EOF, and each
+        MAKE_SEND after forget_cache opens a new one."""
         self.forget_cache()
         p = select.poll()
         for fd in self.ends:
             p.register(fd, select.POLLRDHUP)
-        return {fd for fd, ev in p.poll(0) if ev & (select.POLLRDHUP | select.POLLHUP)}
+        hung = {fd for fd, ev in p.poll(0) if ev & (select.POLLRDHUP | select.POLLHUP)}
+        if hung and self.nsrequest is None and self.rcv_lock.acquire(blocking=False):
+            try:
+                for fd in list(hung):
+                    if not self.ends[fd][1] and not unix.pending(fd):
+                        self.drop_end(fd)
+                        hung.discard(fd)
+            finally:
+                self.rcv_lock.release()
+        return hung
 
     def msgcount(self) -> int:
         """Messages queued: the places taken in the queue semaphore (from
         /proc/self/fdinfo, which shows an eventfd's count without reading
         it), plus messages held here, plus send-once messages waiting."""
         with self.lock:
-            free = 0
+            free = self.qlimit if self.efd < 0 else 0
             try:
                 with open(f"/proc/self/fdinfo/{self.efd}") as f:
                     for line in f:
@@ -754,6 +836,7 @@ class Port:
             return False
         s, once = ent
         self.owners.pop(fd, None)
+        self.quiet.discard(fd)  # the number may be reused by a new end
         WATCHER.unwatch(fd)
         try:
             self.ep.unregister(fd)
@@ -899,7 +982,7 @@ class Port:
             return True
         with self.lock:
             owner = self.owners.get(fd)
-            if (ok and flags == FLAG_JOIN and len(fds) == 2 and len(self.ends) < MAX_JOINED
+            if (ok and flags == FLAG_JOIN and len(fds) == 2 and len(self.ends) < max_joined()
                     and (owner is None or self.admit is None or self.admit(owner))):
                 rx = socket.socket(fileno=fds[0])
                 rx.setblocking(False)
@@ -953,7 +1036,9 @@ class Port:
         flags = int.from_bytes(buf[_FLAGS_AT:_FLAGS_AT + 4], "little") if n >= _CONTROL_HEAD.size else 0
         kind, token = flags & 0xFF, flags >> 8
         rec: Incoming | None = None
-        if kind in (FLAG_REPLY, FLAG_REPLY | 1) and rc.resolve(token):
+        # a reply may also be a notification (1) or carry its body in a
+        # sealed memfd (2: a body larger than a record)
+        if kind & ~3 == FLAG_REPLY and rc.resolve(token):
             rec = Incoming(bytes(buf[:n]), fds, cred)
         elif kind == FLAG_SO_DEAD and not fds and rc.resolve(token):
             rec = Incoming(send_once_record(), [], (os.getpid(), os.getuid(), os.getgid()))
@@ -1053,7 +1138,7 @@ class Port:
             normal = held + [fd for fd, (_s, once) in self.ends.items()
                              if not once and fd not in held and fd not in with_rc] + with_rc
             once = [fd for fd, (_s, o) in self.ends.items() if o]
-            fds = [self.efd] + normal + once
+            fds = [self._sem()] + normal + once
             ns = self.nsrequest
             if ns is not None:
                 fds.append(ns[0].fileno())
@@ -1087,7 +1172,6 @@ class Port:
         """The receive right that arrived as ``fds``. As in XNU, the make-send
         count and sequence number start again at zero."""
         port = cls()
-        os.close(port.efd)
         port.efd = fds[0]  # the senders' semaphore travels with the port
         n_normal, n_once = packing & 0xFFFF, (packing >> 16) & 0xFFFF
         i = 1

@@ -23,7 +23,11 @@ class PortSet:
         self.ep = select.epoll()
         self.members: dict[int, "Port"] = {}  # the member's epoll fd -> port
         # written when the set is destroyed, to wake its blocked receivers
-        self.wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            self.wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except OSError:
+            self.ep.close()
+            raise
         self.ep.register(self.wake, select.EPOLLIN)
         self.destroyed = False
         self.waiters = 0

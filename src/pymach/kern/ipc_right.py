@@ -40,16 +40,28 @@ def _err(kr: int, what: str) -> K.MachError:
     return K.MachError(kr, what)
 
 
+def _no_space(err: OSError, what: str) -> K.MachError:
+    """A right could not get its fds: KERN_NO_SPACE at RLIMIT_NOFILE (the
+    space is full), KERN_RESOURCE_SHORTAGE when the system runs out."""
+    return K.MachError(K.kr_from_oserror(err, K.ERRNO_SPACE), f"{what}: {err.strerror}")
+
+
 # -- allocation --------------------------------------------------------------
 
 def allocate(space: IpcSpace, right: int) -> int:
     """mach_port_allocate: a new receive right, port set or dead name.
-    KERN_INVALID_VALUE for other rights."""
+    KERN_INVALID_VALUE for other rights; KERN_NO_SPACE when the task is
+    out of fds, KERN_RESOURCE_SHORTAGE when the system is."""
+    try:
+        if right == MACH_PORT_RIGHT_RECEIVE:
+            port = Port()
+        elif right == MACH_PORT_RIGHT_PORT_SET:
+            pset = PortSet()
+    except OSError as err:
+        raise _no_space(err, "mach_port_allocate") from err
     if right == MACH_PORT_RIGHT_RECEIVE:
-        port = Port()
         return space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))[0]
     if right == MACH_PORT_RIGHT_PORT_SET:
-        pset = PortSet()
         return space.alloc(pset, MACH_PORT_TYPE_PORT_SET, 0, key=id(pset))[0]
     if right == MACH_PORT_RIGHT_DEAD_NAME:
         return space.alloc(None, MACH_PORT_TYPE_DEAD_NAME, 1)[0]
@@ -58,7 +70,8 @@ def allocate(space: IpcSpace, right: int) -> int:
 
 def allocate_name(space: IpcSpace, right: int, name: int) -> None:
     """mach_port_allocate_name: as allocate, under a chosen name.
-    KERN_INVALID_VALUE (bad right or name), KERN_NAME_EXISTS."""
+    KERN_INVALID_VALUE (bad right or name), KERN_NAME_EXISTS, KERN_NO_SPACE,
+    KERN_RESOURCE_SHORTAGE."""
     if name in (0, 0xFFFFFFFF):
         raise _err(K.KERN_INVALID_VALUE, f"{name:#x} is not a valid name")
     if right == MACH_PORT_RIGHT_DEAD_NAME:
@@ -70,11 +83,18 @@ def allocate_name(space: IpcSpace, right: int, name: int) -> None:
         raise _err(K.KERN_INVALID_VALUE, f"{name:#x}: a name's low two bits are set")
     if right == MACH_PORT_RIGHT_RECEIVE:
         e = space.alloc_name(name, None, MACH_PORT_TYPE_RECEIVE, 0)  # the name first: no port to undo
-        port = Port()
+        try:
+            port = Port()
+        except OSError as err:
+            space.remove(name)
+            raise _no_space(err, "mach_port_allocate_name") from err
         e.object = port
         space.add_key(name, e, id(port))
     else:
-        pset = PortSet()
+        try:
+            pset = PortSet()
+        except OSError as err:
+            raise _no_space(err, "mach_port_allocate_name") from err
         e = space.alloc_name(name, pset, MACH_PORT_TYPE_PORT_SET, 0)
         space.add_key(name, e, id(pset))
 
@@ -497,13 +517,17 @@ def upgrade_reply(space: IpcSpace, name: int, disposition: int) -> None:
 
 def insert_send_of_own_port(space: IpcSpace, name: int, e: IpcEntry) -> None:
     """mach_port_insert_right(name, name, MAKE_SEND) on our own port: the
-    name gains a send right (a connection of the port's)."""
+    name gains a send right (a connection of the port's). KERN_NO_SPACE or
+    KERN_RESOURCE_SHORTAGE when its fds cannot be made."""
     port = _receive_of(e, name)
     if e.type & MACH_PORT_TYPE_SEND:
         e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)  # saturates, as in XNU
         port.count_make_send()
         return
-    cap = port.make_send()
+    try:
+        cap = port.make_send()
+    except OSError as err:
+        raise _no_space(err, "MAKE_SEND") from err
     e.cap = cap
     e.type |= MACH_PORT_TYPE_SEND
     e.urefs = 1
@@ -583,14 +607,22 @@ def construct(space: IpcSpace, flags: int, qlimit: int, context: int) -> int:
     if flags & MPO_QLIMIT and qlimit > MACH_PORT_QLIMIT_MAX:
         raise _err(K.KERN_INVALID_VALUE, f"qlimit {qlimit}")
     with space.lock:
-        port = Port()
+        try:
+            port = Port()
+        except OSError as err:
+            raise _no_space(err, "mach_port_construct") from err
         if flags & MPO_QLIMIT:
             port.set_qlimit(qlimit)
         port.context = context
         port.guarded = bool(flags & MPO_CONTEXT_AS_GUARD)
         name, e = space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))
         if flags & MPO_INSERT_SEND_RIGHT:
-            insert_send_of_own_port(space, name, e)
+            try:
+                insert_send_of_own_port(space, name, e)
+            except K.MachError:
+                _destroy_receive(space, name, e)  # nothing half made is left behind
+                space.remove(name)
+                raise
         return name
 
 
@@ -659,7 +691,10 @@ def extract_right(space: IpcSpace, name: int, msgt_name: int) -> tuple[int, int]
                 e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
             return name, MD.MACH_MSG_TYPE_PORT_SEND
         if msgt_name == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
-            cap = _receive_of(e, name).make_send_once()
+            try:
+                cap = _receive_of(e, name).make_send_once()
+            except OSError as err:
+                raise _no_space(err, "MAKE_SEND_ONCE") from err
             so_name, so = space.alloc(cap, MACH_PORT_TYPE_SEND_ONCE, 0)
             so.cap = cap
             return so_name, MD.MACH_MSG_TYPE_PORT_SEND_ONCE

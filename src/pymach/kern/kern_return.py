@@ -478,6 +478,11 @@ ERRNO_DEFAULT: Final[Mapping[int, int]] = {
 ERRNO_MAP: Final[Mapping[int, int]] = {**ERRNO_DEFAULT, _errno.ENOMEM: KERN_NO_SPACE}
 # mprotect/madvise/msync/mlock: ENOMEM means part of the range is unmapped.
 ERRNO_RANGE: Final[Mapping[int, int]] = {**ERRNO_DEFAULT, _errno.ENOMEM: KERN_INVALID_ADDRESS}
+# making a right: its fds are the task's names for it, so running out of
+# fds (RLIMIT_NOFILE) is a full IPC space, XNU's KERN_NO_SPACE when the
+# entry table is at its limit; the system's file table or memory running
+# out stays KERN_RESOURCE_SHORTAGE.
+ERRNO_SPACE: Final[Mapping[int, int]] = {**ERRNO_DEFAULT, _errno.EMFILE: KERN_NO_SPACE}
 # mlock: EPERM/ENOMEM past RLIMIT_MEMLOCK is a resource limit.
 ERRNO_WIRE: Final[Mapping[int, int]] = {
     **ERRNO_DEFAULT, _errno.ENOMEM: KERN_RESOURCE_SHORTAGE, _errno.EPERM: KERN_NO_ACCESS}

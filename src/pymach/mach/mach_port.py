@@ -36,8 +36,8 @@ def mach_port_allocate(task: Any, right: Any, name: Any) -> int:
     KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_TASK, MACH_SEND_INVALID_DEST."""
     try:
         n = R.allocate(_space(task), u32(right))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     set_out(name, n)
     return 0
 
@@ -48,8 +48,8 @@ def mach_port_allocate_name(task: Any, right: Any, name: Any) -> int:
     KERN_SUCCESS, KERN_INVALID_VALUE, KERN_NAME_EXISTS, KERN_INVALID_TASK."""
     try:
         R.allocate_name(_space(task), u32(right), u32(name))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -59,8 +59,8 @@ def mach_port_deallocate(task: Any, name: Any) -> int:
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_TASK."""
     try:
         R.deallocate(_space(task), u32(name))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -70,8 +70,8 @@ def mach_port_destroy(task: Any, name: Any) -> int:
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_TASK."""
     try:
         R.destroy(_space(task), u32(name))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -82,8 +82,8 @@ def mach_port_mod_refs(task: Any, name: Any, right: Any, delta: Any) -> int:
     KERN_UREFS_OVERFLOW, KERN_INVALID_TASK."""
     try:
         R.mod_refs(_space(task), u32(name), u32(right), i32(delta))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -93,8 +93,8 @@ def mach_port_get_refs(task: Any, name: Any, right: Any, refs: Any) -> int:
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_VALUE, KERN_INVALID_TASK."""
     try:
         n = R.get_refs(_space(task), u32(name), u32(right))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     set_out(refs, n)
     return 0
 
@@ -105,8 +105,8 @@ def mach_port_type(task: Any, name: Any, ptype: Any) -> int:
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_TASK."""
     try:
         t = R.type_of(_space(task), u32(name))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     set_out(ptype, t)
     return 0
 
@@ -152,8 +152,8 @@ def mach_port_insert_right(task: Any, name: Any, poly: Any, polyPoly: Any) -> in
                     R.mod_refs(space, n, 0, 1)
             else:
                 raise MachError(K.KERN_INVALID_RIGHT, f"disposition {disp} needs another right")
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -165,8 +165,8 @@ def mach_port_names(task: Any, names: Any, namesCnt: Any, types: Any, typesCnt: 
     KERN_SUCCESS, KERN_INVALID_TASK."""
     try:
         ns, ts = R.names(_space(task))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     set_out(names, _ool_array(ns))
     set_out(namesCnt, len(ns))
     set_out(types, _ool_array(ts))
@@ -197,8 +197,8 @@ def mach_port_request_notification(task: Any, name: Any, msgid: Any, sync: Any, 
     try:
         prev = R.request_notification(_space(task), u32(name), i32(msgid), u32(sync), u32(notify),
                                       u32(notifyPoly))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     set_out(previous, prev)
     return 0
 
@@ -209,8 +209,8 @@ def mach_port_insert_member(task: Any, name: Any, pset: Any) -> int:
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_ALREADY_IN_SET."""
     try:
         R.insert_member(_space(task), u32(name), u32(pset))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -220,8 +220,8 @@ def mach_port_extract_member(task: Any, name: Any, pset: Any) -> int:
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_NOT_IN_SET."""
     try:
         R.extract_member(_space(task), u32(name), u32(pset))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -232,8 +232,8 @@ def mach_port_move_member(task: Any, member: Any, after: Any) -> int:
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_NOT_IN_SET."""
     try:
         R.move_member(_space(task), u32(member), u32(after))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -243,8 +243,8 @@ def mach_port_set_mscount(task: Any, name: Any, mscount: Any) -> int:
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
     try:
         R.set_mscount(_space(task), u32(name), u32(mscount))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -278,8 +278,8 @@ def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: A
             values = [1 if port.sets else 0, port.seqno, port.mscount, port.qlimit, port.msgcount(),
                       sorights, 1 if srights else 0, 1 if port.pdrequest else 0,
                       1 if port.nsrequest else 0, 0x02 if port.guarded else 0]
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     ctypes.memmove(address_of(port_info_out)[0], struct.pack(f"<{len(values)}I", *values), 4 * len(values))
     cnt.value = len(values)
     return 0
@@ -303,8 +303,8 @@ def mach_port_set_attributes(task: Any, name: Any, flavor: Any, port_info: Any, 
         port = R.receive_port(_space(task), u32(name))
         if fl == T.MACH_PORT_LIMITS_INFO:
             port.set_qlimit(value)
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -316,8 +316,8 @@ def mach_port_construct(task: Any, options: Any, context: Any, name: Any) -> int
     opts = T.mach_port_options_t.from_address(address_of(options)[0])
     try:
         n = R.construct(_space(task), opts.flags, opts.mpl.mpl_qlimit, val(context))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     set_out(name, n)
     return 0
 
@@ -330,8 +330,8 @@ def mach_port_destruct(task: Any, name: Any, srdelta: Any, guard: Any) -> int:
     KERN_INVALID_ARGUMENT (wrong guard)."""
     try:
         R.destruct(_space(task), u32(name), i32(srdelta), val(guard))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -342,8 +342,8 @@ def mach_port_extract_right(task: Any, name: Any, msgt_name: Any, poly: Any, pol
     KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
     try:
         n, t = R.extract_right(_space(task), u32(name), u32(msgt_name))
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     set_out(poly, n)
     set_out(polyPoly, t)
     return 0
@@ -367,8 +367,8 @@ def task_get_special_port(task: Any, which_port: Any, special_port: Any) -> int:
             n = R.copyout_send(space, cap.dup().detach_fds(), False) if cap is not None else 0  # type: ignore[attr-defined]
         else:
             return K.KERN_INVALID_ARGUMENT
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     set_out(special_port, n)
     return 0
 
@@ -403,8 +403,8 @@ def task_set_special_port(task: Any, which_port: Any, special_port: Any) -> int:
             old.close()  # type: ignore[attr-defined]
         if cap is not None:
             SELF.special[which] = cap
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -451,8 +451,8 @@ def mach_ports_register(target_task: Any, init_port_set: Any, init_port_setCnt: 
             if old is not None:
                 old.close()  # type: ignore[attr-defined]
         SELF.registered = caps
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
 
 
@@ -469,8 +469,8 @@ def mach_ports_lookup(target_task: Any, init_port_set: Any, init_port_setCnt: An
                 names.append(0)
             else:
                 names.append(R.copyout_send(space, cap.dup().detach_fds(), False))  # type: ignore[attr-defined]
-    except MachError as e:
-        return e.kr
+    except OSError as e:  # a MachError keeps its code
+        return K.kr_from_oserror(e, K.ERRNO_SPACE)
     set_out(init_port_set, _ool_array(names))
     set_out(init_port_setCnt, len(names))
     return 0
