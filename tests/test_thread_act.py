@@ -4,7 +4,6 @@ C interface, on a process that is not Python (`sleep`)."""
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from ctypes import byref
 
