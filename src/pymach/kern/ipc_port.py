@@ -505,6 +505,9 @@ class Port:
         self.rconn: dict[int, Shared] = {}
         self.quiet: set[int] = set()  # send ends found closed when no-senders was armed
         self.replies: dict[int, ReplyConn] = {}
+        # our receiving end -> the inode of the sending end we made for it
+        # and entered in LOCAL_SENDS (left there until the end reads EOF)
+        self.local_inos: dict[int, int] = {}
         renew_at_fork(self)
 
     @property
@@ -549,6 +552,7 @@ class Port:
             if self._cached is None:
                 self._cached = self._new_send()
                 LOCAL_SENDS[self._cached.ino] = self
+                self.local_inos[self._last_rx] = self._cached.ino
             cap = self._cached.dup()
             self.mscount += 1
             return cap
@@ -706,6 +710,9 @@ class Port:
             return False
         s, once = ent
         self.quiet.discard(fd)  # the number may be reused by a new end
+        ino = self.local_inos.pop(fd, None)
+        if ino is not None and LOCAL_SENDS.get(ino) is self:
+            del LOCAL_SENDS[ino]  # every sending end is closed: none can come back
         WATCHER.unwatch(fd)
         try:
             self.ep.unregister(fd)
