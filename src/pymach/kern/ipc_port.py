@@ -608,6 +608,9 @@ class Port:
         # asked before a sender's channel joins on one of them
         self.owners: dict[int, object] = {}
         self.admit: "Callable[[object], bool] | None" = None
+        # our receiving end -> the inode of the sending end we made for it
+        # and entered in LOCAL_SENDS (left there until the end reads EOF)
+        self.local_inos: dict[int, int] = {}
         renew_at_fork(self)
 
     @property
@@ -652,6 +655,7 @@ class Port:
             if self._cached is None:
                 self._cached = self._new_send()
                 LOCAL_SENDS[self._cached.ino] = self
+                self.local_inos[self._last_rx] = self._cached.ino
             cap = self._cached.dup()
             self.mscount += 1
             return cap
@@ -837,6 +841,9 @@ class Port:
         s, once = ent
         self.owners.pop(fd, None)
         self.quiet.discard(fd)  # the number may be reused by a new end
+        ino = self.local_inos.pop(fd, None)
+        if ino is not None and LOCAL_SENDS.get(ino) is self:
+            del LOCAL_SENDS[ino]  # every sending end is closed: none can come back
         WATCHER.unwatch(fd)
         try:
             self.ep.unregister(fd)
