@@ -284,6 +284,7 @@ def test_a_send_right_handed_to_another_uid_is_refused_per_request(server: Serve
         destroy(svc)
 
 
+@ROOT_ONLY
 def test_unprivileged_caller_is_refused_root_and_granted_its_own_user() -> None:
     root = sleeper()
     mine = sleeper(user=NOBODY)
