@@ -4,9 +4,12 @@ master without the privilege."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 from procutil import start_sleep
 from pymach.task import Task
@@ -96,6 +99,7 @@ def _master_as_nobody(pid: int, addr: str) -> tuple[int, str, str]:
     return code, sys.stdout.getvalue(), sys.stderr.getvalue()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_master_without_privilege_gets_kern_failure():
     from procutil import run_in_child
     t, pid, addr = start_target()
