@@ -1,12 +1,16 @@
 """Message layouts and small helpers that the IPC tests share: C-style
 names, a text message and a port-descriptor message, and the calls that
-fill them."""
+fill them; the names a test makes (Space); the notification watcher
+started before a test's fd baseline."""
 
 from __future__ import annotations
 
 import ctypes
+import os
+import select
 
 import pymach.mach as M
+from pymach.kern import ipc_notify
 from pymach.mach import byref
 
 T = M.mach_task_self
@@ -23,6 +27,38 @@ MAKE_SEND_ONCE = M.MACH_MSG_TYPE_MAKE_SEND_ONCE
 PORT_RECEIVE = M.MACH_MSG_TYPE_PORT_RECEIVE
 PORT_SEND = M.MACH_MSG_TYPE_PORT_SEND
 PORT_SEND_ONCE = M.MACH_MSG_TYPE_PORT_SEND_ONCE
+
+
+def start_watcher() -> None:
+    """pymach notices closes that no receiver polls for with one thread per
+    process, whose epoll fd and wake-up pipe are made the first time they
+    are needed and then live as long as the process. Make them now, before
+    conftest takes a test's fd baseline, so that those process-wide fds do
+    not count as one test's leak."""
+    r, w = os.pipe()
+    ipc_notify.WATCHER.watch(r, select.EPOLLIN, lambda: None)
+    ipc_notify.WATCHER.unwatch(r)
+    os.close(r)
+    os.close(w)
+
+
+class Space:
+    """Names a test made; all destroyed when it ends."""
+
+    def __init__(self) -> None:
+        self.names: list[int] = []
+
+    def keep(self, name: int) -> int:
+        assert M.MACH_PORT_VALID(name), f"{name:#x} is not a valid name"
+        self.names.append(name)
+        return name
+
+    def alloc(self, right: int = R_RECEIVE) -> int:
+        return self.keep(alloc_name(right))
+
+    def destroy_all(self) -> None:
+        for name in reversed(self.names):
+            M.mach_port_destroy(T(), name)  # names moved away or already gone: KERN_INVALID_NAME
 
 
 def alloc_name(right: int) -> int:

@@ -45,6 +45,7 @@ import pymach.mach as M
 from pymach.kern.task import SELF
 from pymach.mach import byref
 from pymach.servers import introspect
+from machutil import start_watcher
 
 T = M.mach_task_self
 OK = M.KERN_SUCCESS
@@ -228,18 +229,8 @@ def open_fds() -> set[int]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def watcher_started():  # type: ignore[no-untyped-def]
-    """The notification watcher's process-wide fds are made on first use:
-    make them before the fd baseline (see test_ipc_notify)."""
-    p, n = alloc_receive(), alloc_receive()
-    try:
-        assert M.mach_port_insert_right(T(), p, p, MAKE_SEND) == OK
-        prev = M.mach_port_t()
-        assert M.mach_port_request_notification(T(), p, NO_SENDERS, 0, n, MAKE_SO, byref(prev)) == OK
-    finally:
-        M.mach_port_destroy(T(), p)
-        M.mach_port_destroy(T(), n)
-    yield
+def watcher_started() -> None:
+    start_watcher()
 
 
 class IpcModel(RuleBasedStateMachine):

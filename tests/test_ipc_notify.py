@@ -27,7 +27,7 @@ import pytest
 import pymach.mach as M
 from pymach.mach import byref
 from procutil import Doomed, forked
-from machutil import (T, OK, NULL, R_RECEIVE, TY_SEND, TY_RECEIVE, TY_SEND_ONCE, TY_DEAD_NAME, MAKE_SEND,
+from machutil import (Space, start_watcher, T, OK, NULL, R_RECEIVE, TY_SEND, TY_RECEIVE, TY_SEND_ONCE, TY_DEAD_NAME, MAKE_SEND,
                       MAKE_SEND_ONCE, PORT_RECEIVE, PORT_SEND, PORT_SEND_ONCE, alloc_name, type_kr, type_of,
                       status, request, register, lookup_registered, TextRcv, PortMsgRcv, send_text,
                       send_port)
@@ -60,45 +60,16 @@ def test_notification_ids_are_xnus() -> None:
 
 # -- the names a test makes ---------------------------------------------------------------------
 
-class Space:
-    """Names a test made; all destroyed when it ends."""
-
-    def __init__(self) -> None:
-        self.names: list[int] = []
-
-    def keep(self, name: int) -> int:
-        assert M.MACH_PORT_VALID(name), f"{name:#x} is not a valid name"
-        self.names.append(name)
-        return name
-
-    def alloc(self, right: int = R_RECEIVE) -> int:
-        return self.keep(alloc_name(right))
-
-
 @pytest.fixture
 def space() -> Iterator[Space]:
     s = Space()
     yield s
-    for name in reversed(s.names):
-        M.mach_port_destroy(T(), name)
+    s.destroy_all()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def watcher_started() -> Iterator[None]:
-    """pymach notices closes that no receiver polls for with one thread per
-    process, whose epoll fd and wake-up pipe are made the first time a
-    request needs them and then live as long as the process. Start it here,
-    before conftest takes a test's fd baseline, so that those process-wide
-    fds do not count as one test's leak. (A no-senders request on a port
-    with a sender; destroying the port releases everything else.)"""
-    p, n = alloc_name(R_RECEIVE), alloc_name(R_RECEIVE)
-    try:
-        assert M.mach_port_insert_right(T(), p, p, MAKE_SEND) == OK
-        assert request(p, NO_SENDERS, 0, n) == (OK, NULL)
-    finally:
-        M.mach_port_destroy(T(), p)
-        M.mach_port_destroy(T(), n)
-    yield
+def watcher_started() -> None:
+    start_watcher()
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from pymach.kern.ipc_port import (FLAG_JOIN, FLAG_REPLY, FLAG_REPLYCONN, FLAG_SO
                                   SendCap, control_record)
 from pymach.kern.task import SELF
 from procutil import Doomed, forked
-from machutil import (T, OK, NULL, R_RECEIVE, TY_SEND, TY_RECEIVE, TY_SEND_ONCE, TY_DEAD_NAME, COPY_SEND,
+from machutil import (Space, start_watcher, T, OK, NULL, R_RECEIVE, TY_SEND, TY_RECEIVE, TY_SEND_ONCE, TY_DEAD_NAME, COPY_SEND,
                       MAKE_SEND, MAKE_SEND_ONCE, PORT_RECEIVE, PORT_SEND, PORT_SEND_ONCE, alloc_name,
                       type_kr, type_of, status, request, register, lookup_registered, Text, TextRcv, PortMsg,
                       PortMsgRcv, send_text, send_port)
@@ -59,43 +59,16 @@ NDR = bytes([0, 0, 0, 0, 1, 0, 0, 0])
 
 # -- the names a test makes ---------------------------------------------------------------------
 
-class Space:
-    """Names a test made; all destroyed when it ends."""
-
-    def __init__(self) -> None:
-        self.names: list[int] = []
-
-    def keep(self, name: int) -> int:
-        assert M.MACH_PORT_VALID(name), f"{name:#x} is not a valid name"
-        self.names.append(name)
-        return name
-
-    def alloc(self) -> int:
-        return self.keep(alloc_name(R_RECEIVE))
-
-
 @pytest.fixture
 def space() -> Iterator[Space]:
     s = Space()
     yield s
-    for name in reversed(s.names):
-        M.mach_port_destroy(T(), name)  # names moved away or already gone: KERN_INVALID_NAME
+    s.destroy_all()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def watcher_started() -> Iterator[None]:
-    """pymach's notification watcher thread keeps an epoll fd and a wake-up
-    pipe for the life of the process, made the first time a request needs
-    them. Start it before conftest takes a test's fd baseline (see
-    test_ipc_notify.py)."""
-    p, n = alloc_name(R_RECEIVE), alloc_name(R_RECEIVE)
-    try:
-        assert M.mach_port_insert_right(T(), p, p, MAKE_SEND) == OK
-        assert request(p, NO_SENDERS, 0, n) == (OK, NULL)
-    finally:
-        M.mach_port_destroy(T(), p)
-        M.mach_port_destroy(T(), n)
-    yield
+def watcher_started() -> None:
+    start_watcher()
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -1155,11 +1128,12 @@ def test_complex_answer_carries_a_right(space: Space) -> None:
         expect_nothing(reply)
 
 
-def test_pythonic_requests_reuse_the_channel() -> None:
-    """SendRight.send(..., reply=port) and Message.reply.send(...) across
-    fork: every answer arrives, and the client's fds stay the same after
-    the first request."""
-    rounds = 50
+@contextlib.contextmanager
+def pythonic_server(answer: Callable[[pymach.Message], None], rounds: int) -> Iterator[tuple[pymach.SendRight, pymach.Port]]:
+    """A forked server that sends us a send right to its port (through a
+    registered mailbox port) and answers ``rounds`` requests with
+    ``answer``, each on the request's send-once reply right. Yields (the
+    server's send right, our reply port)."""
 
     def server(_sync: Callable[[], None]) -> None:
         mb = pymach.registered_ports()[0]
@@ -1169,8 +1143,7 @@ def test_pythonic_requests_reuse_the_channel() -> None:
             for _ in range(rounds):
                 msg = p.receive(timeout=WAIT_MS / 1000)
                 assert isinstance(msg.reply, pymach.SendOnceRight)
-                msg.reply.send(b"re:" + msg.data, id=msg.id + 1)
-                assert gone(msg.reply.name)  # spent
+                answer(msg)
         mb.close()
 
     with pymach.Port() as mbp:
@@ -1180,16 +1153,31 @@ def test_pythonic_requests_reuse_the_channel() -> None:
             with forked(server), pymach.Port() as reply:
                 first = mbp.receive(timeout=WAIT_MS / 1000)
                 (srv,) = first.rights
-                counts = []
                 with srv:
-                    for i in range(rounds):
-                        srv.send(b"x%d" % i, id=2 * i, reply=reply)
-                        a = reply.receive(timeout=WAIT_MS / 1000)
-                        assert (a.data, a.id, a.reply) == (b"re:x%d" % i, 2 * i + 1, None)
-                        counts.append(fd_count())
-                assert counts == [counts[0]] * rounds
+                    yield srv, reply
         finally:
             pymach.register_ports()
+
+
+def test_pythonic_requests_reuse_the_channel() -> None:
+    """SendRight.send(..., reply=port) and Message.reply.send(...) across
+    fork: every answer arrives, and the client's fds stay the same after
+    the first request."""
+    rounds = 50
+
+    def answer(msg: pymach.Message) -> None:
+        assert msg.reply is not None
+        msg.reply.send(b"re:" + msg.data, id=msg.id + 1)
+        assert gone(msg.reply.name)  # spent
+
+    with pythonic_server(answer, rounds) as (srv, reply):
+        counts = []
+        for i in range(rounds):
+            srv.send(b"x%d" % i, id=2 * i, reply=reply)
+            a = reply.receive(timeout=WAIT_MS / 1000)
+            assert (a.data, a.id, a.reply) == (b"re:x%d" % i, 2 * i + 1, None)
+            counts.append(fd_count())
+        assert counts == [counts[0]] * rounds
 
 
 @pytest.mark.parametrize("size", [100, 64 * 1024, 1 << 20])
@@ -1198,31 +1186,15 @@ def test_answer_larger_than_a_record_arrives(size: int) -> None:
     travels in a sealed memfd (its wire flags then carry that bit beside
     the reply's): it arrives whole, and the next answer too."""
 
-    def server(_sync: Callable[[], None]) -> None:
-        mb = pymach.registered_ports()[0]
-        assert mb is not None
-        with pymach.Port() as p:
-            mb.send(pymach.Message(b"port", rights=[p.make_send()]))
-            for _ in range(2):
-                msg = p.receive(timeout=WAIT_MS / 1000)
-                assert isinstance(msg.reply, pymach.SendOnceRight)
-                msg.reply.send(msg.data * size, id=msg.id + 100)
-        mb.close()
+    def answer(msg: pymach.Message) -> None:
+        assert msg.reply is not None
+        msg.reply.send(msg.data * size, id=msg.id + 100)
 
-    with pymach.Port() as mbp:
-        with mbp.make_send() as mbs:
-            pymach.register_ports(mbs)
-        try:
-            with forked(server), pymach.Port() as reply:
-                first = mbp.receive(timeout=WAIT_MS / 1000)
-                (srv,) = first.rights
-                with srv:
-                    for i, b in enumerate((b"a", b"b")):
-                        srv.send(b, id=i, reply=reply)
-                        a = reply.receive(timeout=WAIT_MS / 1000, max_size=size + 4096)
-                        assert (a.id, len(a.data), a.data == b * size) == (i + 100, size, True)
-        finally:
-            pymach.register_ports()
+    with pythonic_server(answer, 2) as (srv, reply):
+        for i, b in enumerate((b"a", b"b")):
+            srv.send(b, id=i, reply=reply)
+            a = reply.receive(timeout=WAIT_MS / 1000, max_size=size + 4096)
+            assert (a.id, len(a.data), a.data == b * size) == (i + 100, size, True)
 
 
 def test_reply_port_in_a_port_set(space: Space) -> None:

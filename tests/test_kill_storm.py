@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import select
 
 import pytest
 
@@ -24,17 +23,12 @@ from pymach.kern.ipc_space import MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_TYPE_DEAD
 from pymach.kern.task import SELF
 from pymach.tools import storm
 from procutil import Doomed
+from machutil import start_watcher
 
 
 @pytest.fixture(scope="module", autouse=True)
 def watcher_started() -> None:
-    """The notification watcher's process-wide fds are made on first use:
-    make them before the fd baseline (see test_ipc_notify)."""
-    r, w = os.pipe()
-    N.WATCHER.watch(r, select.EPOLLIN, lambda: None)
-    N.WATCHER.unwatch(r)
-    os.close(r)
-    os.close(w)
+    start_watcher()
 
 
 def _figures(text: str) -> dict[str, int]:

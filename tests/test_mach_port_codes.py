@@ -22,6 +22,9 @@ import pytest
 import pymach.mach as M
 from pymach.mach import byref
 from procutil import child_exit_code, forked, is_free, perms_at
+from machutil import PortMsg, PortMsgRcv
+from machutil import Text as Simple
+from machutil import TextRcv as SimpleRcv
 
 T = M.mach_task_self
 OK = M.KERN_SUCCESS
@@ -241,27 +244,6 @@ def socket_inodes() -> set[int]:
 
 
 # -- messages -------------------------------------------------------------------------
-
-class Simple(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = [("header", M.mach_msg_header_t), ("text", ctypes.c_char * 8)]
-
-
-class SimpleRcv(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = Simple._fields_ + [("trailer", M.mach_msg_context_trailer_t)]
-
-
-class PortMsg(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = [("header", M.mach_msg_header_t), ("body", M.mach_msg_body_t),
-                ("port", M.mach_msg_port_descriptor_t)]
-
-
-class PortMsgRcv(ctypes.Structure):
-    _pack_ = 4
-    _fields_ = PortMsg._fields_ + [("trailer", M.mach_msg_trailer_t)]
-
 
 def send(dest: int, disposition: int = COPY_SEND, text: bytes = b"x") -> int:
     m = Simple()

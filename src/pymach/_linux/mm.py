@@ -36,6 +36,18 @@ from .libc import c_int, c_long, c_size_t, c_ssize_t, c_ulong, c_void_p, fn, rai
 PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
 PAGE_MASK: int = PAGE_SIZE - 1
 
+
+def _mmap_min_addr() -> int:
+    try:
+        with open("/proc/sys/vm/mmap_min_addr") as f:
+            return max(int(f.read()), PAGE_SIZE)
+    except (OSError, ValueError):
+        return 65536
+
+
+# the lowest address the kernel lets a process map (vm.mmap_min_addr)
+MMAP_MIN_ADDR: int = _mmap_min_addr()
+
 PROT_NONE = 0x0
 PROT_READ = 0x1
 PROT_WRITE = 0x2

@@ -190,8 +190,7 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
         # sender is unknown, and must never read as the kernel's
         rec.release()
         raise K.MachError(K.MACH_RCV_HEADER_ERROR, "a record without the sender's credentials")
-    if (len(rec.data) > _FLAGS_AT and rec.data[_FLAGS_AT] & FLAG_NOTIFY and cred is not None
-            and cred[0] == os.getpid()):
+    if len(rec.data) > _FLAGS_AT and rec.data[_FLAGS_AT] & FLAG_NOTIFY and cred[0] == os.getpid():
         cred = None  # made by our own runtime, as the kernel: KERNEL_SECURITY_TOKEN
     simple = ipc_kmsg.copyout_simple(space, rec, name, rcv_size - tsize)
     if simple is not None:

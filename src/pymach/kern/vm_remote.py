@@ -48,11 +48,7 @@ PAGE_SIZE = mm.PAGE_SIZE
 PAGE_MASK = mm.PAGE_MASK
 _U64 = (1 << 64) - 1
 
-try:
-    with open("/proc/sys/vm/mmap_min_addr") as _f:
-        MAP_MIN = max(int(_f.read()), PAGE_SIZE)
-except OSError:
-    MAP_MIN = 65536
+MAP_MIN = mm.MMAP_MIN_ADDR
 MAP_MAX = V.MACH_VM_MAX_ADDRESS
 
 TIMEOUT = 5.0

@@ -31,11 +31,7 @@ _2MB = 2 << 20
 
 # Map bounds. The low bound is Linux's vm.mmap_min_addr (macOS's is the end
 # of __PAGEZERO, 4 GiB); the high bound is x86_64's MACH_VM_MAX_ADDRESS.
-try:
-    with open("/proc/sys/vm/mmap_min_addr") as _f:
-        MAP_MIN = max(int(_f.read()), PAGE_SIZE)
-except OSError:
-    MAP_MIN = 65536
+MAP_MIN = mm.MMAP_MIN_ADDR
 MAP_MAX = V.MACH_VM_MAX_ADDRESS
 
 # Copies this small go through a kernel buffer in XNU, where a fault on an
