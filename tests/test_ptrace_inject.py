@@ -300,6 +300,25 @@ def test_killed_during_injection_is_an_error_not_a_hang(targets: list[Target]) -
     assert t.p.wait(timeout=5) == -signal.SIGKILL  # the status is left for its parent
 
 
+def test_an_exited_thread_is_gone_not_refused(targets: list[Target]) -> None:
+    # The leader leaves by exit(2), the thread only: a zombie thread in a
+    # live process, which ptrace refuses with EPERM as it refuses a denied one.
+    t = python(targets, PY_READY + """
+import ctypes, threading, time
+threading.Thread(target=time.sleep, args=(100,), daemon=True).start()
+ctypes.CDLL(None, use_errno=True).syscall(60, 0)
+""")
+    wait_state(t.pid, "Z")
+    assert not P.pidfd_exited(t.pidfd)
+    with pytest.raises(K.MachError) as ei:
+        with R.session(t.pid, t.pidfd, tid=t.pid):
+            pass
+    assert ei.value.kr == K.MACH_SEND_INVALID_DEST
+    # the live thread is still reachable
+    with R.session(t.pid, t.pidfd) as s:
+        assert s.syscall(P.SYS_getpid) == t.pid
+
+
 def test_ptrace_refused_is_kern_failure(targets: list[Target]) -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to drop to nobody")

@@ -158,14 +158,48 @@ def pidfd_exited(pidfd: int) -> bool:
     return bool(select.select([pidfd], [], [], 0)[0])
 
 
+PF_EXITING = 0x4  # include/linux/sched.h: set by do_exit before anything is torn down
+
+
+def _dying(pid: int, tid: int) -> bool:
+    """True when thread ``tid`` of ``pid`` is gone, a zombie, exiting, or
+    has a SIGKILL pending for it or its group."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/task/{tid}/status", "rb") as f:
+            status = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    # the fields after the command name (which may itself hold ") "):
+    # state ppid pgrp session tty_nr tpgid flags
+    fields = stat[stat.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X", b"x") or int(fields[6]) & PF_EXITING:
+        return True
+    fields_of = dict(line.split(b":", 1) for line in status.splitlines() if b":" in line)
+    pending = int(fields_of[b"SigPnd"], 16) | int(fields_of[b"ShdPnd"], 16)
+    if pending >> (signal.SIGKILL - 1) & 1:
+        return True
+    # Still traced by this thread though no straggler of its own: the last
+    # detach found it woken by a SIGKILL already taken on its way to exit.
+    return (int(fields_of[b"TracerPid"]) == threading.get_native_id()
+            and not any(s.tid == tid for s in _holding()))
+
+
 def _dead(pid: int, why: str) -> ProcessLookupError:
     return ProcessLookupError(errno.ESRCH, f"process {pid} {why}")
 
 
-def _scan_syscall_insn(pid: int) -> int:
+def _proc(pid: int, tid: int | None) -> str:
+    # A thread's own /proc directory: the leader's stays empty (no mm) once
+    # the leader has exited, while other threads still run.
+    return f"/proc/{pid}/task/{pid if tid is None else tid}"
+
+
+def _scan_syscall_insn(pid: int, tid: int | None = None) -> int:
     """Scan ``pid``'s vDSO, then its executable mappings, for 0f 05."""
     ranges: list[tuple[int, int, str]] = []
-    with open(f"/proc/{pid}/maps") as f:
+    with open(f"{_proc(pid, tid)}/maps") as f:
         for line in f:
             parts = line.split(None, 5)
             if "x" not in parts[1] or "r" not in parts[1]:
@@ -173,7 +207,7 @@ def _scan_syscall_insn(pid: int) -> int:
             lo, hi = (int(x, 16) for x in parts[0].split("-"))
             ranges.append((lo, hi, parts[5].strip() if len(parts) > 5 else ""))
     ranges.sort(key=lambda r: (r[2] != "[vdso]", "libc" not in r[2]))
-    fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(f"{_proc(pid, tid)}/mem", os.O_RDONLY | os.O_CLOEXEC)
     try:
         for lo, hi, _path in ranges:
             pos = lo
@@ -214,8 +248,8 @@ def _our_vdso_offset() -> int | None:
     return _vdso_offset if _vdso_offset >= 0 else None
 
 
-def _vdso_base(pid: int) -> int | None:
-    with open(f"/proc/{pid}/auxv", "rb") as f:
+def _vdso_base(pid: int, tid: int | None = None) -> int | None:
+    with open(f"{_proc(pid, tid)}/auxv", "rb") as f:
         data = f.read()
     for i in range(0, len(data) - 15, 16):
         key, val = struct.unpack_from("<QQ", data, i)
@@ -226,15 +260,15 @@ def _vdso_base(pid: int) -> int | None:
     return None
 
 
-def find_syscall_insn(pid: int) -> int:
+def find_syscall_insn(pid: int, tid: int | None = None) -> int:
     """The address of a ``syscall`` instruction (0f 05) in ``pid``: at the
-    vDSO's known offset from its base (/proc/PID/auxv), checked in
-    /proc/PID/mem, else by scanning its executable mappings. Needs ptrace
-    access (held during a session)."""
+    vDSO's known offset from its base (auxv), checked in its memory, else
+    by scanning its executable mappings, all read through thread ``tid``'s
+    /proc directory. Needs ptrace access (held during a session)."""
     off = _our_vdso_offset()
-    base = _vdso_base(pid) if off is not None else None
+    base = _vdso_base(pid, tid) if off is not None else None
     if off is not None and base:
-        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"{_proc(pid, tid)}/mem", os.O_RDONLY | os.O_CLOEXEC)
         try:
             ok = os.pread(fd, 2, base + off) == b"\x0f\x05"
         except OSError:
@@ -243,7 +277,7 @@ def find_syscall_insn(pid: int) -> int:
             os.close(fd)
         if ok:
             return base + off
-    return _scan_syscall_insn(pid)
+    return _scan_syscall_insn(pid, tid)
 
 
 # One injection at a time per process of ours: ptrace allows one tracer per
@@ -360,8 +394,19 @@ class Session:
         try:
             _collect_stragglers()
             self.our_child = self.tid == self.pid and _ppid(self.pid) == os.getpid()
-            _call(PTRACE_SEIZE, self.tid)
+            try:
+                _call(PTRACE_SEIZE, self.tid)
+            except PermissionError:
+                # ptrace_attach answers EPERM for a thread that has begun
+                # to exit (exit_state set), or is still traced by us because
+                # a SIGKILL woke it from the last session's stop (task->ptrace
+                # is cleared only at exit), as for one it may not trace.
+                if pidfd_exited(self.pidfd) or _dying(self.pid, self.tid):
+                    self.alive = False
+                    raise _dead(self.pid, "has exited") from None
+                raise
             self.attached = True
+            _holding().append(self)
             _call(PTRACE_INTERRUPT, self.tid)
             self._stop()
             self.saved = self.getregs()
@@ -412,9 +457,16 @@ class Session:
                         raise
                 self._release()
         finally:
+            if not self.attached or not self.alive:
+                self._forget()
             if self._held:
                 self._held = False
                 _lock.release()
+
+    def _forget(self) -> None:
+        held = _holding()
+        if self in held:
+            held.remove(self)
 
     def _release(self) -> None:
         """Restore the registers and detach (the thread is stopped)."""
@@ -431,6 +483,7 @@ class Session:
                 # ESRCH: not in a ptrace stop (a SIGKILL woke it) or gone;
                 # either way the kernel detaches it as it dies.
             self.attached = False
+            self._forget()
             for sig in self.signals[1:]:
                 try:
                     _tgkill(self.pid, self.tid, sig)
@@ -447,7 +500,9 @@ class Session:
             self._settle(status)
             self._release()
         except OSError:
-            return not self.alive or not self.attached
+            if self.alive and self.attached:
+                return False
+            self._forget()
         return True
 
     # -- registers -----------------------------------------------------------
@@ -471,7 +526,7 @@ class Session:
 
     def syscall_insn(self) -> int:
         if self._insn is None:
-            self._insn = find_syscall_insn(self.pid)
+            self._insn = find_syscall_insn(self.pid, self.tid)
         return self._insn
 
     def syscall(self, nr: int, *args: int) -> int:
@@ -511,7 +566,7 @@ class Session:
 
     def read(self, addr: int, n: int) -> bytes:
         """Bytes of the target's memory (through /proc/PID/mem)."""
-        fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"{_proc(self.pid, self.tid)}/mem", os.O_RDONLY | os.O_CLOEXEC)
         try:
             return os.pread(fd, n, addr)
         finally:
@@ -520,7 +575,7 @@ class Session:
     def write(self, addr: int, data: bytes) -> None:
         """Write into the target's memory (through /proc/PID/mem, which
         writes even read-only pages, as a debugger does)."""
-        fd = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(f"{_proc(self.pid, self.tid)}/mem", os.O_RDWR | os.O_CLOEXEC)
         try:
             done = 0
             while done < len(data):
@@ -550,6 +605,14 @@ def _ppid(pid: int) -> int:
 
 
 _local = threading.local()
+
+
+def _holding() -> list["Session"]:
+    """This thread's sessions that hold their thread traced: in progress,
+    or stragglers."""
+    if not hasattr(_local, "holding"):
+        _local.holding = []
+    return _local.holding  # type: ignore[no-any-return]
 
 
 def _stragglers() -> list["Session"]:
