@@ -267,15 +267,3 @@ def test_thread_state_codes(targets: list[Target]) -> None:
     assert kr_of(R.thread_get_state, t.pid, t.pidfd, t.pid) == K.MACH_SEND_INVALID_DEST
     assert kr_of(R.task_suspend, t.pid, t.pidfd) == K.MACH_SEND_INVALID_DEST
     assert kr_of(R.task_threads, t.pid, t.pidfd) == K.MACH_SEND_INVALID_DEST
-
-
-def test_cost_per_call(targets: list[Target]) -> None:
-    """Not a benchmark: a bound that catches a stray sleep in the loop."""
-    t = sleeping(targets)
-    a = R.allocate(t.pid, t.pidfd, 0, PAGE, True)
-    n = 50
-    t0 = time.perf_counter()
-    for _ in range(n):
-        R.protect(t.pid, t.pidfd, a, PAGE, False, V.VM_PROT_READ)
-    per = (time.perf_counter() - t0) / n
-    assert per < 0.02, per
