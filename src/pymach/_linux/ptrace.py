@@ -171,6 +171,8 @@ def _dying(pid: int, tid: int) -> bool:
             status = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return True
+    except PermissionError:  # /proc mounted with hidepid: nothing to tell
+        return False
     # the fields after the command name (which may itself hold ") "):
     # state ppid pgrp session tty_nr tpgid flags
     fields = stat[stat.rindex(b")") + 2:].split()
