@@ -10,7 +10,13 @@ import pytest
 
 
 def open_fds() -> set[int]:
-    return {int(n) for n in os.listdir("/proc/self/fd")}
+    # listdir opens an fd of its own, which would take the number of any fd
+    # closed meanwhile and hide one opened meanwhile: open it ourselves.
+    d = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return {int(n) for n in os.listdir(d)} - {d}
+    finally:
+        os.close(d)
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -166,10 +167,16 @@ def test_task_info_counts_and_layouts():
 
 
 def test_task_info_of_a_process():
-    p = subprocess.Popen(["python3", "-c", "import time\nt=time.time()\nwhile time.time()-t<0.3: pass\n"
-                          "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    # the child spends 0.3 s of its own user time (not of the clock), so a
+    # busy machine only makes it take longer
+    code = ("import os, sys\n"
+            "while os.times().user < 0.3:\n"
+            "    for _ in range(10000): pass\n"
+            "print('ready', flush=True); sys.stdin.read()\n")
+    p = subprocess.Popen([sys.executable, "-c", code],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        time.sleep(0.6)
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
         with Task.for_pid(p.pid) as task:
             t = task.port
             ti = M.mach_task_basic_info()
@@ -192,6 +199,7 @@ def test_task_info_of_a_process():
     finally:
         p.stdin.close()  # type: ignore[union-attr]
         stop(p)
+        p.stdout.close()  # type: ignore[union-attr]
     own = M.mach_task_basic_info()
     cnt = M.mach_msg_type_number_t(M.MACH_TASK_BASIC_INFO_COUNT)
     assert M.task_info(M.mach_task_self(), M.MACH_TASK_BASIC_INFO, byref(own), byref(cnt)) == 0
