@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -50,8 +52,25 @@ def test_pythonic_vm_protect_catches_the_fault() -> None:
     assert "(os/kern) protection failure (kr=0x2)" in p.stdout
 
 
-def test_tour_runs_and_explains() -> None:
-    p = run("-m", "pymach", "tour")
+def _processes_mentioning(text: str) -> list[int]:
+    """The pids whose environment holds ``text``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_tour_runs_and_explains(tmp_path: pathlib.Path) -> None:
+    # the tour's private bootstrap socket lives under TMPDIR: nothing that
+    # names it may outlive the tour (no autostarted server, say)
+    p = subprocess.run([sys.executable, "-m", "pymach", "tour"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert _processes_mentioning(f"PYMACH_BOOTSTRAP_SOCKET={tmp_path}") == []
     assert p.returncode == 0, p.stdout + p.stderr
     assert "  Hello, Mach!\n  [exit status 0]" in p.stdout
     assert "[killed by SIGSEGV" in p.stdout or "[killed by SIGBUS" in p.stdout

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from pymach.servers import rendezvous
+
 SERVICE = "com.osxbook.SHMServer"
 NAME_LINE = re.compile(r"recv_msg\.data\.name = 0x[0-9a-f]{6}$")
 
@@ -25,12 +27,8 @@ def env(tmp_path) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
     d.mkdir(mode=0o700)
     e = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=str(d / "bootstrap"), PYMACH_NO_AUTOSTART="1",
              PYTHONUNBUFFERED="1")
-    boot = subprocess.Popen([sys.executable, "-m", "pymach", "bootstrap", "serve"], env=e,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    boot = rendezvous.spawn(e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(d / "bootstrap") and time.monotonic() < deadline:
-            time.sleep(0.05)
         yield e
     finally:
         _stop(boot)

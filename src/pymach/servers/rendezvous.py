@@ -360,3 +360,32 @@ def autostart(timeout: float = TIMEOUT) -> None:
         why = (err or b"").decode(errors="replace").strip().splitlines()
         raise NoServer(f"could not start a server for {path}" + (f": {why[-1]}" if why else
                                                                 f" (exit status {proc.returncode})"))
+
+
+def spawn(env: dict[str, str], *args: str, timeout: float = 20.0,
+          **popen: object) -> "subprocess.Popen[bytes]":
+    """Start ``pymach bootstrap serve ARGS`` as a child of ours, in the
+    foreground, for the socket that ``env`` names; return it once it
+    listens. Raises NoServer (the child reaped) when it does not say
+    "ready" within ``timeout``. The caller stops it (SIGTERM)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "pymach", "bootstrap", "serve", *args, "--ready-fd", str(w)],
+                                pass_fds=(w,), env=env, stdin=subprocess.DEVNULL,
+                                **popen)  # type: ignore[call-overload]
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    try:
+        said = os.read(r, 6) if select.select([r], [], [], timeout)[0] else b""
+    finally:
+        os.close(r)
+    if said != b"ready\n":
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        raise NoServer(f"the bootstrap server for {env.get(SOCKET_ENV, 'the default socket')} did not start "
+                       f"(exit status {proc.returncode})")
+    return proc  # type: ignore[no-any-return]

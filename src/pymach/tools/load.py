@@ -43,6 +43,7 @@ import pymach.bootstrap as bootstrap
 import pymach.mach as M
 from pymach.mach import bootstrap as MB
 from pymach.kern.task import SELF
+from pymach.servers import rendezvous
 
 REQ_ID = 7100  # a request: the reply's data is answer(request data)
 OOL_ID = 7101  # a request with one out-of-line buffer
@@ -192,20 +193,10 @@ class BootstrapServer:
         self.path = os.path.join(self.dir, "bootstrap")
         self._saved = {k: os.environ.get(k) for k in ("PYMACH_BOOTSTRAP_SOCKET", "PYMACH_NO_AUTOSTART")}
         env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=self.path, PYMACH_NO_AUTOSTART="1")
-        r, w = os.pipe()
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "pymach", "bootstrap", "serve", "--ready-fd", str(w)],
-                                         pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
-            os.close(w)
-            w = -1
-            if read_exact(r, 6, 20) != b"ready\n":
-                self.proc.kill()
-                self.proc.wait()
-                raise CheckFailed("the bootstrap server did not start")
-        finally:
-            os.close(r)
-            if w >= 0:
-                os.close(w)
+            self.proc = rendezvous.spawn(env, stdout=subprocess.DEVNULL)
+        except rendezvous.NoServer as err:
+            raise CheckFailed(str(err)) from None
         os.environ.update(PYMACH_BOOTSTRAP_SOCKET=self.path, PYMACH_NO_AUTOSTART="1")
 
     @property

@@ -12,6 +12,8 @@ import tempfile
 import textwrap
 import time
 
+from ..servers import rendezvous
+
 WIDTH = 78
 
 
@@ -83,12 +85,17 @@ def shm_ipc() -> bool:
     print("shm_ipc_server.c and shm_ipc_client.c (Mac OS X Internals, Figures 8-17 to 8-19)")
     print("=" * WIDTH)
     with tempfile.TemporaryDirectory(prefix="pymach-tour-") as tmp:
-        env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=os.path.join(tmp, "bootstrap"), PYTHONUNBUFFERED="1")
+        # autostart off: nothing below may start a server the tour would not stop
+        env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=os.path.join(tmp, "bootstrap"), PYTHONUNBUFFERED="1",
+                   PYMACH_NO_AUTOSTART="1")
         _say("First the tour starts a bootstrap server of its own (pymach bootstrap serve, on a private "
              "socket), so that it leaves the user's services alone. Every program below finds it through "
              "bootstrap_port.")
-        boot = subprocess.Popen([sys.executable, "-m", "pymach", "bootstrap", "serve"], env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            boot = rendezvous.spawn(env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except rendezvous.NoServer as err:
+            print(f"  {err}")
+            return False
         server = None
         try:
             print()
