@@ -8,6 +8,8 @@ from __future__ import annotations
 import ctypes
 import os
 import select
+import threading
+import time
 
 import pymach.mach as M
 from pymach.kern import ipc_notify
@@ -27,6 +29,27 @@ MAKE_SEND_ONCE = M.MACH_MSG_TYPE_MAKE_SEND_ONCE
 PORT_RECEIVE = M.MACH_MSG_TYPE_PORT_RECEIVE
 PORT_SEND = M.MACH_MSG_TYPE_PORT_SEND
 PORT_SEND_ONCE = M.MACH_MSG_TYPE_PORT_SEND_ONCE
+
+
+# x86_64 system calls a receive blocks in: poll, select, epoll_wait,
+# pselect6, ppoll, epoll_pwait, epoll_pwait2
+_WAITS = {7, 23, 232, 270, 271, 281, 441}
+
+
+def wait_blocked(th: threading.Thread, timeout: float = 10.0) -> None:
+    """Return once thread ``th`` sleeps in a wait for I/O (its
+    /proc/self/task/TID/syscall), as a receive does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(f"/proc/self/task/{th.native_id}/syscall") as f:
+                nr = f.read().split()[0]
+        except (OSError, IndexError):
+            nr = ""
+        if nr.isdigit() and int(nr) in _WAITS:
+            return
+        assert time.monotonic() < deadline, f"thread {th.name} never blocked (syscall {nr!r})"
+        time.sleep(0.005)
 
 
 def start_watcher() -> None:

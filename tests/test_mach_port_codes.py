@@ -14,7 +14,6 @@ import gc
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 import pymach.mach as M
 from pymach.mach import byref
 from procutil import child_exit_code, forked, is_free, perms_at
-from machutil import PortMsg, PortMsgRcv
+from machutil import PortMsg, PortMsgRcv, wait_blocked
 from machutil import Text as Simple
 from machutil import TextRcv as SimpleRcv
 
@@ -539,7 +538,7 @@ def test_deallocating_a_set_wakes_its_receiver(space: Space) -> None:
 
     th = threading.Thread(target=receiver)
     th.start()
-    time.sleep(0.15)
+    wait_blocked(th)
     assert M.mach_port_deallocate(T(), s) == OK
     th.join(5)
     assert result == [M.MACH_RCV_PORT_CHANGED]

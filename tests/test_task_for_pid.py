@@ -7,7 +7,6 @@ import ctypes
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -88,7 +87,7 @@ def test_task_for_pid_of_ourselves_is_mach_task_self():
 def test_a_zombie_is_refused():
     p = sleeper()
     p.kill()
-    time.sleep(0.2)  # a zombie until waited for
+    os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # dead, and a zombie until waited for
     try:
         assert tfp(p.pid) == (M.KERN_FAILURE, 0)
     finally:
