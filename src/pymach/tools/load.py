@@ -1138,7 +1138,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(r.report())
                 r.check()
         elif a.cmd == "ports":
-            print(f"RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)}")
             print(ports(a.ports, a.send).report())
         elif a.cmd == "qlimit":
             print(qlimit(a.senders, a.messages, a.qlimit).report())
