@@ -24,6 +24,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -161,14 +162,15 @@ def test_out_of_line_memory_a_peer_can_shrink_is_refused_without_sigbus(rig: Rig
 
 
 
-def test_coverage_guided_run_with_atheris() -> None:
+def test_coverage_guided_run_with_atheris(tmp_path: Path) -> None:
     """The stress command's --atheris mode: libFuzzer picks 3,000 inputs,
     guided by coverage of the runtime. It exits 0 only if every input got an
     outcome, the next good message always arrived, and the fds ended where
     they started."""
     pytest.importorskip("atheris")
     p = subprocess.run([sys.executable, "-m", "pymach.tools.fuzz_ipc", "--atheris", "--records", "3000",
-                        "--check-every", "100"], capture_output=True, text=True, timeout=300)
+                        "--check-every", "100"], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)  # where libFuzzer leaves a crash-* input
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     assert "instrumented" in p.stderr and " cov: " in p.stderr  # libFuzzer saw the runtime's edges
     m = re.search(r"^pymach fuzz ipc \(atheris\): 3000 records", p.stdout, re.M)
