@@ -161,7 +161,6 @@ def test_out_of_line_memory_a_peer_can_shrink_is_refused_without_sigbus(rig: Rig
         assert outcome == "MACH_RCV_BODY_ERROR"
 
 
-
 def test_coverage_guided_run_with_atheris(tmp_path: Path) -> None:
     """The stress command's --atheris mode: libFuzzer picks 3,000 inputs,
     guided by coverage of the runtime. It exits 0 only if every input got an
@@ -179,6 +178,7 @@ def test_coverage_guided_run_with_atheris(tmp_path: Path) -> None:
     assert sum(counts.values()) == 3000 and {o for k in counts for o in k.split("+")} <= OUTCOMES, counts
     start, end = map(int, re.search(r"^fds: (\d+) at the start, (\d+) at the end", p.stdout, re.M).groups())
     assert start == end
+
 
 # -- defects the fuzzer found ----------------------------------------------------------------------
 
