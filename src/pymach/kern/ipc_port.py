@@ -581,6 +581,10 @@ class Port:
         self.lock = threading.RLock()
         self.rcv_lock = threading.Lock()  # receivers take turns; senders never wait on it
         self.ep = select.epoll()
+        # an eventfd, already signalled, that wakes the receivers still in
+        # the epoll set when the port leaves this task (_retire): made only then
+        self.wake = -1
+        self.sleeping = False  # the receiver whose turn it is (rcv_lock) waits in the epoll set
         self.sets: set[object] = set()  # the PortSets we are a member of
         self.ends: dict[int, tuple[socket.socket, bool]] = {}  # fd -> (receive end, send-once?)
         self.seqno = 0
@@ -805,7 +809,7 @@ class Port:
                         self.drop_end(fd)
                         hung.discard(fd)
             finally:
-                self.rcv_lock.release()
+                self._rcv_release()
         return hung
 
     def msgcount(self) -> int:
@@ -939,7 +943,9 @@ class Port:
                         drained += 1
                         self.held.append(rec)
         finally:
-            self.rcv_lock.release()
+            self._rcv_release()
+            if self.held and self.sets:
+                self._kick_sets()
 
     def _take(self, fd: int, once: bool, n: int, fds: list[int],
               cred: tuple[int, int, int] | None) -> Incoming | None:
@@ -1061,20 +1067,49 @@ class Port:
             rc.close()
         return rec
 
-    def dequeue(self, timeout: float | None) -> Incoming | None:
+    def dequeue(self, timeout: float | None, turn: float = -1) -> Incoming | None:
         """The next message, waiting up to ``timeout`` seconds (None: for
         ever). Connections that read EOF are dropped on the way; a
-        send-once connection is dropped after its one message."""
+        send-once connection is dropped after its one message.
+
+        Receivers take turns. With ``turn`` >= 0 (a receive on a port set
+        holding this port), None when the receiver whose turn it is sleeps
+        waiting on the port: it takes what woke us, and may sleep on with
+        the turn. Looked at every ``turn`` seconds: any other holder (the
+        watcher thread draining a closed connection) is waited for.
+
+        MACH_RCV_PORT_CHANGED when the port is destroyed or moved away
+        before or while we wait: XNU wakes the receivers of a port whose
+        receive right is cleared (ipc_port_clear_receiver, osfmk/ipc/
+        ipc_port.c:731 in xnu-11417.101.15) with THREAD_RESTART
+        (ipc_mqueue_changed, osfmk/ipc/ipc_mqueue.c:434), which becomes
+        MACH_RCV_PORT_CHANGED (ipc_mqueue_receive_results, ipc_mqueue.c:863),
+        as does a receive that finds the port already gone (ipc_mqueue.c:1049)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.rcv_lock:
+        if turn < 0:
+            self.rcv_lock.acquire()
+        else:
+            while not self.rcv_lock.acquire(timeout=turn):
+                if self.sleeping:
+                    return None  # (what waits in ``held`` is that receiver's at its next wake)
+        try:
             while True:
                 if self.held:
                     self.seqno += 1
                     return self.held.popleft()  # type: ignore[return-value]
+                # set before _retire() looks at rcv_lock: seen here, the
+                # epoll set may be closed already, and is not polled
                 if self.destroyed:
-                    raise K.MachError(K.MACH_RCV_PORT_DIED, "the port was destroyed")
+                    raise K.MachError(K.MACH_RCV_PORT_CHANGED, "the port was destroyed")
                 # one event at a time: epoll hands ready connections out in turn
-                events = self.ep.poll(-1.0 if deadline is None else max(0.0, deadline - time.monotonic()), 1)
+                self.sleeping = True
+                try:
+                    # epoll_wait counts an int of ms: a longer wait (mach_msg's
+                    # timeout reaches 2**32 - 1 ms) is taken in parts
+                    events = self.ep.poll(-1.0 if deadline is None else
+                                          min(2147483.0, max(0.0, deadline - time.monotonic())), 1)
+                finally:
+                    self.sleeping = False
                 if not events:
                     if deadline is not None and time.monotonic() >= deadline:
                         return None
@@ -1110,6 +1145,75 @@ class Port:
                 if rec is not None:
                     self.seqno += 1
                     return rec
+        finally:
+            self._rcv_release()
+            if self.held and self.sets:
+                self._kick_sets()
+
+    def put_back(self, rec: Incoming) -> None:
+        """A message dequeued but not taken (too large for the caller's
+        buffer, with MACH_RCV_LARGE): first in the queue again, its
+        sequence number not consumed. Destroyed if the port went meanwhile."""
+        with self.lock:
+            if self.destroyed:
+                rec.release()
+                return
+            self.held.appendleft(rec)
+            self.seqno -= 1
+        self._kick_sets()
+
+    def _kick_sets(self) -> None:
+        """Messages wait in ``held``, which our epoll set does not show: a
+        receive on a port set holding us is told to look here."""
+        for pset in list(self.sets):
+            pset.kick(self)  # type: ignore[attr-defined]
+
+    def _rcv_release(self) -> None:
+        """Release rcv_lock. If the port left this task while we held it,
+        the last holder out closes what _retire() left open for it."""
+        self.rcv_lock.release()
+        if self.destroyed:
+            with self.lock:
+                if self.destroyed and not self.rcv_lock.locked():
+                    self._close_ep()
+
+    def _retire(self) -> None:
+        """The port left this task (destroyed, moved away); self.lock is
+        held and ``destroyed`` set. With no receiver inside dequeue(), the
+        epoll set and the queue semaphore close now.
+
+        Otherwise that receiver holds rcv_lock and may sleep in epoll_wait
+        on our epoll set. Kernel facts: closing an epoll fd does not wake a
+        thread already in epoll_wait on it (and its number could be reused
+        under that thread), while adding a ready fd to the set does wake
+        its waiters. So an eventfd whose counter is already 1 is added
+        (level-triggered, never read: every later poll returns at once),
+        and the epoll set, the eventfd and the semaphore (which a receiver
+        taking a message writes) are closed by the last holder of rcv_lock
+        to leave (_rcv_release). The eventfd is made after the port's
+        connections are closed, so a task at its fd limit has room for it."""
+        if not self.rcv_lock.locked():
+            self._close_ep()
+            return
+        _DYING.add(self)  # a fork child, which has none of the receivers, closes it
+        if self.wake < 0:
+            try:
+                self.wake = os.eventfd(1, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                self.ep.register(self.wake, select.EPOLLIN)
+            except OSError:
+                pass  # no fd to be had at all: the receiver wakes at its timeout, if it has one
+
+    def _close_ep(self) -> None:
+        """Close the epoll set, the wake eventfd and the queue semaphore
+        (idempotent)."""
+        _DYING.discard(self)
+        self.ep.close()
+        if self.wake >= 0:
+            os.close(self.wake)
+            self.wake = -1
+        if self.efd >= 0:
+            os.close(self.efd)
+            self.efd = -1
 
     # -- moving the receive right ----------------------------------------------
 
@@ -1218,8 +1322,10 @@ class Port:
 
     def moved_away(self) -> None:
         """The receive right left in a message: close our copies of its fds
-        without the effects of destroying it."""
+        without the effects of destroying it. A thread of ours blocked
+        receiving on it wakes with MACH_RCV_PORT_CHANGED (see _retire)."""
         with self.lock:
+            self.destroyed = True
             for fd, (sock, _once) in self.ends.items():
                 WATCHER.unwatch(fd)
                 sock.close()
@@ -1235,19 +1341,17 @@ class Port:
                 if req is not None:
                     req.forget()
             self.nsrequest = self.pdrequest = None
-            if self.efd >= 0:
-                os.close(self.efd)
-                self.efd = -1
             if self._cached is not None:
                 self._cached.close()
                 self._cached = None
-            self.destroyed = True
-            self.ep.close()
+            self._retire()
 
     def destroy(self) -> None:
         """Close every receiving end: senders see a dead name. An armed
         no-senders or port-destroyed request's right is released unused,
-        which its port sees as a send-once notification."""
+        which its port sees as a send-once notification. A thread of ours
+        blocked receiving on it wakes with MACH_RCV_PORT_CHANGED (see
+        _retire); messages still queued are destroyed."""
         with self.lock:
             self.destroyed = True
             for fd, (s, _once) in self.ends.items():
@@ -1265,15 +1369,12 @@ class Port:
             self.nsrequest = self.pdrequest = None
             self.ends.clear()
             self.owners.clear()
-            if self.efd >= 0:
-                os.close(self.efd)
-                self.efd = -1
             if self._cached is not None:
                 self._cached.close()
                 self._cached = None
-            self.ep.close()
             while self.held:
                 self.held.popleft().release()  # type: ignore[attr-defined]
+            self._retire()
 
     def _close_rconns(self) -> None:
         self.rconn.clear()  # back-channel rights made from them keep them open
@@ -1295,16 +1396,30 @@ class Port:
                 if req is not None:
                     req.forget()
             self.nsrequest = self.pdrequest = None
-            if self.efd >= 0:
-                os.close(self.efd)
-                self.efd = -1
             if self._cached is not None:
                 self._cached.forget()
                 self._cached = None
             self.destroyed = True
-            self.ep.close()
+            # a fork child has only the thread that forked: no receiver of
+            # the parent's is inside dequeue() here, whatever its lock says
+            self._close_ep()
             while self.held:
                 self.held.popleft().release()  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"<Port ends={len(self.ends)} seqno={self.seqno} mscount={self.mscount}>"
+
+
+# Ports that left this task while a receiver was still inside dequeue():
+# their epoll set closes when that receiver leaves. A fork child has none
+# of those threads, so it closes them at once.
+_DYING: "set[Port]" = set()
+
+
+def _close_dying() -> None:
+    for port in list(_DYING):
+        port._close_ep()  # pylint: disable=protected-access
+    _DYING.clear()
+
+
+os.register_at_fork(after_in_child=_close_dying)

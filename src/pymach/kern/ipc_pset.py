@@ -31,6 +31,8 @@ class PortSet:
         self.ep.register(self.wake, select.EPOLLIN)
         self.destroyed = False
         self.waiters = 0
+        # members with messages their epoll set does not show (kick())
+        self.kicked: set["Port"] = set()
         renew_at_fork(self)
 
     def renew_locks(self) -> None:
@@ -52,6 +54,7 @@ class PortSet:
             if self.members.get(port.fileno()) is not port:
                 raise K.MachError(K.KERN_NOT_IN_SET, "the port is not in the set")
             del self.members[port.fileno()]
+            self.kicked.discard(port)
             try:
                 self.ep.unregister(port.fileno())
             except OSError:
@@ -61,26 +64,65 @@ class PortSet:
     def fileno(self) -> int:
         return self.ep.fileno()
 
+    def kick(self, port: "Port") -> None:
+        """A member holds messages that its epoll set does not show (taken
+        off their connections already): wake a receiver on the set to look
+        at it, through the set's eventfd."""
+        with self.lock:
+            if self.destroyed or self.members.get(port.fileno()) is not port:
+                return
+            self.kicked.add(port)
+            os.eventfd_write(self.wake, 1)
+
+    def take_kicked(self) -> "Port | None":
+        """A kicked member to look at (each is handed out once per kick)."""
+        with self.lock:
+            while self.kicked:
+                port = self.kicked.pop()
+                if self.members.get(port.fileno()) is port:
+                    return port
+            return None
+
+    def clear_wake(self) -> None:
+        """Read the eventfd after a kick. Once the set is destroyed it stays
+        signalled: every receiver must see that."""
+        with self.lock:
+            if not self.destroyed:
+                try:
+                    os.eventfd_read(self.wake)
+                except BlockingIOError:
+                    pass  # another receiver read it
+
     def destroy(self) -> None:
-        """Unlink the members and wake any receiver (MACH_RCV_PORT_CHANGED).
-        The epoll set is closed by the last receiver to leave, or now."""
+        """Unlink the members and wake any receiver (MACH_RCV_PORT_CHANGED,
+        as XNU's ipc_pset_destroy wakes them through ipc_mqueue_changed:
+        osfmk/ipc/ipc_pset.c:231 in xnu-11417.101.15).
+        Kernel fact: closing an epoll fd does not wake a thread in
+        epoll_wait on it, so the set's own eventfd, always in its epoll set,
+        is signalled; the epoll set is closed by the last receiver to
+        leave, or now."""
         with self.lock:
             for port in self.members.values():
                 port.sets.discard(self)
             self.members.clear()
+            self.kicked.clear()
             self.destroyed = True
-            os.eventfd_write(self.wake, 1)
-            if not self.waiters:
+            if self.waiters:
+                os.eventfd_write(self.wake, 1)
+                _DYING.add(self)  # a fork child, which has none of the receivers, closes it
+            else:
                 self._close()
 
     def forget(self) -> None:
         """Close our fds with no other effect (a fork child)."""
         with self.lock:
             self.members.clear()
+            self.kicked.clear()
             self.destroyed = True
             self._close()
 
     def _close(self) -> None:
+        _DYING.discard(self)
         if self.wake >= 0:
             self.ep.close()
             os.close(self.wake)
@@ -97,3 +139,18 @@ class PortSet:
             self.waiters -= 1
             if self.destroyed and not self.waiters:
                 self._close()
+
+
+# Sets destroyed while a receiver was still inside: their epoll set closes
+# when that receiver leaves. A fork child has none of those threads, so it
+# closes them at once.
+_DYING: "set[PortSet]" = set()
+
+
+def _close_dying() -> None:
+    for pset in list(_DYING):
+        pset._close()  # pylint: disable=protected-access
+    _DYING.clear()
+
+
+os.register_at_fork(after_in_child=_close_dying)

@@ -19,7 +19,7 @@ from . import message_defs as MD
 from . import ipc_kmsg
 from . import ipc_right as R
 from .ipc_notify import FLAG_NOTIFY, NDR_RECORD
-from .ipc_port import _FLAGS_AT, Port, ReplyCap, SendCap, SendOnceCap, done
+from .ipc_port import _FLAGS_AT, Incoming, Port, ReplyCap, SendCap, SendOnceCap, done
 from .ipc_pset import PortSet
 from .ipc_space import MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, IpcSpace
 
@@ -136,7 +136,7 @@ def _transmit(space: IpcSpace, dest: SendCap, dest_name: int, buffers: list[byte
         if timeout_ms:
             p = select.poll()
             p.register(sock.fileno(), select.POLLOUT)
-            p.poll(timeout_ms)
+            p.poll(min(timeout_ms, 0x7FFFFFFF))  # poll takes an int of ms; mach_msg's reaches 2**32 - 1
     try:
         sock.sendmsg(buffers, [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else (),
                      flags)
@@ -203,8 +203,7 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
     needed = ipc_kmsg.HEADER_SIZE + len(body) + tsize
     if needed > rcv_size:
         if option & MD.MACH_RCV_LARGE:
-            port.held.appendleft(rec)
-            port.seqno -= 1  # still queued: no sequence number consumed
+            port.put_back(rec)  # still queued: no sequence number consumed
         else:
             rec.release()
         err = TooLarge(K.MACH_RCV_TOO_LARGE, f"the message needs {needed} bytes")
@@ -212,6 +211,13 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
         raise err
     msg, _bits = ipc_kmsg.copyout(space, rec, name, port.seqno)
     return msg + _trailer(elements, tsize, port.seqno - 1, cred, port.context)
+
+
+# A receive on a port set does not wait for the turn of a member port that
+# another thread sleeps on directly: that thread takes the message that
+# woke us, and may sleep on the member again, keeping its turn. How often
+# it looks whether the holder sleeps (s).
+_TURN = 0.05
 
 
 def _dequeue_set(space: IpcSpace, pset: PortSet, timeout: float | None):  # type: ignore[no-untyped-def]
@@ -226,19 +232,43 @@ def _dequeue_set_locked(space: IpcSpace, pset: PortSet, timeout: float | None): 
     import time
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
+        if pset.destroyed:
+            raise K.MachError(K.MACH_RCV_PORT_CHANGED, "the port set was destroyed")
+        # members whose queue holds messages that their epoll set does not
+        # show (put back after MACH_RCV_TOO_LARGE, drained by the watcher)
+        kicked = pset.take_kicked() if pset.kicked else None
+        if kicked is not None:
+            rec = _dequeue_member(kicked)
+            if rec is not None:
+                return rec, kicked, space.name_of(kicked)
+            continue
         left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        events = pset.ep.poll(left)
+        events = pset.ep.poll(min(left, 2147483.0))  # an int of ms: a longer wait is taken in parts
         if pset.destroyed:
             raise K.MachError(K.MACH_RCV_PORT_CHANGED, "the port set was destroyed")
         for fd, _ev in events:
+            if fd == pset.wake:
+                pset.clear_wake()  # a kick: looked at above
+                continue
             port = pset.members.get(fd)
             if port is None:
-                continue
-            rec = port.dequeue(0)
+                continue  # left the set meanwhile: its messages are not the set's
+            rec = _dequeue_member(port)
             if rec is not None:
                 return rec, port, space.name_of(port)
         if deadline is not None and time.monotonic() >= deadline:
             return None, None, 0
+
+
+def _dequeue_member(port: Port) -> Incoming | None:
+    """A message of a member port, without waiting; None when it has none
+    (or was destroyed or moved away meanwhile: the set lives on)."""
+    try:
+        return port.dequeue(0, _TURN)
+    except K.MachError as err:
+        if err.kr != K.MACH_RCV_PORT_CHANGED:
+            raise
+        return None
 
 
 _TRAILER_0 = struct.pack("<II", MD.MACH_MSG_TRAILER_FORMAT_0, 8)
