@@ -16,7 +16,7 @@ from ..kern.ipc_space import MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, M
 from ..kern import task as KT
 from ..kern.task import SELF
 from . import types as T
-from ._args import address_of, i32, out, set_out, u32, val
+from ._args import address_of, counted, i32, out, out_address, set_out, store, u32, val
 from ..kern.ipc_space import MACH_PORT_QLIMIT_MAX
 
 MachError = K.MachError
@@ -34,11 +34,12 @@ def mach_port_allocate(task: Any, right: Any, name: Any) -> int:
     """Allocate a receive right, port set or dead name; ``name`` is out.
 
     KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_TASK, MACH_SEND_INVALID_DEST."""
+    name_out = out(name)  # a bad out-parameter fails before anything is made
     try:
         n = R.allocate(_space(task), u32(right))
     except OSError as e:  # a MachError keeps its code
         return K.kr_from_oserror(e, K.ERRNO_SPACE)
-    set_out(name, n)
+    store(name_out, n)
     return 0
 
 
@@ -160,16 +161,20 @@ def mach_port_insert_right(task: Any, name: Any, poly: Any, polyPoly: Any) -> in
 def mach_port_names(task: Any, names: Any, namesCnt: Any, types: Any, typesCnt: Any) -> int:
     """Every name and its type. ``names`` and ``types`` are out-parameters
     (byref of a mach_port_array_t / mach_port_type_array_t) that receive
-    arrays in new memory, to be released with vm_deallocate as in C.
+    arrays in new memory, to be released with vm_deallocate as in C; an
+    out-parameter too narrow for an address is a TypeError.
 
     KERN_SUCCESS, KERN_INVALID_TASK."""
+    names_out, types_out = out_address(names), out_address(types)
     try:
         ns, ts = R.names(_space(task))
     except OSError as e:  # a MachError keeps its code
         return K.kr_from_oserror(e, K.ERRNO_SPACE)
-    set_out(names, _ool_array(ns))
+    if names_out is not None:
+        store(names_out, _ool_array(ns))
     set_out(namesCnt, len(ns))
-    set_out(types, _ool_array(ts))
+    if types_out is not None:
+        store(types_out, _ool_array(ts))
     set_out(typesCnt, len(ts))
     return 0
 
@@ -251,7 +256,8 @@ def mach_port_set_mscount(task: Any, name: Any, mscount: Any) -> int:
 def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: Any,
                              port_info_outCnt: Any) -> int:
     """MACH_PORT_LIMITS_INFO (qlimit) or MACH_PORT_RECEIVE_STATUS
-    (mach_port_status_t) of a receive right. ``port_info_outCnt`` is in/out.
+    (mach_port_status_t) of a receive right. ``port_info_outCnt`` is in/out;
+    a count larger than ``port_info_out`` holds counts as what it holds.
 
     KERN_SUCCESS, KERN_FAILURE (count too small), KERN_INVALID_ARGUMENT
     (unknown flavor), KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
@@ -260,7 +266,8 @@ def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: A
     need = {T.MACH_PORT_LIMITS_INFO: 1, T.MACH_PORT_RECEIVE_STATUS: 10, T.MACH_PORT_DNREQUESTS_SIZE: 1}.get(fl)
     if need is None:
         return K.KERN_INVALID_ARGUMENT
-    if cnt.value < need:
+    where, room = counted(port_info_out, cnt.value)
+    if room < need:
         return K.KERN_FAILURE
     n = u32(name)
     try:
@@ -280,13 +287,14 @@ def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: A
                       1 if port.nsrequest else 0, 0x02 if port.guarded else 0]
     except OSError as e:  # a MachError keeps its code
         return K.kr_from_oserror(e, K.ERRNO_SPACE)
-    ctypes.memmove(address_of(port_info_out)[0], struct.pack(f"<{len(values)}I", *values), 4 * len(values))
+    ctypes.memmove(where, struct.pack(f"<{len(values)}I", *values), 4 * len(values))
     cnt.value = len(values)
     return 0
 
 
 def mach_port_set_attributes(task: Any, name: Any, flavor: Any, port_info: Any, port_infoCnt: Any) -> int:
     """Set MACH_PORT_LIMITS_INFO (qlimit, at most MACH_PORT_QLIMIT_MAX).
+    A count larger than ``port_info`` holds counts as what it holds.
 
     KERN_SUCCESS, KERN_FAILURE (count too small), KERN_INVALID_VALUE
     (qlimit too large), KERN_INVALID_ARGUMENT (other flavors),
@@ -294,9 +302,10 @@ def mach_port_set_attributes(task: Any, name: Any, flavor: Any, port_info: Any, 
     fl = i32(flavor)
     if fl not in (T.MACH_PORT_LIMITS_INFO, T.MACH_PORT_DNREQUESTS_SIZE):
         return K.KERN_INVALID_ARGUMENT
-    if u32(port_infoCnt) < 1:
+    where, n = counted(port_info, u32(port_infoCnt), writable=False)
+    if n < 1:
         return K.KERN_FAILURE
-    value = ctypes.c_uint32.from_address(address_of(port_info)[0]).value
+    value = ctypes.c_uint32.from_address(where).value
     if fl == T.MACH_PORT_LIMITS_INFO and value > MACH_PORT_QLIMIT_MAX:
         return K.KERN_INVALID_VALUE
     try:
@@ -312,13 +321,21 @@ def mach_port_construct(task: Any, options: Any, context: Any, name: Any) -> int
     """A receive right made with mach_port_options_t (MPO_QLIMIT,
     MPO_INSERT_SEND_RIGHT, MPO_CONTEXT_AS_GUARD).
 
-    KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_TASK."""
-    opts = T.mach_port_options_t.from_address(address_of(options)[0])
+    KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_TASK, KERN_MEMORY_ERROR
+    (``options`` is smaller than a mach_port_options_t)."""
+    where, room = address_of(options, writable=False)
+    if room is not None and room < ctypes.sizeof(T.mach_port_options_t):
+        # XNU's copyin of the options fails with KERN_MEMORY_ERROR
+        # (osfmk/ipc/mach_kernelrpc.c: _kernelrpc_mach_port_construct_trap,
+        # bsd/libkern/copyio.h: mach_copyin)
+        return K.KERN_MEMORY_ERROR
+    opts = T.mach_port_options_t.from_buffer_copy(ctypes.string_at(where, ctypes.sizeof(T.mach_port_options_t)))
+    name_out = out(name)
     try:
         n = R.construct(_space(task), opts.flags, opts.mpl.mpl_qlimit, val(context))
     except OSError as e:  # a MachError keeps its code
         return K.kr_from_oserror(e, K.ERRNO_SPACE)
-    set_out(name, n)
+    store(name_out, n)
     return 0
 
 
@@ -351,17 +368,23 @@ def mach_port_extract_right(task: Any, name: Any, msgt_name: Any, poly: Any, pol
 
 def task_get_special_port(task: Any, which_port: Any, special_port: Any) -> int:
     """A task's special port (TASK_BOOTSTRAP_PORT, TASK_KERNEL_PORT,
-    TASK_HOST_PORT, ...) as a send right in our space; MACH_PORT_NULL when
-    none is set.
+    TASK_HOST_PORT, ...) as a send right in our space, one more user
+    reference under the name the space already has for the port (XNU's
+    copyout); MACH_PORT_NULL when none is set. TASK_BOOTSTRAP_PORT is
+    connected first (see pymach.mach.bootstrap): unless the program set it,
+    it gives bootstrap_port.
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT (unknown port), KERN_INVALID_TASK."""
     which = i32(which_port)
     try:
         space = _space(task)
+        hooks = SELF.bootstrap
         if which in (KT.TASK_KERNEL_PORT, KT.TASK_NAME_PORT, KT.TASK_READ_PORT, KT.TASK_INSPECT_PORT):
             n = space.insert(SELF.task, MACH_PORT_TYPE_SEND)
         elif which == KT.TASK_HOST_PORT:
             n = space.insert(SELF.host, MACH_PORT_TYPE_SEND)
+        elif which == KT.TASK_BOOTSTRAP_PORT and hooks is not None:
+            n = hooks.special_name()
         elif which in KT.SETTABLE_SPECIAL_PORTS:
             cap = SELF.special.get(which)
             n = R.copyout_send(space, cap.dup().detach_fds(), False) if cap is not None else 0  # type: ignore[attr-defined]
@@ -376,7 +399,9 @@ def task_get_special_port(task: Any, which_port: Any, special_port: Any) -> int:
 def task_set_special_port(task: Any, which_port: Any, special_port: Any) -> int:
     """Set a task's special port (a send right we hold, copied; or
     MACH_PORT_NULL to clear it). Fork children and programs started with
-    pymach.spawn inherit it.
+    pymach.spawn inherit it. TASK_BOOTSTRAP_PORT changes what
+    task_get_bootstrap_port and children get, not what bootstrap_port
+    stands for (in C, libc's global).
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT (unknown port), KERN_NO_ACCESS (the
     task's own and the host ports cannot be replaced), KERN_INVALID_RIGHT
@@ -397,12 +422,11 @@ def task_set_special_port(task: Any, which_port: Any, special_port: Any) -> int:
             R.check_dead(space, n, e)
             if not e.type & MACH_PORT_TYPE_SEND or e.cap is None:
                 return K.KERN_INVALID_RIGHT
-            cap = e.cap.dup()  # type: ignore[attr-defined]
-        old = SELF.special.pop(which, None)
-        if old is not None:
-            old.close()  # type: ignore[attr-defined]
-        if cap is not None:
-            SELF.special[which] = cap
+            cap = e.cap.dup()
+        hooks = SELF.bootstrap
+        if which == KT.TASK_BOOTSTRAP_PORT and hooks is not None:
+            hooks.special_changing()
+        SELF.set_special(which, cap)
     except OSError as e:  # a MachError keeps its code
         return K.kr_from_oserror(e, K.ERRNO_SPACE)
     return 0
@@ -426,13 +450,18 @@ def mach_ports_register(target_task: Any, init_port_set: Any, init_port_setCnt: 
     fork children inherit them (mach_ports_lookup gives them back).
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT (more than 3), KERN_INVALID_RIGHT
-    (a name that is not a send right), KERN_INVALID_TASK."""
+    (a name that is not a send right), KERN_INVALID_TASK,
+    MACH_SEND_INVALID_MEMORY (a count larger than the array holds)."""
     try:
         space = _space(target_task)
         n = u32(init_port_setCnt)
         if n > TASK_PORT_REGISTER_MAX:
             return K.KERN_INVALID_ARGUMENT
-        base = address_of(init_port_set)[0]
+        base, held = counted(init_port_set, n, writable=False)
+        if held < n:
+            # the out-of-line array cannot be read (osfmk/ipc/ipc_kmsg.c:
+            # ipc_kmsg_copyin_ool_ports_descriptor)
+            return K.MACH_SEND_INVALID_MEMORY
         wanted = [ctypes.c_uint32.from_address(base + 4 * i).value for i in range(n)] if n else []
         caps: list[object] = []
         for name in wanted:
@@ -445,7 +474,7 @@ def mach_ports_register(target_task: Any, init_port_set: Any, init_port_setCnt: 
                     if c is not None:
                         c.close()  # type: ignore[attr-defined]
                 return K.KERN_INVALID_RIGHT
-            caps.append(e.cap.dup())  # type: ignore[attr-defined]
+            caps.append(e.cap.dup())
         caps += [None] * (TASK_PORT_REGISTER_MAX - len(caps))
         for old in SELF.registered:
             if old is not None:
@@ -458,9 +487,11 @@ def mach_ports_register(target_task: Any, init_port_set: Any, init_port_setCnt: 
 
 def mach_ports_lookup(target_task: Any, init_port_set: Any, init_port_setCnt: Any) -> int:
     """The registered send rights, as an array in new memory (release it
-    with vm_deallocate); each becomes a name in our space.
+    with vm_deallocate); each becomes a name in our space. An out-parameter
+    too narrow for an address is a TypeError.
 
     KERN_SUCCESS, KERN_INVALID_TASK."""
+    array_out = out_address(init_port_set)
     try:
         space = _space(target_task)
         names = []
@@ -471,7 +502,8 @@ def mach_ports_lookup(target_task: Any, init_port_set: Any, init_port_setCnt: An
                 names.append(R.copyout_send(space, cap.dup().detach_fds(), False))  # type: ignore[attr-defined]
     except OSError as e:  # a MachError keeps its code
         return K.kr_from_oserror(e, K.ERRNO_SPACE)
-    set_out(init_port_set, _ool_array(names))
+    if array_out is not None:
+        store(array_out, _ool_array(names))
     set_out(init_port_setCnt, len(names))
     return 0
 
@@ -484,15 +516,28 @@ def mach_msg(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv_name: Any
     """Send and/or receive a message. ``msg`` is the header that starts the
     message buffer (or byref/pointer to it, or an address).
 
+    The call never reads or writes past the memory of the ctypes object it
+    is given (the object at the root of a view such as ``send_msg.header``,
+    from the header on): a send whose ``send_size`` reaches past it fails
+    with MACH_SEND_INVALID_DATA, and a received message that does not fit
+    in it, though ``rcv_size`` says it does, is destroyed (its rights and
+    out-of-line memory released) and the call returns
+    MACH_RCV_INVALID_DATA, as XNU does when it cannot copy a message out to
+    the receive buffer. An address given as an int is the caller's promise.
+
     MACH_MSG_SUCCESS and the MACH_SEND_* / MACH_RCV_* codes."""
     return mach_msg_overwrite(msg, option, send_size, rcv_size, rcv_name, timeout, notify, None, 0)
 
 
 def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv_name: Any, timeout: Any,
                        notify: Any, rcv_msg: Any, rcv_limit: Any) -> int:
-    """mach_msg, receiving into ``rcv_msg`` when it is given."""
+    """mach_msg, receiving into ``rcv_msg`` when it is given; the same
+    bounds hold for both buffers."""
     opt = option if type(option) is int and 0 <= option <= 0x7FFFFFFF else i32(option) & 0xFFFFFFFF
-    addr = _addressof(msg) if isinstance(msg, _Struct) else address_of(msg)[0]
+    if isinstance(msg, _Struct) and msg._b_base_ is None and msg._b_needsfree_:
+        addr, room = _addressof(msg), _sizeof(msg)  # the common case: an object that owns its memory
+    else:
+        addr, room = address_of(msg, rcv_msg is None and opt & 2 != 0)
     space = SELF.space
     if type(timeout) is not int or not 0 <= timeout <= 0xFFFFFFFF:
         timeout = u32(timeout)
@@ -500,25 +545,51 @@ def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv
         size = send_size if type(send_size) is int and 0 <= send_size <= 0xFFFFFFFF else u32(send_size)
         if size < 24 or size % 4:
             return K.MACH_SEND_MSG_TOO_SMALL
+        if room is not None and size > room:
+            # what XNU gives when its copyin of the message cannot read the
+            # caller's memory (osfmk/ipc/mach_msg.c:
+            # mach_msg_copyin_user_header, osfmk/ipc/ipc_kmsg.c:
+            # ipc_kmsg_get_and_inflate_from_user)
+            return K.MACH_SEND_INVALID_DATA
         try:
             _send(space, _string_at(addr, size), opt, timeout)
         except MachError as e:
             return e.kr
     if opt & 2:  # MACH_RCV_MSG
-        raddr = address_of(rcv_msg)[0] if rcv_msg is not None else addr
+        if rcv_msg is not None:
+            addr, room = address_of(rcv_msg, True)
+        limit = u32(rcv_size)
         try:
-            data = _receive(space, u32(rcv_name), u32(rcv_size), opt, timeout)
+            data = _receive(space, u32(rcv_name), limit, opt, timeout)
         except KM.TooLarge as e:
-            ctypes.c_uint32.from_address(raddr + 4).value = e.needed
+            # the needed size goes in msgh_size when the buffer reaches it
+            # (osfmk/ipc/mach_msg.c: mach_msg_receive_too_large)
+            if limit >= 8:
+                if room is not None and room < 8:
+                    return K.MACH_RCV_INVALID_DATA
+                ctypes.c_uint32.from_address(addr + 4).value = e.needed
             return e.kr
         except MachError as e:
             return e.kr
-        _memmove(raddr, data, len(data))
+        if room is not None and len(data) > room:
+            # XNU copies the rights out to the space, then fails to copy
+            # the message out to the buffer: the message is freed and the
+            # call returns MACH_RCV_INVALID_DATA (osfmk/ipc/ipc_kmsg.c:
+            # ipc_kmsg_put_to_user). Its rights and regions are released
+            # here too, so that none is left under a name nobody knows.
+            _destroy_received(data)
+            return K.MACH_RCV_INVALID_DATA
+        _memmove(addr, data, len(data))
     return 0
 
 
+def _destroy_received(data: bytes) -> None:
+    from .mig import mach_msg_destroy
+    mach_msg_destroy(ctypes.create_string_buffer(data, len(data)))
+
+
 _send, _receive = KM.send, KM.receive
-_string_at, _memmove, _addressof = ctypes.string_at, ctypes.memmove, ctypes.addressof
+_string_at, _memmove, _addressof, _sizeof = ctypes.string_at, ctypes.memmove, ctypes.addressof, ctypes.sizeof
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from ..kern import vm_user as U
 from ..kern.ipc_space import MACH_PORT_NULL
 from ..kern.task import SELF
 from . import types as T
-from ._args import address_of, i32, out, set_out, u32, u64, val
+from ._args import _Simple, address_of, counted, i32, out, out_address, set_out, store, u32, u64, val
 
 MachError = K.MachError
 _CArg = type(ctypes.byref(ctypes.c_int()))
@@ -87,30 +87,43 @@ def mach_vm_read(target_task: Any, address: Any, size: Any, data: Any, dataCnt: 
     ``dataCnt`` are out. Release the copy with mach_vm_deallocate.
 
     KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
-    KERN_INVALID_ARGUMENT, KERN_NO_SPACE, MACH_SEND_INVALID_DEST."""
+    KERN_INVALID_ARGUMENT, KERN_NO_SPACE, MACH_SEND_INVALID_DEST. A
+    ``data`` too narrow for an address is a TypeError."""
+    data_out = out_address(data)
     try:
         d, n = U.vm_read(u32(target_task), u64(address), u64(size))
     except MachError as e:
         return e.kr
-    set_out(data, d)
+    if data_out is not None:
+        store(data_out, d)
     set_out(dataCnt, n)
     return 0
 
 
 def mach_vm_read_overwrite(target_task: Any, address: Any, size: Any, data: Any, outsize: Any) -> int:
-    """Copy a range into our buffer at ``data``; ``outsize`` is out.
+    """Copy a range into our buffer at ``data``: an address in our task (an
+    int, as in C), or a ctypes object or buffer, which the copy never
+    writes past; ``outsize`` is out.
 
-    KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
-    KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
+    KERN_SUCCESS, KERN_INVALID_ADDRESS (also ``size`` larger than the
+    buffer ``data`` names), KERN_PROTECTION_FAILURE, KERN_INVALID_ARGUMENT,
+    MACH_SEND_INVALID_DEST."""
     try:
         if type(target_task) is int and type(address) is int and type(size) is int and type(data) is int \
                 and 0 <= target_task <= 0xFFFFFFFF and 0 <= address <= _U64 and 0 <= size <= _U64:
             n = U.vm_read_overwrite(target_task, address, size, data & _U64)  # ints as they are
         else:
-            n = U.vm_read_overwrite(u32(target_task), u64(address), u64(size), address_of(data)[0] & _U64)
+            where, room = address_of(data, True)
+            sz = u64(size)
+            if room is not None and sz > room:
+                # the bytes past the buffer are not the caller's to
+                # overwrite: as for a destination that is not mapped
+                TU.task_target(u32(target_task), check=False)
+                return K.KERN_INVALID_ADDRESS
+            n = U.vm_read_overwrite(u32(target_task), u64(address), sz, where & _U64)
     except MachError as e:
         return e.kr
-    if type(outsize) is _CArg:
+    if type(outsize) is _CArg and isinstance(outsize._obj, _Simple):  # type: ignore[attr-defined]
         outsize._obj.value = n  # type: ignore[attr-defined]  # byref(x): the common out-parameter
     else:
         set_out(outsize, n)
@@ -118,12 +131,21 @@ def mach_vm_read_overwrite(target_task: Any, address: Any, size: Any, data: Any,
 
 
 def mach_vm_write(target_task: Any, address: Any, data: Any, dataCnt: Any) -> int:
-    """Write ``dataCnt`` bytes from our ``data`` to ``address``.
+    """Write ``dataCnt`` bytes from our ``data`` (an address in our task,
+    or a ctypes object or buffer, never read past) to ``address``.
 
     KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
-    KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
+    KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST, MACH_SEND_INVALID_MEMORY
+    (``data`` unreadable, or ``dataCnt`` larger than the buffer)."""
     try:
-        U.vm_write(u32(target_task), u64(address), address_of(data)[0] & _U64, u32(dataCnt))
+        where, room = address_of(data)
+        n = u32(dataCnt)
+        if room is not None and n > room:
+            # as for a source that is not mapped: the message that would
+            # carry it could not be sent
+            TU.task_target(u32(target_task))
+            return K.MACH_SEND_INVALID_MEMORY
+        U.vm_write(u32(target_task), u64(address), where & _U64, n)
     except MachError as e:
         return e.kr
     return 0
@@ -144,7 +166,7 @@ def mach_vm_copy(target_task: Any, source_address: Any, size: Any, dest_address:
 def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, infoCnt: Any,
             object_name: Any, legacy: bool = False) -> int:
     try:
-        U.task_target(u32(target_task))
+        TU.task_target(u32(target_task))
     except MachError as e:
         return e.kr
     fl = i32(flavor)
@@ -158,7 +180,8 @@ def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, i
         return K.KERN_INVALID_ARGUMENT
     need = ctypes.sizeof(st) // 4
     cnt = out(infoCnt)
-    if cnt.value < need:
+    where, held = counted(info, cnt.value)
+    if held < need:
         return K.KERN_INVALID_ARGUMENT
     a = out(address)
     try:
@@ -168,9 +191,6 @@ def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, i
     rec = st(r.protection, r.max_protection, r.inheritance, int(r.shared), int(r.reserved),
              r.offset & (0xFFFFFFFF if st is T.vm_region_basic_info else (1 << 64) - 1),
              r.behavior, r.user_wired_count)
-    where, room = address_of(info)
-    if room is not None and room < ctypes.sizeof(st):
-        return K.KERN_INVALID_ARGUMENT
     ctypes.memmove(where, ctypes.addressof(rec), ctypes.sizeof(st))
     a.value = r.start
     out(size).value = r.end - r.start
@@ -213,11 +233,11 @@ def mach_vm_region_recurse(target_task: Any, address: Any, size: Any, nesting_de
     KERN_INVALID_ARGUMENT (count below the short struct, not a task),
     MACH_SEND_INVALID_DEST."""
     try:
-        U.task_target(u32(target_task))
+        TU.task_target(u32(target_task))
     except MachError as e:
         return e.kr
     cnt = out(infoCnt)
-    n = cnt.value
+    where, n = counted(info, cnt.value)
     if n < T.VM_REGION_SUBMAP_SHORT_INFO_COUNT_64:
         return K.KERN_INVALID_ARGUMENT
     a = out(address)
@@ -246,9 +266,6 @@ def mach_vm_region_recurse(target_task: Any, address: Any, size: Any, nesting_de
                   T.VM_REGION_SUBMAP_INFO_V1_COUNT_64 if n >= T.VM_REGION_SUBMAP_INFO_V1_COUNT_64 else
                   T.VM_REGION_SUBMAP_INFO_V0_COUNT_64)
         nbytes = newcnt * 4
-    where, room = address_of(info)
-    if room is not None and room < nbytes:
-        return K.KERN_INVALID_ARGUMENT
     ctypes.memmove(where, ctypes.addressof(rec), nbytes)
     a.value = r.start
     out(size).value = r.end - r.start
@@ -267,13 +284,15 @@ def mach_vm_read_list(target_task: Any, data_list: Any, count: Any) -> int:
     an entry that failed. Returns the code of the last entry with a size,
     as XNU's loop does.
 
-    KERN_SUCCESS, KERN_INVALID_ARGUMENT (count above VM_MAP_ENTRY_MAX, not
-    a task), KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
-    MACH_SEND_INVALID_DEST."""
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT (count above VM_MAP_ENTRY_MAX or
+    above what ``data_list`` holds, not a task), KERN_INVALID_ADDRESS,
+    KERN_PROTECTION_FAILURE, MACH_SEND_INVALID_DEST."""
     n = u32(count)
     if n > T.VM_MAP_ENTRY_MAX:
         return K.KERN_INVALID_ARGUMENT
-    where, _room = address_of(data_list)
+    where, held = counted(data_list, n, ctypes.sizeof(T.mach_vm_read_entry))
+    if held < n:
+        return K.KERN_INVALID_ARGUMENT
     arr = (T.mach_vm_read_entry * max(n, 1)).from_address(where)
     try:
         kr, res = U.vm_read_list(u32(target_task), [(arr[i].address, arr[i].size) for i in range(n)])
@@ -354,12 +373,13 @@ def task_info(target_task: Any, flavor: Any, task_info_out: Any, task_info_outCn
             return e.kr
         return K.KERN_INVALID_ARGUMENT
     cnt = out(task_info_outCnt)
+    where, held = counted(task_info_out, cnt.value)
     need = ctypes.sizeof(st) // 4
     try:
         b = TU.task_basic_info(u32(target_task))
     except MachError as e:
         return e.kr
-    if cnt.value < need:
+    if held < need:
         return K.KERN_INVALID_ARGUMENT
     if st is T.task_basic_info_32:
         vs, rs = min(b.virtual_size, 0xFFFFFFFF), min(b.resident_size, 0xFFFFFFFF)
@@ -368,10 +388,7 @@ def task_info(target_task: Any, flavor: Any, task_info_out: Any, task_info_outCn
     rec = st(virtual_size=vs, resident_size=rs, user_time=_time_value(b.user_time),
              system_time=_time_value(b.system_time), policy=b.policy, suspend_count=b.suspend_count)
     if st is T.mach_task_basic_info:
-        rec.resident_size_max = b.resident_size_max  # type: ignore[attr-defined]
-    where, room = address_of(task_info_out)
-    if room is not None and room < ctypes.sizeof(st):
-        return K.KERN_INVALID_ARGUMENT
+        rec.resident_size_max = b.resident_size_max
     ctypes.memmove(where, ctypes.addressof(rec), ctypes.sizeof(st))
     cnt.value = need
     return 0

@@ -42,11 +42,15 @@ def mach_msg_destroy(msg: Any) -> None:
     in its port and port-array descriptors, and its out-of-line regions
     (libsyscall's mach_msg_destroy, for received messages: the MAKE_*
     dispositions of an unsent message are not rights yet and are left
-    alone). Descriptors are read only as far as ``msgh_size`` reaches."""
-    base = ctypes.addressof(msg) if isinstance(msg, (ctypes.Structure, ctypes.Union, ctypes.Array)) \
-        else address_of(msg)[0]
+    alone). Descriptors are read only as far as ``msgh_size`` reaches, and
+    never past the memory of the object ``msg`` lives in."""
+    base, room = address_of(msg)
+    if room is not None and room < ctypes.sizeof(mach_msg_header_t):
+        return
     hdr = mach_msg_header_t.from_address(base)
     bits, size = hdr.msgh_bits, hdr.msgh_size
+    if room is not None:
+        size = min(size, room)
     _destroy_port(hdr.msgh_remote_port, MD.MACH_MSGH_BITS_REMOTE(bits))
     _destroy_port(hdr.msgh_voucher_port, MD.MACH_MSGH_BITS_VOUCHER(bits))
     if not bits & MD.MACH_MSGH_BITS_COMPLEX or size < 28:

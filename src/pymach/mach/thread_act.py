@@ -12,7 +12,7 @@ from ..kern import kern_return as K
 from ..kern import task_user as TU
 from ..kern import vm_remote
 from ..kern.vm_remote import x86_THREAD_STATE64, x86_THREAD_STATE64_COUNT, x86_thread_state64_t
-from ._args import address_of, i32, out, set_out, u32
+from ._args import counted, i32, out, out_address, set_out, store, u32
 from .mach_port import _ool_array
 
 thread_act_t = ctypes.c_uint32
@@ -44,13 +44,16 @@ def task_resume(target_task: Any) -> int:
 def task_threads(target_task: Any, act_list: Any, act_listCnt: Any) -> int:
     """The task's threads, as an array of thread ports in new memory
     (release it with vm_deallocate, and each port with
-    mach_port_deallocate). KERN_SUCCESS, KERN_INVALID_ARGUMENT,
-    KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
+    mach_port_deallocate); an ``act_list`` too narrow for an address is a
+    TypeError. KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED,
+    MACH_SEND_INVALID_DEST."""
+    list_out = out_address(act_list)
     try:
         names = TU.task_threads(u32(target_task))
     except K.MachError as e:
         return e.kr
-    set_out(act_list, _ool_array(names))
+    if list_out is not None:
+        store(list_out, _ool_array(names))
     set_out(act_listCnt, len(names))
     return 0
 
@@ -58,30 +61,33 @@ def task_threads(target_task: Any, act_list: Any, act_listCnt: Any) -> int:
 def thread_get_state(target_act: Any, flavor: Any, old_state: Any, old_stateCnt: Any) -> int:
     """The thread's registers: x86_THREAD_STATE64 into ``old_state`` (a
     buffer of at least x86_THREAD_STATE64_COUNT natural_t), ``old_stateCnt``
-    in/out. KERN_SUCCESS, KERN_INVALID_ARGUMENT (flavor, a short count),
+    in/out; a count larger than ``old_state`` holds counts as what it holds.
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT (flavor, a short count),
     KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST, KERN_FAILURE."""
     try:
         cnt = out(old_stateCnt)
-        if i32(flavor) != x86_THREAD_STATE64 or cnt.value < x86_THREAD_STATE64_COUNT:
+        where, n = counted(old_state, cnt.value)
+        if i32(flavor) != x86_THREAD_STATE64 or n < x86_THREAD_STATE64_COUNT:
             return K.KERN_INVALID_ARGUMENT
         th = TU.thread_of(u32(target_act))
         st = vm_remote.thread_get_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64)
     except K.MachError as e:
         return e.kr
-    ctypes.memmove(address_of(old_state)[0], ctypes.addressof(st), ctypes.sizeof(st))
+    ctypes.memmove(where, ctypes.addressof(st), ctypes.sizeof(st))
     cnt.value = x86_THREAD_STATE64_COUNT
     return 0
 
 
 def thread_set_state(target_act: Any, flavor: Any, new_state: Any, new_stateCnt: Any) -> int:
-    """Set the thread's registers from x86_THREAD_STATE64. KERN_SUCCESS,
+    """Set the thread's registers from x86_THREAD_STATE64; a count larger
+    than ``new_state`` holds counts as what it holds. KERN_SUCCESS,
     KERN_INVALID_ARGUMENT (flavor, a short count, non-canonical rip/rsp),
     KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST, KERN_FAILURE."""
     try:
-        if i32(flavor) != x86_THREAD_STATE64 or u32(new_stateCnt) < x86_THREAD_STATE64_COUNT:
+        where, n = counted(new_state, u32(new_stateCnt), writable=False)
+        if i32(flavor) != x86_THREAD_STATE64 or n < x86_THREAD_STATE64_COUNT:
             return K.KERN_INVALID_ARGUMENT
-        st = x86_thread_state64_t.from_buffer_copy(
-            ctypes.string_at(address_of(new_state)[0], ctypes.sizeof(x86_thread_state64_t)))
+        st = x86_thread_state64_t.from_buffer_copy(ctypes.string_at(where, ctypes.sizeof(x86_thread_state64_t)))
         th = TU.thread_of(u32(target_act))
         vm_remote.thread_set_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64, st)
     except K.MachError as e:
