@@ -516,8 +516,8 @@ def test_server_killed_and_restarted_clients_recover(server: Server) -> None:
         # the same (dead) name: the C layer reconnects once and sends again
         assert found("com.example.survivor", old) == M.BOOTSTRAP_UNKNOWN_SERVICE  # a new server, empty
         assert port_type(old) == M.MACH_PORT_TYPE_DEAD_NAME
-        new = M.bootstrap_port
-        assert new != old and port_type(new) == M.MACH_PORT_TYPE_SEND
+        new = bp()  # the new connection's name; bootstrap_port stays the old one
+        assert new != old == M.bootstrap_port and port_type(new) == M.MACH_PORT_TYPE_SEND
         # the service (alive all along) registers again, and lookups succeed
         with pymach.Port(svc) as p, p.make_send() as s:
             assert M.bootstrap_register(old, "com.example.survivor", s.name) == OK
@@ -626,7 +626,7 @@ def test_autostart_and_no_autostart(sockdir: str, monkeypatch: pytest.MonkeyPatc
     # off: a clear error, and nothing is started
     assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.MACH_SEND_INVALID_DEST
     assert "PYMACH_NO_AUTOSTART" in M.bootstrap_port_error() and path in M.bootstrap_port_error()
-    assert M.bootstrap_port == M.MACH_PORT_NULL
+    assert found("com.example.auto", M.bootstrap_port) == M.MACH_SEND_INVALID_DEST  # the name holds nothing
     with pytest.raises(bootstrap.BootstrapError) as ei:
         bootstrap.look_up("com.example.auto")
     assert ei.value.kr == M.MACH_SEND_INVALID_DEST

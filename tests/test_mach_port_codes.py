@@ -1,7 +1,12 @@
-"""mach_port_* return codes and effects, checked against XNU's rules
-(/tmp/research/ipc_rc.md, sections 1, 2 and 4): names and generations,
-user references, the rights of each routine, port sets, attributes,
-construct/destruct, and rights that cross os.fork.
+"""mach_port_* return codes and effects, checked against XNU's rules:
+names and generations, user references, the rights of each routine, port
+sets, attributes, construct/destruct, and rights that cross os.fork.
+
+Each section cites where XNU returns the codes its tests expect, as
+file:line in apple-oss-distributions/xnu at tag xnu-11417.101.15 (paths
+under osfmk/ipc/ unless they say otherwise). A user-space call reaches
+those routines through libsyscall's trap wrappers
+(libsyscall/mach/mach_port.c, osfmk/ipc/mach_kernelrpc.c).
 
 Every test cleans up after itself: the ``space`` fixture destroys every
 name a test records, and conftest checks that no fd was leaked.
@@ -277,7 +282,11 @@ def recv_port(name: int, timeout: int = 5000) -> tuple[int, PortMsgRcv]:
     return M.mach_msg(r.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(r), name, timeout, 0), r
 
 
-# -- 2.1 mach_port_allocate ------------------------------------------------------------
+# -- mach_port_allocate ------------------------------------------------------------
+# mach_port.c:668-670 KERN_INVALID_VALUE for a right other than RECEIVE, PORT_SET
+# and DEAD_NAME (mach_port_allocate_full); :664-666 a dead name; the empty set's
+# receive times out at ipc_mqueue.c:855-857; a send to a dead name is
+# MACH_SEND_INVALID_DEST at ipc_kmsg.c:2016-2019.
 
 def test_allocate_receive_makes_a_fresh_port(space: Space) -> None:
     p = space.alloc(R_RECEIVE)
@@ -317,7 +326,12 @@ def test_allocate_invalid_rights(space: Space, right: int) -> None:
     assert names_and_types() == before
 
 
-# -- 2.1 mach_port_allocate_name ---------------------------------------------------------
+# -- mach_port_allocate_name ---------------------------------------------------------
+# mach_port.c:489-490 KERN_INVALID_VALUE for MACH_PORT_NULL and MACH_PORT_DEAD,
+# :668-670 for a bad right; ipc_entry.c:331-333 KERN_INVALID_VALUE for a name
+# without its generation's low bits; ipc_entry.c:335-336 KERN_FAILURE for index 0,
+# :431-435 for an index in use under another generation; ipc_object.c:502-505
+# KERN_NAME_EXISTS; mach_port.c:664-666 a dead name gets a name of XNU's choosing.
 
 def _free_name(space: Space) -> int:
     """A name at an index beyond every name in use, low bits 3."""
@@ -417,7 +431,11 @@ def test_failed_allocate_name_leaks_no_fd(space: Space) -> None:
     assert leaked == []
 
 
-# -- 1.2 names and generations -------------------------------------------------------------
+# -- names and generations -------------------------------------------------------------
+# ipc_entry.c:122-126 a name whose generation differs from the entry's is no
+# name (KERN_INVALID_NAME at ipc_right.c:300-302, MACH_RCV_INVALID_NAME at
+# ipc_mqueue.c:1576-1577); ipc_entry.c:228-236 each claim takes the next
+# generation, rolling over; :480-482 and :213-220 the free list is LIFO.
 
 def test_freed_index_is_reused_with_next_generation(space: Space) -> None:
     a = space.alloc()
@@ -466,7 +484,12 @@ def test_generation_rolls_over_as_in_xnu(space: Space) -> None:
         assert gen(new) == gen(old) + 4 or (gen(new) == 0x03 and gen(old) in ROLLOVER_GENS), (hex(old), hex(new))
 
 
-# -- 2.2 mach_port_deallocate ---------------------------------------------------------------
+# -- mach_port_deallocate ---------------------------------------------------------------
+# mach_port.c:751-752 KERN_SUCCESS for MACH_PORT_NULL and MACH_PORT_DEAD;
+# ipc_right.c:300-302 KERN_INVALID_NAME; ipc_right.c:1216-1219 KERN_INVALID_RIGHT
+# for a receive right alone (ipc_right_dealloc); :1043-1058 a port set is
+# destroyed, waking its receiver with THREAD_RESTART (ipc_pset.c:232), which is
+# MACH_RCV_PORT_CHANGED at ipc_mqueue.c:863-866.
 
 @pytest.mark.parametrize("name", [NULL, DEAD])
 def test_deallocate_null_and_dead_are_no_ops(space: Space, name: int) -> None:
@@ -544,7 +567,11 @@ def test_deallocating_a_set_wakes_its_receiver(space: Space) -> None:
     assert result == [M.MACH_RCV_PORT_CHANGED]
 
 
-# -- 2.3 mach_port_destroy -------------------------------------------------------------------
+# -- mach_port_destroy -------------------------------------------------------------------
+# mach_port.c:705-706 KERN_SUCCESS for MACH_PORT_NULL and MACH_PORT_DEAD;
+# ipc_right.c:300-302 KERN_INVALID_NAME; ipc_right.c:952-962 KERN_INVALID_RIGHT
+# (and a guard exception) for a guarded receive right (ipc_right_destroy), as
+# ipc_right.c:1333-1339 and :1678-1679 for mod_refs(RECEIVE, -1).
 
 @pytest.mark.parametrize("name", [NULL, DEAD])
 def test_destroy_null_and_dead(space: Space, name: int) -> None:
@@ -592,7 +619,14 @@ def test_guarded_port_is_not_destroyed_without_its_guard(how: str) -> None:
     assert code == 0 or code < 0, f"the child returned {code}"
 
 
-# -- 2.4 mach_port_mod_refs -----------------------------------------------------------------------
+# -- mach_port_mod_refs -----------------------------------------------------------------------
+# mach_port.c:902-903 KERN_INVALID_VALUE for a right out of range; :906-911
+# KERN_SUCCESS for SEND and SEND_ONCE on MACH_PORT_NULL/DEAD, else
+# KERN_INVALID_NAME; ipc_right.c (ipc_right_delta): port set :1271-1285,
+# receive :1303-1315, send-once :1406-1433, dead name :1469-1505, send
+# :1535-1585 (KERN_INVALID_RIGHT at :1663-1668, KERN_INVALID_VALUE at
+# :1670-1676); LABELH :1649-1650; urefs pegged at MACH_PORT_UREFS_MAX, only
+# -MACH_PORT_UREFS_MAX releases them: :1493-1509 and :1573-1589.
 
 @pytest.mark.parametrize("right", [M.MACH_PORT_RIGHT_NUMBER, 7, 99, 0xFFFFFFFF])
 def test_mod_refs_right_out_of_range(space: Space, right: int) -> None:
@@ -740,7 +774,12 @@ def test_receive_minus_one_keeps_pegged_send_urefs(space: Space) -> None:
     assert type_of(p) == TY_DEAD_NAME and refs(p, R_DEAD_NAME) == UREFS_MAX
 
 
-# -- 2.5 mach_port_get_refs, 2.6 mach_port_type -------------------------------------------------
+# -- mach_port_get_refs, mach_port_type -------------------------------------------------
+# mach_port.c:815-816 KERN_INVALID_VALUE for a right out of range; :819-825 one
+# send or send-once reference on MACH_PORT_NULL/DEAD, else KERN_INVALID_NAME;
+# :841-865 the count per right (LABELH and a right not held: 0). mach_port_type:
+# :418-419 KERN_INVALID_NAME for MACH_PORT_NULL, :422-424 a dead name for
+# MACH_PORT_DEAD, ipc_right.c:300-302 KERN_INVALID_NAME.
 
 def test_get_refs_rules(space: Space) -> None:
     out = M.mach_port_urefs_t(0xBAD)
@@ -790,7 +829,9 @@ def test_type_of_each_kind(space: Space) -> None:
     assert type_of(T()) == TY_SEND
 
 
-# -- 2.7 mach_port_names ------------------------------------------------------------------------
+# -- mach_port_names ------------------------------------------------------------------------
+# mach_port.c:223 (mach_port_names): every name and its type, in memory the call
+# allocates in the caller's map.
 
 def test_names_lists_every_right_in_new_memory(space: Space) -> None:
     p = space.alloc()
@@ -830,7 +871,17 @@ def test_names_lists_every_right_in_new_memory(space: Space) -> None:
     assert d not in names_and_types()
 
 
-# -- 2.8 mach_port_insert_right ----------------------------------------------------------------------
+# -- mach_port_insert_right ----------------------------------------------------------------------
+# mach_kernelrpc.c:234-245 MAKE_SEND and COPY_SEND under the port's own name take
+# ipc_object_insert_send_right: ipc_right.c:300-302 KERN_INVALID_NAME,
+# ipc_object.c:857-859 KERN_INVALID_CAPABILITY for a dead name, :861-863
+# KERN_INVALID_RIGHT for a port set, :871-897 KERN_INVALID_RIGHT without the
+# receive (MAKE) or send (COPY) right, pegged urefs at :879 and :891. Other
+# dispositions go through ipc_object_copyin (mach_kernelrpc.c:248):
+# ipc_right.c:2589-2591 KERN_INVALID_RIGHT (MOVE_SEND without a send right, a
+# disposition that is no right); then mach_port.c:1711-1713 KERN_INVALID_VALUE
+# for a NULL or DEAD name, ipc_object.c:1092-1100 KERN_RIGHT_EXISTS (the port's
+# send right has another name), :1105-1108 KERN_NAME_EXISTS.
 
 def test_insert_right_make_copy_and_move_send(space: Space) -> None:
     p = space.alloc()
@@ -910,7 +961,12 @@ def test_insert_right_send_once_into_used_name(space: Space) -> None:
     assert M.mach_port_insert_right(T(), p, p, MAKE_SEND_ONCE) == M.KERN_NAME_EXISTS
 
 
-# -- 2.9 mach_port_extract_right -----------------------------------------------------------------
+# -- mach_port_extract_right -----------------------------------------------------------------
+# mach_port.c:1753-1754 KERN_INVALID_VALUE for a disposition that is no port
+# right, :1757-1763 KERN_INVALID_RIGHT for MACH_PORT_NULL/DEAD; then
+# ipc_right_copyin: ipc_right.c:300-302 KERN_INVALID_NAME, :2589-2591
+# KERN_INVALID_RIGHT for a right the name does not hold, :2596-2629 a dead
+# name's send and send-once rights come out as MACH_PORT_DEAD.
 
 @pytest.mark.parametrize("msgt", [0, M.MACH_MSG_TYPE_PORT_NAME, 22, 99])
 def test_extract_right_invalid_disposition(space: Space, msgt: int) -> None:
@@ -1019,7 +1075,13 @@ def test_extract_right_dead_send_once_type(space: Space) -> None:
     assert extract(d, MOVE_SEND_ONCE) == (OK, DEAD, PORT_SEND_ONCE)
 
 
-# -- 2.10 port sets -----------------------------------------------------------------------------------
+# -- port sets -----------------------------------------------------------------------------------
+# insert/extract_member: mach_port.c:2214-2215 and :2273-2274 KERN_INVALID_RIGHT
+# for a NULL or DEAD name; ipc_right.c:342-350 KERN_INVALID_NAME;
+# ipc_object.c:326-340 KERN_INVALID_RIGHT when the member is no receive right or
+# the set no set; kern/waitq.c:1918 KERN_ALREADY_IN_SET; mach_port.c:2294
+# KERN_NOT_IN_SET. move_member: mach_port.c:1418-1423 KERN_INVALID_RIGHT, :1426-1443
+# the same translation, and KERN_NOT_IN_SET when moving out of no set.
 
 def test_insert_member_and_receive_through_the_set(space: Space) -> None:
     s = space.alloc(R_PORT_SET)
@@ -1137,7 +1199,18 @@ def test_destroying_a_member_leaves_the_set(space: Space) -> None:
     assert status(b).mps_pset == 0
 
 
-# -- 2.11 attributes ---------------------------------------------------------------------------------
+# -- attributes ---------------------------------------------------------------------------------
+# mach_port_get_attributes: mach_port.c:1847-1848, :1871-1872, :1893-1894
+# KERN_FAILURE for a short count; :1851-1853 a NULL or DEAD name gives count 0
+# for LIMITS_INFO; :1897-1899 a size of 0 for DNREQUESTS_SIZE (XNU leaves the
+# count as it was there, pymach gives 0); :1875-1876 KERN_INVALID_RIGHT for
+# RECEIVE_STATUS on them; :1966-1967 KERN_INVALID_ARGUMENT for another flavor;
+# ipc_object.c:282-284 KERN_INVALID_RIGHT without a receive right.
+# mach_port_set_attributes: :2015-2016 KERN_FAILURE, :2019-2020
+# KERN_INVALID_VALUE above MACH_PORT_QLIMIT_MAX (before the name), :2023-2024
+# KERN_INVALID_RIGHT for NULL/DEAD, :2038-2043 DNREQUESTS_SIZE, :2173-2174
+# KERN_INVALID_ARGUMENT. mach_port_set_mscount: :1052-1053 KERN_INVALID_RIGHT.
+# MACH_RCV_TOO_LARGE without consuming the message: ipc_mqueue.c:1232.
 
 def test_get_attributes_codes(space: Space) -> None:
     p = space.alloc()
@@ -1298,7 +1371,14 @@ def test_rcv_large_does_not_consume_a_seqno(space: Space) -> None:
     assert kr == OK and r.trailer.msgh_seqno == 0
 
 
-# -- 2.14 / 2.15 construct and destruct ----------------------------------------------------------------
+# -- construct and destruct ----------------------------------------------------------------
+# mach_port_construct: mach_port.c:2565-2571 KERN_INVALID_VALUE for a qlimit above
+# MACH_PORT_QLIMIT_MAX. mach_port_destruct: :2680-2681 KERN_INVALID_NAME for
+# NULL/DEAD, ipc_right.c:300-302 for an unknown name; ipc_right_destruct:
+# ipc_right.c:1715-1722 KERN_INVALID_RIGHT without a receive right, :1725-1728
+# with srdelta but no send right, :1731-1732 and :1768-1770 KERN_INVALID_VALUE
+# (srdelta above 0, or below the urefs), :1743-1749 KERN_INVALID_ARGUMENT for a
+# wrong guard (checked after srdelta's sign).
 
 def test_construct_options(space: Space) -> None:
     p = space.construct()
@@ -1404,6 +1484,9 @@ def test_destruct_guarded_port(space: Space) -> None:
 
 
 # -- registered ports and os.fork ------------------------------------------------------------------
+# a right to a port whose receiver died turns into a dead name when looked at
+# (ipc_right.c:651 ipc_right_check): KERN_INVALID_RIGHT for mod_refs(SEND) at
+# ipc_right.c:1555-1559, MACH_SEND_INVALID_DEST at ipc_kmsg.c:2058-2066.
 
 def test_lookup_in_own_task_coalesces_with_the_receive_right(space: Space) -> None:
     p = space.with_send(1)
@@ -1460,11 +1543,12 @@ def test_child_space_holds_no_rights_of_the_parent(space: Space) -> None:
             first = names_and_types()
             assert len(first) == 2 and set(first.values()) == {TY_SEND}  # our task and the host
             assert T() in first
-            # a fresh space: the first eight names are (index << 8) | 3 in order
+            # a fresh space: the first names are (index << 8) | 3 in order
+            # (index 3 is kept for bootstrap_port, connected on first use)
             made = []
             for _ in range(6):
                 made.append(alloc_name(R_DEAD_NAME))
-            assert sorted(first) + made == [(i << 8) | 3 for i in range(1, 9)]
+            assert sorted(first) + made == [(i << 8) | 3 for i in range(1, 10) if i != 3]
             for dn in made:
                 assert M.mach_port_deallocate(T(), dn) == OK
             for n in (p, q, s, d):

@@ -5,8 +5,17 @@ shared string and, with an argument, write the argument into it (the next
 client prints it).
 
     $ python -m pymach.examples.shm_ipc_client
-    recv_msg.data.name = 0x000303
+    recv_msg.data.name = 0x000703
     Hello, Mach!
+
+With no server it prints what the book's C prints, exactly as macOS would:
+mach_error has no text for bootstrap_look_up's BOOTSTRAP_UNKNOWN_SERVICE
+(1102, 0x44e), so it says
+
+    bootstrap_look_up: (os/kern) unknown error code (44e)
+
+(shm_client_pythonic says instead that the server is not running and how
+to start it).
 """
 
 import sys
@@ -18,10 +27,9 @@ from pymach.mach import (
                          BOOTSTRAP_SUCCESS, FALSE, KERN_SUCCESS, MACH_MSG_SUCCESS, MACH_MSG_TIMEOUT_NONE,
                          MACH_MSG_TYPE_COPY_SEND, MACH_MSG_TYPE_MAKE_SEND, MACH_MSGH_BITS, MACH_PORT_NULL,
                          MACH_PORT_RIGHT_RECEIVE, MACH_RCV_MSG, MACH_SEND_MSG, TRUE, VM_INHERIT_NONE,
-                         VM_PROT_READ, VM_PROT_WRITE, bootstrap_look_up, byref, mach_error, mach_msg,
+                         VM_PROT_READ, VM_PROT_WRITE, bootstrap_look_up, bootstrap_port, byref, mach_error, mach_msg,
                          mach_port_allocate, mach_port_t, mach_task_self, mach_vm_address_t, mach_vm_deallocate,
                          mach_vm_map, mach_vm_size_t, sizeof, vm_page_size)
-import pymach.mach
 
 
 def main(argv: list[str]) -> int:
@@ -30,7 +38,7 @@ def main(argv: list[str]) -> int:
     client_port, server_port = mach_port_t(), mach_port_t()
 
     # find the server
-    kr = bootstrap_look_up(pymach.mach.bootstrap_port, SERVICE_NAME, byref(server_port))
+    kr = bootstrap_look_up(bootstrap_port, SERVICE_NAME, byref(server_port))
     EXIT_ON_MACH_ERROR("bootstrap_look_up", kr, BOOTSTRAP_SUCCESS)
 
     # allocate a port for receiving the server's reply

@@ -17,10 +17,9 @@ from pymach.mach import (
                          BOOTSTRAP_SUCCESS, KERN_SUCCESS, MACH_MSG_PORT_DESCRIPTOR, MACH_MSG_TIMEOUT_NONE,
                          MACH_MSG_TYPE_COPY_SEND, MACH_MSGH_BITS_COMPLEX, MACH_MSGH_BITS_LOCAL, MACH_PORT_NULL,
                          MACH_RCV_MSG, MACH_SEND_MSG, VM_FLAGS_ANYWHERE, VM_PROT_READ, VM_PROT_WRITE,
-                         bootstrap_check_in, bootstrap_create_service, byref, mach_make_memory_entry_64,
+                         bootstrap_check_in, bootstrap_create_service, bootstrap_port, byref, mach_make_memory_entry_64,
                          mach_msg, mach_port_t, mach_task_self, mach_vm_address_t, mach_vm_allocate,
                          memory_object_size_t, sizeof, vm_page_size)
-import pymach.mach
 
 
 def main() -> int:
@@ -49,10 +48,10 @@ def main() -> int:
     ptr = address.value
     strcpy(ptr, "Hello, Mach!")
 
-    kr = bootstrap_create_service(pymach.mach.bootstrap_port, SERVICE_NAME, byref(server_port))
+    kr = bootstrap_create_service(bootstrap_port, SERVICE_NAME, byref(server_port))
     EXIT_ON_MACH_ERROR("bootstrap_create_service", kr, BOOTSTRAP_SUCCESS)
 
-    kr = bootstrap_check_in(pymach.mach.bootstrap_port, SERVICE_NAME, byref(server_port))
+    kr = bootstrap_check_in(bootstrap_port, SERVICE_NAME, byref(server_port))
     EXIT_ON_MACH_ERROR("bootstrap_check_in", kr, BOOTSTRAP_SUCCESS)
 
     for _ in iter(int, 1):  # for (;;)

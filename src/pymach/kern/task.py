@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import select
 import threading
+from typing import Callable, Final, Hashable, Protocol
 
 from .._linux import pidfd
-from .ipc_space import MACH_PORT_TYPE_SEND, IpcSpace
+from . import kern_return as K
+from .ipc_space import MACH_PORT_TYPE_SEND, IpcEntry, IpcSpace
 from .vm_map import VmMap
 
 
@@ -131,6 +133,93 @@ SETTABLE_SPECIAL_PORTS = (TASK_BOOTSTRAP_PORT, TASK_ACCESS_PORT, TASK_DEBUG_CONT
 # inherited ports: "kind:index=fd/fd,..." (kind "special" or "registered")
 INHERIT_ENV = "PYMACH_INHERIT_PORTS"
 
+# The name our space keeps for the bootstrap port, what a C program has in
+# bootstrap_port: index 3, first generation, after the names of the task
+# (0x103) and of the host (0x203).
+BOOTSTRAP_PORT_NAME: Final = 0x303
+
+
+class BootstrapHooks(Protocol):
+    """What pymach.mach.bootstrap does for the space and the special port."""
+
+    def fill(self, name: int) -> IpcEntry | None:
+        """Connect the bootstrap port under ``name``; its entry, or None."""
+
+    def special_name(self) -> int:
+        """task_get_special_port(TASK_BOOTSTRAP_PORT): a name, or 0."""
+
+    def special_changing(self) -> None:
+        """TASK_BOOTSTRAP_PORT is about to be set by the program."""
+
+
+class TaskSpace(IpcSpace):
+    """Our task's space: an IpcSpace that keeps one name, ``reserved``, for
+    the bootstrap port. No other right ever gets that name
+    (mach_port_allocate_name on it is KERN_NAME_EXISTS), and while it holds
+    no right a lookup of it calls ``fill(name)``, which may install the
+    right (install_reserved) and returns its entry, or None. Looking other
+    names up costs what it costs in IpcSpace."""
+
+    def __init__(self, reserved: int, fill: Callable[[int], IpcEntry | None]) -> None:
+        super().__init__()
+        self.reserved = reserved
+        self._fill = fill
+        self._reserved_index = -1
+
+    def reserve(self) -> None:
+        """Take the reserved name's index out of use; made while the table
+        ends just before it (a new space)."""
+        with self.lock:
+            idx = self.reserved >> 8
+            assert len(self._table) == idx, "the reserved name's index is taken"
+            self._table.append(None)
+            self._gens.append(self.reserved & 0xFF)
+            self._reserved_index = idx
+
+    def lookup(self, name: int) -> IpcEntry | None:
+        """The entry a name denotes, or None; for the reserved name while it
+        holds no right, what ``fill`` gives."""
+        idx = name >> 8
+        if 0 < idx < len(self._table):
+            e = self._table[idx]
+            if e is not None and e.gen == (name & 0xFF):
+                return e
+        if name == self.reserved and self._reserved_index > 0:
+            return self._fill(name)
+        return None
+
+    def peek(self, name: int) -> IpcEntry | None:
+        """The entry a name denotes, or None; never fills."""
+        return IpcSpace.lookup(self, name)
+
+    def install_reserved(self, obj: object, typ: int, urefs: int, key: Hashable | None) -> IpcEntry:
+        """Install rights under the reserved name, which must hold none."""
+        with self.lock:
+            idx = self._reserved_index
+            assert idx > 0 and self._table[idx] is None
+            e = IpcEntry(obj, typ, urefs, self.reserved & 0xFF)
+            self._table[idx] = e
+            if key is not None:
+                self.add_key(self.reserved, e, key)
+            return e
+
+    def alloc_name(self, name: int, obj: object, typ: int, urefs: int) -> IpcEntry:
+        """IpcSpace.alloc_name; the reserved name (any generation of its
+        index) is KERN_NAME_EXISTS (KERN_FAILURE), held or not."""
+        if self._reserved_index > 0 and name >> 8 == self._reserved_index:
+            raise K.MachError(K.KERN_NAME_EXISTS if name == self.reserved else K.KERN_FAILURE,
+                              f"{name:#x}: the bootstrap port's name")
+        return super().alloc_name(name, obj, typ, urefs)
+
+    def remove(self, name: int) -> IpcEntry:
+        """IpcSpace.remove; the reserved name's index stays out of use."""
+        with self.lock:
+            e = super().remove(name)
+            idx = name >> 8
+            if idx == self._reserved_index:
+                self._free.remove(idx)
+            return e
+
 
 class _Self:
     """Our task's kernel state, rebuilt in a fork child.
@@ -146,6 +235,7 @@ class _Self:
         self.map.install_fork_hooks()
         self.special: dict[int, object] = {}
         self.registered: list[object] = [None] * TASK_PORT_REGISTER_MAX
+        self.bootstrap: BootstrapHooks | None = None  # set by pymach.mach.bootstrap
         self._adopt_inherited()
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
@@ -174,11 +264,25 @@ class _Self:
         old = getattr(self, "space", None)
         if old is not None:
             _close_rights(old)  # a fork child holds none of its parent's rights
-        self.space = IpcSpace()
+        self.space = TaskSpace(BOOTSTRAP_PORT_NAME, self._fill_bootstrap)
         self.task = Task(os.getpid(), self.map)
         self.task_name = self.space.insert(self.task, MACH_PORT_TYPE_SEND)
         self.host = Host()
         self.host_name = self.space.insert(self.host, MACH_PORT_TYPE_SEND)
+        self.space.reserve()
+
+    def _fill_bootstrap(self, name: int) -> IpcEntry | None:
+        hooks = self.bootstrap
+        return hooks.fill(name) if hooks is not None else None
+
+    def set_special(self, which: int, cap: object) -> None:
+        """Replace a special port (``cap`` a send capability of its own, or
+        None); the one it replaces is closed."""
+        old = self.special.pop(which, None)
+        if cap is not None:
+            self.special[which] = cap
+        if old is not None:
+            old.close()  # type: ignore[attr-defined]
 
     def inheritance(self) -> tuple[dict[str, str], list[int]]:
         """The environment entry and the fds that hand our special and

@@ -1,10 +1,9 @@
-"""pymach.mach: the C interface of <mach/mach.h>, <mach/mach_vm.h> and
-<mach/mach_error.h>.
+"""pymach.mach: the C interface of <mach/mach.h>, <mach/mach_vm.h>,
+<mach/mach_error.h> and <servers/bootstrap.h>.
 
 C names, C argument order, ctypes types and kern_return_t results. A C
-program ports line by line::
+program ports line by line with this one import::
 
-    from ctypes import byref
     from pymach.mach import *
 
     a_page = mach_vm_address_t(0)
@@ -12,15 +11,31 @@ program ports line by line::
     if kr != KERN_SUCCESS:
         mach_error("vm_allocate:", kr)
 
-The routines of <servers/bootstrap.h> are here too. ``bootstrap_port`` is
-read as a module attribute (``from pymach.mach import bootstrap_port``, or
-``pymach.mach.bootstrap_port``): the first read connects it, from
+    server_port = mach_port_t()
+    kr = bootstrap_look_up(bootstrap_port, "com.osxbook.SHMServer", byref(server_port))
+
+``bootstrap_port`` is a constant, as the name a C program finds in libc's
+global is: the name this task's IPC space keeps for its bootstrap port. The
+import connects nothing; the first use of the name connects it, from
 TASK_BOOTSTRAP_PORT or through the bootstrap server's socket (see
-pymach.mach.bootstrap). ``from pymach.mach import *`` leaves it out, so that
-a star import never starts a server.
+pymach.mach.bootstrap).
+
+What C itself gives a program comes along too, from ctypes: ``sizeof``,
+``&`` (``byref``, ``pointer``, ``addressof``), casts and pointer types
+(``cast``, ``POINTER``), ``struct`` and ``union`` (``Structure``,
+``Union``), the built-in scalar types (``c_char``, ``c_int``, ...) and
+those of <stdint.h>, which <mach/mach.h> includes. The rest of libc
+(<stdio.h>, <string.h>, <stdlib.h>) is the program's own business.
 """
 
-from ctypes import byref, pointer, sizeof  # noqa: F401  (C programs use these)
+import ctypes as _ctypes
+from ctypes import (POINTER as POINTER, Structure as Structure, Union as Union, addressof as addressof,
+                    byref as byref, c_bool as c_bool, c_byte as c_byte, c_char as c_char, c_char_p as c_char_p,
+                    c_double as c_double, c_float as c_float, c_int as c_int, c_long as c_long,
+                    c_longlong as c_longlong, c_short as c_short, c_size_t as c_size_t, c_ssize_t as c_ssize_t,
+                    c_ubyte as c_ubyte, c_uint as c_uint, c_ulong as c_ulong, c_ulonglong as c_ulonglong,
+                    c_ushort as c_ushort, c_void_p as c_void_p, cast as cast, pointer as pointer,
+                    sizeof as sizeof)
 
 from ..kern.ipc_space import *  # noqa: F401,F403
 from ..kern.kern_return import *  # noqa: F401,F403
@@ -34,13 +49,18 @@ from .mach_vm import *  # noqa: F401,F403
 from .thread_act import *  # noqa: F401,F403
 from .mig import *  # noqa: F401,F403
 from .bootstrap import *  # noqa: F401,F403
+from .bootstrap import bootstrap_port as bootstrap_port
 from .types import *  # noqa: F401,F403
 
-
-def __getattr__(name: str) -> int:
-    """``bootstrap_port``, connected on first read (MACH_PORT_NULL when no
-    server can be reached: bootstrap_port_error() says why)."""
-    if name == "bootstrap_port":
-        from .bootstrap import get_bootstrap_port
-        return get_bootstrap_port()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# <stdint.h>
+int8_t = _ctypes.c_int8
+int16_t = _ctypes.c_int16
+int32_t = _ctypes.c_int32
+int64_t = _ctypes.c_int64
+uint8_t = _ctypes.c_uint8
+uint16_t = _ctypes.c_uint16
+uint32_t = _ctypes.c_uint32
+uint64_t = _ctypes.c_uint64
+intptr_t = _ctypes.c_ssize_t
+uintptr_t = _ctypes.c_size_t
+size_t = _ctypes.c_size_t
