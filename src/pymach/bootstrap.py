@@ -19,6 +19,7 @@ from ctypes import POINTER, byref, sizeof
 from dataclasses import dataclass
 from typing import Any
 
+from . import _check as C
 from .ipc import Port, SendRight
 from .kern import kern_return as K
 from .kern.task import SELF
@@ -72,6 +73,10 @@ class ServiceInfo:
         """'active', 'inactive' or 'on-demand'."""
         return D.STATUS_WORDS.get(self.status, str(self.status))
 
+    def __repr__(self) -> str:
+        pid = f" pid={self.pid}" if self.pid is not None else ""
+        return f"<ServiceInfo {self.name!r} {self.status_name}{pid}>"
+
 
 def _check(kr: int, what: str) -> None:
     if kr != K.KERN_SUCCESS:
@@ -94,16 +99,19 @@ def strerror(kr: int) -> str:
 
 def check_in(name: str | bytes) -> Port:
     """The receive right of the service ``name`` (new if nobody holds the
-    name). Raises BootstrapError (BOOTSTRAP_SERVICE_ACTIVE when a live
-    process has checked in or registered it)."""
+    name). Raises TypeError (``name`` not str or bytes), BootstrapError
+    (BOOTSTRAP_SERVICE_ACTIVE when a live process has checked in or
+    registered it)."""
+    C.service_name(name, "bootstrap.check_in()")
     p = mach_port_t()
     _check(MB.bootstrap_check_in(_bootstrap_port(), name, byref(p)), f"bootstrap_check_in({name!r})")
     return Port(p.value)
 
 
 def look_up(name: str | bytes) -> SendRight:
-    """A send right to the service ``name``. Raises BootstrapError
-    (BOOTSTRAP_UNKNOWN_SERVICE)."""
+    """A send right to the service ``name``. Raises TypeError,
+    BootstrapError (BOOTSTRAP_UNKNOWN_SERVICE)."""
+    C.service_name(name, "bootstrap.look_up()")
     p = mach_port_t()
     _check(MB.bootstrap_look_up(_bootstrap_port(), name, byref(p)), f"bootstrap_look_up({name!r})")
     return SendRight(p.value)
@@ -111,16 +119,20 @@ def look_up(name: str | bytes) -> SendRight:
 
 def register(name: str | bytes, right: SendRight | None) -> None:
     """Bind ``name`` to ``right`` (copied; None removes a name made by
-    create_service and not checked in). Raises BootstrapError
+    create_service and not checked in). Raises TypeError (``name`` not str
+    or bytes, ``right`` not a SendRight or None), BootstrapError
     (BOOTSTRAP_SERVICE_ACTIVE)."""
+    C.service_name(name, "bootstrap.register()")
+    C.optional(right, SendRight, "bootstrap.register()", "right")
     _check(MB.bootstrap_register(_bootstrap_port(), name, right.name if right is not None else 0),
            f"bootstrap_register({name!r})")
 
 
 def create_service(name: str | bytes) -> SendRight:
     """Reserve ``name`` for a process that will check in later; a send
-    right to its port (messages queue until then). Raises BootstrapError
-    (BOOTSTRAP_NAME_IN_USE)."""
+    right to its port (messages queue until then). Raises TypeError,
+    BootstrapError (BOOTSTRAP_NAME_IN_USE)."""
+    C.service_name(name, "bootstrap.create_service()")
     p = mach_port_t()
     _check(MB.bootstrap_create_service(_bootstrap_port(), name, byref(p)), f"bootstrap_create_service({name!r})")
     return SendRight(p.value)
@@ -128,7 +140,8 @@ def create_service(name: str | bytes) -> SendRight:
 
 def status(name: str | bytes) -> int:
     """BOOTSTRAP_STATUS_ACTIVE or BOOTSTRAP_STATUS_INACTIVE. Raises
-    BootstrapError (BOOTSTRAP_UNKNOWN_SERVICE)."""
+    TypeError, BootstrapError (BOOTSTRAP_UNKNOWN_SERVICE)."""
+    C.service_name(name, "bootstrap.status()")
     st = D.bootstrap_status_t()
     _check(MB.bootstrap_status(_bootstrap_port(), name, byref(st)), f"bootstrap_status({name!r})")
     return st.value

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Union
+from typing import TYPE_CHECKING, Any, Iterable, Self, Union
 
+from . import _check as C
+from . import _format as F
 from ._linux.mm import view
 from .kern import ipc_right as R
 from .kern import kern_return as K
 from .kern import mach_msg as KM
 from .kern import message_defs as MD
 from .kern.ipc_kmsg import HDR, OOL_DESC, PORT_DESC
-from .kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_SEND,
+from .kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME,
+                             MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                              MACH_PORT_TYPE_SEND_ONCE)
 from .kern.task import SELF
 from .kern import vm_defs as V
@@ -34,17 +37,43 @@ __all__ = ["Port", "SendRight", "SendOnceRight", "PortSet", "Message", "MemoryEn
            "register_ports", "registered_ports"]
 
 _AUDIT = MD.MACH_RCV_TRAILER_ELEMENTS(MD.MACH_RCV_TRAILER_AUDIT)
+_RCV_OPTION = MD.MACH_RCV_MSG | _AUDIT | MD.MACH_RCV_LARGE
 _TRAILER = struct.Struct("<III2I8I")
+_NUMBER = (int, float)
+_TIMEOUT_MAX = C.TIMEOUT_MAX
+_new = object.__new__
+_ID_MIN, _ID_MAX = C.MSG_ID.lo, C.MSG_ID.hi
+_NONE: list[Any] = []  # no rights, no out-of-line buffers (never changed)
+_RIGHT_WORDS = ((MACH_PORT_TYPE_RECEIVE, "receive"), (MACH_PORT_TYPE_SEND, "send"),
+                (MACH_PORT_TYPE_SEND_ONCE, "send-once"), (MACH_PORT_TYPE_PORT_SET, "port-set"),
+                (MACH_PORT_TYPE_DEAD_NAME, "dead-name"))
+
+
+def _rights_text(t: int) -> str:
+    """The rights a name holds, as words: 'receive,send'."""
+    return ",".join(w for bit, w in _RIGHT_WORDS if t & bit) or "none"
 
 
 class _Right:
     """A name in our IPC space."""
 
     __slots__ = ("name", "_live")
+    _gone = "is closed"  # what a method on a closed right says
 
     def __init__(self, name: int) -> None:
+        if type(name) is not int or not 0 <= name <= 0xFFFFFFFF:
+            name = C.integer(name, f"{type(self).__name__}()", "name", C.NAME)
         self.name = name
         self._live = True
+
+    def _call(self, verb: str) -> str:
+        return f"{type(self).__name__}.{verb}()"
+
+    def _closed(self, verb: str, kr: int = K.KERN_INVALID_NAME) -> K.MachError:
+        """The error of a method called after close(): InvalidNameError,
+        with the code the Mach call would give for a name we no longer
+        hold."""
+        return K.MachError(kr, f"{self._call(verb)}: {self.name:#x} {self._gone}")
 
     def _release(self) -> None:
         R.deallocate(SELF.space, self.name)
@@ -59,14 +88,20 @@ class _Right:
                 if e.kr != K.KERN_INVALID_NAME:
                     raise
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name:#x}{'' if self._live else ' closed'}>"
+        return f"<{type(self).__name__} {self.name:#x} {self._state() if self._live else 'closed'}>"
+
+    def _state(self) -> str:
+        try:
+            return _rights_text(R.type_of(SELF.space, self.name))
+        except K.MachError:
+            return "gone"
 
 
 Sendable = Union["SendRight", "SendOnceRight"]
@@ -74,11 +109,16 @@ Sendable = Union["SendRight", "SendOnceRight"]
 
 @dataclass
 class Message:
-    """A message: ``id`` (msgh_id), ``data``, ``rights`` (SendRight or
-    SendOnceRight, one port descriptor each), ``ool`` (out-of-line buffers;
-    on receipt, memoryviews of copy-on-write mappings). On receipt also
-    ``reply`` (the right to answer with), ``seqno`` and the sender's
-    kernel-verified ``pid``, ``uid`` and ``gid``."""
+    """A message: ``id`` (msgh_id, an int32), ``data`` (bytes-like, kept
+    as bytes), ``rights`` (SendRight or SendOnceRight, one port descriptor
+    each), ``ool`` (bytes-like out-of-line buffers; on receipt, memoryviews
+    of copy-on-write mappings). On receipt also ``reply`` (the right to
+    answer with), ``seqno`` and the sender's kernel-verified ``pid``,
+    ``uid`` and ``gid``.
+
+    Fields are checked when the Message is made and again when it is sent:
+    TypeError for a wrong type (a str as data), ValueError for an id
+    outside int32."""
 
     data: bytes = b""
     id: int = 0
@@ -91,6 +131,28 @@ class Message:
     gid: int = 0
     _regions: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
+    def __post_init__(self) -> None:
+        # one test for the common message (bytes, an int32 id, nothing else)
+        if (type(self.data) is not bytes or type(self.id) is not int or not _ID_MIN <= self.id <= _ID_MAX
+                or type(self.rights) is not list or type(self.ool) is not list or self.rights or self.ool
+                or self.reply is not None):
+            self.data, self.id, self.rights, self.ool = _fields(self, "Message()", "")
+            if self.reply is not None:
+                C.instance(self.reply, SendRight, "Message()", "reply", "SendRight, SendOnceRight or None")
+
+    def __repr__(self) -> str:
+        data = repr(self.data[:32]) + ("..." if len(self.data) > 32 else "")
+        parts = [f"id={self.id}", f"data={data} ({len(self.data)} bytes)"]
+        if self.rights:
+            parts.append(f"rights={self.rights!r}")
+        if self.ool:
+            parts.append("ool=[" + ", ".join(F.size(memoryview(b).nbytes) for b in self.ool) + "]")
+        if self.reply is not None:
+            parts.append(f"reply={self.reply!r}")
+        if self.pid:
+            parts.append(f"seqno={self.seqno} from pid={self.pid} uid={self.uid} gid={self.gid}")
+        return f"<Message {' '.join(parts)}>"
+
     def release(self) -> None:
         """Unmap received out-of-line memory and close received rights."""
         for addr, size in self._regions:
@@ -102,33 +164,82 @@ class Message:
             self.reply.close()
 
 
-def _encode(dest: int, dest_disp: int, msg: Message, reply: int, reply_disp: int) -> tuple[bytes, list[object]]:
+def _rights_list(rights: object, call: str, param: str) -> list[Sendable]:
+    if not isinstance(rights, (list, tuple)):
+        raise C.type_error(call, param, "a list of SendRight or SendOnceRight", rights)
+    for i, r in enumerate(rights):
+        if not isinstance(r, SendRight):
+            hint = " (a Port sends its make_send())" if isinstance(r, Port) else ""
+            raise C.type_error(call, f"{param}[{i}]", "SendRight or SendOnceRight" + hint, r)
+    return list(rights)
+
+
+def _ool_list(ool: object, call: str, param: str) -> list[bytes | bytearray | memoryview]:
+    if not isinstance(ool, (list, tuple)):
+        raise C.type_error(call, param, "a list of bytes-like buffers", ool)
+    for i, buf in enumerate(ool):
+        if not isinstance(buf, (bytes, bytearray, memoryview)):
+            C.data(buf, call, f"{param}[{i}]")
+    return list(ool)
+
+
+def _fields(msg: Message, call: str, prefix: str) -> tuple[bytes, int, list[Sendable],
+                                                         list[bytes | bytearray | memoryview]]:
+    """A Message's fields, checked, for ``call`` (where the parameters are
+    called ``prefix`` + the field's name)."""
+    data, msg_id, rights, ool = msg.data, msg.id, msg.rights, msg.ool
+    if type(data) is not bytes:
+        data = C.data(data, call, prefix + "data")
+    if type(msg_id) is not int or not _ID_MIN <= msg_id <= _ID_MAX:
+        msg_id = C.integer(msg_id, call, prefix + "id", C.MSG_ID)
+    if type(rights) is not list or rights:
+        rights = _rights_list(rights, call, prefix + "rights")
+    if type(ool) is not list or ool:
+        ool = _ool_list(ool, call, prefix + "ool")
+    return data, msg_id, rights, ool
+
+
+def _encode(right: "SendRight", data: bytes, msg_id: int, rights: list[Sendable],
+            ool: list[bytes | bytearray | memoryview], reply: int, reply_disp: int) -> tuple[bytes, list[object]]:
     keep: list[object] = []
     body = bytearray()
-    complex_ = bool(msg.rights or msg.ool)
+    complex_ = bool(rights or ool)
     if complex_:
-        body += struct.pack("<I", len(msg.rights) + len(msg.ool))
-        for r in msg.rights:
-            disp = MD.MACH_MSG_TYPE_COPY_SEND if isinstance(r, SendRight) else MD.MACH_MSG_TYPE_MOVE_SEND_ONCE
+        body += struct.pack("<I", len(rights) + len(ool))
+        for r in rights:
+            disp = MD.MACH_MSG_TYPE_MOVE_SEND_ONCE if isinstance(r, SendOnceRight) else MD.MACH_MSG_TYPE_COPY_SEND
             body += PORT_DESC.pack(r.name, 0, 0, 0, disp, MD.MACH_MSG_PORT_DESCRIPTOR)
-        for buf in msg.ool:
-            data = bytes(buf)
-            keep.append(data)
-            addr = address_of(data)[0]
-            body += OOL_DESC.pack(addr, 0, MD.MACH_MSG_VIRTUAL_COPY, 0, MD.MACH_MSG_OOL_DESCRIPTOR, len(data))
-    if msg.data:
+        for buf in ool:
+            raw = C.data(buf, right._call("send"), "msg.ool")
+            keep.append(raw)
+            addr = address_of(raw)[0]
+            body += OOL_DESC.pack(addr, 0, MD.MACH_MSG_VIRTUAL_COPY, 0, MD.MACH_MSG_OOL_DESCRIPTOR, len(raw))
+    if data:
         # the exact length first (a Mach body is padded to 4 bytes); a
         # message without data is the bare header and descriptors, as C
         # programs lay it out
-        body += struct.pack("<I", len(msg.data)) + msg.data + b"\0" * (-len(msg.data) % 4)
-    bits = MD.MACH_MSGH_BITS(dest_disp, reply_disp) | (MD.MACH_MSGH_BITS_COMPLEX if complex_ else 0)
-    return HDR.pack(bits, HDR.size + len(body), dest, reply, 0, msg.id) + bytes(body), keep
+        body += struct.pack("<I", len(data)) + data + b"\0" * (-len(data) % 4)
+    bits = MD.MACH_MSGH_BITS(right._disposition(), reply_disp) | (MD.MACH_MSGH_BITS_COMPLEX if complex_ else 0)
+    return HDR.pack(bits, HDR.size + len(body), right.name, reply, 0, msg_id) + bytes(body), keep
+
+
+def _received(msg_id: int) -> Message:
+    """An empty Message for what the kernel gave: nothing to check."""
+    m = _new(Message)
+    m.data = b""
+    m.id = msg_id
+    m.rights = []
+    m.ool = []
+    m.reply = None
+    m.seqno = m.pid = m.uid = m.gid = 0
+    m._regions = []
+    return m
 
 
 def _decode(raw: bytes) -> Message:
     bits, size, remote, _local, _v, msg_id = HDR.unpack_from(raw)
     off = HDR.size
-    msg = Message(id=msg_id)
+    msg = _received(msg_id)
     if bits & MD.MACH_MSGH_BITS_COMPLEX:
         (count,) = struct.unpack_from("<I", raw, off)
         off += 4
@@ -169,49 +280,99 @@ class SendRight(_Right):
     """A send right: send messages to the port, any number of times."""
 
     __slots__ = ()
+    _type = MACH_PORT_TYPE_SEND
 
     def send(self, msg: Message | bytes, *, id: int = 0, reply: "Port | None" = None,
              timeout: float | None = None, reply_once: bool = True) -> None:
-        """Send ``msg`` (a Message, or bytes). With ``reply``, the message
+        """Send ``msg``: a Message, or bytes-like data with ``id`` as its
+        msgh_id (a Message carries its own id). With ``reply``, the message
         carries a send-once right to that port (with ``reply_once`` False,
-        a send right, as the book's programs ask for). Raises MachError
-        (MACH_SEND_INVALID_DEST when the port is gone, MACH_SEND_TIMED_OUT)."""
-        m = msg if isinstance(msg, Message) else Message(bytes(msg), id)
-        _send(self.name, self._disposition(), m, reply, timeout, reply_once)
+        a send right, as the book's programs ask for). ``timeout`` is in
+        seconds, None to wait for room for as long as it takes; Mach counts
+        it in 32-bit milliseconds, so more than 4294967.295 s is a
+        ValueError.
+
+        Raises TypeError (``msg`` not a Message or bytes-like: an int or a
+        str is refused; ``reply`` not a Port), ValueError (``id`` outside
+        int32, ``timeout`` outside its range), MachError
+        (MACH_SEND_INVALID_DEST when the port is gone or this right was
+        closed, MACH_SEND_TIMED_OUT, MACH_SEND_INVALID_RIGHT for a right in
+        the message we do not hold)."""
+        if not self._live:
+            raise self._closed("send", K.MACH_SEND_INVALID_DEST)
+        if isinstance(msg, Message):
+            if id != 0:
+                raise TypeError(f"{self._call('send')} takes 'id' only with bytes: a Message carries its own id")
+            # checked again: the fields may have changed since the Message was made
+            data, id, rights, ool = msg.data, msg.id, msg.rights, msg.ool
+            if (type(data) is not bytes or type(id) is not int or not _ID_MIN <= id <= _ID_MAX
+                    or type(rights) is not list or type(ool) is not list or rights or ool):
+                data, id, rights, ool = _fields(msg, self._call("send"), "msg.")
+        else:
+            data = msg if type(msg) is bytes else C.data(msg, self._call("send"), "msg", "a Message or bytes-like")
+            if type(id) is not int or not _ID_MIN <= id <= _ID_MAX:
+                id = C.integer(id, self._call("send"), "id", C.MSG_ID)
+            rights, ool = _NONE, _NONE
+        _send(self, data, id, rights, ool, reply, timeout, reply_once)
 
     def _disposition(self) -> int:
         return MD.MACH_MSG_TYPE_COPY_SEND
 
-    def copy(self) -> "SendRight":
-        """Another reference to the same right (mach_port_mod_refs +1)."""
-        R.mod_refs(SELF.space, self.name, 0, 1)
-        return SendRight(self.name)
+    def copy(self) -> "Self":
+        """Another reference to the same right (mach_port_mod_refs +1).
+        Raises InvalidNameError (KERN_INVALID_NAME) once closed."""
+        if not self._live:
+            raise self._closed("copy")
+        try:
+            R.mod_refs(SELF.space, self.name, 0, 1)
+        except K.MachError as e:
+            raise C.named(e, self._call("copy"))
+        return type(self)(self.name)
 
     @property
     def dead(self) -> bool:
-        """True once the port is gone (the name is a dead name)."""
-        return R.type_of(SELF.space, self.name) & MACH_PORT_TYPE_SEND == 0
+        """True once the port is gone: the name became a dead name (its
+        receive right was destroyed in another task, or its task died), or
+        this task destroyed the receive right itself (closing a Port takes
+        the send rights under its name with it, as mach_port_destroy does).
+        Raises InvalidNameError once this right was closed."""
+        if not self._live:
+            raise K.MachError(K.KERN_INVALID_NAME, f"{type(self).__name__}.dead: {self.name:#x} {self._gone}")
+        try:
+            t = R.type_of(SELF.space, self.name)
+        except K.MachError as e:
+            if e.kr == K.KERN_INVALID_NAME:
+                return True
+            raise
+        return t & self._type == 0
+
+    def _state(self) -> str:
+        try:
+            t = R.type_of(SELF.space, self.name)
+        except K.MachError:
+            return "dead"  # the name went with the port, destroyed here
+        return "dead" if t & self._type == 0 else _rights_text(t)
 
 
 class SendOnceRight(SendRight):
     """A send-once right: one message, then it is gone."""
 
     __slots__ = ()
+    _type = MACH_PORT_TYPE_SEND_ONCE
+    _gone = "was used or closed (a send-once right sends one message)"
 
     def _disposition(self) -> int:
         return MD.MACH_MSG_TYPE_MOVE_SEND_ONCE
 
     def send(self, msg: Message | bytes, *, id: int = 0, reply: "Port | None" = None,
              timeout: float | None = None, reply_once: bool = True) -> None:
+        """As SendRight.send; the right is used up by the message."""
         super().send(msg, id=id, reply=reply, timeout=timeout, reply_once=reply_once)
         self._live = False
 
-    def copy(self) -> "SendRight":
-        raise K.MachError(K.KERN_INVALID_RIGHT, "a send-once right cannot be copied")
-
-    @property
-    def dead(self) -> bool:
-        return R.type_of(SELF.space, self.name) & MACH_PORT_TYPE_SEND_ONCE == 0
+    def copy(self) -> "Self":
+        """Refused: KERN_INVALID_RIGHT (a send-once right cannot be copied)."""
+        raise K.MachError(K.KERN_INVALID_RIGHT, f"{self._call('copy')}: a send-once right cannot be copied")
 
 
 class MemoryEntry(SendRight):
@@ -225,51 +386,82 @@ class MemoryEntry(SendRight):
     @classmethod
     def create(cls, size: int, protection: int = V.VM_PROT_READ | V.VM_PROT_WRITE) -> "MemoryEntry":
         """A fresh zero-filled object of ``size`` bytes (MAP_MEM_NAMED_CREATE).
-        Raises MachError (KERN_INVALID_ARGUMENT: size 0; KERN_FAILURE: larger
-        than ANON_MAX_SIZE)."""
-        if size <= 0:
-            raise K.MachError(K.KERN_INVALID_ARGUMENT, f"size {size}")
-        name, _size = vm_make_memory_entry(SELF.task_name, size, 0, protection | V.MAP_MEM_NAMED_CREATE, 0)
+        Raises TypeError, ValueError (a size or protection outside its C
+        type: a negative size), MachError (KERN_INVALID_ARGUMENT: size 0;
+        KERN_FAILURE: larger than ANON_MAX_SIZE)."""
+        call = "MemoryEntry.create()"
+        size = C.integer(size, call, "size", C.SIZE)
+        protection = C.integer(protection, call, "protection", C.PROT)
+        if size == 0:
+            C.fail(K.KERN_INVALID_ARGUMENT, call, "size 0")
+        try:
+            name, _size = vm_make_memory_entry(SELF.task_name, size, 0, protection | V.MAP_MEM_NAMED_CREATE, 0)
+        except K.MachError as e:
+            raise C.named(e, call)
         return cls(name)
 
-    def _entry(self) -> KMemoryEntry:
+    def _entry(self, call: str) -> KMemoryEntry:
+        if not self._live:
+            raise K.MachError(K.KERN_INVALID_NAME, f"{call}: {self.name:#x} {self._gone}")
         e = SELF.space.lookup(self.name)
         if e is None or not isinstance(e.cap, KMemoryEntry):
-            raise K.MachError(K.KERN_INVALID_NAME, f"{self.name:#x} is not a memory entry")
+            C.fail(K.KERN_INVALID_NAME, call, f"{self.name:#x} is not a memory entry")
         return e.cap
 
     @property
     def size(self) -> int:
         """The size of the memory it names, in bytes (whole pages)."""
-        return self._entry().size
+        return self._entry("MemoryEntry.size").size
 
     @property
     def protection(self) -> int:
         """The most a mapping of it may allow (VM_PROT_* bits)."""
-        return self._entry().protection
+        return self._entry("MemoryEntry.protection").protection
 
+    @C.names_call("MemoryEntry.map()")
     def map(self, *, offset: int = 0, size: int | None = None, copy: bool = False,
             protection: int | None = None, max_protection: int | None = None,
             inheritance: int = V.VM_INHERIT_DEFAULT, address: int | None = None) -> "Region":
         """Map the entry (mach_vm_map): shared, or with ``copy`` a private
-        snapshot taken now. Protections default to the entry's. Raises
-        MachError (KERN_INVALID_RIGHT: more than the entry allows;
-        KERN_INVALID_ARGUMENT: a range past the entry; KERN_NO_SPACE)."""
+        snapshot taken now; ``size`` None maps from ``offset`` to the end.
+        Protections default to the entry's. Raises TypeError, ValueError (a
+        number outside its C type), MachError (KERN_INVALID_RIGHT: more
+        than the entry allows; KERN_INVALID_ARGUMENT: a range past the
+        entry, an offset at or past its end, as XNU's
+        vm_map_enter_mem_object gives for ``named_entry->size < offset +
+        size``; KERN_NO_SPACE: no room)."""
         from .task import Region, Task
-        ent = self._entry()
-        n = ent.size - offset if size is None else size
-        cur = ent.protection if protection is None else protection
-        mx = cur if max_protection is None else max_protection
-        flags = V.VM_FLAGS_ANYWHERE if address is None else V.VM_FLAGS_FIXED
-        a = vm_map_entry(SELF.task_name, address or 0, n, 0, flags, self.name, offset, int(copy), cur, mx,
+        call = "MemoryEntry.map()"
+        offset = C.integer(offset, call, "offset", C.OFFSET)
+        n = C.optional_integer(size, call, "size", C.SIZE)
+        cur = C.optional_integer(protection, call, "protection", C.PROT)
+        mx = C.optional_integer(max_protection, call, "max_protection", C.PROT)
+        inheritance = C.integer(inheritance, call, "inheritance", C.INHERIT)
+        where = C.optional_integer(address, call, "address", C.ADDRESS)
+        ent = self._entry(call)
+        if n is None:
+            if offset >= ent.size:
+                C.fail(K.KERN_INVALID_ARGUMENT, call, f"offset {offset:#x} is at or past the end of the entry "
+                       f"({ent.size:#x} bytes)")
+            n = ent.size - offset
+        cur = ent.protection if cur is None else cur
+        mx = cur if mx is None else mx
+        flags = V.VM_FLAGS_ANYWHERE if where is None else V.VM_FLAGS_FIXED
+        a = vm_map_entry(SELF.task_name, where or 0, n, 0, flags, self.name, offset, int(copy), cur, mx,
                          inheritance)
         length = ent.size if ent.is_copy else (n + PAGE_MASK) & ~PAGE_MASK  # a copy entry maps whole
         return Region(Task.self(), a, length)
 
+    @C.names_call("MemoryEntry.sub()")
     def sub(self, offset: int, size: int, protection: int | None = None) -> "MemoryEntry":
         """An entry for part of this one, with at most its protection.
-        Raises MachError (KERN_PROTECTION_FAILURE, KERN_INVALID_ARGUMENT)."""
-        prot = self.protection if protection is None else protection
+        Raises TypeError, ValueError (a number outside its C type),
+        MachError (KERN_PROTECTION_FAILURE, KERN_INVALID_ARGUMENT)."""
+        call = "MemoryEntry.sub()"
+        offset = C.integer(offset, call, "offset", C.OFFSET)
+        size = C.integer(size, call, "size", C.SIZE)
+        prot = C.optional_integer(protection, call, "protection", C.PROT)
+        prot = self._entry(call).protection if prot is None else prot
         name, _size = vm_make_memory_entry(SELF.task_name, size, offset, prot, self.name)
         return MemoryEntry(name)
 
@@ -277,22 +469,37 @@ class MemoryEntry(SendRight):
              timeout: float | None = None, reply_once: bool = True) -> None:
         """Refused (MACH_SEND_INVALID_DEST): a memory entry serves no
         messages. (mach_msg to it gets a MIG_BAD_ID reply, as in XNU.)"""
-        raise K.MachError(K.MACH_SEND_INVALID_DEST, "a memory entry is not a port to send to")
+        raise K.MachError(K.MACH_SEND_INVALID_DEST, f"{self._call('send')}: a memory entry is not a port to send to")
 
-    def copy(self) -> "MemoryEntry":
-        """Another reference to the same entry (one more user reference)."""
-        R.mod_refs(SELF.space, self.name, 0, 1)
-        return MemoryEntry(self.name)
+    def _state(self) -> str:
+        e = SELF.space.lookup(self.name)
+        if e is None or not isinstance(e.cap, KMemoryEntry):
+            return "gone"
+        ent = e.cap
+        return f"size={F.size(ent.size)} {F.prot(ent.protection)}{' copy' if ent.is_copy else ''}"
 
 
-def _send(dest: int, disp: int, m: Message, reply: "Port | None", timeout: float | None,
-          reply_once: bool = True) -> None:
-    make = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE if reply_once else MD.MACH_MSG_TYPE_MAKE_SEND
-    rname, rdisp = (reply.name, make) if reply is not None else (0, 0)
-    raw, _keep = _encode(dest, disp, m, rname, rdisp)
-    option = MD.MACH_SEND_MSG | (MD.MACH_SEND_TIMEOUT if timeout is not None else 0)
-    KM.send(SELF.space, raw, option, int((timeout or 0) * 1000))
-    for r in m.rights:
+def _send(right: SendRight, data: bytes, msg_id: int, rights: list[Sendable],
+          ool: list[bytes | bytearray | memoryview], reply: "Port | None", timeout: float | None,
+          reply_once: bool) -> None:
+    if reply is None:
+        rname, rdisp = 0, 0
+    elif isinstance(reply, Port):
+        rname, rdisp = reply.name, MD.MACH_MSG_TYPE_MAKE_SEND_ONCE if reply_once else MD.MACH_MSG_TYPE_MAKE_SEND
+    else:
+        raise C.type_error(right._call("send"), "reply", "Port or None", reply)
+    if timeout is None:
+        option, ms = MD.MACH_SEND_MSG, 0
+    elif type(timeout) in _NUMBER and 0 <= timeout <= _TIMEOUT_MAX:
+        option, ms = MD.MACH_SEND_MSG | MD.MACH_SEND_TIMEOUT, int(timeout * 1000)
+    else:
+        option, ms = MD.MACH_SEND_MSG | MD.MACH_SEND_TIMEOUT, C.timeout_ms(timeout, right._call("send")) or 0
+    raw, _keep = _encode(right, data, msg_id, rights, ool, rname, rdisp)
+    try:
+        KM.send(SELF.space, raw, option, ms)
+    except K.MachError as e:
+        raise C.named(e, right._call("send"))
+    for r in rights:
         if isinstance(r, SendOnceRight):
             r._live = False
 
@@ -301,51 +508,106 @@ class _Receiver(_Right):
     __slots__ = ()
 
     def receive(self, timeout: float | None = None, max_size: int = 1 << 20) -> Message:
-        """The next message, waiting up to ``timeout`` seconds. Raises
-        MachError (MACH_RCV_TIMED_OUT, MACH_RCV_TOO_LARGE: the message stays
-        queued)."""
-        option = MD.MACH_RCV_MSG | _AUDIT | MD.MACH_RCV_LARGE
-        if timeout is not None:
-            option |= MD.MACH_RCV_TIMEOUT
-        raw = KM.receive(SELF.space, self.name, max_size, option, int((timeout or 0) * 1000))
+        """The next message, waiting up to ``timeout`` seconds (None: for as
+        long as it takes). Mach counts the timeout in 32-bit milliseconds,
+        so more than 4294967.295 s is a ValueError; 0 only takes a message
+        already queued. ``max_size`` (a mach_msg_size_t) bounds the message
+        and its trailer.
+
+        Raises TypeError, ValueError (``timeout`` or ``max_size`` outside
+        its range), MachError: MACH_RCV_TIMED_OUT, TooLarge
+        (MACH_RCV_TOO_LARGE: the message stays queued), InvalidNameError
+        (MACH_RCV_INVALID_NAME once closed; MACH_RCV_PORT_DIED when the
+        right is destroyed during the wait)."""
+        if not self._live:
+            raise self._closed("receive", K.MACH_RCV_INVALID_NAME)
+        if timeout is None:
+            option, ms = _RCV_OPTION, 0
+        elif type(timeout) in _NUMBER and 0 <= timeout <= _TIMEOUT_MAX:
+            option, ms = _RCV_OPTION | MD.MACH_RCV_TIMEOUT, int(timeout * 1000)
+        else:
+            option, ms = _RCV_OPTION | MD.MACH_RCV_TIMEOUT, C.timeout_ms(timeout, self._call("receive")) or 0
+        if type(max_size) is not int or not 0 <= max_size <= 0xFFFFFFFF:
+            max_size = C.integer(max_size, self._call("receive"), "max_size", C.MSG_SIZE)
+        try:
+            raw = KM.receive(SELF.space, self.name, max_size, option, ms)
+        except K.MachError as e:
+            raise C.named(e, self._call("receive"))
         return _decode(raw)
 
     def fileno(self) -> int:
-        """An fd that polls readable when a message may be waiting."""
+        """An fd that polls readable when a message may be waiting.
+        Raises InvalidNameError (KERN_INVALID_NAME) once closed."""
+        if not self._live:
+            raise self._closed("fileno")
         e = SELF.space.lookup(self.name)
         if e is None:
-            raise K.MachError(K.KERN_INVALID_NAME, f"{self.name:#x}")
-        return e.object.fileno()  # type: ignore[attr-defined]
+            C.fail(K.KERN_INVALID_NAME, self._call("fileno"), f"{self.name:#x}")
+        obj: Any = e.object
+        return int(obj.fileno())
 
     def _release(self) -> None:
         R.destroy(SELF.space, self.name)
 
 
 class Port(_Receiver):
-    """A receive right. ``Port()`` makes a new port."""
+    """A receive right. ``Port()`` makes a new port; ``Port(name)`` takes
+    on a receive right we already hold under ``name``."""
 
     __slots__ = ()
 
     def __init__(self, name: int | None = None) -> None:
-        super().__init__(R.allocate(SELF.space, MACH_PORT_RIGHT_RECEIVE) if name is None else name)
+        """Raises TypeError, ValueError (a name outside mach_port_name_t),
+        InvalidNameError (KERN_INVALID_NAME: no such name;
+        KERN_INVALID_RIGHT: the name holds no receive right), MachError
+        (KERN_NO_SPACE, KERN_RESOURCE_SHORTAGE for a new port)."""
+        if name is None:
+            super().__init__(R.allocate(SELF.space, MACH_PORT_RIGHT_RECEIVE))
+            return
+        name = C.integer(name, "Port()", "name", C.NAME)
+        try:
+            t = R.type_of(SELF.space, name)
+        except K.MachError as e:
+            raise C.named(e, "Port()")
+        if not t & MACH_PORT_TYPE_RECEIVE:
+            C.fail(K.KERN_INVALID_RIGHT, "Port()", f"{name:#x} holds no receive right ({_rights_text(t)})")
+        super().__init__(name)
 
     def make_send(self) -> SendRight:
-        """A send right to this port (coalesced under the port's name)."""
+        """A send right to this port (coalesced under the port's name).
+        Raises InvalidNameError (KERN_INVALID_NAME) once closed."""
+        if not self._live:
+            raise self._closed("make_send")
         e = SELF.space.lookup(self.name)
         if e is None:
-            raise K.MachError(K.KERN_INVALID_NAME, f"{self.name:#x}")
-        R.insert_send_of_own_port(SELF.space, self.name, e)
+            C.fail(K.KERN_INVALID_NAME, self._call("make_send"), f"{self.name:#x}")
+        try:
+            R.insert_send_of_own_port(SELF.space, self.name, e)
+        except K.MachError as err:
+            raise C.named(err, self._call("make_send"))
         return SendRight(self.name)
 
     def make_send_once(self) -> SendOnceRight:
-        """A send-once right to this port, under a fresh name."""
-        name, _t = R.extract_right(SELF.space, self.name, MD.MACH_MSG_TYPE_MAKE_SEND_ONCE)
+        """A send-once right to this port, under a fresh name.
+        Raises InvalidNameError (KERN_INVALID_NAME) once closed."""
+        if not self._live:
+            raise self._closed("make_send_once")
+        try:
+            name, _t = R.extract_right(SELF.space, self.name, MD.MACH_MSG_TYPE_MAKE_SEND_ONCE)
+        except K.MachError as e:
+            raise C.named(e, self._call("make_send_once"))
         return SendOnceRight(name)
 
     def close(self) -> None:
         """Destroy the receive right (and our send rights under its name);
         senders see a dead name."""
         super().close()
+
+    def _state(self) -> str:
+        try:
+            return _rights_text(R.type_of(SELF.space, self.name))
+        except K.MachError:
+            return "destroyed"
 
 
 class PortSet(_Receiver):
@@ -354,35 +616,77 @@ class PortSet(_Receiver):
     __slots__ = ()
 
     def __init__(self, ports: Iterable[Port] = ()) -> None:
+        """Raises TypeError (a member that is not a Port), MachError
+        (KERN_ALREADY_IN_SET; KERN_NO_SPACE); on error no set is left."""
+        if not isinstance(ports, Iterable) or isinstance(ports, (str, bytes)):
+            raise C.type_error("PortSet()", "ports", "an iterable of Port", ports)
+        members = list(ports)
+        for i, p in enumerate(members):
+            C.instance(p, Port, "PortSet()", f"ports[{i}]")
         super().__init__(R.allocate(SELF.space, MACH_PORT_RIGHT_PORT_SET))
-        for p in ports:
-            self.add(p)
+        try:
+            for p in members:
+                self.add(p)
+        except BaseException:
+            self.close()
+            raise
 
     def add(self, port: Port) -> None:
-        """Insert a member. Raises MachError (KERN_ALREADY_IN_SET)."""
-        R.insert_member(SELF.space, port.name, self.name)
+        """Insert a member. Raises TypeError, MachError (KERN_ALREADY_IN_SET,
+        KERN_INVALID_NAME once either is closed)."""
+        self._member("add", port)
+        try:
+            R.insert_member(SELF.space, port.name, self.name)
+        except K.MachError as e:
+            raise C.named(e, self._call("add"))
 
     def remove(self, port: Port) -> None:
-        """Extract a member. Raises MachError (KERN_NOT_IN_SET)."""
-        R.extract_member(SELF.space, port.name, self.name)
+        """Extract a member. Raises TypeError, MachError (KERN_NOT_IN_SET,
+        KERN_INVALID_NAME once either is closed)."""
+        self._member("remove", port)
+        try:
+            R.extract_member(SELF.space, port.name, self.name)
+        except K.MachError as e:
+            raise C.named(e, self._call("remove"))
+
+    def _member(self, verb: str, port: object) -> None:
+        C.instance(port, Port, self._call(verb), "port")
+        if not self._live:
+            raise self._closed(verb)
+        assert isinstance(port, Port)
+        if not port._live:
+            C.fail(K.KERN_INVALID_NAME, self._call(verb), f"the port {port.name:#x} is closed")
+
+    def _state(self) -> str:
+        e = SELF.space.lookup(self.name)
+        if e is None or not e.type & MACH_PORT_TYPE_PORT_SET:
+            return "destroyed"
+        ports = {id(p): p for p in list(e.object.members.values())}  # type: ignore[attr-defined]
+        members = sorted(SELF.space.name_of(p) for p in ports.values())
+        return "port-set members=[" + ", ".join(f"{n:#x}" for n in members) + "]"
 
 
 def request(dest: SendRight, msg: Message | bytes, *, id: int = 0, timeout: float | None = None) -> Message:
-    """Send ``msg`` with a send-once reply right and wait for the reply."""
+    """Send ``msg`` with a send-once reply right and wait for the reply,
+    ``timeout`` seconds for each. Raises TypeError, ValueError, MachError
+    as SendRight.send and Port.receive do."""
+    C.instance(dest, SendRight, "request()", "dest", "SendRight or SendOnceRight")
+    C.timeout_ms(timeout, "request()")
     with Port() as reply:
         dest.send(msg, id=id, reply=reply, timeout=timeout)
         return reply.receive(timeout)
 
 
-
-
 def register_ports(*rights: SendRight | None) -> None:
     """mach_ports_register: up to three send rights that fork children and
-    programs started with pymach.spawn inherit. Raises MachError
-    (KERN_INVALID_ARGUMENT for more than three, KERN_INVALID_RIGHT)."""
+    programs started with pymach.spawn inherit. Raises TypeError (not a
+    SendRight or None), MachError (KERN_INVALID_ARGUMENT for more than
+    three, KERN_INVALID_RIGHT)."""
     from .mach import mach_port_t, mach_ports_register
+    for i, r in enumerate(rights):
+        C.optional(r, SendRight, "register_ports()", f"rights[{i}]")
     arr = (mach_port_t * max(1, len(rights)))(*[r.name if r is not None else 0 for r in rights])
-    K.check(mach_ports_register(SELF.task_name, arr, len(rights)), "mach_ports_register")
+    K.check(mach_ports_register(SELF.task_name, arr, len(rights)), "register_ports(): mach_ports_register")
 
 
 def registered_ports() -> list[SendRight | None]:

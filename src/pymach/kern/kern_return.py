@@ -350,6 +350,9 @@ _KR_ERRNO: Final[Mapping[int, int]] = {
     MACH_SEND_TIMED_OUT: _errno.ETIMEDOUT,
     MACH_RCV_TIMED_OUT: _errno.ETIMEDOUT,
     MACH_SEND_INVALID_DEST: _errno.EBADF,
+    MACH_RCV_INVALID_NAME: _errno.EBADF,
+    MACH_RCV_PORT_DIED: _errno.EBADF,
+    MACH_RCV_PORT_CHANGED: _errno.EBADF,
 }
 
 _REGISTRY: dict[int, type["MachError"]] = {}
@@ -377,7 +380,7 @@ class MachError(OSError):
         self.kr = kr
         self.context = context
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self) -> tuple[type["MachError"], tuple[int, str | None]]:
         return (MachError, (self.kr, self.context))
 
     def __str__(self) -> str:
@@ -427,8 +430,12 @@ class NoAccessError(MachError, PermissionError):
 
 class InvalidNameError(MachError):
     """KERN_INVALID_NAME / KERN_INVALID_RIGHT / KERN_INVALID_TASK /
-    MACH_SEND_INVALID_DEST: the name does not denote the right needed."""
-    codes = (KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_TASK, MACH_SEND_INVALID_DEST)
+    MACH_SEND_INVALID_DEST / MACH_RCV_INVALID_NAME: the name does not denote
+    the right needed; MACH_RCV_PORT_DIED / MACH_RCV_PORT_CHANGED: it
+    stopped denoting it during a receive (the port or set was destroyed
+    or moved away)."""
+    codes = (KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_TASK, MACH_SEND_INVALID_DEST,
+             MACH_RCV_INVALID_NAME, MACH_RCV_PORT_DIED, MACH_RCV_PORT_CHANGED)
 
 
 class NotSupportedError(MachError):

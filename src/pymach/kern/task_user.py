@@ -17,7 +17,7 @@ from .._linux import pidfd as P
 from .._linux import procfs
 from . import kern_return as K
 from . import ipc_right as R
-from .ipc_space import MACH_PORT_TYPE_SEND
+from .ipc_space import MACH_PORT_TYPE_SEND, MACH_PORT_UREFS_MAX
 from .task import SELF, Task, Thread
 from .vm_map import VmMap
 from .vm_map_foreign import ForeignMap
@@ -102,7 +102,7 @@ def _install(pid: int, fd: int, name_only: bool) -> int:
                 R.check_dead(s.space, name, e)
                 if isinstance(e.cap, Task) and e.cap.alive() and e.type & MACH_PORT_TYPE_SEND:
                     os.close(fd)  # the caller's fd: it must not close it again
-                    e.urefs = min(e.urefs + 1, R.MACH_PORT_UREFS_MAX)
+                    e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
                     return name
         task = Task(pid, None, fd, name_only)
         name, e = s.space.alloc(task, MACH_PORT_TYPE_SEND, 1, key=key)
@@ -211,6 +211,13 @@ class BasicInfo:
         self.policy = POLICY_TIMESHARE
         self.suspend_count = 0
 
+    def __repr__(self) -> str:
+        from .._format import size
+        policy = "TIMESHARE" if self.policy == POLICY_TIMESHARE else str(self.policy)
+        return (f"<BasicInfo virtual_size={size(self.virtual_size)} resident_size={size(self.resident_size)} "
+                f"resident_size_max={size(self.resident_size_max)} user_time={self.user_time:.2f}s "
+                f"system_time={self.system_time:.2f}s policy={policy} suspend_count={self.suspend_count}>")
+
 
 def task_basic_info(name: int) -> BasicInfo:
     """The basic info of a task from /proc/PID/stat, statm and status
@@ -275,7 +282,7 @@ def task_threads(name: int) -> list[int]:
             found = s.space.name_for(key)
             e = s.space.lookup(found) if found else None
             if e is not None and isinstance(e.cap, Thread) and e.cap.alive():
-                e.urefs = min(e.urefs + 1, R.MACH_PORT_UREFS_MAX)
+                e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
                 names.append(found)
                 continue
             th = Thread(t.pid, tid, os.dup(t.pidfd))

@@ -102,6 +102,17 @@ class RegionInfo:
     def size(self) -> int:
         return self.end - self.start
 
+    def __repr__(self) -> str:
+        from .._format import behavior, inheritance, prots, share_mode, size
+        extra = "".join((f" offset={self.offset:#x}" if self.offset else "",
+                         f" tag={self.user_tag}" if self.user_tag else "",
+                         f" wired={self.user_wired_count}" if self.user_wired_count else "",
+                         f" behavior={behavior(self.behavior)}" if self.behavior else "",
+                         " reserved" if self.reserved else "", f" path={self.path!r}" if self.path else ""))
+        return (f"<RegionInfo {self.start:#x}-{self.end:#x} size={size(self.size)} "
+                f"{prots(self.protection, self.max_protection)} inherit={inheritance(self.inheritance)} "
+                f"share={share_mode(self.share_mode)}{extra}>")
+
 
 def _lin_prot(p: int) -> int:
     return p & _PROT_MASK
@@ -238,7 +249,7 @@ class VmMap:
             e = VmEntry(a, a + size, V.VM_PROT_DEFAULT, V.VM_PROT_ALL, V.VM_INHERIT_DEFAULT, tag)
             e.permanent = permanent
             self._insert(e)
-            return a  # type: ignore[no-any-return]
+            return a
 
     def hand_off(self, start: int, size: int) -> int | None:
         """Out-of-line data sent with deallocate: if [start, start+size) is
@@ -521,7 +532,7 @@ class VmMap:
             e = VmEntry(a, a + length, V.VM_PROT_DEFAULT, V.VM_PROT_ALL, V.VM_INHERIT_DEFAULT,
                         V.VM_MEMORY_MACH_MSG)
             self._insert(e)
-            return a  # type: ignore[no-any-return]
+            return a
 
     def _place(self, addr: int, size: int, anywhere: bool, overwrite: bool, mask: int, prot: int,
                flags: int, fd: int = -1, offset: int = 0) -> int:
@@ -864,7 +875,7 @@ class VmMap:
             disp |= V.VM_PAGE_QUERY_PAGE_EXTERNAL
         return disp, refs
 
-    def _advise(self, pieces: list, advice: int) -> None:
+    def _advise(self, pieces: list[tuple[int, int, VmEntry | procfs.Vma | None]], advice: int) -> None:
         for s, t, _what in pieces:
             try:
                 mm.madvise(s, t - s, advice)
