@@ -90,3 +90,20 @@ def parse_stat(stat: str, statm: str) -> Stat:
     m = statm.split()
     return Stat(int(f[11]), int(f[12]), int(f[20]), int(m[1]) if len(m) > 1 else int(f[21]),
                 int(f[16]), int(f[17]))
+
+
+PF_KTHREAD = 0x00200000  # include/linux/sched.h
+
+
+def task_state(pid: int) -> tuple[str, str, int]:
+    """(name, state, flags) of process ``pid`` from /proc/PID/stat: its comm,
+    its state letter (R, S, D, T, Z for a zombie: exited, not yet reaped by
+    its parent) and its PF_* flags. A kernel thread has PF_KTHREAD and no
+    user address space (no mm); neither has a zombie. Their maps are empty,
+    and process_vm_readv on them fails with ESRCH, as for a process that is
+    gone. OSError ENOENT (or ESRCH) when there is no process ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    f3 = stat[stat.rindex(")") + 2:].split()  # [0] is field 3 (state); flags is field 9
+    return comm, f3[0], int(f3[6])

@@ -7,6 +7,7 @@
 
 The socket is $PYMACH_BOOTSTRAP_SOCKET, else $XDG_RUNTIME_DIR/pymach/bootstrap,
 else /tmp/pymach-<uid>/bootstrap (--socket sets PYMACH_BOOTSTRAP_SOCKET).
+Numbers (FD, N) are read as C's strtoul(s, NULL, 0) reads them.
 """
 
 from __future__ import annotations
@@ -16,23 +17,28 @@ import json
 import os
 import sys
 
+from . import INT_MAX, ArgumentParser, number
+
+FD = number("an fd", INT_MAX)
+COUNT = number("a limit", INT_MAX)
+
 
 def main(argv: list[str]) -> int:
     """Entry point of ``pymach bootstrap``."""
-    ap = argparse.ArgumentParser(prog="pymach bootstrap", description="The per-user bootstrap server.")
+    ap = ArgumentParser(prog="pymach bootstrap", description="The per-user bootstrap server.")
     ap.add_argument("--socket", metavar="PATH", help="the server's socket (sets PYMACH_BOOTSTRAP_SOCKET)")
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the server (in the foreground unless --daemonize)")
     s.add_argument("--socket", metavar="PATH", dest="socket_sub", help=argparse.SUPPRESS)
     s.add_argument("-v", "--verbose", action="store_true", help="log each request to stderr")
     s.add_argument("--daemonize", action="store_true", help="fork into the background once listening")
-    s.add_argument("--ready-fd", type=int, metavar="FD", help='write "ready" on FD once clients can connect')
-    s.add_argument("--max-names-per-client", type=int, metavar="N",
+    s.add_argument("--ready-fd", type=FD, metavar="FD", help='write "ready" on FD once clients can connect')
+    s.add_argument("--max-names-per-client", type=COUNT, metavar="N",
                    help="live names one process may check in, register or create")
-    s.add_argument("--max-rights-per-client", type=int, metavar="N",
+    s.add_argument("--max-rights-per-client", type=COUNT, metavar="N",
                    help="live connections (bootstrap port rights) one process may hold")
-    s.add_argument("--max-names", type=int, metavar="N", help="live names in all")
-    s.add_argument("--max-rights", type=int, metavar="N", help="live connections in all")
+    s.add_argument("--max-names", type=COUNT, metavar="N", help="live names in all")
+    s.add_argument("--max-rights", type=COUNT, metavar="N", help="live connections in all")
     ls = sub.add_parser("list", help="PID, STATUS and NAME of every service, like launchctl list")
     ls.add_argument("--socket", metavar="PATH", dest="socket_sub", help=argparse.SUPPRESS)
     ls.add_argument("--json", action="store_true", help="a JSON array of {name, status, pid}")

@@ -1,22 +1,30 @@
 """pymach lsmp PID: the ports of a pymach process, as macOS lsmp lists
 them: each name, its rights and user references, and for receive rights
 the queue limit, the messages queued, the sequence number and the
-make-send count. It asks the process itself (servers/introspect.py)."""
+make-send count. It asks the process itself (servers/introspect.py).
+PID is read as C's strtoul(s, NULL, 0) reads it."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from ..servers import introspect
+from . import PID, ArgumentParser, no_user_memory
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pymach lsmp", description=__doc__)
-    ap.add_argument("pid", type=int, help="a process that runs pymach")
+    """Entry point of ``pymach lsmp``: exit status 0, 1 when the process
+    does not exist, is a kernel thread or a zombie, does not run pymach or
+    refuses us, 2 for a bad argument."""
+    ap = ArgumentParser(prog="pymach lsmp", description=__doc__)
+    ap.add_argument("pid", metavar="PID", type=PID, help="a process that runs pymach")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     a = ap.parse_args(argv)
+    why = no_user_memory(a.pid)
+    if why:
+        print(f"pymach lsmp: process {a.pid}: {why}", file=sys.stderr)
+        return 1
     try:
         answer = introspect.query(a.pid, "ports")
     except PermissionError as e:
@@ -26,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pymach lsmp: process {a.pid}: {e}", file=sys.stderr)
         return 1
     if answer is None:
-        print(f"pymach lsmp: process {a.pid} does not run pymach (or is gone)", file=sys.stderr)
+        why = no_user_memory(a.pid) or "does not run pymach"  # or is gone by now
+        print(f"pymach lsmp: process {a.pid}: {why}", file=sys.stderr)
         return 1
     if a.json:
         json.dump(answer, sys.stdout, indent=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import signal
@@ -13,6 +12,7 @@ import textwrap
 import time
 
 from ..servers import rendezvous
+from . import ArgumentParser
 
 WIDTH = 78
 
@@ -231,7 +231,7 @@ def _capture(module: str, *args: str, env: dict[str, str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pymach tour", description=__doc__)
+    ap = ArgumentParser(prog="pymach tour", description=__doc__)
     ap.parse_args(argv)
     _say("pymach tour: the programs of Mac OS X Internals, chapter 8, ported to pymach "
          "and run as real Linux processes.")

@@ -2,16 +2,20 @@
 
     pymach vmmap PID [--json]
 
+PID is read as C's strtoul(s, NULL, 0) reads it (0x1f40 and 8000 are the
+same process).
+
 The regions come from mach_vm_region_recurse on the task that
 task_for_pid gives (so the same ptrace rule applies): each line shows the
 region type, START - END, [ VSIZE RSDNT DIRTY SWAP ], PRT/MAX, the sharing
 mode and a detail (the mapped file or the kernel's name for the region).
-A summary table per region type follows.
+A summary table per region type follows. A process that does not exist,
+a zombie or a kernel thread (neither has user memory) is said to be one,
+with exit status 1.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 
 from ..kern import kern_return as K
 from ..kern import vm_defs as V
+from . import PID, ArgumentParser, no_user_memory
 
 SHRMOD = {V.SM_COW: "COW", V.SM_PRIVATE: "PRV", V.SM_EMPTY: "NUL", V.SM_SHARED: "SHM",
           V.SM_TRUESHARED: "SHM", V.SM_PRIVATE_ALIASED: "ALI", V.SM_SHARED_ALIASED: "S/A",
@@ -146,10 +151,10 @@ def render(pid: int, rows: list[Row], comm: str, exe: str) -> str:
                 f"{human(r.resident):>6} {human(r.dirty):>6} {human(r.swapped):>6}] {r.prot}/{r.max_prot} "
                 f"SM={r.shrmod}  {r.detail}").rstrip()
 
-    for title, pick in (("Non-writable", lambda r: "w" not in r.prot), ("Writable", lambda r: "w" in r.prot)):
+    for title, writable in (("Non-writable", False), ("Writable", True)):
         out.append(f"==== {title} regions for process {pid}")
         out.append(header)
-        out.extend(line(r) for r in rows if pick(r))
+        out.extend(line(r) for r in rows if ("w" in r.prot) == writable)
         out.append("")
     out += ["==== Legend", "SM=sharing mode:",
             "\tCOW=copy_on_write PRV=private NUL=empty ALI=aliased", "\tSHM=shared S/A=shared_alias", ""]
@@ -179,15 +184,23 @@ def summary(rows: list[Row]) -> dict[str, dict[str, int]]:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``pymach vmmap``."""
-    ap = argparse.ArgumentParser(prog="pymach vmmap", description="A process's virtual memory regions.")
-    ap.add_argument("pid", type=int)
+    """Entry point of ``pymach vmmap``: exit status 0, 1 when the process
+    cannot be examined (task_for_pid's KERN_FAILURE, no such process, a
+    zombie, a kernel thread), 2 for a bad argument."""
+    ap = ArgumentParser(prog="pymach vmmap", description="A process's virtual memory regions.")
+    ap.add_argument("pid", metavar="PID", type=PID)
     ap.add_argument("--json", action="store_true", help="regions and summary as JSON")
     a = ap.parse_args(argv)
+    # pid 0 names the kernel (kernel_task on macOS): task_for_pid refuses it with KERN_FAILURE
+    why = no_user_memory(a.pid) if a.pid else None
+    if why:
+        print(f"pymach vmmap: cannot examine process {a.pid}: {why}", file=sys.stderr)
+        return 1
     try:
         rows, comm, exe = rows_for(a.pid)
     except K.MachError as e:
-        print(f"pymach vmmap: cannot examine process {a.pid}: {e}", file=sys.stderr)
+        why = no_user_memory(a.pid) if a.pid else None  # gone meanwhile?
+        print(f"pymach vmmap: cannot examine process {a.pid}: {why or e}", file=sys.stderr)
         return 1
     if a.json:
         json.dump({"pid": a.pid, "name": comm, "path": exe, "regions": [r.as_json() for r in rows],
