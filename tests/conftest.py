@@ -8,15 +8,7 @@ import time
 
 import pytest
 
-
-def open_fds() -> set[int]:
-    # listdir opens an fd of its own, which would take the number of any fd
-    # closed meanwhile and hide one opened meanwhile: open it ourselves.
-    d = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        return {int(n) for n in os.listdir(d)} - {d}
-    finally:
-        os.close(d)
+from procutil import open_fds
 
 
 @pytest.fixture(autouse=True)

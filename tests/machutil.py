@@ -65,6 +65,47 @@ def start_watcher() -> None:
     os.close(w)
 
 
+def watcher_fence(timeout: float = 10.0) -> None:
+    """Return once the notification watcher has handled every event that
+    was ready before the call: epoll reports ready fds in the order they
+    became ready, so a pipe made ready now comes after them."""
+    r, w = os.pipe()
+    done = threading.Event()
+    try:
+        ipc_notify.WATCHER.watch(r, select.EPOLLIN, done.set)
+        os.write(w, b".")
+        assert done.wait(timeout), "the notification watcher never reached the fence"
+    finally:
+        ipc_notify.WATCHER.unwatch(r)
+        os.close(r)
+        os.close(w)
+
+
+MARKER_ID = 0x4D41524B
+
+
+class _AnyRcv(ctypes.Structure):
+    _pack_ = 4
+    _fields_ = [("header", M.mach_msg_header_t), ("room", ctypes.c_char * 1024)]
+
+
+def expect_nothing_more(port: int, marker_to: int | None = None) -> None:
+    """Nothing more is on its way to ``port`` (whose receive right we hold),
+    a late duplicate included. The watcher's fence first: whatever it is due
+    to send for a fact already true is sent by then. Then a marker goes to
+    the port (to ``marker_to``, a member, when ``port`` is a port set) and
+    must be the first message received, and nothing may be left after it."""
+    watcher_fence()
+    dest = port if marker_to is None else marker_to
+    assert send_text(dest, b"marker", disposition=MAKE_SEND_ONCE, msg_id=MARKER_ID) == OK
+    r = _AnyRcv()
+    kr = M.mach_msg(r.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(r), port, 5000, 0)
+    assert kr == OK, f"the marker sent to {port:#x} did not arrive: {kr:#x}"
+    assert r.header.msgh_id == MARKER_ID, f"unexpected message {r.header.msgh_id:#x} on {port:#x}"
+    kr = M.mach_msg(r.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(r), port, 0, 0)
+    assert kr == M.MACH_RCV_TIMED_OUT, f"unexpected message {r.header.msgh_id:#x} on {port:#x} ({kr:#x})"
+
+
 class Space:
     """Names a test made; all destroyed when it ends."""
 

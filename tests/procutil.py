@@ -30,6 +30,7 @@ __all__ = [
     "forked",
     "is_free",
     "mapped_in",
+    "open_fds",
     "maps",
     "peek",
     "perms_at",
@@ -38,6 +39,16 @@ __all__ = [
     "run_in_child",
     "vmflags_at",
 ]
+
+
+def open_fds() -> set[int]:
+    # listdir opens an fd of its own, which would take the number of any fd
+    # closed meanwhile and hide one opened meanwhile: open it ourselves.
+    d = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return {int(n) for n in os.listdir(d)} - {d}
+    finally:
+        os.close(d)
 
 
 # -- raw memory ------------------------------------------------------------------
@@ -348,25 +359,29 @@ class Doomed:
             os.close(self._hold)
 
 
-def start_sleep(seconds: int = 100, **popen_args: Any) -> "subprocess.Popen[bytes]":
+def start_sleep(seconds: int = 100, timeout: float = 10.0, **popen_args: Any) -> "subprocess.Popen[bytes]":
     """``sleep SECONDS`` started and settled: returned once it sleeps in
     nanosleep, so that its maps and stack no longer change (right after
-    exec it is still loading libraries and locales)."""
+    exec it is still loading libraries and locales). AssertionError (the
+    process killed and reaped) if it is not asleep within ``timeout``
+    seconds."""
     import time
     p = subprocess.Popen(["sleep", str(seconds)], **popen_args)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with open(f"/proc/{p.pid}/wchan") as f:
                 if "nanosleep" in f.read():
-                    break
+                    return p
             with open(f"/proc/{p.pid}/syscall") as f:
                 if f.read().split()[:1] in (["35"], ["230"]):
-                    break
+                    return p
         except OSError:
             pass
         time.sleep(0.005)
-    return p
+    p.kill()
+    p.communicate()
+    raise AssertionError(f"sleep (pid {p.pid}) was not asleep in nanosleep within {timeout} s")
 
 
 def spawn_with_pid(pid: int, argv: list[str]) -> "subprocess.Popen[bytes] | None":

@@ -16,10 +16,12 @@ The stress run of the same generator is ``python -m pymach.tools.fuzz_ipc``
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import random
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -178,6 +180,52 @@ def test_coverage_guided_run_with_atheris(tmp_path: Path) -> None:
     assert sum(counts.values()) == 3000 and {o for k in counts for o in k.split("+")} <= OUTCOMES, counts
     start, end = map(int, re.search(r"^fds: (\d+) at the start, (\d+) at the end", p.stdout, re.M).groups())
     assert start == end
+
+
+# -- the command's exit status ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("outcome, clear", [
+    ("MACH_RCV_BODY_ERROR", True), ("MACH_RCV_HEADER_ERROR+delivered", True), ("dropped", True),
+    ("reply-junk-dropped", True), ("0x10004008", False), ("MACH_RCV_BODY_ERROR+0x1000400c", False),
+    ("not-sent:105", False), ("no-channel", False)])
+def test_which_outcomes_are_clear(outcome: str, clear: bool) -> None:
+    assert F.unclear({outcome: 3}) == ({} if clear else {outcome: 3})
+
+
+class _RefusingSocket:
+    """A Target's socket whose first sendmsg fails as the kernel's would."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.refused = sock, False
+
+    def sendmsg(self, *args: object) -> int:
+        if not self.refused:
+            self.refused = True
+            raise OSError(errno.ENOBUFS, "no buffer space")
+        return self.sock.sendmsg(*args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("inject", ["unnamed-code", "not-sent"])
+def test_the_command_fails_and_names_an_outcome_that_is_not_clear(
+        inject: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A short run exits 0; the same run with one record that gets no clear
+    outcome exits 1 and prints which."""
+    assert F.main(["--records", "40", "--seed", "7"]) == 0
+    assert "FAIL" not in capsys.readouterr().out
+    if inject == "unnamed-code":  # a refusal with a code the fuzzer does not know
+        monkeypatch.setattr(F, "_code_name", lambda kr: f"{kr:#x}")
+        want = r"0x1000400[bc] \(\d+\)"
+    else:  # the kernel refuses to send one record
+        init = F.Target.__init__
+
+        def refusing(self: F.Target) -> None:
+            init(self)
+            self.sock = _RefusingSocket(self.sock)  # type: ignore[assignment]
+        monkeypatch.setattr(F.Target, "__init__", refusing)
+        want = r"not-sent:105 \(1\)"
+    assert F.main(["--records", "40", "--seed", "7"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^FAIL \d+ records got no clear outcome: .*" + want, out, re.M), out
 
 
 # -- defects the fuzzer found ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import pymach
+import pymach.mach as M
 from pymach import Message, Port, PortSet
 
 
@@ -170,10 +171,43 @@ def test_fileno_works_with_selectors() -> None:
         assert p.receive(timeout=0).data == b"wake"
 
 
+def _refs(name: int, right: int) -> int:
+    refs = M.mach_port_urefs_t()
+    assert M.mach_port_get_refs(M.mach_task_self(), name, right, M.byref(refs)) == M.KERN_SUCCESS
+    return refs.value
+
+
+def _fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
 def test_close_is_idempotent() -> None:
+    """A second close() releases nothing more: not the reference another
+    object holds for the same name, not the fds that took the numbers the
+    first close freed."""
+    before = _fds()
     p = Port()
-    s = p.make_send()
+    s, t = p.make_send(), p.make_send()  # two user references on one name
+    assert s.name == t.name == p.name and _refs(p.name, M.MACH_PORT_RIGHT_SEND) == 2
     s.close()
     s.close()
+    assert _refs(p.name, M.MACH_PORT_RIGHT_SEND) == 1  # t's reference is still there
+    t.send(b"still mine")
+    assert p.receive(timeout=5).data == b"still mine"
+    t.close()
+    mine = _fds() - before
+    assert mine, "a port with a sender holds fds"
     p.close()
-    p.close()
+    assert _fds() - before == set()
+    assert M.mach_port_type(M.mach_task_self(), p.name, M.byref(M.mach_port_type_t())) == M.KERN_INVALID_NAME
+    taken = []
+    try:
+        while not mine <= set(taken):  # new fds take the numbers p's close freed
+            taken.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        p.close()
+        t.close()
+        for fd in taken:
+            os.fstat(fd)  # still open
+    finally:
+        for fd in taken:
+            os.close(fd)

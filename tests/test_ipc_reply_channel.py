@@ -38,7 +38,7 @@ from pymach.kern.ipc_port import (FLAG_JOIN, FLAG_REPLY, FLAG_REPLYCONN, FLAG_SO
                                   SendCap, control_record)
 from pymach.kern.task import SELF
 from procutil import Doomed, forked
-from machutil import (Space, start_watcher, T, OK, NULL, R_RECEIVE, TY_SEND, TY_RECEIVE, TY_SEND_ONCE, TY_DEAD_NAME, COPY_SEND,
+from machutil import (Space, start_watcher, expect_nothing_more, T, OK, NULL, R_RECEIVE, TY_SEND, TY_RECEIVE, TY_SEND_ONCE, TY_DEAD_NAME, COPY_SEND,
                       MAKE_SEND, MAKE_SEND_ONCE, PORT_RECEIVE, PORT_SEND, PORT_SEND_ONCE, alloc_name,
                       type_kr, type_of, status, request, register, lookup_registered, Text, TextRcv, PortMsg,
                       PortMsgRcv, send_text, send_port)
@@ -218,9 +218,9 @@ def expect_no_senders(notify: int, mscount: int) -> None:
     assert n.no_senders.not_count == mscount
 
 
-def expect_nothing(port: int) -> None:
-    kr, n = recv_notification(port, timeout=0)
-    assert kr == M.MACH_RCV_TIMED_OUT, f"unexpected message {n.header.msgh_id:#x} on {port:#x} ({kr:#x})"
+def expect_nothing(port: int, marker_to: int | None = None) -> None:
+    """Nothing more arrives, a late duplicate included (machutil's fence)."""
+    expect_nothing_more(port, marker_to)
 
 
 def settle(port: int) -> None:
@@ -1226,7 +1226,7 @@ def test_reply_port_in_a_port_set(space: Space) -> None:
         kr, n = recv_notification(pset)
         assert kr == OK
         check_from_the_kernel(n, reply, SEND_ONCE, 24)
-        expect_nothing(pset)
+        expect_nothing(pset, marker_to=reply)
         assert sorights(reply) == 0
 
 

@@ -33,11 +33,14 @@ def watcher_started() -> None:
 
 def _figures(text: str) -> dict[str, int]:
     out = {}
-    for key in ("kills survived", "messages checked", "notifications checked", "fds leaked", "memfds leaked",
-                "memfds seen"):
+    for key in ("kills survived", "members started", "messages checked", "notifications checked", "fds leaked",
+                "memfds leaked", "memfds seen"):
         m = re.search(rf"^  {key}\s+(\d+)", text, re.M)
         assert m, f"no {key!r} in:\n{text}"
         out[key] = int(m.group(1))
+    roles = re.search(r"^  kills survived\s+\d+ \((.*)\)$", text, re.M)
+    assert roles, text
+    out["kills by role"] = sum(int(n) for n in re.findall(r"\w+ (\d+)", roles.group(1)))
     return out
 
 
@@ -53,9 +56,52 @@ def test_kill_storm(seed: int | None) -> None:
     text = out.getvalue()
     assert rc == 0, text
     f = _figures(text)
-    assert f["kills survived"] == 100, text
+    # members that waitpid saw end by the driver's SIGKILL, each restarted
+    assert f["kills survived"] == f["kills by role"] == 100, text
+    assert f["members started"] == 10 + 100, text
     assert f["fds leaked"] == 0 and f["memfds leaked"] == 0, text
     assert f["messages checked"] > 0 and f["notifications checked"] > 0 and f["memfds seen"] > 0, text
+
+
+def test_a_storm_whose_check_fails_does_not_say_survived(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short storm with one check made to fail: exit 1, the failure
+    printed, and the kills not reported as survived."""
+    check_messages = storm.Checker.check_messages
+
+    def failing(self: storm.Checker, reports: dict[str, dict[str, object]]) -> None:
+        check_messages(self, reports)
+        self.fail("a check made to fail")
+    monkeypatch.setattr(storm.Checker, "check_messages", failing)
+    out = io.StringIO()
+    rc = storm.run(3, 20261125, out, interval=(0.01, 0.02))
+    text = out.getvalue()
+    assert rc == 1, text
+    assert "FAIL a check made to fail" in text and "kills survived" not in text
+    assert re.search(r"^  kills +3 \(.*\); not survived: 1 failed check$", text, re.M), text
+
+
+def test_a_member_that_ended_before_its_kill_is_no_kill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kill count is what waitpid reports: a member that exited by
+    itself before the SIGKILL is a crash, not a kill."""
+    import socket
+    import subprocess
+    import sys
+    d = storm.Driver(1, io.StringIO())
+    try:
+        for role, code in (("cli0", "pass"), ("cli1", "import time; time.sleep(60)")):
+            p = subprocess.Popen([sys.executable, "-c", code])
+            p.returncode = 0  # reaped by the driver, not by Popen
+            a, b = socket.socketpair()
+            b.close()
+            d.procs[role] = (p.pid, a)
+            if role == "cli0":
+                os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
+        assert d.kill("cli0") is False
+        assert d.kill("cli1") is True
+        assert d.sigkilled == {"cli1": 1}
+        assert len(d.crashed) == 1 and d.crashed[0].startswith("cli0")
+    finally:
+        d.stop_all()
 
 
 storm_keep: list[Port] = []

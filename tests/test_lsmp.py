@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import pymach
 from pymach.servers import introspect
 from procutil import child_exit_code, forked
@@ -71,9 +73,8 @@ def test_a_process_without_pymach_is_reported() -> None:
     assert out.returncode == 1 and "does not run pymach" in out.stderr
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to drop to another user")
 def test_another_uid_is_refused() -> None:
-    if os.getuid() != 0:
-        return  # needs root to drop to another user
     me = os.getpid()
 
     def as_nobody() -> None:

@@ -1,6 +1,14 @@
 """pymach.mach, the C interface: every VM routine's success path with its real
-effect, and every kern_return_t that the XNU specification
-(/tmp/research/vm_rc.md, xnu-11417) lists for it.
+effect, and every kern_return_t that XNU returns for it.
+
+Each section cites where XNU returns the codes its tests expect, as
+file:line in apple-oss-distributions/xnu at tag xnu-11417.101.15 (paths
+under osfmk/vm/ unless they say otherwise). Most range checks of that
+release are in vm_sanitize.c (vm_sanitize_addr_size: a carry at :539-541
+or a range rounding to nothing at :543-546 is KERN_INVALID_ARGUMENT, a
+range crossing 2^48 at :576-591 is KERN_INVALID_ADDRESS), and
+vm_sanitize_error_compat.c rewrites some of those codes per caller into
+the ones the routine gave before.
 
 Effects are checked outside pymach's own record wherever possible: memory
 contents with ctypes (only on pages that are readable/writable), mappings and
@@ -305,6 +313,10 @@ def test_constants_match_the_specification():
 
 
 # -- invalid task names: the message cannot be sent ---------------------------------
+# osfmk/ipc/mach_kernelrpc.c:58-63 (and each trap like it) MACH_SEND_INVALID_DEST when
+# the name is no task port; through MIG, osfmk/ipc/ipc_kmsg.c:1779-1780 for
+# MACH_PORT_NULL/DEAD and :2016-2019 for a name that holds no send right. Either
+# fails before the routine looks at its arguments.
 
 def _call_with_task(name: str, task: int, page: int, scratch: int, bad_args: bool) -> tuple[int, list]:
     """Call routine ``name`` on ``task``; with ``bad_args`` the other arguments
@@ -385,6 +397,17 @@ def test_invalid_task_is_checked_before_the_arguments(mem, name):
 
 
 # -- mach_vm_allocate ----------------------------------------------------------------
+# vm_user.c:150-157 KERN_INVALID_ARGUMENT for flags outside VM_FLAGS_USER_ALLOCATE;
+# vm_kern.c:1267-1285 the range checks: ANYWHERE a size rounding to 0
+# (vm_sanitize.c:375-377) is KERN_INVALID_ARGUMENT, FIXED a wrapping range is
+# rewritten to KERN_INVALID_ADDRESS (vm_sanitize_error_compat.c:190-192); size 0
+# succeeds with address 0 (vm_kern.c:1322-1324). vm_map_enter: vm_map.c:2875-2901
+# superpages (KERN_INVALID_ARGUMENT), :3132-3141 a purgable object above
+# ANON_MAX_SIZE, :3144-3146 and :2262 KERN_NO_SPACE (too big, no room),
+# :2470-2473 KERN_INVALID_ADDRESS outside [min, max), :3169-3172 KERN_NO_SPACE over
+# a mapping (FIXED without OVERWRITE). A permanent entry survives deallocation as
+# VM_PROT_NONE (vm_map.c:8884-8912). VM_FLAGS_TPRO: KERN_NOT_SUPPORTED, a
+# documented deviation (XNU's TPRO is :3027-3037).
 
 def test_allocate_anywhere_gives_zeroed_read_write_memory(mem):
     kr, a = allocate(3 * P)
@@ -711,6 +734,10 @@ def test_classic_vm_aliases_have_real_effects(mem):
 
 
 # -- mach_vm_deallocate --------------------------------------------------------------
+# vm_user.c:181-221: size 0 succeeds; a carry or a range rounding to nothing is
+# KERN_INVALID_ARGUMENT (vm_sanitize.c:539-546; vm_sanitize_error_compat.c:219-221
+# only telemeters it). vm_map.c:8161-8168 and :8180-8187 a range leaving
+# [min, max] removes nothing and succeeds; holes are not an error.
 
 def test_deallocate_unmaps(mem):
     a = mem.alloc(2)
@@ -783,6 +810,14 @@ def test_deallocate_data_of_mach_vm_read(mem):
 
 
 # -- mach_vm_protect -----------------------------------------------------------------
+# vm_user.c:303-304 size 0 succeeds before any check; vm_sanitize.c:636-645
+# KERN_INVALID_ARGUMENT for bits outside VM_PROT_ALL | VM_PROT_COPY; a carry is
+# KERN_INVALID_ARGUMENT (vm_sanitize_error_compat.c:405-425 rewrites only some
+# ranges to KERN_INVALID_ADDRESS). vm_map.c:5750-5752 and :5676-5677 (VM_PROT_COPY)
+# KERN_INVALID_ADDRESS at or above the map's max, :5760-5762 an unmapped start,
+# :5787-5789 a hole, :5903-5905 a range past the last entry; :5804-5806
+# KERN_PROTECTION_FAILURE above the maximum protection, checked on every entry
+# before any is changed.
 
 def test_protect_none_really_faults(mem):
     a = mem.alloc(2, fill=b"secret")
@@ -953,6 +988,9 @@ def test_protect_copy_over_a_hole_is_invalid_address(three):
 
 
 # -- mach_vm_inherit -----------------------------------------------------------------
+# vm_user.c:260-261 size 0 succeeds before the value is checked; vm_sanitize.c:828-830
+# KERN_INVALID_ARGUMENT above VM_INHERIT_LAST_VALID; vm_map.c:6137-6158 the range
+# (a carry is KERN_INVALID_ARGUMENT), clamped to the map; holes are skipped.
 
 def test_inherit_none_leaves_the_child_without_the_memory(mem):
     a = mem.alloc(1, fill=b"parent only")
@@ -1040,6 +1078,13 @@ def test_inherit_unaligned_covers_every_page_touched(mem):
 
 
 # -- mach_vm_read ----------------------------------------------------------------------
+# vm_user.c:409-410 KERN_INVALID_ARGUMENT for a size past 32 bits; vm_map.c:12028-12033
+# the range (a carry or a crossing of 2^48: KERN_INVALID_ADDRESS, rewritten at
+# vm_sanitize_error_compat.c:342-357); vm_map.c:12123-12138 up to msg_ool_size_small
+# inside [min, max) the bytes are copied (copyinmap, vm_kern.c:4468-4475:
+# KERN_INVALID_ADDRESS for anything unreadable); larger ranges are a virtual copy:
+# :12189-12190 and :12266-12268 KERN_INVALID_ADDRESS for a hole, :12317-12320
+# KERN_PROTECTION_FAILURE for an unreadable entry.
 
 def test_read_small_copies_into_new_page_aligned_memory(mem):
     a = mem.alloc(1, fill=b"0123456789")
@@ -1177,6 +1222,8 @@ def test_failed_reads_leave_no_memory_behind(mem):
 
 
 # -- mach_vm_read_overwrite ----------------------------------------------------------
+# vm_user.c:591-604 the source as mach_vm_read (without its 32-bit limit), then
+# vm_map_copy_overwrite into our map (see mach_vm_write).
 
 def test_read_overwrite_copies(mem):
     src = mem.alloc(2, fill=b"source..")
@@ -1251,6 +1298,12 @@ def test_read_overwrite_destination_errors(mem, three):
 
 
 # -- mach_vm_write -------------------------------------------------------------------
+# osfmk/ipc/ipc_kmsg.c:2498-2505 MACH_SEND_INVALID_MEMORY when the data cannot be
+# copied in from the sender. The destination: vm_map.c:10165-10174 the range;
+# a small copy goes out by copyoutmap (vm_map.c:11342 and :11358,
+# vm_kern.c:4504 and :4516: KERN_INVALID_ADDRESS for anything unwritable), a large
+# one by vm_map_copy_overwrite_nested: :9553-9561, :9626 and :9669 KERN_INVALID_ADDRESS
+# (outside the map, a hole), :9634-9639 KERN_PROTECTION_FAILURE (not writable).
 
 def test_write_copies_from_our_buffer(mem):
     dst = mem.alloc(2)
@@ -1301,6 +1354,8 @@ def test_write_destination_errors(mem, three):
 
 
 # -- mach_vm_copy --------------------------------------------------------------------
+# vm_user.c:699-713 vm_map_copyin of the source (see mach_vm_read) and
+# vm_map_copy_overwrite of the destination (see mach_vm_write).
 
 def test_copy_copies(mem):
     a = mem.alloc(2, fill=b"abcdefgh")
@@ -1361,6 +1416,11 @@ def test_copy_destination_errors(mem, three):
 
 
 # -- mach_vm_region ------------------------------------------------------------------
+# vm_user.c:1349-1350 VM_REGION_BASIC_INFO is served as VM_REGION_BASIC_INFO_64;
+# vm_map.c:15559-15560 KERN_INVALID_ARGUMENT for a short count, :15571
+# KERN_INVALID_ADDRESS past the last region, :15701-15702 KERN_INVALID_ARGUMENT for
+# an unknown flavor; the legacy vm_region keeps the 32-bit VM_REGION_BASIC_INFO
+# (:15511-15523).
 
 def test_region_describes_an_allocation(mem):
     a = mem.alloc(3)
@@ -1467,6 +1527,10 @@ def test_legacy_vm_region_keeps_the_32_bit_basic_info(mem):
 
 
 # -- mach_vm_msync -------------------------------------------------------------------
+# vm_map.c:20867-20869 KERN_INVALID_ARGUMENT for SYNC and ASYNC together; a carry is
+# rewritten to KERN_INVALID_ADDRESS (vm_sanitize_error_compat.c:536-541);
+# vm_map.c:21112-21113 KERN_INVALID_ADDRESS for a hole with VM_SYNC_CONTIGUOUS;
+# :20905-20914 VM_SYNC_KILLPAGES stops at a hole.
 
 def test_msync_sync_and_async_together_is_invalid_argument(mem):
     a = mem.alloc(1, fill=b"k")
@@ -1523,6 +1587,15 @@ def test_msync_killpages_stops_at_a_hole(three):
 
 
 # -- mach_vm_behavior_set ------------------------------------------------------------
+# vm_sanitize.c:845-848 KERN_INVALID_ARGUMENT for a value above
+# VM_BEHAVIOR_LAST_VALID, even for size 0 (vm_user.c:1222-1224 checks it first);
+# vm_sanitize_error_compat.c:505-515 rewrites a range rounding to nothing or
+# leaving the map to KERN_NO_SPACE (a carry stays KERN_INVALID_ARGUMENT);
+# vm_map.c:16490-16496 the same rule in vm_map_behavior_set; :16520-16525
+# KERN_INVALID_ADDRESS for a hole; :16534-16540 and :17229-17233
+# KERN_PROTECTION_FAILURE (ZERO_WIRED_PAGES, ZERO on memory that is not writable
+# or is executable), :16983 (REUSABLE); :16600-16601 KERN_INVALID_ARGUMENT for
+# VM_BEHAVIOR_PAGEOUT, which only MACH_ASSERT kernels handle (:16593).
 
 def test_behavior_invalid_value_is_invalid_argument_even_for_size_zero(mem):
     a = mem.alloc(1)
@@ -1630,6 +1703,9 @@ def test_behavior_pageout_is_invalid_argument(mem):
 
 
 # -- mach_vm_page_query --------------------------------------------------------------
+# vm_user.c:1589 vm_map_page_info of one page; vm_map.c:20305-20318 the range of that
+# page, which crossing the end of the address space is KERN_INVALID_ADDRESS
+# (vm_sanitize_error_compat.c:589-594).
 
 def test_page_query_unmapped_and_untouched_pages(mem):
     h = mem.hole(1)
@@ -1713,6 +1789,15 @@ def test_page_query_in_the_last_page_of_the_address_space_is_invalid_address():
 
 
 # -- mach_vm_wire --------------------------------------------------------------------
+# osfmk/mach/host_priv.defs:287: the request goes to the host privileged port
+# (MACH_SEND_INVALID_DEST for a name that is none, osfmk/ipc/ipc_kmsg.c:2016-2019;
+# MACH_SEND_INVALID_RIGHT for a task name the body cannot carry, :2599-2614);
+# vm_user.c:1041-1042 KERN_INVALID_HOST (not the privileged host port), :1045-1046
+# KERN_INVALID_TASK; vm_map.c:7147-7155 the range (KERN_INVALID_ARGUMENT for a
+# carry) and the access bits (vm_sanitize.c:636-645); vm_map.c:6434 the range is
+# clamped to the map; :6462 and :7002 KERN_INVALID_ADDRESS for an unmapped start
+# or a hole, :7005-7007 KERN_PROTECTION_FAILURE; unwiring: :7292
+# KERN_INVALID_ADDRESS for an unmapped start.
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mach_host_self() is host_priv only for root")
 

@@ -1,8 +1,12 @@
 """Memory entries, mach_vm_map of an entry, mach_vm_remap and
-mach_vm_remap_new: the vectors of the XNU specification
-(/tmp/research/mem_rc.md, xnu-11417: M1-M29, V1-V21, R1-R20, P1-P7) that
-make sense on Linux, their effects checked with ctypes, and entries shared
-with real fork children.
+mach_vm_remap_new: XNU's cases that make sense on Linux, their effects
+checked with ctypes, and entries shared with real fork children.
+
+The cases are numbered by routine (M: mach_make_memory_entry_64, V:
+mach_vm_map of an entry, R: mach_vm_remap and mach_vm_remap_new, P: the
+entry's handle). Each section cites where XNU decides each case, as
+file:line in apple-oss-distributions/xnu at tag xnu-11417.101.15 (paths
+under osfmk/vm/ unless they say otherwise).
 
 Where pymach differs by design (docs/deviations.md, "Memory entries"), the
 test checks what pymach documents: memory pymach did not map is
@@ -145,6 +149,31 @@ def new_port(send: bool = False) -> int:
 
 
 # -- mach_make_memory_entry_64 ---------------------------------------------------------
+# vm_memory_entry.c:1143-1208 mach_make_memory_entry_internal picks the path.
+# M1 vm_sanitize.c:796-802 KERN_INVALID_VALUE for an unknown MAP_MEM_* flag; M2
+# :808-809 other protection bits are dropped. Share path (vm_memory_entry.c:615):
+# M3 :646-647 size 0 is KERN_INVALID_ARGUMENT (the copy path :528-529), M5/M6
+# :663-671 a carry or a range rounding to nothing (vm_sanitize.c:539-546); M7/M8
+# :916-917 the size given back counts from the data address; M13-M15 :790-813
+# KERN_PROTECTION_FAILURE for protections the range does not have (with
+# MAP_MEM_VM_SHARE or MASK: what is left, :796-799); M16/M17 :725-726 only the
+# first entry's object is taken (vmkf_copy_single_object), MAP_MEM_VM_SHARE takes
+# every entry; M18/M19 holes are KERN_INVALID_ADDRESS (vm_map.c:17636-17643, and
+# the copy path through vm_map_copyin, vm_map.c:12189-12190); M27 :827-847
+# MAP_MEM_NAMED_REUSE gives the parent back. Named create (:301): M4 :324-326 size 0
+# succeeds with no handle, M9-M12 :358-360 KERN_INVALID_ARGUMENT with
+# MAP_MEM_USE_DATA_ADDR, :367-369 KERN_FAILURE above ANON_MAX_SIZE, :400-406
+# KERN_INVALID_ARGUMENT for MAP_MEM_PURGABLE without write; a purgable mapping
+# must be zero-fill memory of its own (vm_map.c:3132-3141). Copy path (:504): M20
+# a snapshot, M21 KERN_PROTECTION_FAILURE for unreadable memory
+# (vm_map.c:12317-12320). From a parent (:1005): M22 :1175-1176 a copy entry is no
+# parent (KERN_INVALID_ARGUMENT), M23/M25 :983-984 a range past the parent,
+# M24 :1070-1071 KERN_PROTECTION_FAILURE beyond the parent's protection, M28/M29 a
+# port that is no entry is no parent (:1174, then the share path). M26 MAP_MEM_ONLY
+# (:156): :195-196 KERN_INVALID_ARGUMENT without a parent or with a data
+# address, :206-208 KERN_INVALID_RIGHT for another cache mode. Memory pymach did
+# not map, and MAP_MEM_VM_SHARE over two objects, are KERN_NOT_SUPPORTED: a
+# documented deviation.
 
 def test_m1_unknown_flag_is_invalid_value_and_leaves_the_out_parameters(mem: Mem) -> None:
     b = mem.alloc(4)
@@ -384,6 +413,19 @@ def test_vm_share_entry_maps_whole_and_shares(mem: Mem) -> None:
 
 
 # -- mach_vm_map -----------------------------------------------------------------------
+# vm_user.c:754-755 KERN_INVALID_ARGUMENT for flags outside VM_FLAGS_USER_MAP;
+# vm_map.c:3900-3983 vm_map_enter_mem_object_sanitize: V1-V4 size 0
+# (vm_sanitize.c:356-357) and a size rounding to nothing (:375-377) are
+# KERN_INVALID_ARGUMENT, protections (vm_sanitize.c:636-638) and inheritance
+# (:828-830) out of range too, a size no map can hold is KERN_NO_SPACE
+# (vm_map.c:2260-2262); V5 a current protection beyond the maximum is cut to it
+# (vm_sanitize_error_compat.c:250-252). V6-V8 placement: vm_map.c:2262 KERN_NO_SPACE
+# for a mask nothing fits, :2470-2473 KERN_INVALID_ADDRESS below the map,
+# :3169-3172 KERN_NO_SPACE over a mapping, :2435-2436 KERN_NO_SPACE for a fixed
+# address against the mask. V9-V11 :4100-4106 KERN_INVALID_RIGHT for protections
+# the entry does not have; V12/V13 :4114-4115 KERN_INVALID_ARGUMENT past the entry,
+# :3077-3080 for an unaligned offset; V14-V16 :4680-4681 KERN_INVALID_OBJECT for a
+# port that is no memory object; V21 :4232-4234 a copy entry refuses other flags.
 
 def test_v1_to_v4_argument_checks(mem: Mem) -> None:
     assert mem.map(0, 0) == (M.KERN_INVALID_ARGUMENT, SENTINEL)
@@ -504,6 +546,19 @@ def test_v21_a_copy_entry_refuses_other_flags(mem: Mem) -> None:
 
 
 # -- mach_vm_remap and mach_vm_remap_new ----------------------------------------------------
+# vm_user.c:931-932 and :851-852 KERN_INVALID_ARGUMENT for flags outside
+# VM_FLAGS_USER_REMAP; vm_map.c:19226-19302 vm_map_remap_sanitize: R1-R5 size 0
+# (vm_sanitize.c:514-516) and a carry (:539-541) are KERN_INVALID_ARGUMENT, and so
+# is a bad inheritance; R18-R20 vm_map.c:19345-19346 KERN_INVALID_ARGUMENT when the
+# source task is no task, :19408-19411 VM_FLAGS_RESILIENT_MEDIA without copy; an
+# unmapped source or one past its entries is KERN_INVALID_ADDRESS
+# (vm_map.c:17636-17643). mach_vm_remap_new: R7-R11 vm_sanitize.c:747-750
+# KERN_INVALID_ARGUMENT for a current protection beyond the maximum (no compat
+# rewrite for remap, vm_sanitize_error_compat.c:257-261), vm_user.c:871-877
+# KERN_PROTECTION_FAILURE for a writable and executable maximum (checked before
+# the inheritance), vm_map.c:17829 for protections the source does not have.
+# R16/R17 vm_map.c:19515-19518 KERN_NO_SPACE over a mapping, :2435-2436 against the
+# mask, :2470-2473 KERN_INVALID_ADDRESS below the map.
 
 def test_r1_to_r5_r18_r19_r20_argument_checks(mem: Mem) -> None:
     b = mem.alloc(4)
@@ -614,6 +669,10 @@ def test_remap_resilient_codesign_is_read_only(mem: Mem) -> None:
 
 
 # -- handles -------------------------------------------------------------------------------
+# P1-P5 the handle is a send right to a kernel object (vm_memory_entry.c:1241
+# mach_memory_entry_allocate), deallocated like any (osfmk/ipc/ipc_right.c:1124-1178);
+# P6/P7 a message the object does not serve is answered MIG_BAD_ID
+# (osfmk/kern/ipc_kobject.c:536).
 
 def test_p1_p2_p4_p5_the_handle_is_a_send_right(mem: Mem) -> None:
     b = mem.alloc(1)

@@ -58,6 +58,19 @@ def wait_state(pid: int, states: str, timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+def wait_in_syscall(pid: int, nr: int, timeout: float = 5.0) -> None:
+    """Return once the process sleeps inside system call ``nr`` (the first
+    field of /proc/PID/syscall, read while it is blocked there)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{pid}/syscall") as f:
+            fields = f.read().split()
+        if P.proc_state(pid)[0] == "S" and fields[:1] == [str(nr)]:
+            return
+        assert time.monotonic() < deadline, f"{pid} never blocked in system call {nr}: {fields[:2]}"
+        time.sleep(0.005)
+
+
 def assert_released(pid: int) -> None:
     """Not stopped, not traced."""
     state, tracer = P.proc_state(pid)
@@ -128,8 +141,7 @@ def test_a_suspended_target_stays_stopped(targets: list[Target]) -> None:
 def test_blocked_read_still_gets_its_data(targets: list[Target]) -> None:
     # head is C: an EINTR from read() would be an error, not a retry
     t = spawn(targets, ["head", "-c", "5"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    wait_state(t.pid, "S")
-    time.sleep(0.05)
+    wait_in_syscall(t.pid, P.SYS_read)  # blocked in its read of stdin, not still starting up
     with P.Session(t.pid, t.pidfd) as s:
         assert s.saved is not None
         assert s.saved.orig_rax == P.SYS_read

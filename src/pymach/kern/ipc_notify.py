@@ -12,15 +12,29 @@ its own, so no other process can forge one.
 The watcher thread covers what no receiver is polling: the receiving ends
 of ports with a no-senders request (EPOLLRDHUP) and the send rights with a
 dead-name request (EPOLLHUP). Both are edge-triggered: a close is one event.
+
+A notification is never lost in silence. When the notify port is dead it is
+destroyed, as XNU destroys a message to a dead port. Any other failure to
+send it (a full socket buffer, no kernel memory, an fd limit) hands it to
+the watcher thread, which sends it again with a growing delay. A handler
+of the watcher that raises is run again the same way (the fact it reacts
+to, a hang-up, stays true), a bounded number of times. Each failure, and
+what became of the notification, is logged on the "pymach.notify" logger
+with its traceback.
 """
 
 from __future__ import annotations
 
+import errno
+import heapq
+import itertools
+import logging
 import os
 import select
 import socket
 import struct
 import threading
+import time
 from typing import TYPE_CHECKING, Callable
 
 from . import message_defs as MD
@@ -36,6 +50,8 @@ MACH_NOTIFY_NO_SENDERS = 0o106
 MACH_NOTIFY_SEND_ONCE = 0o107
 MACH_NOTIFY_DEAD_NAME = 0o110
 MACH_NOTIFY_LAST = 0o115
+
+log = logging.getLogger("pymach.notify")
 
 NDR_RECORD = bytes([0, 0, 0, 0, 1, 0, 0, 0])  # mig/if versions 0, little-endian ints
 FLAG_NOTIFY = 1  # wire header flag: a notification made by a runtime
@@ -53,18 +69,34 @@ def record(msg_id: int, body: bytes, complex_: bool = False,
     return [head, b"".join(RIGHT.pack(*r) for r in rights), body]
 
 
+# sendmsg errors that mean the notify port is gone (every receiving end
+# closed): the notification is destroyed with it
+_PORT_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNREFUSED})
+
+
+def _sendmsg(cap: "SendCap", buffers: list[bytes], fds: list[int] | None) -> None:
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
+    cap.sock.sendmsg(buffers, anc, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+
+
 def send(cap: "SendCap", buffers: list[bytes], fds: list[int] | None = None) -> bool:
     """Send a notification on a send-once right and release the right.
     Returns False when the notify port is gone (the notification is lost,
-    as in XNU when the port is dead)."""
+    as in XNU when the port is dead). When the send fails otherwise, the
+    watcher thread sends it again later (``fds`` are duplicated for it
+    first) and True is returned; False if even that cannot be arranged
+    (no fd left to duplicate them), which is logged."""
     try:
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
-        cap.sock.sendmsg(buffers, anc, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
-        ok = True
-    except OSError:
-        ok = False
+        _sendmsg(cap, buffers, fds)
+    except OSError as err:
+        if err.errno in _PORT_GONE:
+            cap.close()
+            return False
+        return WATCHER.defer_send(cap, buffers, fds, err)
+    except Exception as err:  # pylint: disable=broad-exception-caught
+        return WATCHER.defer_send(cap, buffers, fds, err)
     cap.close()
-    return ok
+    return True
 
 
 def no_senders(cap: "SendCap", mscount: int) -> bool:
@@ -96,8 +128,46 @@ def send_once_record() -> bytes:
     return b"".join(record(MACH_NOTIFY_SEND_ONCE, b""))
 
 
+class _Deferred:
+    """A notification whose send failed, waiting on the watcher thread."""
+
+    __slots__ = ("cap", "buffers", "fds", "error", "attempts", "since", "due")
+
+    def __init__(self, cap: "SendCap", buffers: list[bytes], fds: list[int], error: BaseException,
+                 due: float) -> None:
+        self.cap, self.buffers, self.fds, self.error = cap, buffers, fds, error
+        self.attempts = 1  # sends tried so far
+        self.since = time.monotonic()
+        self.due = due
+
+    def release(self) -> None:
+        self.cap.close()
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+def _what(buffers: list[bytes]) -> str:
+    """The notification a wire record holds, for the log."""
+    from .ipc_kmsg import WIRE
+    try:
+        msg_id = WIRE.unpack_from(buffers[0])[2]
+    except (IndexError, struct.error):
+        return "a notification"
+    names = {MACH_NOTIFY_PORT_DELETED: "port-deleted", MACH_NOTIFY_PORT_DESTROYED: "port-destroyed",
+             MACH_NOTIFY_NO_SENDERS: "no-senders", MACH_NOTIFY_SEND_ONCE: "send-once",
+             MACH_NOTIFY_DEAD_NAME: "dead-name"}
+    return f"a {names.get(msg_id, hex(msg_id))} notification"
+
+
 class Watcher:
-    """One daemon thread per process watching for closes nobody polls."""
+    """One daemon thread per process watching for closes nobody polls, and
+    sending again the notifications whose first send failed."""
+
+    RETRY_FIRST = 0.01  # seconds before the first retry; doubled each time
+    RETRY_MAX = 1.0  # the longest wait between two retries
+    HANDLER_ATTEMPTS = 8  # runs of a handler that raises, before it is given up
+    SEND_GIVE_UP = 60.0  # seconds after which a notification that cannot be sent is dropped
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -105,6 +175,11 @@ class Watcher:
         self.handlers: dict[int, Callable[[], None]] = {}
         self.thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
+        # handlers to run again: fd -> runs so far, and (due, seq, fd) in time order
+        self.rerun: dict[int, int] = {}
+        self._timers: list[tuple[float, int, int]] = []
+        self.deferred: list[_Deferred] = []
+        self._seq = itertools.count()
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
@@ -114,20 +189,44 @@ class Watcher:
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
+        for d in self.deferred:  # the parent sends them; ours are copies
+            d.cap.forget()
+            for fd in d.fds:
+                os.close(fd)
         self.__init__()  # type: ignore[misc]
+
+    def fds(self) -> list[int]:
+        """The fds the watcher holds: its epoll and wake-up pipe, and those
+        of the notifications it is to send again."""
+        with self.lock:
+            out = [fd for fd in (self.ep.fileno() if self.ep is not None else -1, self._wake_r, self._wake_w)
+                   if fd >= 0]
+            for d in self.deferred:
+                out += [d.cap.sock.fileno(), *d.fds]
+            return [fd for fd in out if fd >= 0]
+
+    def _start_locked(self) -> select.epoll:
+        if self.ep is None:
+            self.ep = select.epoll()
+            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            self.ep.register(self._wake_r, select.EPOLLIN)
+            self.thread = threading.Thread(target=self._run, name="pymach-notify", daemon=True)
+            self.thread.start()
+        return self.ep
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:
+            pass  # already awake-pending
 
     def watch(self, fd: int, events: int, handler: Callable[[], None]) -> None:
         """Call ``handler`` (on the watcher thread) once ``events`` happen on ``fd``."""
         with self.lock:
-            if self.ep is None:
-                self.ep = select.epoll()
-                self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-                self.ep.register(self._wake_r, select.EPOLLIN)
-                self.thread = threading.Thread(target=self._run, name="pymach-notify", daemon=True)
-                self.thread.start()
+            ep = self._start_locked()
             self.unwatch_locked(fd)
             self.handlers[fd] = handler
-            self.ep.register(fd, events | select.EPOLLET)
+            ep.register(fd, events | select.EPOLLET)
 
     def unwatch(self, fd: int) -> None:
         if fd in self.handlers:  # (most fds were never watched: no lock then)
@@ -135,22 +234,48 @@ class Watcher:
                 self.unwatch_locked(fd)
 
     def unwatch_locked(self, fd: int) -> None:
-        if self.handlers.pop(fd, None) is not None and self.ep is not None:
-            try:
-                self.ep.unregister(fd)
-            except OSError:
-                pass
+        if self.handlers.pop(fd, None) is not None:
+            if self.rerun.pop(fd, None) is not None:
+                return  # waiting to run again, not in the epoll set
+            if self.ep is not None:
+                try:
+                    self.ep.unregister(fd)
+                except OSError:
+                    pass
+
+    def defer_send(self, cap: "SendCap", buffers: list[bytes], fds: list[int] | None,
+                   error: BaseException) -> bool:
+        """Hand a notification whose send failed with ``error`` to the
+        watcher thread, which sends it again later. Its ``fds`` are
+        duplicated (the caller closes its own). False when that fails: the
+        notification is then lost, and the log says so."""
+        try:
+            mine = [os.dup(fd) for fd in fds or []]
+        except OSError as err:
+            log.error("%s could not be sent (%s) nor kept to be sent again (%s): it is lost",
+                      _what(buffers), error, err, exc_info=error)
+            cap.close()
+            return False
+        with self.lock:
+            self._start_locked()
+            self.deferred.append(_Deferred(cap, buffers, mine, error, time.monotonic() + self._backoff(1)))
+            self._wake()
+        return True
 
     def _run(self) -> None:
         ep = self.ep
         assert ep is not None
         while True:
             try:
-                events = ep.poll()
+                events = ep.poll(self._timeout())
             except (OSError, ValueError):
                 return  # closed (fork child) or interpreter shutdown
             for fd, _ev in events:
                 if fd == self._wake_r:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except OSError:
+                        pass
                     continue
                 with self.lock:
                     handler = self.handlers.pop(fd, None)
@@ -160,10 +285,82 @@ class Watcher:
                         except OSError:
                             pass
                 if handler is not None:
-                    try:
-                        handler()
-                    except Exception:  # a notification must never kill the watcher
-                        pass
+                    self._call(fd, handler, 1)
+            self._run_due()
+            self._send_deferred()
+
+    def _timeout(self) -> float:
+        """Seconds until the next retry is due; -1 when none is waiting."""
+        with self.lock:
+            due = [t for t, _s, _fd in self._timers[:1]]
+            if self.deferred:
+                due.append(min(d.due for d in self.deferred))
+        return max(0.0, min(due) - time.monotonic()) if due else -1
+
+    def _backoff(self, attempts: int) -> float:
+        return min(self.RETRY_FIRST * (1 << min(attempts - 1, 30)), self.RETRY_MAX)
+
+    def _call(self, fd: int, handler: Callable[[], None], run: int) -> None:
+        """Run a handler. One that raises is logged with its traceback and
+        run again after a growing delay (the handlers check their own state
+        first, so a run after the right has gone does nothing), unless the
+        fd is watched anew meanwhile or unwatched before the run; after
+        HANDLER_ATTEMPTS runs it is dropped, and that is logged too."""
+        try:
+            handler()
+        except Exception:  # pylint: disable=broad-exception-caught
+            if run >= self.HANDLER_ATTEMPTS:
+                log.error("the notification watcher's handler for fd %d failed %d times: the event is "
+                          "dropped, and the notification it would have sent is lost", fd, run, exc_info=True)
+                return
+            log.error("the notification watcher's handler for fd %d failed (run %d of at most %d); it runs "
+                      "again", fd, run, self.HANDLER_ATTEMPTS, exc_info=True)
+            with self.lock:
+                if fd in self.handlers:
+                    return  # watched again meanwhile: the new watch will see the event
+                self.handlers[fd] = handler
+                self.rerun[fd] = run
+                heapq.heappush(self._timers, (time.monotonic() + self._backoff(run), next(self._seq), fd))
+
+    def _run_due(self) -> None:
+        now = time.monotonic()
+        while True:
+            with self.lock:
+                if not self._timers or self._timers[0][0] > now:
+                    return
+                _due, _seq, fd = heapq.heappop(self._timers)
+                run = self.rerun.pop(fd, None)
+                handler = self.handlers.pop(fd, None) if run is not None else None
+            if handler is not None and run is not None:
+                self._call(fd, handler, run + 1)
+
+    def _send_deferred(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            due = [d for d in self.deferred if d.due <= now]
+        for d in due:
+            if d.attempts == 1:
+                log.warning("%s could not be sent (%s); the watcher sends it again", _what(d.buffers), d.error,
+                            exc_info=d.error)
+            try:
+                _sendmsg(d.cap, d.buffers, d.fds)
+            except Exception as err:  # pylint: disable=broad-exception-caught
+                gone = isinstance(err, OSError) and err.errno in _PORT_GONE
+                if not gone and now - d.since < self.SEND_GIVE_UP:
+                    d.attempts += 1
+                    d.due = now + self._backoff(d.attempts)
+                    continue
+                if gone:
+                    log.warning("%s was not delivered: its notify port died before it could be sent again",
+                                _what(d.buffers))
+                else:
+                    log.error("%s could not be sent in %d attempts over %.0f s: it is lost", _what(d.buffers),
+                              d.attempts + 1, now - d.since, exc_info=err)
+            else:
+                log.info("%s was delivered at attempt %d", _what(d.buffers), d.attempts + 1)
+            with self.lock:
+                self.deferred.remove(d)
+            d.release()
 
 
 WATCHER = Watcher()

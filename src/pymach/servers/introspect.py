@@ -191,9 +191,7 @@ def held_fds(space: Any, vm_map: Any) -> dict[str, Any]:
             ports |= {cap.sock.fileno(), cap.efd}
     ports.discard(-1)
     mapped = sorted({e.obj.fd for e in vm_map.entries() if e.obj is not None and e.obj.fd >= 0})
-    runtime = [fd for fd in (WATCHER.ep.fileno() if WATCHER.ep is not None else -1, WATCHER._wake_r,  # pylint: disable=protected-access
-                             WATCHER._wake_w,  # pylint: disable=protected-access
-                             _listener.fileno() if _listener is not None else -1) if fd >= 0]
+    runtime = WATCHER.fds() + ([_listener.fileno()] if _listener is not None and _listener.fileno() >= 0 else [])
     return {"names": names, "map": mapped, "task": sorted(ports), "runtime": runtime}
 
 

@@ -3,20 +3,34 @@ and prints every figure with its ratio to the bare-syscall baseline.
 
 Timing: each case runs ``n`` operations per sample, ``repeat`` samples; the
 best sample is reported (the least disturbed by the rest of the machine).
+Each block says what it took (``best of R x N``): some cases use fewer
+operations per sample than ``-n`` (large reads, many rights, mappings of a
+GiB), and say so.
+
+Every timed call's result is checked, the baselines' as much as pymach's
+(a kern_return_t, a byte count, a libc return value): a call that fails
+stops the benchmark with an error, and no figure is printed for it.
+
+``--busy N`` runs N processes that spin at the lowest priority (nice 19)
+for the whole run, so that no core is idle: what a busy machine gives.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import json
 import mmap
 import os
 import platform
+import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from .bench_ipc import BenchError, fail, kr_text
 
 Case = tuple[str, Callable[[int], None]]
 
@@ -42,6 +56,9 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
 def vm_cases() -> list[tuple[str, list[Case]]]:
     """Own-task VM: allocate+deallocate of one page, and protect."""
     from pymach import Task
@@ -57,40 +74,48 @@ def vm_cases() -> list[tuple[str, list[Case]]]:
         mm_, mu = libc.mmap, libc.munmap
         for _ in range(n):
             p = mm_(None, page, 3, 0x22, -1, 0)
-            mu(p, page)
+            if p == MAP_FAILED or mu(p, page):
+                fail("ctypes mmap + munmap", f"errno {ctypes.get_errno()}")
 
     def py_mmap(n: int) -> None:
         for _ in range(n):
-            mmap.mmap(-1, page).close()
+            mmap.mmap(-1, page).close()  # raises when it fails
 
     def mach_alloc(n: int) -> None:
         a = mach_vm_address_t(0)
         ref = byref(a)
         for _ in range(n):
-            mach_vm_allocate(task, ref, page, VM_FLAGS_ANYWHERE)
-            mach_vm_deallocate(task, a, page)
+            kr = mach_vm_allocate(task, ref, page, VM_FLAGS_ANYWHERE) or mach_vm_deallocate(task, a, page)
+            if kr:
+                fail("mach_vm_allocate + mach_vm_deallocate", kr_text(kr))
 
     def task_alloc(n: int) -> None:
         t = Task.self()
         for _ in range(n):
-            t.allocate(page).deallocate()
+            t.allocate(page).deallocate()  # raises MachError when it fails
 
     p = libc.mmap(None, page, 3, 0x22, -1, 0)
+    if p == MAP_FAILED:
+        fail("protect one page", f"mmap: errno {ctypes.get_errno()}")
 
     def bare_mprotect(n: int) -> None:
         mp = libc.mprotect
         for _ in range(n // 2):
-            mp(p, page, 1)
-            mp(p, page, 3)
+            if mp(p, page, 1) or mp(p, page, 3):
+                fail("ctypes mprotect", f"errno {ctypes.get_errno()}")
 
     a = mach_vm_address_t(0)
-    mach_vm_allocate(task, byref(a), page, VM_FLAGS_ANYWHERE)
+    kr = mach_vm_allocate(task, byref(a), page, VM_FLAGS_ANYWHERE)
+    if kr:
+        fail("protect one page", f"mach_vm_allocate: {kr_text(kr)}")
     addr = a.value
 
     def mach_protect(n: int) -> None:
         for _ in range(n // 2):
-            mach_vm_protect(task, addr, page, FALSE, VM_PROT_READ)
-            mach_vm_protect(task, addr, page, FALSE, VM_PROT_DEFAULT)
+            kr = (mach_vm_protect(task, addr, page, FALSE, VM_PROT_READ)
+                  or mach_vm_protect(task, addr, page, FALSE, VM_PROT_DEFAULT))
+            if kr:
+                fail("mach_vm_protect", kr_text(kr))
 
     return [
         ("allocate + deallocate one page", [
@@ -107,6 +132,7 @@ def vm_cases() -> list[tuple[str, list[Case]]]:
 
 
 SUITES = ("vm", "ipc", "shm")
+PTRACE_OPS = 500  # ptrace sessions per sample (each stops the target for about 0.1 ms)
 
 BIG = 256 << 20  # the large remote read
 
@@ -151,8 +177,9 @@ def remote_read_cases(n: int, repeat: int, big: int = BIG) -> list[dict[str, Any
     task = mach_port_t()
     mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
     try:
-        if task_for_pid(mach_task_self(), pid, byref(task)):
-            raise RuntimeError("task_for_pid refused")
+        kr = task_for_pid(mach_task_self(), pid, byref(task))
+        if kr:
+            fail("remote read", f"task_for_pid: {kr_text(kr)}")
         out: list[dict[str, Any]] = []
         for size, count in ((4096, n), (big, max(3, repeat))):
             buf = mmap.mmap(-1, size)
@@ -164,16 +191,20 @@ def remote_read_cases(n: int, repeat: int, big: int = BIG) -> list[dict[str, Any
 
             def bare(k: int) -> None:
                 for _ in range(k):
-                    pvr(pid, byref(local), 1, byref(remote), 1, 0)
+                    if pvr(pid, byref(local), 1, byref(remote), 1, 0) != size:
+                        fail("process_vm_readv", f"a short read (errno {ctypes.get_errno()})")
 
             def procmem(k: int) -> None:
                 for _ in range(k):
-                    os.preadv(mem, [view], addr)
+                    if os.preadv(mem, [view], addr) != size:
+                        fail("pread of /proc/PID/mem", "a short read")
 
             def mach(k: int) -> None:
                 t = task.value
                 for _ in range(k):
-                    mach_vm_read_overwrite(t, addr, size, dst, byref(got))
+                    kr = mach_vm_read_overwrite(t, addr, size, dst, byref(got))
+                    if kr:
+                        fail("mach_vm_read_overwrite", kr_text(kr))
 
             rows = []
             base = None
@@ -189,7 +220,7 @@ def remote_read_cases(n: int, repeat: int, big: int = BIG) -> list[dict[str, Any
             del view
             buf.close()
             what = "4 KiB" if size == 4096 else f"{size >> 20} MiB (GB/s; ratio of bandwidth)"
-            out.append({"benchmark": f"remote read of {what}", "rows": rows})
+            out.append({"benchmark": f"remote read of {what}", "repeat": repeat, "ops": count, "rows": rows})
         return out
     finally:
         os.close(mem)
@@ -199,6 +230,78 @@ def remote_read_cases(n: int, repeat: int, big: int = BIG) -> list[dict[str, Any
         os.waitpid(pid, 0)
 
 
+def ptrace_cases(n: int, repeat: int) -> list[dict[str, Any]]:
+    """Remote control by ptrace (pymach._linux.ptrace, kern.vm_remote) on a
+    ``sleep`` process: a session that only attaches, stops the thread,
+    restores it and detaches; one that runs one system call (getpid) in
+    it; each further call in the same session (a session of eleven calls,
+    less one of one, over ten); vm_remote.protect of one page; and
+    vm_remote.map_fd of one page of a memfd (its unmapping, another
+    session, outside the clock). Every result is checked."""
+    import subprocess
+
+    from pymach._linux import mm
+    from pymach._linux import ptrace as P
+    from pymach.kern import vm_remote as R
+
+    page = mmap.PAGESIZE
+    target = subprocess.Popen(["sleep", "100000"])
+    pidfd = os.pidfd_open(target.pid)
+    memfd = mm.memfd("bench.ptrace", page)
+    try:
+        pid = target.pid
+        deadline = time.monotonic() + 10
+        while P.proc_state(pid)[0] != "S":  # asleep in nanosleep, done starting
+            if time.monotonic() > deadline:
+                fail("ptrace", f"sleep (pid {pid}) never went to sleep")
+            time.sleep(0.005)
+
+        def sessions(calls: int) -> Callable[[int], None]:
+            def run(k: int) -> None:
+                for _ in range(k):
+                    with P.Session(pid, pidfd) as s:
+                        for _c in range(calls):
+                            if s.syscall(P.SYS_getpid) != pid:
+                                fail("ptrace session", "getpid in the target did not give its pid")
+            return run
+
+        addr = R.allocate(pid, pidfd, 0, page, True)
+
+        def protect(k: int) -> None:
+            for i in range(k):
+                R.protect(pid, pidfd, addr, page, False, 1 if i % 2 else 3)  # raises MachError when it fails
+
+        def map_fd(k: int) -> float:
+            took = 0.0
+            for _ in range(k):
+                t0 = time.perf_counter_ns()
+                a = R.map_fd(pid, pidfd, memfd, 0, page, 3, 1)  # VM_FLAGS_ANYWHERE; raises when it fails
+                took += time.perf_counter_ns() - t0
+                R.deallocate(pid, pidfd, a, page)
+            return took / k
+
+        bare = _best_ns(sessions(0), n, repeat)
+        one = _best_ns(sessions(1), n, repeat)
+        eleven = _best_ns(sessions(11), n, repeat)
+        prot = _best_ns(protect, n, repeat)
+        map_fd(max(1, n // 10))
+        mapped = min(map_fd(n) for _ in range(repeat))
+        if P.proc_state(pid) != ("S", 0):
+            fail("ptrace", f"the target was left {P.proc_state(pid)}")
+    finally:
+        os.close(memfd)
+        os.close(pidfd)
+        target.kill()
+        target.wait()
+    rows = [("session: attach, stop, restore, detach", bare),
+            ("session with one system call (getpid)", one),
+            ("each further system call in a session", (eleven - one) / 10),
+            ("vm_remote.protect of one page", prot),
+            ("vm_remote.map_fd of one page", mapped)]
+    return [{"benchmark": "remote control by ptrace, a sleep process", "repeat": repeat, "ops": n,
+             "rows": [{"case": c, "ns_per_op": round(ns, 1), "ratio": None} for c, ns in rows]}]
+
+
 def _shm_results(n: int, repeat: int, size: int) -> list[dict[str, Any]]:
     from . import bench_shm
     raw = bench_shm.raw_round(n, repeat)
@@ -206,17 +309,18 @@ def _shm_results(n: int, repeat: int, size: int) -> list[dict[str, Any]]:
     bare = bench_shm.best(bench_shm.map_touch_memfd, size)
     ours = bench_shm.best(bench_shm.map_touch_entry, size)
     return [
-        {"benchmark": "bootstrap_look_up of a registered name", "rows": [
+        {"benchmark": "bootstrap_look_up of a registered name", "repeat": repeat, "ops": n, "rows": [
             {"case": "raw SEQPACKET round trip, 128 B (baseline)", "ns_per_op": round(raw, 1), "ratio": 1.0},
             {"case": "bootstrap_look_up + mach_port_deallocate", "ns_per_op": round(look, 1),
              "ratio": round(look / raw, 2)},
         ]},
-        {"benchmark": f"map and first touch of {size >> 20} MiB (one write per page)", "rows": [
-            {"case": "memfd + mmap (baseline, ms)", "ns_per_op": round(bare * 1e9, 1), "ratio": 1.0,
-             "ms": round(bare * 1e3, 3)},
-            {"case": "MemoryEntry.create + map (ms)", "ns_per_op": round(ours * 1e9, 1),
-             "ratio": round(ours / bare, 2), "ms": round(ours * 1e3, 3)},
-        ]},
+        {"benchmark": f"map and first touch of {size >> 20} MiB (one write per page)",
+         "repeat": bench_shm.ROUNDS, "ops": 1, "rows": [
+             {"case": "memfd_create + mmap (baseline, ms)", "ns_per_op": round(bare * 1e9, 1), "ratio": 1.0,
+              "ms": round(bare * 1e3, 3)},
+             {"case": "MemoryEntry.create + map (ms)", "ns_per_op": round(ours * 1e9, 1),
+              "ratio": round(ours / bare, 2), "ms": round(ours * 1e3, 3)},
+         ]},
     ]
 
 
@@ -229,7 +333,7 @@ def _vm_results(n: int, repeat: int) -> list[dict[str, Any]]:
             ns = _best_ns(fn, n, repeat)
             base = base or ns
             rows.append({"case": label, "ns_per_op": round(ns, 1), "ratio": round(ns / base, 2)})
-        results.append({"benchmark": title, "rows": rows})
+        results.append({"benchmark": title, "repeat": repeat, "ops": n, "rows": rows})
     return results
 
 
@@ -245,10 +349,12 @@ def _ipc_results(n: int, repeat: int, ool_sizes: list[int]) -> list[dict[str, An
                 continue
             base = base or ns
             rows.append({"case": label, "ns_per_op": round(ns, 1), "ratio": round(ns / base, 2)})
-        results.append({"benchmark": block["benchmark"], "rows": rows})
+        results.append({"benchmark": block["benchmark"], "repeat": block["repeat"], "ops": block["ops"],
+                        "rows": rows})
     for ool_size in ool_sizes:
         handoff, ours, bare = bench_ipc.ool_handoff(ool_size)
-        results.append({"benchmark": f"out-of-line handoff of {ool_size >> 20} MiB (deallocate)", "rows": [
+        results.append({"benchmark": f"out-of-line handoff of {ool_size >> 20} MiB (deallocate)",
+                        "repeat": bench_ipc.OOL_ROUNDS, "ops": 1, "rows": [
             {"case": "send + receive (ms)", "ns_per_op": round(handoff * 1e9, 1), "ratio": None},
             {"case": "bare memfd mapping read (GB/s, baseline)", "ns_per_op": None, "gbps": round(bare, 3),
              "ratio": 1.0},
@@ -258,39 +364,89 @@ def _ipc_results(n: int, repeat: int, ool_sizes: list[int]) -> list[dict[str, An
     return results
 
 
-def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | None = None) -> int:
-    if suite == "vm":
-        results = _vm_results(n, repeat) + remote_read_cases(n, repeat, (ool_sizes or [BIG])[0])
-    elif suite == "shm":
-        results = _shm_results(n, repeat, (ool_sizes or [1 << 30])[0])
-    else:
-        results = _ipc_results(n, repeat, ool_sizes or [1 << 30])
+def _breakdown_results(n: int, repeat: int, ool_sizes: list[int], huge_dir: str | None) -> list[dict[str, Any]]:
+    from . import bench_ipc
+    rows = bench_ipc.message_pieces(n, repeat)
+    base = rows[0][1]
+    results: list[dict[str, Any]] = [{
+        "benchmark": f"one {bench_ipc.ROUND} B message sent and received in one process, piece by piece",
+        "repeat": repeat, "ops": n,
+        "rows": [{"case": c, "ns_per_op": round(ns, 1), "ratio": round(ns / base, 2)} for c, ns in rows]}]
+    for size in ool_sizes:
+        results.append({"benchmark": f"out-of-line handoff of {size >> 20} MiB, step by step",
+                        "repeat": bench_ipc.OOL_ROUNDS, "ops": 1,
+                        "rows": [{"case": c, "ns_per_op": round(sec * 1e9, 1), "ratio": None}
+                                 for c, sec in bench_ipc.handoff_pieces(size, huge_dir)]})
+    return results
+
+
+@contextlib.contextmanager
+def _busy(count: int) -> Iterator[None]:
+    """``count`` processes spinning at nice 19 for the duration."""
+    pids = []
+    try:
+        for _ in range(count):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the spinner
+                try:
+                    os.nice(19)
+                    while True:
+                        pass
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | None = None,
+        breakdown: bool = False, ptrace: bool = False, busy: int = 0, huge_dir: str | None = None) -> int:
+    """Run one suite and print it. ``breakdown`` (ipc): the pieces of a
+    message and the steps of an out-of-line handoff instead of the peers;
+    ``ptrace`` (vm): remote control by ptrace instead of the VM calls."""
+    with _busy(busy):
+        if suite == "vm" and ptrace:
+            results = ptrace_cases(min(n, PTRACE_OPS), repeat)
+        elif suite == "vm":
+            results = _vm_results(n, repeat) + remote_read_cases(n, repeat, (ool_sizes or [BIG])[0])
+        elif suite == "shm":
+            results = _shm_results(n, repeat, (ool_sizes or [1 << 30])[0])
+        elif breakdown:
+            results = _breakdown_results(n, repeat, ool_sizes or [1 << 30], huge_dir)
+        else:
+            results = _ipc_results(n, repeat, ool_sizes or [1 << 30])
     if as_json:
-        json.dump({"suite": suite, "n": n, "repeat": repeat, "python": platform.python_version(),
+        json.dump({"suite": suite, "n": n, "repeat": repeat, "busy": busy, "python": platform.python_version(),
                    "results": results}, sys.stdout, indent=2)
         print()
         return 0
-    print(f"pymach bench {suite}: best of {repeat} x {n} ops, Python {platform.python_version()}, "
-          f"{platform.machine()}")
+    load = f", {busy} busy process{'es' if busy != 1 else ''} at nice 19" if busy else ""
+    print(f"pymach bench {suite}: Python {platform.python_version()}, {platform.machine()}{load}")
     for r in results:
-        print(f"\n{r['benchmark']}")
-        print(f"  {'case':<42} {'ns/op':>10} {'ratio':>7}")
+        took = f"best of {r['repeat']}" + (f" x {r['ops']}" if r["ops"] > 1 else "")
+        print(f"\n{r['benchmark']} ({took})")
+        print(f"  {'case':<46} {'ns/op':>10} {'ratio':>7}")
         for row in r["rows"]:
             if "ms" in row:
-                print(f"  {row['case']:<42} {row['ms']:>10.3f} {row['ratio']:>6.2f}x")
+                print(f"  {row['case']:<46} {row['ms']:>10.3f} {row['ratio']:>6.2f}x")
             elif "gbps" in row:
-                print(f"  {row['case']:<42} {row['gbps']:>10.3f} {row['ratio']:>6.2f}x")
+                print(f"  {row['case']:<46} {row['gbps']:>10.3f} {row['ratio']:>6.2f}x")
             elif row["ns_per_op"] is None:
-                print(f"  {row['case']:<42} {'-':>10}")
+                print(f"  {row['case']:<46} {'-':>10}")
+            elif row["case"].endswith("(ms)"):
+                print(f"  {row['case']:<46} {row['ns_per_op'] / 1e6:>10.3f}")
             elif row["ratio"] is None:
-                print(f"  {row['case']:<42} {row['ns_per_op'] / 1e6:>10.3f}")
+                print(f"  {row['case']:<46} {row['ns_per_op']:>10.1f}")
             else:
-                print(f"  {row['case']:<42} {row['ns_per_op']:>10.1f} {row['ratio']:>6.2f}x")
+                print(f"  {row['case']:<46} {row['ns_per_op']:>10.1f} {row['ratio']:>6.2f}x")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="pymach bench", description=__doc__)
+    ap = argparse.ArgumentParser(prog="pymach bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("suite", choices=SUITES, help="what to measure")
     ap.add_argument("-n", type=int, default=20000, help="operations per sample")
     ap.add_argument("--repeat", type=int, default=7, help="samples; the best is reported")
@@ -298,6 +454,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ool-mib", type=int, action="append",
                     help="size of the out-of-line handoff (ipc; repeat it for several sizes), of the "
                          "mapped memory entry (shm; default 1024) or of the large remote read (vm; default 256)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="ipc: what one message costs, piece by piece, and the steps of the out-of-line handoff")
+    ap.add_argument("--huge-dir", metavar="DIR",
+                    help="ipc --breakdown: also time the handoff's munmap on a tmpfs mounted huge=always at DIR")
+    ap.add_argument("--ptrace", action="store_true",
+                    help=f"vm: remote control by ptrace (at most {PTRACE_OPS} sessions per sample)")
+    ap.add_argument("--busy", type=int, default=0, metavar="N",
+                    help="run N processes spinning at nice 19 meanwhile, so that no core is idle")
     a = ap.parse_args(argv)
+    if a.n < 1 or a.repeat < 1 or a.busy < 0:
+        ap.error("-n and --repeat must be at least 1, --busy at least 0")
+    if a.breakdown and a.suite != "ipc" or a.ptrace and a.suite != "vm" or a.huge_dir and not a.breakdown:
+        ap.error("--breakdown is for ipc, --ptrace for vm, --huge-dir for ipc --breakdown")
+    if a.huge_dir is not None:
+        from .bench_ipc import huge_pages_in
+        if not huge_pages_in(a.huge_dir):
+            ap.error(f"--huge-dir {a.huge_dir}: not on a tmpfs mounted with huge=always")
     default = [256] if a.suite == "vm" else [1024]
-    return run(a.suite, a.n, a.repeat, a.json, [m << 20 for m in a.ool_mib or default])
+    try:
+        return run(a.suite, a.n, a.repeat, a.json, [m << 20 for m in a.ool_mib or default],
+                   a.breakdown, a.ptrace, a.busy, a.huge_dir)
+    except (BenchError, OSError, EOFError) as e:  # (MachError is an OSError)
+        what = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
+        print(f"pymach bench {a.suite}: FAILED, no figure is reported: {what}", file=sys.stderr)
+        return 1

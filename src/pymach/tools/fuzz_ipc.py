@@ -8,7 +8,10 @@ dropped when it is control junk, or the record delivered when a mutation
 happens to be well formed), then deliver the sentinel. Every
 ``--check-every`` records the process's open fds must be back at their
 baseline. Out-of-line memory that is delivered is read to its end, so a
-memfd a peer could shrink would be a SIGBUS here.
+memfd a peer could shrink would be a SIGBUS here. The command exits 1,
+naming them, when any record got no clear outcome (a code not among the
+MACH_RCV_* ones above, a record the kernel would not send, a reply right
+without the channel to fuzz), or when the fds did not come back.
 
 Records are mutations of real records (captured from pymach's own sends:
 simple, inline, port rights, send-once rights, a receive right, out-of-line
@@ -38,7 +41,7 @@ import sys
 import time
 import types
 from collections import Counter
-from typing import Any, TextIO, cast
+from typing import Any, Callable, TextIO, cast
 
 from .. import ipc
 from ..kern import ipc_kmsg as KM
@@ -118,7 +121,7 @@ class Templates:
         self.items: list[tuple[bytes, list[int]]] = []
         with ipc.Port() as box, box.make_send() as to_box, ipc.Port() as other, other.make_send() as so_src:
             kp = cast(IP.Port, SELF.space.lookup(box.name).object)  # type: ignore[union-attr]
-            sends = [
+            sends: list[Callable[[], None]] = [
                 lambda: to_box.send(b"", id=1),
                 lambda: to_box.send(b"hello world" * 3, id=2),
                 lambda: to_box.send(ipc.Message(b"r", id=3, rights=[so_src])),
@@ -305,7 +308,7 @@ class Target:
             except K.MachError as e:
                 if e.kr == K.MACH_RCV_TIMED_OUT:
                     raise AssertionError(f"the good message after a {case.what} record was lost") from None
-                outcomes.append(K.mach_error_string(e.kr) if False else _code_name(e.kr))
+                outcomes.append(_code_name(e.kr))
                 continue
             if msg.id == SENTINEL and not msg.data and not msg.rights and not msg.ool:
                 msg.release()
@@ -344,12 +347,24 @@ def discard(msg: ipc.Message) -> None:
                 pass
 
 
+RCV_CODES = ("MACH_RCV_HEADER_ERROR", "MACH_RCV_BODY_ERROR", "MACH_RCV_INVALID_DATA",
+             "MACH_RCV_TOO_LARGE", "MACH_RCV_PORT_DIED", "MACH_RCV_INVALID_NAME")
+# every outcome is made of these; anything else (a code not named here, a
+# record the kernel would not send, a reply right with no channel to fuzz)
+# is no clear outcome, and the command fails
+CLEAR = frozenset(RCV_CODES + ("delivered", "dropped", "reply-junk-dropped"))
+
+
 def _code_name(kr: int) -> str:
-    for name in ("MACH_RCV_HEADER_ERROR", "MACH_RCV_BODY_ERROR", "MACH_RCV_INVALID_DATA",
-                 "MACH_RCV_TOO_LARGE", "MACH_RCV_PORT_DIED", "MACH_RCV_INVALID_NAME"):
+    for name in RCV_CODES:
         if getattr(K, name, None) == kr:
             return name
     return f"{kr:#x}"
+
+
+def unclear(outcomes: dict[str, int]) -> dict[str, int]:
+    """The outcomes (with their counts) that are not made of clear ones."""
+    return {k: v for k, v in outcomes.items() if not set(k.split("+")) <= CLEAR}
 
 
 class ReplyTarget:
@@ -528,11 +543,21 @@ def run_atheris(records: int, seed: int, check_every: int) -> None:
             print(f"fds: {fds0} at the start, {fds1} at the end")
             print(f"RSS: {rss0} KiB at the start, {rss1} KiB at the end (libFuzzer's corpus and counters"
                   " included)", flush=True)
-            os._exit(0 if fds1 == fds0 else 1)  # libFuzzer would exit without our summary
+            bad = _report_unclear(dict(counts))
+            os._exit(0 if fds1 == fds0 and not bad else 1)  # libFuzzer would exit without our summary
 
     _instrument_runtime(atheris)
     atheris.Setup([sys.argv[0], f"-seed={seed or 1}", "-max_len=512", f"-runs={records + 1}"], one)
     atheris.Fuzz()
+
+
+def _report_unclear(outcomes: dict[str, int]) -> dict[str, int]:
+    """Print the outcomes that are not clear, if any; return them."""
+    bad = unclear(outcomes)
+    if bad:
+        print(f"FAIL {sum(bad.values())} records got no clear outcome: "
+              + ", ".join(f"{k} ({v})" for k, v in sorted(bad.items(), key=lambda kv: -kv[1])), flush=True)
+    return bad
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -552,15 +577,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pymach fuzz ipc: {r['records']} records in {r['seconds']:.1f} s ({r['per_second']:.0f} records/s),"
           f" seed {args.seed}")
     print("outcomes:")
-    for k, v in sorted(r["outcomes"].items(), key=lambda kv: -kv[1]):  # type: ignore[attr-defined]
+    for k, v in sorted(r["outcomes"].items(), key=lambda kv: -kv[1]):
         print(f"  {v:>9}  {k}")
     print("cases:")
-    for k, v in sorted(r["kinds"].items(), key=lambda kv: -kv[1]):  # type: ignore[attr-defined]
+    for k, v in sorted(r["kinds"].items(), key=lambda kv: -kv[1]):
         print(f"  {v:>9}  {k}")
     print(f"fds: {r['fds_start']} at the start, {r['fds_end']} at the end"
           f" ({r['fds_before']} before the ports were made, {r['fds_after']} after they were closed)")
     print(f"RSS: {r['rss_start_kib']} KiB at the start, {r['rss_end_kib']} KiB at the end")
-    return 0 if r["fds_start"] == r["fds_end"] and r["fds_before"] == r["fds_after"] else 1
+    fds_ok = r["fds_start"] == r["fds_end"] and r["fds_before"] == r["fds_after"]
+    if not fds_ok:
+        print("FAIL the fds did not come back", flush=True)
+    bad = _report_unclear(r["outcomes"])
+    return 0 if fds_ok and not bad else 1
 
 
 if __name__ == "__main__":

@@ -452,7 +452,7 @@ class Member:
         when the send failed."""
         s = self.streams[st]
         s["n"] += 1
-        q = s["n"]
+        q: int = s["n"]
         body = dict(body, st=st, q=q, src=self.role, inc=self.inc)
         try:
             right.send(Message(json.dumps(body).encode(), mid, list(rights or ()), list(ool or ())), reply=reply,
@@ -770,6 +770,7 @@ class Driver:
         self.killed: set[int] = set()
         self.crashed: list[str] = []
         self.started = 0
+        self.sigkilled: dict[str, int] = {}  # per role: members that waitpid saw end by our SIGKILL
 
     def start(self, role: str) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -794,14 +795,20 @@ class Driver:
         theirs.close()
         self.procs[role] = (pid, mine)
 
-    def kill(self, role: str) -> None:
+    def kill(self, role: str) -> bool:
+        """SIGKILL the member and reap it. True (and counted in
+        ``sigkilled``) when waitpid says SIGKILL ended it; a member that had
+        ended otherwise is a crash."""
         pid, s = self.procs.pop(role)
         os.kill(pid, signal.SIGKILL)
         _p, status = os.waitpid(pid, 0)
-        if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
-            self.crashed.append(f"{role} (pid {pid}) ended with status {status} before its kill")
         s.close()
         self.killed.add(pid)
+        if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
+            self.crashed.append(f"{role} (pid {pid}) ended with status {status} before its kill")
+            return False
+        self.sigkilled[role] = self.sigkilled.get(role, 0) + 1
+        return True
 
     def check_crashes(self) -> None:
         for role, (pid, _s) in list(self.procs.items()):
@@ -1093,7 +1100,6 @@ def run(kills: int, seed: int, out: TextIO, interval: tuple[float, float] = (0.0
     os.environ["PYMACH_NO_AUTOSTART"] = "1"
     d = Driver(seed, out)
     chk = Checker(d)
-    by_role = {r: 0 for r in ROLES}
     try:
         d.start("boot")
         for _ in range(100):
@@ -1108,7 +1114,6 @@ def run(kills: int, seed: int, out: TextIO, interval: tuple[float, float] = (0.0
             d.check_crashes()
             role = d.rng.choice(ROLES)
             d.kill(role)
-            by_role[role] += 1
             d.start(role)
         storm_end = time.monotonic()
         # recovery: everyone ready, then quiet
@@ -1154,7 +1159,14 @@ def run(kills: int, seed: int, out: TextIO, interval: tuple[float, float] = (0.0
             chk.fail(c)
         wall = time.monotonic() - t0
         print(f"pymach storm: {kills} SIGKILLs, seed {seed}", file=out)
-        print(f"  kills survived       {kills} ({', '.join(f'{r} {n}' for r, n in by_role.items() if n)})", file=out)
+        landed = sum(d.sigkilled.values())
+        roles = ", ".join(f"{r} {d.sigkilled[r]}" for r in ROLES if d.sigkilled.get(r))
+        if chk.failures:
+            print(f"  kills                {landed} ({roles}); not survived: {len(chk.failures)} "
+                  f"failed check{'s' if len(chk.failures) > 1 else ''}",
+                  file=out)
+        else:
+            print(f"  kills survived       {landed} ({roles})", file=out)
         print(f"  members started      {d.started}", file=out)
         print(f"  recovery             {recovered - storm_end:.2f} s", file=out)
         print(f"  messages checked     {chk.messages} (at the survivors; {chk.verified} sent between survivors, "
