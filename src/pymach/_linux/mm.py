@@ -271,7 +271,7 @@ def name_anon(addr: int, length: int, name: bytes | None) -> bool:
     """Name an anonymous range; False when the kernel lacks the feature."""
     buf = ctypes.c_char_p(name) if name else None
     p = ctypes.cast(buf, c_void_p).value if buf is not None else 0
-    return _prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, length, p or 0) == 0
+    return bool(_prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, length, p or 0) == 0)
 
 
 def memfd(name: str, size: int) -> int:

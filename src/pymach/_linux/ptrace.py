@@ -563,7 +563,7 @@ class Session:
                 self.signals.append(sig)
                 continue
             self.signals.append(sig)  # suppressed now, handed back on detach
-        r = out.rax
+        r = int(out.rax)
         return r - (1 << 64) if r >= 1 << 63 else r
 
     def read(self, addr: int, n: int) -> bytes:

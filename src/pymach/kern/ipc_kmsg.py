@@ -234,7 +234,7 @@ def copyin_simple(space: IpcSpace, msg: bytes) -> tuple[SendCap, bytes, int] | N
         token, right, reply = 0, _NO_RIGHT, 0
     elif ldisp == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE and kind == MD.MACH_MSG_TYPE_PORT_SEND:
         port = _reply_port(space, local)
-        back = cap.back_reply(port) if port is not None else None  # type: ignore[union-attr]
+        back = cap.back_reply(port) if port is not None else None
         if back is None:
             done(cap)
             return None

@@ -272,7 +272,7 @@ def destroy(space: IpcSpace, name: int) -> None:
             if cap is not None:
                 e.cap = cap
                 _drop_cap(space, name, e)
-            e = space.lookup(name)  # type: ignore[assignment]
+            e = space.lookup(name)
             if e is None:
                 return
         if e.type & MACH_PORT_TYPE_PORT_SET:
@@ -870,7 +870,7 @@ def _send_port_destroyed(space: IpcSpace, name: int, e: IpcEntry, port: Port) ->
     port.pdrequest = None
     port.mscount = port.seqno = 0
     fds, packing, aux = port.pack_for_move()
-    if not ipc_notify.port_destroyed(cap, fds, packing, aux):  # type: ignore[arg-type]
+    if not ipc_notify.port_destroyed(cap, fds, packing, aux):
         return False
     consume_receive(space, name, port)
     return True

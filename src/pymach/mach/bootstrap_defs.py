@@ -210,7 +210,7 @@ def decode_field(field: bytes) -> bytes | None:
 
 def name_field(struct: ctypes.Structure) -> bytes:
     """The raw 128 bytes of a message's ``service_name`` field."""
-    off = type(struct).service_name.offset  # type: ignore[attr-defined]
+    off = type(struct).service_name.offset
     return ctypes.string_at(ctypes.addressof(struct) + off, BOOTSTRAP_MAX_NAME_LEN)
 
 

@@ -504,7 +504,7 @@ class BootstrapServer:
         else:
             msg = M.mig_reply_error_t(RetCode=0)
             msg.NDR = M.NDR_record_t.from_buffer_copy(D.NDR_RECORD)
-        h = msg.Head  # type: ignore[attr-defined]
+        h = msg.Head
         h.msgh_bits = M.MACH_MSGH_BITS(reply_kind, 0) | complex_
         h.msgh_size = sizeof(msg)
         h.msgh_remote_port = reply_to
