@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 
 import pytest
@@ -16,6 +17,7 @@ def no_fd_leak():
     gc.collect()
     before = open_fds()
     yield
+    _release_reply_port()
     gc.collect()
     leaked = open_fds() - before
     # The runtime's own threads (the notification watcher, the introspection
@@ -27,6 +29,16 @@ def no_fd_leak():
         leaked = open_fds() - before
     assert not leaked, f"leaked fds: {sorted(leaked)} -> " + ", ".join(
         f"{fd}:{_target(fd)}" for fd in sorted(leaked))
+
+
+def _release_reply_port() -> None:
+    """pymach.request() keeps a reply port per thread, as MIG does; the
+    test's thread drops its own (mig_dealloc_reply_port) so that the next
+    test starts without it."""
+    ipc = sys.modules.get("pymach.ipc")
+    release = getattr(ipc, "release_reply_port", None)
+    if release is not None:
+        release()
 
 
 def _target(fd: int) -> str:

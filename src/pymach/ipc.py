@@ -10,6 +10,8 @@ descriptors) and out-of-line memory (copy-on-write on receipt).
 from __future__ import annotations
 
 import struct
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Self, Union
 
@@ -23,7 +25,7 @@ from .kern import message_defs as MD
 from .kern.ipc_kmsg import HDR, OOL_DESC, PORT_DESC
 from .kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME,
                              MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
-                             MACH_PORT_TYPE_SEND_ONCE)
+                             MACH_PORT_TYPE_SEND_ONCE, MPO_CONTEXT_AS_GUARD)
 from .kern.task import SELF
 from .kern import vm_defs as V
 from .kern.vm_memory_entry import MemoryEntry as KMemoryEntry
@@ -38,7 +40,23 @@ __all__ = ["Port", "SendRight", "SendOnceRight", "PortSet", "Message", "MemoryEn
 
 _AUDIT = MD.MACH_RCV_TRAILER_ELEMENTS(MD.MACH_RCV_TRAILER_AUDIT)
 _RCV_OPTION = MD.MACH_RCV_MSG | _AUDIT | MD.MACH_RCV_LARGE
-_TRAILER = struct.Struct("<III2I8I")
+# the audit trailer's seqno, security token (uid, gid) and audit token pid
+_CRED = struct.Struct("<8xIII20xI")
+# a simple message as this layer lays it out: the header, then the data's
+# exact length, then the data padded to 4 bytes
+_DATA_AT = HDR.size + 4
+_LAYOUTS: dict[int, struct.Struct] = {}  # by the data's length (_layout)
+_TRAILER_SIZE = 52  # what _RCV_OPTION asks for: the audit trailer
+_RCV_LAYOUTS: dict[int, struct.Struct] = {}  # by the length of what a receive gave (_rcv_layout)
+_COMPLEX = MD.MACH_MSGH_BITS_COMPLEX
+_SEND_OPTION = MD.MACH_SEND_MSG
+_SEND_TIMEOUT = MD.MACH_SEND_MSG | MD.MACH_SEND_TIMEOUT
+_RCV_TIMEOUT = _RCV_OPTION | MD.MACH_RCV_TIMEOUT
+_RCV_MAX = 1 << 20
+_MAKE_SEND_ONCE = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
+_REQUEST_BITS = MD.MACH_MSGH_BITS(MD.MACH_MSG_TYPE_COPY_SEND, _MAKE_SEND_ONCE)
+_REPLY_BITS = MD.MACH_MSG_TYPE_MOVE_SEND_ONCE
+_PORT_SEND_ONCE = MD.MACH_MSG_TYPE_PORT_SEND_ONCE
 _NUMBER = (int, float)
 _TIMEOUT_MAX = C.TIMEOUT_MAX
 _new = object.__new__
@@ -47,6 +65,31 @@ _NONE: list[Any] = []  # no rights, no out-of-line buffers (never changed)
 _RIGHT_WORDS = ((MACH_PORT_TYPE_RECEIVE, "receive"), (MACH_PORT_TYPE_SEND, "send"),
                 (MACH_PORT_TYPE_SEND_ONCE, "send-once"), (MACH_PORT_TYPE_PORT_SET, "port-set"),
                 (MACH_PORT_TYPE_DEAD_NAME, "dead-name"))
+
+
+def _layout(n: int) -> struct.Struct:
+    """The layout of a simple message with ``n`` bytes of data (the "s"
+    field pads it with NULs to 4 bytes). The first 256 lengths seen are
+    kept."""
+    lay = struct.Struct(f"<IIIIIiI{n + (-n & 3)}s")
+    if len(_LAYOUTS) < 256:
+        _LAYOUTS[n] = lay
+    return lay
+
+
+def _rcv_layout(total: int) -> struct.Struct | None:
+    """The layout of a simple message received with its audit trailer,
+    ``total`` bytes in all: the header (without its local port and
+    voucher), the data's length, the data padded, then from the trailer the
+    seqno, the security token's uid and gid and the audit token's pid. None
+    when there is no room for data (a bare header). The first 256 totals
+    seen are kept."""
+    if total < _DATA_AT + _TRAILER_SIZE:
+        return None
+    lay = struct.Struct(f"<III8xiI{total - _DATA_AT - _TRAILER_SIZE}s8xIII20xI8x")
+    if len(_RCV_LAYOUTS) < 256:
+        _RCV_LAYOUTS[total] = lay
+    return lay
 
 
 def _rights_text(t: int) -> str:
@@ -237,6 +280,36 @@ def _received(msg_id: int) -> Message:
 
 
 def _decode(raw: bytes) -> Message:
+    """The Message a receive gave (the message and its audit trailer)."""
+    total = len(raw)
+    lay = _RCV_LAYOUTS.get(total) or _rcv_layout(total)
+    if lay is None:
+        return _decode_general(raw)
+    bits, size, remote, msg_id, n, data, seqno, uid, gid, pid = lay.unpack(raw)
+    pad = len(data) - n
+    if bits & _COMPLEX or size + _TRAILER_SIZE != total or not 0 <= pad < 4:
+        return _decode_general(raw)  # not laid out as this layer lays out a simple message
+    m = _new(Message)
+    m.data = data[:n] if pad else data
+    m.id = msg_id
+    m.rights = []
+    m.ool = []
+    m._regions = []
+    if remote:
+        r = _new(SendOnceRight if bits & 0x1F == _PORT_SEND_ONCE else SendRight)
+        r.name = remote
+        r._live = True
+        m.reply = r
+    else:
+        m.reply = None
+    m.seqno = seqno
+    m.uid = uid
+    m.gid = gid
+    m.pid = pid
+    return m
+
+
+def _decode_general(raw: bytes) -> Message:
     bits, size, remote, _local, _v, msg_id = HDR.unpack_from(raw)
     off = HDR.size
     msg = _received(msg_id)
@@ -262,8 +335,7 @@ def _decode(raw: bytes) -> Message:
     if remote:
         kind = MD.MACH_MSGH_BITS_REMOTE(bits)
         msg.reply = SendOnceRight(remote) if kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE else SendRight(remote)
-    t = _TRAILER.unpack_from(raw, size)
-    msg.seqno, msg.uid, msg.gid, msg.pid = t[2], t[3], t[4], t[10]
+    msg.seqno, msg.uid, msg.gid, msg.pid = _CRED.unpack_from(raw, size)
     return msg
 
 
@@ -281,6 +353,7 @@ class SendRight(_Right):
 
     __slots__ = ()
     _type = MACH_PORT_TYPE_SEND
+    _disp = MD.MACH_MSG_TYPE_COPY_SEND  # how a message names it as its destination
 
     def send(self, msg: Message | bytes, *, id: int = 0, reply: "Port | None" = None,
              timeout: float | None = None, reply_once: bool = True) -> None:
@@ -298,25 +371,20 @@ class SendRight(_Right):
         (MACH_SEND_INVALID_DEST when the port is gone or this right was
         closed, MACH_SEND_TIMED_OUT, MACH_SEND_INVALID_RIGHT for a right in
         the message we do not hold)."""
-        if not self._live:
-            raise self._closed("send", K.MACH_SEND_INVALID_DEST)
-        if isinstance(msg, Message):
-            if id != 0:
-                raise TypeError(f"{self._call('send')} takes 'id' only with bytes: a Message carries its own id")
-            # checked again: the fields may have changed since the Message was made
-            data, id, rights, ool = msg.data, msg.id, msg.rights, msg.ool
-            if (type(data) is not bytes or type(id) is not int or not _ID_MIN <= id <= _ID_MAX
-                    or type(rights) is not list or type(ool) is not list or rights or ool):
-                data, id, rights, ool = _fields(msg, self._call("send"), "msg.")
-        else:
-            data = msg if type(msg) is bytes else C.data(msg, self._call("send"), "msg", "a Message or bytes-like")
-            if type(id) is not int or not _ID_MIN <= id <= _ID_MAX:
-                id = C.integer(id, self._call("send"), "id", C.MSG_ID)
-            rights, ool = _NONE, _NONE
-        _send(self, data, id, rights, ool, reply, timeout, reply_once)
+        if (type(msg) is bytes and msg and reply is None and timeout is None and self._live and type(id) is int
+                and _ID_MIN <= id <= _ID_MAX):
+            # the common message: bytes, waiting for room as long as it takes
+            n = len(msg)
+            lay = _LAYOUTS.get(n) or _layout(n)
+            try:
+                KM.send(SELF.space, lay.pack(self._disp, lay.size, self.name, 0, 0, id, n, msg), _SEND_OPTION, 0)
+            except K.MachError as e:
+                raise C.named(e, self._call("send"))
+            return
+        _send(self, msg, id, reply, timeout, reply_once)
 
     def _disposition(self) -> int:
-        return MD.MACH_MSG_TYPE_COPY_SEND
+        return self._disp
 
     def copy(self) -> "Self":
         """Another reference to the same right (mach_port_mod_refs +1).
@@ -360,14 +428,22 @@ class SendOnceRight(SendRight):
     __slots__ = ()
     _type = MACH_PORT_TYPE_SEND_ONCE
     _gone = "was used or closed (a send-once right sends one message)"
-
-    def _disposition(self) -> int:
-        return MD.MACH_MSG_TYPE_MOVE_SEND_ONCE
+    _disp = MD.MACH_MSG_TYPE_MOVE_SEND_ONCE
 
     def send(self, msg: Message | bytes, *, id: int = 0, reply: "Port | None" = None,
              timeout: float | None = None, reply_once: bool = True) -> None:
         """As SendRight.send; the right is used up by the message."""
-        super().send(msg, id=id, reply=reply, timeout=timeout, reply_once=reply_once)
+        if (type(msg) is bytes and msg and reply is None and timeout is None and self._live and type(id) is int
+                and _ID_MIN <= id <= _ID_MAX):
+            # the common reply (as SendRight.send's common message)
+            n = len(msg)
+            lay = _LAYOUTS.get(n) or _layout(n)
+            try:
+                KM.send(SELF.space, lay.pack(_REPLY_BITS, lay.size, self.name, 0, 0, id, n, msg), _SEND_OPTION, 0)
+            except K.MachError as e:
+                raise C.named(e, self._call("send"))
+        else:
+            _send(self, msg, id, reply, timeout, reply_once)
         self._live = False
 
     def copy(self) -> "Self":
@@ -479,22 +555,48 @@ class MemoryEntry(SendRight):
         return f"size={F.size(ent.size)} {F.prot(ent.protection)}{' copy' if ent.is_copy else ''}"
 
 
-def _send(right: SendRight, data: bytes, msg_id: int, rights: list[Sendable],
-          ool: list[bytes | bytearray | memoryview], reply: "Port | None", timeout: float | None,
+def _send(right: SendRight, msg: Message | bytes, msg_id: int, reply: "Port | None", timeout: float | None,
           reply_once: bool) -> None:
+    """SendRight.send's work: ``msg`` checked, laid out and sent."""
+    if not right._live:
+        raise right._closed("send", K.MACH_SEND_INVALID_DEST)
+    if type(msg) is bytes:
+        data, rights, ool = msg, _NONE, _NONE
+        if type(msg_id) is not int or not _ID_MIN <= msg_id <= _ID_MAX:
+            msg_id = C.integer(msg_id, right._call("send"), "id", C.MSG_ID)
+    elif isinstance(msg, Message):
+        if msg_id != 0:
+            raise TypeError(f"{right._call('send')} takes 'id' only with bytes: a Message carries its own id")
+        # checked again: the fields may have changed since the Message was made
+        data, msg_id, rights, ool = msg.data, msg.id, msg.rights, msg.ool
+        if (type(data) is not bytes or type(msg_id) is not int or not _ID_MIN <= msg_id <= _ID_MAX
+                or type(rights) is not list or type(ool) is not list or rights or ool):
+            data, msg_id, rights, ool = _fields(msg, right._call("send"), "msg.")
+    else:
+        data = C.data(msg, right._call("send"), "msg", "a Message or bytes-like")
+        if type(msg_id) is not int or not _ID_MIN <= msg_id <= _ID_MAX:
+            msg_id = C.integer(msg_id, right._call("send"), "id", C.MSG_ID)
+        rights, ool = _NONE, _NONE
     if reply is None:
         rname, rdisp = 0, 0
     elif isinstance(reply, Port):
-        rname, rdisp = reply.name, MD.MACH_MSG_TYPE_MAKE_SEND_ONCE if reply_once else MD.MACH_MSG_TYPE_MAKE_SEND
+        rname, rdisp = reply.name, _MAKE_SEND_ONCE if reply_once else MD.MACH_MSG_TYPE_MAKE_SEND
     else:
         raise C.type_error(right._call("send"), "reply", "Port or None", reply)
     if timeout is None:
-        option, ms = MD.MACH_SEND_MSG, 0
+        option, ms = _SEND_OPTION, 0
     elif type(timeout) in _NUMBER and 0 <= timeout <= _TIMEOUT_MAX:
-        option, ms = MD.MACH_SEND_MSG | MD.MACH_SEND_TIMEOUT, int(timeout * 1000)
+        option, ms = _SEND_TIMEOUT, int(timeout * 1000)
     else:
-        option, ms = MD.MACH_SEND_MSG | MD.MACH_SEND_TIMEOUT, C.timeout_ms(timeout, right._call("send")) or 0
-    raw, _keep = _encode(right, data, msg_id, rights, ool, rname, rdisp)
+        option, ms = _SEND_TIMEOUT, C.timeout_ms(timeout, right._call("send")) or 0
+    if rights or ool:
+        raw, _keep = _encode(right, data, msg_id, rights, ool, rname, rdisp)
+    elif data:
+        n = len(data)
+        lay = _LAYOUTS.get(n) or _layout(n)
+        raw = lay.pack(right._disp | rdisp << 8, lay.size, right.name, rname, 0, msg_id, n, data)
+    else:
+        raw = HDR.pack(right._disp | rdisp << 8, HDR.size, right.name, rname, 0, msg_id)
     try:
         KM.send(SELF.space, raw, option, ms)
     except K.MachError as e:
@@ -524,9 +626,9 @@ class _Receiver(_Right):
         if timeout is None:
             option, ms = _RCV_OPTION, 0
         elif type(timeout) in _NUMBER and 0 <= timeout <= _TIMEOUT_MAX:
-            option, ms = _RCV_OPTION | MD.MACH_RCV_TIMEOUT, int(timeout * 1000)
+            option, ms = _RCV_TIMEOUT, int(timeout * 1000)
         else:
-            option, ms = _RCV_OPTION | MD.MACH_RCV_TIMEOUT, C.timeout_ms(timeout, self._call("receive")) or 0
+            option, ms = _RCV_TIMEOUT, C.timeout_ms(timeout, self._call("receive")) or 0
         if type(max_size) is not int or not 0 <= max_size <= 0xFFFFFFFF:
             max_size = C.integer(max_size, self._call("receive"), "max_size", C.MSG_SIZE)
         try:
@@ -666,15 +768,138 @@ class PortSet(_Receiver):
         return "port-set members=[" + ", ".join(f"{n:#x}" for n in members) + "]"
 
 
+class _ReplyPort:
+    """A thread's reply port, kept as libsyscall keeps MIG's
+    (mig_get_reply_port, libsyscall/mach/mig_reply_port.c): made on the
+    thread's first request, reused by each later one, destroyed when the
+    thread exits. Guarded (MPO_CONTEXT_AS_GUARD): a mach_port_destroy of its
+    name elsewhere in the task is refused, so the name cannot be freed and
+    reused under a request."""
+
+    __slots__ = ("port", "space", "thread", "busy")
+
+    def __init__(self) -> None:
+        """Raises MachError (KERN_NO_SPACE, KERN_RESOURCE_SHORTAGE)."""
+        self.thread = 0  # (no port to drop yet, should this fail)
+        space = SELF.space
+        name = R.construct(space, MPO_CONTEXT_AS_GUARD, 0, id(self))
+        port = self.port = _new(Port)
+        port.name, port._live = name, True
+        self.space = space
+        self.busy = False  # a request of the thread's waits on it
+        self.thread = threading.get_ident()
+
+    def drop(self) -> None:
+        """Destroy the port (mig_dealloc_reply_port), if this task's space
+        still holds it: in a fork child the space was renewed and the name
+        is not ours. Raises nothing."""
+        port = self.port
+        if port._live:
+            port._live = False
+            if self.space is SELF.space:
+                try:
+                    R.destruct(self.space, port.name, 0, id(self))
+                except K.MachError:
+                    pass  # no longer ours (its receive right was moved away by name)
+
+    def __del__(self) -> None:
+        # A thread's locals go when it exits, in that thread. A fork child
+        # drops the other threads' locals in the forking thread before its
+        # space is renewed: their ports are not the child's to destroy.
+        if self.thread == threading.get_ident() and not sys.is_finalizing():
+            self.drop()
+
+
+class _Local(threading.local):
+    """Per thread: its reply port, once it made a request."""
+
+    reply: _ReplyPort | None = None
+
+
+_LOCAL = _Local()
+
+
+def release_reply_port() -> None:
+    """Destroy this thread's reply port, as mig_dealloc_reply_port does;
+    the next request() makes a new one. Raises nothing."""
+    h = _LOCAL.reply
+    if h is not None and not h.busy:
+        _LOCAL.reply = None
+        h.drop()
+
+
 def request(dest: SendRight, msg: Message | bytes, *, id: int = 0, timeout: float | None = None) -> Message:
     """Send ``msg`` with a send-once reply right and wait for the reply,
-    ``timeout`` seconds for each. Raises TypeError, ValueError, MachError
-    as SendRight.send and Port.receive do."""
-    C.instance(dest, SendRight, "request()", "dest", "SendRight or SendOnceRight")
-    C.timeout_ms(timeout, "request()")
-    with Port() as reply:
-        dest.send(msg, id=id, reply=reply, timeout=timeout)
-        return reply.receive(timeout)
+    ``timeout`` seconds for each. The reply right is to this thread's
+    reply port, made on its first request and reused, as MIG stubs use
+    mig_get_reply_port(). A request that fails in any way (a send or
+    receive error, a timeout, an exception while it waits) destroys that
+    port, as MIG's stubs call mig_dealloc_reply_port(), so a late reply to
+    it is refused (MACH_SEND_INVALID_DEST to its sender) and is never
+    taken as the reply to a later request.
+
+    Raises TypeError, ValueError (as SendRight.send), MachError:
+    MACH_SEND_INVALID_DEST (the destination is gone, or ``dest`` was
+    closed), MACH_SEND_TIMED_OUT, MACH_RCV_TIMED_OUT (no reply within
+    ``timeout``), MACH_RCV_TOO_LARGE (a reply over 1 MiB: destroyed with
+    the port), KERN_NO_SPACE or KERN_RESOURCE_SHORTAGE (the thread's reply
+    port could not be made)."""
+    if not isinstance(dest, SendRight):
+        raise C.type_error("request()", "dest", "SendRight or SendOnceRight", dest)
+    if timeout is None:
+        ms = 0
+    elif type(timeout) in _NUMBER and 0 <= timeout <= _TIMEOUT_MAX:
+        ms = int(timeout * 1000)
+    else:
+        ms = C.timeout_ms(timeout, "request()") or 0
+    h = _LOCAL.reply
+    if h is None or h.space is not SELF.space:
+        h = _LOCAL.reply = _ReplyPort()  # first use, or a fork child (its parent's stays the parent's)
+    elif h.busy:
+        # a request made while this thread's own waits (from a signal
+        # handler): a port of its own, so neither takes the other's reply
+        with Port() as port:
+            dest.send(msg, id=id, reply=port, timeout=timeout)
+            return port.receive(timeout)
+    port = h.port
+    h.busy = True
+    try:
+        if type(dest) is SendRight and type(msg) is bytes and type(id) is int and _ID_MIN <= id <= _ID_MAX:
+            # the common request, laid out and sent here (as SendRight.send
+            # and Port.receive would, with the same checks and errors)
+            if not dest._live:
+                raise dest._closed("send", K.MACH_SEND_INVALID_DEST)
+            option, rcv_option = (_SEND_OPTION, _RCV_OPTION) if timeout is None else (_SEND_TIMEOUT, _RCV_TIMEOUT)
+            n = len(msg)
+            if n:
+                lay = _LAYOUTS.get(n) or _layout(n)
+                raw = lay.pack(_REQUEST_BITS, lay.size, dest.name, port.name, 0, id, n, msg)
+            else:
+                raw = HDR.pack(_REQUEST_BITS, HDR.size, dest.name, port.name, 0, id)
+            space = SELF.space
+            try:
+                KM.send(space, raw, option, ms)
+            except K.MachError as e:
+                raise C.named(e, "SendRight.send()")
+            try:
+                raw = KM.receive(space, port.name, _RCV_MAX, rcv_option, ms)
+            except K.MachError as e:
+                raise C.named(e, "Port.receive()")
+            reply = _decode(raw)
+        else:
+            dest.send(msg, id=id, reply=port, timeout=timeout)
+            reply = port.receive(timeout)
+    except BaseException:
+        # MIG's choice (mig_dealloc_reply_port): the port goes, and with it
+        # whatever may still come for this request. After any failure, a
+        # failed send included: one that fails once its reply right is
+        # made (a send-once connection of its own) leaves a send-once
+        # notification on the port, as XNU's destroyed message does
+        _LOCAL.reply = None
+        h.drop()
+        raise
+    h.busy = False
+    return reply
 
 
 def register_ports(*rights: SendRight | None) -> None:
