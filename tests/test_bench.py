@@ -2,18 +2,27 @@
 stops with an error that names the call, exits 1 and prints no figure (a
 failing call would otherwise be timed as a fast one). Each suite, and the
 ``--breakdown`` and ``--ptrace`` modes, also runs to the end with a tiny
-operation count, each block saying what it took.
+operation count, each block saying what it took. ``bench ipc`` prints each
+peer's median with its ratio to the raw socket and to multiprocessing.Pipe,
+and says which peers are not installed; ``--instructions`` and
+``--syscalls`` give a count per case, or no figure when a counted case
+fails.
 
 Faults are injected in a separate interpreter (``python -c``) that replaces
 one call with a version failing once, then runs ``pymach bench``; the
 servers the benchmark forks inherit the replacement, so a failure on
-either side of a round trip is covered.
+either side of a round trip is covered. The counted cases of
+``--instructions`` and ``--syscalls`` run in interpreters of their own:
+there a ``sitecustomize`` module on PYTHONPATH makes the replacement, only
+in the interpreter that valgrind or strace runs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -80,7 +89,8 @@ def bench(env: dict[str, str], *args: str, inject: tuple[str, str, int, str] | N
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
-FIGURE = re.compile(r"^  \S.*\s-?\d+\.\d+(\s+-?\d+\.\d+x)?$", re.M)
+FIGURE = re.compile(r"^  \S.*\s-?\d+\.\d+(\s+-?\d+\.\d+x)*(\s+[\d,]+)?$", re.M)
+CPU = max(os.sched_getaffinity(0))  # where bench ipc pins its pinned cases
 
 
 def figures(out: str) -> list[str]:
@@ -106,9 +116,12 @@ def expect_failure(p: subprocess.CompletedProcess[str], names: str) -> None:
     (["shm", "-n", "20", "--repeat", "1", "--ool-mib", "4"],
      ["bootstrap_look_up of a registered name (best of 1 x 20)",
       "map and first touch of 4 MiB (one write per page) (best of 3)"]),
-    (["ipc", "-n", "20", "--repeat", "1", "--ool-mib", "4"],
-     ["request/reply round trip, 64 B (best of 1 x 20)", "one-way messages, 64 B (best of 1 x 20)",
-      "send rights in one message, sent and received (best of 1 x 10)",
+    (["ipc", "-n", "20", "--repeat", "2", "--ool-mib", "4"],
+     [f"request/reply round trip, 64 B, both processes on CPU {CPU} (median of 2 rounds x 20)",
+      "request/reply round trip, 64 B, unpinned (median of 2 rounds x 20)",
+      f"one-way messages, 64 B, both processes on CPU {CPU} (median of 2 rounds x 20)",
+      "one-way messages, 64 B, unpinned (median of 2 rounds x 20)",
+      "send rights in one message, sent and received (best of 2 x 10)",
       "out-of-line handoff of 4 MiB (deallocate) (best of 3)"]),
     (["ipc", "--breakdown", "-n", "50", "--repeat", "1", "--ool-mib", "4"],
      ["one 64 B message sent and received in one process, piece by piece (best of 1 x 50)",
@@ -140,15 +153,18 @@ KR_FAIL = "0x10000003"  # MACH_SEND_INVALID_DEST: any kern_return_t but KERN_SUC
     (("pymach._linux.ptrace", "Session", 3, "PermissionError(1, 'injected')"), r"PermissionError: .*injected"),
     (("pymach.kern.vm_remote", "protect", 3, "OSError(5, 'injected')"), r"OSError: .*injected"),
     (("pymach.mach", "mach_msg", 30, KR_FAIL), r"message pieces: mach_msg (send|receive)"),
+    # pymach.request() gives back 64 bytes and the right id, but not the server's reply
+    (("pymach", "request", 10, "mod.Message(b'y' * 64, id=0x1C0)"),
+     r"pymach round trip \(request\): a message that is not the reply"),
 ], ids=["ipc-mach_msg", "vm-allocate", "vm-protect", "vm-remote-read", "shm-look-up", "shm-deallocate",
-        "ipc-many-rights", "ptrace-session", "ptrace-protect", "ipc-breakdown"])
+        "ipc-many-rights", "ptrace-session", "ptrace-protect", "ipc-breakdown", "ipc-request-content"])
 def test_a_failing_call_is_reported_not_timed(env: dict[str, str], inject: tuple[str, str, int, str],
                                               names: str) -> None:
     suite = {"vm-": ["vm", "-n", "100", "--repeat", "1", "--ool-mib", "4"],
              "shm": ["shm", "-n", "20", "--repeat", "1", "--ool-mib", "4"],
              "ipc": ["ipc", "-n", "20", "--repeat", "1", "--ool-mib", "4"]}
     name = inject[1]
-    if name in ("mach_msg", "mach_port_mod_refs"):
+    if name in ("mach_msg", "mach_port_mod_refs", "request"):
         args = suite["ipc"]
     elif name in ("bootstrap_look_up", "mach_port_deallocate"):
         args = suite["shm"]
@@ -156,7 +172,7 @@ def test_a_failing_call_is_reported_not_timed(env: dict[str, str], inject: tuple
         args = suite["vm-"]
     if names.startswith("message pieces"):
         args = ["ipc", "--breakdown", "-n", "20", "--repeat", "1", "--ool-mib", "4"]
-    if inject[0] != "pymach.mach":
+    if inject[0] not in ("pymach.mach", "pymach"):
         args = ["vm", "--ptrace", "-n", "5", "--repeat", "1"]
     expect_failure(bench(env, *args, inject=inject), names)
 
@@ -182,3 +198,162 @@ def test_the_baselines_are_checked_too(env: dict[str, str]) -> None:
     p = subprocess.run([sys.executable, "-c", BASELINE, "vm", "-n", "100", "--repeat", "1", "--ool-mib", "4"],
                        env=env, capture_output=True, text=True, timeout=TIMEOUT)
     expect_failure(p, r"ctypes mprotect: errno")
+
+
+# -- bench ipc: the peers' table -------------------------------------------------------------------
+
+PYZMQ = ["pyzmq PAIR, ipc://", "pyzmq REQ/REP, ipc://", "pyzmq PUSH/PULL, ipc://"]
+PEER_HEAD = re.compile(r"^  case\s+ns/op\s+vs raw\s+vs Pipe(\s+msg/s)?$")
+PEER_ROW = re.compile(r"^  (?P<case>\S.*?)\s+(?P<ns>\d+\.\d)\s+(?P<raw>\d+\.\d\d)x\s+(?P<pipe>\d+\.\d\d)x"
+                      r"(\s+(?P<per_s>[\d,]+))?$")
+
+
+def peer_blocks(out: str) -> dict[str, list[str]]:
+    """{title: its lines} for the round-trip and one-way blocks."""
+    blocks: dict[str, list[str]] = {}
+    for chunk in out.split("\n\n")[1:]:
+        title, *lines = chunk.strip("\n").splitlines()
+        if title.startswith(("request/reply round trip", "one-way messages")):
+            blocks[title] = lines
+    return blocks
+
+
+def test_bench_ipc_prints_each_peer_with_its_ratio_to_the_raw_socket_and_to_pipe(env: dict[str, str],
+                                                                                 tmp_path: Path) -> None:
+    """One run: four blocks (round trip and one-way, pinned and unpinned),
+    each row with ns/op and both ratios (one-way rows also messages per
+    second), medians said in the header line; a peer that cannot be
+    imported (here pyzmq, hidden by a module that raises ImportError) is
+    printed as not installed, with no figure."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "zmq.py").write_text("raise ImportError('hidden from this test')\n")
+    e = dict(env, PYTHONPATH=os.pathsep.join([str(hide), env["PYTHONPATH"]]))
+    p = bench(e, "ipc", "-n", "20", "--repeat", "3", "--ool-mib", "4")
+    assert p.returncode == 0, p.stderr[-3000:]
+    head = p.stdout.splitlines()[0]
+    assert "the median of 3 rounds, each round running every case once, in an order rotated" in head, head
+    blocks = peer_blocks(p.stdout)
+    assert len(blocks) == 4, p.stdout
+    for title, lines in blocks.items():
+        assert title.endswith("(median of 3 rounds x 20)"), title
+        assert PEER_HEAD.match(lines[0]), lines[0]
+        rows, absent = {}, []
+        for line in lines[1:]:
+            if "(not installed)" in line:
+                m = re.match(r"^  (\S.*) \(not installed\)\s+-$", line)
+                assert m, line
+                absent.append(m.group(1))
+                continue
+            m = PEER_ROW.match(line)
+            assert m, line
+            assert (m.group("per_s") is not None) == title.startswith("one-way"), line
+            rows[m.group("case")] = m
+        # pyzmq is hidden; faster-fifo and iceoryx2 are there when the bench extra is installed
+        assert set(PYZMQ[2:] if title.startswith("one-way") else PYZMQ[:2]) <= set(absent), absent
+        assert all(c.startswith(("pyzmq", "faster-fifo", "iceoryx2")) for c in absent), absent
+        assert rows["raw SEQPACKET socketpair (baseline)"].group("raw") == "1.00"
+        assert rows["multiprocessing.Pipe"].group("pipe") == "1.00"
+        assert any(c.startswith("pymach.mach mach_msg") for c in rows), rows.keys()
+        assert not any(c.startswith("pyzmq") for c in rows), rows.keys()
+        for m in rows.values():  # each ratio is this row's figure over the baseline's
+            ns = float(m.group("ns"))
+            base = float(rows["raw SEQPACKET socketpair (baseline)"].group("ns"))
+            assert abs(float(m.group("raw")) - ns / base) <= 0.006, m.group(0)
+
+
+# -- bench ipc --instructions and --syscalls --------------------------------------------------------
+
+def counted(env: dict[str, str], *args: str) -> dict[str, dict[str, object]]:
+    p = bench(env, "ipc", *args, "--json")
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads(p.stdout)
+    return {row["name"]: row for row in doc["rows"]}
+
+
+INSTR_ROW = re.compile(r"^  (?P<case>\S.*?)\s+(?P<per>[\d,]+)\s+(?P<raw>\d+\.\d\d)x\s+(?P<pipe>\d+\.\d\d)x"
+                       r"\s+(?P<a>[\d,]+)\s+(?P<b>[\d,]+)$", re.M)
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instructions_gives_a_count_per_case(env: dict[str, str]) -> None:
+    """Two cases under callgrind (each run takes seconds there): a count
+    per operation for each, (Ir(N2) - Ir(N1)) / (N2 - N1) from two totals
+    that grew with the loop, and its ratio to the raw socket and to
+    multiprocessing.Pipe."""
+    p = bench(env, "ipc", "--instructions", "--lengths", "4,12", "--cases", "raw,pipe")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "(Ir(N=12) - Ir(N=4)) / 8" in p.stdout, p.stdout
+    rows = {m.group("case"): m for m in INSTR_ROW.finditer(p.stdout)}
+    assert list(rows) == ["raw SEQPACKET socketpair send + recv (baseline)",
+                          "multiprocessing.Pipe send_bytes + recv_bytes"], p.stdout
+    per = {}
+    for case, m in rows.items():
+        a, b = (int(m.group(k).replace(",", "")) for k in "ab")
+        assert b > a > 0 and m.group("per") == f"{(b - a) / 8:,.0f}", m.group(0)
+        per[case] = (b - a) / 8
+    raw, pipe = per.values()
+    assert rows["multiprocessing.Pipe send_bytes + recv_bytes"].group("raw") == f"{pipe / raw:.2f}"
+    assert rows["raw SEQPACKET socketpair send + recv (baseline)"].group("pipe") == f"{raw / pipe:.2f}"
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_syscalls_gives_a_count_per_case(env: dict[str, str]) -> None:
+    """Every case under strace -f -c: system calls per operation, and
+    which; the raw socket makes one send and one receive."""
+    rows = counted(env, "--syscalls", "--lengths", "50,250")
+    assert list(rows) == ["raw", "passcred", "pipe", "mach", "pythonic", "request"]
+    assert all(isinstance(row["per_op"], float) and row["per_op"] > 0 for row in rows.values())
+    assert rows["raw"]["calls"] == {"sendto": 1.0, "recvfrom": 1.0}
+    assert rows["passcred"]["calls"] == {"sendto": 1.0, "recvmsg": 1.0}
+    assert rows["raw"]["ratio"] == 1.0 and rows["pipe"]["ratio_pipe"] == 1.0
+
+
+# Installed as sitecustomize in the counted interpreters: the Nth call of
+# MODULE.NAME fails, only in an interpreter that valgrind or strace runs
+# (the uncounted check run before them passes).
+COUNTED_FAULT = """
+import importlib, os
+counted = "vgpreload" in os.environ.get("LD_PRELOAD", "") or \\
+    open("/proc/self/status").read().split("TracerPid:")[1].split()[0] != "0"
+if counted:
+    mod = importlib.import_module({module!r})
+    owner = {owner}
+    real = getattr(owner, {name!r})
+    calls = [0]
+    def once(*args, **kw):
+        calls[0] += 1
+        if calls[0] == {nth}:
+            return {failed}
+        return real(*args, **kw)
+    setattr(owner, {name!r}, once)
+"""
+
+
+@pytest.mark.parametrize("mode, case, module, owner, name, failed, names", [
+    ("--syscalls", "mach", "pymach.mach", "mod", "mach_msg", KR_FAIL,
+     r"pymach\.mach mach_msg send \+ receive, own port: the case exited with 1: .*CaseError: mach_msg send"),
+    ("--instructions", "raw", "socket", "mod.socket", "send", "0",
+     r"raw SEQPACKET socketpair send \+ recv \(baseline\): the case exited with 1: .*CaseError: send \+ recv"),
+], ids=["syscalls-mach_msg", "instructions-raw-send"])
+def test_a_failing_counted_case_is_reported_not_counted(env: dict[str, str], tmp_path: Path, mode: str, case: str,
+                                                        module: str, owner: str, name: str, failed: str,
+                                                        names: str) -> None:
+    if shutil.which("valgrind" if mode == "--instructions" else "strace") is None:
+        pytest.skip("valgrind or strace is not installed")
+    (tmp_path / "sitecustomize.py").write_text(COUNTED_FAULT.format(module=module, owner=owner, name=name, nth=3,
+                                                                    failed=failed))
+    e = dict(env, PYTHONPATH=os.pathsep.join([env["PYTHONPATH"], str(tmp_path)]))
+    p = bench(e, "ipc", mode, "--lengths", "4,12", "--cases", case)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr[-2000:])
+    line = p.stderr.strip().splitlines()[-1]
+    assert f"pymach bench ipc {mode}: FAILED, no figure is reported" in line and re.search(names, line), line
+    assert p.stdout == "", p.stdout
+
+
+def test_instructions_without_valgrind_says_so_and_exits_2(env: dict[str, str], tmp_path: Path) -> None:
+    p = bench(dict(env, PATH=str(tmp_path)), "ipc", "--instructions")
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert p.stdout == ""
+    assert p.stderr.strip() == ("pymach bench ipc --instructions: valgrind is not installed (on Debian: apt-get "
+                                "install valgrind); nothing was counted")

@@ -103,11 +103,11 @@ def test_bench_ipc_runs_its_peers_and_prints_ratios() -> None:
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     names = [r["benchmark"] for r in doc["results"]]
-    assert names[0].startswith("request/reply round trip")
-    assert names[1].startswith("one-way messages")
-    assert names[2].startswith("send rights in one message")
-    assert names[3].startswith("out-of-line handoff")
-    rights = doc["results"][2]["rows"]
+    assert names[0].startswith("request/reply round trip") and names[1].startswith("request/reply round trip")
+    assert names[2].startswith("one-way messages") and names[3].startswith("one-way messages")
+    assert names[4].startswith("send rights in one message")
+    assert names[5].startswith("out-of-line handoff")
+    rights = doc["results"][4]["rows"]
     assert [r["case"].split()[0] for r in rights] == ["100", "254", "1000"]
     assert all(r["ns_per_op"] > 0 for r in rights)
     round_trip = {row["case"]: row for row in doc["results"][0]["rows"]}

@@ -3,6 +3,11 @@ and prints every figure with its ratio to the bare-syscall baseline.
 
 Timing: each case runs ``n`` operations per sample, ``repeat`` samples; the
 best sample is reported (the least disturbed by the rest of the machine).
+The round trips and one-way messages of ``ipc`` are the exception: there
+``repeat`` is a number of rounds, each round runs every case once in an
+order rotated from round to round, and the median is reported, beside the
+ratio to the raw socket and to multiprocessing.Pipe. ``ipc
+--instructions`` and ``--syscalls`` count instead of timing (_callgrind).
 Each block says what it took (``best of R x N``): some cases use fewer
 operations per sample than ``-n`` (large reads, many rights, mappings of a
 GiB), and say so.
@@ -340,17 +345,28 @@ def _vm_results(n: int, repeat: int) -> list[dict[str, Any]]:
 def _ipc_results(n: int, repeat: int, ool_sizes: list[int]) -> list[dict[str, Any]]:
     from . import bench_ipc
     results: list[dict[str, Any]] = []
-    for block in bench_ipc.cases(n, repeat):
-        rows = []
-        base = None
-        for label, ns in block["rows"]:  # type: ignore[attr-defined]
+    for block in bench_ipc.peer_blocks(n, repeat):
+        cases: list[tuple[str, float | None]] = block["rows"]  # type: ignore[assignment]
+        base, pipe = cases[0][1], cases[1][1]  # the raw socket, multiprocessing.Pipe
+        assert base is not None and pipe is not None
+        rows: list[dict[str, Any]] = []
+        for label, ns in cases:
             if ns is None:
-                rows.append({"case": label + " (not installed)", "ns_per_op": None, "ratio": None})
+                rows.append({"case": label + " (not installed)", "ns_per_op": None, "ratio": None,
+                             "ratio_pipe": None})
                 continue
-            base = base or ns
-            rows.append({"case": label, "ns_per_op": round(ns, 1), "ratio": round(ns / base, 2)})
-        results.append({"benchmark": block["benchmark"], "repeat": block["repeat"], "ops": block["ops"],
-                        "rows": rows})
+            row = {"case": label, "ns_per_op": round(ns, 1), "ratio": round(ns / base, 2),
+                   "ratio_pipe": round(ns / pipe, 2)}
+            if block["one_way"]:
+                row["per_s"] = round(1e9 / ns)
+            rows.append(row)
+        results.append({"benchmark": block["benchmark"], "stat": "median", "repeat": block["repeat"],
+                        "ops": block["ops"], "rows": rows})
+    block = bench_ipc.rights_block(repeat)
+    rights: list[tuple[str, float]] = block["rows"]  # type: ignore[assignment]
+    results.append({"benchmark": block["benchmark"], "repeat": block["repeat"], "ops": block["ops"],
+                    "rows": [{"case": label, "ns_per_op": round(ns, 1), "ratio": round(ns / rights[0][1], 2)}
+                             for label, ns in rights]})
     for ool_size in ool_sizes:
         handoff, ours, bare = bench_ipc.ool_handoff(ool_size)
         results.append({"benchmark": f"out-of-line handoff of {ool_size >> 20} MiB (deallocate)",
@@ -424,10 +440,21 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
         print()
         return 0
     load = f", {busy} busy process{'es' if busy != 1 else ''} at nice 19" if busy else ""
-    print(f"pymach bench {suite}: Python {platform.python_version()}, {platform.machine()}{load}")
+    rounds = ""
+    if any(r.get("stat") == "median" for r in results):
+        rounds = (f", {len(os.sched_getaffinity(0))} CPUs; round trips and one-way: the median of {repeat} "
+                  f"round{'s' if repeat != 1 else ''}, each round running every case once, in an order rotated "
+                  "from round to round")
+    print(f"pymach bench {suite}: Python {platform.python_version()}, {platform.machine()}{load}{rounds}")
     for r in results:
-        took = f"best of {r['repeat']}" + (f" x {r['ops']}" if r["ops"] > 1 else "")
+        if r.get("stat") == "median":
+            took = f"median of {r['repeat']} round{'s' if r['repeat'] != 1 else ''} x {r['ops']}"
+        else:
+            took = f"best of {r['repeat']}" + (f" x {r['ops']}" if r["ops"] > 1 else "")
         print(f"\n{r['benchmark']} ({took})")
+        if r["rows"] and "ratio_pipe" in r["rows"][0]:
+            _print_peers(r["rows"])
+            continue
         print(f"  {'case':<46} {'ns/op':>10} {'ratio':>7}")
         for row in r["rows"]:
             if "ms" in row:
@@ -445,11 +472,80 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
     return 0
 
 
+def _print_peers(rows: list[dict[str, Any]]) -> None:
+    """A block of peers: ns/op, the ratio to the raw socket and to
+    multiprocessing.Pipe, and messages per second for one-way blocks."""
+    one_way = any("per_s" in row for row in rows)
+    print(f"  {'case':<50} {'ns/op':>10} {'vs raw':>7} {'vs Pipe':>8}" + (f" {'msg/s':>10}" if one_way else ""))
+    for row in rows:
+        if row["ns_per_op"] is None:
+            print(f"  {row['case']:<50} {'-':>10}")
+            continue
+        line = f"  {row['case']:<50} {row['ns_per_op']:>10.1f} {row['ratio']:>6.2f}x {row['ratio_pipe']:>7.2f}x"
+        if "per_s" in row:
+            line += f" {row['per_s']:>10,}"
+        print(line)
+
+
+def count_run(mode: str, lengths: tuple[int, int] | None, cases: list[str] | None, as_json: bool) -> int:
+    """``pymach bench ipc --instructions`` or ``--syscalls``: each in-process
+    case (or those named in ``cases``) counted at two loop lengths (see
+    _callgrind). Exit 2, with a message, when valgrind or strace is not
+    installed."""
+    from . import _callgrind
+    missing = _callgrind.tool_missing(mode)
+    if missing:
+        print(f"pymach bench ipc --{mode}: {missing}; nothing was counted", file=sys.stderr)
+        return 2
+    n1, n2 = lengths or _callgrind.LENGTHS[mode]
+    tool = _callgrind.tool_version(mode)
+    rows = _callgrind.count(mode, (n1, n2), cases)
+    per = {row["name"]: row["per_op"] for row in rows}
+    base, pipe = per.get(_callgrind.CASES[0][0]), per.get(_callgrind.PIPE)
+    for row in rows:
+        row["ratio"] = round(row["per_op"] / base, 2) if base else None
+        row["ratio_pipe"] = round(row["per_op"] / pipe, 2) if pipe else None
+    if as_json:
+        json.dump({"suite": "ipc", "mode": mode, "lengths": [n1, n2], "tool": tool,
+                   "python": platform.python_version(), "rows": rows}, sys.stdout, indent=2)
+        print()
+        return 0
+    what, unit = ("user-space instructions (callgrind Ir, every thread)", "Ir") if mode == "instructions" \
+        else ("system calls (strace -f -c, every thread)", "calls")
+    print(f"pymach bench ipc --{mode}: Python {platform.python_version()}, {platform.machine()}, {tool}")
+    print(f"\n{what} per {_callgrind.ROUND} B send + receive in one process: "
+          f"({unit}(N={n2}) - {unit}(N={n1})) / {n2 - n1}, each case in an interpreter of its own")
+
+    def ratios(row: dict[str, Any]) -> str:
+        return "".join(f" {x:>{w - 1}.2f}x" if x is not None else f" {'-':>{w}}"
+                       for x, w in ((row["ratio"], 7), (row["ratio_pipe"], 8)))
+
+    if mode == "instructions":
+        print(f"  {'case':<50} {'instr/op':>10} {'vs raw':>7} {'vs Pipe':>8} {f'Ir(N={n1})':>15} "
+              f"{f'Ir(N={n2})':>15}")
+        for row in rows:
+            a, b = row["counts"]
+            print(f"  {row['case']:<50} {row['per_op']:>10,.0f}{ratios(row)} {a:>15,} {b:>15,}")
+    else:
+        print(f"  {'case':<50} {'calls/op':>10} {'vs raw':>7} {'vs Pipe':>8}  which")
+        for row in rows:
+            which = ", ".join(f"{k} {_num(v)}" for k, v in row["calls"].items())
+            print(f"  {row['case']:<50} {row['per_op']:>10.2f}{ratios(row)}  {which}")
+    return 0
+
+
+def _num(x: float) -> str:
+    """A per-operation count: whole when it is whole."""
+    return str(round(x)) if abs(x - round(x)) < 0.005 else f"{x:.2f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pymach bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("suite", choices=SUITES, help="what to measure")
-    ap.add_argument("-n", type=int, default=20000, help="operations per sample")
-    ap.add_argument("--repeat", type=int, default=7, help="samples; the best is reported")
+    ap.add_argument("-n", type=int, help="operations per sample (default 20000; the round trips and one-way "
+                                         "messages of ipc: 5000)")
+    ap.add_argument("--repeat", type=int, default=7,
+                    help="samples; the best is reported (ipc round trips and one-way: rounds; the median)")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--ool-mib", type=int, action="append",
                     help="size of the out-of-line handoff (ipc; repeat it for several sizes), of the "
@@ -462,20 +558,58 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"vm: remote control by ptrace (at most {PTRACE_OPS} sessions per sample)")
     ap.add_argument("--busy", type=int, default=0, metavar="N",
                     help="run N processes spinning at nice 19 meanwhile, so that no core is idle")
+    ap.add_argument("--instructions", action="store_true",
+                    help="ipc: user-space instructions per in-process send + receive, each case under valgrind's "
+                         "callgrind at two loop lengths (see --lengths)")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="ipc: system calls per in-process send + receive, each case under strace -f -c at two "
+                         "loop lengths (see --lengths)")
+    ap.add_argument("--lengths", metavar="N1,N2",
+                    help="ipc --instructions, --syscalls: the two loop lengths (default 200,1200 for "
+                         "--instructions, 2000,12000 for --syscalls)")
+    ap.add_argument("--cases", metavar="NAME,...",
+                    help="ipc --instructions, --syscalls: only these cases (raw, passcred, pipe, mach, pythonic, "
+                         "request)")
     a = ap.parse_args(argv)
+    if a.n is None:
+        a.n = 5000 if a.suite == "ipc" and not a.breakdown else 20000
     if a.n < 1 or a.repeat < 1 or a.busy < 0:
         ap.error("-n and --repeat must be at least 1, --busy at least 0")
     if a.breakdown and a.suite != "ipc" or a.ptrace and a.suite != "vm" or a.huge_dir and not a.breakdown:
         ap.error("--breakdown is for ipc, --ptrace for vm, --huge-dir for ipc --breakdown")
+    count = "instructions" if a.instructions else "syscalls" if a.syscalls else None
+    if count and (a.suite != "ipc" or a.breakdown or a.instructions and a.syscalls):
+        ap.error("--instructions and --syscalls are for ipc, one at a time, without --breakdown")
+    if (a.lengths or a.cases) and not count:
+        ap.error("--lengths and --cases are for --instructions and --syscalls")
+    lengths: tuple[int, int] | None = None
+    if a.lengths:
+        try:
+            n1, n2 = (int(x) for x in a.lengths.split(","))
+        except ValueError:
+            ap.error(f"--lengths {a.lengths}: two numbers, N1,N2")
+        if not 0 < n1 < n2:
+            ap.error(f"--lengths {a.lengths}: need 0 < N1 < N2")
+        lengths = (n1, n2)
+    cases: list[str] | None = None
+    if a.cases:
+        from ._callgrind import CASES
+        cases = a.cases.split(",")
+        unknown = set(cases) - {c for c, _ in CASES}
+        if unknown:
+            ap.error(f"--cases: no case {', '.join(sorted(unknown))} (the cases: {', '.join(c for c, _ in CASES)})")
     if a.huge_dir is not None:
         from .bench_ipc import huge_pages_in
         if not huge_pages_in(a.huge_dir):
             ap.error(f"--huge-dir {a.huge_dir}: not on a tmpfs mounted with huge=always")
     default = [256] if a.suite == "vm" else [1024]
     try:
+        if count:
+            return count_run(count, lengths, cases, a.json)
         return run(a.suite, a.n, a.repeat, a.json, [m << 20 for m in a.ool_mib or default],
                    a.breakdown, a.ptrace, a.busy, a.huge_dir)
     except (BenchError, OSError, EOFError) as e:  # (MachError is an OSError)
         what = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
-        print(f"pymach bench {a.suite}: FAILED, no figure is reported: {what}", file=sys.stderr)
+        mode = f" --{count}" if count else ""
+        print(f"pymach bench {a.suite}{mode}: FAILED, no figure is reported: {what}", file=sys.stderr)
         return 1
