@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from procutil import open_fds
+from procutil import open_fds, start_sleep
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +48,15 @@ def _target(fd: int) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return "?"
+
+
+@pytest.fixture
+def sleeper() -> Iterator["subprocess.Popen[bytes]"]:
+    """A `sleep 100` of our own user: a process any test may look at (one
+    it could ptrace, as task_for_pid requires); killed at the end."""
+    p = start_sleep()
+    try:
+        yield p
+    finally:
+        p.kill()
+        p.wait(10)

@@ -19,13 +19,11 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import pymach
-from procutil import start_sleep
 
 SRC = Path(pymach.__file__).resolve().parent.parent
 ULONG_MAX = (1 << 64) - 1
@@ -48,16 +46,6 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 def pymach_cmd(*args: str) -> subprocess.CompletedProcess[str]:
     return run("-m", "pymach", *args)
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    p = start_sleep()
-    try:
-        yield p
-    finally:
-        p.kill()
-        p.wait(10)
 
 
 def stack_of(pid: int) -> int:

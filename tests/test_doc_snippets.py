@@ -21,7 +21,6 @@ import pytest
 
 import pymach
 import snippets
-from procutil import start_sleep
 
 SRC = Path(pymach.__file__).resolve().parent.parent
 ALL = snippets.snippets()
@@ -38,16 +37,6 @@ def test_every_block_is_decided_and_the_readme_has_what_it_shows() -> None:
     assert any("pymach --version" in s.code for s in readme if s.lang == "sh")
     assert any("pymach vm read" in s.code for s in readme if s.lang == "sh")
     assert any("Task.for_pid(pid)" in s.code and s.needs_pid() for s in readme)
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    p = start_sleep()
-    try:
-        yield p
-    finally:
-        p.kill()
-        p.wait(10)
 
 
 @pytest.fixture
