@@ -249,9 +249,13 @@ class Watcher:
         watcher thread, which sends it again later. Its ``fds`` are
         duplicated (the caller closes its own). False when that fails: the
         notification is then lost, and the log says so."""
+        mine: list[int] = []
         try:
-            mine = [os.dup(fd) for fd in fds or []]
+            for fd in fds or []:
+                mine.append(os.dup(fd))
         except OSError as err:
+            for fd in mine:
+                os.close(fd)
             log.error("%s could not be sent (%s) nor kept to be sent again (%s): it is lost",
                       _what(buffers), error, err, exc_info=error)
             cap.close()
