@@ -30,24 +30,16 @@ from . import kern_return as K
 from . import message_defs as MD
 from . import vm_defs as V
 from . import ipc_right as R
-from .ipc_port import (_FLAGS_AT, FLAG_CARRIER, FLAG_REPLY, MAX_RECORD, Incoming, Port, ReplyCap, SendCap,
-                       SendOnceCap, done, use)
+from .ipc_port import Incoming, Port, ReplyCap, SendCap, SendOnceCap, done, use
+from .ipc_wire import (FLAG_BLOB, FLAG_CARRIER, FLAG_REPLY, FLAGS_AT as _FLAGS_AT, KIND_BACK, KIND_BLOB,  # noqa: F401
+                       KIND_ENTRY, KIND_NONE, KIND_OOL, MAGIC, MAX_RECORD, RIGHT, WIRE)
 from .vm_memory_entry import MemoryEntry, check_entry
 from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                          MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
 
-MAGIC = 0x3148434D  # "MCH1"
-WIRE = struct.Struct("<IIiIIIII")  # magic, bits, id, body length, rights, fds, flags, array bytes
-RIGHT = struct.Struct("<IIQI")  # kind, fd count, size (or packing of a receive right), aux
 HDR = struct.Struct("<IIIIIi")  # mach_msg_header_t
 PORT_DESC = struct.Struct("<IIBBBB")  # name, pad1, pad2(16 split), disposition, type
 OOL_DESC = struct.Struct("<QBBBBI")  # address, deallocate, copy, pad1, type, size
-KIND_NONE = 0
-KIND_OOL = 1
-KIND_BLOB = 2  # an inline body too large for a record, in a sealed memfd
-KIND_BACK = 3  # a reply right answered on the sender's reply connection (aux: token)
-KIND_ENTRY = 4  # a memory entry: its memfd (size and aux: MemoryEntry.wire)
-FLAG_BLOB = 2  # wire header flag (1 is ipc_notify.FLAG_NOTIFY)
 # the most fds and rights one message may carry: what a record's right
 # table can describe, and a bound the receiver's fd limit checks anyway
 MAX_RIGHTS = (MAX_RECORD - 8 * 4) // 24

@@ -38,6 +38,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from . import message_defs as MD
+from .ipc_wire import FLAG_NOTIFY, MAGIC, RIGHT, WIRE
 
 if TYPE_CHECKING:
     from .ipc_port import SendCap
@@ -54,13 +55,11 @@ MACH_NOTIFY_LAST = 0o115
 log = logging.getLogger("pymach.notify")
 
 NDR_RECORD = bytes([0, 0, 0, 0, 1, 0, 0, 0])  # mig/if versions 0, little-endian ints
-FLAG_NOTIFY = 1  # wire header flag: a notification made by a runtime
 
 
 def record(msg_id: int, body: bytes, complex_: bool = False,
            rights: list[tuple[int, int, int, int]] | None = None) -> list[bytes]:
     """The wire record of a notification sent to a send-once right."""
-    from .ipc_kmsg import MAGIC, RIGHT, WIRE
     rights = rights or [(0, 0, 0, 0)]
     bits = MD.MACH_MSGH_BITS_SET(0, MD.MACH_MSG_TYPE_PORT_SEND_ONCE, 0,
                                  MD.MACH_MSGH_BITS_COMPLEX if complex_ else 0)
@@ -149,7 +148,6 @@ class _Deferred:
 
 def _what(buffers: list[bytes]) -> str:
     """The notification a wire record holds, for the log."""
-    from .ipc_kmsg import WIRE
     try:
         msg_id = WIRE.unpack_from(buffers[0])[2]
     except (IndexError, struct.error):

@@ -26,6 +26,9 @@ from typing import Callable, TypeVar
 from .._linux import unix
 from . import kern_return as K
 from .ipc_notify import WATCHER, no_senders, send_once_record
+from .ipc_wire import (CONTROL, FLAG_CARRIER, FLAG_JOIN, FLAG_REPLY, FLAG_REPLYCONN, FLAG_SO_DEAD,  # noqa: F401
+                       FLAG_UPGRADE, FLAGS_AT as _FLAGS_AT, KIND_BACK as _KIND_BACK, MAGIC as _MAGIC, MAX_RECORD, RIGHT as _RIGHT0,
+                       WIRE as _CONTROL_HEAD)
 
 from .ipc_space import MACH_PORT_QLIMIT_DEFAULT, MACH_PORT_QLIMIT_MAX, renew_at_fork
 
@@ -33,22 +36,6 @@ from .ipc_space import MACH_PORT_QLIMIT_DEFAULT, MACH_PORT_QLIMIT_MAX, renew_at_
 # it reaches: how a send right coming back to us is known to be ours
 LOCAL_SENDS: "weakref.WeakValueDictionary[int, Port]" = weakref.WeakValueDictionary()
 
-# The largest record a port accepts: the header, the body, and the
-# descriptors' tables. Larger inline bodies travel in a sealed memfd.
-MAX_RECORD = 64 * 1024
-
-# Wire flags of a record (the low byte of the header's flags word; the
-# upper 24 bits carry a reply token). 1 is a notification, 2 a body memfd.
-FLAG_JOIN = 4  # control: fds [send end, reply end]: a sender's own connection
-FLAG_REPLYCONN = 8  # control: fds [reply end] for the connection it came on
-FLAG_REPLY = 16  # a message to a back-channel send-once right (token)
-FLAG_SO_DEAD = 32  # control: that right (token) was destroyed unused
-FLAG_UPGRADE = 64  # control: fds [send-once end]: that right (token) now has a connection of its own
-FLAG_CARRIER = 128  # a message whose last fd is a carrier of the rest (unix.carry)
-CONTROL = FLAG_JOIN | FLAG_REPLYCONN | FLAG_SO_DEAD | FLAG_UPGRADE
-_FLAGS_AT = 24  # offset of the flags word in the wire header
-_CONTROL_HEAD = struct.Struct("<IIiIIIII")  # the wire header (ipc_kmsg.WIRE)
-_MAGIC = 0x3148434D
 # connections a port accepts from senders' channels: each holds two of our
 # fds, so a quarter of the fd limit (half our fds), and at least 1024
 MIN_JOINED = 1024
@@ -512,9 +499,7 @@ class ReplyCap(SendOnceCap):
         self.forget()
 
 
-_RIGHT0 = struct.Struct("<IIQI")  # the first entry of a record's right table
 _SEND_ONCE = 18  # MACH_MSG_TYPE_PORT_SEND_ONCE
-_KIND_BACK = 3  # ipc_kmsg.KIND_BACK
 
 
 def _upgrade_held(rec: Incoming) -> None:

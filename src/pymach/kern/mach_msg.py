@@ -18,8 +18,9 @@ from . import kern_return as K
 from . import message_defs as MD
 from . import ipc_kmsg
 from . import ipc_right as R
-from .ipc_notify import FLAG_NOTIFY, NDR_RECORD
-from .ipc_port import _FLAGS_AT, Incoming, Port, ReplyCap, SendCap, SendOnceCap, done
+from .ipc_notify import NDR_RECORD
+from .ipc_wire import FLAG_NOTIFY, FLAGS_AT as _FLAGS_AT, MAGIC, RIGHT, WIRE
+from .ipc_port import Incoming, Port, ReplyCap, SendCap, SendOnceCap, done
 from .ipc_pset import PortSet
 from .ipc_space import MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, IpcSpace
 
@@ -114,8 +115,8 @@ def _kobject_reply(space: IpcSpace, out: ipc_kmsg.Outgoing, reply_name: int, msg
         return
     body = NDR_RECORD + struct.pack("<i", K.MIG_BAD_ID)
     bits = MD.MACH_MSGH_BITS_SET(0, out.reply_kind, 0, 0)
-    record = ipc_kmsg.WIRE.pack(ipc_kmsg.MAGIC, bits, (msg_id + 100) & 0xFFFFFFFF, len(body), 1, 0,
-                                FLAG_NOTIFY, 0) + ipc_kmsg.RIGHT.pack(0, 0, 0, 0) + body
+    record = WIRE.pack(MAGIC, bits, (msg_id + 100) & 0xFFFFFFFF, len(body), 1, 0,
+                       FLAG_NOTIFY, 0) + RIGHT.pack(0, 0, 0, 0) + body
     try:
         _transmit(space, out.reply, reply_name, [record], (), option, timeout_ms)
     except K.MachError:

@@ -46,6 +46,7 @@ from typing import Any, Callable, TextIO, cast
 from .. import ipc
 from ..kern import ipc_kmsg as KM
 from ..kern import ipc_port as IP
+from ..kern import ipc_wire as W
 from ..kern import ipc_right as R
 from ..kern import kern_return as K
 from ..kern.task import SELF
@@ -58,8 +59,8 @@ _BOUNDARY32 = (0, 1, 2, 3, 4, 7, 8, 16, 17, 18, 19, 20, 21, 252, 253, 254, 255, 
                0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFC, 0xFFFFFFFF)
 _BOUNDARY64 = (0, 1, 4096, 1 << 20, 1 << 31, 1 << 32, (1 << 32) - 1, 1 << 56, (1 << 63) - 1,
                1 << 63, (1 << 64) - 4096, (1 << 64) - 1)
-_CONTROL_FLAGS = (IP.FLAG_JOIN, IP.FLAG_REPLYCONN, IP.FLAG_UPGRADE, IP.FLAG_SO_DEAD, IP.FLAG_REPLY,
-                  IP.FLAG_REPLY | 1, IP.CONTROL, 0xFF)
+_CONTROL_FLAGS = (W.FLAG_JOIN, W.FLAG_REPLYCONN, W.FLAG_UPGRADE, W.FLAG_SO_DEAD, W.FLAG_REPLY,
+                  W.FLAG_REPLY | 1, W.CONTROL, 0xFF)
 
 
 def rss_kib() -> int:
@@ -126,7 +127,7 @@ class Templates:
                 lambda: to_box.send(b"hello world" * 3, id=2),
                 lambda: to_box.send(ipc.Message(b"r", id=3, rights=[so_src])),
                 lambda: to_box.send(ipc.Message(b"o", id=4, ool=[b"x" * 9000])),
-                lambda: to_box.send(b"B" * (IP.MAX_RECORD + 100), id=5),
+                lambda: to_box.send(b"B" * (W.MAX_RECORD + 100), id=5),
                 lambda: to_box.send(b"q", id=6, reply=other),
             ]
             for send in sends:
@@ -391,8 +392,8 @@ class ReplyTarget:
         if token is None:  # not a back-channel right (no channel): nothing to fuzz
             req.release()
             return "no-channel"
-        flags_kind = rng.choice((IP.FLAG_REPLY, IP.FLAG_REPLY | 1, IP.FLAG_SO_DEAD, IP.FLAG_UPGRADE,
-                                 IP.FLAG_JOIN, 0, 0xFF))
+        flags_kind = rng.choice((W.FLAG_REPLY, W.FLAG_REPLY | 1, W.FLAG_SO_DEAD, W.FLAG_UPGRADE,
+                                 W.FLAG_JOIN, 0, 0xFF))
         bad = rng.choice((0, token + 1, 0xFFFFFF, rng.randrange(1 << 24)))
         if bad == token:
             bad = (token + 2) & 0xFFFFFF
