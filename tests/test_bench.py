@@ -302,10 +302,14 @@ def test_syscalls_gives_a_count_per_case(env: dict[str, str]) -> None:
     """Every case under strace -f -c: system calls per operation, and
     which; the raw socket makes one send and one receive."""
     rows = counted(env, "--syscalls", "--lengths", "50,250")
-    assert list(rows) == ["raw", "passcred", "pipe", "mach", "pythonic", "request"]
+    assert list(rows) == ["raw", "passcred", "pipe", "bare", "mach", "pythonic", "request"]
     assert all(isinstance(row["per_op"], float) and row["per_op"] > 0 for row in rows.values())
     assert rows["raw"]["calls"] == {"sendto": 1.0, "recvfrom": 1.0}
     assert rows["passcred"]["calls"] == {"sendto": 1.0, "recvmsg": 1.0}
+    assert rows["bare"]["calls"] == {"sendto": 1.0, "recvmsg": 1.0}
+    # a port with one connection is read without an epoll_wait
+    for case in ("mach", "pythonic"):
+        assert "epoll_wait" not in rows[case]["calls"] and rows[case]["calls"]["recvmsg"] == 1.0, rows[case]
     assert rows["raw"]["ratio"] == 1.0 and rows["pipe"]["ratio_pipe"] == 1.0
 
 

@@ -60,6 +60,12 @@ def _record_buffer() -> bytearray:
 
 _C = TypeVar("_C", bound="SendCap")
 
+# A port with one connection is read directly (one recvmsg, no epoll_wait).
+# When that read finds it empty, this many receives wait in epoll first:
+# a receiver that waits for each message pays the failed read once in
+# every _DIRECT_BACKOFF + 1 receives, not on every one.
+_DIRECT_BACKOFF = 8
+
 
 def control_record(flags: int, nfds: int) -> bytes:
     """A control record: a wire header with no message in it."""
@@ -570,6 +576,7 @@ class Port:
         # the epoll set when the port leaves this task (_retire): made only then
         self.wake = -1
         self.sleeping = False  # the receiver whose turn it is (rcv_lock) waits in the epoll set
+        self.skip = 0  # receives to go through epoll before a lone connection is read directly again
         self.sets: set[object] = set()  # the PortSets we are a member of
         self.ends: dict[int, tuple[socket.socket, bool]] = {}  # fd -> (receive end, send-once?)
         self.seqno = 0
@@ -1086,32 +1093,45 @@ class Port:
                 # epoll set may be closed already, and is not polled
                 if self.destroyed:
                     raise K.MachError(K.MACH_RCV_PORT_CHANGED, "the port was destroyed")
-                # one event at a time: epoll hands ready connections out in turn
-                self.sleeping = True
-                try:
-                    # epoll_wait counts an int of ms: a longer wait (mach_msg's
-                    # timeout reaches 2**32 - 1 ms) is taken in parts
-                    events = self.ep.poll(-1.0 if deadline is None else
-                                          min(2147483.0, max(0.0, deadline - time.monotonic())), 1)
-                finally:
-                    self.sleeping = False
-                if not events:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        return None
-                    continue
-                fd = events[0][0]
-                ent = self.ends.get(fd)
-                if ent is None:
-                    rc = self.replies.get(fd)
-                    rec = self._reply(fd, rc) if rc is not None else None
-                    if rec is not None:
-                        self.seqno += 1
-                        return rec
-                    continue
+                direct = not self.skip and len(self.ends) == 1 and not self.replies
+                if direct:
+                    # one connection and nothing else to watch: read it
+                    # directly, and wait in epoll only when it is empty
+                    [(fd, ent)] = self.ends.items()
+                else:
+                    if self.skip:
+                        self.skip -= 1
+                    # one event at a time: epoll hands ready connections out in turn
+                    self.sleeping = True
+                    try:
+                        # epoll_wait counts an int of ms: a longer wait (mach_msg's
+                        # timeout reaches 2**32 - 1 ms) is taken in parts
+                        events = self.ep.poll(-1.0 if deadline is None else
+                                              min(2147483.0, max(0.0, deadline - time.monotonic())), 1)
+                    finally:
+                        self.sleeping = False
+                    if not events:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            return None
+                        continue
+                    fd = events[0][0]
+                    found = self.ends.get(fd)
+                    if found is None:
+                        rc = self.replies.get(fd)
+                        rec = self._reply(fd, rc) if rc is not None else None
+                        if rec is not None:
+                            self.seqno += 1
+                            return rec
+                        continue
+                    ent = found
                 sock, once = ent
                 try:
                     n, fds, cred = unix.recv(sock, self._buf)
                 except BlockingIOError:
+                    if direct:
+                        # empty: wait in epoll, and for the next receives
+                        # too, since their messages tend to come after them
+                        self.skip = _DIRECT_BACKOFF
                     continue
                 except unix.Truncated as err:
                     self.seqno += 1

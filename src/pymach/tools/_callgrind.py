@@ -43,6 +43,7 @@ CASES: list[tuple[str, str]] = [
     ("raw", "raw SEQPACKET socketpair send + recv (baseline)"),
     ("passcred", "the same, receiver with SO_PASSCRED and recvmsg"),
     ("pipe", "multiprocessing.Pipe send_bytes + recv_bytes"),
+    ("bare", "floor: copy in, send, recvmsg + creds, copy out"),
     ("mach", "pymach.mach mach_msg send + receive, own port"),
     ("pythonic", "pymach SendRight.send + Port.receive"),
     ("request", "pymach request() + a thread's receive + reply.send"),
@@ -90,6 +91,47 @@ def _pipe(n: int) -> None:
             send(MSG)
             if recv() != MSG:
                 raise CaseError("recv_bytes: another message")
+
+
+def _bare(n: int) -> None:
+    """What every mach_msg written in Python must do at the least, and
+    nothing more: the call with mach_msg's seven arguments, the message
+    copied out of the caller's ctypes buffer, one send, one recvmsg with
+    the sender's credentials (the trailer's audit token needs them), and
+    the record copied into the receiver's ctypes buffer. No name lookup,
+    no right checked, no header rewritten, no trailer, no queue limit."""
+    import ctypes
+
+    class Msg(ctypes.Structure):
+        _fields_ = [("h", ctypes.c_char * 24), ("data", ctypes.c_char * (ROUND + 64))]
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with a, b:
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        room = socket.CMSG_SPACE(12)
+        buf = bytearray(1 << 16)
+        cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
+        addressof, string_at, memmove = ctypes.addressof, ctypes.string_at, ctypes.memmove
+
+        def mach_msg(msg: Any, option: int, send_size: int, rcv_size: int, rcv_name: int, timeout: int,
+                     notify: int) -> int:
+            addr = addressof(msg)
+            if option & 1:
+                a.send(string_at(addr, send_size))
+            if option & 2:
+                got, anc, _flags, _addr = b.recvmsg_into((buf,), room)
+                if got > rcv_size or not anc:
+                    return 0x10004004  # MACH_RCV_TOO_LARGE, or no credentials
+                memmove(addr, cbuf, got)
+            return 0
+
+        m, r = Msg(), Msg()
+        m.data = MSG
+        size = 24 + ROUND
+        rsize = ctypes.sizeof(r)
+        for _ in range(n):
+            if mach_msg(m, 1, size, 0, 0, 0, 0) or mach_msg(r, 2, 0, rsize, 0, 0, 0) or r.data != MSG:
+                raise CaseError("the floor's send + receive: another record")
 
 
 def _kr_text(kr: int) -> str:
@@ -177,7 +219,7 @@ def _request(n: int) -> None:
 
 
 _RUN: dict[str, Callable[[int], None]] = {
-    "raw": _raw, "passcred": _passcred, "pipe": _pipe, "mach": _mach, "pythonic": _pythonic,
+    "raw": _raw, "passcred": _passcred, "pipe": _pipe, "bare": _bare, "mach": _mach, "pythonic": _pythonic,
     "request": _request}
 
 

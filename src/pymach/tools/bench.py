@@ -568,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="ipc --instructions, --syscalls: the two loop lengths (default 200,1200 for "
                          "--instructions, 2000,12000 for --syscalls)")
     ap.add_argument("--cases", metavar="NAME,...",
-                    help="ipc --instructions, --syscalls: only these cases (raw, passcred, pipe, mach, pythonic, "
+                    help="ipc --instructions, --syscalls: only these cases (raw, passcred, pipe, bare, mach, pythonic, "
                          "request)")
     a = ap.parse_args(argv)
     if a.n is None:
