@@ -1,16 +1,24 @@
 """Message layouts and small helpers that the IPC tests share: C-style
 names, a text message and a port-descriptor message, and the calls that
 fill them; the names a test makes (Space); the notification watcher
-started before a test's fd baseline."""
+started before a test's fd baseline; a bootstrap server of the test's own
+and the bootstrap routines' codes; task_for_pid's."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import select
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import pytest
+
+import pymach.bootstrap as bootstrap
 import pymach.mach as M
 from pymach.kern import ipc_notify
 from pymach.mach import byref
@@ -214,3 +222,145 @@ def send_port(dest: int, name: int, disposition: int) -> int:
     m.port.disposition = disposition
     m.port.type = M.MACH_MSG_PORT_DESCRIPTOR
     return M.mach_msg(m.header, M.MACH_SEND_MSG, m.header.msgh_size, 0, 0, 0, 0)
+
+
+# -- a bootstrap server of the test's own -----------------------------------------------------------
+
+class Server:
+    """``pymach bootstrap serve -v`` on ``path``, its log in ``log``; ``env``
+    (added to ours) is the server's environment and reaches it."""
+
+    def __init__(self, path: str, *, preexec: Callable[[], None] | None = None,
+                 env: dict[str, str] | None = None, log: str | None = None) -> None:
+        self.path = path
+        self.log = log or path + ".log"
+        self.env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=path, PYMACH_NO_AUTOSTART="1")
+        self.env.update(env or {})
+        self.preexec = preexec
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            r, w = os.pipe()
+            self.proc = subprocess.Popen([sys.executable, "-m", "pymach", "bootstrap", "serve", "-v",
+                                          "--ready-fd", str(w)], pass_fds=(w,), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log, env=self.env, preexec_fn=self.preexec)
+        os.close(w)
+        try:
+            assert select.select([r], [], [], 20)[0], "the server did not start"
+            assert os.read(r, 64) == b"ready\n", self.read_log()
+        finally:
+            os.close(r)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.terminate()
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("the server did not stop on SIGTERM:\n" + self.read_log()) from None
+
+    def read_log(self) -> str:
+        with open(self.log) as f:
+            return f.read()
+
+    def wait_log(self, text: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.read_log():
+            assert time.monotonic() < deadline, f"{text!r} not in the server's log:\n{self.read_log()}"
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def sockdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private directory (bootstrap.private_server(serve=False)):
+    PYMACH_BOOTSTRAP_SOCKET in it, autostart off, XDG_RUNTIME_DIR unset; the
+    test process's bootstrap port is released at the start and at the end.
+    The test starts the server it wants there."""
+    # recorded first, so that what the test changes with monkeypatch is put
+    # back after the block has put back its own
+    for k in ("PYMACH_BOOTSTRAP_SOCKET", "PYMACH_NO_AUTOSTART", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    with bootstrap.private_server(serve=False) as private:
+        yield private.directory
+
+
+@pytest.fixture
+def server(sockdir: str) -> Iterator[Server]:
+    """A Server on ``sockdir``'s socket; it must stop cleanly and remove
+    its socket."""
+    s = Server(os.path.join(sockdir, "bootstrap"))
+    try:
+        yield s
+    finally:
+        M.bootstrap_port_disconnect()
+        assert s.stop() == 0, s.read_log()
+        assert not os.path.exists(s.path), "the server left its socket behind"
+
+
+def serve_exit(env: dict[str, str]) -> tuple[int, str]:
+    """A second ``pymach bootstrap serve`` (``env`` added to ours), which
+    is to exit at once: its exit status and stderr."""
+    p = subprocess.run([sys.executable, "-m", "pymach", "bootstrap", "serve"], env=dict(os.environ, **env),
+                       capture_output=True, timeout=30, text=True)
+    return p.returncode, p.stderr
+
+
+def bp() -> int:
+    """This process's bootstrap port, connected."""
+    port = M.mach_port_t()
+    kr = M.bootstrap_port_connect(byref(port))
+    assert kr == OK, f"{M.bootstrap_strerror(kr)}: {M.bootstrap_port_error()}"
+    return port.value
+
+
+def look_up(name: Any, bport: int | None = None) -> tuple[int, int]:
+    p = M.mach_port_t()
+    kr = M.bootstrap_look_up(bp() if bport is None else bport, name, byref(p))
+    return kr, p.value
+
+
+def found(name: Any, bport: int | None = None) -> int:
+    """bootstrap_look_up's code; the right it gives is released."""
+    kr, right = look_up(name, bport)
+    if kr == OK:
+        destroy(right)
+    return kr
+
+
+def check_in(name: Any) -> tuple[int, int]:
+    p = M.mach_port_t()
+    kr = M.bootstrap_check_in(bp(), name, byref(p))
+    return kr, p.value
+
+
+def create(name: Any) -> tuple[int, int]:
+    p = M.mach_port_t()
+    kr = M.bootstrap_create_service(bp(), name, byref(p))
+    return kr, p.value
+
+
+def destroy(*names: int) -> None:
+    for n in names:
+        if M.MACH_PORT_VALID(n):
+            M.mach_port_destroy(T(), n)
+
+
+def tfp(pid: int) -> tuple[int, int]:
+    """task_for_pid(mach_task_self(), pid): (kr, the name)."""
+    t = M.mach_port_t(0x1234)
+    kr = M.task_for_pid(T(), pid, byref(t))
+    return kr, t.value

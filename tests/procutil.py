@@ -1,6 +1,7 @@
 """Helpers that check memory from outside pymach: raw access with ctypes,
-the kernel's view in /proc/self/maps and /proc/self/smaps, and os.fork
-children whose failures reach the parent.
+the kernel's view in /proc/self/maps and /proc/self/smaps, os.fork
+children whose failures reach the parent (Doomed, forked, run_in_child),
+and processes to look at, ours or nobody's.
 
 Imported by the tests as ``from procutil import ...`` (pytest puts tests/ on
 sys.path). Nothing here uses pymach, so a test built on these helpers does
@@ -16,6 +17,7 @@ import pickle
 import resource
 import select
 import signal
+import struct
 import subprocess
 import sys
 import traceback
@@ -23,9 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import pytest
+
 __all__ = [
+    "Doomed",
     "Mapping",
+    "NOBODY",
+    "ROOT_ONLY",
     "Vma",
+    "become_nobody",
     "child_exit_code",
     "forked",
     "is_free",
@@ -37,6 +45,10 @@ __all__ = [
     "poke",
     "read_vmas",
     "run_in_child",
+    "sleep_process",
+    "spawn_with_pid",
+    "start_sleep",
+    "stop_process",
     "vmflags_at",
 ]
 
@@ -299,15 +311,20 @@ def child_exit_code(fn: Callable[[], object]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+_LENGTH = struct.Struct("<I")  # before Doomed's result: its pickle's size
+
+
 class Doomed:
-    """An os.fork child that runs ``fn()``, says it is ready, then waits to
-    be killed. ``ready()`` waits for it; ``kill()`` sends SIGKILL, reaps it
-    and checks that SIGKILL is what ended it. Leaving the ``with`` block
-    kills and reaps it if the test did not."""
+    """An os.fork child that runs ``fn()``, hands us what it returned (it
+    must pickle), then waits to be killed. ``ready()`` waits for it and
+    returns that result (kept in ``.result`` too); ``kill()`` sends
+    SIGKILL, reaps it and checks that SIGKILL is what ended it. Leaving the
+    ``with`` block kills and reaps it if the test did not."""
 
     def __init__(self, fn: Callable[[], object]) -> None:
         self.fn = fn
         self.pid = 0
+        self.result: Any = None
 
     def __enter__(self) -> "Doomed":
         ready_r, ready_w = os.pipe()
@@ -317,8 +334,8 @@ class Doomed:
             try:
                 os.close(ready_r)
                 os.close(hold_w)
-                self.fn()
-                os.write(ready_w, b".")
+                payload = pickle.dumps(self.fn())
+                _send(ready_w, _LENGTH.pack(len(payload)) + payload)
                 os.read(hold_r, 1)  # until killed (EOF: the parent is gone)
             except BaseException:  # noqa: BLE001 - shown on stderr; the parent sees exit 1
                 traceback.print_exc()
@@ -330,12 +347,25 @@ class Doomed:
         self.pid, self._ready, self._hold = pid, ready_r, hold_w
         return self
 
-    def ready(self, timeout: float = 10.0) -> None:
-        r, _w, _x = select.select([self._ready], [], [], timeout)
-        assert r, "the child did not get ready in time"
-        if os.read(self._ready, 1) != b".":
+    def ready(self, timeout: float = 10.0) -> Any:
+        """What ``fn()`` returned, once the child has it."""
+        head = self._read(_LENGTH.size, timeout)
+        if len(head) < _LENGTH.size:
             st = self._reap()
             raise AssertionError(f"the child failed before it was ready (exit {os.waitstatus_to_exitcode(st)})")
+        self.result = pickle.loads(self._read(_LENGTH.unpack(head)[0], timeout))
+        return self.result
+
+    def _read(self, n: int, timeout: float) -> bytes:
+        out = b""
+        while len(out) < n:
+            r, _w, _x = select.select([self._ready], [], [], timeout)
+            assert r, "the child did not get ready in time"
+            chunk = os.read(self._ready, n - len(out))
+            if not chunk:
+                break
+            out += chunk
+        return out
 
     def kill(self) -> None:
         assert self.pid, "the child is already gone"
@@ -357,6 +387,33 @@ class Doomed:
         finally:
             os.close(self._ready)
             os.close(self._hold)
+
+
+NOBODY = 65534  # the uid and gid of nobody
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+
+
+def become_nobody() -> None:
+    """Become uid and gid nobody, with no supplementary groups (for good:
+    call it in a child)."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def sleep_process(*, user: int | None = None) -> "subprocess.Popen[bytes]":
+    """``sleep 100``, as ``user`` (uid and gid; ours when None), not waited
+    for; stop_process() ends it."""
+    if user is None:
+        return subprocess.Popen(["sleep", "100"])
+    return subprocess.Popen(["sleep", "100"], user=user, group=user, extra_groups=[])
+
+
+def stop_process(p: "subprocess.Popen[bytes]") -> None:
+    """Kill ``p`` if it still runs, and reap it."""
+    if p.poll() is None:
+        p.kill()
+    p.wait()
 
 
 def start_sleep(seconds: int = 100, timeout: float = 10.0, **popen_args: Any) -> "subprocess.Popen[bytes]":

@@ -179,15 +179,15 @@ def test_a_failing_call_is_reported_not_timed(env: dict[str, str], inject: tuple
 
 BASELINE = """
 import sys
+import pymach.kern.vm_map  # binds the real mprotect for mach_vm_protect first
+from pymach._linux import mm
 from pymach.tools import bench
-libc = bench._libc()
-class Libc:
-    mmap, munmap = libc.mmap, libc.munmap
-    calls = 0
-    def mprotect(self, *args):
-        Libc.calls += 1
-        return -1 if Libc.calls == 25 else libc.mprotect(*args)
-bench._libc = Libc
+real, calls = mm.raw_mprotect, 0
+def mprotect(*args):
+    global calls
+    calls += 1
+    return -1 if calls == 25 else real(*args)
+mm.raw_mprotect = mprotect  # the baseline's bare binding
 sys.exit(bench.main(sys.argv[1:]))
 """
 

@@ -16,16 +16,12 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import pickle
-import select
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ctypes import byref
 from typing import Any
 
@@ -34,106 +30,13 @@ import pytest
 import pymach
 import pymach.bootstrap as bootstrap
 import pymach.mach as M
-from pymach.mach import bootstrap as MB
-from procutil import forked
+from machutil import Server, bp, check_in, create, destroy, found, look_up, server, sockdir
+from procutil import Doomed, forked
+
+__all__ = ["server", "sockdir"]  # fixtures, used by name
 
 T = M.mach_task_self
 OK = M.KERN_SUCCESS
-NOBODY = 65534
-ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
-
-
-# -- a server of the test's own -----------------------------------------------------------------
-
-class Server:
-    """``pymach bootstrap serve -v`` on ``path``, its log in ``log``."""
-
-    def __init__(self, path: str, *, preexec: Callable[[], None] | None = None,
-                 env: dict[str, str] | None = None, log: str | None = None) -> None:
-        self.path = path
-        self.log = log or path + ".log"
-        self.env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=path, PYMACH_NO_AUTOSTART="1")
-        self.env.update(env or {})
-        self.preexec = preexec
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            r, w = os.pipe()
-            self.proc = subprocess.Popen([sys.executable, "-m", "pymach", "bootstrap", "serve", "-v",
-                                          "--ready-fd", str(w)], pass_fds=(w,), stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, env=self.env, preexec_fn=self.preexec)
-        os.close(w)
-        try:
-            assert select.select([r], [], [], 20)[0], "the server did not start"
-            assert os.read(r, 64) == b"ready\n", self.read_log()
-        finally:
-            os.close(r)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.terminate()
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("the server did not stop on SIGTERM:\n" + self.read_log()) from None
-
-    def read_log(self) -> str:
-        with open(self.log) as f:
-            return f.read()
-
-    def wait_log(self, text: str, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.read_log():
-            assert time.monotonic() < deadline, f"{text!r} not in the server's log:\n{self.read_log()}"
-            time.sleep(0.01)
-
-
-@pytest.fixture
-def sockdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A private directory in /tmp (short: socket paths are limited to 107
-    bytes), PYMACH_BOOTSTRAP_SOCKET in it, autostart off; the test process's
-    bootstrap port is released at the end."""
-    d = tempfile.mkdtemp(prefix="pmb-", dir="/tmp")
-    monkeypatch.setenv("PYMACH_BOOTSTRAP_SOCKET", os.path.join(d, "bootstrap"))
-    monkeypatch.setenv("PYMACH_NO_AUTOSTART", "1")
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-    try:
-        yield d
-    finally:
-        MB._disconnect()
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def server(sockdir: str) -> Iterator[Server]:
-    s = Server(os.path.join(sockdir, "bootstrap"))
-    try:
-        yield s
-    finally:
-        MB._disconnect()
-        assert s.stop() == 0, s.read_log()
-        assert not os.path.exists(s.path), "the server left its socket behind"
-
-
-def bp() -> int:
-    port = M.mach_port_t()
-    kr = M.bootstrap_port_connect(byref(port))
-    assert kr == OK, f"{M.bootstrap_strerror(kr)}: {M.bootstrap_port_error()}"
-    return port.value
 
 
 def port_type(name: int) -> int:
@@ -148,32 +51,6 @@ def new_port(send: bool = True) -> int:
     if send:
         assert M.mach_port_insert_right(T(), p, p, M.MACH_MSG_TYPE_MAKE_SEND) == OK
     return p.value
-
-
-def look_up(name: Any, bport: int | None = None) -> tuple[int, int]:
-    p = M.mach_port_t()
-    kr = M.bootstrap_look_up(bp() if bport is None else bport, name, byref(p))
-    return kr, p.value
-
-
-def found(name: Any, bport: int | None = None) -> int:
-    """bootstrap_look_up's code; the right it gives is released."""
-    kr, right = look_up(name, bport)
-    if kr == OK:
-        destroy(right)
-    return kr
-
-
-def check_in(name: Any) -> tuple[int, int]:
-    p = M.mach_port_t()
-    kr = M.bootstrap_check_in(bp(), name, byref(p))
-    return kr, p.value
-
-
-def create(name: Any) -> tuple[int, int]:
-    p = M.mach_port_t()
-    kr = M.bootstrap_create_service(bp(), name, byref(p))
-    return kr, p.value
 
 
 def status(name: Any) -> tuple[int, int]:
@@ -209,55 +86,11 @@ def receive_text(port: int, timeout_ms: int = 5000) -> bytes:
     return r.text
 
 
-def destroy(*names: int) -> None:
-    for n in names:
-        if M.MACH_PORT_VALID(n):
-            M.mach_port_destroy(T(), n)
-
-
 def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
-
-
-class Doomed:
-    """A fork child that runs ``fn`` (its result is pickled to us), then
-    waits to be killed. Always reaped."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        r, w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # pragma: no cover - the child
-            try:
-                os.close(r)
-                try:
-                    payload = pickle.dumps((True, fn()))
-                except BaseException as e:  # noqa: BLE001
-                    payload = pickle.dumps((False, repr(e)))
-                os.write(w, payload)
-                os.close(w)
-                while True:
-                    signal.pause()
-            finally:
-                os._exit(3)
-        os.close(w)
-        with os.fdopen(r, "rb") as f:
-            ok, self.result = pickle.loads(f.read())
-        assert ok, self.result
-
-    def kill(self) -> None:
-        if self.pid:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            self.pid = 0
-
-    def __enter__(self) -> "Doomed":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
 
 
 # -- 1. the routines and their codes -----------------------------------------------------------------
@@ -462,7 +295,7 @@ def _check_in_and_report(name: str) -> int:
 def test_sigkilled_service_frees_its_name_by_dead_name_notification(server: Server) -> None:
     bp()  # children inherit TASK_BOOTSTRAP_PORT
     with Doomed(lambda: _check_in_and_report("com.example.mortal")) as child:
-        assert child.result == OK
+        assert child.ready() == OK
         assert check_in("com.example.mortal")[0] == M.BOOTSTRAP_SERVICE_ACTIVE
         assert status("com.example.mortal") == (OK, M.BOOTSTRAP_STATUS_ACTIVE)
         rows = {s.name: s for s in bootstrap.services()}
@@ -473,17 +306,17 @@ def test_sigkilled_service_frees_its_name_by_dead_name_notification(server: Serv
     wait_until(lambda: status("com.example.mortal")[0] == M.BOOTSTRAP_UNKNOWN_SERVICE)
     server.wait_log("'com.example.mortal' is free: its port died (dead-name notification)")
     with Doomed(lambda: _check_in_and_report("com.example.mortal")) as second:
-        assert second.result == OK
+        assert second.ready() == OK
 
 
 def test_check_in_right_after_the_holder_is_killed(server: Server) -> None:
     bp()
     for _ in range(3):
         with Doomed(lambda: _check_in_and_report("com.example.phoenix")) as child:
-            assert child.result == OK
+            assert child.ready() == OK
         # no wait at all: the server looks at the port before it refuses
         with Doomed(lambda: _check_in_and_report("com.example.phoenix")) as again:
-            assert again.result == OK
+            assert again.ready() == OK
 
 
 def test_registered_service_dies_with_its_process(server: Server) -> None:
@@ -493,7 +326,7 @@ def test_registered_service_dies_with_its_process(server: Server) -> None:
         return M.bootstrap_register(bp(), "com.example.reg.mortal", new_port())
 
     with Doomed(register_own) as child:
-        assert child.result == OK
+        assert child.ready() == OK
         assert found("com.example.reg.mortal") == OK
     mine = new_port()
     try:
@@ -596,21 +429,6 @@ def test_one_hundred_concurrent_registrations_one_wins(server: Server) -> None:
     server.wait_log("'com.example.contended' is free")
 
 
-# -- 7. helpers for other users (their tests are in test_security.py) --------------------------------------------
-
-def _become_nobody() -> None:
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
-
-
-def pymach_run(fn: Callable[[], Any]) -> Any:
-    child = forked(lambda _sync: fn())
-    with child:
-        pass
-    return child.result
-
-
 # -- 8. the rendezvous: autostart (squatters and stale sockets: test_security.py) ---------------------------------------
 
 def _peer_pid(path: str) -> int:
@@ -644,7 +462,7 @@ def test_autostart_and_no_autostart(sockdir: str, monkeypatch: pytest.MonkeyPatc
         assert kr == OK
         destroy(svc)
     finally:
-        MB._disconnect()
+        M.bootstrap_port_disconnect()
         _stop_servers_for(path)
     assert not os.path.exists(path)
 
@@ -686,12 +504,6 @@ def _is_server_for(pid: int, path: str) -> bool:
     except OSError:
         return False
     return b"serve" in cmd and b"bootstrap" in cmd and f"PYMACH_BOOTSTRAP_SOCKET={path}".encode() in env
-
-
-def _serve_exit(env: dict[str, str]) -> tuple[int, str]:
-    p = subprocess.run([sys.executable, "-m", "pymach", "bootstrap", "serve"], env=dict(os.environ, **env),
-                       capture_output=True, timeout=30, text=True)
-    return p.returncode, p.stderr
 
 
 # -- 9. inheritance, the CLI (resource limits: test_security.py) -----------------------------------------------------

@@ -128,6 +128,8 @@ _BARE_HEADER = textwrap.dedent("""
                     ("port", mach_msg_port_descriptor_t), ("ool", mach_msg_ool_descriptor_t),
                     ("data", ctypes.c_char * (60024 - 56))]
 
+    # the runtime's own fds (the introspection socket) open on first use
+    mach_port_destroy(mach_task_self(), new_port())
     fds_at_start = fds()
     port = new_port()
     assert mach_port_insert_right(mach_task_self(), port, port, MACH_MSG_TYPE_MAKE_SEND) == 0

@@ -10,7 +10,7 @@ is still well formed), then the receiver delivers the next good message,
 and the open fds are back at their baseline. Out-of-line memory that is
 delivered is read to its end: a memfd the peer shrank would be SIGBUS.
 
-The stress run of the same generator is ``python -m pymach.tools.fuzz_ipc``
+The stress run of the same generator is ``python -m stress.fuzz_ipc``
 (README, "Fuzzing").
 """
 
@@ -35,8 +35,9 @@ from hypothesis import strategies as st
 from pymach.kern import ipc_kmsg as KM
 from pymach.kern import ipc_port as IP
 from pymach.kern.task import SELF
-from pymach.tools import fuzz_ipc as F
+from stress import fuzz_ipc as F
 
+CHECKOUT = Path(__file__).resolve().parent.parent
 OUTCOMES = {"MACH_RCV_HEADER_ERROR", "MACH_RCV_BODY_ERROR", "delivered", "dropped"}
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                          HealthCheck.too_slow])
@@ -169,8 +170,11 @@ def test_coverage_guided_run_with_atheris(tmp_path: Path) -> None:
     outcome, the next good message always arrived, and the fds ended where
     they started."""
     pytest.importorskip("atheris")
-    p = subprocess.run([sys.executable, "-m", "pymach.tools.fuzz_ipc", "--atheris", "--records", "3000",
+    # the harness of this checkout (stress/, beside tests/), on the pymach this test runs
+    path = os.pathsep.join([str(CHECKOUT), str(Path(IP.__file__).resolve().parents[2])])
+    p = subprocess.run([sys.executable, "-m", "stress.fuzz_ipc", "--atheris", "--records", "3000",
                         "--check-every", "100"], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=path),
                        cwd=tmp_path)  # where libFuzzer leaves a crash-* input
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     assert "instrumented" in p.stderr and " cov: " in p.stderr  # libFuzzer saw the runtime's edges

@@ -320,6 +320,33 @@ def test_port_deleted_when_the_send_right_goes_and_the_port_lives(space: Space, 
     expect_nothing(notify)  # the request went with the name: no dead-name when the port dies
 
 
+@pytest.mark.parametrize("how", ["destination", "descriptor"])
+def test_port_deleted_when_a_send_once_right_is_moved_into_a_message(space: Space, how: str) -> None:
+    # XNU's ipc_right_copyin cancels the dead-name request of a send-once
+    # right moved into a message, and the send delivers it as port-deleted
+    notify, q, mb = space.alloc(), space.alloc(), space.alloc()
+    assert send_text(mb, b"carrier", disposition=MAKE_SEND, reply=q, reply_disp=MAKE_SEND_ONCE) == OK
+    kr, r = recv_text(mb)
+    assert kr == OK and r.text == b"carrier"
+    so = r.header.msgh_remote_port  # a send-once right to q, under a name of ours
+    assert type_of(so) == TY_SEND_ONCE
+    assert request(so, DEAD_NAME, 0, notify) == (OK, NULL)
+    assert type_of(so) == TY_SEND_ONCE | TY_DNREQUEST
+    if how == "destination":
+        assert send_text(so, b"reply", disposition=M.MACH_MSG_TYPE_MOVE_SEND_ONCE) == OK
+        kr, r = recv_text(q)
+        assert kr == OK and r.text == b"reply"
+    else:
+        assert M.mach_port_insert_right(T(), mb, mb, MAKE_SEND) == OK
+        assert send_port(mb, so, M.MACH_MSG_TYPE_MOVE_SEND_ONCE) == OK
+        kr, m = recv_port(mb)
+        assert kr == OK and m.port.disposition == PORT_SEND_ONCE
+        space.keep(m.port.name)
+    expect_name_notification(notify, PORT_DELETED, so)
+    assert type_kr(so)[0] == M.KERN_INVALID_NAME
+    expect_nothing(notify)  # the request went with the name
+
+
 # -- 4. no-senders ---------------------------------------------------------------------------------------
 
 def _hold_a_send_right() -> None:

@@ -1,6 +1,6 @@
 """Kill storms: ten pymach processes (a bootstrap server, two services,
 seven clients) under random SIGKILLs, and the checks of every survivor's
-own view afterwards (pymach.tools.storm). Also the defects the storm found,
+own view afterwards (stress.storm). Also the defects the storm found,
 each reproduced on its own.
 """
 
@@ -21,7 +21,7 @@ from pymach.kern import kern_return as K
 from pymach.kern import message_defs as MD
 from pymach.kern.ipc_space import MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_TYPE_DEAD_NAME
 from pymach.kern.task import SELF
-from pymach.tools import storm
+from stress import storm
 from procutil import Doomed
 from machutil import start_watcher
 
@@ -47,7 +47,7 @@ def _figures(text: str) -> dict[str, int]:
 @pytest.mark.parametrize("seed", [20261125, None])
 def test_kill_storm(seed: int | None) -> None:
     """100 SIGKILLs of random members (the bootstrap server and the services
-    included); every check of pymach.tools.storm passes: notifications,
+    included); every check of stress.storm passes: notifications,
     fds and names, messages, memfds."""
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")

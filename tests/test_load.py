@@ -6,7 +6,7 @@ queue, and a short soak.
 Every run happens in a fork child (run_in_child), which starts its own
 bootstrap server on a private socket and forks the clients, so this
 process's fds and environment are left as they were. The full-scale runs
-(1,000 clients, 10-minute soak) are ``python -m pymach.tools.load``
+(1,000 clients, 10-minute soak) are ``python -m stress.load``
 commands; here the client runs use 200 processes.
 """
 
@@ -18,7 +18,7 @@ import resource
 import pytest
 
 import pymach.mach as M
-from pymach.tools import load as L
+from stress import load as L
 from procutil import run_in_child
 
 NOBODY = 65534

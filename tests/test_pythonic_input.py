@@ -231,7 +231,7 @@ def test_bootstrap_register_of_a_str_right_is_a_type_error(monkeypatch: pytest.M
             bootstrap.register("a.c", s)
             assert bootstrap.status("a.c") == bootstrap.BOOTSTRAP_STATUS_ACTIVE
     finally:
-        MB._disconnect()
+        MB.bootstrap_port_disconnect()
         proc.terminate()
         assert proc.wait(10) == 0
         shutil.rmtree(d, ignore_errors=True)

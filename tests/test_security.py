@@ -14,8 +14,9 @@
    place freed, the next message delivered;
 7. the bootstrap server's per-client and total limits, and fairness.
 
-The server tests use test_bootstrap's private server (a socket in a 0700
-directory of the test's own, PYMACH_BOOTSTRAP_SOCKET).
+The server tests use the private servers of machutil, as test_bootstrap
+does (a socket in a 0700 directory of the test's own,
+PYMACH_BOOTSTRAP_SOCKET).
 """
 
 from __future__ import annotations
@@ -36,18 +37,15 @@ from typing import Any
 import pytest
 
 import pymach.mach as M
-from machutil import PORT_SEND, R_RECEIVE, PortMsgRcv, send_port, TY_SEND, TY_SEND_ONCE, alloc_name, lookup_registered, register, type_kr
-from procutil import forked, run_in_child
+from machutil import (PORT_SEND, R_RECEIVE, TY_SEND, TY_SEND_ONCE, PortMsgRcv, Server, alloc_name, bp, check_in,
+                      create, destroy, found, lookup_registered, register, send_port, serve_exit, server, sockdir, tfp,
+                      type_kr)
+from procutil import NOBODY, ROOT_ONLY, Doomed, become_nobody, forked, run_in_child, sleep_process, stop_process
 from pymach.kern import ipc_kmsg, ipc_port
 from pymach.kern import kern_return as K
 from pymach.kern.task import SELF
-from pymach.mach import bootstrap as MB
 from pymach.servers import rendezvous
 from pymach.task import Task
-from test_bootstrap import Doomed as BDoomed
-from test_bootstrap import (NOBODY, ROOT_ONLY, Server, _become_nobody, _serve_exit, bp, check_in, create, destroy,
-                            found, pymach_run, server, sockdir)
-from test_task_for_pid import sleeper, stop, tfp
 
 __all__ = ["server", "sockdir"]  # fixtures, used by name
 
@@ -120,7 +118,7 @@ def test_explicit_credentials_naming_others_fail_in_the_kernel_and_the_body_cann
     fake = struct.pack("<II2I8I", 0, 52, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0)
 
     def child(_sync: Callable[[], None]) -> list[str]:
-        _become_nobody()
+        become_nobody()
         s = socket.socket(fileno=raw)
         me = os.getpid()
         out = []
@@ -165,7 +163,7 @@ def test_a_forged_kernel_notification_is_not_the_kernels() -> None:
 
     def child(sync: Callable[[], None]) -> int:
         if os.geteuid() == 0:
-            _become_nobody()
+            become_nobody()
         s = socket.socket(fileno=raw)
         # 1. a dead-name notification written by hand, flagged as the runtime's
         s.sendmsg([record(dead_name, msg_id=M.MACH_NOTIFY_DEAD_NAME, flags=1)])
@@ -247,7 +245,7 @@ def test_a_client_of_another_uid_is_refused(server: Server, sockdir: str) -> Non
     os.chmod(sockdir, 0o711)  # reachable by nobody: SO_PEERCRED is what refuses
 
     def raw_connect() -> tuple[int, int]:
-        _become_nobody()
+        become_nobody()
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         s.settimeout(5)
         s.connect(server.path)
@@ -255,14 +253,14 @@ def test_a_client_of_another_uid_is_refused(server: Server, sockdir: str) -> Non
         s.close()
         return len(data), len(anc)
 
-    assert pymach_run(raw_connect) == (0, 0)  # closed at once: no handshake, no rights
+    assert run_in_child(raw_connect) == (0, 0)  # closed at once: no handshake, no rights
     server.wait_log("refused a connection from pid")
 
     def client_side() -> tuple[int, str]:
-        _become_nobody()
+        become_nobody()
         return M.bootstrap_port_connect(byref(M.mach_port_t())), M.bootstrap_port_error()
 
-    kr, why = pymach_run(client_side)
+    kr, why = run_in_child(client_side)
     assert kr == M.BOOTSTRAP_NOT_PRIVILEGED and "uid 0" in why  # nobody does not trust root's socket
 
 
@@ -272,12 +270,12 @@ def test_a_send_right_handed_to_another_uid_is_refused_per_request(server: Serve
     assert kr == OK
     try:
         def as_nobody() -> tuple[int, int]:
-            _become_nobody()
+            become_nobody()
             return found("com.example.private"), check_in("com.example.other")[0]
 
         # the child inherits TASK_BOOTSTRAP_PORT, then drops to nobody: the
         # server reads the uid from each request's audit trailer
-        assert pymach_run(as_nobody) == (M.BOOTSTRAP_NOT_PRIVILEGED, M.BOOTSTRAP_NOT_PRIVILEGED)
+        assert run_in_child(as_nobody) == (M.BOOTSTRAP_NOT_PRIVILEGED, M.BOOTSTRAP_NOT_PRIVILEGED)
         server.wait_log("refused bootstrap_look_up from pid")
         assert found("com.example.other") == M.BOOTSTRAP_UNKNOWN_SERVICE
     finally:
@@ -286,13 +284,11 @@ def test_a_send_right_handed_to_another_uid_is_refused_per_request(server: Serve
 
 @ROOT_ONLY
 def test_unprivileged_caller_is_refused_root_and_granted_its_own_user() -> None:
-    root = sleeper()
-    mine = sleeper(user=NOBODY)
+    root = sleep_process()
+    mine = sleep_process(user=NOBODY)
     try:
         def child() -> tuple:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            become_nobody()
             denied = tfp(root.pid)
             try:
                 Task.for_pid(root.pid)
@@ -313,8 +309,8 @@ def test_unprivileged_caller_is_refused_root_and_granted_its_own_user() -> None:
         assert name_root == (M.KERN_FAILURE, 0)
         assert name_mine == 0
     finally:
-        stop(root)
-        stop(mine)
+        stop_process(root)
+        stop_process(mine)
 
 
 # -- 3. the rendezvous: squatted and pre-created paths ------------------------------------------------------------
@@ -324,7 +320,7 @@ def test_squatted_socket_paths_are_refused(sockdir: str) -> None:
     # not a socket
     with open(path, "w") as f:
         f.write("squatter")
-    code, err = _serve_exit({})
+    code, err = serve_exit({})
     assert code == 2 and "is not a socket" in err
     assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
     assert "is not a socket" in M.bootstrap_port_error()
@@ -332,7 +328,7 @@ def test_squatted_socket_paths_are_refused(sockdir: str) -> None:
     # a symbolic link to a socket elsewhere
     other = os.path.join(sockdir, "elsewhere")
     os.symlink(other, path)
-    assert _serve_exit({})[0] == 2
+    assert serve_exit({})[0] == 2
     assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
     os.unlink(path)
     if os.geteuid() == 0:
@@ -341,13 +337,13 @@ def test_squatted_socket_paths_are_refused(sockdir: str) -> None:
         s.bind(path)
         s.close()
         os.chown(path, NOBODY, NOBODY)
-        code, err = _serve_exit({})
+        code, err = serve_exit({})
         assert code == 2 and "belongs to uid 65534" in err
         assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
         os.unlink(path)
     # a directory others may change
     os.chmod(sockdir, 0o733)
-    code, err = _serve_exit({})
+    code, err = serve_exit({})
     assert code == 2 and "others may change it" in err
     os.chmod(sockdir, 0o700)
 
@@ -361,13 +357,13 @@ def test_squatted_private_directory_is_refused(sockdir: str, monkeypatch: pytest
     private = os.path.join(sockdir, "pymach")
     os.mkdir(private, 0o755)
     os.chmod(private, 0o755)
-    code, err = _serve_exit(env)
+    code, err = serve_exit(env)
     assert code == 2 and "others may enter it" in err
     assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
     if os.geteuid() == 0:
         os.chmod(private, 0o700)
         os.chown(private, NOBODY, NOBODY)
-        code, err = _serve_exit(env)
+        code, err = serve_exit(env)
         assert code == 2 and "belongs to uid 65534" in err
         assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
     os.rmdir(private)
@@ -378,7 +374,7 @@ def test_squatted_private_directory_is_refused(sockdir: str, monkeypatch: pytest
         assert (st.st_mode & 0o777, st.st_uid) == (0o700, os.getuid())
         assert found("com.example.private") == M.BOOTSTRAP_UNKNOWN_SERVICE
     finally:
-        MB._disconnect()
+        M.bootstrap_port_disconnect()
         assert s.stop() == 0
 
 
@@ -390,14 +386,14 @@ def test_stale_socket_is_replaced_and_a_live_server_is_not(sockdir: str) -> None
     srv = Server(path)
     try:
         assert found("com.example.x") == M.BOOTSTRAP_UNKNOWN_SERVICE
-        code, err = _serve_exit({})  # a second server for the same path
+        code, err = serve_exit({})  # a second server for the same path
         assert code == 1 and "already serves" in err
         srv.kill()  # SIGKILL: the socket file stays behind
         assert os.path.exists(path)
         srv.start()  # and is replaced
         assert found("com.example.x") == M.BOOTSTRAP_UNKNOWN_SERVICE
     finally:
-        MB._disconnect()
+        M.bootstrap_port_disconnect()
         assert srv.stop() == 0
 
 
@@ -416,7 +412,7 @@ def test_a_socket_another_user_listens_on_is_refused(sockdir: str) -> None:
             os.close(r)
             s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             s.bind(path)  # as root: the file is root's
-            _become_nobody()
+            become_nobody()
             s.listen(8)  # SO_PEERCRED: nobody
             os.write(w, b".")
             while True:
@@ -428,7 +424,7 @@ def test_a_socket_another_user_listens_on_is_refused(sockdir: str) -> None:
     try:
         assert os.read(r, 1) == b"."
         assert os.lstat(path).st_uid == 0
-        code, err = _serve_exit({})
+        code, err = serve_exit({})
         assert code == 2 and "listens on" in err
         assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
         assert "runs as uid 65534" in M.bootstrap_port_error()
@@ -442,7 +438,7 @@ def test_a_socket_another_user_listens_on_is_refused(sockdir: str) -> None:
 def test_a_directory_of_another_user_is_refused(sockdir: str) -> None:
     os.chown(sockdir, NOBODY, NOBODY)
     try:
-        code, err = _serve_exit({})
+        code, err = serve_exit({})
         assert code == 2 and "belongs to uid 65534" in err
         assert M.bootstrap_port_connect(byref(M.mach_port_t())) == M.BOOTSTRAP_NOT_PRIVILEGED
         assert not os.path.exists(os.path.join(sockdir, "bootstrap"))
@@ -877,8 +873,8 @@ def test_names_per_client_and_in_all_and_released_when_the_client_dies(sockdir: 
         def greedy_check_ins() -> list[int]:
             return [check_in(f"com.example.greedy.{i}")[0] for i in range(4)] + [create("com.example.greedy.c")[0]]
 
-        with BDoomed(greedy_check_ins) as greedy:
-            assert greedy.result == [OK, OK, OK, M.BOOTSTRAP_NO_MEMORY, M.BOOTSTRAP_NO_MEMORY]
+        with Doomed(greedy_check_ins) as greedy:
+            assert greedy.ready() == [OK, OK, OK, M.BOOTSTRAP_NO_MEMORY, M.BOOTSTRAP_NO_MEMORY]
             srv.wait_log("refused, 3 names per process")
             # another client is not affected
             for i in range(2):
@@ -894,8 +890,8 @@ def test_names_per_client_and_in_all_and_released_when_the_client_dies(sockdir: 
         def greedy_creates() -> list[int]:
             return [create(f"com.example.made.{i}")[0] for i in range(4)]
 
-        with BDoomed(greedy_creates) as maker:
-            assert maker.result == [OK, OK, OK, M.BOOTSTRAP_NO_MEMORY]
+        with Doomed(greedy_creates) as maker:
+            assert maker.ready() == [OK, OK, OK, M.BOOTSTRAP_NO_MEMORY]
             assert check_in("com.example.mine.3")[0] == M.BOOTSTRAP_NO_MEMORY  # 2 + 3: 5 in all
         # names made by create_service that nobody checked in go with their maker
         assert check_in_eventually("com.example.mine.3") == OK
@@ -903,7 +899,7 @@ def test_names_per_client_and_in_all_and_released_when_the_client_dies(sockdir: 
         assert found("com.example.made.0") == M.BOOTSTRAP_UNKNOWN_SERVICE
     finally:
         destroy(*mine)
-        MB._disconnect()
+        M.bootstrap_port_disconnect()
         assert srv.stop() == 0, srv.read_log()
 
 
@@ -924,20 +920,24 @@ def test_connections_per_client_and_in_all_and_released_when_the_client_dies(soc
                     out.append(str(e))
             return out
 
-        with BDoomed(grab) as first, BDoomed(grab) as second:
-            for g in (first, second):
-                assert g.result[:3] == ["ok"] * 3 and "3 connections per process" in g.result[3]
-            # 2 + 3 + 3 = 8: everyone's total
-            with BDoomed(grab) as third:
-                assert all("8 connections in all" in r for r in third.result), third.result
-            # and the client that already holds its right is not affected
-            kr, port = check_in("com.example.steady")
-            assert kr == OK and found("com.example.steady") == OK
-            destroy(port)
-            first.kill()
-            # its connections hung up: the server counts only live ones
-            with BDoomed(grab) as fourth:
-                assert fourth.result[:3] == ["ok"] * 3
+        # one child after the other: each has grabbed all it could before the next starts
+        with Doomed(grab) as first:
+            first.ready()
+            with Doomed(grab) as second:
+                second.ready()
+                for g in (first, second):
+                    assert g.result[:3] == ["ok"] * 3 and "3 connections per process" in g.result[3]
+                # 2 + 3 + 3 = 8: everyone's total
+                with Doomed(grab) as third:
+                    assert all("8 connections in all" in r for r in third.ready()), third.result
+                # and the client that already holds its right is not affected
+                kr, port = check_in("com.example.steady")
+                assert kr == OK and found("com.example.steady") == OK
+                destroy(port)
+                first.kill()
+                # its connections hung up: the server counts only live ones
+                with Doomed(grab) as fourth:
+                    assert fourth.ready()[:3] == ["ok"] * 3
         srv.wait_log("refused a connection from pid")
         # a process of its own, with a right of its own, after all that
         code = ("import ctypes, pymach.mach as M; p = M.mach_port_t(); "
@@ -945,7 +945,7 @@ def test_connections_per_client_and_in_all_and_released_when_the_client_dies(soc
         out = subprocess.run([sys.executable, "-c", code], env=srv.env, capture_output=True, text=True, timeout=30)
         assert out.stdout.strip() == str(M.BOOTSTRAP_UNKNOWN_SERVICE), out.stderr
     finally:
-        MB._disconnect()
+        M.bootstrap_port_disconnect()
         assert srv.stop() == 0, srv.read_log()
 
 
@@ -955,7 +955,7 @@ def test_a_client_over_its_share_gets_no_memory_from_bootstrap_port_connect(sock
         kr, why = run_in_child(lambda: _two_or_busy(srv.path))
         assert kr == M.BOOTSTRAP_NO_MEMORY and "1 connections per process" in why
     finally:
-        MB._disconnect()
+        M.bootstrap_port_disconnect()
         assert srv.stop() == 0, srv.read_log()
 
 
@@ -1037,5 +1037,5 @@ def test_a_server_short_of_fds_answers_no_memory(sockdir: str) -> None:
         srv.wait_log("names per process")
     finally:
         destroy(*made)
-        MB._disconnect()
+        M.bootstrap_port_disconnect()
         assert srv.stop() == 0

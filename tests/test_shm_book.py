@@ -14,26 +14,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from pymach.servers import rendezvous
+import pymach.bootstrap as bootstrap
 
 SERVICE = "com.osxbook.SHMServer"
 NAME_LINE = re.compile(r"recv_msg\.data\.name = 0x[0-9a-f]{6}$")
 
 
 @pytest.fixture
-def env(tmp_path) -> Iterator[dict[str, str]]:  # type: ignore[no-untyped-def]
+def env() -> Iterator[dict[str, str]]:
     """A private bootstrap server; the environment that reaches it."""
-    d = tmp_path / "boot"
-    d.mkdir(mode=0o700)
-    e = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=str(d / "bootstrap"), PYMACH_NO_AUTOSTART="1",
-             PYTHONUNBUFFERED="1")
-    boot = rendezvous.spawn(e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        yield e
-    finally:
-        _stop(boot)
-        assert boot.stderr is not None
-        boot.stderr.close()
+    with bootstrap.private_server():
+        yield dict(os.environ, PYTHONUNBUFFERED="1")
 
 
 def _stop(p: subprocess.Popen) -> None:  # type: ignore[type-arg]

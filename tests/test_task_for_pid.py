@@ -10,34 +10,15 @@ import sys
 
 import pytest
 
-from procutil import forked, spawn_with_pid
+from machutil import tfp
+from procutil import forked, sleep_process, spawn_with_pid, stop_process
 from pymach import mach as M
 from pymach.mach import byref
 from pymach.task import Task
 
-NOBODY = 65534
-
-
-def sleeper(*, user: int | None = None) -> subprocess.Popen[bytes]:
-    if user is None:
-        return subprocess.Popen(["sleep", "100"])
-    return subprocess.Popen(["sleep", "100"], user=user, group=user, extra_groups=[])
-
-
-def stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.kill()
-    p.wait()
-
-
-def tfp(pid: int) -> tuple[int, int]:
-    t = M.mach_port_t(0x1234)
-    kr = M.task_for_pid(M.mach_task_self(), pid, byref(t))
-    return kr, t.value
-
 
 def test_task_for_pid_grants_a_send_right_over_a_pidfd():
-    p = sleeper()
+    p = sleep_process()
     try:
         kr, t = tfp(p.pid)
         assert kr == M.KERN_SUCCESS and t not in (0, M.mach_task_self())
@@ -59,7 +40,7 @@ def test_task_for_pid_grants_a_send_right_over_a_pidfd():
         assert M.mach_port_deallocate(M.mach_task_self(), t) == 0  # closes the pidfd (fd-leak check)
         assert M.pid_for_task(t, byref(pid)) == M.KERN_FAILURE and pid.value == -1
     finally:
-        stop(p)
+        stop_process(p)
 
 
 def test_task_for_pid_failures_are_kern_failure_with_a_null_name():
@@ -85,7 +66,7 @@ def test_task_for_pid_of_ourselves_is_mach_task_self():
 
 
 def test_a_zombie_is_refused():
-    p = sleeper()
+    p = sleep_process()
     p.kill()
     os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # dead, and a zombie until waited for
     try:
@@ -95,10 +76,10 @@ def test_a_zombie_is_refused():
 
 
 def test_a_task_port_dies_with_its_process():
-    p = sleeper()
+    p = sleep_process()
     kr, t = tfp(p.pid)
     assert kr == 0
-    stop(p)
+    stop_process(p)
     data, cnt = M.pointer_t(), M.mach_msg_type_number_t()
     assert M.mach_vm_read(t, 0x1000, 16, byref(data), byref(cnt)) == M.MACH_SEND_INVALID_DEST
     typ = M.mach_port_type_t()
@@ -110,11 +91,11 @@ def test_a_task_port_dies_with_its_process():
 
 
 def test_a_reused_pid_is_never_answered():
-    p = sleeper()
+    p = sleep_process()
     old_pid = p.pid
     kr, t = tfp(old_pid)
     assert kr == 0
-    stop(p)
+    stop_process(p)
     q = spawn_with_pid(old_pid, ["sleep", "100"])
     if q is None:
         M.mach_port_deallocate(M.mach_task_self(), t)
@@ -136,11 +117,11 @@ def test_a_reused_pid_is_never_answered():
         assert M.mach_port_deallocate(M.mach_task_self(), t2) == 0
     finally:
         M.mach_port_deallocate(M.mach_task_self(), t)
-        stop(q)
+        stop_process(q)
 
 
 def test_a_task_name_port_answers_pid_and_info_but_not_memory():
-    p = sleeper()
+    p = sleep_process()
     try:
         n = M.mach_port_t()
         assert M.task_name_for_pid(M.mach_task_self(), p.pid, byref(n)) == 0
@@ -154,7 +135,7 @@ def test_a_task_name_port_answers_pid_and_info_but_not_memory():
         assert M.mach_vm_read(n, 0x1000, 16, byref(data), byref(dcnt)) == M.KERN_INVALID_ARGUMENT
         assert M.mach_port_deallocate(M.mach_task_self(), n) == 0
     finally:
-        stop(p)
+        stop_process(p)
 
 
 def test_task_info_counts_and_layouts():
@@ -197,7 +178,7 @@ def test_task_info_of_a_process():
         assert task.pid == -1  # released
     finally:
         p.stdin.close()  # type: ignore[union-attr]
-        stop(p)
+        stop_process(p)
         p.stdout.close()  # type: ignore[union-attr]
     own = M.mach_task_basic_info()
     cnt = M.mach_msg_type_number_t(M.MACH_TASK_BASIC_INFO_COUNT)
@@ -206,7 +187,7 @@ def test_task_info_of_a_process():
 
 
 def test_fork_child_drops_task_rights():
-    p = sleeper()
+    p = sleep_process()
     try:
         with Task.for_pid(p.pid) as task:
             def child(sync):
@@ -218,11 +199,11 @@ def test_fork_child_drops_task_rights():
             assert c.result == M.KERN_FAILURE
             assert task.pid == p.pid
     finally:
-        stop(p)
+        stop_process(p)
 
 
 def test_destroy_and_mod_refs_release_the_pidfd():
-    p = sleeper()
+    p = sleep_process()
     try:
         kr, t = tfp(p.pid)
         assert kr == 0
@@ -240,4 +221,4 @@ def test_destroy_and_mod_refs_release_the_pidfd():
         assert cnt.value == 8 and ti.virtual_size > 0 and ti.policy == 1
         assert M.mach_port_deallocate(M.mach_task_self(), t) == 0
     finally:
-        stop(p)
+        stop_process(p)

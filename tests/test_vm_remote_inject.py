@@ -14,7 +14,7 @@ from pymach._linux import ptrace as P
 from pymach.kern import kern_return as K
 from pymach.kern import vm_defs as V
 from pymach.kern import vm_remote as R
-from test_ptrace_inject import PY_READY, Target, assert_released, python, sleeping, targets, wait_state
+from ptraceutil import PY_READY, Target, assert_released, python, sleeping, targets, wait_state
 
 __all__ = ["targets"]  # the fixture, imported for its name
 

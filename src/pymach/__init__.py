@@ -20,6 +20,8 @@ with XNU's code. TooLarge is the MachError of a message larger than the
 receive allows (it stays queued; ``needed`` says how large it is).
 """
 
+import typing as _typing
+
 from .kern.kern_return import (
     InvalidAddressError,
     InvalidArgumentError,
@@ -49,18 +51,58 @@ from .kern.vm_defs import (
     VM_PROT_WRITE,
     vm_page_size,
 )
-from .kern.mach_msg import TooLarge
-from .ipc import (MemoryEntry, Message, Port, PortSet, SendOnceRight, SendRight, register_ports,
-                  registered_ports, request)
-from .bootstrap import BootstrapError
-from .spawn import spawn
-from .task import Region, RegionInfo, Task
+from ._linux.atfork import IMPORT_LOCK as _IMPORT_LOCK
+from .kern.task import SELF as _SELF
+from .spawn import spawn  # (bound now: the name is also its module's)
 
-from .servers import introspect as _introspect
+if _typing.TYPE_CHECKING:
+    from .bootstrap import BootstrapError
+    from .ipc import (MemoryEntry, Message, Port, PortSet, SendOnceRight, SendRight, register_ports,
+                      registered_ports, request)
+    from .kern.mach_msg import TooLarge
+    from .task import Region, RegionInfo, Task
 
-TooLarge.__module__ = "pymach"  # MACH_RCV_TOO_LARGE; ``needed`` is the size the message needs
+# Importing pymach loads the constants, the errors and the task's state,
+# none of which holds an fd or a thread. The rest of the Pythonic layer
+# (and the message path under it) is imported on first access of any of
+# its names: name -> module, in the order they are imported.
+_LAZY = {
+    "TooLarge": ".kern.mach_msg",
+    "MemoryEntry": ".ipc", "Message": ".ipc", "Port": ".ipc", "PortSet": ".ipc", "SendOnceRight": ".ipc",
+    "SendRight": ".ipc", "register_ports": ".ipc", "registered_ports": ".ipc", "request": ".ipc",
+    "BootstrapError": ".bootstrap",
+    "Region": ".task", "RegionInfo": ".task", "Task": ".task",
+}
 
-_introspect.start()  # answers `pymach lsmp` and `pymach vmmap` about this process
+
+def __getattr__(name: str) -> _typing.Any:
+    # a name pymach lacks: import the rest of the layer (which also binds
+    # its submodules, pymach.ipc, pymach.bootstrap, ..., as they always were)
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    g = globals()
+    with _IMPORT_LOCK:  # a fork waits for it (see _linux/atfork.py)
+        for attr, module in _LAZY.items():
+            g[attr] = getattr(importlib.import_module(module, __name__), attr)
+    g["TooLarge"].__module__ = "pymach"  # MACH_RCV_TOO_LARGE; ``needed`` is the size the message needs
+    try:
+        return g[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+def _start_introspection() -> None:
+    # (no IMPORT_LOCK here: SELF's build runs this under a lock os.fork waits for)
+    from .kern import introspect
+    introspect.start()  # answers `pymach lsmp` and `pymach vmmap` about this process
+
+
+_SELF.on_first_use(_start_introspection)
 
 __version__ = "0.1.0"
 

@@ -19,6 +19,7 @@ from . import _check as C
 from . import _format as F
 from ._linux.mm import view
 from .kern import ipc_right as R
+from .kern import ipc_tt
 from .kern import kern_return as K
 from .kern import mach_msg as KM
 from .kern import message_defs as MD
@@ -29,7 +30,7 @@ from .kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE, 
 from .kern.task import SELF
 from .kern import vm_defs as V
 from .kern.vm_memory_entry import MemoryEntry as KMemoryEntry
-from .kern.vm_user import PAGE_MASK, vm_deallocate, vm_make_memory_entry, vm_map_entry
+from .kern.vm_user import PAGE_MASK, vm_deallocate, vm_make_memory_entry, vm_map_enter_mem_object
 from .mach._args import address_of
 
 if TYPE_CHECKING:
@@ -506,6 +507,8 @@ class MemoryEntry(SendRight):
         entry, an offset at or past its end, as XNU's
         vm_map_enter_mem_object gives for ``named_entry->size < offset +
         size``; KERN_NO_SPACE: no room)."""
+        # pymach.task is above this module (it imports MemoryEntry): the one
+        # reference up, to build the Region this returns
         from .task import Region, Task
         call = "MemoryEntry.map()"
         offset = C.integer(offset, call, "offset", C.OFFSET)
@@ -523,7 +526,7 @@ class MemoryEntry(SendRight):
         cur = ent.protection if cur is None else cur
         mx = cur if mx is None else mx
         flags = V.VM_FLAGS_ANYWHERE if where is None else V.VM_FLAGS_FIXED
-        a = vm_map_entry(SELF.task_name, where or 0, n, 0, flags, self.name, offset, int(copy), cur, mx,
+        a = vm_map_enter_mem_object(SELF.task_name, where or 0, n, 0, flags, self.name, offset, int(copy), cur, mx,
                          inheritance)
         length = ent.size if ent.is_copy else (n + PAGE_MASK) & ~PAGE_MASK  # a copy entry maps whole
         return Region(Task.self(), a, length)
@@ -677,16 +680,21 @@ class Port(_Receiver):
 
     def make_send(self) -> SendRight:
         """A send right to this port (coalesced under the port's name).
-        Raises InvalidNameError (KERN_INVALID_NAME) once closed."""
+        Raises InvalidNameError (KERN_INVALID_NAME) once closed.
+
+        Conditions: nothing locked; takes the space's lock and, under it,
+        the port's lock."""
         if not self._live:
             raise self._closed("make_send")
-        e = SELF.space.lookup(self.name)
-        if e is None:
-            C.fail(K.KERN_INVALID_NAME, self._call("make_send"), f"{self.name:#x}")
-        try:
-            R.insert_send_of_own_port(SELF.space, self.name, e)
-        except K.MachError as err:
-            raise C.named(err, self._call("make_send"))
+        space = SELF.space
+        with space.lock:
+            e = space.lookup(self.name)
+            if e is None:
+                C.fail(K.KERN_INVALID_NAME, self._call("make_send"), f"{self.name:#x}")
+            try:
+                R.insert_send_of_own_port(space, self.name, e)
+            except K.MachError as err:
+                raise C.named(err, self._call("make_send"))
         return SendRight(self.name)
 
     def make_send_once(self) -> SendOnceRight:
@@ -792,7 +800,10 @@ class _ReplyPort:
     def drop(self) -> None:
         """Destroy the port (mig_dealloc_reply_port), if this task's space
         still holds it: in a fork child the space was renewed and the name
-        is not ours. Raises nothing."""
+        is not ours. Raises nothing.
+
+        Conditions: nothing locked (__del__ runs in the thread that owns it,
+        as it exits); takes the space's lock (destruct)."""
         port = self.port
         if port._live:
             port._live = False
@@ -907,19 +918,16 @@ def register_ports(*rights: SendRight | None) -> None:
     programs started with pymach.spawn inherit. Raises TypeError (not a
     SendRight or None), MachError (KERN_INVALID_ARGUMENT for more than
     three, KERN_INVALID_RIGHT)."""
-    from .mach import mach_port_t, mach_ports_register
     for i, r in enumerate(rights):
         C.optional(r, SendRight, "register_ports()", f"rights[{i}]")
-    arr = (mach_port_t * max(1, len(rights)))(*[r.name if r is not None else 0 for r in rights])
-    K.check(mach_ports_register(SELF.task_name, arr, len(rights)), "register_ports(): mach_ports_register")
+    try:
+        ipc_tt.ports_register(SELF.space, [r.name if r is not None else 0 for r in rights])
+        return
+    except OSError as e:  # a MachError keeps its code
+        kr = K.kr_from_oserror(e, K.ERRNO_SPACE)
+    K.check(kr, "register_ports(): mach_ports_register")
 
 
 def registered_ports() -> list[SendRight | None]:
     """mach_ports_lookup: the registered send rights, as names of ours."""
-    out: list[SendRight | None] = []
-    for cap in SELF.registered:
-        if cap is None:
-            out.append(None)
-        else:
-            out.append(SendRight(R.copyout_send(SELF.space, cap.dup().detach_fds(), False)))  # type: ignore[attr-defined]
-    return out
+    return [SendRight(name) if name else None for name in ipc_tt.ports_lookup(SELF.space)]

@@ -1,20 +1,25 @@
 """pymach.spawn: start a program that inherits this task's special ports
 (TASK_BOOTSTRAP_PORT and the others) and its mach_ports_register array, as
 a Mach child task does. The send rights travel as inherited fds; the new
-program's pymach adopts them at import."""
+program's pymach claims them at import and adopts them on first use."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+from ._linux.atfork import IMPORT_LOCK
 from .kern.task import SELF
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 def spawn(args: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:  # type: ignore[type-arg]
     """subprocess.Popen(args, ...) with our special and registered ports
     passed down. Other Popen arguments (env, pass_fds, ...) are honoured."""
+    with IMPORT_LOCK:  # imported on first use, which a fork waits for (see _linux/atfork.py)
+        import subprocess
     env_add, fds = SELF.inheritance()
     env = dict(popen_kwargs.pop("env", None) or os.environ)
     env.update(env_add)

@@ -8,7 +8,7 @@ the interpreter.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from . import _check as C
 from . import _format as F
@@ -19,9 +19,7 @@ from .kern import task_user as TU
 from .kern import vm_user as U
 from .kern.task import SELF
 from .kern.vm_map import RegionInfo
-
-if TYPE_CHECKING:
-    from .ipc import MemoryEntry
+from .ipc import MemoryEntry
 
 __all__ = ["Task", "Region", "RegionInfo"]
 
@@ -311,7 +309,6 @@ class Region:
         TypeError, ValueError, MachError (KERN_PROTECTION_FAILURE: more
         than the current or maximum protection; KERN_INVALID_ARGUMENT:
         outside the region)."""
-        from .ipc import MemoryEntry
         call = "Region.memory_entry()"
         protection = C.integer(protection, call, "protection", C.PROT)
         n = self._rest(call, offset, size)

@@ -8,11 +8,21 @@ package speaks only Linux; it never returns a kern_return_t.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from typing import Any, NoReturn
 
-libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+def _load() -> ctypes.CDLL:
+    # glibc's soname, loaded straight away: ctypes.util.find_library would
+    # run ``ldconfig -p`` in a child process to find the same name
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library  # another C library: search for it
+        return ctypes.CDLL(find_library("c"), use_errno=True)
+
+
+libc = _load()
 
 
 def fn(name: str, restype: Any, *argtypes: Any) -> Any:

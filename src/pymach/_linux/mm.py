@@ -128,7 +128,15 @@ def munmap(addr: int, length: int) -> None:
 # 0, or -1 with the cause in get_errno(). VM_PROT_* bits equal PROT_* bits.
 raw_mprotect = _mprotect
 raw_munmap = _munmap
+raw_mmap = _mmap  # MAP_FAILED on failure
 get_errno = ctypes.get_errno
+
+
+def python_mmap() -> type:
+    """Python's own mmap.mmap type (a buffer over a mapping), imported on
+    first use: what a benchmark compares the bare calls with."""
+    import mmap as python
+    return python.mmap
 
 
 def mprotect(addr: int, length: int, prot: int) -> None:
@@ -247,6 +255,11 @@ def _vm_rw(call: object, pid: int, local: int, remote: int, length: int) -> int:
     if r < 0:
         raise_errno("process_vm")
     return r  # type: ignore[no-any-return]
+
+
+# the bare binding: (pid, byref(local iovec), 1, byref(remote iovec), 1, 0)
+# returns the count copied, or -1 with the cause in get_errno()
+raw_process_vm_readv = _process_vm_readv_hot
 
 
 def process_vm_readv(pid: int, local: int, remote: int, length: int) -> int:

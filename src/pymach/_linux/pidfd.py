@@ -30,6 +30,7 @@ import ctypes
 import errno
 import os
 import select
+import signal
 
 from .libc import c_int, c_long, fn
 
@@ -89,3 +90,17 @@ def read_proc_file(dir_fd: int, name: str) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode(errors="replace")
+
+
+# pidfd_send_signal (Linux 5.1) signals the process the pidfd is bound to,
+# never a newcomer that reused its pid: ESRCH (ProcessLookupError) once it
+# has exited. SIGSTOP and SIGCONT can be neither caught nor ignored (a
+# traced process reports the stop to its tracer first).
+SIGSTOP = signal.SIGSTOP
+SIGCONT = signal.SIGCONT
+
+
+def send_signal(pidfd: int, sig: int) -> None:
+    """Send ``sig`` to the process behind ``pidfd``. ProcessLookupError
+    when it has exited; other OSError (EPERM) when the kernel refuses."""
+    signal.pidfd_send_signal(pidfd, sig)

@@ -10,20 +10,42 @@ protection. A file opened read-only and mapped MAP_SHARED has no ``mw``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 
-@dataclass(slots=True)
-class Vma:
-    start: int
-    end: int
-    perms: str
-    offset: int
-    dev: str
-    inode: int
-    path: str
-    fields: dict[str, int] = field(default_factory=dict)
-    vmflags: frozenset[str] = frozenset()
+class _Record:
+    """A record of named fields (``__slots__``), compared and shown by
+    them. (Written out rather than made by dataclasses, whose import
+    costs more than this whole module.)"""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self.__slots__)})"
+
+
+class Vma(_Record):
+    """One VMA: a line of maps, with the sizes (kB) and VmFlags that smaps adds."""
+
+    __slots__ = ("start", "end", "perms", "offset", "dev", "inode", "path", "fields", "vmflags")
+
+    def __init__(self, start: int, end: int, perms: str, offset: int, dev: str, inode: int, path: str,
+                 fields: dict[str, int] | None = None, vmflags: frozenset[str] = frozenset()) -> None:
+        self.start = start
+        self.end = end
+        self.perms = perms
+        self.offset = offset
+        self.dev = dev
+        self.inode = inode
+        self.path = path
+        self.fields: dict[str, int] = {} if fields is None else fields
+        self.vmflags = vmflags
 
     @property
     def shared(self) -> bool:
@@ -68,16 +90,19 @@ def parse_smaps(lines: Iterable[str]) -> list[Vma]:
     return out
 
 
-@dataclass(slots=True)
-class Stat:
+class Stat(_Record):
     """The fields of /proc/PID/stat and statm that task_info reports."""
 
-    utime_ticks: int
-    stime_ticks: int
-    vsize: int          # bytes
-    rss_pages: int
-    nice: int
-    threads: int
+    __slots__ = ("utime_ticks", "stime_ticks", "vsize", "rss_pages", "nice", "threads")
+
+    def __init__(self, utime_ticks: int, stime_ticks: int, vsize: int, rss_pages: int, nice: int,
+                 threads: int) -> None:
+        self.utime_ticks = utime_ticks
+        self.stime_ticks = stime_ticks
+        self.vsize = vsize  # bytes
+        self.rss_pages = rss_pages
+        self.nice = nice
+        self.threads = threads
 
 
 def parse_stat(stat: str, statm: str) -> Stat:

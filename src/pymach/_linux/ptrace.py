@@ -72,7 +72,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import select
 import signal
 import struct
@@ -82,7 +81,8 @@ from collections.abc import Iterable, Sequence
 
 from .libc import c_int, c_long, c_void_p, fn
 
-ARCH_SUPPORTED: bool = platform.machine() in ("x86_64", "AMD64")
+_MACHINE = os.uname().machine  # what platform.machine() reports, without importing platform
+ARCH_SUPPORTED: bool = _MACHINE in ("x86_64", "AMD64")
 
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
@@ -149,7 +149,7 @@ def _call(req: int, tid: int, addr: int | None = None, data: object = None) -> i
 def _require_arch() -> None:
     if not ARCH_SUPPORTED:
         raise OSError(errno.ENOSYS, f"syscall injection is implemented for x86_64 only, "
-                                    f"not {platform.machine()}")
+                                    f"not {_MACHINE}")
 
 
 def pidfd_exited(pidfd: int) -> bool:
@@ -290,6 +290,18 @@ def find_syscall_insn(pid: int, tid: int | None = None) -> int:
 _lock = threading.RLock()
 
 
+def _renew_lock() -> None:
+    # a fork child: a session that another thread held does not go on
+    # there (a session of the forking thread itself does, and keeps it)
+    """Conditions: a fork child, in the forking thread."""
+    global _lock  # pylint: disable=global-statement
+    if not _lock._is_owned():  # type: ignore[attr-defined]  # pylint: disable=protected-access
+        _lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_renew_lock)
+
+
 class Session:
     """One thread of another process, stopped under ptrace.
 
@@ -386,6 +398,9 @@ class Session:
     # -- the session ---------------------------------------------------------
 
     def __enter__(self) -> "Session":
+        """Conditions: nothing locked, or the ptrace lock held by this thread
+        (a session inside a session); takes it and leaves it held until
+        __exit__; waits for the thread to stop, up to the session's timeout."""
         _require_arch()
         if self.pid == os.getpid():
             raise PermissionError(errno.EPERM, "a process cannot trace itself: use the local calls")
@@ -420,6 +435,8 @@ class Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Conditions: the ptrace lock is held by this thread (__enter__);
+        releases it (_leave)."""
         self._leave()
 
     def _recover(self) -> None:
@@ -444,6 +461,8 @@ class Session:
             status = self._wait()
 
     def _leave(self) -> None:
+        """Conditions: the ptrace lock is held by this thread, when the session
+        took it; releases it."""
         try:
             if self.attached and self.alive:
                 if not self.stopped:
@@ -632,7 +651,10 @@ def _collect_stragglers() -> None:
 
 def release_stragglers() -> int:
     """Detach the threads that this thread's timed-out sessions left
-    traced, those that have stopped since; returns how many are left."""
+    traced, those that have stopped since; returns how many are left.
+
+    Conditions: nothing locked, or the ptrace lock held by this thread;
+    takes it."""
     with _lock:
         _collect_stragglers()
         return len(_stragglers())

@@ -23,6 +23,16 @@ Kernel facts this module relies on:
   to it fails with EPIPE.
 - MSG_PEEK on a record that carries fds would install duplicates of them;
   this module never peeks.
+- poll reports POLLRDHUP on a receiving end once the peer has shut down
+  writing (every copy of the sending end closed), and POLLHUP once both
+  directions are shut; a sending end whose receiving end is gone polls
+  POLLHUP (or POLLERR). Records still queued stay readable after either.
+- MSG_NOSIGNAL makes a send to a closed peer fail with EPIPE instead of
+  raising SIGPIPE; MSG_DONTWAIT makes one send nonblocking (EAGAIN when
+  the peer's queue is full) whatever the socket's own mode.
+
+The socket objects are Python's socket.socket: callers use their methods
+(sendmsg, recv_into, close, detach...) directly, with the constants below.
 """
 
 from __future__ import annotations
@@ -35,6 +45,10 @@ import select
 import socket
 import struct
 import termios
+from collections.abc import Iterable
+
+from .eventfd import is_eventfd as is_eventfd
+from .files import close_all as close_all, inode as inode
 
 SCM_MAX_FD = 253
 _CRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
@@ -45,6 +59,18 @@ _TRUNCATED = int(socket.MSG_CTRUNC | socket.MSG_TRUNC)
 _SCM_RIGHTS = int(socket.SCM_RIGHTS)
 _SCM_CREDENTIALS = int(socket.SCM_CREDENTIALS)
 _SOL_SOCKET = int(socket.SOL_SOCKET)
+
+Socket = socket.socket
+SOL_SOCKET = _SOL_SOCKET
+SCM_RIGHTS = _SCM_RIGHTS
+SCM_CREDENTIALS = _SCM_CREDENTIALS
+MSG_NOSIGNAL = int(socket.MSG_NOSIGNAL)
+MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
+MSG_CMSG_CLOEXEC = _MSG_CMSG_CLOEXEC
+# room for the control data of a record: SCM_MAX_FD fds and the credentials
+ANC_SPACE = _ANC_SPACE
+# room for the credentials alone
+CRED_SPACE = socket.CMSG_SPACE(_CRED.size)
 
 
 class Truncated(Exception):
@@ -64,6 +90,29 @@ def pair() -> tuple[socket.socket, socket.socket]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     return a, b
+
+
+def plain_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected SEQPACKET pair with nothing set on it (close-on-exec,
+    blocking, no SO_PASSCRED): the bare transport, as a baseline."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def adopt(fd: int) -> socket.socket:
+    """A socket object that owns ``fd`` (a received connection end)."""
+    return socket.socket(fileno=fd)
+
+
+def set_passcred(sock: socket.socket, on: bool) -> None:
+    """SO_PASSCRED: with it, every record read on ``sock`` carries its
+    sender's kernel-verified (pid, uid, gid)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, int(on))
+
+
+def receive_only(sock: socket.socket) -> None:
+    """Shut down the writing side of ``sock`` (SHUT_WR): its peer reads EOF
+    in that direction, and polls POLLRDHUP."""
+    sock.shutdown(socket.SHUT_WR)
 
 
 def send(sock: socket.socket, buffers: list[bytes | bytearray | memoryview], fds: list[int],
@@ -153,15 +202,6 @@ def uncarry(fd: int, count: int) -> list[int]:
         sock.detach()
 
 
-def close_all(fds: list[int]) -> None:
-    """Close every fd in ``fds``, ignoring ones already closed."""
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def peer_cred(sock: socket.socket) -> tuple[int, int, int]:
     """SO_PEERCRED: the (pid, uid, gid) of the process at the other end of
     a connected AF_UNIX socket, as the kernel recorded them when that end
@@ -218,19 +258,36 @@ def pending(fd: int) -> int:
     return buf[0]
 
 
-def is_eventfd(fd: int) -> bool:
-    """True if ``fd`` is an eventfd."""
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventfd]"
-    except OSError:
-        return False
+def hung_up_fds(fds: Iterable[int]) -> set[int]:
+    """The receiving ends among ``fds`` whose every peer copy has closed
+    (POLLRDHUP/POLLHUP), in one poll."""
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLRDHUP)
+    return {fd for fd, ev in p.poll(0) if ev & (select.POLLRDHUP | select.POLLHUP)}
 
 
-def inode(fd: int) -> int:
-    """The inode number that names the socket (or file) behind ``fd``."""
-    return os.fstat(fd).st_ino
+def peer_gone(fd: int) -> bool:
+    """Has every copy of the far end of this connection closed? (POLLHUP:
+    both directions are shut. A far end that shut only its writing side
+    is POLLRDHUP, which does not count here.)"""
+    p = select.poll()
+    p.register(fd, 0)
+    return any(ev & select.POLLHUP for _fd, ev in p.poll(0))
 
 
-def new_epoll() -> select.epoll:
-    """An epoll instance (close-on-exec)."""
-    return select.epoll()
+def send_end_dead(fd: int) -> bool:
+    """True once the receiving end of the sending end ``fd`` is gone
+    (POLLHUP or POLLERR)."""
+    p = select.poll()
+    p.register(fd, select.POLLOUT)
+    return any(ev & (select.POLLHUP | select.POLLERR) for _fd, ev in p.poll(0))
+
+
+def wait_writable(fd: int, timeout_ms: int) -> None:
+    """Wait until a record can be written on ``fd`` (POLLOUT), its peer
+    hangs up, or ``timeout_ms`` pass (at most 2**31 - 1: poll takes an
+    int of ms)."""
+    p = select.poll()
+    p.register(fd, select.POLLOUT)
+    p.poll(min(timeout_ms, 0x7FFFFFFF))

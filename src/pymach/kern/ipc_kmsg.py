@@ -19,13 +19,11 @@ every fd of the record before it reports the error.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import struct
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .._linux import mm, unix
+from .._linux import eventfd, files, memfd, mm, unix
 from . import kern_return as K
 from . import message_defs as MD
 from . import vm_defs as V
@@ -36,10 +34,9 @@ from .ipc_wire import (FLAG_BLOB, FLAG_CARRIER, FLAG_REPLY, FLAGS_AT as _FLAGS_A
 from .vm_memory_entry import MemoryEntry, check_entry
 from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                          MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
+from .message_defs import HDR as HDR, OOL_DESC as OOL_DESC, PORT_DESC as PORT_DESC  # re-exported
+from .task import SELF
 
-HDR = struct.Struct("<IIIIIi")  # mach_msg_header_t
-PORT_DESC = struct.Struct("<IIBBBB")  # name, pad1, pad2(16 split), disposition, type
-OOL_DESC = struct.Struct("<QBBBBI")  # address, deallocate, copy, pad1, type, size
 # the most fds and rights one message may carry: what a record's right
 # table can describe, and a bound the receiver's fd limit checks anyway
 MAX_RIGHTS = (MAX_RECORD - 8 * 4) // 24
@@ -57,7 +54,8 @@ _SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 # a checked record: bits, id, right table, port arrays, body
 Parsed = tuple[int, int, list[tuple[int, int, int, int]], "bytes | bytearray", "bytes | bytearray"]
 
-_SEALS = (fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+# out-of-line memory is sealed against writes and resizing, for good
+_SEALS = memfd.F_SEAL_SEAL | memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW | memfd.F_SEAL_WRITE
 
 
 def _err(kr: int, what: str) -> K.MachError:
@@ -85,7 +83,9 @@ class Outgoing:
     used: list[SendCap] = field(default_factory=list)  # kept open until the send is over (use/done)
 
     def release(self) -> None:
-        """Close what the message owned; let the rights it used go."""
+        """Close what the message owned; let the rights it used go.
+
+        Conditions: nothing locked; takes the use lock."""
         used, self.used = self.used, []
         for cap in used:
             done(cap)
@@ -93,8 +93,16 @@ class Outgoing:
             if isinstance(o, SendCap):
                 o.close()
             else:
-                os.close(o)
+                files.close(o)
         self.owned.clear()
+
+    def unmove(self) -> None:
+        """The message is not sent: the receive rights it was to carry keep
+        their queues (Port.move_failed).
+
+        Conditions: nothing locked; as Port.move_failed."""
+        for _name, port in self.receives:
+            port.move_failed()  # type: ignore[attr-defined]
 
 
 def _descriptor_size(dtype: int) -> int:
@@ -104,7 +112,15 @@ def _descriptor_size(dtype: int) -> int:
 def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
     """Turn a user message into a wire record. Raises MachError with the
     MACH_SEND_* code XNU gives for the same input; on failure nothing is
-    consumed and every fd made for the record is closed."""
+    consumed and every fd made for the record is closed.
+
+    Conditions: nothing locked. Takes, one at a time: the use lock, the
+    channel lock (and under it the reply port's lock), a port's lock
+    (MAKE_SEND, MAKE_SEND_ONCE, MOVE_RECEIVE; the watcher's lock under it),
+    the map's lock (out-of-line memory); the space's lock only to connect
+    the bootstrap port (waiting up to about 50 s). Reads entries, and turns
+    a dead right into a dead name, without the space's lock. The rights it
+    uses stay held (use) until Outgoing.release."""
     size = len(msg)
     if size < HEADER_SIZE or size % 4:
         raise _err(K.MACH_SEND_MSG_TOO_SMALL, f"{size} bytes")
@@ -189,6 +205,7 @@ def copyin(space: IpcSpace, msg: bytes) -> Outgoing:
         out.buffers = [head, table, arrays, bytes(body)]
         return out
     except BaseException:
+        out.unmove()
         out.release()
         raise
 
@@ -203,7 +220,11 @@ def copyin_simple(space: IpcSpace, msg: bytes) -> tuple[SendCap, bytes, int] | N
     reply right or a MAKE_SEND_ONCE of a port of ours that the
     destination's channel answers. Returns (destination, record, token of
     the back-channel reply right or 0), or None: then copyin() decides,
-    errors included."""
+    errors included.
+
+    Conditions: nothing locked; takes the use lock, and the channel lock
+    with the reply port's lock under it; reads the entries without the
+    space's lock. The destination stays held (use) until done()."""
     if len(msg) > _SIMPLE_MAX + HEADER_SIZE:
         return None
     bits, _size, remote, local, _voucher, msg_id = HDR.unpack_from(msg)
@@ -260,6 +281,7 @@ def _descriptors(body: bytearray, kr: int, what: str) -> Iterator[tuple[int, int
 
 
 def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, int, int]], out: Outgoing) -> None:
+    """Conditions: nothing locked (as copyin)."""
     for off, dtype in _descriptors(body, K.MACH_SEND_MSG_TOO_SMALL, "message"):
         if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
             name, _pad, _p0, _p1, disp, _t = PORT_DESC.unpack_from(body, off)
@@ -271,7 +293,6 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
                 raise _err(K.MACH_SEND_INVALID_TYPE, f"out-of-line copy option {copy}")
             names: tuple[int, ...] = ()
             if count:
-                from .task import SELF
                 try:
                     raw = SELF.map.copy_out(addr, 4 * count)
                 except K.MachError:
@@ -308,7 +329,9 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
 
 
 def _reply_port(space: IpcSpace, name: int) -> Port | None:
-    """The Port behind a reply name that holds our receive right."""
+    """The Port behind a reply name that holds our receive right.
+
+    Conditions: nothing locked; reads the entry without the space's lock."""
     e = space.lookup(name)
     if e is None or not e.type & MACH_PORT_TYPE_RECEIVE or not isinstance(e.object, Port) or e.object.destroyed:
         return None
@@ -318,7 +341,9 @@ def _reply_port(space: IpcSpace, name: int) -> Port | None:
 def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, int, int, int]],
                  out: Outgoing) -> tuple[int, int]:
     """Copy in one right named in the body: (right index or a dead/null
-    marker, received kind). MACH_SEND_INVALID_RIGHT on any failure."""
+    marker, received kind). MACH_SEND_INVALID_RIGHT on any failure.
+
+    Conditions: nothing locked (as copyin)."""
     if name in (0, 0xFFFFFFFF):
         return name, 0
     R.upgrade_reply(space, name, disp)
@@ -353,7 +378,9 @@ def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, 
 
 def _kobject(space: IpcSpace, name: int, disp: int) -> MemoryEntry | None:
     """The memory entry a destination names with COPY_SEND or MOVE_SEND,
-    if it is one: a port whose receive right the kernel holds."""
+    if it is one: a port whose receive right the kernel holds.
+
+    Conditions: nothing locked; reads the entry without the space's lock."""
     if disp not in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
         return None
     e = space.lookup(name)
@@ -368,7 +395,9 @@ def _take_send(space: IpcSpace, name: int, disp: int, out: Outgoing, kr: int,
     join the record, a right made for it is closed after the send, and a
     moved right is consumed once the send succeeds. Returns (received kind,
     fd count); ``kr`` when the name lacks the right. With ``keep`` the
-    capability is also kept as ``out.reply``."""
+    capability is also kept as ``out.reply``.
+
+    Conditions: nothing locked (as copyin)."""
     R.upgrade_reply(space, name, disp)
     try:
         cap, kind, owned = R.copyin_send(space, name, disp)
@@ -393,13 +422,14 @@ def _handoff_memfd(addr: int, size: int) -> int | None:
     """Zero-copy out-of-line data: memory backed by a whole memfd and sent
     with deallocate leaves our map, and the memfd itself travels, sealed.
     Sealing fails (EBUSY) while another task maps it writable; then its
-    bytes are copied into a fresh memfd instead. None if not applicable."""
-    from .task import SELF
+    bytes are copied into a fresh memfd instead. None if not applicable.
+
+    Conditions: nothing locked; takes the map's lock (hand_off)."""
     fd = SELF.map.hand_off(addr, size)
     if fd is None:
         return None
     try:
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        memfd.add_seals(fd, _SEALS)
         return fd
     except OSError:
         pass
@@ -407,37 +437,30 @@ def _handoff_memfd(addr: int, size: int) -> int | None:
         copy = mm.memfd("mach.ool", 0)
         try:
             mm.copy_range(fd, copy, size)
-            fcntl.fcntl(copy, fcntl.F_ADD_SEALS, _SEALS)
+            memfd.add_seals(copy, _SEALS)
         except BaseException:
-            os.close(copy)
+            files.close(copy)
             raise
         return copy
     finally:
-        os.close(fd)
+        files.close(fd)
 
 
 def _ool_memfd(addr: int, size: int) -> int:
     """Out-of-line data as a memfd sealed against writes and resizing: the
-    receiver maps it MAP_PRIVATE, a copy-on-write virtual copy."""
-    from .task import SELF
-    SELF.map.check_range(addr & ~mm.PAGE_MASK, (addr + size + mm.PAGE_MASK) & ~mm.PAGE_MASK,
-                         V.VM_PROT_READ)
+    receiver maps it MAP_PRIVATE, a copy-on-write virtual copy.
+
+    Conditions: nothing locked; checks the range under the map's lock, then
+    copies with nothing locked (the kernel checks the copy again)."""
+    with SELF.map.lock:
+        SELF.map.check_range(addr & ~mm.PAGE_MASK, (addr + size + mm.PAGE_MASK) & ~mm.PAGE_MASK,
+                             V.VM_PROT_READ)
     # the kernel copies straight from our pages into the memfd
     return _sealed_memfd(mm.view(addr, size))
 
 
 def _sealed_memfd(data: bytes | memoryview) -> int:
-    size = len(data)
-    fd = mm.memfd("mach.ool", 0)
-    try:
-        view, done = memoryview(data), 0
-        while done < size:
-            done += os.write(fd, view[done:])
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return memfd.filled("mach.ool", data, _SEALS)
 
 
 # -- copyout -------------------------------------------------------------------
@@ -484,7 +507,7 @@ def _validate(rec: Incoming) -> Parsed:
         if blen or last[0] != KIND_BLOB or last[1] != 1 or last[2] % 4 or last[2] > MAX_SEND_SIZE:
             raise _err(K.MACH_RCV_BODY_ERROR, "a body memfd that does not match its record")
         _check_ool(rec.fds[-1], last[2])
-        body = os.pread(rec.fds[-1], last[2], 0)
+        body = memfd.read(rec.fds[-1], last[2])
         if len(body) != last[2]:
             raise _err(K.MACH_RCV_BODY_ERROR, "the body memfd is short")
         return bits, msg_id, rights[:-1], data[tend:tend + alen], body
@@ -511,7 +534,7 @@ def uncarry(rec: Incoming, nfds: int) -> None:
     except ValueError as err:
         raise _err(K.MACH_RCV_BODY_ERROR, str(err)) from None
     finally:
-        os.close(carrier)
+        files.close(carrier)
     data = bytearray(rec.data)
     struct.pack_into("<I", data, _FLAGS_AT, struct.unpack_from("<I", data, _FLAGS_AT)[0] & ~FLAG_CARRIER)
     rec.data = bytes(data)
@@ -519,7 +542,12 @@ def uncarry(rec: Incoming, nfds: int) -> None:
 
 def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[bytes, int]:
     """Install the record's rights in ``space`` and build the user message
-    (header, body). Returns (message, bits). Closes everything on error."""
+    (header, body). Returns (message, bits). Closes everything on error.
+
+    Conditions: nothing locked; takes the space's lock for each right it
+    installs, the map's lock (out-of-line memory, port arrays), and for a
+    receive right the watcher's lock and the new port's lock
+    (Port.from_move)."""
     try:
         bits, msg_id, rights, arrays, body_in = validate(rec)
         if len(rights) == 1 and not rec.fds and not arrays and not bits & MD.MACH_MSGH_BITS_COMPLEX:
@@ -536,7 +564,7 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
             if n:
                 fd_of[i] = rec.fds[k:k + n]
                 k += n
-        unix.close_all(rec.fds[k:])  # a body memfd, already read
+        files.close_all(rec.fds[k:])  # a body memfd, already read
         del rec.fds[k:]
         if rights[0][0] == KIND_BACK and rec.rconn is None:
             raise _err(K.MACH_RCV_BODY_ERROR, "a back-channel reply right with no reply connection")
@@ -548,10 +576,10 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
         for i, fds in fd_of.items():  # every fd is what its right says, before any is used
             kind, _n, size, _aux = rights[i]
             if kind == MD.MACH_MSG_TYPE_PORT_SEND:
-                if len(fds) != 2 or not unix.is_seqpacket(fds[0]) or not unix.is_eventfd(fds[1]):
+                if len(fds) != 2 or not unix.is_seqpacket(fds[0]) or not eventfd.is_eventfd(fds[1]):
                     raise _err(K.MACH_RCV_BODY_ERROR, "a send right that is not a port connection")
             elif kind == MD.MACH_MSG_TYPE_PORT_RECEIVE:
-                if not fds or not unix.is_eventfd(fds[0]) or not all(unix.is_seqpacket(fd) for fd in fds[1:]):
+                if not fds or not eventfd.is_eventfd(fds[0]) or not all(unix.is_seqpacket(fd) for fd in fds[1:]):
                     raise _err(K.MACH_RCV_BODY_ERROR, "a receive right that is not a port's")
                 if not Port.check_packing(len(fds), size):
                     raise _err(K.MACH_RCV_BODY_ERROR, "a receive right whose parts do not add up")
@@ -589,9 +617,9 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
                 try:
                     regions[i] = _map_ool(fds[0], size)
                 finally:
-                    os.close(fds[0])
+                    files.close(fds[0])
     finally:
-        unix.close_all([fd for fds in fd_of.values() for fd in fds])
+        files.close_all([fd for fds in fd_of.values() for fd in fds])
         rec.fds = []
     reply = names.get(0, 0)
     if bits & MD.MACH_MSGH_BITS_COMPLEX:
@@ -608,7 +636,10 @@ def copyout_simple(space: IpcSpace, rec: Incoming, rcv_name: int, room: int) -> 
     """The common record, checked and copied out without the general walk:
     a simple message with no fds and no right but perhaps a back-channel
     reply right, that fits in ``room`` bytes. None: copyout() decides
-    (errors and MACH_RCV_TOO_LARGE included)."""
+    (errors and MACH_RCV_TOO_LARGE included).
+
+    Conditions: nothing locked; takes the space's lock for a back-channel
+    reply right."""
     data = rec.data
     if rec.fds or len(data) < _SIMPLE_HEAD:
         return None
@@ -693,18 +724,19 @@ def _check_ool(fd: int, size: int) -> None:
     and shrinking (so no peer can change it or make us take SIGBUS), and
     at least ``size`` bytes long."""
     try:
-        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        seals = memfd.seals(fd)
     except OSError:
         raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line memory is not a memfd") from None
-    if seals & (fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK) != (fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK):
+    if seals & (memfd.F_SEAL_WRITE | memfd.F_SEAL_SHRINK) != (memfd.F_SEAL_WRITE | memfd.F_SEAL_SHRINK):
         raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line memory is not sealed")
-    if os.fstat(fd).st_size < size:
+    if files.size(fd) < size:
         raise _err(K.MACH_RCV_BODY_ERROR, "out-of-line memory is shorter than declared")
 
 
 def _map_ool(fd: int, size: int) -> int:
-    """Map received out-of-line data MAP_PRIVATE: a copy-on-write copy."""
-    from .task import SELF
+    """Map received out-of-line data MAP_PRIVATE: a copy-on-write copy.
+
+    Conditions: nothing locked; takes the map's lock."""
     return SELF.map.map_object_private(fd, size)
 
 
@@ -733,10 +765,11 @@ def _slot_name(idx: int, names: dict[int, int]) -> int:
 
 def _name_array(values: list[int]) -> int:
     """An array of names in fresh memory of ours (released with
-    vm_deallocate, as MIG's out-of-line arrays are)."""
+    vm_deallocate, as MIG's out-of-line arrays are).
+
+    Conditions: nothing locked; takes the map's lock."""
     if not values:
         return 0
-    from .task import SELF
     data = struct.pack(f"<{len(values)}I", *values)
     addr = SELF.map.allocate(0, (len(data) + mm.PAGE_MASK) & ~mm.PAGE_MASK, True, False, 20)
     SELF.map.copy_in(addr, data)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
-import logging
 import os
 import select
 import socket
@@ -37,10 +36,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
+from .._linux.atfork import IMPORT_LOCK
 from . import message_defs as MD
 from .ipc_wire import FLAG_NOTIFY, MAGIC, RIGHT, WIRE
 
 if TYPE_CHECKING:
+    import logging
+
     from .ipc_port import SendCap
 
 MACH_NOTIFY_FIRST = 0o100
@@ -52,7 +54,17 @@ MACH_NOTIFY_SEND_ONCE = 0o107
 MACH_NOTIFY_DEAD_NAME = 0o110
 MACH_NOTIFY_LAST = 0o115
 
-log = logging.getLogger("pymach.notify")
+
+def log() -> logging.Logger:
+    """The "pymach.notify" logger (logging is imported when first needed,
+    in a way a fork waits for: see _linux/atfork.py).
+
+    Conditions: neither the build lock nor the map's lock is held (os.fork
+    takes them before the import lock); takes the import lock."""
+    with IMPORT_LOCK:
+        import logging
+    return logging.getLogger("pymach.notify")
+
 
 NDR_RECORD = bytes([0, 0, 0, 0, 1, 0, 0, 0])  # mig/if versions 0, little-endian ints
 
@@ -84,7 +96,12 @@ def send(cap: "SendCap", buffers: list[bytes], fds: list[int] | None = None) -> 
     as in XNU when the port is dead). When the send fails otherwise, the
     watcher thread sends it again later (``fds`` are duplicated for it
     first) and True is returned; False if even that cannot be arranged
-    (no fd left to duplicate them), which is logged."""
+    (no fd left to duplicate them), which is logged.
+
+    Conditions: any lock but the use lock and the watcher's lock may be held
+    (callers hold the space's or a port's lock); never waits; takes the use
+    lock (the right's close) or, when the send fails, the watcher's lock
+    (defer_send), and the import lock to log if even that fails."""
     try:
         _sendmsg(cap, buffers, fds)
     except OSError as err:
@@ -99,25 +116,32 @@ def send(cap: "SendCap", buffers: list[bytes], fds: list[int] | None = None) -> 
 
 
 def no_senders(cap: "SendCap", mscount: int) -> bool:
-    """mach_no_senders_notification_t: not_count is the make-send count."""
+    """mach_no_senders_notification_t: not_count is the make-send count.
+
+    Conditions: as send."""
     return send(cap, record(MACH_NOTIFY_NO_SENDERS, NDR_RECORD + struct.pack("<I", mscount & 0xFFFFFFFF)))
 
 
 def dead_name(cap: "SendCap", name: int) -> bool:
-    """mach_dead_name_notification_t for our ``name``."""
+    """mach_dead_name_notification_t for our ``name``.
+
+    Conditions: as send."""
     return send(cap, record(MACH_NOTIFY_DEAD_NAME, NDR_RECORD + struct.pack("<I", name)))
 
 
 def port_deleted(cap: "SendCap", name: int) -> bool:
-    """mach_port_deleted_notification_t for our ``name``."""
+    """mach_port_deleted_notification_t for our ``name``.
+
+    Conditions: as send."""
     return send(cap, record(MACH_NOTIFY_PORT_DELETED, NDR_RECORD + struct.pack("<I", name)))
 
 
 def port_destroyed(cap: "SendCap", fds: list[int], packing: int, aux: int) -> bool:
-    """mach_port_destroyed_notification_t carrying a receive right."""
-    from .ipc_kmsg import PORT_DESC
-    body = struct.pack("<I", 1) + PORT_DESC.pack(1, 0, 0, 0, MD.MACH_MSG_TYPE_PORT_RECEIVE,
-                                                   MD.MACH_MSG_PORT_DESCRIPTOR)
+    """mach_port_destroyed_notification_t carrying a receive right.
+
+    Conditions: as send."""
+    body = struct.pack("<I", 1) + MD.PORT_DESC.pack(1, 0, 0, 0, MD.MACH_MSG_TYPE_PORT_RECEIVE,
+                                                      MD.MACH_MSG_PORT_DESCRIPTOR)
     rights = [(0, 0, 0, 0), (MD.MACH_MSG_TYPE_PORT_RECEIVE, len(fds), packing, aux)]
     return send(cap, record(MACH_NOTIFY_PORT_DESTROYED, body, True, rights), fds)
 
@@ -140,6 +164,8 @@ class _Deferred:
         self.due = due
 
     def release(self) -> None:
+        """Conditions: nothing locked; takes the use lock (the right's
+        close)."""
         self.cap.close()
         for fd in self.fds:
             os.close(fd)
@@ -182,6 +208,7 @@ class Watcher:
 
     def _forget(self) -> None:
         # the thread does not exist in a fork child: start afresh on demand
+        """Conditions: a fork child, in the forking thread."""
         if self.ep is not None:
             self.ep.close()
         for fd in (self._wake_r, self._wake_w):
@@ -195,7 +222,10 @@ class Watcher:
 
     def fds(self) -> list[int]:
         """The fds the watcher holds: its epoll and wake-up pipe, and those
-        of the notifications it is to send again."""
+        of the notifications it is to send again.
+
+        Conditions: the watcher's lock is not held (it is not reentrant);
+        takes it."""
         with self.lock:
             out = [fd for fd in (self.ep.fileno() if self.ep is not None else -1, self._wake_r, self._wake_w)
                    if fd >= 0]
@@ -204,6 +234,7 @@ class Watcher:
             return [fd for fd in out if fd >= 0]
 
     def _start_locked(self) -> select.epoll:
+        """Conditions: the watcher's lock is held."""
         if self.ep is None:
             self.ep = select.epoll()
             self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -219,7 +250,11 @@ class Watcher:
             pass  # already awake-pending
 
     def watch(self, fd: int, events: int, handler: Callable[[], None]) -> None:
-        """Call ``handler`` (on the watcher thread) once ``events`` happen on ``fd``."""
+        """Call ``handler`` (on the watcher thread) once ``events`` happen on ``fd``.
+
+        Conditions: the watcher's lock is not held (it is not reentrant),
+        any other may be; takes it, and the first time starts the watcher
+        thread under it."""
         with self.lock:
             ep = self._start_locked()
             self.unwatch_locked(fd)
@@ -227,11 +262,14 @@ class Watcher:
             ep.register(fd, events | select.EPOLLET)
 
     def unwatch(self, fd: int) -> None:
+        """Conditions: the watcher's lock is not held (it is not reentrant),
+        any other may be; takes it when ``fd`` is watched."""
         if fd in self.handlers:  # (most fds were never watched: no lock then)
             with self.lock:
                 self.unwatch_locked(fd)
 
     def unwatch_locked(self, fd: int) -> None:
+        """Conditions: the watcher's lock is held."""
         if self.handlers.pop(fd, None) is not None:
             if self.rerun.pop(fd, None) is not None:
                 return  # waiting to run again, not in the epoll set
@@ -246,7 +284,12 @@ class Watcher:
         """Hand a notification whose send failed with ``error`` to the
         watcher thread, which sends it again later. Its ``fds`` are
         duplicated (the caller closes its own). False when that fails: the
-        notification is then lost, and the log says so."""
+        notification is then lost, and the log says so.
+
+        Conditions: the watcher's lock is not held (it is not reentrant),
+        any other may be; takes it (and the first time starts the watcher
+        thread under it); takes the import lock to log a notification it
+        cannot keep."""
         mine: list[int] = []
         try:
             for fd in fds or []:
@@ -254,7 +297,7 @@ class Watcher:
         except OSError as err:
             for fd in mine:
                 os.close(fd)
-            log.error("%s could not be sent (%s) nor kept to be sent again (%s): it is lost",
+            log().error("%s could not be sent (%s) nor kept to be sent again (%s): it is lost",
                       _what(buffers), error, err, exc_info=error)
             cap.close()
             return False
@@ -265,6 +308,9 @@ class Watcher:
         return True
 
     def _run(self) -> None:
+        """Conditions: the watcher thread, nothing locked; takes the watcher's
+        lock for its own tables only, and runs the handlers and sends with
+        nothing locked."""
         ep = self.ep
         assert ep is not None
         while True:
@@ -292,7 +338,10 @@ class Watcher:
             self._send_deferred()
 
     def _timeout(self) -> float:
-        """Seconds until the next retry is due; -1 when none is waiting."""
+        """Seconds until the next retry is due; -1 when none is waiting.
+
+        Conditions: the watcher thread, nothing locked; takes the watcher's
+        lock."""
         with self.lock:
             due = [t for t, _s, _fd in self._timers[:1]]
             if self.deferred:
@@ -307,15 +356,19 @@ class Watcher:
         run again after a growing delay (the handlers check their own state
         first, so a run after the right has gone does nothing), unless the
         fd is watched anew meanwhile or unwatched before the run; after
-        HANDLER_ATTEMPTS runs it is dropped, and that is logged too."""
+        HANDLER_ATTEMPTS runs it is dropped, and that is logged too.
+
+        Conditions: the watcher thread, nothing locked; runs the handler
+        with nothing locked, then takes the watcher's lock (and the import
+        lock to log)."""
         try:
             handler()
         except Exception:  # pylint: disable=broad-exception-caught
             if run >= self.HANDLER_ATTEMPTS:
-                log.error("the notification watcher's handler for fd %d failed %d times: the event is "
+                log().error("the notification watcher's handler for fd %d failed %d times: the event is "
                           "dropped, and the notification it would have sent is lost", fd, run, exc_info=True)
                 return
-            log.error("the notification watcher's handler for fd %d failed (run %d of at most %d); it runs "
+            log().error("the notification watcher's handler for fd %d failed (run %d of at most %d); it runs "
                       "again", fd, run, self.HANDLER_ATTEMPTS, exc_info=True)
             with self.lock:
                 if fd in self.handlers:
@@ -325,6 +378,8 @@ class Watcher:
                 heapq.heappush(self._timers, (time.monotonic() + self._backoff(run), next(self._seq), fd))
 
     def _run_due(self) -> None:
+        """Conditions: the watcher thread, nothing locked; takes the watcher's
+        lock for its tables only, as _call."""
         now = time.monotonic()
         while True:
             with self.lock:
@@ -337,12 +392,14 @@ class Watcher:
                 self._call(fd, handler, run + 1)
 
     def _send_deferred(self) -> None:
+        """Conditions: the watcher thread, nothing locked; sends and logs with
+        nothing locked, and takes the watcher's lock for its tables only."""
         now = time.monotonic()
         with self.lock:
             due = [d for d in self.deferred if d.due <= now]
         for d in due:
             if d.attempts == 1:
-                log.warning("%s could not be sent (%s); the watcher sends it again", _what(d.buffers), d.error,
+                log().warning("%s could not be sent (%s); the watcher sends it again", _what(d.buffers), d.error,
                             exc_info=d.error)
             try:
                 _sendmsg(d.cap, d.buffers, d.fds)
@@ -353,13 +410,13 @@ class Watcher:
                     d.due = now + self._backoff(d.attempts)
                     continue
                 if gone:
-                    log.warning("%s was not delivered: its notify port died before it could be sent again",
+                    log().warning("%s was not delivered: its notify port died before it could be sent again",
                                 _what(d.buffers))
                 else:
-                    log.error("%s could not be sent in %d attempts over %.0f s: it is lost", _what(d.buffers),
+                    log().error("%s could not be sent in %d attempts over %.0f s: it is lost", _what(d.buffers),
                               d.attempts + 1, now - d.since, exc_info=err)
             else:
-                log.info("%s was delivered at attempt %d", _what(d.buffers), d.attempts + 1)
+                log().info("%s was delivered at attempt %d", _what(d.buffers), d.attempts + 1)
             with self.lock:
                 self.deferred.remove(d)
             d.release()

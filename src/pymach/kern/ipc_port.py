@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import select
-import socket
 import struct
 import threading
 import time
@@ -23,11 +21,11 @@ import weakref
 from collections import deque
 from typing import Callable, TypeVar
 
-from .._linux import unix
+from .._linux import epoll, eventfd, files, memfd, unix
 from . import kern_return as K
 from .ipc_notify import WATCHER, no_senders, send_once_record
 from .ipc_wire import (CONTROL, FLAG_CARRIER, FLAG_JOIN, FLAG_REPLY, FLAG_REPLYCONN, FLAG_SO_DEAD,  # noqa: F401
-                       FLAG_UPGRADE, FLAGS_AT as _FLAGS_AT, KIND_BACK as _KIND_BACK, MAGIC as _MAGIC, MAX_RECORD, RIGHT as _RIGHT0,
+                       FLAG_SPOOL, FLAG_UPGRADE, FLAGS_AT as _FLAGS_AT, KIND_BACK as _KIND_BACK, MAGIC as _MAGIC, MAX_RECORD, RIGHT as _RIGHT0,
                        WIRE as _CONTROL_HEAD)
 
 from .ipc_space import MACH_PORT_QLIMIT_DEFAULT, MACH_PORT_QLIMIT_MAX, renew_at_fork
@@ -47,6 +45,14 @@ def max_joined() -> int:
 
 _BUFFERS = threading.local()
 
+# the bare system calls of the message path, bound once
+_fstat = files.fstat
+_efd_read = eventfd.read
+_efd_write = eventfd.write
+_NOSIGNAL_DONTWAIT = unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT
+# a receiving end in a port's epoll set: a record, or its peer's hang-up
+_READ_EVENTS = epoll.EPOLLIN | epoll.EPOLLRDHUP
+
 
 def _record_buffer() -> bytearray:
     """This thread's buffer for reading one record. A record is copied out
@@ -65,6 +71,10 @@ _C = TypeVar("_C", bound="SendCap")
 # a receiver that waits for each message pays the failed read once in
 # every _DIRECT_BACKOFF + 1 receives, not on every one.
 _DIRECT_BACKOFF = 8
+
+# How long at a time a receive past its deadline waits for a receive turn
+# whose holder is busy, not asleep (s): see Port._wait_turn.
+_BUSY_TURN = 0.001
 
 
 def control_record(flags: int, nfds: int) -> bytes:
@@ -88,7 +98,7 @@ class Incoming:
         self.error = error  # a message that could not be taken off its connection whole
 
     def release(self) -> None:
-        unix.close_all(self.fds)
+        files.close_all(self.fds)
         self.fds = []
 
 
@@ -108,7 +118,7 @@ class ReplyConn:
 
     __slots__ = ("sock", "tokens", "anon", "port", "orphan", "closed")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: unix.Socket) -> None:
         self.sock = sock
         self.tokens: set[int] = set()
         self.anon = 0
@@ -130,6 +140,10 @@ class ReplyConn:
         return False
 
     def unbind(self) -> None:
+        """Conditions: the lock of the port it is bound to, the channel lock,
+        that port's receive lock, or none of them (SendCap.close, from any
+        thread) may be held: it changes the port's reply connections and epoll
+        set whichever is held. Takes no lock."""
         port, self.port = self.port, None
         if port is not None:
             port.replies.pop(self.sock.fileno(), None)
@@ -139,6 +153,7 @@ class ReplyConn:
                 pass
 
     def close(self) -> None:
+        """Conditions: as unbind."""
         if not self.closed:
             self.closed = True
             self.unbind()
@@ -152,9 +167,9 @@ class Shared:
 
     __slots__ = ("sock", "ino")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: unix.Socket) -> None:
         self.sock = sock
-        self.ino = os.fstat(sock.fileno()).st_ino
+        self.ino = files.inode(sock.fileno())
 
     def __del__(self) -> None:
         self.sock.close()
@@ -167,9 +182,9 @@ class Channel:
 
     __slots__ = ("tx", "rx", "ino")
 
-    def __init__(self, tx: socket.socket, rx: ReplyConn) -> None:
+    def __init__(self, tx: unix.Socket, rx: ReplyConn) -> None:
         self.tx = tx
-        self.ino = os.fstat(tx.fileno()).st_ino
+        self.ino = files.inode(tx.fileno())
         self.rx: ReplyConn | None = rx
 
 
@@ -177,6 +192,7 @@ _CHANNEL_LOCK = threading.Lock()
 
 
 def _renew_channel_lock() -> None:
+    """Conditions: a fork child, in the forking thread."""
     global _CHANNEL_LOCK, _USE_LOCK  # pylint: disable=global-statement
     _CHANNEL_LOCK = threading.Lock()
     _USE_LOCK = threading.Lock()
@@ -192,7 +208,9 @@ _USE_LOCK = threading.Lock()
 
 def use(cap: "SendCap") -> bool:
     """Hold ``cap`` open for a send: a close() meanwhile waits for done().
-    False when it is closed already (the port died)."""
+    False when it is closed already (the port died).
+
+    Conditions: any lock but the use lock may be held; takes the use lock."""
     with _USE_LOCK:
         if cap._gone:  # pylint: disable=protected-access
             return False
@@ -202,7 +220,10 @@ def use(cap: "SendCap") -> bool:
 
 def done(cap: "SendCap") -> None:
     """The send that use() held ``cap`` for is over: a close() that waited
-    happens now."""
+    happens now.
+
+    Conditions: any lock but the use lock may be held; takes the use lock; a
+    close that waited for this send happens after it is released."""
     with _USE_LOCK:
         cap._uses -= 1  # pylint: disable=protected-access
         late = cap._late and not cap._uses  # pylint: disable=protected-access
@@ -211,7 +232,9 @@ def done(cap: "SendCap") -> None:
 
 
 def _close_waits(cap: "SendCap") -> bool:
-    """True when a send holds ``cap``: its close happens at done()."""
+    """True when a send holds ``cap``: its close happens at done().
+
+    Conditions: any lock but the use lock may be held; takes the use lock."""
     with _USE_LOCK:
         if cap._uses:  # pylint: disable=protected-access
             cap._late = True  # pylint: disable=protected-access
@@ -231,30 +254,32 @@ class SendCap:
 
     __slots__ = ("sock", "efd", "ino", "chan", "_uses", "_gone", "_late", "__weakref__")
 
-    def __init__(self, sock: socket.socket, efd: int = -1) -> None:
+    def __init__(self, sock: unix.Socket, efd: int = -1) -> None:
         self.sock = sock
         self.efd = efd
-        self.ino = os.fstat(sock.fileno()).st_ino
+        self.ino = _fstat(sock.fileno()).st_ino
         self.chan: Channel | None = None
         self._uses, self._gone, self._late = 0, False, False  # see use()
 
     @property
-    def tx(self) -> socket.socket:
+    def tx(self) -> unix.Socket:
         """The socket messages on this right are written to."""
         chan = self.chan
         return self.sock if chan is None else chan.tx
 
-    def checked_tx(self) -> socket.socket:
+    def checked_tx(self) -> unix.Socket:
         """The socket to write on, once the kernel confirms that its fd
         still names the connection this right was made with (the inode).
         An fd closed behind the runtime's back, its number since reused by
         another file or another port's connection, is MACH_SEND_INVALID_DEST:
-        a message never goes to an object the right does not denote."""
+        a message never goes to an object the right does not denote.
+
+        Conditions: nothing locked; the right is held by use()."""
         chan = self.chan
         sock, ino = (self.sock, self._ino()) if chan is None else (chan.tx, chan.ino)
         fd = sock.fileno()
         try:
-            if os.fstat(fd).st_ino == ino:
+            if _fstat(fd).st_ino == ino:
                 return sock
         except OSError:
             pass
@@ -268,7 +293,12 @@ class SendCap:
     def back_reply(self, port: "Port") -> int | None:
         """A token for a send-once right to our ``port`` that the receiver
         answers on our reply connection, or None when this right cannot
-        carry one (then a connection of its own is made, as before)."""
+        carry one (then a connection of its own is made, as before).
+
+        Conditions: nothing locked (not ``port``'s lock in particular: the
+        channel lock comes first); the right is held by use(); takes the
+        channel lock and, under it, ``port``'s lock; sends its control
+        records without waiting."""
         with _CHANNEL_LOCK:
             chan = self.chan
             try:
@@ -290,6 +320,7 @@ class SendCap:
             return token
 
     def _open_channel(self) -> Channel:
+        """Conditions: the channel lock is held."""
         tx, far = unix.pair()
         try:
             rc = self._open_reply(self.sock, FLAG_JOIN, [far.fileno()])
@@ -299,15 +330,15 @@ class SendCap:
         return self.chan
 
     @staticmethod
-    def _open_reply(on: socket.socket, flag: int, fds: list[int]) -> ReplyConn:
+    def _open_reply(on: unix.Socket, flag: int, fds: list[int]) -> ReplyConn:
+        """Conditions: the channel lock is held; sends without waiting."""
         near, far = unix.pair()
         try:
-            far.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
-            near.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-            near.shutdown(socket.SHUT_WR)  # replies only come this way
+            unix.set_passcred(far, False)
+            unix.set_passcred(near, True)
+            unix.receive_only(near)  # replies only come this way
             near.setblocking(False)
-            unix.send(on, [control_record(flag, len(fds) + 1)], fds + [far.fileno()],
-                      socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+            unix.send(on, [control_record(flag, len(fds) + 1)], fds + [far.fileno()], _NOSIGNAL_DONTWAIT)
         except BaseException:
             near.close()
             raise
@@ -316,7 +347,10 @@ class SendCap:
         return ReplyConn(near)
 
     def undo_reply(self, token: int) -> None:
-        """The message that carried ``token`` was not sent."""
+        """The message that carried ``token`` was not sent.
+
+        Conditions: nothing locked; the right is held by use(); discards the
+        token without the channel lock."""
         chan = self.chan
         if chan is not None and chan.rx is not None:
             chan.rx.tokens.discard(token)
@@ -325,11 +359,11 @@ class SendCap:
     def adopt(cls: "type[_C]", fds: list[int]) -> "_C":
         """Wrap the fds of a right received from another task (checked by
         the caller: a SEQPACKET socket, then an eventfd for a send right)."""
-        return cls(socket.socket(fileno=fds[0]), fds[1] if len(fds) > 1 else -1)
+        return cls(unix.adopt(fds[0]), fds[1] if len(fds) > 1 else -1)
 
     def dup(self: "_C") -> "_C":
         """Another capability for the same right (new fds, same files)."""
-        return type(self)(self.sock.dup(), os.dup(self.efd) if self.efd >= 0 else -1)
+        return type(self)(self.sock.dup(), files.dup(self.efd) if self.efd >= 0 else -1)
 
     def detach_fds(self) -> list[int]:
         """Give up the fds (to be adopted elsewhere) and return them."""
@@ -348,72 +382,55 @@ class SendCap:
         """True once the receiving end is gone (the port died)."""
         if self.sock.fileno() < 0:
             return True
-        p = select.poll()
-        p.register(self.sock.fileno(), select.POLLOUT)
-        for _fd, ev in p.poll(0):
-            if ev & (select.POLLHUP | select.POLLERR):
-                return True
-        return False
+        return unix.send_end_dead(self.sock.fileno())
 
     def take_slot(self, timeout_ms: int | None) -> bool:
         """Take a place in the port's queue, waiting up to ``timeout_ms``
         (None: for ever). False on timeout. Raises MachError with
-        MACH_SEND_INVALID_DEST if the port dies while we wait."""
+        MACH_SEND_INVALID_DEST if the port dies while we wait.
+
+        Conditions: nothing locked; waits up to ``timeout_ms`` (for ever
+        with None)."""
         if self.efd < 0:
             return True
-        ep: select.epoll | None = None
-        p: select.poll | None = None
+        waiter: eventfd.Waiter | None = None
         try:
             while True:
                 try:
-                    os.eventfd_read(self.efd)
+                    _efd_read(self.efd)
                     return True
                 except BlockingIOError:
                     pass
                 if timeout_ms == 0:
                     return False
-                if ep is None and p is None:
-                    # Every sender of the port waits on the same eventfd.
-                    # EPOLLEXCLUSIVE makes the kernel wake one (or a few) of
-                    # the epoll instances waiting on it per write, not all:
-                    # as XNU wakes one full-queue waiter per place freed
-                    # (ipc_mqueue_release_msgcount). With plain poll, a place
-                    # freed under N blocked senders woke all N to race for it.
-                    # The hang-up of our connection (the port died) is
-                    # reported whatever the mask.
-                    try:
-                        ep = select.epoll(2)
-                        ep.register(self.efd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-                        ep.register(self.sock.fileno(), 0)
-                    except OSError:  # no fd for it: poll, which needs none
-                        if ep is not None:
-                            ep.close()
-                            ep = None
-                        p = select.poll()
-                        p.register(self.efd, select.POLLIN)
-                        p.register(self.sock.fileno(), select.POLLHUP)
+                if waiter is None:
+                    # Every sender of the port waits on the same eventfd: one
+                    # place freed wakes one of them (EPOLLEXCLUSIVE), not all
+                    # of them to race for it
+                    waiter = eventfd.Waiter(self.efd, self.sock.fileno())
                 start = time.monotonic()
                 # a sender woken and killed before it took the place would
                 # leave it to no one: look again at least every second
                 wait = 1.0 if timeout_ms is None else min(1.0, timeout_ms / 1000)
-                ready = ep.poll(wait) if ep is not None else p.poll(int(wait * 1000))  # type: ignore[union-attr]
-                for fd, ev in ready:
-                    if fd == self.sock.fileno() and ev & (select.EPOLLHUP | select.EPOLLERR):
-                        raise K.MachError(K.MACH_SEND_INVALID_DEST, "the port died while we waited")
+                ready, hung = waiter.wait(wait)
+                if hung:
+                    raise K.MachError(K.MACH_SEND_INVALID_DEST, "the port died while we waited")
                 if timeout_ms is not None:
                     timeout_ms = max(0, timeout_ms - int((time.monotonic() - start) * 1000))
                     if not ready and timeout_ms == 0:
                         return False
         finally:
-            if ep is not None:
-                ep.close()
+            if waiter is not None:
+                waiter.close()
 
     def give_slot(self) -> None:
         """Return a place taken by take_slot (the send failed)."""
         if self.efd >= 0:
-            os.eventfd_write(self.efd, 1)
+            _efd_write(self.efd, 1)
 
     def close(self) -> None:
+        """Conditions: nothing locked, or the space's or a port's lock; takes
+        the use lock; deferred to done() while a send holds the right."""
         if _close_waits(self):
             return
         chan, self.chan = self.chan, None
@@ -438,7 +455,7 @@ class SendCap:
         self.sock.close()
         if self.efd >= 0:
             efd, self.efd = self.efd, -1
-            os.close(efd)
+            files.close(efd)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} fd={self.sock.fileno()} ino={self.ino}>"
@@ -479,11 +496,13 @@ class ReplyCap(SendOnceCap):
     def upgrade(self) -> SendOnceCap:
         """A send-once right with a connection of its own, made through the
         reply connection. If the reply port is gone the new right is
-        already dead (its peer end closed), as the old one was."""
+        already dead (its peer end closed), as the old one was.
+
+        Conditions: as close; sends without waiting."""
         tx, far = unix.pair()
         try:
             unix.send(self.sock, [control_record(FLAG_UPGRADE | self.token << 8, 1)], [far.fileno()],
-                      socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+                      _NOSIGNAL_DONTWAIT)
         except OSError:
             pass
         finally:
@@ -493,13 +512,13 @@ class ReplyCap(SendOnceCap):
         return SendOnceCap(tx)
 
     def close(self) -> None:
+        """Conditions: as SendCap.close; sends without waiting."""
         if _close_waits(self):
             return
         if not self.spent and self.conn is not None:
             self.spent = True
             try:
-                self.sock.sendmsg([control_record(FLAG_SO_DEAD | self.token << 8, 0)], (),
-                                  socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+                self.sock.sendmsg([control_record(FLAG_SO_DEAD | self.token << 8, 0)], (), _NOSIGNAL_DONTWAIT)
             except OSError:
                 pass
         self.forget()
@@ -521,7 +540,7 @@ def _upgrade_held(rec: Incoming) -> None:
     tx, far = unix.pair()
     try:
         unix.send(rec.rconn.sock, [control_record(FLAG_UPGRADE | token << 8, 1)], [far.fileno()],
-                  socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+                  _NOSIGNAL_DONTWAIT)
     except OSError:
         pass  # the reply port is gone: the new right is dead, as the old one was
     finally:
@@ -535,30 +554,148 @@ def _upgrade_held(rec: Incoming) -> None:
     rec.rconn = None
 
 
-def _resend(tx: socket.socket, rec: Incoming) -> None:
-    """Write a record taken off a connection onto ``tx`` as it came: a
-    record whose carrier was already read gets a new carrier."""
-    if rec.error:
-        return  # a cut record: nothing of it is left to travel
-    if len(rec.fds) <= unix.SCM_MAX_FD:
-        unix.send(tx, [rec.data], rec.fds)
-        return
-    carrier = unix.carry(rec.fds[unix.SCM_MAX_FD - 1:])
+# A receive right moves with the messages the runtime already took off
+# their connections (``held``): they travel in spool records, on a
+# connection of their own that goes first with the right. A spool record
+# is a control record (FLAG_SPOOL) whose fds are a sealed memfd holding
+# records in order, each as _SPOOLED (length, fd count) then its bytes,
+# and, when they carry fds, a carrier of all of them in the same order
+# (unix.carry). Kernel facts: a memfd grows as far as memory does, and a
+# spool record is a header and two fds in a socket's buffer, so a queue of
+# any size moves at once: no write waits for a reader that cannot exist
+# before the right has arrived. XNU moves the port itself with its queue
+# (ipc_right_copyin, MACH_MSG_TYPE_MOVE_RECEIVE, osfmk/ipc/ipc_right.c:2249
+# in xnu-11417.101.15): the queue's size never makes a move wait or fail.
+# The bounds keep a lying sender of a right near what a port can hold (at
+# most MACH_PORT_QLIMIT_MAX messages of at most MAX_RECORD bytes, and the
+# notifications, which take no place): twice those bytes, 64 times as many
+# records.
+_SPOOLED = struct.Struct("<II")
+_SPOOL_RECORDS = MACH_PORT_QLIMIT_MAX  # records in one spool record, at most
+_SPOOL_BYTES = _SPOOL_RECORDS * (_SPOOLED.size + MAX_RECORD)  # one spool's memfd, at most
+_SPOOL_LIMIT = 2 * _SPOOL_BYTES  # bytes taken from the spools of one right, at most
+_SPOOL_COUNT = 64 * _SPOOL_RECORDS  # records taken from them, at most
+_SPOOL_SEALS = memfd.F_SEAL_SEAL | memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW | memfd.F_SEAL_WRITE
+
+
+def _spool(records: list[Incoming]) -> unix.Socket:
+    """The receiving end of a new connection holding ``records`` (taken
+    off connections) in spool records, in order; its sending end is
+    closed. Never waits. Raises OSError when an fd or memory is short;
+    the records are then still whole.
+
+    Conditions: the port's lock is held (pack_for_move); never waits."""
+    chunks: list[tuple[bytearray, list[int]]] = []
+    data, n = bytearray(), 0
+    fds: list[int] = []
+    for rec in records:
+        _upgrade_held(rec)
+        if rec.error:
+            continue  # a cut record: nothing of it is left to travel
+        if n == _SPOOL_RECORDS or len(data) + _SPOOLED.size + len(rec.data) > _SPOOL_BYTES:
+            chunks.append((data, fds))
+            data, fds, n = bytearray(), [], 0
+        data += _SPOOLED.pack(len(rec.data), len(rec.fds))
+        data += rec.data
+        fds += rec.fds
+        n += 1
+    if n:
+        chunks.append((data, fds))
+    tx, rx = unix.pair()
     try:
-        data = bytearray(rec.data)
-        data[_FLAGS_AT] |= FLAG_CARRIER
-        unix.send(tx, [data], rec.fds[:unix.SCM_MAX_FD - 1] + [carrier])
+        for data, fds in chunks:
+            parts = [memfd.filled("mach.spool", memoryview(data), _SPOOL_SEALS)]
+            try:
+                if fds:
+                    parts.append(unix.carry(fds))
+                unix.send(tx, [control_record(FLAG_SPOOL, len(parts))], parts, _NOSIGNAL_DONTWAIT)
+            finally:
+                files.close_all(parts)
+    except BaseException:
+        rx.close()
+        raise
     finally:
-        os.close(carrier)
+        tx.close()
+    rx.setblocking(False)
+    return rx
 
 
-def _peer_gone(fd: int) -> bool:
-    """Has every copy of the far end of this connection closed? (POLLHUP:
-    both directions are shut. A reply connection's far end shuts only its
-    writing side, which is POLLRDHUP, so that does not count.)"""
-    p = select.poll()
-    p.register(fd, 0)
-    return any(ev & select.POLLHUP for _fd, ev in p.poll(0))
+def _unspool(sock: unix.Socket) -> list[Incoming]:
+    """The records of the spool records on ``sock`` (see _spool), in
+    order, each with the credentials of the spool record that carried it
+    (its writer's, as the kernel gave them). Reads until ``sock`` is
+    empty; never waits. What is not a spool record, or passes the bounds,
+    is dropped with its fds; a spool record whose fds did not fit
+    (RLIMIT_NOFILE) is one lost record, whose receive fails.
+
+    Conditions: nothing locked; the port the records are for is not yet
+    shared (from_move); never waits."""
+    out: list[Incoming] = []
+    left = _SPOOL_LIMIT
+    buf = _record_buffer()
+    while True:
+        try:
+            n, fds, cred = unix.recv(sock, buf)
+        except BlockingIOError:
+            return out
+        except unix.Truncated as err:
+            out.append(_lost(err))
+            continue
+        except OSError:
+            return out
+        if n == 0 and not fds:
+            return out  # EOF
+        try:
+            head = _CONTROL_HEAD.unpack_from(buf) if n == _CONTROL_HEAD.size else None
+            if head != (_MAGIC, 0, 0, 0, 0, len(fds), FLAG_SPOOL, 0) or not 1 <= len(fds) <= 2:
+                continue  # not a spool record: dropped
+            recs, size = _spooled(fds[0], fds[1] if len(fds) == 2 else -1, cred, left,
+                                  _SPOOL_COUNT - len(out))
+            out += recs
+            left -= size
+        finally:
+            files.close_all(fds)
+
+
+def _spooled(mfd: int, carrier: int, cred: tuple[int, int, int] | None,
+             limit: int, count: int) -> tuple[list[Incoming], int]:
+    """The records of one spool record: its memfd ``mfd`` and ``carrier``
+    (-1: none), and the memfd's size. Nothing (and size 0) for a spool
+    that is not well formed, or holds more than ``limit`` bytes or
+    ``count`` records."""
+    try:
+        size = files.size(mfd)
+        if not files.is_regular(mfd) or size > min(limit, _SPOOL_BYTES):
+            return [], 0
+        data = memfd.read(mfd, size)
+    except OSError:
+        return [], 0
+    entries: list[tuple[int, int, int]] = []
+    off, total = 0, 0
+    while off < len(data):
+        if off + _SPOOLED.size > len(data) or len(entries) >= min(count, _SPOOL_RECORDS):
+            return [], 0
+        length, nfds = _SPOOLED.unpack_from(data, off)
+        off += _SPOOLED.size
+        if off + length > len(data):
+            return [], 0
+        entries.append((off, length, nfds))
+        off += length
+        total += nfds
+    if len(data) != size or (total and carrier < 0):
+        return [], 0
+    try:
+        got = unix.uncarry(carrier, total) if total else []
+    except ValueError:
+        return [], 0
+    except unix.Truncated as err:
+        return [_lost(err)], size
+    out: list[Incoming] = []
+    i = 0
+    for off, length, nfds in entries:
+        out.append(Incoming(data[off:off + length], got[i:i + nfds], cred))
+        i += nfds
+    return out, size
 
 
 class Port:
@@ -571,18 +708,24 @@ class Port:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.rcv_lock = threading.Lock()  # receivers take turns; senders never wait on it
-        self.ep = select.epoll()
+        self.ep = epoll.new()
         # an eventfd, already signalled, that wakes the receivers still in
         # the epoll set when the port leaves this task (_retire): made only then
         self.wake = -1
         self.sleeping = False  # the receiver whose turn it is (rcv_lock) waits in the epoll set
         self.skip = 0  # receives to go through epoll before a lone connection is read directly again
         self.sets: set[object] = set()  # the PortSets we are a member of
-        self.ends: dict[int, tuple[socket.socket, bool]] = {}  # fd -> (receive end, send-once?)
+        self.ends: dict[int, tuple[unix.Socket, bool]] = {}  # fd -> (receive end, send-once?)
         self.seqno = 0
         self.mscount = 0
         self.qlimit = MACH_PORT_QLIMIT_DEFAULT
         self.held: deque[object] = deque()
+        # while a message carrying the receive right is being sent: the
+        # connection its queue travels on (_spool) if it has one, the
+        # records in it, and the connections dropped meanwhile, whose fds
+        # the message names: closed once the right has gone or stays
+        self.moving: tuple[unix.Socket | None, list[Incoming], list[object]] | None = None
+        self.nudge = -1  # an eventfd that wakes a receiver once (move_failed): made when first needed
         self._cached: SendCap | None = None  # our own sending end, shared by MAKE_SEND
         self.destroyed = False
         self.context = 0  # mach_port_construct's context (or guard)
@@ -615,30 +758,39 @@ class Port:
 
     def _sem(self) -> int:
         """The queue semaphore, made now if no send right needed it yet (no
-        place can have been taken: it starts with qlimit free)."""
+        place can have been taken: it starts with qlimit free).
+
+        Conditions: the port's lock is held."""
         if self.efd < 0:
-            self.efd = os.eventfd(self.qlimit, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self.efd = eventfd.semaphore(self.qlimit)
         return self.efd
 
     def renew_locks(self) -> None:
-        """A fork child: locks held by threads that did not follow are free."""
+        """A fork child: locks held by threads that did not follow are free.
+
+        Conditions: a fork child, in the forking thread."""
         self.lock = threading.RLock()
         self.rcv_lock = threading.Lock()
 
     # -- making rights -------------------------------------------------------
 
-    def _connect(self, send_once: bool) -> socket.socket:
+    def _connect(self, send_once: bool) -> unix.Socket:
+        """Conditions: the port's lock is held."""
         tx, rx = unix.pair()
         rx.setblocking(False)
         self._last_rx = rx.fileno()
         self.ends[rx.fileno()] = (rx, send_once)
-        self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        self.ep.register(rx.fileno(), _READ_EVENTS)
         return tx
 
     def make_send(self) -> SendCap:
         """MAKE_SEND: a send right, owned by the caller. One connection is
         cached and shared (a dup of the same socket), so making rights does
-        not open a connection each time."""
+        not open a connection each time.
+
+        Conditions: nothing locked, or the space's lock; takes the port's
+        lock and, under it, the watcher's lock while a no-senders request is
+        armed."""
         with self.lock:
             self._check()
             if self.nsrequest is not None:
@@ -658,18 +810,24 @@ class Port:
 
     def _new_send(self) -> SendCap:
         """A new connection and the semaphore (OSError, with nothing left
-        open, when the fds cannot be had)."""
-        sem = os.dup(self._sem())
+        open, when the fds cannot be had).
+
+        Conditions: the port's lock is held."""
+        sem = files.dup(self._sem())
         try:
             return SendCap(self._connect(False), sem)
         except BaseException:
-            os.close(sem)
+            files.close(sem)
             raise
 
     def make_send_owned(self, owner: object) -> SendCap:
         """MAKE_SEND on a connection of its own, recorded as ``owner``'s
         (with the channels that later join on it): a server counts what
-        each client holds of it with owned()."""
+        each client holds of it with owned().
+
+        Conditions: nothing locked, the space's lock, or the port's lock
+        (the bootstrap server holds it); takes the port's lock and, under
+        it, the watcher's lock while a no-senders request is armed."""
         with self.lock:
             self._check()
             tx = self._new_send()
@@ -681,12 +839,12 @@ class Port:
 
     def owned(self) -> dict[object, int]:
         """Owner -> connections of ours whose sending end is still open
-        somewhere (kernel fact: not hung up), for make_send_owned's owners."""
+        somewhere (kernel fact: not hung up), for make_send_owned's owners.
+
+        Conditions: nothing locked, or the port's lock; takes the port's
+        lock."""
         with self.lock:
-            p = select.poll()
-            for fd in self.owners:
-                p.register(fd, select.POLLRDHUP)
-            hung = {fd for fd, ev in p.poll(0) if ev & (select.POLLRDHUP | select.POLLHUP)}
+            hung = unix.hung_up_fds(self.owners)
             counts: dict[object, int] = {}
             for fd, owner in self.owners.items():
                 if fd not in hung:
@@ -694,25 +852,35 @@ class Port:
             return counts
 
     def count_make_send(self) -> None:
-        """A MAKE_SEND that only added a user reference to a right we hold."""
+        """A MAKE_SEND that only added a user reference to a right we hold.
+
+        Conditions: nothing locked, or the space's lock; takes the port's
+        lock."""
         with self.lock:
             self.mscount += 1
 
     def make_send_once(self) -> SendOnceCap:
-        """MAKE_SEND_ONCE: a fresh connection for one message."""
+        """MAKE_SEND_ONCE: a fresh connection for one message.
+
+        Conditions: nothing locked, or the space's lock; takes the port's
+        lock."""
         with self.lock:
             self._check()
             return SendOnceCap(self._connect(True))
 
     def forget_cache(self) -> None:
         """Drop our own sending end, so that EOF on its connection means no
-        sender is left anywhere (needed before no-senders can be known)."""
+        sender is left anywhere (needed before no-senders can be known).
+
+        Conditions: nothing locked, or the space's or the port's lock; takes
+        the port's lock and, under it, the use lock."""
         with self.lock:
             if self._cached is not None:
                 self._cached.close()
                 self._cached = None
 
     def _check(self) -> None:
+        """Conditions: the port's lock is held."""
         if self.destroyed:
             raise K.MachError(K.KERN_INVALID_RIGHT, "the port was destroyed")
 
@@ -733,18 +901,24 @@ class Port:
 
     def bind(self, rc: ReplyConn) -> bool:
         """Watch a reply connection of one of our channels (its replies are
-        ours). False if the port is gone."""
+        ours). False if the port is gone.
+
+        Conditions: nothing locked, the channel lock, or (from_move) the
+        port is not yet shared; takes the port's lock."""
         with self.lock:
             if self.destroyed:
                 return False
             fd = rc.sock.fileno()
-            self.ep.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
+            self.ep.register(fd, _READ_EVENTS)
             self.replies[fd] = rc
             rc.port = self
             return True
 
     def set_qlimit(self, qlimit: int) -> None:
-        """Change the queue limit: raising it wakes blocked senders."""
+        """Change the queue limit: raising it wakes blocked senders.
+
+        Conditions: nothing locked, or the space's lock; takes the port's
+        lock."""
         with self.lock:
             diff, self.qlimit = qlimit - self.qlimit, qlimit
             if self.efd < 0:
@@ -753,28 +927,34 @@ class Port:
                 pay = min(diff, self.debt)
                 self.debt -= pay
                 if diff - pay:
-                    os.eventfd_write(self.efd, diff - pay)
+                    _efd_write(self.efd, diff - pay)
             while diff < 0:
                 try:
-                    os.eventfd_read(self.efd)
+                    _efd_read(self.efd)
                 except BlockingIOError:
                     self.debt += -diff
                     break
                 diff += 1
 
     def _freed(self) -> None:
-        """A message from a send connection left the queue: one more place."""
+        """A message from a send connection left the queue: one more place.
+
+        Conditions: the port's receive lock is held."""
         if self.debt:
             self.debt -= 1
         else:
-            os.eventfd_write(self.efd, 1)
+            _efd_write(self.efd, 1)
 
     def live_rights(self) -> tuple[int, int]:
         """(send connections, send-once connections) whose sending end is
         still open somewhere: kernel fact, read with poll (EPOLLRDHUP is set
         on a receiving end once every copy of its sending end is closed).
         Our own cached sending end is dropped first, so that it does not
-        count as a sender."""
+        count as a sender.
+
+        Conditions: nothing locked, or the space's lock; takes the port's
+        lock; under it tries the port's receive lock without waiting, and
+        takes the use and the watcher's lock."""
         with self.lock:
             hung = self._hung()
             normal = sum(1 for fd, (_s, once) in self.ends.items() if not once and fd not in hung)
@@ -788,12 +968,13 @@ class Port:
         With no no-senders request armed and no receiver busy, a hung send
         connection with nothing queued is dropped here: on a port that
         nobody receives from, nothing else would ever read its EOF, and each
-        MAKE_SEND after forget_cache opens a new one."""
+        MAKE_SEND after forget_cache opens a new one.
+
+        Conditions: the port's lock is held; tries the port's receive lock
+        without waiting (and releases it); takes the use lock and the
+        watcher's lock."""
         self.forget_cache()
-        p = select.poll()
-        for fd in self.ends:
-            p.register(fd, select.POLLRDHUP)
-        hung = {fd for fd, ev in p.poll(0) if ev & (select.POLLRDHUP | select.POLLHUP)}
+        hung = unix.hung_up_fds(self.ends)
         if hung and self.nsrequest is None and self.rcv_lock.acquire(blocking=False):
             try:
                 for fd in list(hung):
@@ -807,16 +988,12 @@ class Port:
     def msgcount(self) -> int:
         """Messages queued: the places taken in the queue semaphore (from
         /proc/self/fdinfo, which shows an eventfd's count without reading
-        it), plus messages held here, plus send-once messages waiting."""
+        it), plus messages held here, plus send-once messages waiting.
+
+        Conditions: nothing locked, or the space's lock; takes the port's
+        lock."""
         with self.lock:
-            free = self.qlimit if self.efd < 0 else 0
-            try:
-                with open(f"/proc/self/fdinfo/{self.efd}") as f:
-                    for line in f:
-                        if line.startswith("eventfd-count:"):
-                            free = int(line.split()[1], 16)
-            except (OSError, ValueError):
-                pass
+            free = self.qlimit if self.efd < 0 else (eventfd.count(self.efd) or 0)
             queued = max(0, self.qlimit + self.debt - free)
             # send-once messages take no place in the queue: count the
             # connections with a record waiting (ours and our channels')
@@ -830,7 +1007,12 @@ class Port:
 
     def drop_end(self, fd: int) -> bool:
         """Forget a connection that read EOF; returns whether it was a
-        send-once connection. Idempotent."""
+        send-once connection. Idempotent.
+
+        Conditions: the port's lock is held; takes the watcher's lock when
+        the end is watched. While a message carrying the receive right is
+        being sent (``moving``), the end is closed when the move ends: the
+        message names its fd."""
         ent = self.ends.pop(fd, None)
         if ent is None:
             return False
@@ -845,13 +1027,21 @@ class Port:
             self.ep.unregister(fd)
         except (OSError, ValueError):
             pass
-        s.close()
-        self.rconn.pop(fd, None)  # rights made from it keep it open
+        rc = self.rconn.pop(fd, None)  # rights made from it keep it open
+        if self.moving is None:
+            s.close()
+        else:
+            self.moving[2] += (s, rc)  # a message being sent names its fds (pack_for_move)
         return once
 
     def _closed(self, fd: int, used: bool) -> None:
         """A connection read EOF. An unused send-once connection is a
-        send-once notification; the last send connection may be no-senders."""
+        send-once notification; the last send connection may be no-senders.
+
+        Conditions: the port's receive lock and the port's lock are held;
+        may send a no-senders notification (never waits: the use lock, or
+        the watcher's lock if the send fails); takes the watcher's lock
+        (drop_end)."""
         if fd not in self.ends:
             return
         once = self.drop_end(fd)
@@ -867,7 +1057,11 @@ class Port:
 
     def check_no_senders(self) -> None:
         """Fire the armed no-senders request once no send right is left. As
-        in XNU (ipc_notify_no_senders), sync is not looked at again here."""
+        in XNU (ipc_notify_no_senders), sync is not looked at again here.
+
+        Conditions: the port's lock is held; may send a no-senders
+        notification (never waits: the use lock, or the watcher's lock if
+        the send fails)."""
         req = self.nsrequest
         if req is None or self._cached is not None or any(
                 not once and fd not in self.quiet for fd, (_s, once) in self.ends.items()):
@@ -879,7 +1073,12 @@ class Port:
         """Arm (or with None, cancel) the no-senders request; returns the
         previous notify right. As ipc_port_nsrequest does, it fires before
         returning when there are no senders now and sync <= the make-send
-        count; otherwise it waits for the last send right to go."""
+        count; otherwise it waits for the last send right to go.
+
+        Conditions: the space's lock is held; takes the port's lock; under
+        it as live_rights, takes the watcher's lock, and may send the
+        notification at once (never waits: the use lock, or the watcher's
+        lock if the send fails)."""
         with self.lock:
             prev = self.nsrequest[0] if self.nsrequest else None
             self.nsrequest = None
@@ -899,12 +1098,19 @@ class Port:
             return prev
 
     def _watch_end(self, fd: int) -> None:
-        WATCHER.watch(fd, select.EPOLLRDHUP, functools.partial(self._peer_closed, fd))
+        """Conditions: the port's lock is held, or the port is not yet shared
+        (from_move); takes the watcher's lock."""
+        WATCHER.watch(fd, epoll.EPOLLRDHUP, functools.partial(self._peer_closed, fd))
 
     def _peer_closed(self, fd: int) -> None:
         """Watcher thread: every sending end of a connection closed. If no
         receiver is busy with the port, drain what is queued on it into
-        ``held`` (the port's queue) and account for the close."""
+        ``held`` (the port's queue) and account for the close.
+
+        Conditions: the watcher thread, nothing locked; tries the port's
+        receive lock (returns at once when a receiver holds it), then takes
+        the port's lock; releases both, then takes the lock of each set the
+        port is in."""
         if not self.rcv_lock.acquire(blocking=False):
             return  # a receiver is polling this port and will see the EOF
         try:
@@ -942,7 +1148,11 @@ class Port:
     def _take(self, fd: int, once: bool, n: int, fds: list[int],
               cred: tuple[int, int, int] | None) -> Incoming | None:
         """A record read off end ``fd``: a message (returned), or a control
-        record of a sender's channel (acted on; None)."""
+        record of a sender's channel (acted on; None).
+
+        Conditions: the port's receive lock is held (the port's lock too,
+        from _peer_closed); takes the port's lock for a send-once end and
+        for a control record (_control)."""
         buf = self._buf
         if once:
             with self.lock:
@@ -953,14 +1163,17 @@ class Port:
         if self.debt:
             self.debt -= 1  # (_freed, inline: this is every message's path)
         else:
-            os.eventfd_write(self.efd, 1)
+            _efd_write(self.efd, 1)
         return Incoming(buf[:n], fds, cred, None, self.rconn.get(fd))
 
     def _cut(self, fd: int, once: bool, err: "unix.Truncated") -> Incoming:
         """A record taken off end ``fd`` whole but cut (its fds are closed):
         it leaves the queue as a message would, so its place is freed (or
         its send-once connection dropped), and the receive that takes it
-        fails."""
+        fails.
+
+        Conditions: the port's receive lock is held (the port's lock too,
+        from _peer_closed); takes the port's lock for a send-once end."""
         if once:
             with self.lock:
                 self.drop_end(fd)
@@ -975,33 +1188,38 @@ class Port:
         """JOIN: a sender's channel (a new connection of ours, and its
         reply connection); REPLYCONN: a new reply connection for the
         channel it came on. False if the record is not one of them (it is
-        then received as a message, and refused as malformed)."""
+        then received as a message, and refused as malformed).
+
+        Conditions: the port's receive lock is held; takes the port's lock
+        and calls ``admit`` under it (the bootstrap server's policy takes
+        the port's lock again); takes the watcher's lock while a no-senders
+        request is armed."""
         magic, bits, _id, blen, nrights, nfds, flags, alen = _CONTROL_HEAD.unpack_from(self._buf)
         ok = (magic == _MAGIC and not (bits or blen or nrights or alen) and nfds == len(fds)
               and all(unix.is_seqpacket(f) for f in fds))
-        if ok and flags in (FLAG_JOIN, FLAG_REPLYCONN) and any(_peer_gone(f) for f in fds[-1:]):
+        if ok and flags in (FLAG_JOIN, FLAG_REPLYCONN) and any(unix.peer_gone(f) for f in fds[-1:]):
             # a well-formed record whose reply connection's sender has
             # already gone: nothing could use it, so it is dropped (kept, it
             # would hold an fd for as long as this connection lives)
-            unix.close_all(fds)
+            files.close_all(fds)
             return True
         with self.lock:
             owner = self.owners.get(fd)
             if (ok and flags == FLAG_JOIN and len(fds) == 2 and len(self.ends) < max_joined()
                     and (owner is None or self.admit is None or self.admit(owner))):
-                rx = socket.socket(fileno=fds[0])
+                rx = unix.adopt(fds[0])
                 rx.setblocking(False)
-                rx.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+                unix.set_passcred(rx, True)
                 self.ends[rx.fileno()] = (rx, False)
                 if owner is not None:
                     self.owners[rx.fileno()] = owner  # a sender's channel counts as its own
-                self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
-                self.rconn[rx.fileno()] = Shared(socket.socket(fileno=fds[1]))
+                self.ep.register(rx.fileno(), _READ_EVENTS)
+                self.rconn[rx.fileno()] = Shared(unix.adopt(fds[1]))
                 if self.nsrequest is not None:
                     self._watch_end(rx.fileno())
                 return True
             if ok and flags == FLAG_REPLYCONN and len(fds) == 1:
-                self.rconn[fd] = Shared(socket.socket(fileno=fds[0]))
+                self.rconn[fd] = Shared(unix.adopt(fds[0]))
                 return True
         return False
 
@@ -1009,7 +1227,10 @@ class Port:
         """A record on one of our channels' reply connections: a reply, or
         news of a back-channel right (destroyed: a send-once notification;
         upgraded: a send-once connection of ours). At EOF every right still
-        outstanding is a send-once notification (its holder died)."""
+        outstanding is a send-once notification (its holder died).
+
+        Conditions: the port's receive lock is held; takes the port's lock
+        at EOF and for an upgrade."""
         if rc.closed:
             # its channel's sender closed it meanwhile (the watcher thread,
             # when the destination died): nothing was outstanding on it
@@ -1049,22 +1270,50 @@ class Port:
             rec = Incoming(send_once_record(), [], (os.getpid(), os.getuid(), os.getgid()))
         elif kind == FLAG_UPGRADE and len(fds) == 1 and unix.is_seqpacket(fds[0]) and rc.resolve(token):
             with self.lock:
-                rx = socket.socket(fileno=fds[0])
+                rx = unix.adopt(fds[0])
                 rx.setblocking(False)
                 self.ends[rx.fileno()] = (rx, True)
-                self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+                self.ep.register(rx.fileno(), _READ_EVENTS)
         else:
-            unix.close_all(fds)  # junk, or a second answer to one right
+            files.close_all(fds)  # junk, or a second answer to one right
         if rc.orphan and not rc.outstanding():
             rc.close()
         return rec
+
+    def _wait_turn(self, deadline: float | None) -> bool:
+        """Wait for the receive turn, which another thread holds, until
+        ``deadline`` (None: for ever); False once it has passed. In XNU
+        every waiter has its own timeout, and a timeout of 0 never blocks
+        (ipc_mqueue_receive_on_thread_and_unlock, osfmk/ipc/ipc_mqueue.c:1065
+        in xnu-11417.101.15): a holder asleep in epoll_wait (``sleeping``)
+        is waited for only until the deadline. A holder that is not asleep
+        is busy for a moment (taking a message, or the watcher thread
+        draining a closed connection), as XNU's port lock is held for a
+        moment: it is waited for past the deadline, so a message it does
+        not take is still found.
+
+        Conditions: this thread does not hold the port's receive lock;
+        takes it (it is held when True is returned)."""
+        if deadline is None:
+            self.rcv_lock.acquire()
+            return True
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if self.sleeping:
+                    return False
+                left = _BUSY_TURN
+            if self.rcv_lock.acquire(True, min(left, threading.TIMEOUT_MAX)):
+                return True
 
     def dequeue(self, timeout: float | None, turn: float = -1) -> Incoming | None:
         """The next message, waiting up to ``timeout`` seconds (None: for
         ever). Connections that read EOF are dropped on the way; a
         send-once connection is dropped after its one message.
 
-        Receivers take turns. With ``turn`` >= 0 (a receive on a port set
+        Receivers take turns. A receive waits for its turn within its
+        ``timeout`` (None when the receiver whose turn it is sleeps on
+        past it: _wait_turn). With ``turn`` >= 0 (a receive on a port set
         holding this port), None when the receiver whose turn it is sleeps
         waiting on the port: it takes what woke us, and may sleep on with
         the turn. Looked at every ``turn`` seconds: any other holder (the
@@ -1076,10 +1325,18 @@ class Port:
         ipc_port.c:731 in xnu-11417.101.15) with THREAD_RESTART
         (ipc_mqueue_changed, osfmk/ipc/ipc_mqueue.c:434), which becomes
         MACH_RCV_PORT_CHANGED (ipc_mqueue_receive_results, ipc_mqueue.c:863),
-        as does a receive that finds the port already gone (ipc_mqueue.c:1049)."""
+        as does a receive that finds the port already gone (ipc_mqueue.c:1049).
+        MACH_RCV_HEADER_ERROR for an empty record.
+
+        Conditions: nothing locked. Takes the port's receive lock (waiting
+        for a holder asleep on the port no longer than ``timeout``, or
+        ``turn`` seconds at a time) and holds it while waiting in
+        epoll_wait; takes the port's lock under it; after releasing both,
+        the lock of each set the port is in."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if turn < 0:
-            self.rcv_lock.acquire()
+            if not self.rcv_lock.acquire(False) and not self._wait_turn(deadline):
+                return None
         else:
             while not self.rcv_lock.acquire(timeout=turn):
                 if self.sleeping:
@@ -1107,7 +1364,7 @@ class Port:
                         # epoll_wait counts an int of ms: a longer wait (mach_msg's
                         # timeout reaches 2**32 - 1 ms) is taken in parts
                         events = self.ep.poll(-1.0 if deadline is None else
-                                              min(2147483.0, max(0.0, deadline - time.monotonic())), 1)
+                                              min(epoll.MAX_WAIT, max(0.0, deadline - time.monotonic())), 1)
                     finally:
                         self.sleeping = False
                     if not events:
@@ -1158,7 +1415,10 @@ class Port:
     def put_back(self, rec: Incoming) -> None:
         """A message dequeued but not taken (too large for the caller's
         buffer, with MACH_RCV_LARGE): first in the queue again, its
-        sequence number not consumed. Destroyed if the port went meanwhile."""
+        sequence number not consumed. Destroyed if the port went meanwhile.
+
+        Conditions: nothing locked; takes the port's lock, then, released,
+        the lock of each set the port is in."""
         with self.lock:
             if self.destroyed:
                 rec.release()
@@ -1169,13 +1429,20 @@ class Port:
 
     def _kick_sets(self) -> None:
         """Messages wait in ``held``, which our epoll set does not show: a
-        receive on a port set holding us is told to look here."""
+        receive on a port set holding us is told to look here.
+
+        Conditions: nothing locked (the port's locks released); takes the
+        lock of each set the port is in."""
         for pset in list(self.sets):
             pset.kick(self)  # type: ignore[attr-defined]
 
     def _rcv_release(self) -> None:
         """Release rcv_lock. If the port left this task while we held it,
-        the last holder out closes what _retire() left open for it."""
+        the last holder out closes what _retire() left open for it.
+
+        Conditions: this thread holds the port's receive lock, released here
+        (it may hold the port's lock too: _hung); takes the port's lock when
+        the port has left the task."""
         self.rcv_lock.release()
         if self.destroyed:
             with self.lock:
@@ -1196,28 +1463,34 @@ class Port:
         and the epoll set, the eventfd and the semaphore (which a receiver
         taking a message writes) are closed by the last holder of rcv_lock
         to leave (_rcv_release). The eventfd is made after the port's
-        connections are closed, so a task at its fd limit has room for it."""
+        connections are closed, so a task at its fd limit has room for it.
+
+        Conditions: the port's lock is held and ``destroyed`` is set."""
         if not self.rcv_lock.locked():
             self._close_ep()
             return
         _DYING.add(self)  # a fork child, which has none of the receivers, closes it
         if self.wake < 0:
             try:
-                self.wake = os.eventfd(1, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-                self.ep.register(self.wake, select.EPOLLIN)
+                self.wake = eventfd.counter(1)
+                self.ep.register(self.wake, epoll.EPOLLIN)
             except OSError:
                 pass  # no fd to be had at all: the receiver wakes at its timeout, if it has one
 
     def _close_ep(self) -> None:
         """Close the epoll set, the wake eventfd and the queue semaphore
-        (idempotent)."""
+        (idempotent).
+
+        Conditions: the port's lock is held and no receiver holds the
+        receive lock, or a fork child."""
         _DYING.discard(self)
         self.ep.close()
-        if self.wake >= 0:
-            os.close(self.wake)
-            self.wake = -1
+        for fd in (self.wake, self.nudge):
+            if fd >= 0:
+                files.close(fd)
+        self.wake = self.nudge = -1
         if self.efd >= 0:
-            os.close(self.efd)
+            files.close(self.efd)
             self.efd = -1
 
     # -- moving the receive right ----------------------------------------------
@@ -1226,28 +1499,24 @@ class Port:
         """The fds and packing that carry this receive right in a message:
         the receiving ends (send connections first, then send-once ones),
         then the no-senders and port-destroyed notify rights if armed.
-        Messages already taken off a connection (``held``) are written into
-        a fresh connection of the port first, so they travel too. Our state
-        is left unchanged, so a send that fails loses nothing."""
+        Messages already taken off a connection (``held``) travel first,
+        in spool records on a connection of their own (_spool), flagged in
+        the packing; they leave ``held`` until the right has gone
+        (moved_away) or stays (move_failed). Never waits. Raises OSError
+        (no fd or memory for the spool), with nothing changed.
+
+        Conditions: nothing locked, or the space's lock; takes the port's
+        lock."""
         with self.lock:
             self._check()
-            held: list[int] = []
-            if self.held:
+            if self.moving is None:
                 # messages already taken off their connections go first, on
                 # a connection of their own, so the queue keeps its order
-                tx, rx = unix.pair()
-                rx.setblocking(False)
-                try:
-                    while self.held:
-                        rec = self.held[0]
-                        _upgrade_held(rec)  # type: ignore[arg-type]
-                        _resend(tx, rec)  # type: ignore[arg-type]
-                        self.held.popleft().release()  # type: ignore[attr-defined]
-                finally:
-                    tx.close()
-                self.ends[rx.fileno()] = (rx, False)
-                self.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
-                held.append(rx.fileno())
+                records: list[Incoming] = list(self.held)  # type: ignore[arg-type]
+                self.moving = (_spool(records) if records else None, records, [])
+                self.held.clear()
+            spool = self.moving[0]  # (the same right twice in one message: the same spool)
+            held = [] if spool is None else [spool.fileno()]
             # the held connection first (read first by the new holder), the
             # connections with a reply connection last (matched in order)
             with_rc = [fd for fd, (_s, once) in self.ends.items() if not once and fd in self.rconn][-0xFF:]
@@ -1272,32 +1541,53 @@ class Port:
             fds += rconns + replies
             packing = (len(normal) | (len(once) << 16) | (int(ns is not None) << 32)
                        | (int(self.pdrequest is not None) << 33) | (len(replies) << 34)
-                       | (min(self.qlimit, 0xFFFF) << 40) | (len(rconns) << 56))
+                       | (min(self.qlimit, 0x7FFF) << 40) | (int(bool(held)) << 55) | (len(rconns) << 56))
             return fds, packing, (min(pending[0].outstanding(), 0xFFFFFFFF) if pending else 0)
 
     @staticmethod
     def check_packing(nfds: int, packing: int) -> bool:
-        """Does a receive right's packing account for exactly ``nfds`` fds?"""
+        """Does a receive right's packing account for exactly ``nfds`` fds?
+        (Bits: send connections 0-15, send-once ones 16-31, no-senders 32,
+        port-destroyed 33, reply connections 34-39, the queue limit 40-54,
+        the first send connection carries a spool 55, senders' reply
+        connections 56-63.)"""
         normal = packing & 0xFFFF
         n = (1 + normal + ((packing >> 16) & 0xFFFF) + ((packing >> 32) & 1) + ((packing >> 33) & 1)
              + ((packing >> 34) & 0x3F) + (packing >> 56))
-        return n == nfds and (packing >> 40) & 0xFFFF <= MACH_PORT_QLIMIT_MAX and packing >> 56 <= normal
+        return (n == nfds and (packing >> 40) & 0x7FFF <= MACH_PORT_QLIMIT_MAX
+                and packing >> 56 <= normal - (packing >> 55 & 1))
 
     @classmethod
     def from_move(cls, fds: list[int], packing: int, sync: int) -> "Port":
         """The receive right that arrived as ``fds``. As in XNU, the make-send
-        count and sequence number start again at zero."""
+        count and sequence number start again at zero; the messages its
+        last holder had taken off their connections are queued first again
+        (_unspool).
+
+        Conditions: nothing locked; the port is new and not yet shared
+        with another thread; takes the watcher's lock (an armed no-senders
+        request) and the new port's lock (bind)."""
         port = cls()
         port.efd = fds[0]  # the senders' semaphore travels with the port
         n_normal, n_once = packing & 0xFFFF, (packing >> 16) & 0xFFFF
         i = 1
-        for k in range(n_normal + n_once):
-            rx = socket.socket(fileno=fds[i])
+        if packing >> 55 & 1:
+            # the queue its last holder kept goes first; its connection
+            # carries nothing else, and is no sender's
+            spool = unix.adopt(fds[1])
+            try:
+                spool.setblocking(False)
+                port.held.extend(_unspool(spool))
+            finally:
+                spool.close()
+            i = 2
+        for k in range(i - 1, n_normal + n_once):
+            rx = unix.adopt(fds[i])
             i += 1
             rx.setblocking(False)
             port.ends[rx.fileno()] = (rx, k >= n_normal)
-            port.ep.register(rx.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
-        port.qlimit = (packing >> 40) & 0xFFFF
+            port.ep.register(rx.fileno(), _READ_EVENTS)
+        port.qlimit = (packing >> 40) & 0x7FFF
         if packing >> 32 & 1:
             port.nsrequest = (SendOnceCap.adopt([fds[i]]), 0)  # armed: sync is not looked at again
             i += 1
@@ -1308,17 +1598,17 @@ class Port:
             port.pdrequest = SendOnceCap.adopt([fds[i]])
             i += 1
         n_rc = packing >> 56
-        for fd in list(port.ends)[n_normal - n_rc:n_normal]:
-            port.rconn[fd] = Shared(socket.socket(fileno=fds[i]))
+        for fd in fds[1 + n_normal - n_rc:1 + n_normal]:  # the last send connections
+            port.rconn[fd] = Shared(unix.adopt(fds[i]))
             i += 1
         last: ReplyConn | None = None
         for k in range((packing >> 34) & 0x3F):
             fd = fds[i + k]
-            if last is not None and unix.inode(fd) == unix.inode(last.sock.fileno()):
-                os.close(fd)  # another right outstanding on the same connection
+            if last is not None and files.inode(fd) == files.inode(last.sock.fileno()):
+                files.close(fd)  # another right outstanding on the same connection
                 last.anon += 1
                 continue
-            last = ReplyConn(socket.socket(fileno=fd))
+            last = ReplyConn(unix.adopt(fd))
             last.sock.setblocking(False)
             last.orphan = True  # no channel of ours: closed once answered
             port.bind(last)
@@ -1328,7 +1618,10 @@ class Port:
     def moved_away(self) -> None:
         """The receive right left in a message: close our copies of its fds
         without the effects of destroying it. A thread of ours blocked
-        receiving on it wakes with MACH_RCV_PORT_CHANGED (see _retire)."""
+        receiving on it wakes with MACH_RCV_PORT_CHANGED (see _retire).
+
+        Conditions: the space's lock is held; takes the port's lock and,
+        under it, the watcher's and the use lock."""
         with self.lock:
             self.destroyed = True
             for fd, (sock, _once) in self.ends.items():
@@ -1349,14 +1642,81 @@ class Port:
             if self._cached is not None:
                 self._cached.close()
                 self._cached = None
+            self._drop_queue()  # (what it held went in its spool)
             self._retire()
+
+    def move_failed(self) -> None:
+        """The message that was to carry this receive right (pack_for_move)
+        was not sent: the messages its spool took are queued here again,
+        first, and a receiver asleep on the port wakes to take them (XNU
+        gives a right whose send failed back to the sender's space with its
+        queue: ipc_kmsg_copyout_pseudo).
+
+        Conditions: nothing locked; takes the port's lock, then, released,
+        the lock of each set the port is in."""
+        with self.lock:
+            if self.moving is None:
+                return
+            records = list(self.moving[1])
+            self.moving[1].clear()  # (theirs now: not released)
+            self._end_move()
+            if not records:
+                return
+            self.held.extendleft(reversed(records))
+            if self.rcv_lock.locked():
+                self._nudge()
+        self._kick_sets()
+
+    def _nudge(self) -> None:
+        """Wake the receiver asleep in our epoll set, once: an eventfd whose
+        count stays 1, registered EPOLLONESHOT (armed again for the next
+        nudge). Its event is no connection's: dequeue() looks again.
+
+        Conditions: the port's lock is held."""
+        try:
+            if self.nudge < 0:
+                self.nudge = eventfd.counter(1)
+                self.ep.register(self.nudge, epoll.EPOLLIN | epoll.EPOLLONESHOT)
+            else:
+                self.ep.modify(self.nudge, epoll.EPOLLIN | epoll.EPOLLONESHOT)
+        except OSError:
+            pass  # no fd to be had: the receiver finds them at its next wake
+
+    def _end_move(self) -> None:
+        """The message that names our fds (pack_for_move) is sent or not:
+        close the spool (our copy), the records in it and the connections
+        dropped meanwhile.
+
+        Conditions: the port's lock is held."""
+        moving, self.moving = self.moving, None
+        if moving is None:
+            return
+        spool, records, dropped = moving
+        if spool is not None:
+            spool.close()
+        for rec in records:
+            rec.release()
+        for obj in dropped:
+            if isinstance(obj, unix.Socket):
+                obj.close()
+
+    def _drop_queue(self) -> None:
+        """Destroy the messages held here, and end a move (_end_move).
+
+        Conditions: the port's lock is held."""
+        self._end_move()
+        while self.held:
+            self.held.popleft().release()  # type: ignore[attr-defined]
 
     def destroy(self) -> None:
         """Close every receiving end: senders see a dead name. An armed
         no-senders or port-destroyed request's right is released unused,
         which its port sees as a send-once notification. A thread of ours
         blocked receiving on it wakes with MACH_RCV_PORT_CHANGED (see
-        _retire); messages still queued are destroyed."""
+        _retire); messages still queued are destroyed.
+
+        Conditions: the space's lock is held; takes the port's lock and,
+        under it, the watcher's and the use lock."""
         with self.lock:
             self.destroyed = True
             for fd, (s, _once) in self.ends.items():
@@ -1377,16 +1737,19 @@ class Port:
             if self._cached is not None:
                 self._cached.close()
                 self._cached = None
-            while self.held:
-                self.held.popleft().release()  # type: ignore[attr-defined]
+            self._drop_queue()
             self._retire()
 
     def _close_rconns(self) -> None:
+        """Conditions: the port's lock is held."""
         self.rconn.clear()  # back-channel rights made from them keep them open
 
     def forget(self) -> None:
         """Close our fds with no other effect (a fork child dropping what it
-        inherited; the parent still holds the port)."""
+        inherited; the parent still holds the port).
+
+        Conditions: a fork child, in the forking thread; takes the port's
+        lock (renewed)."""
         with self.lock:
             for sock, _once in self.ends.values():
                 sock.close()
@@ -1408,8 +1771,7 @@ class Port:
             # a fork child has only the thread that forked: no receiver of
             # the parent's is inside dequeue() here, whatever its lock says
             self._close_ep()
-            while self.held:
-                self.held.popleft().release()  # type: ignore[attr-defined]
+            self._drop_queue()
 
     def __repr__(self) -> str:
         return f"<Port ends={len(self.ends)} seqno={self.seqno} mscount={self.mscount}>"
@@ -1422,6 +1784,7 @@ _DYING: "set[Port]" = set()
 
 
 def _close_dying() -> None:
+    """Conditions: a fork child, in the forking thread."""
     for port in list(_DYING):
         port._close_ep()  # pylint: disable=protected-access
     _DYING.clear()

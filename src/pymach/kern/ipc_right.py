@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+from typing import Final
 
 from . import ipc_notify
 from . import kern_return as K
@@ -25,7 +26,7 @@ from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_LABELH, MACH_
 from .ipc_pset import PortSet
 from .task import Task
 from .vm_memory_entry import MemoryEntry
-from .ipc_space import (MPO_CONTEXT_AS_GUARD, MPO_INSERT_SEND_RIGHT, MPO_QLIMIT)
+from .ipc_space import (MACH_PORT_QLIMIT_MAX, MPO_CONTEXT_AS_GUARD, MPO_INSERT_SEND_RIGHT, MPO_QLIMIT)
 
 _RIGHT_TYPE = {
     MACH_PORT_RIGHT_SEND: MACH_PORT_TYPE_SEND,
@@ -46,12 +47,29 @@ def _no_space(err: OSError, what: str) -> K.MachError:
     return K.MachError(K.kr_from_oserror(err, K.ERRNO_SPACE), f"{what}: {err.strerror}")
 
 
+def dealloc_name(space: IpcSpace, name: int) -> IpcEntry:
+    """Free ``name`` in ``space`` (XNU's ipc_entry_dealloc). A dead-name
+    request it held fires as a port-deleted notification: the name loses
+    its right without the port dying. KERN_INVALID_NAME.
+
+    Conditions: the space's lock may be held by this thread (it is
+    reentrant); takes it."""
+    with space.lock:
+        e = space.remove(name)
+        req, e.dnrequest = e.dnrequest, None
+        if req is not None:
+            ipc_notify.port_deleted(req, name)  # type: ignore[arg-type]
+        return e
+
+
 # -- allocation --------------------------------------------------------------
 
 def allocate(space: IpcSpace, right: int) -> int:
     """mach_port_allocate: a new receive right, port set or dead name.
     KERN_INVALID_VALUE for other rights; KERN_NO_SPACE when the task is
-    out of fds, KERN_RESOURCE_SHORTAGE when the system is."""
+    out of fds, KERN_RESOURCE_SHORTAGE when the system is.
+
+    Conditions: nothing locked, or the space's lock; takes it (alloc)."""
     try:
         if right == MACH_PORT_RIGHT_RECEIVE:
             port = Port()
@@ -71,7 +89,10 @@ def allocate(space: IpcSpace, right: int) -> int:
 def allocate_name(space: IpcSpace, right: int, name: int) -> None:
     """mach_port_allocate_name: as allocate, under a chosen name.
     KERN_INVALID_VALUE (bad right or name), KERN_NAME_EXISTS, KERN_NO_SPACE,
-    KERN_RESOURCE_SHORTAGE."""
+    KERN_RESOURCE_SHORTAGE.
+
+    Conditions: nothing locked; takes the space's lock for the name
+    (alloc_name), then sets the entry's port and key without it."""
     if name in (0, 0xFFFFFFFF):
         raise _err(K.KERN_INVALID_VALUE, f"{name:#x} is not a valid name")
     if right == MACH_PORT_RIGHT_DEAD_NAME:
@@ -86,7 +107,7 @@ def allocate_name(space: IpcSpace, right: int, name: int) -> None:
         try:
             port = Port()
         except OSError as err:
-            space.remove(name)
+            dealloc_name(space, name)
             raise _no_space(err, "mach_port_allocate_name") from err
         e.object = port
         space.add_key(name, e, id(port))
@@ -102,7 +123,14 @@ def allocate_name(space: IpcSpace, right: int, name: int) -> None:
 # -- state -------------------------------------------------------------------
 
 def check_dead(space: IpcSpace, name: int, e: IpcEntry) -> None:
-    """Turn a send or send-once right whose port died into a dead name."""
+    """Turn a send or send-once right whose port died into a dead name.
+
+    Conditions: the space's lock is held, except on the message path
+    (kern/ipc_kmsg.py _take_send, kern/mach_msg.py _transmit) and in
+    kern/ipc_tt.py set_special_port, which call it without; never waits; may
+    close the right (the watcher's and the use lock) and send a dead-name
+    notification (never waits: the use lock, or the watcher's lock if the
+    send fails)."""
     if e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_SEND_ONCE) and not e.type & MACH_PORT_TYPE_RECEIVE:
         cap = e.cap
         if (isinstance(cap, SendCap) and cap.dead()) or (isinstance(cap, Task) and not cap.alive()):
@@ -121,6 +149,9 @@ def check_dead(space: IpcSpace, name: int, e: IpcEntry) -> None:
 
 
 def _drop_cap(space: IpcSpace, name: int, e: IpcEntry) -> None:
+    """Conditions: the space's lock is held, except where check_dead and
+    consume_sent run without it (the message path); takes the watcher's lock
+    and the use lock."""
     cap = e.cap
     if isinstance(cap, SendCap):
         if cap.sock.fileno() >= 0:
@@ -146,7 +177,10 @@ def _drop_cap(space: IpcSpace, name: int, e: IpcEntry) -> None:
 
 
 def type_of(space: IpcSpace, name: int) -> int:
-    """mach_port_type. KERN_INVALID_NAME; MACH_PORT_DEAD is a dead name."""
+    """mach_port_type. KERN_INVALID_NAME; MACH_PORT_DEAD is a dead name.
+
+    Conditions: nothing locked, or the space's lock held by this thread;
+    takes it."""
     if name == 0xFFFFFFFF:
         return MACH_PORT_TYPE_DEAD_NAME
     with space.lock:
@@ -158,7 +192,10 @@ def type_of(space: IpcSpace, name: int) -> int:
 
 
 def get_refs(space: IpcSpace, name: int, right: int) -> int:
-    """mach_port_get_refs. KERN_INVALID_NAME, KERN_INVALID_VALUE."""
+    """mach_port_get_refs. KERN_INVALID_NAME, KERN_INVALID_VALUE.
+
+    Conditions: nothing locked, or the space's lock held by this thread;
+    takes it."""
     if right == MACH_PORT_RIGHT_LABELH and name not in (0, 0xFFFFFFFF):
         with space.lock:
             if space.lookup(name) is None:
@@ -186,6 +223,8 @@ def get_refs(space: IpcSpace, name: int, right: int) -> int:
 # -- releasing ---------------------------------------------------------------
 
 def _release_send(space: IpcSpace, name: int, e: IpcEntry, n: int = 1) -> None:
+    """Conditions: the space's lock is held, except from consume_sent (the
+    message path); may close the right (the watcher's and the use lock)."""
     if e.urefs >= MACH_PORT_UREFS_MAX and n < MACH_PORT_UREFS_MAX:
         return  # pegged: only a delta of -MACH_PORT_UREFS_MAX releases it
     e.urefs -= n
@@ -198,10 +237,13 @@ def _release_send(space: IpcSpace, name: int, e: IpcEntry, n: int = 1) -> None:
     if e.type & MACH_PORT_TYPE_DEAD_NAME:
         e.type &= ~MACH_PORT_TYPE_DEAD_NAME
     if not e.type:
-        space.remove(name)
+        dealloc_name(space, name)
 
 
 def _destroy_receive(space: IpcSpace, name: int, e: IpcEntry) -> None:
+    """Conditions: the space's lock is held; takes the sets' locks, the port's
+    lock (for a port-destroyed request, pack_for_move's, which never waits),
+    the watcher's and the use lock; sends notifications without waiting."""
     port = e.object
     assert isinstance(port, Port)
     if port.pdrequest is not None and _send_port_destroyed(space, name, e, port):
@@ -221,13 +263,16 @@ def _destroy_receive(space: IpcSpace, name: int, e: IpcEntry) -> None:
         e.type = MACH_PORT_TYPE_DEAD_NAME
         e.object = None
     else:
-        space.remove(name)
+        dealloc_name(space, name)
 
 
 def deallocate(space: IpcSpace, name: int) -> None:
     """mach_port_deallocate: release one user reference of a send, send-once
     or dead-name right; a port set name destroys the set. MACH_PORT_NULL
-    and MACH_PORT_DEAD are no-ops. KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    and MACH_PORT_DEAD are no-ops. KERN_INVALID_NAME, KERN_INVALID_RIGHT.
+
+    Conditions: nothing locked, or the space's lock held by this thread;
+    takes it; under it the set's lock, the watcher's and the use lock."""
     if name in (0, 0xFFFFFFFF):
         return
     with space.lock:
@@ -237,21 +282,24 @@ def deallocate(space: IpcSpace, name: int) -> None:
         check_dead(space, name, e)
         if e.type & MACH_PORT_TYPE_SEND_ONCE:
             _drop_cap(space, name, e)
-            space.remove(name)
+            dealloc_name(space, name)
         elif e.type & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_DEAD_NAME):
             _release_send(space, name, e)
         elif e.type & MACH_PORT_TYPE_PORT_SET:
             pset = e.object
             assert isinstance(pset, PortSet)
             pset.destroy()
-            space.remove(name)
+            dealloc_name(space, name)
         else:
             raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no send right")
 
 
 def destroy(space: IpcSpace, name: int) -> None:
     """mach_port_destroy: release every right the name holds.
-    KERN_INVALID_NAME."""
+    KERN_INVALID_NAME.
+
+    Conditions: nothing locked, or the space's lock held by this thread;
+    takes it; under it as _destroy_receive."""
     if name in (0, 0xFFFFFFFF):
         return
     with space.lock:
@@ -280,14 +328,17 @@ def destroy(space: IpcSpace, name: int) -> None:
             assert isinstance(pset, PortSet)
             pset.destroy()
         _drop_cap(space, name, e)
-        space.remove(name)
+        dealloc_name(space, name)
 
 
 def mod_refs(space: IpcSpace, name: int, right: int, delta: int) -> None:
     """mach_port_mod_refs. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
     KERN_INVALID_VALUE (a delta the right cannot take, or one that would
     go below zero). Send and dead-name references saturate at
-    MACH_PORT_UREFS_MAX, as in XNU (no KERN_UREFS_OVERFLOW)."""
+    MACH_PORT_UREFS_MAX, as in XNU (no KERN_UREFS_OVERFLOW).
+
+    Conditions: nothing locked, or the space's lock held by this thread;
+    takes it; under it as _destroy_receive."""
     if not 0 <= right <= MACH_PORT_RIGHT_LABELH:
         raise _err(K.KERN_INVALID_VALUE, f"right {right}")
     if name in (0, 0xFFFFFFFF):
@@ -321,10 +372,10 @@ def mod_refs(space: IpcSpace, name: int, right: int, delta: int) -> None:
                 pset = e.object
                 assert isinstance(pset, PortSet)
                 pset.destroy()
-                space.remove(name)
+                dealloc_name(space, name)
             else:
                 _drop_cap(space, name, e)
-                space.remove(name)
+                dealloc_name(space, name)
             return
         # SEND and DEAD_NAME carry user references
         if abs(delta) > MACH_PORT_UREFS_MAX:
@@ -343,7 +394,9 @@ def mod_refs(space: IpcSpace, name: int, right: int, delta: int) -> None:
 
 def _destroy_receive_keep_sends(space: IpcSpace, name: int, e: IpcEntry) -> None:
     """Destroy the receive part of an entry; send references under the same
-    name survive as a dead name."""
+    name survive as a dead name.
+
+    Conditions: the space's lock is held; as _destroy_receive."""
     if e.type & MACH_PORT_TYPE_SEND:
         # our send right is closed only once the port is destroyed: closed
         # first, it could be the last sender going, and an armed no-senders
@@ -372,7 +425,10 @@ def _destroy_receive_keep_sends(space: IpcSpace, name: int, e: IpcEntry) -> None
 
 
 def names(space: IpcSpace) -> tuple[list[int], list[int]]:
-    """mach_port_names: every name and its type."""
+    """mach_port_names: every name and its type.
+
+    Conditions: nothing locked, or the space's lock held by this thread;
+    takes it."""
     with space.lock:
         out = space.names()
         for n, e in out:
@@ -390,7 +446,12 @@ def copyin_send(space: IpcSpace, name: int, disposition: int, check: bool = True
     KERN_INVALID_NAME / KERN_INVALID_RIGHT / KERN_INVALID_CAPABILITY; the
     caller maps them to its MACH_SEND_* code. With ``check`` False a port
     that died is not looked for (a message's destination: the send finds
-    out)."""
+    out).
+
+    Conditions: the space's lock is held, or nothing locked on the message
+    path (kern/ipc_kmsg.py reads the entry without it and, with ``check``,
+    turns a dead right into a dead name without it); takes the port's lock
+    for MAKE_SEND and MAKE_SEND_ONCE (and under it the watcher's)."""
     e = space.lookup(name)
     if e is None:
         raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
@@ -421,6 +482,8 @@ def copyin_send(space: IpcSpace, name: int, disposition: int, check: bool = True
 
 
 def _receive_of(e: IpcEntry, name: int) -> Port:
+    """Conditions: nothing required; the port stays this name's only while the
+    caller holds the space's lock."""
     if not e.type & MACH_PORT_TYPE_RECEIVE:
         raise _err(K.KERN_INVALID_RIGHT, f"{name:#x} holds no receive right")
     port = e.object
@@ -430,7 +493,13 @@ def _receive_of(e: IpcEntry, name: int) -> Port:
 
 def consume_sent(space: IpcSpace, name: int, disposition: int) -> None:
     """After a successful send: MOVE_SEND drops a user reference and
-    MOVE_SEND_ONCE the whole right."""
+    MOVE_SEND_ONCE the whole right.
+
+    Conditions: nothing locked (the message path); changes the entry without
+    the space's lock (space.remove and dealloc_name take it for the name
+    alone); may close the right (the watcher's and the use lock) and send a
+    port-deleted notification (never waits: the use lock, or the watcher's
+    lock if the send fails)."""
     e = space.lookup(name)
     if e is None:
         return
@@ -438,13 +507,19 @@ def consume_sent(space: IpcSpace, name: int, disposition: int) -> None:
         _release_send(space, name, e)
     elif disposition == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE:
         _drop_cap(space, name, e)
-        space.remove(name)
+        space.remove(name)  # (dealloc_name inlined: every reply comes here)
+        if e.dnrequest is not None:
+            req, e.dnrequest = e.dnrequest, None
+            ipc_notify.port_deleted(req, name)  # type: ignore[arg-type]
 
 
 def copyout_send(space: IpcSpace, fds: list[int], send_once: bool) -> int:
     """Install a send (or send-once) right that arrived as ``fds``; returns
     its name. A send right for a connection we already hold, or for a port
-    whose receive right we hold, coalesces and its fds are closed."""
+    whose receive right we hold, coalesces and its fds are closed.
+
+    Conditions: nothing locked, or the space's lock held by this thread;
+    takes it."""
     with space.lock:
         cap_cls = SendOnceCap if send_once else SendCap
         ino = os.fstat(fds[0]).st_ino
@@ -482,7 +557,10 @@ def copyout_entry(space: IpcSpace, ent: MemoryEntry, coalesce: bool = False) -> 
     mach_make_memory_entry_64 makes a new port. An entry received in a
     message (``coalesce``) joins the name of an entry we hold for the same
     object, range and protection, and ``ent`` is closed: Linux cannot tell
-    two such entries apart, so they coalesce on receipt."""
+    two such entries apart, so they coalesce on receipt.
+
+    Conditions: nothing locked, or the space's lock held by this thread;
+    takes it."""
     with space.lock:
         key = ent.key()
         name = space.name_for(key)
@@ -499,7 +577,10 @@ def copyout_entry(space: IpcSpace, ent: MemoryEntry, coalesce: bool = False) -> 
 
 def copyout_reply(space: IpcSpace, rconn: Shared, token: int) -> int:
     """Install a back-channel send-once right (our copy of the sender's
-    reply connection, and the request's token); returns its fresh name."""
+    reply connection, and the request's token); returns its fresh name.
+
+    Conditions: nothing locked; takes the space's lock (alloc), then sets
+    the entry's capability without it."""
     cap = ReplyCap(rconn, token)
     name, e = space.alloc(cap, MACH_PORT_TYPE_SEND_ONCE, 0)
     e.cap = cap
@@ -508,7 +589,11 @@ def copyout_reply(space: IpcSpace, rconn: Shared, token: int) -> int:
 
 def upgrade_reply(space: IpcSpace, name: int, disposition: int) -> None:
     """Before a back-channel send-once right leaves our space (in a message
-    or a notification request), give it a connection of its own."""
+    or a notification request), give it a connection of its own.
+
+    Conditions: nothing locked (the message path), or the space's lock
+    (request_notification); replaces the entry's capability without taking
+    the space's lock; sends without waiting; takes the use lock."""
     if disposition == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE:
         e = space.lookup(name)
         if e is not None and isinstance(e.cap, ReplyCap):
@@ -518,7 +603,10 @@ def upgrade_reply(space: IpcSpace, name: int, disposition: int) -> None:
 def insert_send_of_own_port(space: IpcSpace, name: int, e: IpcEntry) -> None:
     """mach_port_insert_right(name, name, MAKE_SEND) on our own port: the
     name gains a send right (a connection of the port's). KERN_NO_SPACE or
-    KERN_RESOURCE_SHORTAGE when its fds cannot be made."""
+    KERN_RESOURCE_SHORTAGE when its fds cannot be made.
+
+    Conditions: the space's lock is held; takes the port's lock and, under
+    it, the watcher's lock."""
     port = _receive_of(e, name)
     if e.type & MACH_PORT_TYPE_SEND:
         e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)  # saturates, as in XNU
@@ -534,9 +622,55 @@ def insert_send_of_own_port(space: IpcSpace, name: int, e: IpcEntry) -> None:
     space.add_key(name, e, ("ino", cap.ino))
 
 
+def insert_right(space: IpcSpace, name: int, poly: int, disposition: int) -> None:
+    """mach_port_insert_right: give ``name`` a right to the port named
+    ``poly``, made from it with ``disposition``. pymach supports inserting
+    a send right to a port whose receive right we hold under the same name
+    (MAKE_SEND), and copying a send right (COPY_SEND/MOVE_SEND with name ==
+    poly, which adds a reference).
+
+    KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_VALUE,
+    KERN_INVALID_CAPABILITY (a dead name), KERN_NAME_EXISTS,
+    KERN_RIGHT_EXISTS; KERN_NO_SPACE or KERN_RESOURCE_SHORTAGE when a send
+    right's fds cannot be made.
+
+    Conditions: nothing locked; takes the space's lock and, under it, the
+    port's lock (and the watcher's under that)."""
+    with space.lock:
+        e = space.lookup(poly)
+        if e is None:
+            raise _err(K.KERN_INVALID_NAME, f"{poly:#x}")
+        if not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= disposition <= MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
+            raise _err(K.KERN_INVALID_RIGHT, f"disposition {disposition}")
+        check_dead(space, poly, e)
+        if e.type & MACH_PORT_TYPE_DEAD_NAME:
+            raise _err(K.KERN_INVALID_CAPABILITY, f"{poly:#x} is a dead name")
+        if disposition == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
+            if not e.type & MACH_PORT_TYPE_RECEIVE:
+                raise _err(K.KERN_INVALID_RIGHT, f"{poly:#x} holds no receive right")
+            # a send-once right never coalesces: the name must be free
+            raise _err(K.KERN_NAME_EXISTS if name == poly or space.lookup(name) else K.KERN_INVALID_VALUE,
+                       "pymach inserts send-once rights only under names it picks")
+        if name in (0, 0xFFFFFFFF):
+            raise _err(K.KERN_INVALID_VALUE, "the name must be valid")
+        if name != poly:
+            # the port already has a name here, so another one cannot hold it
+            raise _err(K.KERN_RIGHT_EXISTS, f"{poly:#x} already names this port")
+        if disposition == MD.MACH_MSG_TYPE_MAKE_SEND:
+            insert_send_of_own_port(space, name, e)
+        elif disposition in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
+            if not e.type & MACH_PORT_TYPE_SEND:
+                raise _err(K.KERN_INVALID_RIGHT, f"{poly:#x} holds no send right")
+            if disposition == MD.MACH_MSG_TYPE_COPY_SEND:
+                mod_refs(space, name, MACH_PORT_RIGHT_SEND, 1)
+        else:
+            raise _err(K.KERN_INVALID_RIGHT, f"disposition {disposition} needs another right")
+
+
 # -- port sets -------------------------------------------------------------------
 
 def _member_and_set(space: IpcSpace, member: int, pset_name: int) -> tuple[Port, PortSet]:
+    """Conditions: the space's lock is held."""
     if member in (0, 0xFFFFFFFF) or pset_name in (0, 0xFFFFFFFF):
         raise _err(K.KERN_INVALID_RIGHT, "null or dead name")
     port = _receive_of(space.lookup_right(member, MACH_PORT_TYPE_RECEIVE), member)
@@ -547,7 +681,10 @@ def _member_and_set(space: IpcSpace, member: int, pset_name: int) -> tuple[Port,
 
 def insert_member(space: IpcSpace, member: int, pset_name: int) -> None:
     """mach_port_insert_member. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
-    KERN_ALREADY_IN_SET. A port may be a member of several sets."""
+    KERN_ALREADY_IN_SET. A port may be a member of several sets.
+
+    Conditions: nothing locked; takes the space's lock and, under it, the
+    set's lock."""
     with space.lock:
         port, pset = _member_and_set(space, member, pset_name)
         pset.add(port)
@@ -555,7 +692,10 @@ def insert_member(space: IpcSpace, member: int, pset_name: int) -> None:
 
 def extract_member(space: IpcSpace, member: int, pset_name: int) -> None:
     """mach_port_extract_member. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
-    KERN_NOT_IN_SET."""
+    KERN_NOT_IN_SET.
+
+    Conditions: nothing locked; takes the space's lock and, under it, the
+    set's lock."""
     with space.lock:
         port, pset = _member_and_set(space, member, pset_name)
         pset.remove(port)
@@ -564,7 +704,10 @@ def extract_member(space: IpcSpace, member: int, pset_name: int) -> None:
 def move_member(space: IpcSpace, member: int, after: int) -> None:
     """mach_port_move_member: into ``after`` and out of every other set;
     ``after`` MACH_PORT_NULL leaves all sets. KERN_INVALID_NAME,
-    KERN_INVALID_RIGHT, KERN_NOT_IN_SET."""
+    KERN_INVALID_RIGHT, KERN_NOT_IN_SET.
+
+    Conditions: nothing locked; takes the space's lock and, under it, the
+    sets' locks."""
     with space.lock:
         if member in (0, 0xFFFFFFFF) or after == 0xFFFFFFFF:
             raise _err(K.KERN_INVALID_RIGHT, "null or dead name")
@@ -588,22 +731,94 @@ def move_member(space: IpcSpace, member: int, after: int) -> None:
 
 def receive_port(space: IpcSpace, name: int) -> Port:
     """The Port behind a name that holds the receive right.
-    KERN_INVALID_RIGHT for null/dead names or other rights, KERN_INVALID_NAME."""
+    KERN_INVALID_RIGHT for null/dead names or other rights, KERN_INVALID_NAME.
+
+    Conditions: nothing required; the port stays this name's only while the
+    caller holds the space's lock."""
     if name in (0, 0xFFFFFFFF):
         raise _err(K.KERN_INVALID_RIGHT, "null or dead name")
     return _receive_of(space.lookup_right(name, MACH_PORT_TYPE_RECEIVE), name)
 
 
+# <mach/port.h>: the flavors of mach_port_get_attributes / set_attributes
+MACH_PORT_LIMITS_INFO: Final = 1
+MACH_PORT_RECEIVE_STATUS: Final = 2
+MACH_PORT_DNREQUESTS_SIZE: Final = 3
+
+
+def get_attributes(space: IpcSpace, name: int, flavor: int) -> list[int]:
+    """mach_port_get_attributes: the natural_t words of ``flavor`` for the
+    receive right ``name``: [qlimit] (MACH_PORT_LIMITS_INFO), the ten of a
+    mach_port_status_t (MACH_PORT_RECEIVE_STATUS), [0]
+    (MACH_PORT_DNREQUESTS_SIZE: no table to size). None at all for
+    MACH_PORT_NULL and MACH_PORT_DEAD, except with MACH_PORT_RECEIVE_STATUS
+    (osfmk/ipc/mach_port.c: mach_port_get_attributes).
+
+    KERN_INVALID_ARGUMENT (another flavor), KERN_INVALID_NAME,
+    KERN_INVALID_RIGHT.
+
+    Conditions: nothing locked; takes the port's lock (live_rights,
+    msgcount: under it it tries the port's receive lock without waiting,
+    and takes the use and the watcher's lock); reads the other fields
+    without a lock."""
+    if flavor not in (MACH_PORT_LIMITS_INFO, MACH_PORT_RECEIVE_STATUS, MACH_PORT_DNREQUESTS_SIZE):
+        raise _err(K.KERN_INVALID_ARGUMENT, f"flavor {flavor}")
+    if name in (0, 0xFFFFFFFF) and flavor != MACH_PORT_RECEIVE_STATUS:
+        return []
+    port = receive_port(space, name)
+    if flavor == MACH_PORT_LIMITS_INFO:
+        return [port.qlimit]
+    if flavor == MACH_PORT_DNREQUESTS_SIZE:
+        return [0]
+    srights, sorights = port.live_rights()
+    return [1 if port.sets else 0, port.seqno, port.mscount, port.qlimit, port.msgcount(),
+            sorights, 1 if srights else 0, 1 if port.pdrequest else 0,
+            1 if port.nsrequest else 0, 0x02 if port.guarded else 0]
+
+
+def check_attributes(flavor: int, value: int) -> None:
+    """The value mach_port_set_attributes would set: a qlimit
+    (MACH_PORT_LIMITS_INFO) at most MACH_PORT_QLIMIT_MAX.
+
+    KERN_INVALID_ARGUMENT (a flavor that cannot be set),
+    KERN_INVALID_VALUE."""
+    if flavor not in (MACH_PORT_LIMITS_INFO, MACH_PORT_DNREQUESTS_SIZE):
+        raise _err(K.KERN_INVALID_ARGUMENT, f"flavor {flavor}")
+    if flavor == MACH_PORT_LIMITS_INFO and value > MACH_PORT_QLIMIT_MAX:
+        raise _err(K.KERN_INVALID_VALUE, f"qlimit {value}")
+
+
+def set_attributes(space: IpcSpace, name: int, flavor: int, value: int) -> None:
+    """mach_port_set_attributes: set the qlimit of the receive right
+    ``name`` (MACH_PORT_LIMITS_INFO; raising it wakes blocked senders);
+    MACH_PORT_DNREQUESTS_SIZE only checks the right.
+
+    KERN_INVALID_ARGUMENT, KERN_INVALID_VALUE (see check_attributes),
+    KERN_INVALID_NAME, KERN_INVALID_RIGHT.
+
+    Conditions: nothing locked; takes the port's lock (set_qlimit)."""
+    check_attributes(flavor, value)
+    port = receive_port(space, name)
+    if flavor == MACH_PORT_LIMITS_INFO:
+        port.set_qlimit(value)
+
+
 def set_mscount(space: IpcSpace, name: int, mscount: int) -> None:
-    """mach_port_set_mscount. KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    """mach_port_set_mscount. KERN_INVALID_NAME, KERN_INVALID_RIGHT.
+
+    Conditions: nothing locked; takes the space's lock and sets the port's
+    make-send count under it (not under the port's lock)."""
     with space.lock:
         receive_port(space, name).mscount = mscount & 0xFFFFFFFF
 
 
 def construct(space: IpcSpace, flags: int, qlimit: int, context: int) -> int:
     """mach_port_construct: a receive right with options. KERN_INVALID_VALUE
-    (qlimit above MACH_PORT_QLIMIT_MAX)."""
-    from .ipc_space import MACH_PORT_QLIMIT_MAX
+    (qlimit above MACH_PORT_QLIMIT_MAX).
+
+    Conditions: nothing locked; takes the space's lock and, under it, the
+    port's lock (and, if inserting the send right fails, as
+    _destroy_receive)."""
     if flags & MPO_QLIMIT and qlimit > MACH_PORT_QLIMIT_MAX:
         raise _err(K.KERN_INVALID_VALUE, f"qlimit {qlimit}")
     with space.lock:
@@ -621,7 +836,7 @@ def construct(space: IpcSpace, flags: int, qlimit: int, context: int) -> int:
                 insert_send_of_own_port(space, name, e)
             except K.MachError:
                 _destroy_receive(space, name, e)  # nothing half made is left behind
-                space.remove(name)
+                dealloc_name(space, name)
                 raise
         return name
 
@@ -629,7 +844,10 @@ def construct(space: IpcSpace, flags: int, qlimit: int, context: int) -> int:
 def destruct(space: IpcSpace, name: int, srdelta: int, guard: int) -> None:
     """mach_port_destruct: drop ``-srdelta`` send references, then the
     receive right. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
-    KERN_INVALID_VALUE, KERN_INVALID_ARGUMENT (wrong guard)."""
+    KERN_INVALID_VALUE, KERN_INVALID_ARGUMENT (wrong guard).
+
+    Conditions: nothing locked, or the space's lock held by this thread;
+    takes it; under it as _destroy_receive."""
     if name in (0, 0xFFFFFFFF):
         raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
     with space.lock:
@@ -653,7 +871,11 @@ def destruct(space: IpcSpace, name: int, srdelta: int, guard: int) -> None:
 def extract_right(space: IpcSpace, name: int, msgt_name: int) -> tuple[int, int]:
     """mach_port_extract_right within our own space: the right is taken out
     and given back, coalescing as a message would. Returns (name, type).
-    KERN_INVALID_VALUE, KERN_INVALID_RIGHT, KERN_INVALID_NAME."""
+    KERN_INVALID_VALUE, KERN_INVALID_RIGHT, KERN_INVALID_NAME.
+
+    Conditions: nothing locked; takes the space's lock and, under it, the
+    sets' and the port's locks; resets the port's counts under the space's
+    lock only."""
     if not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= msgt_name <= MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
         raise _err(K.KERN_INVALID_VALUE, f"disposition {msgt_name}")
     if name in (0, 0xFFFFFFFF):
@@ -705,10 +927,12 @@ def extract_right(space: IpcSpace, name: int, msgt_name: int) -> tuple[int, int]
 
 def _rename(space: IpcSpace, name: int, e: IpcEntry) -> int:
     """Free ``name`` and install its rights under a fresh name (the freed
-    index comes back first, at the next generation)."""
+    index comes back first, at the next generation).
+
+    Conditions: the space's lock is held."""
     obj, typ, urefs, cap, keys, dn = e.object, e.type, e.urefs, e.cap, list(e.keys), e.dnrequest
     e.dnrequest = None
-    space.remove(name)
+    dealloc_name(space, name)
     new, ne = space.alloc(obj, typ, urefs)
     ne.cap, ne.dnrequest = cap, dn
     for k in keys:
@@ -727,7 +951,12 @@ def request_notification(space: IpcSpace, name: int, msgid: int, sync: int, noti
     KERN_INVALID_CAPABILITY (notify is MACH_PORT_DEAD), KERN_INVALID_NAME,
     KERN_INVALID_RIGHT, KERN_INVALID_ARGUMENT (dead-name request on a name
     that is already dead), KERN_FAILURE (port-destroyed already armed),
-    MIG_TYPE_ERROR (notify not given as a send-once right)."""
+    MIG_TYPE_ERROR (notify not given as a send-once right).
+
+    Conditions: nothing locked; takes the space's lock and, under it, the
+    port's lock (trying its receive lock without waiting), the watcher's and
+    the use lock; may send a notification at once (never waits: the use
+    lock, or the watcher's lock if the send fails)."""
     with space.lock:
         if notify == 0xFFFFFFFF:
             raise _err(K.KERN_INVALID_CAPABILITY, "the notify port is dead")
@@ -742,7 +971,7 @@ def request_notification(space: IpcSpace, name: int, msgid: int, sync: int, noti
                 e = space.lookup(notify)
                 assert e is not None
                 e.cap = None  # the right moves into the request
-                space.remove(notify)
+                dealloc_name(space, notify)
             cap = c
         try:
             prev = _request(space, name, msgid, sync, cap)
@@ -758,6 +987,9 @@ def request_notification(space: IpcSpace, name: int, msgid: int, sync: int, noti
 
 
 def _request(space: IpcSpace, name: int, msgid: int, sync: int, cap: "SendOnceCap | None") -> "SendOnceCap | None":
+    """Conditions: the space's lock is held; takes the port's lock (no-senders)
+    or the watcher's lock (dead-name); may send a notification at once (never
+    waits: the use lock, or the watcher's lock if the send fails)."""
     if msgid == ipc_notify.MACH_NOTIFY_PORT_DESTROYED:
         if sync:
             raise _err(K.KERN_INVALID_VALUE, "sync must be 0 for port-destroyed")
@@ -798,7 +1030,9 @@ def _request(space: IpcSpace, name: int, msgid: int, sync: int, cap: "SendOnceCa
 
 
 def _port_died(space: IpcSpace, name: int, e: IpcEntry) -> None:
-    """Watcher thread: a send right with a dead-name request lost its port."""
+    """Watcher thread: a send right with a dead-name request lost its port.
+
+    Conditions: the watcher thread, nothing locked; takes the space's lock."""
     with space.lock:
         if space.lookup(name) is e:
             check_dead(space, name, e)
@@ -809,7 +1043,10 @@ def _port_died(space: IpcSpace, name: int, e: IpcEntry) -> None:
 def copyin_receive(space: IpcSpace, name: int, dest: object) -> Port:
     """The Port a MOVE_RECEIVE descriptor names. MACH_SEND_INVALID_RIGHT when
     the name holds no receive right, or when the message is addressed to
-    that very port (a receive right must not travel inside its own port)."""
+    that very port (a receive right must not travel inside its own port).
+
+    Conditions: nothing locked (the message path); reads the entry without
+    the space's lock."""
     e = space.lookup(name)
     if e is None or not e.type & MACH_PORT_TYPE_RECEIVE:
         raise _err(K.MACH_SEND_INVALID_RIGHT, f"{name:#x} holds no receive right")
@@ -822,7 +1059,10 @@ def copyin_receive(space: IpcSpace, name: int, dest: object) -> Port:
 
 def consume_receive(space: IpcSpace, name: int, port: Port) -> None:
     """After the send: the receive right is gone from our space. Send
-    rights under the same name stay (the port lives on elsewhere)."""
+    rights under the same name stay (the port lives on elsewhere).
+
+    Conditions: nothing locked, or the space's lock held by this thread;
+    takes it and, under it, the sets' and the port's locks (moved_away)."""
     with space.lock:
         e = space.lookup(name)
         if e is None or e.object is not port:
@@ -839,13 +1079,16 @@ def consume_receive(space: IpcSpace, name: int, port: Port) -> None:
         if e.type & MACH_PORT_TYPE_SEND:
             e.object = e.cap
         else:
-            space.remove(name)
+            dealloc_name(space, name)
 
 
 def destroy_carried_receive(space: IpcSpace, name: int, port: Port) -> None:
     """A receive right carried in a message to a kernel object that keeps
     nothing: it is destroyed with the message, as mach_port_mod_refs(RECEIVE,
-    -1) destroys it (send rights under the name become a dead name)."""
+    -1) destroys it (send rights under the name become a dead name).
+
+    Conditions: nothing locked; takes the space's lock; under it as
+    _destroy_receive_keep_sends."""
     with space.lock:
         e = space.lookup(name)
         if e is not None and e.object is port:
@@ -855,16 +1098,22 @@ def destroy_carried_receive(space: IpcSpace, name: int, port: Port) -> None:
 def copyout_receive(space: IpcSpace, port: Port) -> int:
     """Install a receive right that arrived in a message, under a new name.
     (Send rights we hold for it are not merged: Linux cannot prove which
-    connection belongs to which port without the sender's word.)"""
-    with space.lock:
-        return space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))[0]
+    connection belongs to which port without the sender's word.)
+
+    Conditions: nothing locked, or the space's lock; takes it (alloc)."""
+    return space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))[0]
 
 
 def _send_port_destroyed(space: IpcSpace, name: int, e: IpcEntry, port: Port) -> bool:
     """A receive right with a port-destroyed request is not destroyed: it
     travels to the request's port, with its queue, its make-send count and
     sequence number reset (as ipc_port_clear_receiver does). Returns False
-    when the notify port is gone, and the right is destroyed after all."""
+    when the notify port is gone, and the right is destroyed after all.
+
+    Conditions: the space's lock is held; takes the port's lock
+    (pack_for_move, which never waits), sends the notification without
+    waiting, then as consume_receive. Resets the port's counts under the
+    space's lock only."""
     cap = port.pdrequest
     assert cap is not None
     port.pdrequest = None

@@ -110,11 +110,14 @@ _LOCKED: "weakref.WeakSet[_Renewable]" = weakref.WeakSet()
 
 
 def renew_at_fork(obj: _Renewable) -> None:
-    """Give ``obj`` fresh locks in a fork child (``obj.renew_locks()``)."""
+    """Give ``obj`` fresh locks in a fork child (``obj.renew_locks()``).
+
+    Conditions: any lock may be held; takes none."""
     _LOCKED.add(obj)
 
 
 def _renew_locks() -> None:
+    """Conditions: a fork child, in the forking thread."""
     for obj in list(_LOCKED):
         obj.renew_locks()
 
@@ -155,10 +158,14 @@ class IpcSpace:
         renew_at_fork(self)
 
     def renew_locks(self) -> None:
+        """Conditions: a fork child, in the forking thread."""
         self.lock = threading.RLock()
 
     def lookup(self, name: int) -> IpcEntry | None:
-        """The entry a name denotes, or None (wrong index or generation)."""
+        """The entry a name denotes, or None (wrong index or generation).
+
+        Conditions: nothing required; the entry stays what it is only while
+        the caller holds the space's lock."""
         idx = name >> 8
         if 0 < idx < len(self._table):
             e = self._table[idx]
@@ -169,7 +176,9 @@ class IpcSpace:
     def lookup_right(self, name: int, need: int, kr: int = K.KERN_INVALID_RIGHT) -> IpcEntry:
         """The entry for ``name`` if it holds one of the rights in ``need``:
         the one place where rights are checked. KERN_INVALID_NAME when the
-        name denotes nothing, ``kr`` when it lacks the right."""
+        name denotes nothing, ``kr`` when it lacks the right.
+
+        Conditions: as lookup."""
         e = self.lookup(name)
         if e is None:
             raise K.MachError(K.KERN_INVALID_NAME, f"{name:#x} denotes no right")
@@ -178,14 +187,20 @@ class IpcSpace:
         return e
 
     def name_for(self, key: Hashable) -> int:
-        """The name under which a coalescing key is held, or MACH_PORT_NULL."""
+        """The name under which a coalescing key is held, or MACH_PORT_NULL.
+
+        Conditions: nothing required; the name stays valid only while the
+        caller holds the space's lock."""
         return self._by_key.get(key, MACH_PORT_NULL)
 
     def name_of(self, obj: object) -> int:
-        """The name under which we hold rights to a kernel object."""
+        """The name under which we hold rights to a kernel object.
+
+        Conditions: as name_for."""
         return self._by_key.get(id(obj), MACH_PORT_NULL)
 
     def _new_index(self) -> tuple[int, int]:
+        """Conditions: the space's lock is held."""
         if self._free:
             idx = self._free.pop()  # LIFO, as XNU reuses freed entries
             gen = self._gens[idx] + _GEN_STEP
@@ -200,7 +215,10 @@ class IpcSpace:
         return idx, gen
 
     def alloc(self, obj: object, typ: int, urefs: int, key: Hashable | None = None) -> tuple[int, IpcEntry]:
-        """A fresh name for new rights, optionally findable by ``key``."""
+        """A fresh name for new rights, optionally findable by ``key``.
+
+        Conditions: nothing locked, or the space's lock held by this thread;
+        takes it."""
         with self.lock:
             idx, gen = self._new_index()
             e = IpcEntry(obj, typ, urefs, gen)
@@ -212,7 +230,10 @@ class IpcSpace:
 
     def alloc_name(self, name: int, obj: object, typ: int, urefs: int) -> IpcEntry:
         """Install rights under a name the caller chose (mach_port_allocate_name).
-        KERN_NAME_EXISTS when the index is in use."""
+        KERN_NAME_EXISTS when the index is in use.
+
+        Conditions: nothing locked, or the space's lock held by this thread;
+        takes it."""
         with self.lock:
             idx, gen = name >> 8, name & 0xFF
             if idx == 0:
@@ -233,12 +254,18 @@ class IpcSpace:
             return e
 
     def add_key(self, name: int, e: IpcEntry, key: Hashable) -> None:
+        """Conditions: the space's lock is held, except in
+        ipc_right.allocate_name, which adds the key after alloc_name has
+        released it."""
         self._by_key[key] = name
         e.keys.append(key)
 
     def insert(self, obj: object, typ: int, urefs: int = 1) -> int:
         """Add send rights to a kernel object (task, host): coalesced with an
-        existing name for it, or under a fresh name."""
+        existing name for it, or under a fresh name.
+
+        Conditions: nothing locked, or the space's lock held by this thread;
+        takes it."""
         with self.lock:
             name = self._by_key.get(id(obj))
             if name is not None:
@@ -250,17 +277,18 @@ class IpcSpace:
             return self.alloc(obj, typ, urefs, key=id(obj))[0]
 
     def remove(self, name: int) -> IpcEntry:
-        """Free a name; its index is reused later under a new generation."""
+        """Free a name; its index is reused later under a new generation.
+        The entry is returned as it was, its dead-name request included:
+        sending the port-deleted notification is the caller's
+        (ipc_right.dealloc_name). KERN_INVALID_NAME.
+
+        Conditions: nothing locked, or the space's lock held by this thread;
+        takes it."""
         with self.lock:
             e = self.lookup(name)
             if e is None:
                 raise K.MachError(K.KERN_INVALID_NAME, f"{name:#x}")
             self._table[name >> 8] = None
-            if e.dnrequest is not None:
-                # the name loses its right without the port dying
-                from .ipc_notify import port_deleted
-                port_deleted(e.dnrequest, name)  # type: ignore[arg-type]
-                e.dnrequest = None
             for k in e.keys:
                 if self._by_key.get(k) == name:
                     del self._by_key[k]
@@ -268,7 +296,26 @@ class IpcSpace:
             self._free.append(name >> 8)
             return e
 
+    def forget_rights(self) -> None:
+        """A fork child's copy of the space: close, in this process only,
+        every fd behind its rights, through each object's ``forget()``
+        (ports and port sets are torn down; capabilities, memory entries
+        and other tasks' pidfds closed; our own task and the host hold
+        none). Nothing else happens: the parent still holds them all.
+
+        Conditions: in a fork child, in the forking thread, before the space
+        is replaced; takes the space's lock (names), then each port's and
+        set's lock (renewed)."""
+        for _name, e in self.names():
+            for o in (e.cap, e.object, e.dnrequest):
+                forget = getattr(o, "forget", None)
+                if forget is not None:
+                    forget()
+
     def names(self) -> list[tuple[int, IpcEntry]]:
-        """Every live name and its entry."""
+        """Every live name and its entry.
+
+        Conditions: nothing locked, or the space's lock held by this thread;
+        takes it; the entries returned are live, not copies."""
         with self.lock:
             return [((i << 8) | e.gen, e) for i, e in enumerate(self._table) if e is not None]

@@ -40,6 +40,10 @@ FLAG_SO_DEAD: Final = 32  # control: that right (token) was destroyed unused
 FLAG_UPGRADE: Final = 64  # control: fds [send-once end]: that right (token) now has a connection of its own
 FLAG_CARRIER: Final = 128  # a message whose last fd is a carrier of the rest (unix.carry)
 CONTROL: Final = FLAG_JOIN | FLAG_REPLYCONN | FLAG_SO_DEAD | FLAG_UPGRADE
+# control, on the connection that a moved receive right's queue travels on
+# (kern/ipc_port.py, _spool): fds [a sealed memfd of records, a carrier of
+# their fds if they have any]. Read where the right arrives, never as a message
+FLAG_SPOOL: Final = FLAG_JOIN | FLAG_BLOB
 
 # The largest record a port accepts: the header, the body, and the
 # descriptors' tables. Larger inline bodies travel in a sealed memfd.

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
-import select
-import socket
 import struct
 
+from .._linux import epoll, unix
 from . import kern_return as K
 from . import message_defs as MD
 from . import ipc_kmsg
@@ -23,6 +22,7 @@ from .ipc_wire import FLAG_NOTIFY, FLAGS_AT as _FLAGS_AT, MAGIC, RIGHT, WIRE
 from .ipc_port import Incoming, Port, ReplyCap, SendCap, SendOnceCap, done
 from .ipc_pset import PortSet
 from .ipc_space import MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, IpcSpace
+from .task import SELF
 
 # trailer size by MACH_RCV_TRAILER_ELEMENTS
 HDR_REMOTE = struct.Struct("<I")
@@ -48,14 +48,20 @@ class TooLarge(K.MachError):
     needed = 0
 
 
-_NOSIGNAL = int(socket.MSG_NOSIGNAL)
-_DONTWAIT = int(socket.MSG_DONTWAIT)
-_SOL_SOCKET = int(socket.SOL_SOCKET)
-_SCM_RIGHTS = int(socket.SCM_RIGHTS)
+_NOSIGNAL = unix.MSG_NOSIGNAL
+_DONTWAIT = unix.MSG_DONTWAIT
+_SOL_SOCKET = unix.SOL_SOCKET
+_SCM_RIGHTS = unix.SCM_RIGHTS
 
 
 def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
-    """Send one message. MACH_SEND_* codes as XNU gives them."""
+    """Send one message. MACH_SEND_* codes as XNU gives them.
+
+    Conditions: nothing locked. As ipc_kmsg.copyin; then writes with nothing
+    locked (the rights held by use()), waiting for a place in the queue and
+    for room on the connection up to the timeout (for ever without
+    MACH_SEND_TIMEOUT); then consumes the moved rights (the space's lock:
+    see ipc_right) and takes the map's lock for deallocated memory."""
     fast = ipc_kmsg.copyin_simple(space, msg)
     if fast is not None:
         dest, record, token = fast
@@ -86,6 +92,9 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
             assert out.dest is not None
             _transmit(space, out.dest, out.dest_name, out.buffers, out.fds, option, timeout_ms)
         out.token = 0
+    except BaseException:
+        out.unmove()  # the receive rights it carried stay, with their queues
+        raise
     finally:
         if out.token:
             out.dest.undo_reply(out.token)  # type: ignore[union-attr]
@@ -98,7 +107,6 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
         else:
             R.consume_receive(space, name, port)  # type: ignore[arg-type]
     if out.dealloc:
-        from .task import SELF
         for addr, size in out.dealloc:
             SELF.map.deallocate(addr & ~0xFFF, (addr + size + 0xFFF) & ~0xFFF)
 
@@ -110,7 +118,10 @@ def _kobject_reply(space: IpcSpace, out: ipc_kmsg.Outgoing, reply_name: int, msg
     message has a reply right) is a mig_reply_error_t with MIG_BAD_ID and
     the id plus 100. The message itself is destroyed: the caller consumes
     its moved rights, destroys its receive rights and frees its memory. A
-    reply that cannot be delivered is dropped, as the kernel drops it."""
+    reply that cannot be delivered is dropped, as the kernel drops it.
+
+    Conditions: nothing locked; the reply right is held by use(); waits as
+    send does."""
     if out.reply is None:
         return
     body = NDR_RECORD + struct.pack("<i", K.MIG_BAD_ID)
@@ -126,7 +137,11 @@ def _kobject_reply(space: IpcSpace, out: ipc_kmsg.Outgoing, reply_name: int, msg
 def _transmit(space: IpcSpace, dest: SendCap, dest_name: int, buffers: list[bytes], fds: "list[int] | tuple[()]",
               option: int, timeout_ms: int) -> None:
     """Write one record on the destination's connection, after taking a
-    place in its queue (send-once rights never wait, as in XNU)."""
+    place in its queue (send-once rights never wait, as in XNU).
+
+    Conditions: nothing locked; the destination is held by use(); waits as
+    send does. A send that finds the port dead turns the name into a dead
+    name (check_dead) without the space's lock."""
     sock = dest.checked_tx()
     flags = _NOSIGNAL
     once = isinstance(dest, SendOnceCap)
@@ -135,9 +150,7 @@ def _transmit(space: IpcSpace, dest: SendCap, dest_name: int, buffers: list[byte
     if option & MD.MACH_SEND_TIMEOUT:
         flags |= _DONTWAIT
         if timeout_ms:
-            p = select.poll()
-            p.register(sock.fileno(), select.POLLOUT)
-            p.poll(min(timeout_ms, 0x7FFFFFFF))  # poll takes an int of ms; mach_msg's reaches 2**32 - 1
+            unix.wait_writable(sock.fileno(), timeout_ms)  # (mach_msg's timeout reaches 2**32 - 1 ms)
     try:
         sock.sendmsg(buffers, [(_SOL_SOCKET, _SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else (),
                      flags)
@@ -157,7 +170,11 @@ def _transmit(space: IpcSpace, dest: SendCap, dest_name: int, buffers: list[byte
 def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_ms: int) -> bytes:
     """Receive one message into at most ``rcv_size`` bytes, trailer
     included. MACH_RCV_* codes as XNU gives them; TooLarge carries the size
-    needed (with MACH_RCV_LARGE the message stays queued)."""
+    needed (with MACH_RCV_LARGE the message stays queued).
+
+    Conditions: nothing locked. Takes the port's receive lock (Port.dequeue)
+    or, for a set, the set's lock for moments and each member's receive lock
+    _TURN seconds at a time; then as ipc_kmsg.copyout."""
     e = space.lookup(rcv_name)
     if e is None or not e.type & (MACH_PORT_TYPE_RECEIVE | MACH_PORT_TYPE_PORT_SET):
         raise K.MachError(K.MACH_RCV_INVALID_NAME, f"{rcv_name:#x}")
@@ -222,6 +239,8 @@ _TURN = 0.05
 
 
 def _dequeue_set(space: IpcSpace, pset: PortSet, timeout: float | None):  # type: ignore[no-untyped-def]
+    """Conditions: nothing locked; brackets the receive with the set's enter()
+    and leave() (the set's lock for a moment each)."""
     pset.enter()
     try:
         return _dequeue_set_locked(space, pset, timeout)
@@ -230,6 +249,9 @@ def _dequeue_set(space: IpcSpace, pset: PortSet, timeout: float | None):  # type
 
 
 def _dequeue_set_locked(space: IpcSpace, pset: PortSet, timeout: float | None):  # type: ignore[no-untyped-def]
+    """Conditions: nothing locked: it runs between the set's enter() and
+    leave(), a count of waiters, not a lock; takes the set's lock for moments
+    and each member's receive lock (_dequeue_member)."""
     import time
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -244,7 +266,7 @@ def _dequeue_set_locked(space: IpcSpace, pset: PortSet, timeout: float | None): 
                 return rec, kicked, space.name_of(kicked)
             continue
         left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        events = pset.ep.poll(min(left, 2147483.0))  # an int of ms: a longer wait is taken in parts
+        events = pset.ep.poll(min(left, epoll.MAX_WAIT))  # an int of ms: a longer wait is taken in parts
         if pset.destroyed:
             raise K.MachError(K.MACH_RCV_PORT_CHANGED, "the port set was destroyed")
         for fd, _ev in events:
@@ -263,7 +285,10 @@ def _dequeue_set_locked(space: IpcSpace, pset: PortSet, timeout: float | None): 
 
 def _dequeue_member(port: Port) -> Incoming | None:
     """A message of a member port, without waiting; None when it has none
-    (or was destroyed or moved away meanwhile: the set lives on)."""
+    (or was destroyed or moved away meanwhile: the set lives on).
+
+    Conditions: nothing locked; takes the member's receive lock, waiting for
+    it _TURN seconds at a time (Port.dequeue)."""
     try:
         return port.dequeue(0, _TURN)
     except K.MachError as err:

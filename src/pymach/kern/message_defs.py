@@ -3,6 +3,7 @@ MACH_MSGH_BITS* macros as functions."""
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 MACH_MSG_TIMEOUT_NONE: Final = 0
@@ -159,3 +160,9 @@ def MACH_RCV_TRAILER_ELEMENTS(x: int) -> int:
 
 MACH_MSG_SIZE_MAX: Final = 0xFFFFFFFF
 MACH_MSG_SIZE_RELIABLE: Final = 256 * 1024
+
+
+# The layouts of <mach/message.h> that the kernel reads and writes.
+HDR: Final = struct.Struct("<IIIIIi")  # mach_msg_header_t
+PORT_DESC: Final = struct.Struct("<IIBBBB")  # mach_msg_port_descriptor_t: name, pad1, pad2, disposition, type
+OOL_DESC: Final = struct.Struct("<QBBBBI")  # mach_msg_ool_descriptor_t: address, deallocate, copy, pad, type, size

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import select
 import threading
-from typing import Callable, Final, Hashable, Protocol
+from typing import TYPE_CHECKING, Callable, Final, Hashable, Protocol
 
 from .._linux import pidfd
 from . import kern_return as K
@@ -140,7 +140,7 @@ BOOTSTRAP_PORT_NAME: Final = 0x303
 
 
 class BootstrapHooks(Protocol):
-    """What pymach.mach.bootstrap does for the space and the special port."""
+    """What kern.bootstrap_port does for the space and the special port."""
 
     def fill(self, name: int) -> IpcEntry | None:
         """Connect the bootstrap port under ``name``; its entry, or None."""
@@ -168,7 +168,10 @@ class TaskSpace(IpcSpace):
 
     def reserve(self) -> None:
         """Take the reserved name's index out of use; made while the table
-        ends just before it (a new space)."""
+        ends just before it (a new space).
+
+        Conditions: nothing locked; the space is new, not yet in SELF; takes
+        the space's lock."""
         with self.lock:
             idx = self.reserved >> 8
             assert len(self._table) == idx, "the reserved name's index is taken"
@@ -178,7 +181,13 @@ class TaskSpace(IpcSpace):
 
     def lookup(self, name: int) -> IpcEntry | None:
         """The entry a name denotes, or None; for the reserved name while it
-        holds no right, what ``fill`` gives."""
+        holds no right, what ``fill`` gives.
+
+        Conditions: no lock but the space's may be held. For the reserved
+        name while it holds no right it calls ``fill``, which takes the
+        space's lock and may wait under it up to about 50 s
+        (kern.bootstrap_port connects); any other name takes no lock, as
+        IpcSpace.lookup."""
         idx = name >> 8
         if 0 < idx < len(self._table):
             e = self._table[idx]
@@ -189,11 +198,16 @@ class TaskSpace(IpcSpace):
         return None
 
     def peek(self, name: int) -> IpcEntry | None:
-        """The entry a name denotes, or None; never fills."""
+        """The entry a name denotes, or None; never fills.
+
+        Conditions: as IpcSpace.lookup; it never fills."""
         return IpcSpace.lookup(self, name)
 
     def install_reserved(self, obj: object, typ: int, urefs: int, key: Hashable | None) -> IpcEntry:
-        """Install rights under the reserved name, which must hold none."""
+        """Install rights under the reserved name, which must hold none.
+
+        Conditions: nothing locked, or the space's lock held by this thread;
+        takes it."""
         with self.lock:
             idx = self._reserved_index
             assert idx > 0 and self._table[idx] is None
@@ -205,14 +219,18 @@ class TaskSpace(IpcSpace):
 
     def alloc_name(self, name: int, obj: object, typ: int, urefs: int) -> IpcEntry:
         """IpcSpace.alloc_name; the reserved name (any generation of its
-        index) is KERN_NAME_EXISTS (KERN_FAILURE), held or not."""
+        index) is KERN_NAME_EXISTS (KERN_FAILURE), held or not.
+
+        Conditions: as IpcSpace.alloc_name."""
         if self._reserved_index > 0 and name >> 8 == self._reserved_index:
             raise K.MachError(K.KERN_NAME_EXISTS if name == self.reserved else K.KERN_FAILURE,
                               f"{name:#x}: the bootstrap port's name")
         return super().alloc_name(name, obj, typ, urefs)
 
     def remove(self, name: int) -> IpcEntry:
-        """IpcSpace.remove; the reserved name's index stays out of use."""
+        """IpcSpace.remove; the reserved name's index stays out of use.
+
+        Conditions: as IpcSpace.remove."""
         with self.lock:
             e = super().remove(name)
             idx = name >> 8
@@ -222,54 +240,107 @@ class TaskSpace(IpcSpace):
 
 
 class _Self:
-    """Our task's kernel state, rebuilt in a fork child.
+    """Our task's kernel state, built on first use and rebuilt in a fork
+    child.
+
+    Importing pymach builds nothing that holds an fd or a thread: the first
+    read of ``space``, ``task``, ``task_name``, ``host``, ``host_name``,
+    ``special`` or ``registered`` builds them all (the space with the names
+    of the task, the host and the bootstrap port), adopts the ports the task
+    inherited, and then runs the callbacks given to ``on_first_use``. After
+    that they are plain attributes: reading them costs what it always did.
+    The map is there from the start: an empty table, whose fork hooks are
+    registered at import as they always were (their order among the
+    runtime's fork hooks matters).
 
     ``special`` and ``registered`` hold send capabilities (each owning its
     fd) that are not names in the space: the special ports and the
     mach_ports_register array. A fork child inherits them, as on Mach, and
     pymach.spawn passes them down to a new program."""
 
+    # built on first use (see _build)
+    space: TaskSpace
+    task: Task
+    task_name: int
+    host: Host
+    host_name: int
+    special: dict[int, object]
+    registered: list[object]
+
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.map = VmMap()
+        self.map = VmMap()  # an empty table until something is mapped
         self.map.install_fork_hooks()
-        self.special: dict[int, object] = {}
-        self.registered: list[object] = [None] * TASK_PORT_REGISTER_MAX
-        self.bootstrap: BootstrapHooks | None = None  # set by pymach.mach.bootstrap
-        self._adopt_inherited()
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        self.bootstrap: BootstrapHooks | None = None  # set by kern.bootstrap_port, when imported
+        self._built = False
+        self._building = threading.Lock()
+        self._first_use: list[Callable[[], None]] = []
+        self._inherited = _claim_inherited()
+        os.register_at_fork(before=self._building.acquire, after_in_parent=self._building.release,
+                            after_in_child=self._forked)
 
-    def _adopt_inherited(self) -> None:
-        spec = os.environ.pop(INHERIT_ENV, "")
-        from .ipc_port import SendCap
-        for item in filter(None, spec.split(",")):
-            try:
-                what, fds_s = item.split("=")
-                kind, idx_s = what.split(":")
-                fds, idx = [int(x) for x in fds_s.split("/")], int(idx_s)
-                for fd in fds:
-                    os.set_inheritable(fd, False)
-                cap = SendCap.adopt(fds)
-            except (ValueError, OSError):
-                continue  # not ours to take: ignore malformed or closed entries
-            if kind == "special" and idx in SETTABLE_SPECIAL_PORTS:
-                self.special[idx] = cap
-            elif kind == "registered" and 0 <= idx < TASK_PORT_REGISTER_MAX:
-                self.registered[idx] = cap
-            else:
-                cap.close()
+    if not TYPE_CHECKING:  # (hidden from mypy, which then checks every attribute name)
+        def __getattr__(self, attr: str) -> object:
+            # called only for an attribute the instance lacks: before the
+            # first use, one of the state's
+            if attr not in _BUILT:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+            self._build()
+            return object.__getattribute__(self, attr)
 
-    def _reset(self) -> None:
-        old = getattr(self, "space", None)
-        if old is not None:
-            _close_rights(old)  # a fork child holds none of its parent's rights
-        self.space = TaskSpace(BOOTSTRAP_PORT_NAME, self._fill_bootstrap)
-        self.task = Task(os.getpid(), self.map)
-        self.task_name = self.space.insert(self.task, MACH_PORT_TYPE_SEND)
-        self.host = Host()
-        self.host_name = self.space.insert(self.host, MACH_PORT_TYPE_SEND)
-        self.space.reserve()
+    def on_first_use(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the state is built (now, if it is). It runs
+        once, in the thread that builds, before a fork can happen; it must
+        neither fork nor call on_first_use.
+
+        Conditions: not the build lock, which is not reentrant (so not from
+        a first-use callback); takes it. ``fn`` runs later, under it, in the
+        thread that builds; or at once, with nothing locked, if the state is
+        built."""
+        with self._building:
+            if not self._built:
+                self._first_use.append(fn)
+                return
+        fn()
+
+    def _build(self) -> None:
+        """Conditions: nothing locked; takes the build lock and, under it, the
+        new space's lock and what the first-use callbacks take (the
+        introspection lock); a fork waits until it returns."""
+        with self._building:
+            if self._built:
+                return
+            special, registered = _adopt(self._inherited)
+            self._inherited = []
+            self.special, self.registered = special, registered
+            self._new_space()
+            self._built = True
+            hooks, self._first_use = self._first_use, []
+            for fn in hooks:  # under the lock: a fork child never misses what they start
+                fn()
+
+    def _new_space(self) -> None:
+        # every attribute is whole before it is set: another thread that
+        # finds one reads it without waiting for the rest
+        """Conditions: the build lock is held (_build), or a fork child
+        (_forked); takes the new space's lock."""
+        space = TaskSpace(BOOTSTRAP_PORT_NAME, self._fill_bootstrap)
+        task, host = Task(os.getpid(), self.map), Host()
+        task_name = space.insert(task, MACH_PORT_TYPE_SEND)
+        host_name = space.insert(host, MACH_PORT_TYPE_SEND)
+        space.reserve()
+        self.task, self.task_name, self.host, self.host_name = task, task_name, host, host_name
+        self.space = space
+
+    def _forked(self) -> None:
+        # a fork child: no build was under way (the fork waited for it)
+        """Conditions: a fork child, in the forking thread; the build lock is
+        held (taken before the fork) and released first; then takes the old
+        space's lock and its ports' and sets' locks (renewed), then the new
+        space's."""
+        self._building.release()
+        if self._built:
+            self.space.forget_rights()  # a fork child holds none of its parent's rights
+            self._new_space()
 
     def _fill_bootstrap(self, name: int) -> IpcEntry | None:
         hooks = self.bootstrap
@@ -277,7 +348,11 @@ class _Self:
 
     def set_special(self, which: int, cap: object) -> None:
         """Replace a special port (``cap`` a send capability of its own, or
-        None); the one it replaces is closed."""
+        None); the one it replaces is closed.
+
+        Conditions: nothing required: the special ports have no lock of
+        their own. kern.bootstrap_port calls it under the space's lock,
+        kern.ipc_tt and pymach.bootstrap without it."""
         old = self.special.pop(which, None)
         if cap is not None:
             self.special[which] = cap
@@ -286,7 +361,10 @@ class _Self:
 
     def inheritance(self) -> tuple[dict[str, str], list[int]]:
         """The environment entry and the fds that hand our special and
-        registered ports to a spawned program."""
+        registered ports to a spawned program.
+
+        Conditions: nothing locked; reads the special and registered ports
+        without a lock."""
         items, fds = [], []
         for kind, caps in (("special", list(self.special.items())), ("registered", list(enumerate(self.registered)))):
             for idx, cap in caps:
@@ -297,18 +375,51 @@ class _Self:
         return ({INHERIT_ENV: ",".join(items)} if items else {}), fds
 
 
-def _close_rights(space: IpcSpace) -> None:
-    """Close, in this process only, every fd behind the rights of ``space``
-    (ports and sets are torn down, capabilities closed)."""
-    from .ipc_port import Port, SendCap
-    from .ipc_pset import PortSet
-    from .vm_memory_entry import MemoryEntry
-    for _name, e in space.names():
-        for o in (e.cap, e.object, e.dnrequest):
-            if isinstance(o, (SendCap, Port, PortSet, MemoryEntry)):
-                o.forget()
-            elif isinstance(o, Task) and o.foreign:
-                o.forget()
+def _claim_inherited() -> list[tuple[str, int, list[int], list[int]]]:
+    """Take the ports pymach.spawn handed us out of the environment:
+    (kind, index, fds, their inodes) each. Their fds stop being
+    inheritable, so that a program we start does not get them, and the
+    environment entry goes, so that it does not name them to anyone. No fd
+    is made or wrapped here: _adopt does that on first use."""
+    spec = os.environ.pop(INHERIT_ENV, "")
+    out = []
+    for item in filter(None, spec.split(",")):
+        try:
+            what, fds_s = item.split("=")
+            kind, idx_s = what.split(":")
+            fds, idx = [int(x) for x in fds_s.split("/")], int(idx_s)
+            inos = [os.fstat(fd).st_ino for fd in fds]
+            for fd in fds:
+                os.set_inheritable(fd, False)
+        except (ValueError, OSError):
+            continue  # not ours to take: ignore malformed or closed entries
+        out.append((kind, idx, fds, inos))
+    return out
 
+
+def _adopt(claims: list[tuple[str, int, list[int], list[int]]]) -> tuple[dict[int, object], list[object]]:
+    """The special and registered ports, as send capabilities, from the
+    ports _claim_inherited took."""
+    from .ipc_port import SendCap
+    special: dict[int, object] = {}
+    registered: list[object] = [None] * TASK_PORT_REGISTER_MAX
+    for kind, idx, fds, inos in claims:
+        try:
+            if [os.fstat(fd).st_ino for fd in fds] != inos:
+                continue  # closed by the program meanwhile, the number reused: not ours any more
+            cap = SendCap.adopt(fds)
+        except (ValueError, OSError):
+            continue
+        if kind == "special" and idx in SETTABLE_SPECIAL_PORTS:
+            special[idx] = cap
+        elif kind == "registered" and 0 <= idx < TASK_PORT_REGISTER_MAX:
+            registered[idx] = cap
+        else:
+            cap.close()
+    return special, registered
+
+
+# the names of the state _Self builds on first use
+_BUILT: Final = frozenset(("space", "task", "task_name", "host", "host_name", "special", "registered"))
 
 SELF = _Self()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 
-from .._linux import pidfd as P
+from .._linux import files
+from .._linux import pidfd
 from .._linux import procfs
 from . import kern_return as K
 from . import ipc_right as R
@@ -53,7 +54,10 @@ def task_of(name: int, check: bool = True) -> Task:
     MACH_SEND_INVALID_DEST when the name denotes nothing or its process has
     exited (its right is then a dead name); KERN_INVALID_ARGUMENT when it
     is not a task. With ``check`` False the process is not asked whether
-    it lives (a caller that asks after its work, as a read does)."""
+    it lives (a caller that asks after its work, as a read does).
+
+    Conditions: nothing locked; takes the space's lock (check_dead); the
+    task is returned after it is released."""
     s = SELF
     if name == s.task_name:
         return s.task
@@ -70,7 +74,10 @@ def task_of(name: int, check: bool = True) -> Task:
 
 def task_target(name: int, check: bool = True) -> VmMap | ForeignMap:
     """The map a VM routine reads or writes: ours, or another process's.
-    A task name port (task_name_for_pid) is KERN_INVALID_ARGUMENT."""
+    A task name port (task_name_for_pid) is KERN_INVALID_ARGUMENT.
+
+    Conditions: nothing locked; as task_of. ``Task.view`` is made without a
+    lock (two threads may each make one)."""
     t = task_of(name, check)
     if t.map is not None:
         return t.map
@@ -84,14 +91,16 @@ def task_target(name: int, check: bool = True) -> VmMap | ForeignMap:
 
 def _open_target(pid: int) -> int:
     try:
-        return P.open_pid(pid)
+        return pidfd.open_pid(pid)
     except OSError as err:
         raise _fail(K.KERN_FAILURE, f"no process {pid}: {err.strerror}") from None
 
 
 def _install(pid: int, fd: int, name_only: bool) -> int:
     """A send right to the task behind ``fd``, coalesced with one we hold
-    for the same process (which is the same process while it lives)."""
+    for the same process (which is the same process while it lives).
+
+    Conditions: nothing locked; takes the space's lock."""
     s = SELF
     key = ("task", pid, name_only)
     with s.space.lock:
@@ -101,7 +110,7 @@ def _install(pid: int, fd: int, name_only: bool) -> int:
             if e is not None:
                 R.check_dead(s.space, name, e)
                 if isinstance(e.cap, Task) and e.cap.alive() and e.type & MACH_PORT_TYPE_SEND:
-                    os.close(fd)  # the caller's fd: it must not close it again
+                    files.close(fd)  # the caller's fd: it must not close it again
                     e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
                     return name
         task = Task(pid, None, fd, name_only)
@@ -129,10 +138,10 @@ def task_for_pid(target_tport: int, pid: int) -> int:
     fd = _open_target(pid)
     installed = False
     try:
-        if P.exited(fd):
+        if pidfd.exited(fd):
             raise _fail(K.KERN_FAILURE, f"process {pid} has exited")
         try:
-            allowed = P.may_ptrace(fd)
+            allowed = pidfd.may_ptrace(fd)
         except OSError as err:
             raise _fail(K.KERN_FAILURE, f"process {pid}: {err.strerror}") from None
         if not allowed:
@@ -142,7 +151,7 @@ def task_for_pid(target_tport: int, pid: int) -> int:
         return name
     finally:
         if not installed:
-            os.close(fd)
+            files.close(fd)
 
 
 def _uids(text: str) -> tuple[int, ...]:
@@ -182,7 +191,7 @@ def task_name_for_pid(target_tport: int, pid: int) -> int:
         return name
     finally:
         if not installed:
-            os.close(fd)
+            files.close(fd)
 
 
 def pid_for_task(name: int) -> int:
@@ -255,7 +264,11 @@ def _other(name: int) -> Task:
 def task_suspend(name: int) -> None:
     """Stop every thread of the task; counted (task_resume undoes one).
     KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED (our own task),
-    MACH_SEND_INVALID_DEST (exited), KERN_FAILURE."""
+    MACH_SEND_INVALID_DEST (exited), KERN_FAILURE.
+
+    Conditions: nothing locked; takes the space's lock (task_of), then the
+    suspend lock (kern/vm_remote.py), under which it waits up to 5 s for the
+    stop."""
     from . import vm_remote
     t = _other(name)
     vm_remote.task_suspend(t.pid, t.pidfd)
@@ -263,7 +276,10 @@ def task_suspend(name: int) -> None:
 
 def task_resume(name: int) -> None:
     """Undo one task_suspend. KERN_FAILURE when the task is not suspended;
-    the codes of task_suspend."""
+    the codes of task_suspend.
+
+    Conditions: nothing locked; takes the space's lock (task_of), then the
+    suspend lock."""
     from . import vm_remote
     t = _other(name)
     vm_remote.task_resume(t.pid, t.pidfd)
@@ -271,7 +287,9 @@ def task_resume(name: int) -> None:
 
 def task_threads(name: int) -> list[int]:
     """A send right (a name) for each thread of another task.
-    KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
+    KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST.
+
+    Conditions: nothing locked; takes the space's lock for each thread."""
     from . import vm_remote
     t = _other(name)
     names = []
@@ -285,7 +303,7 @@ def task_threads(name: int) -> list[int]:
                 e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
                 names.append(found)
                 continue
-            th = Thread(t.pid, tid, os.dup(t.pidfd))
+            th = Thread(t.pid, tid, files.dup(t.pidfd))
             n, e = s.space.alloc(th, MACH_PORT_TYPE_SEND, 1, key=key)
             e.cap = th
             names.append(n)
@@ -294,7 +312,10 @@ def task_threads(name: int) -> list[int]:
 
 def thread_of(name: int) -> Thread:
     """The thread behind a name. MACH_SEND_INVALID_DEST (nothing, or its
-    process exited), KERN_INVALID_ARGUMENT (not a thread)."""
+    process exited), KERN_INVALID_ARGUMENT (not a thread).
+
+    Conditions: nothing locked; takes the space's lock (check_dead); the
+    thread is returned after it is released."""
     s = SELF
     with s.space.lock:
         e = s.space.lookup(name)

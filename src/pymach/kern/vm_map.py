@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator
 
-from .._linux import mm, procfs
+from .._linux import files, mm, procfs
 from . import kern_return as K
 from . import vm_defs as V
 from .vm_object import VmObject
@@ -135,12 +135,18 @@ class VmMap:
     # -- lookup -------------------------------------------------------------
 
     def entries(self) -> list[VmEntry]:
-        """A snapshot of the entries, in address order."""
+        """A snapshot of the entries, in address order.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             return list(self._entries)
 
     def lookup(self, addr: int) -> VmEntry | None:
-        """The entry containing ``addr``, if pymach mapped it."""
+        """The entry containing ``addr``, if pymach mapped it.
+
+        Conditions: the map's lock is held."""
         i = bisect.bisect_right(self._starts, addr) - 1
         if i >= 0:
             e = self._entries[i]
@@ -149,7 +155,9 @@ class VmMap:
         return None
 
     def _overlap(self, start: int, end: int) -> tuple[int, int]:
-        """Index range [i, j) of the entries overlapping [start, end)."""
+        """Index range [i, j) of the entries overlapping [start, end).
+
+        Conditions: the map's lock is held."""
         starts = self._starts
         i = bisect.bisect_right(starts, start) - 1
         if i < 0 or self._entries[i].end <= start:
@@ -159,7 +167,9 @@ class VmMap:
 
     def _clip(self, start: int, end: int) -> tuple[int, int]:
         """Split entries so that none straddles ``start`` or ``end``; returns
-        the index range of the entries inside [start, end)."""
+        the index range of the entries inside [start, end).
+
+        Conditions: the map's lock is held."""
         i, j = self._overlap(start, end)
         if i < j:
             e = self._entries[i]
@@ -177,7 +187,9 @@ class VmMap:
         return i, j
 
     def pieces(self, start: int, end: int) -> list[tuple[int, int, VmEntry | procfs.Vma | None]]:
-        """Cover [start, end) with our entries, foreign VMAs, and holes (None)."""
+        """Cover [start, end) with our entries, foreign VMAs, and holes (None).
+
+        Conditions: the map's lock is held."""
         out: list[tuple[int, int, VmEntry | procfs.Vma | None]] = []
         i, j = self._overlap(start, end)
         cur = start
@@ -209,7 +221,9 @@ class VmMap:
 
     def check_range(self, start: int, end: int, need: int = 0) -> None:
         """Raise KERN_INVALID_ADDRESS if [start, end) has a hole, and
-        KERN_PROTECTION_FAILURE if some part lacks the protection ``need``."""
+        KERN_PROTECTION_FAILURE if some part lacks the protection ``need``.
+
+        Conditions: the map's lock is held."""
         for s, _t, what in self.pieces(start, end):
             if what is None:
                 raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
@@ -220,12 +234,15 @@ class VmMap:
     # -- record keeping -----------------------------------------------------
 
     def _insert(self, e: VmEntry) -> None:
+        """Conditions: the map's lock is held."""
         i = bisect.bisect_left(self._starts, e.start)
         self._starts.insert(i, e.start)
         self._entries.insert(i, e)
 
     def _forget(self, start: int, end: int) -> list[VmEntry]:
-        """Drop the records of [start, end); returns the dropped entries."""
+        """Drop the records of [start, end); returns the dropped entries.
+
+        Conditions: the map's lock is held."""
         i, j = self._clip(start, end)
         gone = self._entries[i:j]
         del self._entries[i:j]
@@ -239,7 +256,11 @@ class VmMap:
 
     def allocate(self, addr: int, size: int, anywhere: bool, overwrite: bool, tag: int,
                  align_mask: int = 0, permanent: bool = False) -> int:
-        """Map zero-filled private memory; returns its address."""
+        """Map zero-filled private memory; returns its address.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         flags = mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE
         prot = mm.PROT_READ | mm.PROT_WRITE
         with self.lock:
@@ -256,7 +277,11 @@ class VmMap:
         exactly one shared entry over a whole memfd, unmap it and return a
         dup of the memfd (the caller seals it): the pages change hands with
         no copy. None when the range is not such an entry or the unmap
-        fails (then the data is copied); no kern_return_t of its own."""
+        fails (then the data is copied); no kern_return_t of its own.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             e = self.lookup(start)
             end = _round(start + size)
@@ -264,14 +289,14 @@ class VmMap:
                     or e.offset or e.obj.size != end - start or e.permanent or e.wired
                     or e.obj.true_share):
                 return None
-            fd = os.dup(e.obj.fd)
+            fd = files.dup(e.obj.fd)
             try:
                 # Unmapped now, not moved aside (mremap) to unmap later: the
                 # kernel refuses F_SEAL_WRITE (EBUSY) while any writable
                 # shared mapping of the memfd exists, a moved one included.
                 mm.munmap(start, end - start)
             except OSError:
-                os.close(fd)
+                files.close(fd)
                 return None
             self._forget(start, end)
             return fd
@@ -298,7 +323,11 @@ class VmMap:
         hole), KERN_PROTECTION_FAILURE, KERN_NOT_SUPPORTED (memory pymach
         did not map: moving its pages into a shared object would change
         what a fork child shares; with ``whole``, entries already on
-        different objects)."""
+        different objects).
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             taken: list[VmEntry] = []
             cur_and = V.VM_PROT_ALL
@@ -328,7 +357,7 @@ class VmMap:
             assert first.obj is not None
             for e in taken:
                 e.obj.true_share = True  # type: ignore[union-attr]
-            return os.dup(first.obj.fd), first.offset + (start - first.start), stop - start, protections
+            return files.dup(first.obj.fd), first.offset + (start - first.start), stop - start, protections
 
     def snapshot(self, start: int, end: int) -> int:
         """A fresh memfd holding the bytes of [start, end) as they are now
@@ -337,7 +366,11 @@ class VmMap:
 
         KERN_INVALID_ADDRESS (a hole), KERN_PROTECTION_FAILURE (a part with
         neither current nor maximum VM_PROT_READ, or unreadable memory
-        pymach did not map)."""
+        pymach did not map).
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             pieces = self.pieces(start, end)
             for s, _t, what in pieces:
@@ -350,6 +383,7 @@ class VmMap:
 
     def _snapshot(self, pieces: list[tuple[int, int, "VmEntry | procfs.Vma | None"]], base: int,
                   size: int) -> int:
+        """Conditions: the map's lock is held."""
         try:
             fd = mm.memfd("mach.copy", size)
         except OSError as err:
@@ -375,10 +409,10 @@ class VmMap:
                 else:
                     mm.write_memory(fd, s, t - s, off)
         except OSError as err:
-            os.close(fd)
+            files.close(fd)
             raise K.MachError(K.kr_from_oserror(err), "copying memory") from err
         except BaseException:
-            os.close(fd)
+            files.close(fd)
             raise
         return fd
 
@@ -388,7 +422,11 @@ class VmMap:
         """Map [offset, offset + size) of the memfd ``fd``: shared, or with
         ``copy`` a private copy-on-write view of a snapshot taken now.
         Returns the address. KERN_NO_SPACE, KERN_INVALID_ADDRESS and the
-        errno's codes."""
+        errno's codes.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         length = _round(size)
         if copy:
             try:
@@ -403,7 +441,7 @@ class VmMap:
                 raise K.MachError(K.kr_from_oserror(err), "copying memory") from err
             offset = 0
         else:
-            obj = VmObject(os.dup(fd), os.fstat(fd).st_size, true_share=True)
+            obj = VmObject(files.dup(fd), files.size(fd), true_share=True)
         with self.lock:
             try:
                 a = self._place(addr, length, anywhere, overwrite, mask, _lin_prot(cur),
@@ -436,7 +474,11 @@ class VmMap:
         source not allowing them, copy TRUE and a source without maximum
         VM_PROT_READ; unreadable memory pymach did not map),
         KERN_NOT_SUPPORTED (copy FALSE of memory pymach did not map),
-        KERN_NO_SPACE (no room, a FIXED target taken or against ``mask``)."""
+        KERN_NO_SPACE (no room, a FIXED target taken or against ``mask``).
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         lo, hi = bounds
         with self.lock:
             pieces = self.pieces(src, src + size)
@@ -522,7 +564,11 @@ class VmMap:
 
     def map_object_private(self, fd: int, size: int) -> int:
         """Map ``size`` bytes of a file MAP_PRIVATE anywhere: a copy-on-write
-        view (out-of-line data on receipt)."""
+        view (out-of-line data on receipt).
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         length = _round(size)
         with self.lock:
             try:
@@ -539,7 +585,9 @@ class VmMap:
         """mmap for a new entry: anywhere (aligned to ``mask``), at ``addr``
         if free, or over whatever is there (OVERWRITE: those entries are
         forgotten). KERN_NO_SPACE when the place is taken; the errno's
-        code otherwise."""
+        code otherwise.
+
+        Conditions: the map's lock is held."""
         if overwrite:
             i, j = self._overlap(addr, addr + size)
             if any(e.permanent for e in self._entries[i:j]):
@@ -566,7 +614,9 @@ class VmMap:
     def _aligned_map(self, size: int, mask: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
         """Map ``size`` bytes at an address with the bits of ``mask`` clear:
         reserve size + mask, map over the aligned part of the reservation
-        (MAP_FIXED inside our own reservation), and unmap the slack."""
+        (MAP_FIXED inside our own reservation), and unmap the slack.
+
+        Conditions: the map's lock is held."""
         span = size + mask + 1
         r = mm.mmap(0, span, mm.PROT_NONE, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE)
         a = (r + mask) & ~mask
@@ -582,7 +632,11 @@ class VmMap:
         return a
 
     def deallocate(self, start: int, end: int) -> None:
-        """Unmap [start, end); holes are not an error."""
+        """Unmap [start, end); holes are not an error.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             i = bisect.bisect_left(self._starts, start)
             if i < len(self._starts) and self._starts[i] == start:
@@ -608,6 +662,7 @@ class VmMap:
 
     def _deallocate_around_permanent(self, start: int, end: int) -> None:
         # VM_FLAGS_PERMANENT: the entry stays, stripped to VM_PROT_NONE.
+        """Conditions: the map's lock is held."""
         cur = start
         i, j = self._clip(start, end)
         for e in list(self._entries[i:j]):
@@ -624,7 +679,11 @@ class VmMap:
             self._forget(cur, end)
 
     def protect(self, start: int, end: int, set_max: bool, prot: int) -> None:
-        """mach_vm_protect on [start, end)."""
+        """mach_vm_protect on [start, end).
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         want = prot & _PROT_MASK
         with self.lock:
             if prot & _PROT_COPY:
@@ -666,7 +725,11 @@ class VmMap:
                     e.prot = want
 
     def inherit(self, start: int, end: int, inheritance: int) -> None:
-        """mach_vm_inherit on [start, end)."""
+        """mach_vm_inherit on [start, end).
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             pieces = [p for p in self.pieces(start, end) if p[2] is not None]
             for s, _t, what in pieces:
@@ -693,7 +756,9 @@ class VmMap:
 
     def _make_shared(self, e: VmEntry) -> None:
         """Move a private entry's pages into a fresh memfd and map that
-        MAP_SHARED at the same address, so that a fork child can share it."""
+        MAP_SHARED at the same address, so that a fork child can share it.
+
+        Conditions: the map's lock is held."""
         self._share_entries([e])
 
     def _share_entries(self, entries: list[VmEntry]) -> None:
@@ -701,7 +766,9 @@ class VmMap:
         consecutive offsets: private ones are moved into a fresh memfd
         (only pages that exist, present or swapped, are copied).
         KERN_NOT_SUPPORTED when some already share an object and the run is
-        not one object laid out in order."""
+        not one object laid out in order.
+
+        Conditions: the map's lock is held."""
         private = [e for e in entries if not e.shared]
         if not private:
             first = entries[0]
@@ -726,7 +793,9 @@ class VmMap:
 
     def _move_into(self, e: VmEntry, obj: VmObject, off: int) -> None:
         """Copy a private entry's pages into ``obj`` at ``off`` and map that
-        MAP_SHARED over the entry (MAP_FIXED replaces it in one step)."""
+        MAP_SHARED over the entry (MAP_FIXED replaces it in one step).
+
+        Conditions: the map's lock is held."""
         size = e.end - e.start
         readable = e.prot & V.VM_PROT_READ
         try:
@@ -749,7 +818,9 @@ class VmMap:
 
     def _copy_private(self, start: int, end: int) -> None:
         """VM_PROT_COPY: replace [start, end) with a private copy of itself
-        whose maximum protection gains VM_PROT_WRITE."""
+        whose maximum protection gains VM_PROT_WRITE.
+
+        Conditions: the map's lock is held."""
         pieces = self.pieces(start, end)
         for s, _t, what in pieces:
             if what is None:
@@ -769,7 +840,9 @@ class VmMap:
 
     def _make_private(self, e: VmEntry) -> None:
         """Copy a shared entry's pages into private anonymous memory and move
-        that over the entry's address (mremap replaces it atomically)."""
+        that over the entry's address (mremap replaces it atomically).
+
+        Conditions: the map's lock is held."""
         size = e.end - e.start
         tmp = mm.mmap(0, size, mm.PROT_READ | mm.PROT_WRITE, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS)
         try:
@@ -791,7 +864,9 @@ class VmMap:
         self._reapply(e)
 
     def _reapply(self, e: VmEntry) -> None:
-        """Re-establish per-VMA state that a MAP_FIXED replacement drops."""
+        """Re-establish per-VMA state that a MAP_FIXED replacement drops.
+
+        Conditions: the map's lock is held."""
         size = e.end - e.start
         if e.inherit == V.VM_INHERIT_NONE:
             mm.madvise(e.start, size, mm.MADV_DONTFORK)
@@ -803,7 +878,11 @@ class VmMap:
 
     def behavior_set(self, start: int, end: int, behavior: int) -> None:
         """mach_vm_behavior_set: persistent hints are recorded on the
-        entries; the others act on the pages now."""
+        entries; the others act on the pages now.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             pieces = self.pieces(start, end)
             for s, _t, what in pieces:
@@ -838,13 +917,21 @@ class VmMap:
             # REUSE, CAN_REUSE, ZERO_WIRED_PAGES: nothing to do on Linux
 
     def behavior_hugepage(self, start: int, end: int) -> None:
-        """Back [start, end) with transparent huge pages where the kernel can."""
+        """Back [start, end) with transparent huge pages where the kernel can.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             self._advise(self.pieces(start, end), mm.MADV_HUGEPAGE)
 
     def page_query(self, addr: int) -> tuple[int, int]:
         """(VM_PAGE_QUERY_* disposition, reference count) of one page, from
-        /proc/self/pagemap, and /proc/kpageflags when readable (root)."""
+        /proc/self/pagemap, and /proc/kpageflags when readable (root).
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             what = self.pieces(addr, addr + mm.PAGE_SIZE)[0][2]
             if what is None:
@@ -876,6 +963,7 @@ class VmMap:
         return disp, refs
 
     def _advise(self, pieces: list[tuple[int, int, VmEntry | procfs.Vma | None]], advice: int) -> None:
+        """Conditions: the map's lock is held."""
         for s, t, _what in pieces:
             try:
                 mm.madvise(s, t - s, advice)
@@ -885,7 +973,11 @@ class VmMap:
     def msync(self, start: int, end: int, flags: int) -> None:
         """mach_vm_msync. Anonymous memory (ours, private or shared) has no
         backing store to write: SYNC/ASYNC/INVALIDATE only reach file
-        mappings. KILLPAGES discards private pages and stops at a hole."""
+        mappings. KILLPAGES discards private pages and stops at a hole.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             pieces = self.pieces(start, end)
             if flags & V.VM_SYNC_CONTIGUOUS and any(w is None for _s, _t, w in pieces):
@@ -911,7 +1003,11 @@ class VmMap:
 
     def wire(self, start: int, end: int, prot: int) -> None:
         """mach_vm_wire: VM_PROT_NONE unwires (skipping holes after the
-        start), anything else wires (all-or-nothing)."""
+        start), anything else wires (all-or-nothing).
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             pieces = self.pieces(start, end)
             if pieces[0][2] is None:
@@ -934,7 +1030,11 @@ class VmMap:
 
     def read_into(self, src: int, dst: int, size: int) -> None:
         """Copy [src, src+size) to dst, both in this task, as one checked
-        operation: nothing is written unless the whole copy can succeed."""
+        operation: nothing is written unless the whole copy can succeed.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             self.check_range(src & ~mm.PAGE_MASK, _round(src + size), V.VM_PROT_READ)
             self.check_range(dst & ~mm.PAGE_MASK, _round(dst + size), V.VM_PROT_WRITE)
@@ -942,7 +1042,11 @@ class VmMap:
 
     def copy_out(self, src: int, size: int) -> bytes:
         """The bytes of [src, src+size): KERN_INVALID_ADDRESS or
-        KERN_PROTECTION_FAILURE instead of a fault."""
+        KERN_PROTECTION_FAILURE instead of a fault.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         buf = bytearray(size)
         if size:
             with self.lock:
@@ -951,7 +1055,11 @@ class VmMap:
         return bytes(buf)
 
     def copy_in(self, dst: int, data: bytes | bytearray | memoryview) -> None:
-        """Write ``data`` at ``dst``, checked as a whole before any byte moves."""
+        """Write ``data`` at ``dst``, checked as a whole before any byte moves.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         size = len(data)
         if not size:
             return
@@ -966,7 +1074,11 @@ class VmMap:
                 raise K.MachError(K.KERN_INVALID_ADDRESS, f"fault at {dst + n:#x}")
 
     def region(self, addr: int) -> RegionInfo | None:
-        """The region containing ``addr``, or the first one above it."""
+        """The region containing ``addr``, or the first one above it.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             e = self.lookup(addr)
             if e is not None:
@@ -979,7 +1091,11 @@ class VmMap:
     def regions(self) -> list[RegionInfo]:
         """Every region of the address space in order: our entries, and the
         parts of the kernel's VMAs (from one read of /proc/self/smaps) that
-        no entry covers."""
+        no entry covers.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it, and makes system calls under it, but waits on
+        no other thread."""
         with self.lock:
             entries = list(self._entries)
             vmas = procfs.read_smaps()
@@ -1004,6 +1120,9 @@ class VmMap:
     # -- fork -----------------------------------------------------------------
 
     def _before_fork(self) -> None:
+        """Conditions: os.fork's before hook, once the build lock is taken (its
+        hook runs first); takes the map's lock and leaves it held across the
+        fork."""
         self.lock.acquire()
         snaps = []
         try:
@@ -1015,14 +1134,15 @@ class VmMap:
                     snaps.append((e, fd))
         except BaseException:
             for _e, fd in snaps:
-                os.close(fd)
+                files.close(fd)
             self.lock.release()
             raise
         self._fork_snapshots = snaps
 
     def _after_fork_parent(self) -> None:
+        """Conditions: the map's lock is held (_before_fork); releases it."""
         for _e, fd in self._fork_snapshots:
-            os.close(fd)
+            files.close(fd)
         self._fork_snapshots = []
         self.lock.release()
 
@@ -1030,6 +1150,8 @@ class VmMap:
         # VM_INHERIT_NONE entries were not mapped into us (MADV_DONTFORK);
         # wiring is never inherited; VM_INHERIT_COPY entries that were
         # MAP_SHARED get the snapshot taken just before the fork.
+        """Conditions: a fork child, in the forking thread; replaces the map's
+        lock."""
         snaps = dict((id(e), fd) for e, fd in self._fork_snapshots)
         self._fork_snapshots = []
         keep_e: list[VmEntry] = []
@@ -1050,7 +1172,7 @@ class VmMap:
                     mm.madvise(e.start, e.end - e.start, adv)
             keep_e.append(e)
         for fd in snaps.values():
-            os.close(fd)
+            files.close(fd)
         self._entries = keep_e
         self._starts = [e.start for e in keep_e]
         self.lock = threading.Lock()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import os
 
-from .._linux import mm, pidfd, procfs
+from .._linux import introspect, mm, pidfd, procfs
 from . import kern_return as K
 from . import vm_defs as V
 from .task import Task
@@ -234,7 +234,6 @@ class ForeignMap:
 def _merge_runtime(fm: ForeignMap, regions: list[RegionInfo]) -> list[RegionInfo]:
     import dataclasses
 
-    from ..servers import introspect
     try:
         answer = introspect.query(fm.task.pid, "regions", timeout=2.0)
     except (OSError, ValueError):

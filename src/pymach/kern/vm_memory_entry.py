@@ -33,14 +33,11 @@ An entry is one of XNU's two kinds:
 
 from __future__ import annotations
 
-import fcntl
-import os
-
-from .._linux import mm
+from .._linux import files, memfd, mm
 from . import kern_return as K
 from . import vm_defs as V
 
-SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+SEALS = memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW
 
 # The wire form of an entry (a right of kind KIND_ENTRY): its size is page
 # aligned, so the low bits of the size field carry the flags and the top 16
@@ -65,7 +62,7 @@ class MemoryEntry:
         self.offset = offset
         self.size = size
         self.protection = protection & V.VM_PROT_ALL
-        self.ino = os.fstat(fd).st_ino
+        self.ino = files.inode(fd)
         self.is_copy = is_copy
         self.data_offset = data_offset  # MAP_MEM_USE_DATA_ADDR: where the data starts in the first page
         self.purgable = purgable
@@ -78,9 +75,9 @@ class MemoryEntry:
         taken over), with ``protection``. The memfd is sealed against
         shrinking and growing first. KERN_FAILURE if it cannot be."""
         try:
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+            memfd.add_seals(fd, SEALS)
         except OSError as err:
-            if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & SEALS != SEALS:
+            if memfd.seals(fd) & SEALS != SEALS:
                 raise K.MachError(K.KERN_FAILURE, "the object cannot be sealed") from err
         return cls(_reopen(fd, protection), offset, size, protection, is_copy=is_copy,
                    data_offset=data_offset, purgable=purgable, access=access)
@@ -96,7 +93,7 @@ class MemoryEntry:
         try:
             return cls.of_object(fd, 0, size, protection, purgable=purgable, access=access)
         finally:
-            os.close(fd)
+            files.close(fd)
 
     def sub(self, offset: int, size: int, protection: int, data_offset: int, access: int) -> "MemoryEntry":
         """A child entry for [offset, offset + size) of this one (already
@@ -125,7 +122,7 @@ class MemoryEntry:
                    data_offset=size_field >> _WIRE_DATA_SHIFT, purgable=bool(size_field & _WIRE_PURGABLE))
 
     def dup(self) -> "MemoryEntry":
-        return MemoryEntry(os.dup(self.fd), self.offset, self.size, self.protection, is_copy=self.is_copy,
+        return MemoryEntry(files.dup(self.fd), self.offset, self.size, self.protection, is_copy=self.is_copy,
                            data_offset=self.data_offset, purgable=self.purgable, access=self.access)
 
     def wire_fds(self) -> list[int]:
@@ -134,7 +131,7 @@ class MemoryEntry:
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
-            os.close(fd)
+            files.close(fd)
 
     forget = close  # a fork child drops its copy: nothing else happens
 
@@ -146,8 +143,7 @@ class MemoryEntry:
 
 def _reopen(fd: int, protection: int) -> int:
     """An fd of the same memfd whose access mode allows ``protection``."""
-    mode = os.O_RDWR if protection & V.VM_PROT_WRITE else os.O_RDONLY
-    return os.open(f"/proc/self/fd/{fd}", mode | os.O_CLOEXEC)
+    return memfd.reopen(fd, bool(protection & V.VM_PROT_WRITE))
 
 
 def check_entry(fd: int, size_field: int, aux: int) -> None:
@@ -156,9 +152,9 @@ def check_entry(fd: int, size_field: int, aux: int) -> None:
     writable if the entry claims VM_PROT_WRITE (MachError
     MACH_RCV_BODY_ERROR otherwise)."""
     try:
-        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-        length = os.fstat(fd).st_size
-        mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        seals = memfd.seals(fd)
+        length = files.size(fd)
+        mode = files.access_mode(fd)
     except OSError:
         raise K.MachError(K.MACH_RCV_BODY_ERROR, "a memory entry that is not a memfd") from None
     size = size_field & _WIRE_SIZE_MASK & ~_WIRE_FLAGS
@@ -166,5 +162,5 @@ def check_entry(fd: int, size_field: int, aux: int) -> None:
     if (seals & SEALS != SEALS or length < aux * mm.PAGE_SIZE + size or size % mm.PAGE_SIZE
             or data_offset >= mm.PAGE_SIZE or data_offset > size):
         raise K.MachError(K.MACH_RCV_BODY_ERROR, "a memory entry that does not match its object")
-    if size_field & V.VM_PROT_WRITE and mode != os.O_RDWR:
+    if size_field & V.VM_PROT_WRITE and mode != files.O_RDWR:
         raise K.MachError(K.MACH_RCV_BODY_ERROR, "a writable memory entry on a read-only fd")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .._linux import mm
+from .._linux import files, mm
 
 
 class VmObject:
@@ -38,7 +38,7 @@ class VmObject:
     def ino(self) -> int:
         """The memfd's inode: the same for every fd of the same memory."""
         if not self._ino:
-            self._ino = os.fstat(self.fd).st_ino
+            self._ino = files.inode(self.fd)
         return self._ino
 
     def reference(self) -> "VmObject":
@@ -49,7 +49,7 @@ class VmObject:
         self.refs -= 1
         if self.refs <= 0 and self.fd >= 0:
             fd, self.fd = self.fd, -1
-            os.close(fd)
+            files.close(fd)
 
     def __repr__(self) -> str:
         return f"<VmObject fd={self.fd} size={self.size:#x} refs={self.refs}>"

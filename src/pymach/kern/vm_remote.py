@@ -31,16 +31,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno as _errno
-import fcntl
 import os
-import signal
-import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping
 
-from .._linux import mm
-from .._linux import ptrace as P
+from .._linux import files, mm
+from .._linux.pidfd import SIGCONT, SIGSTOP, send_signal as pidfd_send_signal
+from .._linux import ptrace
 from . import kern_return as K
 from . import vm_defs as V
 
@@ -77,12 +75,15 @@ def _kr_of(err: OSError) -> int:
 
 
 @contextlib.contextmanager
-def session(pid: int, pidfd: int, tid: int | None = None, timeout: float = TIMEOUT) -> Iterator[P.Session]:
+def session(pid: int, pidfd: int, tid: int | None = None, timeout: float = TIMEOUT) -> Iterator[ptrace.Session]:
     """A ptrace session on ``pid`` (thread ``tid``), with the engine's
     OSErrors turned into MachError: MACH_SEND_INVALID_DEST (gone),
-    KERN_FAILURE (refused), KERN_OPERATION_TIMED_OUT, KERN_NOT_SUPPORTED."""
+    KERN_FAILURE (refused), KERN_OPERATION_TIMED_OUT, KERN_NOT_SUPPORTED.
+
+    Conditions: nothing locked; takes the ptrace lock for the whole session
+    (ptrace.Session)."""
     try:
-        with P.Session(pid, pidfd, tid, timeout) as s:
+        with ptrace.Session(pid, pidfd, tid, timeout) as s:
             yield s
     except K.MachError:
         raise
@@ -105,18 +106,18 @@ def _range(addr: int, size: int) -> tuple[int, int]:
     return start, end
 
 
-def _place(s: P.Session, addr: int, size: int, anywhere: bool, overwrite: bool, prot: int, flags: int,
+def _place(s: ptrace.Session, addr: int, size: int, anywhere: bool, overwrite: bool, prot: int, flags: int,
            fd: int = -1, offset: int = 0, table: Mapping[int, int] = K.ERRNO_MAP) -> int:
     """mmap in the target the way VmMap._place does in our own map."""
     if anywhere:
-        a = _result(s.syscall(P.SYS_mmap, 0, size, prot, flags, fd, offset), table, "mmap")
+        a = _result(s.syscall(ptrace.SYS_mmap, 0, size, prot, flags, fd, offset), table, "mmap")
     else:
         if addr < MAP_MIN or addr + size > MAP_MAX:
             raise _fail(K.KERN_INVALID_ADDRESS, f"{addr:#x}-{addr + size:#x} is outside the map")
         fixed = mm.MAP_FIXED if overwrite else mm.MAP_FIXED_NOREPLACE
-        a = _result(s.syscall(P.SYS_mmap, addr, size, prot, flags | fixed, fd, offset), table, "mmap")
+        a = _result(s.syscall(ptrace.SYS_mmap, addr, size, prot, flags | fixed, fd, offset), table, "mmap")
         if a != addr:  # a kernel without MAP_FIXED_NOREPLACE took it as a hint
-            s.syscall(P.SYS_munmap, a, size)
+            s.syscall(ptrace.SYS_munmap, a, size)
             raise _fail(K.KERN_NO_SPACE, f"{addr:#x} is in use")
     return a
 
@@ -150,7 +151,7 @@ def deallocate(pid: int, pidfd: int, addr: int, size: int) -> None:
     if start < MAP_MIN or end > MAP_MAX:
         return
     with session(pid, pidfd) as s:
-        _result(s.syscall(P.SYS_munmap, start, end - start), K.ERRNO_RANGE, "munmap")
+        _result(s.syscall(ptrace.SYS_munmap, start, end - start), K.ERRNO_RANGE, "munmap")
 
 
 def protect(pid: int, pidfd: int, addr: int, size: int, set_maximum: bool, prot: int) -> None:
@@ -177,7 +178,7 @@ def protect(pid: int, pidfd: int, addr: int, size: int, set_maximum: bool, prot:
     if start >= MAP_MAX:
         raise _fail(K.KERN_INVALID_ADDRESS, f"{start:#x} is outside the map")
     with session(pid, pidfd) as s:
-        _result(s.syscall(P.SYS_mprotect, start, end - start, prot & V.VM_PROT_ALL), K.ERRNO_RANGE,
+        _result(s.syscall(ptrace.SYS_mprotect, start, end - start, prot & V.VM_PROT_ALL), K.ERRNO_RANGE,
                 "mprotect")
 
 
@@ -221,7 +222,7 @@ def inherit(pid: int, pidfd: int, addr: int, size: int, inheritance: int) -> Non
                                 "mapping can change only to NONE unless the mapping already matches")
         advice = mm.MADV_DONTFORK if inheritance == V.VM_INHERIT_NONE else mm.MADV_DOFORK
         for lo, hi, _shared in pieces:
-            _result(s.syscall(P.SYS_madvise, lo, hi - lo, advice), K.ERRNO_RANGE, "madvise")
+            _result(s.syscall(ptrace.SYS_madvise, lo, hi - lo, advice), K.ERRNO_RANGE, "madvise")
 
 
 O_RDONLY = os.O_RDONLY
@@ -260,8 +261,8 @@ def map_fd(pid: int, pidfd: int, fd: int, offset: int, size: int, prot: int, fla
     anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
     start, end = _range(addr if not anywhere else 0, size)
     try:
-        mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        mode = files.access_mode(fd)
+        regular = files.is_regular(fd)
     except OSError as err:
         raise _fail(K.KERN_INVALID_NAME, f"fd {fd}") from err
     if not regular:  # opening a pipe or socket through /proc could block the target
@@ -272,20 +273,20 @@ def map_fd(pid: int, pidfd: int, fd: int, offset: int, size: int, prot: int, fla
     path = f"/proc/{os.getpid()}/fd/{fd}".encode() + b"\0"
     mflags = mm.MAP_SHARED if shared else mm.MAP_PRIVATE
     with session(pid, pidfd) as s:
-        scratch = _result(s.syscall(P.SYS_mmap, 0, PAGE_SIZE, mm.PROT_READ | mm.PROT_WRITE,
+        scratch = _result(s.syscall(ptrace.SYS_mmap, 0, PAGE_SIZE, mm.PROT_READ | mm.PROT_WRITE,
                                     mm.MAP_PRIVATE | mm.MAP_ANONYMOUS, -1, 0), K.ERRNO_MAP, "mmap")
         rfd = -1
         try:
             s.write(scratch, path)
-            rfd = _result(s.syscall(P.SYS_open, scratch, (O_RDWR if want_write else O_RDONLY) | O_CLOEXEC),
+            rfd = _result(s.syscall(ptrace.SYS_open, scratch, (O_RDWR if want_write else O_RDONLY) | O_CLOEXEC),
                           ERRNO_MAP_FD, "open")
         finally:
-            s.syscall(P.SYS_munmap, scratch, PAGE_SIZE)
+            s.syscall(ptrace.SYS_munmap, scratch, PAGE_SIZE)
         try:
             return _place(s, start, end - start, anywhere, bool(flags & V.VM_FLAGS_OVERWRITE), prot,
                           mflags, rfd, offset, ERRNO_MAP_FD)
         finally:
-            s.syscall(P.SYS_close, rfd)
+            s.syscall(ptrace.SYS_close, rfd)
 
 
 # -- tasks ------------------------------------------------------------------------
@@ -294,8 +295,18 @@ _suspend_lock = threading.Lock()
 _suspended: dict[tuple[int, int], int] = {}  # (pid, start time) -> suspend count
 
 
+def _renew_suspend_lock() -> None:
+    # a fork child: a thread that held the lock (for up to TIMEOUT) did not follow
+    """Conditions: a fork child, in the forking thread."""
+    global _suspend_lock  # pylint: disable=global-statement
+    _suspend_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_suspend_lock)
+
+
 def _identity(pid: int, pidfd: int) -> tuple[int, int]:
-    if P.pidfd_exited(pidfd):
+    if ptrace.pidfd_exited(pidfd):
         raise _fail(K.MACH_SEND_INVALID_DEST, f"process {pid} has exited")
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -307,7 +318,7 @@ def _identity(pid: int, pidfd: int) -> tuple[int, int]:
 
 def _send(pidfd: int, sig: int) -> None:
     try:
-        signal.pidfd_send_signal(pidfd, sig)
+        pidfd_send_signal(pidfd, sig)
     except ProcessLookupError as err:
         raise _fail(K.MACH_SEND_INVALID_DEST, "the process has exited") from err
     except OSError as err:
@@ -317,10 +328,10 @@ def _send(pidfd: int, sig: int) -> None:
 def _wait_state(pid: int, pidfd: int, stopped: bool, timeout: float = TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        if P.pidfd_exited(pidfd):
+        if ptrace.pidfd_exited(pidfd):
             raise _fail(K.MACH_SEND_INVALID_DEST, f"process {pid} has exited")
         try:
-            state, _tracer = P.proc_state(pid)
+            state, _tracer = ptrace.proc_state(pid)
         except OSError as err:
             raise _fail(K.MACH_SEND_INVALID_DEST, f"process {pid} is gone") from err
         if (state in "Tt") == stopped:
@@ -336,12 +347,15 @@ def task_suspend(pid: int, pidfd: int) -> None:
     count lives in our process (see docs/deviations.md).
 
     KERN_FAILURE (the signal was refused), MACH_SEND_INVALID_DEST,
-    KERN_OPERATION_TIMED_OUT."""
+    KERN_OPERATION_TIMED_OUT.
+
+    Conditions: nothing locked; takes the suspend lock, and waits under
+    it up to TIMEOUT for the process to stop."""
     key = _identity(pid, pidfd)
     with _suspend_lock:
         n = _suspended.get(key, 0)
         if n == 0:
-            _send(pidfd, signal.SIGSTOP)
+            _send(pidfd, SIGSTOP)
             _wait_state(pid, pidfd, True)
         _suspended[key] = n + 1
 
@@ -350,21 +364,26 @@ def task_resume(pid: int, pidfd: int) -> None:
     """task_resume on another process: the last resume sends SIGCONT.
 
     KERN_FAILURE (the suspend count is already zero, as in XNU, or the
-    signal was refused), MACH_SEND_INVALID_DEST."""
+    signal was refused), MACH_SEND_INVALID_DEST.
+
+    Conditions: nothing locked; takes the suspend lock."""
     key = _identity(pid, pidfd)
     with _suspend_lock:
         n = _suspended.get(key, 0)
         if n == 0:
             raise _fail(K.KERN_FAILURE, f"process {pid} is not suspended")
         if n == 1:
-            _send(pidfd, signal.SIGCONT)
+            _send(pidfd, SIGCONT)
             del _suspended[key]
         else:
             _suspended[key] = n - 1
 
 
 def suspend_count(pid: int, pidfd: int) -> int:
-    """The suspend count our process holds on ``pid``."""
+    """The suspend count our process holds on ``pid``.
+    MACH_SEND_INVALID_DEST.
+
+    Conditions: nothing locked; reads the count without the suspend lock."""
     return _suspended.get(_identity(pid, pidfd), 0)
 
 
@@ -374,7 +393,7 @@ def task_threads(pid: int, pidfd: int) -> list[int]:
     MACH_SEND_INVALID_DEST."""
     _identity(pid, pidfd)
     try:
-        return P.thread_ids(pid)
+        return ptrace.thread_ids(pid)
     except OSError as err:
         raise _fail(K.MACH_SEND_INVALID_DEST, f"process {pid} is gone") from err
 

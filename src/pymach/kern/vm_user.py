@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .._linux import mm, procfs
+from .._linux import files, mm, procfs
 from . import kern_return as K
 from . import vm_defs as V
 from . import ipc_right as R
@@ -242,7 +242,10 @@ def vm_read_overwrite(task: int, addr: int, size: int, data: int) -> int:
     """Copy a range into our memory at ``data``; returns the count.
 
     KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE (large copies),
-    MACH_SEND_INVALID_DEST."""
+    MACH_SEND_INVALID_DEST.
+
+    Conditions: nothing locked; takes the space's lock (task_target) and the
+    map's lock (read_into, check_range)."""
     s = SELF
     if task != s.task_name and 0 < size and addr + size <= _LOW_HALF and data + size <= _LOW_HALF:
         # the common case, in few steps: another live task, a whole copy
@@ -267,7 +270,8 @@ def vm_read_overwrite(task: int, addr: int, size: int, data: int) -> int:
         except K.MachError:
             if isinstance(vm_map, ForeignMap):
                 # our own buffer may be what faulted: it is named first
-                SELF.map.check_range(*_range(data, size, K.KERN_INVALID_ADDRESS), V.VM_PROT_WRITE)
+                with SELF.map.lock:
+                    SELF.map.check_range(*_range(data, size, K.KERN_INVALID_ADDRESS), V.VM_PROT_WRITE)
             raise
     except K.MachError as err:
         raise _small_fault(err, size, addr) from None
@@ -279,14 +283,18 @@ def vm_write(task: int, addr: int, data: int, count: int) -> None:
 
     MACH_SEND_INVALID_MEMORY (our source is unreadable: the message carrying
     it could not be sent), KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE
-    (large copies), MACH_SEND_INVALID_DEST."""
+    (large copies), MACH_SEND_INVALID_DEST.
+
+    Conditions: nothing locked; takes the space's lock (task_target) and the
+    map's lock (our source's range, then read_into)."""
     vm_map = task_target(task)
     if count == 0:
         return
     if count > 0xFFFFFFFF:
         raise _fail(K.KERN_INVALID_ARGUMENT, "the count is 32 bits")
     try:
-        SELF.map.check_range(*_range(data, count, K.MACH_SEND_INVALID_MEMORY), V.VM_PROT_READ)
+        with SELF.map.lock:
+            SELF.map.check_range(*_range(data, count, K.MACH_SEND_INVALID_MEMORY), V.VM_PROT_READ)
     except K.MachError as err:
         raise _fail(K.MACH_SEND_INVALID_MEMORY, err.context or "") from None
     user_range(addr, count)
@@ -513,7 +521,9 @@ def port_argument(name: int) -> object:
     in with COPY_SEND: None for MACH_PORT_NULL, MACH_PORT_DEAD and dead
     names (the kernel sees no port); otherwise the right's object (a
     MemoryEntry, a SendCap, a Task, a Host). MACH_SEND_INVALID_RIGHT when
-    the name denotes nothing or holds no send right."""
+    the name denotes nothing or holds no send right.
+
+    Conditions: nothing locked; takes the space's lock."""
     if name in (MACH_PORT_NULL, MACH_PORT_DEAD):
         return None
     space = SELF.space
@@ -630,7 +640,7 @@ def vm_make_memory_entry(task: int, size: int, offset: int, permission: int, par
         try:
             ent = MemoryEntry.of_object(fd, 0, end - start, prot, is_copy=True, data_offset=dofs)
         finally:
-            os.close(fd)
+            files.close(fd)
         return _install(ent), end - start - dofs
 
     if permission & (V.MAP_MEM_VM_SHARE | V.MAP_MEM_NAMED_REUSE) or pe is None:
@@ -642,16 +652,15 @@ def vm_make_memory_entry(task: int, size: int, offset: int, permission: int, par
         fd, obj_offset, length, prot = vm_map.share_range(start, end, prot, is_mask, whole)
         try:
             if (not whole and permission & V.MAP_MEM_NAMED_REUSE and pe is not None
-                    and pe.ino == os.fstat(fd).st_ino and pe.offset == obj_offset == 0
+                    and pe.ino == files.inode(fd) and pe.offset == obj_offset == 0
                     and pe.size == length and pe.data_offset == dofs):
                 # the parent names exactly this: another send right to it
-                with SELF.space.lock:
-                    R.mod_refs(SELF.space, parent, MACH_PORT_RIGHT_SEND, 1)
+                R.mod_refs(SELF.space, parent, MACH_PORT_RIGHT_SEND, 1)
                 return parent, pe.size - pe.data_offset
             ent = MemoryEntry.of_object(fd, obj_offset, length, prot, is_copy=whole, data_offset=dofs,
                                         access=access)
         finally:
-            os.close(fd)
+            files.close(fd)
         return _install(ent), length - dofs
 
     # a sub-entry of the parent: the offset is relative to it
@@ -699,7 +708,7 @@ def _superpage(flags: int, length: int) -> tuple[int, int]:
     return length, 0
 
 
-def vm_map_entry(task: int, addr: int, size: int, mask: int, flags: int, name: int, offset: int,
+def vm_map_enter_mem_object(task: int, addr: int, size: int, mask: int, flags: int, name: int, offset: int,
                  copy: int, cur: int, max_prot: int, inheritance: int) -> int:
     """mach_vm_map: map what a memory entry names, shared (copy FALSE) or
     as a private snapshot taken now (copy TRUE); with MACH_PORT_NULL (or a
@@ -782,7 +791,7 @@ def vm_map_entry(task: int, addr: int, size: int, mask: int, flags: int, name: i
             if offset & PAGE_MASK:
                 raise _fail(K.KERN_INVALID_ARGUMENT, f"offset {offset:#x} is not page aligned")
             if flags & V.VM_FLAGS_PURGABLE and not (ent.purgable and offset == 0 and ent.offset == 0
-                                                    and length == os.fstat(ent.fd).st_size):
+                                                    and length == files.size(ent.fd)):
                 raise _fail(K.KERN_INVALID_ARGUMENT, "VM_FLAGS_PURGABLE needs a whole purgeable object")
         fd = ent.fd
         offset += ent.offset

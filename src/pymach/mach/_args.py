@@ -5,7 +5,10 @@ buffers."""
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Collection, Iterator
 from typing import Any
+
+from ..kern import kern_return as K
 
 _Pointer = ctypes._Pointer
 _Simple = ctypes._SimpleCData
@@ -200,6 +203,32 @@ def counted(p: Any, count: int, unit: int = 4, writable: bool = True) -> tuple[i
     if room is not None and room < count * unit:
         count = room // unit
     return a, count
+
+
+class NaturalArray(Collection[int]):
+    """``count`` natural_t of an array argument (anything address_of
+    takes), read only when iterated: the kernel checks a count before it
+    reads the array. Iterating raises MachError(MACH_SEND_INVALID_MEMORY)
+    when the memory the caller passed holds fewer, as XNU's copyin of an
+    out-of-line array that cannot be read fails (osfmk/ipc/ipc_kmsg.c:
+    ipc_kmsg_copyin_ool_ports_descriptor)."""
+
+    def __init__(self, p: Any, count: int) -> None:
+        self._p = p
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[int]:
+        n = self._count
+        base, held = counted(self._p, n, writable=False)
+        if held < n:
+            raise K.MachError(K.MACH_SEND_INVALID_MEMORY, f"the array holds {held} of {n}")
+        return iter([ctypes.c_uint32.from_address(base + 4 * i).value for i in range(n)])
+
+    def __contains__(self, x: object) -> bool:
+        return x in list(self)
 
 
 def _room(span: tuple[int, int] | None, a: int) -> int | None:

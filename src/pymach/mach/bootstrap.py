@@ -13,7 +13,7 @@ a routine, mach_msg, mach_port_type, task_get_bootstrap_port) connects it:
 
 - from TASK_BOOTSTRAP_PORT when the task has one (inherited across fork
   and by pymach.spawn) and its port lives;
-- else through the rendezvous socket (pymach.servers.rendezvous),
+- else through the rendezvous socket (pymach._linux.rendezvous),
   starting the server first if nobody serves it, unless
   PYMACH_NO_AUTOSTART=1. A port got this way becomes the task's
   TASK_BOOTSTRAP_PORT, as launchd gives every process one, so that
@@ -41,26 +41,23 @@ does task_get_bootstrap_port. The new connection gets a fresh name; the
 old one stays ours as a dead name (a port never comes back to life), and
 the routines still accept it as the bootstrap port, so a C program's
 ``bootstrap_port`` keeps working with them.
+
+The connection, its reconnection and the routines' reply ports are the
+kernel's (pymach.kern.bootstrap_port); this module lays out the requests
+and reads the replies.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import os
-import threading
-from collections.abc import Iterator
-from ctypes import byref, sizeof
+from ctypes import sizeof
 from typing import Any, Final
 
-from ..kern import ipc_right as R
+from ..kern import bootstrap_port as BP
 from ..kern import kern_return as K
 from ..kern import message_defs as MD
 from ..kern.ipc_notify import MACH_NOTIFY_SEND_ONCE
-from ..kern.ipc_port import LOCAL_SENDS, SendCap
-from ..kern.ipc_space import MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_SEND, IpcEntry
-from ..kern.task import BOOTSTRAP_PORT_NAME, SELF, TASK_BOOTSTRAP_PORT
-from ..servers import rendezvous
+from ..kern.task import BOOTSTRAP_PORT_NAME
 from . import bootstrap_defs as D
 from ._args import i32, set_out, u32
 from .bootstrap_defs import (BOOTSTRAP_MAX_CMD_LEN, BOOTSTRAP_MAX_LOOKUP_COUNT, BOOTSTRAP_MAX_NAME_LEN,  # noqa: F401
@@ -69,234 +66,15 @@ from .bootstrap_defs import (BOOTSTRAP_MAX_CMD_LEN, BOOTSTRAP_MAX_LOOKUP_COUNT, 
                              BOOTSTRAP_STATUS_INACTIVE, BOOTSTRAP_STATUS_ON_DEMAND, BOOTSTRAP_SUCCESS,
                              BOOTSTRAP_UNKNOWN_SERVICE, bootstrap_service_array_t, bootstrap_service_info_t,
                              bootstrap_status_t, cmd_t, name_t)
-from .mach_port import mach_msg, mach_port_allocate, mach_port_deallocate, mach_port_destroy, mach_port_type
+from .mach_port import mach_msg
 from .mig import mach_msg_destroy, mig_reply_error_t
 from .notify import NDR_record_t
-from .types import mach_port_t, mach_port_type_t
 
-_NDR = NDR_record_t.from_buffer_copy(D.NDR_RECORD)
+_NDR: Final = NDR_record_t.from_buffer_copy(D.NDR_RECORD)  # (copied into each request, never changed)
 
 bootstrap_port: Final = BOOTSTRAP_PORT_NAME
 """This task's bootstrap port: <servers/bootstrap.h>'s global, connected on
 first use."""
-
-
-def _type(name: int) -> int:
-    t = mach_port_type_t()
-    return t.value if mach_port_type(SELF.task_name, name, byref(t)) == K.KERN_SUCCESS else 0
-
-
-class _Connection:
-    """This process's bootstrap port.
-
-    ``name`` is its name while connected (one user reference is ours):
-    bootstrap_port, or after a reconnect a fresh name. ``stale`` holds the
-    names it had before: dead names we keep, so that they are not reused and
-    still route to the bootstrap port. ``set_special``: we set
-    TASK_BOOTSTRAP_PORT to it ourselves. ``changed``: the program set
-    TASK_BOOTSTRAP_PORT, which then is no longer what bootstrap_port
-    connects from. ``error`` says why the last connection failed.
-
-    The space's lock guards all of it, so that a lookup of bootstrap_port
-    (made under that lock or not) and the routines agree on one connection;
-    ``busy`` marks this thread's work inside, during which a lookup of
-    bootstrap_port does not connect again."""
-
-    def __init__(self) -> None:
-        self.name = 0
-        self.stale: set[int] = set()
-        self.set_special = False
-        self.changed = False
-        self.busy = False
-        self.error = ""
-
-    def forked(self) -> None:
-        # the names were the parent's; TASK_BOOTSTRAP_PORT is inherited and
-        # is what the child's bootstrap_port connects from
-        self.name = 0
-        self.stale = set()
-        self.set_special = False
-        self.changed = False
-        self.busy = False
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[bool]:
-        """Hold the space's lock; True unless this thread is inside already."""
-        with SELF.space.lock:
-            outer = not self.busy
-            self.busy = True
-            try:
-                yield outer
-            finally:
-                if outer:
-                    self.busy = False
-
-    def fill(self, name: int) -> IpcEntry | None:
-        """A lookup of bootstrap_port found no right under it: connect (see
-        the module's docstring). Its entry, or None."""
-        with self._locked() as outer:
-            if not outer:
-                return None
-            space = SELF.space
-            e = space.peek(name)
-            if e is None:  # (else another thread connected it meanwhile)
-                kr, current = self._get()
-                if kr or current != name:
-                    return None
-                e = space.peek(name)
-            return e
-
-    def get(self) -> tuple[int, int]:
-        """(kr, name): the bootstrap port, connected if need be."""
-        with self._locked():
-            return self._get()
-
-    def _get(self) -> tuple[int, int]:
-        if self.name and SELF.space.peek(self.name) is None:
-            self.name = 0  # the program released every reference to it
-        if not self.name:
-            kr = self._connect()
-            if kr:
-                return kr, 0
-        return K.KERN_SUCCESS, self.name
-
-    def _connect(self) -> int:
-        fds: list[int] | None = None
-        special = None if self.changed else SELF.special.get(TASK_BOOTSTRAP_PORT)
-        if isinstance(special, SendCap) and not special.dead():
-            try:
-                fds = special.dup().detach_fds()
-            except OSError as err:
-                self.error = f"cannot copy TASK_BOOTSTRAP_PORT: {err}"
-                return K.kr_from_oserror(err)
-        inherited = fds is not None
-        if fds is None:
-            path, private = rendezvous.socket_path()
-            try:
-                try:
-                    fds, _pid = rendezvous.connect(path, private)
-                except rendezvous.NoServer:
-                    if not rendezvous.autostart_enabled():
-                        raise
-                    rendezvous.autostart()
-                    fds, _pid = rendezvous.connect(path, private)
-            except rendezvous.NoServer as err:
-                self.error = str(err) + ("" if rendezvous.autostart_enabled()
-                                         else f" (autostart is off: {rendezvous.NO_AUTOSTART_ENV} is set)")
-                return K.MACH_SEND_INVALID_DEST
-            except rendezvous.Refused as err:
-                self.error = f"refusing the bootstrap rendezvous: {err}"
-                return BOOTSTRAP_NOT_PRIVILEGED
-            except rendezvous.Busy as err:
-                self.error = str(err)
-                return BOOTSTRAP_NO_MEMORY
-            except OSError as err:
-                self.error = f"cannot reach the bootstrap server at {path}: {err}"
-                return K.MACH_SEND_INVALID_DEST
-        try:
-            self.name = self._install(fds)
-        except OSError as err:
-            self.error = f"cannot install the bootstrap port: {err}"
-            return K.kr_from_oserror(err)
-        self.error = ""
-        if not inherited and not self.changed:
-            # as launchd gives every process its bootstrap port: children inherit it
-            e = SELF.space.peek(self.name)
-            if e is not None and isinstance(e.cap, SendCap):
-                try:
-                    SELF.set_special(TASK_BOOTSTRAP_PORT, e.cap.dup())
-                    self.set_special = True
-                except OSError:
-                    pass  # no fd for the copy: children connect on their own
-        return K.KERN_SUCCESS
-
-    @staticmethod
-    def _install(fds: list[int]) -> int:
-        """Install a send right to the bootstrap port under bootstrap_port
-        while that name is free, else as any send right arrives."""
-        space = SELF.space
-        with space.lock:
-            ino = os.fstat(fds[0]).st_ino
-            if space.peek(BOOTSTRAP_PORT_NAME) is None and not space.name_for(("ino", ino)) \
-                    and ino not in LOCAL_SENDS:
-                cap = SendCap.adopt(fds)
-                space.install_reserved(cap, MACH_PORT_TYPE_SEND, 1, ("ino", cap.ino)).cap = cap
-                return BOOTSTRAP_PORT_NAME
-            return R.copyout_send(space, fds, False)
-
-    def ours(self, name: int) -> bool:
-        return name != 0 and (name == self.name or name in self.stale)
-
-    def route(self, name: int) -> int:
-        """The name to send to for ``name``: a stale bootstrap name goes to
-        the current bootstrap port."""
-        if not name or name not in self.stale:
-            return name
-        with self._locked():
-            return self._get()[1] if name in self.stale else name
-
-    def reconnect(self, dead: int) -> int:
-        """The bootstrap port ``dead`` turned out dead: connect afresh
-        (once per call of a routine). Returns the new name, or 0."""
-        with self._locked():
-            if self.name and self.name != dead:
-                return self.name  # another thread has reconnected already
-            if self.name:
-                self.stale.add(self.name)
-                self.name = 0
-            if self.set_special:
-                SELF.set_special(TASK_BOOTSTRAP_PORT, None)
-                self.set_special = False
-            return self.name if self._connect() == K.KERN_SUCCESS else 0
-
-    def special_name(self) -> int:
-        """task_get_special_port(TASK_BOOTSTRAP_PORT): a send right to the
-        task's bootstrap port under the name the space has for it, one more
-        user reference. While it is the port bootstrap_port connects from
-        (the program has not set it), it is connected first, or reconnected
-        if its server died. MACH_PORT_NULL when the task has none."""
-        with self._locked():
-            if not self.changed:
-                kr, name = self._get()
-                if kr == K.KERN_SUCCESS and _type(name) & MACH_PORT_TYPE_DEAD_NAME:
-                    self.reconnect(name)
-            cap = SELF.special.get(TASK_BOOTSTRAP_PORT)
-            if not isinstance(cap, SendCap):
-                return 0
-            return R.copyout_send(SELF.space, cap.dup().detach_fds(), False)
-
-    def special_changing(self) -> None:
-        """The program is about to set TASK_BOOTSTRAP_PORT: bootstrap_port
-        keeps standing for the port it was given (an inherited one is taken
-        now); later connections of it go through the socket and leave the
-        special port alone."""
-        with self._locked():
-            if not self.changed and not self.name:
-                special = SELF.special.get(TASK_BOOTSTRAP_PORT)
-                if isinstance(special, SendCap) and not special.dead():
-                    try:
-                        self.name = self._install(special.dup().detach_fds())
-                    except OSError:
-                        pass  # then it connects through the socket on first use
-            self.changed = True
-            self.set_special = False
-
-    def disconnect(self) -> None:
-        """Release the bootstrap port and the dead names it left; clear
-        TASK_BOOTSTRAP_PORT if we set it; forget that the program set it."""
-        with self._locked():
-            task = SELF.task_name
-            for name in [self.name, *self.stale]:
-                if name:
-                    mach_port_deallocate(task, name)
-            if self.set_special:
-                SELF.set_special(TASK_BOOTSTRAP_PORT, None)
-            self.name, self.stale, self.set_special, self.changed = 0, set(), False, False
-
-
-_CONN = _Connection()
-SELF.bootstrap = _CONN
-os.register_at_fork(after_in_child=_CONN.forked)
 
 
 def bootstrap_port_connect(bp: Any = None) -> int:
@@ -307,7 +85,7 @@ def bootstrap_port_connect(bp: Any = None) -> int:
     KERN_SUCCESS, MACH_SEND_INVALID_DEST (no server: none listens and
     autostart is off or failed), BOOTSTRAP_NOT_PRIVILEGED (the rendezvous
     belongs to someone else), BOOTSTRAP_NO_MEMORY (the server's limits)."""
-    kr, name = _CONN.get()
+    kr, name = BP.connect()
     if kr == K.KERN_SUCCESS:
         set_out(bp, name)
     return kr
@@ -316,36 +94,31 @@ def bootstrap_port_connect(bp: Any = None) -> int:
 def bootstrap_port_error() -> str:
     """Why the last connection of the bootstrap port failed ('' if it did
     not): the path, and what was wrong with it."""
-    return _CONN.error
+    return BP.error()
 
 
 def get_bootstrap_port() -> int:
     """The connected bootstrap port's name, or MACH_PORT_NULL when it
     cannot be connected (bootstrap_port_error() says why)."""
-    return _CONN.get()[1]
+    return BP.connect()[1]
 
 
-def _disconnect() -> None:
-    """Forget the bootstrap port and the reply ports (tests; a program that
+def bootstrap_port_disconnect() -> None:
+    """Release this process's bootstrap port (and TASK_BOOTSTRAP_PORT if
+    connecting set it), the dead names it left and every thread's reply
+    port; the next use of bootstrap_port connects afresh (a program that
     switches servers)."""
-    _CONN.disconnect()
-    with _REPLY_LOCK:
-        ports, _REPLIES[:] = list(_REPLIES), []
-    for pid, port in ports:
-        if pid == os.getpid():
-            mach_port_destroy(SELF.task_name, port.value)
-    _REPLY.port = None
+    BP.disconnect()
 
 
 # -- the exchange -----------------------------------------------------------------------
 
 def _exchange(dest: int, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_reply_buffer_t) -> int:
-    """Send ``req`` to ``dest`` with a fresh MAKE_SEND_ONCE reply port and
-    receive the reply into ``rcv``. MIG's codes: MIG_SERVER_DIED when the
-    reply right died unanswered, MIG_REPLY_MISMATCH for a stray reply."""
-    task = SELF.task_name
-    reply = _reply_port()
-    if reply is None:
+    """Send ``req`` to ``dest`` with this thread's MAKE_SEND_ONCE reply port
+    and receive the reply into ``rcv``. MIG's codes: MIG_SERVER_DIED when
+    the reply right died unanswered, MIG_REPLY_MISMATCH for a stray reply."""
+    reply = BP.reply_port()
+    if not reply:
         return K.KERN_RESOURCE_SHORTAGE
     ok = False
     try:
@@ -354,13 +127,13 @@ def _exchange(dest: int, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_re
             h.msgh_bits & MD.MACH_MSGH_BITS_COMPLEX)
         h.msgh_size = sizeof(req)
         h.msgh_remote_port = dest
-        h.msgh_local_port = reply.value
+        h.msgh_local_port = reply
         h.msgh_voucher_port = 0
         h.msgh_id = msg_id
         kr = mach_msg(h, MD.MACH_SEND_MSG, sizeof(req), 0, 0, MD.MACH_MSG_TIMEOUT_NONE, 0)
         if kr:
             return kr
-        kr = mach_msg(rcv.Head, MD.MACH_RCV_MSG, 0, sizeof(rcv), reply.value, MD.MACH_MSG_TIMEOUT_NONE, 0)
+        kr = mach_msg(rcv.Head, MD.MACH_RCV_MSG, 0, sizeof(rcv), reply, MD.MACH_MSG_TIMEOUT_NONE, 0)
         if kr:
             return kr
         got = rcv.Head.msgh_id
@@ -373,46 +146,13 @@ def _exchange(dest: int, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_re
         return K.KERN_SUCCESS
     finally:
         if not ok:
-            # a reply may still come to it: start the next call afresh
-            _REPLY.port = None
-            with _REPLY_LOCK:
-                _REPLIES[:] = [(p, r) for p, r in _REPLIES if r is not reply]
-            mach_port_destroy(task, reply.value)
-
-
-_REPLY = threading.local()
-_REPLIES: list[tuple[int, mach_port_t]] = []  # every thread's, for _disconnect
-_REPLY_LOCK = threading.Lock()
-
-
-def _reply_port() -> mach_port_t | None:
-    """This thread's reply port, made once (MIG's mig_get_reply_port); a
-    fork child makes its own."""
-    cached = getattr(_REPLY, "port", None)
-    if cached is not None and _REPLY.pid == os.getpid():
-        return cached  # type: ignore[no-any-return]
-    reply = mach_port_t()
-    if mach_port_allocate(SELF.task_name, MACH_PORT_RIGHT_RECEIVE, byref(reply)):
-        return None
-    _REPLY.port, _REPLY.pid = reply, os.getpid()
-    with _REPLY_LOCK:
-        _REPLIES.append((os.getpid(), reply))
-    return reply
+            BP.discard_reply_port(reply)  # a reply may still come to it: the next call starts afresh
 
 
 def _call(bp: Any, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_reply_buffer_t) -> int:
-    """_exchange with the bootstrap port ``bp``. When it is this process's
-    bootstrap port and turns out dead (the send fails with
-    MACH_SEND_INVALID_DEST, or the reply right dies with the port),
-    reconnect once and send again."""
-    dest = _CONN.route(u32(bp))
-    kr = _exchange(dest, req, msg_id, rcv)
-    if _CONN.ours(dest) and (kr == K.MACH_SEND_INVALID_DEST or (
-            kr == K.MIG_SERVER_DIED and _type(dest) & MACH_PORT_TYPE_DEAD_NAME)):
-        fresh = _CONN.reconnect(dest)
-        if fresh:
-            kr = _exchange(fresh, req, msg_id, rcv)
-    return kr
+    """_exchange with the bootstrap port ``bp``, reconnected once if it is
+    this process's and turns out dead (kern.bootstrap_port.call)."""
+    return BP.call(u32(bp), lambda dest: _exchange(dest, req, msg_id, rcv))
 
 
 def _name_request(service_name: Any) -> D.bootstrap_name_request_t | None:
@@ -595,5 +335,5 @@ __all__ = [
     "bootstrap_status_t", "bootstrap_service_info_t", "bootstrap_service_array_t",
     "bootstrap_check_in", "bootstrap_create_service", "bootstrap_register", "bootstrap_look_up",
     "bootstrap_status", "bootstrap_list", "bootstrap_strerror", "bootstrap_port_connect",
-    "bootstrap_port_error", "get_bootstrap_port", "bootstrap_port",
+    "bootstrap_port_error", "get_bootstrap_port", "bootstrap_port_disconnect", "bootstrap_port",
 ]

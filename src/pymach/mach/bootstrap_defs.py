@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Final
 
+from ..kern.bootstrap_port import BOOTSTRAP_NO_MEMORY, BOOTSTRAP_NOT_PRIVILEGED
 from .message import (mach_msg_audit_trailer_t, mach_msg_body_t, mach_msg_header_t, mach_msg_ool_descriptor_t,
                       mach_msg_port_descriptor_t)
 from .mig import mig_reply_error_t
@@ -32,12 +33,12 @@ BOOTSTRAP_MAX_CMD_LEN: Final = 512
 BOOTSTRAP_MAX_LOOKUP_COUNT: Final = 20
 
 BOOTSTRAP_SUCCESS: Final = 0
-BOOTSTRAP_NOT_PRIVILEGED: Final = 1100
+# BOOTSTRAP_NOT_PRIVILEGED (1100) and BOOTSTRAP_NO_MEMORY (1105) are the
+# kernel's too: connecting the bootstrap port gives them (imported above)
 BOOTSTRAP_NAME_IN_USE: Final = 1101
 BOOTSTRAP_UNKNOWN_SERVICE: Final = 1102
 BOOTSTRAP_SERVICE_ACTIVE: Final = 1103
 BOOTSTRAP_BAD_COUNT: Final = 1104
-BOOTSTRAP_NO_MEMORY: Final = 1105
 BOOTSTRAP_NO_CHILDREN: Final = 1106
 
 BOOTSTRAP_STATUS_INACTIVE: Final = 0

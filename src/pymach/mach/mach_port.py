@@ -5,113 +5,100 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 from ..kern import ipc_right as R
-from ..kern.ipc_port import SendCap
+from ..kern import ipc_tt as TT
 from ..kern import kern_return as K
 from ..kern import mach_msg as KM
 from ..kern import message_defs as MD
-from ..kern.ipc_space import MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND
 from ..kern import task as KT
+from ..kern.ipc_space import MACH_PORT_RIGHT_RECEIVE, IpcSpace
 from ..kern.task import SELF
 from . import types as T
-from ._args import address_of, counted, i32, out, out_address, set_out, store, u32, val
-from ..kern.ipc_space import MACH_PORT_QLIMIT_MAX
+from ._args import NaturalArray, address_of, counted, i32, out, out_address, set_out, store, u32, val
+from ._errors import returns_kr
+from .mach_vm import mach_vm_deallocate
+from .message import mach_msg_header_t
 
 MachError = K.MachError
 
 
-def _space(task: Any):  # type: ignore[no-untyped-def]
-    t = u32(task)
-    if t != SELF.task_name:
-        e = SELF.space.lookup(t)
-        raise MachError(K.MACH_SEND_INVALID_DEST if e is None else K.KERN_INVALID_TASK, f"{t:#x}")
-    return SELF.space
+def _space(task: Any) -> IpcSpace:
+    """The space of the task that ``task`` (a mach_port_t) names."""
+    return _space_of(task if type(task) is int and 0 <= task <= 0xFFFFFFFF else u32(task))
 
 
+_space_of = TT.space_of
+
+
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_allocate(task: Any, right: Any, name: Any) -> int:
     """Allocate a receive right, port set or dead name; ``name`` is out.
 
     KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_TASK, MACH_SEND_INVALID_DEST."""
     name_out = out(name)  # a bad out-parameter fails before anything is made
-    try:
-        n = R.allocate(_space(task), u32(right))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
-    store(name_out, n)
+    store(name_out, R.allocate(_space(task), u32(right)))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_allocate_name(task: Any, right: Any, name: Any) -> int:
     """Allocate a right under a name the caller picks.
 
     KERN_SUCCESS, KERN_INVALID_VALUE, KERN_NAME_EXISTS, KERN_INVALID_TASK."""
-    try:
-        R.allocate_name(_space(task), u32(right), u32(name))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.allocate_name(_space(task), u32(right), u32(name))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_deallocate(task: Any, name: Any) -> int:
     """Release one user reference of a send, send-once or dead-name right.
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_TASK."""
-    try:
-        R.deallocate(_space(task), u32(name))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.deallocate(_space(task), u32(name))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_destroy(task: Any, name: Any) -> int:
     """Release every right the name holds.
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_TASK."""
-    try:
-        R.destroy(_space(task), u32(name))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.destroy(_space(task), u32(name))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_mod_refs(task: Any, name: Any, right: Any, delta: Any) -> int:
     """Add ``delta`` user references of ``right`` to ``name``.
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_VALUE,
     KERN_UREFS_OVERFLOW, KERN_INVALID_TASK."""
-    try:
-        R.mod_refs(_space(task), u32(name), u32(right), i32(delta))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.mod_refs(_space(task), u32(name), u32(right), i32(delta))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_get_refs(task: Any, name: Any, right: Any, refs: Any) -> int:
     """The user references of ``right`` under ``name``; ``refs`` is out.
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_VALUE, KERN_INVALID_TASK."""
-    try:
-        n = R.get_refs(_space(task), u32(name), u32(right))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
-    set_out(refs, n)
+    set_out(refs, R.get_refs(_space(task), u32(name), u32(right)))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_type(task: Any, name: Any, ptype: Any) -> int:
     """The MACH_PORT_TYPE_* bits of ``name``; ``ptype`` is out.
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_TASK."""
-    try:
-        t = R.type_of(_space(task), u32(name))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
-    set_out(ptype, t)
+    set_out(ptype, R.type_of(_space(task), u32(name)))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_insert_right(task: Any, name: Any, poly: Any, polyPoly: Any) -> int:
     """Give ``name`` a right to the port named ``poly``. pymach supports
     inserting a send right to a port whose receive right we hold under the
@@ -121,40 +108,7 @@ def mach_port_insert_right(task: Any, name: Any, poly: Any, polyPoly: Any) -> in
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_VALUE,
     KERN_INVALID_CAPABILITY (a dead name), KERN_NAME_EXISTS, KERN_RIGHT_EXISTS,
     KERN_INVALID_TASK."""
-    try:
-        space = _space(task)
-        n, p, disp = u32(name), u32(poly), u32(polyPoly)
-        with space.lock:
-            e = space.lookup(p)
-            if e is None:
-                raise MachError(K.KERN_INVALID_NAME, f"{p:#x}")
-            if not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= disp <= MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
-                raise MachError(K.KERN_INVALID_RIGHT, f"disposition {disp}")
-            R.check_dead(space, p, e)
-            if e.type & MACH_PORT_TYPE_DEAD_NAME:
-                raise MachError(K.KERN_INVALID_CAPABILITY, f"{p:#x} is a dead name")
-            if disp == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
-                if not e.type & MACH_PORT_TYPE_RECEIVE:
-                    raise MachError(K.KERN_INVALID_RIGHT, f"{p:#x} holds no receive right")
-                # a send-once right never coalesces: the name must be free
-                raise MachError(K.KERN_NAME_EXISTS if n in (p,) or space.lookup(n) else K.KERN_INVALID_VALUE,
-                                "pymach inserts send-once rights only under names it picks")
-            if n in (0, 0xFFFFFFFF):
-                raise MachError(K.KERN_INVALID_VALUE, "the name must be valid")
-            if n != p:
-                # the port already has a name here, so another one cannot hold it
-                raise MachError(K.KERN_RIGHT_EXISTS, f"{p:#x} already names this port")
-            if disp == MD.MACH_MSG_TYPE_MAKE_SEND:
-                R.insert_send_of_own_port(space, n, e)
-            elif disp in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
-                if not e.type & MACH_PORT_TYPE_SEND:
-                    raise MachError(K.KERN_INVALID_RIGHT, f"{p:#x} holds no send right")
-                if disp == MD.MACH_MSG_TYPE_COPY_SEND:
-                    R.mod_refs(space, n, 0, 1)
-            else:
-                raise MachError(K.KERN_INVALID_RIGHT, f"disposition {disp} needs another right")
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.insert_right(_space(task), u32(name), u32(poly), u32(polyPoly))
     return 0
 
 
@@ -166,6 +120,8 @@ def mach_port_names(task: Any, names: Any, namesCnt: Any, types: Any, typesCnt: 
 
     KERN_SUCCESS, KERN_INVALID_TASK."""
     names_out, types_out = out_address(names), out_address(types)
+    # (not returns_kr: the arrays are made after the code is known, and a
+    # failure to make them raises)
     try:
         ns, ts = R.names(_space(task))
     except OSError as e:  # a MachError keeps its code
@@ -190,6 +146,7 @@ def _ool_array(values: list[int]) -> int:
     return addr
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_request_notification(task: Any, name: Any, msgid: Any, sync: Any, notify: Any,
                                    notifyPoly: Any, previous: Any) -> int:
     """Ask for a notification (MACH_NOTIFY_NO_SENDERS, _DEAD_NAME,
@@ -199,60 +156,57 @@ def mach_port_request_notification(task: Any, name: Any, msgid: Any, sync: Any, 
     KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_CAPABILITY,
     KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_ARGUMENT,
     KERN_FAILURE, MIG_TYPE_ERROR."""
-    try:
-        prev = R.request_notification(_space(task), u32(name), i32(msgid), u32(sync), u32(notify),
-                                      u32(notifyPoly))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    prev = R.request_notification(_space(task), u32(name), i32(msgid), u32(sync), u32(notify), u32(notifyPoly))
     set_out(previous, prev)
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_insert_member(task: Any, name: Any, pset: Any) -> int:
     """Add a receive right to a port set.
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_ALREADY_IN_SET."""
-    try:
-        R.insert_member(_space(task), u32(name), u32(pset))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.insert_member(_space(task), u32(name), u32(pset))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_extract_member(task: Any, name: Any, pset: Any) -> int:
     """Remove a receive right from a port set.
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_NOT_IN_SET."""
-    try:
-        R.extract_member(_space(task), u32(name), u32(pset))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.extract_member(_space(task), u32(name), u32(pset))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_move_member(task: Any, member: Any, after: Any) -> int:
     """Move a receive right into ``after`` (out of every other set), or out
     of all sets when ``after`` is MACH_PORT_NULL.
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_NOT_IN_SET."""
-    try:
-        R.move_member(_space(task), u32(member), u32(after))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.move_member(_space(task), u32(member), u32(after))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_set_mscount(task: Any, name: Any, mscount: Any) -> int:
     """Set a receive right's make-send count.
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
-    try:
-        R.set_mscount(_space(task), u32(name), u32(mscount))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.set_mscount(_space(task), u32(name), u32(mscount))
     return 0
 
 
+# natural_t words of each flavor's struct (MACH_PORT_*_COUNT)
+_GET_COUNTS: Final[Mapping[int, int]] = {T.MACH_PORT_LIMITS_INFO: T.MACH_PORT_LIMITS_INFO_COUNT,
+                                         T.MACH_PORT_RECEIVE_STATUS: T.MACH_PORT_RECEIVE_STATUS_COUNT,
+                                         T.MACH_PORT_DNREQUESTS_SIZE: T.MACH_PORT_DNREQUESTS_SIZE_COUNT}
+# the words read of the flavors that can be set (the qlimit word of a mach_port_limits_t)
+_SET_COUNTS: Final[Mapping[int, int]] = {T.MACH_PORT_LIMITS_INFO: 1, T.MACH_PORT_DNREQUESTS_SIZE: 1}
+
+
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: Any,
                              port_info_outCnt: Any) -> int:
     """MACH_PORT_LIMITS_INFO (qlimit) or MACH_PORT_RECEIVE_STATUS
@@ -263,35 +217,20 @@ def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: A
     (unknown flavor), KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
     fl = i32(flavor)
     cnt = out(port_info_outCnt)
-    need = {T.MACH_PORT_LIMITS_INFO: 1, T.MACH_PORT_RECEIVE_STATUS: 10, T.MACH_PORT_DNREQUESTS_SIZE: 1}.get(fl)
+    need = _GET_COUNTS.get(fl)
     if need is None:
         return K.KERN_INVALID_ARGUMENT
     where, room = counted(port_info_out, cnt.value)
     if room < need:
         return K.KERN_FAILURE
     n = u32(name)
-    try:
-        space = _space(task)
-        if n in (0, 0xFFFFFFFF) and fl != T.MACH_PORT_RECEIVE_STATUS:
-            cnt.value = 0
-            return 0
-        port = R.receive_port(space, n)
-        if fl == T.MACH_PORT_LIMITS_INFO:
-            values = [port.qlimit]
-        elif fl == T.MACH_PORT_DNREQUESTS_SIZE:
-            values = [0]
-        else:
-            srights, sorights = port.live_rights()
-            values = [1 if port.sets else 0, port.seqno, port.mscount, port.qlimit, port.msgcount(),
-                      sorights, 1 if srights else 0, 1 if port.pdrequest else 0,
-                      1 if port.nsrequest else 0, 0x02 if port.guarded else 0]
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    values = R.get_attributes(_space(task), n, fl)
     ctypes.memmove(where, struct.pack(f"<{len(values)}I", *values), 4 * len(values))
     cnt.value = len(values)
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_set_attributes(task: Any, name: Any, flavor: Any, port_info: Any, port_infoCnt: Any) -> int:
     """Set MACH_PORT_LIMITS_INFO (qlimit, at most MACH_PORT_QLIMIT_MAX).
     A count larger than ``port_info`` holds counts as what it holds.
@@ -300,23 +239,19 @@ def mach_port_set_attributes(task: Any, name: Any, flavor: Any, port_info: Any, 
     (qlimit too large), KERN_INVALID_ARGUMENT (other flavors),
     KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
     fl = i32(flavor)
-    if fl not in (T.MACH_PORT_LIMITS_INFO, T.MACH_PORT_DNREQUESTS_SIZE):
+    need = _SET_COUNTS.get(fl)
+    if need is None:
         return K.KERN_INVALID_ARGUMENT
     where, n = counted(port_info, u32(port_infoCnt), writable=False)
-    if n < 1:
+    if n < need:
         return K.KERN_FAILURE
     value = ctypes.c_uint32.from_address(where).value
-    if fl == T.MACH_PORT_LIMITS_INFO and value > MACH_PORT_QLIMIT_MAX:
-        return K.KERN_INVALID_VALUE
-    try:
-        port = R.receive_port(_space(task), u32(name))
-        if fl == T.MACH_PORT_LIMITS_INFO:
-            port.set_qlimit(value)
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.check_attributes(fl, value)
+    R.set_attributes(_space(task), u32(name), fl, value)
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_construct(task: Any, options: Any, context: Any, name: Any) -> int:
     """A receive right made with mach_port_options_t (MPO_QLIMIT,
     MPO_INSERT_SEND_RIGHT, MPO_CONTEXT_AS_GUARD).
@@ -331,41 +266,34 @@ def mach_port_construct(task: Any, options: Any, context: Any, name: Any) -> int
         return K.KERN_MEMORY_ERROR
     opts = T.mach_port_options_t.from_buffer_copy(ctypes.string_at(where, ctypes.sizeof(T.mach_port_options_t)))
     name_out = out(name)
-    try:
-        n = R.construct(_space(task), opts.flags, opts.mpl.mpl_qlimit, val(context))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
-    store(name_out, n)
+    store(name_out, R.construct(_space(task), opts.flags, opts.mpl.mpl_qlimit, val(context)))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_destruct(task: Any, name: Any, srdelta: Any, guard: Any) -> int:
     """Destroy a receive right made by mach_port_construct, dropping
     ``-srdelta`` send references first.
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_VALUE,
     KERN_INVALID_ARGUMENT (wrong guard)."""
-    try:
-        R.destruct(_space(task), u32(name), i32(srdelta), val(guard))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    R.destruct(_space(task), u32(name), i32(srdelta), val(guard))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_port_extract_right(task: Any, name: Any, msgt_name: Any, poly: Any, polyPoly: Any) -> int:
     """Take a right out of the space as a message would carry it; within
     our own task it comes back under the same rules (coalescing).
 
     KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
-    try:
-        n, t = R.extract_right(_space(task), u32(name), u32(msgt_name))
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    n, t = R.extract_right(_space(task), u32(name), u32(msgt_name))
     set_out(poly, n)
     set_out(polyPoly, t)
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def task_get_special_port(task: Any, which_port: Any, special_port: Any) -> int:
     """A task's special port (TASK_BOOTSTRAP_PORT, TASK_KERNEL_PORT,
     TASK_HOST_PORT, ...) as a send right in our space, one more user
@@ -376,26 +304,11 @@ def task_get_special_port(task: Any, which_port: Any, special_port: Any) -> int:
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT (unknown port), KERN_INVALID_TASK."""
     which = i32(which_port)
-    try:
-        space = _space(task)
-        hooks = SELF.bootstrap
-        if which in (KT.TASK_KERNEL_PORT, KT.TASK_NAME_PORT, KT.TASK_READ_PORT, KT.TASK_INSPECT_PORT):
-            n = space.insert(SELF.task, MACH_PORT_TYPE_SEND)
-        elif which == KT.TASK_HOST_PORT:
-            n = space.insert(SELF.host, MACH_PORT_TYPE_SEND)
-        elif which == KT.TASK_BOOTSTRAP_PORT and hooks is not None:
-            n = hooks.special_name()
-        elif which in KT.SETTABLE_SPECIAL_PORTS:
-            cap = SELF.special.get(which)
-            n = R.copyout_send(space, cap.dup().detach_fds(), False) if cap is not None else 0  # type: ignore[attr-defined]
-        else:
-            return K.KERN_INVALID_ARGUMENT
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
-    set_out(special_port, n)
+    set_out(special_port, TT.get_special_port(_space(task), which))
     return 0
 
 
+@returns_kr(K.ERRNO_SPACE)
 def task_set_special_port(task: Any, which_port: Any, special_port: Any) -> int:
     """Set a task's special port (a send right we hold, copied; or
     MACH_PORT_NULL to clear it). Fork children and programs started with
@@ -407,28 +320,7 @@ def task_set_special_port(task: Any, which_port: Any, special_port: Any) -> int:
     task's own and the host ports cannot be replaced), KERN_INVALID_RIGHT
     (not a send right), KERN_INVALID_TASK."""
     which = i32(which_port)
-    try:
-        space = _space(task)
-        if not 1 <= which <= KT.TASK_MAX_SPECIAL_PORT or which in (7, 8):
-            return K.KERN_INVALID_ARGUMENT
-        if which not in KT.SETTABLE_SPECIAL_PORTS:
-            return K.KERN_NO_ACCESS
-        n = u32(special_port)
-        cap = None
-        if n not in (0, 0xFFFFFFFF):
-            e = space.lookup(n)
-            if e is None:
-                return K.KERN_INVALID_NAME
-            R.check_dead(space, n, e)
-            if not e.type & MACH_PORT_TYPE_SEND or e.cap is None:
-                return K.KERN_INVALID_RIGHT
-            cap = e.cap.dup()
-        hooks = SELF.bootstrap
-        if which == KT.TASK_BOOTSTRAP_PORT and hooks is not None:
-            hooks.special_changing()
-        SELF.set_special(which, cap)
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    TT.set_special_port(_space(task), which, u32(special_port))
     return 0
 
 
@@ -445,6 +337,7 @@ def task_set_bootstrap_port(task: Any, port: Any) -> int:
 TASK_PORT_REGISTER_MAX = KT.TASK_PORT_REGISTER_MAX
 
 
+@returns_kr(K.ERRNO_SPACE)
 def mach_ports_register(target_task: Any, init_port_set: Any, init_port_setCnt: Any) -> int:
     """Register up to TASK_PORT_REGISTER_MAX send rights with the task;
     fork children inherit them (mach_ports_lookup gives them back).
@@ -452,36 +345,8 @@ def mach_ports_register(target_task: Any, init_port_set: Any, init_port_setCnt: 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT (more than 3), KERN_INVALID_RIGHT
     (a name that is not a send right), KERN_INVALID_TASK,
     MACH_SEND_INVALID_MEMORY (a count larger than the array holds)."""
-    try:
-        space = _space(target_task)
-        n = u32(init_port_setCnt)
-        if n > TASK_PORT_REGISTER_MAX:
-            return K.KERN_INVALID_ARGUMENT
-        base, held = counted(init_port_set, n, writable=False)
-        if held < n:
-            # the out-of-line array cannot be read (osfmk/ipc/ipc_kmsg.c:
-            # ipc_kmsg_copyin_ool_ports_descriptor)
-            return K.MACH_SEND_INVALID_MEMORY
-        wanted = [ctypes.c_uint32.from_address(base + 4 * i).value for i in range(n)] if n else []
-        caps: list[object] = []
-        for name in wanted:
-            if name in (0, 0xFFFFFFFF):
-                caps.append(None)
-                continue
-            e = space.lookup(name)
-            if e is None or not e.type & MACH_PORT_TYPE_SEND or not isinstance(e.cap, SendCap):
-                for c in caps:
-                    if c is not None:
-                        c.close()  # type: ignore[attr-defined]
-                return K.KERN_INVALID_RIGHT
-            caps.append(e.cap.dup())
-        caps += [None] * (TASK_PORT_REGISTER_MAX - len(caps))
-        for old in SELF.registered:
-            if old is not None:
-                old.close()  # type: ignore[attr-defined]
-        SELF.registered = caps
-    except OSError as e:  # a MachError keeps its code
-        return K.kr_from_oserror(e, K.ERRNO_SPACE)
+    space = _space(target_task)
+    TT.ports_register(space, NaturalArray(init_port_set, u32(init_port_setCnt)))
     return 0
 
 
@@ -492,14 +357,10 @@ def mach_ports_lookup(target_task: Any, init_port_set: Any, init_port_setCnt: An
 
     KERN_SUCCESS, KERN_INVALID_TASK."""
     array_out = out_address(init_port_set)
+    # (not returns_kr: the array is made after the code is known, and a
+    # failure to make it raises)
     try:
-        space = _space(target_task)
-        names = []
-        for cap in SELF.registered:
-            if cap is None:
-                names.append(0)
-            else:
-                names.append(R.copyout_send(space, cap.dup().detach_fds(), False))  # type: ignore[attr-defined]
+        names = TT.ports_lookup(_space(target_task))
     except OSError as e:  # a MachError keeps its code
         return K.kr_from_oserror(e, K.ERRNO_SPACE)
     if array_out is not None:
@@ -551,7 +412,7 @@ def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv
             # mach_msg_copyin_user_header, osfmk/ipc/ipc_kmsg.c:
             # ipc_kmsg_get_and_inflate_from_user)
             return K.MACH_SEND_INVALID_DATA
-        try:
+        try:  # (caught here, not by returns_kr: this is the message path)
             _send(space, _string_at(addr, size), opt, timeout)
         except MachError as e:
             return e.kr
@@ -584,8 +445,63 @@ def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv
 
 
 def _destroy_received(data: bytes) -> None:
-    from .mig import mach_msg_destroy
     mach_msg_destroy(ctypes.create_string_buffer(data, len(data)))
+
+
+def _destroy_port(name: int, disposition: int) -> None:
+    if name in (0, 0xFFFFFFFF):
+        return
+    if disposition in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
+        mach_port_deallocate(SELF.task_name, name)
+    elif disposition == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
+        mach_port_mod_refs(SELF.task_name, name, MACH_PORT_RIGHT_RECEIVE, -1)
+
+
+def mach_msg_destroy(msg: Any) -> None:
+    """Release what a received message holds: its reply right, the rights
+    in its port and port-array descriptors, and its out-of-line regions
+    (libsyscall's mach_msg_destroy, for received messages: the MAKE_*
+    dispositions of an unsent message are not rights yet and are left
+    alone). Descriptors are read only as far as ``msgh_size`` reaches, and
+    never past the memory of the object ``msg`` lives in."""
+    base, room = address_of(msg)
+    if room is not None and room < ctypes.sizeof(mach_msg_header_t):
+        return
+    hdr = mach_msg_header_t.from_address(base)
+    bits, size = hdr.msgh_bits, hdr.msgh_size
+    if room is not None:
+        size = min(size, room)
+    _destroy_port(hdr.msgh_remote_port, MD.MACH_MSGH_BITS_REMOTE(bits))
+    _destroy_port(hdr.msgh_voucher_port, MD.MACH_MSGH_BITS_VOUCHER(bits))
+    if not bits & MD.MACH_MSGH_BITS_COMPLEX or size < 28:
+        return
+    end = base + size
+    count = ctypes.c_uint32.from_address(base + 24).value
+    off = base + 28
+    for _ in range(count):
+        if off + 12 > end:
+            return
+        dtype = ctypes.c_uint8.from_address(off + 11).value
+        if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
+            _destroy_port(ctypes.c_uint32.from_address(off).value, ctypes.c_uint8.from_address(off + 10).value)
+            off += 12
+            continue
+        if off + 16 > end:
+            return
+        addr = ctypes.c_uint64.from_address(off).value
+        n = ctypes.c_uint32.from_address(off + 12).value
+        if dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
+            if addr and n:
+                mach_vm_deallocate(SELF.task_name, addr, n)
+        elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
+            disposition = ctypes.c_uint8.from_address(off + 10).value
+            if addr and n:
+                for i in range(n):
+                    _destroy_port(ctypes.c_uint32.from_address(addr + 4 * i).value, disposition)
+                mach_vm_deallocate(SELF.task_name, addr, 4 * n)
+        elif dtype == MD.MACH_MSG_GUARDED_PORT_DESCRIPTOR:
+            _destroy_port(ctypes.c_uint32.from_address(off + 12).value, ctypes.c_uint8.from_address(off + 10).value)
+        off += 16
 
 
 _send, _receive = KM.send, KM.receive
@@ -603,7 +519,7 @@ __all__ = [
     "mach_port_construct", "mach_port_destruct", "mach_port_extract_right",
     "mach_ports_register", "mach_ports_lookup", "TASK_PORT_REGISTER_MAX", "mach_port_allocate", "mach_port_allocate_name", "mach_port_deallocate",
     "mach_port_destroy", "mach_port_mod_refs", "mach_port_get_refs", "mach_port_type",
-    "mach_port_insert_right", "mach_port_names", "mach_msg", "mach_msg_overwrite",
+    "mach_port_insert_right", "mach_port_names", "mach_msg", "mach_msg_overwrite", "mach_msg_destroy",
 ]
 
 TASK_KERNEL_PORT = KT.TASK_KERNEL_PORT

@@ -17,6 +17,7 @@ from ..kern.ipc_space import MACH_PORT_NULL
 from ..kern.task import SELF
 from . import types as T
 from ._args import _Simple, address_of, counted, i32, out, out_address, set_out, store, u32, u64, val
+from ._errors import returns_kr
 
 MachError = K.MachError
 _CArg = type(ctypes.byref(ctypes.c_int()))
@@ -34,54 +35,47 @@ def mach_host_self() -> int:
     return SELF.host_name
 
 
+@returns_kr()
 def mach_vm_allocate(target_task: Any, address: Any, size: Any, flags: Any) -> int:
     """Allocate zero-filled memory; ``address`` is in/out.
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_NO_SPACE, KERN_INVALID_ADDRESS,
     KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
-    try:
-        a = out(address)
-        a.value = U.vm_allocate(u32(target_task), a.value, u64(size), i32(flags))
-    except MachError as e:
-        return e.kr
+    a = out(address)
+    a.value = U.vm_allocate(u32(target_task), a.value, u64(size), i32(flags))
     return 0
 
 
+@returns_kr()
 def mach_vm_deallocate(target: Any, address: Any, size: Any) -> int:
     """Unmap [address, address+size), rounded to pages; holes are fine.
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
-    try:
-        U.vm_deallocate(u32(target), u64(address), u64(size))
-    except MachError as e:
-        return e.kr
+    U.vm_deallocate(u32(target), u64(address), u64(size))
     return 0
 
 
+@returns_kr()
 def mach_vm_protect(target_task: Any, address: Any, size: Any, set_maximum: Any, new_protection: Any) -> int:
     """Set the current (or, with set_maximum, the maximum) protection.
 
     KERN_SUCCESS, KERN_PROTECTION_FAILURE, KERN_INVALID_ADDRESS,
     KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
-    try:
-        U.vm_protect(u32(target_task), u64(address), u64(size), i32(set_maximum), i32(new_protection))
-    except MachError as e:
-        return e.kr
+    U.vm_protect(u32(target_task), u64(address), u64(size), i32(set_maximum), i32(new_protection))
     return 0
 
 
+@returns_kr()
 def mach_vm_inherit(target_task: Any, address: Any, size: Any, new_inheritance: Any) -> int:
     """Set the inheritance of a range (VM_INHERIT_SHARE/COPY/NONE).
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
     KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
-    try:
-        U.vm_inherit(u32(target_task), u64(address), u64(size), u32(new_inheritance))
-    except MachError as e:
-        return e.kr
+    U.vm_inherit(u32(target_task), u64(address), u64(size), u32(new_inheritance))
     return 0
 
 
+@returns_kr()
 def mach_vm_read(target_task: Any, address: Any, size: Any, data: Any, dataCnt: Any) -> int:
     """Copy a range into new memory of ours; ``data`` (pointer_t) and
     ``dataCnt`` are out. Release the copy with mach_vm_deallocate.
@@ -90,16 +84,14 @@ def mach_vm_read(target_task: Any, address: Any, size: Any, data: Any, dataCnt: 
     KERN_INVALID_ARGUMENT, KERN_NO_SPACE, MACH_SEND_INVALID_DEST. A
     ``data`` too narrow for an address is a TypeError."""
     data_out = out_address(data)
-    try:
-        d, n = U.vm_read(u32(target_task), u64(address), u64(size))
-    except MachError as e:
-        return e.kr
+    d, n = U.vm_read(u32(target_task), u64(address), u64(size))
     if data_out is not None:
         store(data_out, d)
     set_out(dataCnt, n)
     return 0
 
 
+@returns_kr()
 def mach_vm_read_overwrite(target_task: Any, address: Any, size: Any, data: Any, outsize: Any) -> int:
     """Copy a range into our buffer at ``data``: an address in our task (an
     int, as in C), or a ctypes object or buffer, which the copy never
@@ -108,21 +100,18 @@ def mach_vm_read_overwrite(target_task: Any, address: Any, size: Any, data: Any,
     KERN_SUCCESS, KERN_INVALID_ADDRESS (also ``size`` larger than the
     buffer ``data`` names), KERN_PROTECTION_FAILURE, KERN_INVALID_ARGUMENT,
     MACH_SEND_INVALID_DEST."""
-    try:
-        if type(target_task) is int and type(address) is int and type(size) is int and type(data) is int \
-                and 0 <= target_task <= 0xFFFFFFFF and 0 <= address <= _U64 and 0 <= size <= _U64:
-            n = U.vm_read_overwrite(target_task, address, size, data & _U64)  # ints as they are
-        else:
-            where, room = address_of(data, True)
-            sz = u64(size)
-            if room is not None and sz > room:
-                # the bytes past the buffer are not the caller's to
-                # overwrite: as for a destination that is not mapped
-                TU.task_target(u32(target_task), check=False)
-                return K.KERN_INVALID_ADDRESS
-            n = U.vm_read_overwrite(u32(target_task), u64(address), sz, where & _U64)
-    except MachError as e:
-        return e.kr
+    if type(target_task) is int and type(address) is int and type(size) is int and type(data) is int \
+            and 0 <= target_task <= 0xFFFFFFFF and 0 <= address <= _U64 and 0 <= size <= _U64:
+        n = U.vm_read_overwrite(target_task, address, size, data & _U64)  # ints as they are
+    else:
+        where, room = address_of(data, True)
+        sz = u64(size)
+        if room is not None and sz > room:
+            # the bytes past the buffer are not the caller's to
+            # overwrite: as for a destination that is not mapped
+            TU.task_target(u32(target_task), check=False)
+            return K.KERN_INVALID_ADDRESS
+        n = U.vm_read_overwrite(u32(target_task), u64(address), sz, where & _U64)
     if type(outsize) is _CArg and isinstance(outsize._obj, _Simple):  # type: ignore[attr-defined]
         outsize._obj.value = n  # type: ignore[attr-defined]  # byref(x): the common out-parameter
     else:
@@ -130,6 +119,7 @@ def mach_vm_read_overwrite(target_task: Any, address: Any, size: Any, data: Any,
     return 0
 
 
+@returns_kr()
 def mach_vm_write(target_task: Any, address: Any, data: Any, dataCnt: Any) -> int:
     """Write ``dataCnt`` bytes from our ``data`` (an address in our task,
     or a ctypes object or buffer, never read past) to ``address``.
@@ -137,38 +127,31 @@ def mach_vm_write(target_task: Any, address: Any, data: Any, dataCnt: Any) -> in
     KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
     KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST, MACH_SEND_INVALID_MEMORY
     (``data`` unreadable, or ``dataCnt`` larger than the buffer)."""
-    try:
-        where, room = address_of(data)
-        n = u32(dataCnt)
-        if room is not None and n > room:
-            # as for a source that is not mapped: the message that would
-            # carry it could not be sent
-            TU.task_target(u32(target_task))
-            return K.MACH_SEND_INVALID_MEMORY
-        U.vm_write(u32(target_task), u64(address), where & _U64, n)
-    except MachError as e:
-        return e.kr
+    where, room = address_of(data)
+    n = u32(dataCnt)
+    if room is not None and n > room:
+        # as for a source that is not mapped: the message that would
+        # carry it could not be sent
+        TU.task_target(u32(target_task))
+        return K.MACH_SEND_INVALID_MEMORY
+    U.vm_write(u32(target_task), u64(address), where & _U64, n)
     return 0
 
 
+@returns_kr()
 def mach_vm_copy(target_task: Any, source_address: Any, size: Any, dest_address: Any) -> int:
     """Copy a range within the task; overlapping ranges are allowed.
 
     KERN_SUCCESS, KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE,
     KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
-    try:
-        U.vm_copy(u32(target_task), u64(source_address), u64(size), u64(dest_address))
-    except MachError as e:
-        return e.kr
+    U.vm_copy(u32(target_task), u64(source_address), u64(size), u64(dest_address))
     return 0
 
 
+@returns_kr()
 def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, infoCnt: Any,
             object_name: Any, legacy: bool = False) -> int:
-    try:
-        TU.task_target(u32(target_task))
-    except MachError as e:
-        return e.kr
+    TU.task_target(u32(target_task))
     fl = i32(flavor)
     # mach_vm_region and vm_region_64 serve VM_REGION_BASIC_INFO as the
     # 64-bit flavor; only the legacy vm_region keeps the 32-bit struct.
@@ -184,10 +167,7 @@ def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, i
     if held < need:
         return K.KERN_INVALID_ARGUMENT
     a = out(address)
-    try:
-        r = U.vm_region(u32(target_task), a.value)
-    except MachError as e:
-        return e.kr
+    r = U.vm_region(u32(target_task), a.value)
     rec = st(r.protection, r.max_protection, r.inheritance, int(r.shared), int(r.reserved),
              r.offset & (0xFFFFFFFF if st is T.vm_region_basic_info else (1 << 64) - 1),
              r.behavior, r.user_wired_count)
@@ -221,6 +201,7 @@ def vm_region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any,
     return _region(target_task, address, size, flavor, info, infoCnt, object_name, legacy=True)
 
 
+@returns_kr()
 def mach_vm_region_recurse(target_task: Any, address: Any, size: Any, nesting_depth: Any, info: Any,
                            infoCnt: Any) -> int:
     """Describe the region at or above ``address`` (in/out), descending
@@ -232,19 +213,13 @@ def mach_vm_region_recurse(target_task: Any, address: Any, size: Any, nesting_de
     KERN_SUCCESS, KERN_INVALID_ADDRESS (nothing at or above),
     KERN_INVALID_ARGUMENT (count below the short struct, not a task),
     MACH_SEND_INVALID_DEST."""
-    try:
-        TU.task_target(u32(target_task))
-    except MachError as e:
-        return e.kr
+    TU.task_target(u32(target_task))
     cnt = out(infoCnt)
     where, n = counted(info, cnt.value)
     if n < T.VM_REGION_SUBMAP_SHORT_INFO_COUNT_64:
         return K.KERN_INVALID_ARGUMENT
     a = out(address)
-    try:
-        r, (resident, dirty, swapped, private) = U.vm_region_recurse(u32(target_task), a.value)
-    except MachError as e:
-        return e.kr
+    r, (resident, dirty, swapped, private) = U.vm_region_recurse(u32(target_task), a.value)
     rec: ctypes.Structure
     if n < T.VM_REGION_SUBMAP_INFO_V0_COUNT_64:
         rec = T.vm_region_submap_short_info_64(
@@ -277,6 +252,7 @@ def mach_vm_region_recurse(target_task: Any, address: Any, size: Any, nesting_de
 vm_region_recurse_64 = mach_vm_region_recurse
 
 
+@returns_kr()
 def mach_vm_read_list(target_task: Any, data_list: Any, count: Any) -> int:
     """Copy each of the first ``count`` entries of ``data_list`` (an array
     of mach_vm_read_entry: address, size) into new memory of ours; each
@@ -294,55 +270,40 @@ def mach_vm_read_list(target_task: Any, data_list: Any, count: Any) -> int:
     if held < n:
         return K.KERN_INVALID_ARGUMENT
     arr = (T.mach_vm_read_entry * max(n, 1)).from_address(where)
-    try:
-        kr, res = U.vm_read_list(u32(target_task), [(arr[i].address, arr[i].size) for i in range(n)])
-    except MachError as e:
-        return e.kr
+    kr, res = U.vm_read_list(u32(target_task), [(arr[i].address, arr[i].size) for i in range(n)])
     for i, (a, sz) in enumerate(res):
         arr[i].address, arr[i].size = a, sz
     return kr
 
 
+@returns_kr(on_error=lambda target_tport, pid, t: set_out(t, MACH_PORT_NULL))
 def task_for_pid(target_tport: Any, pid: Any, t: Any) -> int:
     """Get a send right to the task of ``pid`` into ``t`` (MACH_PORT_NULL on
     failure). Granted when Linux lets us ptrace the process.
 
     KERN_SUCCESS, KERN_FAILURE (pid 0, a bad ``target_tport``, no such
     process, or access refused)."""
-    try:
-        name = TU.task_for_pid(u32(target_tport), i32(pid))
-    except MachError as e:
-        set_out(t, MACH_PORT_NULL)
-        return e.kr
-    set_out(t, name)
+    set_out(t, TU.task_for_pid(u32(target_tport), i32(pid)))
     return 0
 
 
+@returns_kr(on_error=lambda target_tport, pid, tn: set_out(tn, MACH_PORT_NULL))
 def task_name_for_pid(target_tport: Any, pid: Any, tn: Any) -> int:
     """Get a task name port for ``pid`` into ``tn`` (MACH_PORT_NULL on
     failure): good for pid_for_task and task_info only.
 
     KERN_SUCCESS, KERN_FAILURE (a bad ``target_tport``, no such process, or
     another user's process)."""
-    try:
-        name = TU.task_name_for_pid(u32(target_tport), i32(pid))
-    except MachError as e:
-        set_out(tn, MACH_PORT_NULL)
-        return e.kr
-    set_out(tn, name)
+    set_out(tn, TU.task_name_for_pid(u32(target_tport), i32(pid)))
     return 0
 
 
+@returns_kr(on_error=lambda t, x: set_out(x, -1))
 def pid_for_task(t: Any, x: Any) -> int:
     """Store the pid of task port ``t`` in ``x`` (-1 on failure).
 
     KERN_SUCCESS, KERN_FAILURE (not a task port, or its process exited)."""
-    try:
-        pid = TU.pid_for_task(u32(t))
-    except MachError as e:
-        set_out(x, -1)
-        return e.kr
-    set_out(x, pid)
+    set_out(x, TU.pid_for_task(u32(t)))
     return 0
 
 
@@ -351,6 +312,7 @@ def _time_value(seconds: float) -> Any:
     return T.time_value_t(us // 1_000_000, us % 1_000_000)
 
 
+@returns_kr()
 def task_info(target_task: Any, flavor: Any, task_info_out: Any, task_info_outCnt: Any) -> int:
     """Information about a task: TASK_BASIC_INFO (task_basic_info_64 on
     LP64), TASK_BASIC_INFO_32 and MACH_TASK_BASIC_INFO, from /proc.
@@ -367,18 +329,12 @@ def task_info(target_task: Any, flavor: Any, task_info_out: Any, task_info_outCn
     elif fl == T.TASK_BASIC_INFO_32:
         st = T.task_basic_info_32
     else:
-        try:
-            TU.task_of(u32(target_task))
-        except MachError as e:
-            return e.kr
+        TU.task_of(u32(target_task))
         return K.KERN_INVALID_ARGUMENT
     cnt = out(task_info_outCnt)
     where, held = counted(task_info_out, cnt.value)
     need = ctypes.sizeof(st) // 4
-    try:
-        b = TU.task_basic_info(u32(target_task))
-    except MachError as e:
-        return e.kr
+    b = TU.task_basic_info(u32(target_task))
     if held < need:
         return K.KERN_INVALID_ARGUMENT
     if st is T.task_basic_info_32:
@@ -394,53 +350,45 @@ def task_info(target_task: Any, flavor: Any, task_info_out: Any, task_info_outCn
     return 0
 
 
+@returns_kr()
 def mach_vm_msync(target_task: Any, address: Any, size: Any, sync_flags: Any) -> int:
     """Synchronise a range with its backing store (VM_SYNC_*).
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
     MACH_SEND_INVALID_DEST."""
-    try:
-        U.vm_msync(u32(target_task), u64(address), u64(size), u32(sync_flags))
-    except MachError as e:
-        return e.kr
+    U.vm_msync(u32(target_task), u64(address), u64(size), u32(sync_flags))
     return 0
 
 
+@returns_kr()
 def mach_vm_behavior_set(target_task: Any, address: Any, size: Any, new_behavior: Any) -> int:
     """Set the paging behavior of a range (VM_BEHAVIOR_*).
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
     KERN_PROTECTION_FAILURE, MACH_SEND_INVALID_DEST."""
-    try:
-        U.vm_behavior_set(u32(target_task), u64(address), u64(size), i32(new_behavior))
-    except MachError as e:
-        return e.kr
+    U.vm_behavior_set(u32(target_task), u64(address), u64(size), i32(new_behavior))
     return 0
 
 
+@returns_kr()
 def mach_vm_page_query(target_map: Any, offset: Any, disposition: Any, ref_count: Any) -> int:
     """Query one page: VM_PAGE_QUERY_PAGE_* bits and a reference count.
 
     KERN_SUCCESS, KERN_INVALID_ADDRESS, MACH_SEND_INVALID_DEST."""
-    try:
-        d, r = U.vm_page_query(u32(target_map), u64(offset))
-    except MachError as e:
-        return e.kr
+    d, r = U.vm_page_query(u32(target_map), u64(offset))
     set_out(disposition, d)
     set_out(ref_count, r)
     return 0
 
 
+@returns_kr()
 def mach_vm_wire(host_priv: Any, task: Any, address: Any, size: Any, desired_access: Any) -> int:
     """Wire a range into memory (mlock), or unwire it with VM_PROT_NONE.
 
     KERN_SUCCESS, KERN_INVALID_HOST (not host_priv), KERN_INVALID_ARGUMENT,
     KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE, KERN_RESOURCE_SHORTAGE,
     KERN_INVALID_TASK, MACH_SEND_INVALID_RIGHT, MACH_SEND_INVALID_DEST."""
-    try:
-        U.vm_wire(u32(host_priv), u32(task), u64(address), u64(size), i32(desired_access))
-    except MachError as e:
-        return e.kr
+    U.vm_wire(u32(host_priv), u32(task), u64(address), u64(size), i32(desired_access))
     return 0
 
 
@@ -479,6 +427,7 @@ def mach_error(str_: str, error_value: Any) -> None:
     sys.stderr.flush()
 
 
+@returns_kr()
 def mach_make_memory_entry_64(target_task: Any, size: Any, offset: Any, permission: Any, object_handle: Any,
                               parent_entry: Any) -> int:
     """Name memory with a memory entry: [offset, offset + *size) of our map
@@ -491,12 +440,9 @@ def mach_make_memory_entry_64(target_task: Any, size: Any, offset: Any, permissi
     KERN_INVALID_RIGHT, KERN_FAILURE, KERN_INVALID_ADDRESS,
     KERN_PROTECTION_FAILURE, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_RIGHT,
     MACH_SEND_INVALID_DEST."""
-    try:
-        sz = out(size)
-        name, length = U.vm_make_memory_entry(u32(target_task), u64(sz.value), u64(offset), i32(permission),
-                                              u32(parent_entry))
-    except MachError as e:
-        return e.kr
+    sz = out(size)
+    name, length = U.vm_make_memory_entry(u32(target_task), u64(sz.value), u64(offset), i32(permission),
+                                          u32(parent_entry))
     sz.value = length
     set_out(object_handle, name)
     return 0
@@ -508,6 +454,7 @@ def mach_make_memory_entry(target_task: Any, size: Any, offset: Any, permission:
     return mach_make_memory_entry_64(target_task, size, offset, permission, object_handle, parent_entry)
 
 
+@returns_kr()
 def mach_vm_map(target_task: Any, address: Any, size: Any, mask: Any, flags: Any, object: Any, offset: Any,
                 copy: Any, cur_protection: Any, max_protection: Any, inheritance: Any) -> int:
     """Map a memory entry, shared or (copy TRUE) as a snapshot taken now;
@@ -516,19 +463,17 @@ def mach_vm_map(target_task: Any, address: Any, size: Any, mask: Any, flags: Any
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_OBJECT,
     KERN_INVALID_RIGHT, KERN_NOT_SUPPORTED, KERN_NO_SPACE,
     KERN_INVALID_ADDRESS, MACH_SEND_INVALID_RIGHT, MACH_SEND_INVALID_DEST."""
-    try:
-        a = out(address)
-        a.value = U.vm_map_entry(u32(target_task), a.value, u64(size), u64(mask), i32(flags), u32(object),
-                                 u64(offset), i32(copy), i32(cur_protection), i32(max_protection),
-                                 i32(inheritance))
-    except MachError as e:
-        return e.kr
+    a = out(address)
+    a.value = U.vm_map_enter_mem_object(u32(target_task), a.value, u64(size), u64(mask), i32(flags), u32(object),
+                             u64(offset), i32(copy), i32(cur_protection), i32(max_protection),
+                             i32(inheritance))
     return 0
 
 
 vm_map = mach_vm_map
 
 
+@returns_kr()
 def mach_vm_remap(target_task: Any, target_address: Any, size: Any, mask: Any, flags: Any, src_task: Any,
                   src_address: Any, copy: Any, cur_protection: Any, max_protection: Any,
                   inheritance: Any) -> int:
@@ -540,12 +485,9 @@ def mach_vm_remap(target_task: Any, target_address: Any, size: Any, mask: Any, f
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
     KERN_PROTECTION_FAILURE, KERN_NOT_SUPPORTED, KERN_NO_SPACE,
     MACH_SEND_INVALID_RIGHT, MACH_SEND_INVALID_DEST."""
-    try:
-        a = out(target_address)
-        addr, cur, mx = U.vm_remap(u32(target_task), a.value, u64(size), u64(mask), i32(flags), u32(src_task),
-                                   u64(src_address), i32(copy), i32(inheritance))
-    except MachError as e:
-        return e.kr
+    a = out(target_address)
+    addr, cur, mx = U.vm_remap(u32(target_task), a.value, u64(size), u64(mask), i32(flags), u32(src_task),
+                               u64(src_address), i32(copy), i32(inheritance))
     a.value = addr
     set_out(cur_protection, cur)
     set_out(max_protection, mx)
@@ -555,6 +497,7 @@ def mach_vm_remap(target_task: Any, target_address: Any, size: Any, mask: Any, f
 vm_remap = mach_vm_remap
 
 
+@returns_kr()
 def mach_vm_remap_new(target_task: Any, target_address: Any, size: Any, mask: Any, flags: Any, src_task: Any,
                       src_address: Any, copy: Any, cur_protection: Any, max_protection: Any,
                       inheritance: Any) -> int:
@@ -565,14 +508,11 @@ def mach_vm_remap_new(target_task: Any, target_address: Any, size: Any, mask: An
     KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_PROTECTION_FAILURE,
     KERN_INVALID_ADDRESS, KERN_NOT_SUPPORTED, KERN_NO_SPACE,
     MACH_SEND_INVALID_RIGHT, MACH_SEND_INVALID_DEST."""
-    try:
-        a = out(target_address)
-        c, m = out(cur_protection), out(max_protection)
-        addr, cur, mx = U.vm_remap_new(u32(target_task), a.value, u64(size), u64(mask), i32(flags),
-                                       u32(src_task), u64(src_address), i32(copy), i32(c.value), i32(m.value),
-                                       i32(inheritance))
-    except MachError as e:
-        return e.kr
+    a = out(target_address)
+    c, m = out(cur_protection), out(max_protection)
+    addr, cur, mx = U.vm_remap_new(u32(target_task), a.value, u64(size), u64(mask), i32(flags),
+                                   u32(src_task), u64(src_address), i32(copy), i32(c.value), i32(m.value),
+                                   i32(inheritance))
     a.value = addr
     c.value = cur
     m.value = mx

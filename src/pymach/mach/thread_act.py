@@ -13,6 +13,7 @@ from ..kern import task_user as TU
 from ..kern import vm_remote
 from ..kern.vm_remote import x86_THREAD_STATE64, x86_THREAD_STATE64_COUNT, x86_thread_state64_t
 from ._args import counted, i32, out, out_address, set_out, store, u32
+from ._errors import returns_kr
 from .mach_port import _ool_array
 
 thread_act_t = ctypes.c_uint32
@@ -20,24 +21,20 @@ thread_act_array_t = ctypes.POINTER(thread_act_t)
 thread_state_flavor_t = ctypes.c_int
 
 
+@returns_kr()
 def task_suspend(target_task: Any) -> int:
     """Stop the task's threads (counted). KERN_SUCCESS, KERN_FAILURE,
     KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED (our own task),
     MACH_SEND_INVALID_DEST."""
-    try:
-        TU.task_suspend(u32(target_task))
-    except K.MachError as e:
-        return e.kr
+    TU.task_suspend(u32(target_task))
     return 0
 
 
+@returns_kr()
 def task_resume(target_task: Any) -> int:
     """Undo one task_suspend. KERN_SUCCESS, KERN_FAILURE (not suspended),
     KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
-    try:
-        TU.task_resume(u32(target_task))
-    except K.MachError as e:
-        return e.kr
+    TU.task_resume(u32(target_task))
     return 0
 
 
@@ -48,6 +45,8 @@ def task_threads(target_task: Any, act_list: Any, act_listCnt: Any) -> int:
     TypeError. KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED,
     MACH_SEND_INVALID_DEST."""
     list_out = out_address(act_list)
+    # (not returns_kr: the array is made after the code is known, and a
+    # failure to make it raises)
     try:
         names = TU.task_threads(u32(target_task))
     except K.MachError as e:
@@ -58,40 +57,36 @@ def task_threads(target_task: Any, act_list: Any, act_listCnt: Any) -> int:
     return 0
 
 
+@returns_kr()
 def thread_get_state(target_act: Any, flavor: Any, old_state: Any, old_stateCnt: Any) -> int:
     """The thread's registers: x86_THREAD_STATE64 into ``old_state`` (a
     buffer of at least x86_THREAD_STATE64_COUNT natural_t), ``old_stateCnt``
     in/out; a count larger than ``old_state`` holds counts as what it holds.
     KERN_SUCCESS, KERN_INVALID_ARGUMENT (flavor, a short count),
     KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST, KERN_FAILURE."""
-    try:
-        cnt = out(old_stateCnt)
-        where, n = counted(old_state, cnt.value)
-        if i32(flavor) != x86_THREAD_STATE64 or n < x86_THREAD_STATE64_COUNT:
-            return K.KERN_INVALID_ARGUMENT
-        th = TU.thread_of(u32(target_act))
-        st = vm_remote.thread_get_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64)
-    except K.MachError as e:
-        return e.kr
+    cnt = out(old_stateCnt)
+    where, n = counted(old_state, cnt.value)
+    if i32(flavor) != x86_THREAD_STATE64 or n < x86_THREAD_STATE64_COUNT:
+        return K.KERN_INVALID_ARGUMENT
+    th = TU.thread_of(u32(target_act))
+    st = vm_remote.thread_get_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64)
     ctypes.memmove(where, ctypes.addressof(st), ctypes.sizeof(st))
     cnt.value = x86_THREAD_STATE64_COUNT
     return 0
 
 
+@returns_kr()
 def thread_set_state(target_act: Any, flavor: Any, new_state: Any, new_stateCnt: Any) -> int:
     """Set the thread's registers from x86_THREAD_STATE64; a count larger
     than ``new_state`` holds counts as what it holds. KERN_SUCCESS,
     KERN_INVALID_ARGUMENT (flavor, a short count, non-canonical rip/rsp),
     KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST, KERN_FAILURE."""
-    try:
-        where, n = counted(new_state, u32(new_stateCnt), writable=False)
-        if i32(flavor) != x86_THREAD_STATE64 or n < x86_THREAD_STATE64_COUNT:
-            return K.KERN_INVALID_ARGUMENT
-        st = x86_thread_state64_t.from_buffer_copy(ctypes.string_at(where, ctypes.sizeof(x86_thread_state64_t)))
-        th = TU.thread_of(u32(target_act))
-        vm_remote.thread_set_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64, st)
-    except K.MachError as e:
-        return e.kr
+    where, n = counted(new_state, u32(new_stateCnt), writable=False)
+    if i32(flavor) != x86_THREAD_STATE64 or n < x86_THREAD_STATE64_COUNT:
+        return K.KERN_INVALID_ARGUMENT
+    st = x86_thread_state64_t.from_buffer_copy(ctypes.string_at(where, ctypes.sizeof(x86_thread_state64_t)))
+    th = TU.thread_of(u32(target_act))
+    vm_remote.thread_set_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64, st)
     return 0
 
 

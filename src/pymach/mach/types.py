@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import ctypes
 
+# the flavors of mach_port_get_attributes / set_attributes
+from ..kern.ipc_right import MACH_PORT_DNREQUESTS_SIZE as MACH_PORT_DNREQUESTS_SIZE
+from ..kern.ipc_right import MACH_PORT_LIMITS_INFO as MACH_PORT_LIMITS_INFO
+from ..kern.ipc_right import MACH_PORT_RECEIVE_STATUS as MACH_PORT_RECEIVE_STATUS
+
 integer_t = ctypes.c_int
 natural_t = ctypes.c_uint
 boolean_t = ctypes.c_int  # int on x86_64 and arm64 (<mach/i386/boolean.h>)
@@ -135,9 +140,6 @@ class mach_port_options_t(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint32), ("mpl", mach_port_limits_t), ("reserved", ctypes.c_uint64 * 2)]
 
 
-MACH_PORT_LIMITS_INFO = 1
-MACH_PORT_RECEIVE_STATUS = 2
-MACH_PORT_DNREQUESTS_SIZE = 3
 MACH_PORT_LIMITS_INFO_COUNT = ctypes.sizeof(mach_port_limits_t) // 4
 MACH_PORT_RECEIVE_STATUS_COUNT = ctypes.sizeof(mach_port_status_t) // 4
 MACH_PORT_DNREQUESTS_SIZE_COUNT = 1

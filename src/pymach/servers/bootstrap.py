@@ -18,7 +18,7 @@ so a notification still in flight does not make it refuse a new owner.
 
 Every request's audit trailer is checked: only our own uid is served,
 since a send right to the bootstrap port can be handed to any process.
-The rendezvous (pymach.servers.rendezvous) runs on a second thread: it
+The rendezvous (pymach._linux.rendezvous) runs on a second thread: it
 only accepts, checks SO_PEERCRED, and hands out send rights, each a
 connection of its own recorded as its client's.
 
@@ -45,7 +45,7 @@ from typing import Callable, TextIO
 from .. import mach as M
 from ..kern.task import SELF
 from ..mach import bootstrap_defs as D
-from . import rendezvous
+from .._linux import rendezvous
 
 _AUDIT = M.MACH_RCV_TRAILER_ELEMENTS(M.MACH_RCV_TRAILER_AUDIT)
 _RCV_SIZE = 512  # more than the largest request and its trailer: larger messages are dropped
@@ -323,6 +323,10 @@ class BootstrapServer:
     # -- the rendezvous ---------------------------------------------------------------------------
 
     def _accept_loop(self) -> None:
+        """Conditions: the rendezvous thread, nothing locked; takes the
+        bootstrap port's lock around the limit check and make_send_owned (and
+        under it the watcher's lock while a no-senders request is armed); sends
+        the handshake with nothing locked."""
         while not self._stop:
             try:
                 got = rendezvous.accept(self.listener)
@@ -361,7 +365,11 @@ class BootstrapServer:
     def _over_rights(self, key: tuple[int, int]) -> str:
         """Why client ``key`` may not have one more connection ('' if it
         may): the connections it holds (kernel fact: not hung up) against
-        its share, and everyone's against the total."""
+        its share, and everyone's against the total.
+
+        Conditions: nothing locked, or the bootstrap port's lock
+        (_accept_loop, or Port._control through _admit_channel); takes it
+        (owned)."""
         counts = self._port_object.owned()  # type: ignore[attr-defined]
         lim = self.limits
         if counts.get(key, 0) >= lim.rights_per_client:
@@ -372,7 +380,12 @@ class BootstrapServer:
 
     def _admit_channel(self, owner: object) -> bool:
         """The port's policy for a sender's channel (a new connection that
-        joins on one of a client's): counted as that client's."""
+        joins on one of a client's): counted as that client's.
+
+        Conditions: called by Port._control, with the port's receive lock
+        and the port's lock held, on the thread that receives or the watcher
+        thread; takes the port's lock again (owned) and writes the log line
+        under it."""
         why = self._over_rights(owner)  # type: ignore[arg-type]
         if why:
             self.log(f"refused a channel of pid {owner[0]}: {why}")  # type: ignore[index]

@@ -18,13 +18,14 @@ does: a case that fails exits non-zero, and BenchError names it.
 
 The counted interpreter runs this file as a script (``python -P
 _callgrind.py CASE N``): at module level it imports only the standard
-library, so that a case that does not use pymach does not import it.
+library. The baseline cases take their sockets from pymach._linux.unix
+(the bare socketpair, as the runtime makes it); the rest of pymach is
+imported only by the cases that use it.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
 TYPE_CHECKING = False
@@ -58,7 +59,8 @@ class CaseError(RuntimeError):
 # -- the cases, run in the counted interpreter -------------------------------------------
 
 def _raw(n: int) -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    from pymach._linux import unix
+    a, b = unix.plain_pair()
     with a, b:
         send, recv = a.send, b.recv
         for _ in range(n):
@@ -67,13 +69,14 @@ def _raw(n: int) -> None:
 
 
 def _passcred(n: int) -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    from pymach._linux import unix
+    a, b = unix.plain_pair()
     with a, b:
-        b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        room = socket.CMSG_SPACE(12)  # struct ucred
+        unix.set_passcred(b, True)
+        room = unix.CRED_SPACE  # struct ucred
         me = os.getpid().to_bytes(4, sys.byteorder)
         send, recvmsg = a.send, b.recvmsg
-        creds = socket.SOL_SOCKET, socket.SCM_CREDENTIALS
+        creds = unix.SOL_SOCKET, unix.SCM_CREDENTIALS
         for _ in range(n):
             if send(MSG) != ROUND:
                 raise CaseError("send: a short count")
@@ -102,13 +105,15 @@ def _bare(n: int) -> None:
     no right checked, no header rewritten, no trailer, no queue limit."""
     import ctypes
 
+    from pymach._linux import unix
+
     class Msg(ctypes.Structure):
         _fields_ = [("h", ctypes.c_char * 24), ("data", ctypes.c_char * (ROUND + 64))]
 
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a, b = unix.plain_pair()
     with a, b:
-        b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        room = socket.CMSG_SPACE(12)
+        unix.set_passcred(b, True)
+        room = unix.CRED_SPACE
         buf = bytearray(1 << 16)
         cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
         addressof, string_at, memmove = ctypes.addressof, ctypes.string_at, ctypes.memmove

@@ -24,13 +24,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
 import json
-import mmap
-import os
 import platform
-import signal
 import sys
 import time
 from typing import Any, Callable, Iterator
@@ -50,41 +45,29 @@ def _best_ns(fn: Callable[[int], None], n: int, repeat: int) -> float:
     return best
 
 
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    libc.munmap.restype = ctypes.c_int
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    libc.mprotect.restype = ctypes.c_int
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return libc
-
-
-MAP_FAILED = ctypes.c_void_p(-1).value
-
-
 def vm_cases() -> list[tuple[str, list[Case]]]:
     """Own-task VM: allocate+deallocate of one page, and protect."""
     from pymach import Task
+    from pymach._linux import mm
     from pymach.mach import (FALSE, VM_FLAGS_ANYWHERE, VM_PROT_DEFAULT, VM_PROT_READ, byref, mach_task_self,
                              mach_vm_address_t, mach_vm_allocate, mach_vm_deallocate, mach_vm_protect,
                              vm_page_size)
 
-    libc = _libc()
     page = vm_page_size
     task = mach_task_self()
+    map_failed = mm.MAP_FAILED
 
     def bare_mmap(n: int) -> None:
-        mm_, mu = libc.mmap, libc.munmap
+        mm_, mu = mm.raw_mmap, mm.raw_munmap
         for _ in range(n):
             p = mm_(None, page, 3, 0x22, -1, 0)
-            if p == MAP_FAILED or mu(p, page):
-                fail("ctypes mmap + munmap", f"errno {ctypes.get_errno()}")
+            if p == map_failed or mu(p, page):
+                fail("ctypes mmap + munmap", f"errno {mm.get_errno()}")
 
     def py_mmap(n: int) -> None:
+        python_mmap = mm.python_mmap()
         for _ in range(n):
-            mmap.mmap(-1, page).close()  # raises when it fails
+            python_mmap(-1, page).close()  # raises when it fails
 
     def mach_alloc(n: int) -> None:
         a = mach_vm_address_t(0)
@@ -99,15 +82,15 @@ def vm_cases() -> list[tuple[str, list[Case]]]:
         for _ in range(n):
             t.allocate(page).deallocate()  # raises MachError when it fails
 
-    p = libc.mmap(None, page, 3, 0x22, -1, 0)
-    if p == MAP_FAILED:
-        fail("protect one page", f"mmap: errno {ctypes.get_errno()}")
+    p = mm.raw_mmap(None, page, 3, 0x22, -1, 0)
+    if p == map_failed:
+        fail("protect one page", f"mmap: errno {mm.get_errno()}")
 
     def bare_mprotect(n: int) -> None:
-        mp = libc.mprotect
+        mp = mm.raw_mprotect
         for _ in range(n // 2):
             if mp(p, page, 1) or mp(p, page, 3):
-                fail("ctypes mprotect", f"errno {ctypes.get_errno()}")
+                fail("ctypes mprotect", f"errno {mm.get_errno()}")
 
     a = mach_vm_address_t(0)
     kr = mach_vm_allocate(task, byref(a), page, VM_FLAGS_ANYWHERE)
@@ -145,63 +128,58 @@ BIG = 256 << 20  # the large remote read
 def _remote_target(big: int = BIG) -> tuple[int, int, int]:
     """Fork a process holding ``big`` bytes of written memory; (pid,
     address, write end of its hold pipe: closing it ends the child)."""
-    r, w = os.pipe()
-    hold_r, hold_w = os.pipe()
-    pid = os.fork()
+    from pymach._linux import files, mm, process
+    r, w = files.pipe()
+    hold_r, hold_w = files.pipe()
+    pid = process.fork()
     if pid == 0:  # pragma: no cover - the target
         try:
-            os.close(r)
-            os.close(hold_w)
-            m = mmap.mmap(-1, big)
-            m.write(b"\x5a" * big)
-            addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-            os.write(w, addr.to_bytes(8, "little"))
-            os.read(hold_r, 1)
+            files.close(r)
+            files.close(hold_w)
+            addr = mm.mmap(0, big, mm.PROT_READ | mm.PROT_WRITE, mm.MAP_SHARED | mm.MAP_ANONYMOUS)
+            mm.memset(addr, 0x5A, big)
+            files.write(w, addr.to_bytes(8, "little"))
+            files.read(hold_r, 1)
         finally:
-            os._exit(0)
-    os.close(w)
-    os.close(hold_r)
-    addr = int.from_bytes(os.read(r, 8), "little")
-    os.close(r)
+            process.exit_now(0)
+    files.close(w)
+    files.close(hold_r)
+    addr = int.from_bytes(files.read(r, 8), "little")
+    files.close(r)
     return pid, addr, hold_w
 
 
 def remote_read_cases(n: int, repeat: int, big: int = BIG) -> list[dict[str, Any]]:
     """mach_vm_read_overwrite from another task against process_vm_readv
     (ctypes) and pread of /proc/PID/mem, for 4 KiB and for 256 MiB."""
+    from pymach._linux import files, mm, process
     from pymach.mach import byref, mach_port_deallocate, mach_port_t, mach_task_self, mach_vm_read_overwrite, \
         mach_vm_size_t, task_for_pid
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-    class iovec(ctypes.Structure):
-        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-    pvr = libc.process_vm_readv
-    pvr.restype = ctypes.c_ssize_t
+    pvr, preadv = mm.raw_process_vm_readv, files.preadv
     pid, addr, hold = _remote_target(big)
     task = mach_port_t()
-    mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+    mem = files.open(f"/proc/{pid}/mem", files.O_RDONLY)
     try:
         kr = task_for_pid(mach_task_self(), pid, byref(task))
         if kr:
             fail("remote read", f"task_for_pid: {kr_text(kr)}")
         out: list[dict[str, Any]] = []
         for size, count in ((4096, n), (big, max(3, repeat))):
-            buf = mmap.mmap(-1, size)
-            buf.write(b"\0" * size)  # faulted in: we measure the copy, not our page faults
-            dst = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-            local, remote = iovec(dst, size), iovec(addr, size)
+            dst = mm.mmap(0, size, mm.PROT_READ | mm.PROT_WRITE, mm.MAP_SHARED | mm.MAP_ANONYMOUS)
+            mm.memset(dst, 0, size)  # faulted in: we measure the copy, not our page faults
+            local, remote = mm.iovec(dst, size), mm.iovec(addr, size)
             got = mach_vm_size_t()
-            view = memoryview(buf)
+            view = mm.view(dst, size)
 
             def bare(k: int) -> None:
                 for _ in range(k):
                     if pvr(pid, byref(local), 1, byref(remote), 1, 0) != size:
-                        fail("process_vm_readv", f"a short read (errno {ctypes.get_errno()})")
+                        fail("process_vm_readv", f"a short read (errno {mm.get_errno()})")
 
             def procmem(k: int) -> None:
                 for _ in range(k):
-                    if os.preadv(mem, [view], addr) != size:
+                    if preadv(mem, [view], addr) != size:
                         fail("pread of /proc/PID/mem", "a short read")
 
             def mach(k: int) -> None:
@@ -222,17 +200,17 @@ def remote_read_cases(n: int, repeat: int, big: int = BIG) -> list[dict[str, Any
                     row["gbps"] = round(size / ns, 3)
                     row["ratio"] = round(base / ns, 2)  # bandwidth: higher is better
                 rows.append(row)
-            del view
-            buf.close()
+            view.release()
+            mm.munmap(dst, size)
             what = "4 KiB" if size == 4096 else f"{size >> 20} MiB (GB/s; ratio of bandwidth)"
             out.append({"benchmark": f"remote read of {what}", "repeat": repeat, "ops": count, "rows": rows})
         return out
     finally:
-        os.close(mem)
+        files.close(mem)
         if task.value:
             mach_port_deallocate(mach_task_self(), task)
-        os.close(hold)
-        os.waitpid(pid, 0)
+        files.close(hold)
+        process.reap(pid)
 
 
 def ptrace_cases(n: int, repeat: int) -> list[dict[str, Any]]:
@@ -245,18 +223,19 @@ def ptrace_cases(n: int, repeat: int) -> list[dict[str, Any]]:
     session, outside the clock). Every result is checked."""
     import subprocess
 
-    from pymach._linux import mm
-    from pymach._linux import ptrace as P
-    from pymach.kern import vm_remote as R
+    from pymach._linux import files, mm
+    from pymach._linux import ptrace
+    from pymach._linux.pidfd import open_pid
+    from pymach.kern import vm_remote
 
-    page = mmap.PAGESIZE
+    page = mm.PAGE_SIZE
     target = subprocess.Popen(["sleep", "100000"])
-    pidfd = os.pidfd_open(target.pid)
+    pidfd = open_pid(target.pid)
     memfd = mm.memfd("bench.ptrace", page)
     try:
         pid = target.pid
         deadline = time.monotonic() + 10
-        while P.proc_state(pid)[0] != "S":  # asleep in nanosleep, done starting
+        while ptrace.proc_state(pid)[0] != "S":  # asleep in nanosleep, done starting
             if time.monotonic() > deadline:
                 fail("ptrace", f"sleep (pid {pid}) never went to sleep")
             time.sleep(0.005)
@@ -264,25 +243,25 @@ def ptrace_cases(n: int, repeat: int) -> list[dict[str, Any]]:
         def sessions(calls: int) -> Callable[[int], None]:
             def run(k: int) -> None:
                 for _ in range(k):
-                    with P.Session(pid, pidfd) as s:
+                    with ptrace.Session(pid, pidfd) as s:
                         for _c in range(calls):
-                            if s.syscall(P.SYS_getpid) != pid:
+                            if s.syscall(ptrace.SYS_getpid) != pid:
                                 fail("ptrace session", "getpid in the target did not give its pid")
             return run
 
-        addr = R.allocate(pid, pidfd, 0, page, True)
+        addr = vm_remote.allocate(pid, pidfd, 0, page, True)
 
         def protect(k: int) -> None:
             for i in range(k):
-                R.protect(pid, pidfd, addr, page, False, 1 if i % 2 else 3)  # raises MachError when it fails
+                vm_remote.protect(pid, pidfd, addr, page, False, 1 if i % 2 else 3)  # raises MachError when it fails
 
         def map_fd(k: int) -> float:
             took = 0.0
             for _ in range(k):
                 t0 = time.perf_counter_ns()
-                a = R.map_fd(pid, pidfd, memfd, 0, page, 3, 1)  # VM_FLAGS_ANYWHERE; raises when it fails
+                a = vm_remote.map_fd(pid, pidfd, memfd, 0, page, 3, 1)  # VM_FLAGS_ANYWHERE; raises when it fails
                 took += time.perf_counter_ns() - t0
-                R.deallocate(pid, pidfd, a, page)
+                vm_remote.deallocate(pid, pidfd, a, page)
             return took / k
 
         bare = _best_ns(sessions(0), n, repeat)
@@ -291,11 +270,11 @@ def ptrace_cases(n: int, repeat: int) -> list[dict[str, Any]]:
         prot = _best_ns(protect, n, repeat)
         map_fd(max(1, n // 10))
         mapped = min(map_fd(n) for _ in range(repeat))
-        if P.proc_state(pid) != ("S", 0):
-            fail("ptrace", f"the target was left {P.proc_state(pid)}")
+        if ptrace.proc_state(pid) != ("S", 0):
+            fail("ptrace", f"the target was left {ptrace.proc_state(pid)}")
     finally:
-        os.close(memfd)
-        os.close(pidfd)
+        files.close(memfd)
+        files.close(pidfd)
         target.kill()
         target.wait()
     rows = [("session: attach, stop, restore, detach", bare),
@@ -399,23 +378,24 @@ def _breakdown_results(n: int, repeat: int, ool_sizes: list[int], huge_dir: str 
 @contextlib.contextmanager
 def _busy(count: int) -> Iterator[None]:
     """``count`` processes spinning at nice 19 for the duration."""
+    from pymach._linux import process
     pids = []
     try:
         for _ in range(count):
-            pid = os.fork()
+            pid = process.fork()
             if pid == 0:  # pragma: no cover - the spinner
                 try:
-                    os.nice(19)
+                    process.lowest_priority()
                     while True:
                         pass
                 finally:
-                    os._exit(0)
+                    process.exit_now(0)
             pids.append(pid)
         yield
     finally:
         for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            process.kill(pid, process.SIGKILL)
+            process.reap(pid)
 
 
 def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | None = None,
@@ -442,7 +422,8 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
     load = f", {busy} busy process{'es' if busy != 1 else ''} at nice 19" if busy else ""
     rounds = ""
     if any(r.get("stat") == "median" for r in results):
-        rounds = (f", {len(os.sched_getaffinity(0))} CPUs; round trips and one-way: the median of {repeat} "
+        from pymach._linux import process
+        rounds = (f", {len(process.cpus())} CPUs; round trips and one-way: the median of {repeat} "
                   f"round{'s' if repeat != 1 else ''}, each round running every case once, in an order rotated "
                   "from round to round")
     print(f"pymach bench {suite}: Python {platform.python_version()}, {platform.machine()}{load}{rounds}")

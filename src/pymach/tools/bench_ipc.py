@@ -34,18 +34,16 @@ import ctypes
 import importlib
 import multiprocessing
 import os
-import resource
 import queue
-import select
 import shutil
-import signal
-import socket
 import statistics
 import sys
 import tempfile
 import time
 import traceback
 from typing import Any, Callable, Iterator, NoReturn
+
+from .._linux import files, process, unix
 
 ROUND = 64  # bytes per request/reply
 REQUEST_ID = 0x1C0  # the round trips' msgh_id, which the server's answer keeps
@@ -68,7 +66,7 @@ def kr_text(kr: int) -> str:
 
 
 def _fork(server: Callable[[], None]) -> int:
-    pid = os.fork()
+    pid = process.fork()
     if pid == 0:
         code = 0
         try:
@@ -78,7 +76,7 @@ def _fork(server: Callable[[], None]) -> int:
             sys.stderr.flush()
             code = 1
         finally:
-            os._exit(code)
+            process.exit_now(code)
     return pid
 
 
@@ -91,11 +89,10 @@ def _server(server: Callable[[], None], case: str) -> Iterator[int]:
     try:
         yield pid
     except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        process.kill(pid, process.SIGKILL)
+        process.reap(pid)
         raise
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
+    code = process.reap(pid)
     if code:
         fail(case, f"the server process exited with {code} (its traceback is on stderr)")
 
@@ -116,7 +113,7 @@ def raw_socket_round(n: int, repeat: int, size: int = ROUND) -> float:
     """A ``size``-byte request and its answer over a socketpair, with a
     forked server (ns per round trip, the best of ``repeat`` samples)."""
     case = "raw SEQPACKET round trip"
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a, b = unix.plain_pair()
     total = n * repeat + max(1, n // 10)
 
     def server() -> None:
@@ -171,30 +168,28 @@ class _Signal:
     gone."""
 
     def __init__(self) -> None:
-        self.r, self.w = os.pipe()
+        self.r, self.w = files.pipe()
 
     def post(self) -> None:
         """In the server."""
-        os.write(self.w, b"+")
+        files.write(self.w, b"+")
 
     def forked(self) -> None:
         """In the client, once the server is forked."""
-        os.close(self.w)
+        files.close(self.w)
         self.w = -1
 
     def wait(self, case: str) -> None:
         """In the client: the server's next byte, or BenchError."""
-        p = select.poll()
-        p.register(self.r, select.POLLIN)
-        if not p.poll(DEADLINE * 1000):
+        if not files.wait_readable(self.r, DEADLINE):
             fail(case, f"the server said nothing for {DEADLINE} s")
-        if os.read(self.r, 1) != b"+":
+        if files.read(self.r, 1) != b"+":
             fail(case, "the server is gone")
 
     def close(self) -> None:
         for fd in (self.r, self.w):
             if fd >= 0:
-                os.close(fd)
+                files.close(fd)
         self.r = self.w = -1
 
 
@@ -218,7 +213,7 @@ def _batches(n: int) -> tuple[int, int]:
 
 def raw_rt(n: int) -> float:
     case = "raw SEQPACKET round trip"
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a, b = unix.plain_pair()
     total = _warm(n) + n
 
     def server() -> None:
@@ -241,7 +236,7 @@ def raw_rt(n: int) -> float:
 
 def raw_ow(n: int) -> float:
     case = "raw SEQPACKET one-way"
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a, b = unix.plain_pair()
     done = _Signal()
 
     def server() -> None:
@@ -960,7 +955,7 @@ def one_way_cases() -> list[PeerCase]:
 
 def pinned_cpu() -> int:
     """The CPU that pinned cases run on: the last one we may run on."""
-    return max(os.sched_getaffinity(0))
+    return max(process.cpus())
 
 
 def peer_blocks(n: int, rounds: int, cpu: int | None = None) -> list[dict[str, object]]:
@@ -983,18 +978,18 @@ def peer_blocks(n: int, rounds: int, cpu: int | None = None) -> list[dict[str, o
     ]
     jobs = [(b, c) for b, block in enumerate(blocks) for c, (_, fn) in enumerate(block[3]) if fn is not None]
     samples: dict[tuple[int, int], list[float]] = {job: [] for job in jobs}
-    allowed = os.sched_getaffinity(0)
+    allowed = process.cpus()
     for r in range(rounds):
         start = r * len(jobs) // rounds
         for b, c in jobs[start:] + jobs[:start]:
             fn = blocks[b][3][c][1]
             assert fn is not None
             if blocks[b][1]:
-                os.sched_setaffinity(0, {cpu})
+                process.run_on({cpu})
             try:
                 samples[(b, c)].append(fn(n))
             finally:
-                os.sched_setaffinity(0, allowed)
+                process.run_on(allowed)
     return [{"benchmark": title, "stat": "median", "repeat": rounds, "ops": n, "one_way": one_way,
              "rows": [(label, statistics.median(samples[(b, c)]) if fn is not None else None)
                       for c, (label, fn) in enumerate(cases)]}
@@ -1021,10 +1016,10 @@ def many_rights(count: int, repeat: int) -> float:
     # receiver's copies) while it is in flight: room for them, as far as
     # the hard limit goes (an ordinary user's soft limit is often 1024)
     need = 4 * count + 256
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        if hard != resource.RLIM_INFINITY and hard < need:
+    soft, hard = process.fd_limits()
+    if soft < need:
+        process.raise_fd_limit()
+        if hard < need:
             fail(case, f"RLIMIT_NOFILE hard limit {hard} is below the {need} fds this case needs")
     task = M.mach_task_self()
     made: list[int] = []
@@ -1112,7 +1107,7 @@ def ool_handoff(size: int) -> tuple[float, float, float]:
         dst = mm.mmap(0, size, rw, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_POPULATE)
         stack.callback(mm.munmap, dst, size)
         bare_fd = mm.memfd("bench.bare", size)
-        stack.callback(os.close, bare_fd)
+        stack.callback(files.close, bare_fd)
         port = stack.enter_context(pymach.Port())
         right = stack.enter_context(port.make_send())
 
@@ -1194,19 +1189,18 @@ def message_pieces(n: int, repeat: int) -> list[tuple[str, float]]:
     queue-limit semaphore (an eventfd read by the sender, written by the
     receiver) and the fstat that checks the right's fd before a send. The
     rest is the runtime's Python work. Rows of (case, ns per message)."""
-    import select
     from pymach import Port
     from pymach import mach as M
-    from pymach._linux import unix
+    from pymach._linux import epoll, eventfd
 
     case = "message pieces"
     msg = b"x" * ROUND
     buf = bytearray(1 << 16)
-    anc = unix._ANC_SPACE  # pylint: disable=protected-access
-    cloexec = unix._MSG_CMSG_CLOEXEC  # pylint: disable=protected-access
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    ep = select.epoll()
-    efd = os.eventfd(1 << 20, os.EFD_SEMAPHORE | os.EFD_NONBLOCK)
+    anc = unix.ANC_SPACE
+    cloexec = unix.MSG_CMSG_CLOEXEC
+    a, b = unix.plain_pair()
+    ep = epoll.new()
+    efd = eventfd.semaphore(1 << 20)
     try:
         def raw(k: int) -> None:
             for _ in range(k):
@@ -1227,31 +1221,33 @@ def message_pieces(n: int, repeat: int) -> list[tuple[str, float]]:
                     fail(case, "epoll_wait: not ready")
 
         def semaphore(k: int) -> None:
+            efd_read, efd_write = eventfd.read, eventfd.write
             for _ in range(k):
-                if os.eventfd_read(efd) != 1:
+                if efd_read(efd) != 1:
                     fail(case, "eventfd read")
-                os.eventfd_write(efd, 1)
+                efd_write(efd, 1)
 
         fd = a.fileno()
-        ino = os.fstat(fd).st_ino
+        ino = files.inode(fd)
 
         def fstat(k: int) -> None:
+            fstat_ = files.fstat
             for _ in range(k):
-                if os.fstat(fd).st_ino != ino:
+                if fstat_(fd).st_ino != ino:
                     fail(case, "fstat: another file")
 
         base = _per_op(raw, n, repeat)
         msgcalls = _per_op(lambda k: with_anc(k, False), n, repeat) - base
-        b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        unix.set_passcred(b, True)
         cred = _per_op(lambda k: with_anc(k, True), n, repeat) - base - msgcalls
         a.send(msg)  # one record stays queued: the epoll set always reports it ready
-        ep.register(b.fileno(), select.EPOLLIN)
+        ep.register(b.fileno(), epoll.EPOLLIN)
         wait = _per_op(epoll_wait, n, repeat)
         sem = _per_op(semaphore, n, repeat)
         check = _per_op(fstat, n, repeat)
     finally:
         ep.close()
-        os.close(efd)
+        files.close(efd)
         a.close()
         b.close()
 
@@ -1299,12 +1295,11 @@ def handoff_pieces(size: int, huge_dir: str | None = None) -> list[tuple[str, fl
     MAP_PRIVATE mmap. With ``huge_dir`` (a tmpfs mounted with huge=always),
     also the same munmap of a file there, whose pages are 2 MiB. Rows of
     (case, seconds), the best of OOL_ROUNDS rounds each."""
-    import fcntl
-    from pymach._linux import mm
+    from pymach._linux import memfd, mm
 
     case = "handoff pieces"
     rw = mm.PROT_READ | mm.PROT_WRITE
-    seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+    seals = memfd.F_SEAL_SEAL | memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW | memfd.F_SEAL_WRITE
 
     def written(fd: int) -> int:
         a = mm.mmap(0, size, rw, mm.MAP_SHARED, fd)
@@ -1319,28 +1314,28 @@ def handoff_pieces(size: int, huge_dir: str | None = None) -> list[tuple[str, fl
             t0 = time.perf_counter()
             mm.munmap(a, size)
             t1 = time.perf_counter()
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+            memfd.add_seals(fd, seals)
             t2 = time.perf_counter()
-            if fcntl.fcntl(fd, fcntl.F_GET_SEALS) & seals != seals:
+            if memfd.seals(fd) & seals != seals:
                 fail(case, "the memfd is not sealed")
             r = mm.mmap(0, size, rw, mm.MAP_PRIVATE, fd)
             t3 = time.perf_counter()
             mm.munmap(r, size)
             unmap, seal, recv_map = min(unmap, t1 - t0), min(seal, t2 - t1), min(recv_map, t3 - t2)
         finally:
-            os.close(fd)
+            files.close(fd)
         if huge_dir is not None:
             path = os.path.join(huge_dir, f"pymach-bench-{os.getpid()}")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = files.open(path, files.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 os.unlink(path)
-                os.ftruncate(fd, size)
+                files.ftruncate(fd, size)
                 a = written(fd)
                 t0 = time.perf_counter()
                 mm.munmap(a, size)
                 huge = min(huge, time.perf_counter() - t0)
             finally:
-                os.close(fd)
+                files.close(fd)
     rows = [("munmap of the sender's mapping (ms)", unmap), ("F_SEAL_WRITE of the memfd (ms)", seal),
             ("the receiver's MAP_PRIVATE mmap (ms)", recv_map)]
     if huge_dir is not None:

@@ -13,12 +13,10 @@ Every call's result is checked (see bench_ipc).
 
 from __future__ import annotations
 
-import ctypes
-import mmap
-import os
 import time
 from typing import Callable
 
+from .._linux import files, memfd, mm
 from .bench_ipc import _per_op, fail, kr_text, raw_socket_round
 
 NAME = "org.pymach.bench.shm"
@@ -44,7 +42,7 @@ def look_up(n: int, repeat: int) -> float:
 
         def run(k: int) -> None:
             for _ in range(k):
-                kr = M.bootstrap_look_up(bp, NAME, ctypes.byref(found))
+                kr = M.bootstrap_look_up(bp, NAME, M.byref(found))
                 if kr:
                     fail("bootstrap_look_up", M.bootstrap_strerror(kr))
                 kr = M.mach_port_deallocate(task, found)
@@ -56,9 +54,10 @@ def look_up(n: int, repeat: int) -> float:
 
 def _touch(addr: int, size: int) -> None:
     # one byte per page, the first touch that faults each page in
-    view = (ctypes.c_char * size).from_address(addr)
-    for off in range(0, size, mmap.PAGESIZE):
-        view[off] = b"x"
+    view = mm.view(addr, size)
+    for off in range(0, size, mm.PAGE_SIZE):
+        view[off] = 0x78  # "x"
+    view.release()
 
 
 def map_touch_entry(size: int) -> float:
@@ -77,17 +76,14 @@ def map_touch_entry(size: int) -> float:
 def map_touch_memfd(size: int) -> float:
     """The same with a bare memfd and mmap."""
     t0 = time.perf_counter()
-    fd = os.memfd_create("bench", os.MFD_CLOEXEC)
+    fd = memfd.create("bench", size, sealing=False)
     try:
-        os.ftruncate(fd, size)
-        m = mmap.mmap(fd, size)
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        addr = mm.mmap(0, size, mm.PROT_READ | mm.PROT_WRITE, mm.MAP_SHARED, fd)
         _touch(addr, size)
         took = time.perf_counter() - t0
-        del addr
-        m.close()
+        mm.munmap(addr, size)
     finally:
-        os.close(fd)
+        files.close(fd)
     return took
 
 

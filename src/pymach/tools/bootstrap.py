@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from . import INT_MAX, ArgumentParser, number
+from ._cli import INT_MAX, ArgumentParser, number
 
 FD = number("an fd", INT_MAX)
 COUNT = number("a limit", INT_MAX)

@@ -10,7 +10,7 @@ import json
 import sys
 
 from ..servers import introspect
-from . import PID, ArgumentParser, no_user_memory
+from ._cli import PID, ArgumentParser, no_user_memory
 
 
 def main(argv: list[str] | None = None) -> int:

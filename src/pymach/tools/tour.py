@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
-from ..servers import rendezvous
-from . import ArgumentParser
+from .. import bootstrap
+from ._cli import ArgumentParser
 
 WIDTH = 78
 
@@ -84,18 +84,17 @@ def shm_ipc() -> bool:
     print("=" * WIDTH)
     print("shm_ipc_server.c and shm_ipc_client.c (Mac OS X Internals, Figures 8-17 to 8-19)")
     print("=" * WIDTH)
-    with tempfile.TemporaryDirectory(prefix="pymach-tour-") as tmp:
-        # autostart off: nothing below may start a server the tour would not stop
-        env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=os.path.join(tmp, "bootstrap"), PYTHONUNBUFFERED="1",
-                   PYMACH_NO_AUTOSTART="1")
-        _say("First the tour starts a bootstrap server of its own (pymach bootstrap serve, on a private "
-             "socket), so that it leaves the user's services alone. Every program below finds it through "
-             "bootstrap_port.")
+    _say("First the tour starts a bootstrap server of its own (pymach bootstrap serve, on a private "
+         "socket), so that it leaves the user's services alone. Every program below finds it through "
+         "bootstrap_port.")
+    with contextlib.ExitStack() as stack:
         try:
-            boot = rendezvous.spawn(env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        except rendezvous.NoServer as err:
+            # autostart off as well: nothing below may start a server the tour would not stop
+            stack.enter_context(bootstrap.private_server())
+        except bootstrap.BootstrapError as err:
             print(f"  {err}")
             return False
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
         server = None
         try:
             print()
@@ -125,18 +124,15 @@ def shm_ipc() -> bool:
                   'writing "Hello, Linux!" to shared memory'] and out3[1:] == ["Hello, Linux!"]
                   and all(o and o[0].startswith("recv_msg.data.name = 0x") for o in (out1, out2, out3)))
         finally:
-            for p in (server, boot):
-                if p is not None and p.poll() is None:
-                    p.terminate()
-                    try:
-                        p.wait(10)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-                        p.wait()
+            if server is not None and server.poll() is None:
+                server.terminate()
+                try:
+                    server.wait(10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
             if server is not None and server.stdout is not None:
                 server.stdout.close()
-            if boot.stderr is not None:
-                boot.stderr.close()
     print()
     _say("The tour then stops the server and its bootstrap server.")
     print()

@@ -24,7 +24,7 @@ import sys
 from ctypes import byref
 
 from ..kern import kern_return as K
-from . import ADDRESS, PID, SIZE, ArgumentParser, no_user_memory
+from ._cli import ADDRESS, PID, SIZE, ArgumentParser, no_user_memory
 
 
 def hexdump(data: bytes, base: int) -> str:

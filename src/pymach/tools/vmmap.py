@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..kern import kern_return as K
 from ..kern import vm_defs as V
-from . import PID, ArgumentParser, no_user_memory
+from ._cli import PID, ArgumentParser, no_user_memory
 
 SHRMOD = {V.SM_COW: "COW", V.SM_PRIVATE: "PRV", V.SM_EMPTY: "NUL", V.SM_SHARED: "SHM",
           V.SM_TRUESHARED: "SHM", V.SM_PRIVATE_ALIASED: "ALI", V.SM_SHARED_ALIASED: "S/A",

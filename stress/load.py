@@ -1,15 +1,16 @@
 """pymach load: load and soak runs that print figures.
 
-    python -m pymach.tools.load clients [--clients 1000] [--rounds 20] [--target service|bootstrap|both]
-    python -m pymach.tools.load churn [--cycles 100000] [--no-senders 10000]
-    python -m pymach.tools.load ports [--ports 10000] [--send]
-    python -m pymach.tools.load qlimit [--senders 6] [--messages 40] [--qlimit 4]
-    python -m pymach.tools.load soak [--minutes 10] [--interval 10]
+    python -m stress.load clients [--clients 1000] [--rounds 20] [--target service|bootstrap|both]
+    python -m stress.load churn [--cycles 100000] [--no-senders 10000]
+    python -m stress.load ports [--ports 10000] [--send]
+    python -m stress.load qlimit [--senders 6] [--messages 40] [--qlimit 4]
+    python -m stress.load soak [--minutes 10] [--interval 10]
 
 Every process is a real one: clients are os.fork children of this process
 (which imported pymach first, and freezes its objects with gc.freeze so
-that the children share its pages), servers are forked or started as
-``python -m pymach bootstrap serve`` on a socket in a private directory.
+that the children share its pages), servers are forked, or for the
+bootstrap server started by pymach.bootstrap.private_server()
+(``pymach bootstrap serve`` on a socket in a private directory).
 Each command checks what it measures (every reply's content, every fd
 count) and exits 1 when a check fails. ``tests/test_load.py`` runs the
 same routines at a scale that fits the test run.
@@ -24,26 +25,21 @@ import gc
 import os
 import resource
 import select
-import shutil
 import signal
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pymach
 import pymach.bootstrap as bootstrap
 import pymach.mach as M
-from pymach.mach import bootstrap as MB
 from pymach.kern.task import SELF
-from pymach.servers import rendezvous
 
 REQ_ID = 7100  # a request: the reply's data is answer(request data)
 OOL_ID = 7101  # a request with one out-of-line buffer
@@ -195,50 +191,18 @@ def read_exact(fd: int, n: int, timeout: float) -> bytes:
     return bytes(out)
 
 
-class BootstrapServer:
-    """``python -m pymach bootstrap serve`` on a socket in a private
-    directory (0700); this process's PYMACH_BOOTSTRAP_SOCKET points at it
-    (autostart off) until ``close()``."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="pymach-load-")
-        os.chmod(self.dir, 0o700)
-        self.path = os.path.join(self.dir, "bootstrap")
-        self._saved = {k: os.environ.get(k) for k in ("PYMACH_BOOTSTRAP_SOCKET", "PYMACH_NO_AUTOSTART")}
-        env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=self.path, PYMACH_NO_AUTOSTART="1")
+@contextlib.contextmanager
+def private_bootstrap() -> Iterator[int]:
+    """bootstrap.private_server(): a bootstrap server of our own on a
+    private socket, which this process and its children use until the end
+    of the block; its pid. CheckFailed when it does not start."""
+    with contextlib.ExitStack() as stack:
         try:
-            self.proc = rendezvous.spawn(env, stdout=subprocess.DEVNULL)
-        except rendezvous.NoServer as err:
+            server = stack.enter_context(bootstrap.private_server())
+        except bootstrap.BootstrapError as err:
             raise CheckFailed(str(err)) from None
-        os.environ.update(PYMACH_BOOTSTRAP_SOCKET=self.path, PYMACH_NO_AUTOSTART="1")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def close(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL), release our bootstrap
-        port, restore the environment."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        MB._disconnect()
-        for k, v in self._saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "BootstrapServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        assert server.pid is not None
+        yield server.pid
 
 
 # -- the echo service ---------------------------------------------------------------------
@@ -490,7 +454,7 @@ def clients(n: int = 1000, rounds: int = 20, targets: tuple[str, ...] = ("servic
     its own reply port, doing ``rounds`` checked round trips each."""
     raise_nofile(4 * n + 100)
     out = []
-    with BootstrapServer() as bs:
+    with private_bootstrap() as server_pid:
         if "service" in targets:
             ready_r, ready_w = os.pipe()
             try:
@@ -518,7 +482,7 @@ def clients(n: int = 1000, rounds: int = 20, targets: tuple[str, ...] = ("servic
             try:
                 inos = [SELF.space.lookup(r.name).cap.ino for r in rights]  # type: ignore[union-attr]
                 run = ClientRun("bootstrap_look_up", n, rounds)
-                _run_clients(run, bs.pid,
+                _run_clients(run, server_pid,
                              lambda i, rw, gr, ow: _bootstrap_client(i, rounds, names, inos, rw, gr, ow), timeout)
                 out.append(run)
             finally:
@@ -1037,8 +1001,8 @@ def soak(minutes: float = 10.0, interval: float = 10.0, wave: int = 8, out: Any 
         del raw[:whole]
 
     try:
-        with BootstrapServer() as bs:
-            procs["bootstrap server"] = bs.pid
+        with private_bootstrap() as server_pid:
+            procs["bootstrap server"] = server_pid
             keep_out = (stop_w, ready_r, res_r)
             procs["echo server"] = fork(lambda: echo_server(SERVICE, ready_w, stop_r), keep_out)
             if read_exact(ready_r, 1, 20) != b"r":
@@ -1101,8 +1065,8 @@ def soak(minutes: float = 10.0, interval: float = 10.0, wave: int = 8, out: Any 
 # -- the command ---------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pymach.tools.load COMMAND``; 0 when every check passed."""
-    ap = argparse.ArgumentParser(prog="python -m pymach.tools.load", description=__doc__.split("\n\n")[0])
+    """``python -m stress.load COMMAND``; 0 when every check passed."""
+    ap = argparse.ArgumentParser(prog="python -m stress.load", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("clients", help="many client processes against a service and the bootstrap server")
     c.add_argument("--clients", type=int, default=1000)

@@ -37,7 +37,7 @@ socket to the driver, which checks:
   mapping inside an entry of its map); once the survivors drop their memory,
   no pymach memfd is left anywhere.
 
-    python -m pymach.tools.storm --kills 100 --seed 1
+    python -m stress.storm --kills 100 --seed 1
 """
 
 from __future__ import annotations
@@ -52,28 +52,28 @@ import signal
 import socket
 import struct
 import sys
-import tempfile
 import time
 import traceback
 from collections import Counter, deque
 from typing import Any, TextIO
 
-from .. import bootstrap as B
-from .. import ipc
-from ..ipc import MemoryEntry, Message, Port, PortSet, SendRight
-from ..kern import ipc_notify as N
-from ..kern import ipc_right as R
-from ..kern import kern_return as K
-from ..kern import mach_msg as KM
-from ..kern import message_defs as MD
-from ..kern.ipc_kmsg import HDR, PORT_DESC
-from ..kern.ipc_space import (MACH_PORT_QLIMIT_LARGE, MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_SEND,
+from pymach import bootstrap as B
+from pymach import ipc
+from pymach.ipc import MemoryEntry, Message, Port, PortSet, SendRight
+from pymach.kern import bootstrap_port as BP
+from pymach.kern import ipc_notify as N
+from pymach.kern import ipc_right as R
+from pymach.kern import kern_return as K
+from pymach.kern import mach_msg as KM
+from pymach.kern import message_defs as MD
+from pymach.kern.ipc_kmsg import HDR, PORT_DESC
+from pymach.kern.ipc_space import (MACH_PORT_QLIMIT_LARGE, MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_SEND,
                               MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE,
                               MACH_PORT_TYPE_SEND)
-from ..kern.task import SELF
-from ..kern.vm_user import vm_deallocate
-from ..mach import bootstrap as MB
-from ..servers import introspect
+from pymach.kern.task import SELF
+from pymach.kern.vm_user import vm_deallocate
+from pymach.mach import bootstrap as MB
+from pymach.servers import introspect
 
 SERVICES = ("svc0", "svc1")
 CLIENTS = tuple(f"cli{i}" for i in range(7))
@@ -694,13 +694,13 @@ class Member:
         exp: dict[int, str] = {n: "runtime" for n in self.base_names}
         exp[self.pset.name] = "pset"
         exp[self.notify.name] = "inbox"
-        conn = MB._CONN  # pylint: disable=protected-access
+        conn = BP.CONNECTION
         for n in [conn.name, *conn.stale]:
             if n:
                 exp[n] = "bootstrap"
-        reply = getattr(MB._REPLY, "port", None)  # pylint: disable=protected-access
-        if reply is not None:
-            exp[reply.value] = "mig-reply"
+        reply = BP.reply_port_name()
+        if reply:
+            exp[reply] = "mig-reply"
         for p in self.ports:
             exp[p.name] = "service"
         for role, (inc, right) in self.directory.items():
@@ -746,7 +746,7 @@ def member_main(role: str, ctl: socket.socket, seed: int) -> None:
     code = 0
     try:
         if role == "boot":
-            from ..servers.bootstrap import serve
+            from pymach.servers.bootstrap import serve
             with open(os.devnull, "w", encoding="utf-8") as null:
                 code = serve(None, out=null)
         else:
@@ -1093,110 +1093,99 @@ class Checker:
 def run(kills: int, seed: int, out: TextIO, interval: tuple[float, float] = (0.05, 0.2)) -> int:
     """Run the storm; print the figures; 0 when every check passed, 1 when not."""
     t0 = time.monotonic()
-    tmp = tempfile.mkdtemp(prefix="pymach-storm-")
-    os.chmod(tmp, 0o700)
-    saved = {k: os.environ.get(k) for k in ("PYMACH_BOOTSTRAP_SOCKET", "PYMACH_NO_AUTOSTART")}
-    os.environ["PYMACH_BOOTSTRAP_SOCKET"] = os.path.join(tmp, "bootstrap")
-    os.environ["PYMACH_NO_AUTOSTART"] = "1"
-    d = Driver(seed, out)
-    chk = Checker(d)
-    try:
-        d.start("boot")
-        for _ in range(100):
-            if os.path.exists(os.environ["PYMACH_BOOTSTRAP_SOCKET"]):
-                break
-            time.sleep(0.02)
-        for role in ROLES[1:]:
-            d.start(role)
-        time.sleep(0.5)
-        for _ in range(kills):
-            time.sleep(d.rng.uniform(*interval))
-            d.check_crashes()
-            role = d.rng.choice(ROLES)
-            d.kill(role)
-            d.start(role)
-        storm_end = time.monotonic()
-        # recovery: everyone ready, then quiet
-        deadline = time.monotonic() + 60
-        waiting = set(d.members())
-        while waiting and time.monotonic() < deadline:
-            d.check_crashes()
-            waiting = {r for r in waiting if not d.ask(r, "ping")["ready"]}
-            time.sleep(0.05)
-        if waiting:
-            chk.fail(f"not recovered within 60 s: {sorted(waiting)}")
-        recovered = time.monotonic()
-        d.ask_all("stop")
-        d.quiesce()
-        reports = d.ask_all("report")
-        accts: dict[int, dict[str, Any]] = {}
-        leaked = 0
-        for r, rep in reports.items():
-            for e in rep["errors"]:
-                chk.fail(f"{r}: {e}")
-            n, accts[rep["pid"]] = chk.check_fds(r, rep)
-            leaked += n
-            chk.check_names(r, rep)
-        chk.check_notifications(reports, final=False)
-        chk.check_messages(reports)
-        memfds_seen = len(scan_memfds(chk.before))
-        bad_memfds = chk.check_memfds(reports, accts, final=False)
-        # the survivors drop their memory and the rights they hold for others
-        d.ask_all("drop")
-        d.quiesce()
-        final = d.ask_all("report")
-        for r, rep in final.items():
-            for e in rep["errors"][len(reports[r]["errors"]):]:
-                chk.fail(f"{r}: {e}")
-            n, _acc = chk.check_fds(r, rep)
-            leaked += n
-            chk.check_names(r, rep)
-            if rep["held"]:
-                chk.fail(f"{r}: still holds handouts after the drop")
-        chk.check_notifications(final, final=True)
-        bad_memfds += chk.check_memfds(final, {}, final=True)
-        for c in d.crashed:
-            chk.fail(c)
-        wall = time.monotonic() - t0
-        print(f"pymach storm: {kills} SIGKILLs, seed {seed}", file=out)
-        landed = sum(d.sigkilled.values())
-        roles = ", ".join(f"{r} {d.sigkilled[r]}" for r in ROLES if d.sigkilled.get(r))
-        if chk.failures:
-            print(f"  kills                {landed} ({roles}); not survived: {len(chk.failures)} "
-                  f"failed check{'s' if len(chk.failures) > 1 else ''}",
-                  file=out)
-        else:
-            print(f"  kills survived       {landed} ({roles})", file=out)
-        print(f"  members started      {d.started}", file=out)
-        print(f"  recovery             {recovered - storm_end:.2f} s", file=out)
-        print(f"  messages checked     {chk.messages} (at the survivors; {chk.verified} sent between survivors, "
-              f"each arrived exactly once)", file=out)
-        rcv = chk.received
-        print(f"  notifications checked {chk.notifications} (received: dead-name {rcv['dead-name']}, "
-              f"send-once {rcv['send-once']}, no-senders {rcv['no-senders']}; replies {rcv['replies']})", file=out)
-        print(f"  memfds seen          {memfds_seen}", file=out)
-        print(f"  fds leaked           {leaked}", file=out)
-        print(f"  memfds leaked        {bad_memfds}", file=out)
-        print(f"  wall time            {wall:.1f} s", file=out)
-        for f in chk.failures[:40]:
-            print(f"FAIL {f}", file=out)
-        if chk.failures:
-            print(f"{len(chk.failures)} failures", file=out)
-        return 1 if chk.failures else 0
-    finally:
-        d.stop_all()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+    # the bootstrap server is a member ("boot"), killed and restarted like the others
+    with B.private_server(serve=False) as boot:
+        d = Driver(seed, out)
+        chk = Checker(d)
+        try:
+            d.start("boot")
+            for _ in range(100):
+                if os.path.exists(boot.path):
+                    break
+                time.sleep(0.02)
+            for role in ROLES[1:]:
+                d.start(role)
+            time.sleep(0.5)
+            for _ in range(kills):
+                time.sleep(d.rng.uniform(*interval))
+                d.check_crashes()
+                role = d.rng.choice(ROLES)
+                d.kill(role)
+                d.start(role)
+            storm_end = time.monotonic()
+            # recovery: everyone ready, then quiet
+            deadline = time.monotonic() + 60
+            waiting = set(d.members())
+            while waiting and time.monotonic() < deadline:
+                d.check_crashes()
+                waiting = {r for r in waiting if not d.ask(r, "ping")["ready"]}
+                time.sleep(0.05)
+            if waiting:
+                chk.fail(f"not recovered within 60 s: {sorted(waiting)}")
+            recovered = time.monotonic()
+            d.ask_all("stop")
+            d.quiesce()
+            reports = d.ask_all("report")
+            accts: dict[int, dict[str, Any]] = {}
+            leaked = 0
+            for r, rep in reports.items():
+                for e in rep["errors"]:
+                    chk.fail(f"{r}: {e}")
+                n, accts[rep["pid"]] = chk.check_fds(r, rep)
+                leaked += n
+                chk.check_names(r, rep)
+            chk.check_notifications(reports, final=False)
+            chk.check_messages(reports)
+            memfds_seen = len(scan_memfds(chk.before))
+            bad_memfds = chk.check_memfds(reports, accts, final=False)
+            # the survivors drop their memory and the rights they hold for others
+            d.ask_all("drop")
+            d.quiesce()
+            final = d.ask_all("report")
+            for r, rep in final.items():
+                for e in rep["errors"][len(reports[r]["errors"]):]:
+                    chk.fail(f"{r}: {e}")
+                n, _acc = chk.check_fds(r, rep)
+                leaked += n
+                chk.check_names(r, rep)
+                if rep["held"]:
+                    chk.fail(f"{r}: still holds handouts after the drop")
+            chk.check_notifications(final, final=True)
+            bad_memfds += chk.check_memfds(final, {}, final=True)
+            for c in d.crashed:
+                chk.fail(c)
+            wall = time.monotonic() - t0
+            print(f"pymach storm: {kills} SIGKILLs, seed {seed}", file=out)
+            landed = sum(d.sigkilled.values())
+            roles = ", ".join(f"{r} {d.sigkilled[r]}" for r in ROLES if d.sigkilled.get(r))
+            if chk.failures:
+                print(f"  kills                {landed} ({roles}); not survived: {len(chk.failures)} "
+                      f"failed check{'s' if len(chk.failures) > 1 else ''}",
+                      file=out)
             else:
-                os.environ[k] = v
-        for f in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, f))
-        os.rmdir(tmp)
+                print(f"  kills survived       {landed} ({roles})", file=out)
+            print(f"  members started      {d.started}", file=out)
+            print(f"  recovery             {recovered - storm_end:.2f} s", file=out)
+            print(f"  messages checked     {chk.messages} (at the survivors; {chk.verified} sent between survivors, "
+                  f"each arrived exactly once)", file=out)
+            rcv = chk.received
+            print(f"  notifications checked {chk.notifications} (received: dead-name {rcv['dead-name']}, "
+                  f"send-once {rcv['send-once']}, no-senders {rcv['no-senders']}; replies {rcv['replies']})", file=out)
+            print(f"  memfds seen          {memfds_seen}", file=out)
+            print(f"  fds leaked           {leaked}", file=out)
+            print(f"  memfds leaked        {bad_memfds}", file=out)
+            print(f"  wall time            {wall:.1f} s", file=out)
+            for f in chk.failures[:40]:
+                print(f"FAIL {f}", file=out)
+            if chk.failures:
+                print(f"{len(chk.failures)} failures", file=out)
+            return 1 if chk.failures else 0
+        finally:
+            d.stop_all()
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pymach.tools.storm", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m stress.storm", description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=100, help="how many SIGKILLs (default 100)")
     ap.add_argument("--seed", type=int, default=None, help="the random seed (default: a random one)")
     a = ap.parse_args(argv)
