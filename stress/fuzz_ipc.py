@@ -44,11 +44,11 @@ from collections import Counter
 from typing import Any, Callable, TextIO, cast
 
 from pymach import ipc
-from pymach.kern import ipc_port as IP
-from pymach.kern import ipc_wire as W
-from pymach.kern import ipc_right as R
-from pymach.kern import kern_return as K
-from pymach.kern.task import SELF
+from pymach._kern import ipc_port as IP
+from pymach._kern import ipc_wire as W
+from pymach._kern import ipc_right as R
+from pymach._kern import kern_return as K
+from pymach._kern.task import SELF
 
 SENTINEL = 0x5E7
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE

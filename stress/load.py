@@ -39,7 +39,7 @@ from typing import Any
 import pymach
 import pymach.bootstrap as bootstrap
 import pymach.mach as M
-from pymach.kern.task import SELF
+from pymach.lowlevel import SELF
 
 REQ_ID = 7100  # a request: the reply's data is answer(request data)
 OOL_ID = 7101  # a request with one out-of-line buffer

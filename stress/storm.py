@@ -60,18 +60,18 @@ from typing import Any, TextIO
 from pymach import bootstrap as B
 from pymach import ipc
 from pymach.ipc import MemoryEntry, Message, Port, PortSet, SendRight
-from pymach.kern import bootstrap_port as BP
-from pymach.kern import ipc_notify as N
-from pymach.kern import ipc_right as R
-from pymach.kern import kern_return as K
-from pymach.kern import mach_msg as KM
-from pymach.kern import message_defs as MD
-from pymach.kern.ipc_kmsg import HDR, PORT_DESC
-from pymach.kern.ipc_space import (MACH_PORT_QLIMIT_LARGE, MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_SEND,
+from pymach._kern import bootstrap_port as BP
+from pymach._kern import ipc_notify as N
+from pymach._kern import ipc_right as R
+from pymach._kern import kern_return as K
+from pymach._kern import mach_msg as KM
+from pymach._kern import message_defs as MD
+from pymach._kern.ipc_kmsg import HDR, PORT_DESC
+from pymach._kern.ipc_space import (MACH_PORT_QLIMIT_LARGE, MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_SEND,
                               MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE,
                               MACH_PORT_TYPE_SEND)
-from pymach.kern.task import SELF
-from pymach.kern.vm_user import vm_deallocate
+from pymach._kern.task import SELF
+from pymach._kern.vm_user import vm_deallocate
 from pymach.mach import bootstrap as MB
 from pymach.servers import introspect
 

@@ -19,7 +19,7 @@ def pymach_in_use() -> None:
     """pymach makes its own fds and threads (the introspection server) on
     first use, not at import: make them before any test's fd baseline, so
     that they do not count as the leak of the test that happens to be first."""
-    from pymach.kern.task import SELF
+    from pymach.lowlevel import SELF
     SELF.space  # pylint: disable=pointless-statement  # the first use
 
 

@@ -2,10 +2,12 @@
 names, a text message and a port-descriptor message, and the calls that
 fill them; the names a test makes (Space); the notification watcher
 started before a test's fd baseline; a bootstrap server of the test's own
-and the bootstrap routines' codes; task_for_pid's."""
+(private_bootstrap, and for tests of the server itself Server on the
+socket of ``sockdir``) and the bootstrap routines' codes; task_for_pid's."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import select
@@ -20,7 +22,7 @@ import pytest
 
 import pymach.bootstrap as bootstrap
 import pymach.mach as M
-from pymach.kern import ipc_notify
+from pymach._kern import ipc_notify
 from pymach.mach import byref
 
 T = M.mach_task_self
@@ -225,6 +227,19 @@ def send_port(dest: int, name: int, disposition: int) -> int:
 
 
 # -- a bootstrap server of the test's own -----------------------------------------------------------
+
+@contextlib.contextmanager
+def private_bootstrap(**env: str) -> Iterator[bootstrap.PrivateServer]:
+    """bootstrap.private_server(), with ``env`` set in this process's
+    environment for the block too (and put back after it), so that the
+    server it starts and every child see them: PYTHONPATH, say, for a
+    server of the source tree under test."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        with bootstrap.private_server() as private:
+            yield private
+
 
 class Server:
     """``pymach bootstrap serve -v`` on ``path``, its log in ``log``; ``env``

@@ -30,30 +30,19 @@ from pathlib import Path
 
 import pytest
 
-from pymach.servers import rendezvous
+from machutil import private_bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 240  # seconds: a bound only, against a benchmark that hangs
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def env() -> Iterator[dict[str, str]]:
     """A private bootstrap server (bench shm registers and looks up a
-    name); the environment that reaches it."""
-    d = tmp_path_factory.mktemp("boot")
-    d.chmod(0o700)
-    e = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=str(d / "bootstrap"), PYMACH_NO_AUTOSTART="1",
-             PYTHONPATH=str(ROOT / "src"))
-    boot = rendezvous.spawn(e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield e
-    finally:
-        boot.terminate()
-        try:
-            boot.wait(10)
-        except subprocess.TimeoutExpired:
-            boot.kill()
-            boot.wait()
+    name), run from this checkout as the benchmarks are; the environment
+    that reaches it."""
+    with private_bootstrap(PYTHONPATH=str(ROOT / "src")):
+        yield dict(os.environ)
 
 
 # A function of the benchmark's, wrapped so that its Nth call fails: NAME
@@ -151,7 +140,7 @@ KR_FAIL = "0x10000003"  # MACH_SEND_INVALID_DEST: any kern_return_t but KERN_SUC
     (("pymach.mach", "mach_port_deallocate", 12, "15"), r"mach_port_deallocate: .*\(0xf\)"),
     (("pymach.mach", "mach_port_mod_refs", 30, "17"), r"send rights in one message: releasing a received right"),
     (("pymach._linux.ptrace", "Session", 3, "PermissionError(1, 'injected')"), r"PermissionError: .*injected"),
-    (("pymach.kern.vm_remote", "protect", 3, "OSError(5, 'injected')"), r"OSError: .*injected"),
+    (("pymach._kern.vm_remote", "protect", 3, "OSError(5, 'injected')"), r"OSError: .*injected"),
     (("pymach.mach", "mach_msg", 30, KR_FAIL), r"message pieces: mach_msg (send|receive)"),
     # pymach.request() gives back 64 bytes and the right id, but not the server's reply
     (("pymach", "request", 10, "mod.Message(b'y' * 64, id=0x1C0)"),
@@ -179,7 +168,7 @@ def test_a_failing_call_is_reported_not_timed(env: dict[str, str], inject: tuple
 
 BASELINE = """
 import sys
-import pymach.kern.vm_map  # binds the real mprotect for mach_vm_protect first
+import pymach._kern.vm_map  # binds the real mprotect for mach_vm_protect first
 from pymach._linux import mm
 from pymach.tools import bench
 real, calls = mm.raw_mprotect, 0

@@ -6,7 +6,9 @@ right of itk_bootstrap out to the caller's space, where it joins the name
 the space already has for that port).
 
 The programs run as real processes against a private bootstrap server
-(PYMACH_BOOTSTRAP_SOCKET in a directory of the test's own): each starts
+(bootstrap.private_server(): PYMACH_BOOTSTRAP_SOCKET in a directory of
+the test's own, autostart off; the test that restarts the server runs
+machutil's Server on that socket): each starts
 with no bootstrap port connected, as a C program's main() does, and uses
 nothing but the star import and ctypes. Every blocking call has a timeout,
 and so has every process.
@@ -16,20 +18,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+import pymach.bootstrap as bootstrap
 import pymach.mach
-from pymach.kern.task import SELF
-from pymach.servers import rendezvous
+from pymach.lowlevel import SELF
+
+from machutil import Server, server, sockdir
+
+__all__ = ["server", "sockdir"]  # fixtures, used by name
 
 TIMEOUT = 60
 UNKNOWN = pymach.mach.BOOTSTRAP_UNKNOWN_SERVICE
@@ -65,43 +69,20 @@ def refs(name):
 '''
 
 
-class Boot:
-    """A private bootstrap server (``pymach bootstrap serve``) and the
-    environment that reaches it, with autostart off."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="pmbp-", dir="/tmp")  # short: socket paths are limited
-        self.path = os.path.join(self.dir, "bootstrap")
-        self.env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=self.path, PYMACH_NO_AUTOSTART="1")
-        self.env.pop("PYMACH_INHERIT_PORTS", None)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = rendezvous.spawn(self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(TIMEOUT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+def _env() -> dict[str, str]:
+    """Our environment (inside a private_server() block: the one that
+    reaches its server), without the fds we inherited."""
+    env = dict(os.environ)
+    env.pop("PYMACH_INHERIT_PORTS", None)
+    return env
 
 
 @pytest.fixture
-def boot() -> Iterator[Boot]:
-    b = Boot()
-    try:
-        yield b
-    finally:
-        b.stop()
+def boot() -> Iterator[dict[str, str]]:
+    """A private bootstrap server; the environment that reaches it, with
+    autostart off."""
+    with bootstrap.private_server():
+        yield _env()
 
 
 def program(body: str) -> str:
@@ -180,35 +161,33 @@ def test_the_star_import_connects_nothing_and_starts_no_server() -> None:
     """Autostart on, no server: the import and every read of the name
     leave the fds as they were and start nothing; the first use starts
     the server (so the check above could have seen one)."""
-    d = tempfile.mkdtemp(prefix="pmbp-", dir="/tmp")
-    path = os.path.join(d, "bootstrap")
-    env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=path, PYTHONUNBUFFERED="1")
-    env.pop("PYMACH_NO_AUTOSTART", None)
-    env.pop("PYMACH_INHERIT_PORTS", None)
-    p = subprocess.Popen([sys.executable, "-c", program(NO_WORK)], env=env, stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout is not None and p.stdin is not None
-        line = p.stdout.readline()
-        assert line, p.communicate(timeout=TIMEOUT)
-        first = json.loads(line)
-        assert first["names"][0] == first["names"][1] == pymach.mach.bootstrap_port
-        assert first["after"] == first["before"]
-        assert not os.path.exists(path) and _servers_for(path) == []
-        p.stdin.write("go\n")
-        p.stdin.flush()
-        out, err = p.communicate(timeout=TIMEOUT)
-        assert p.returncode == 0, err
-        second = json.loads(out.splitlines()[-1])
-        assert second["kr"] == UNKNOWN  # the first use started a server and asked it
-        assert len(second["used"]) > len(first["after"])
-        assert len(_servers_for(path)) == 1
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.communicate()
-        _stop_servers_for(path)
-        shutil.rmtree(d, ignore_errors=True)
+    with bootstrap.private_server(serve=False) as private:
+        path = private.path
+        env = dict(_env(), PYTHONUNBUFFERED="1")
+        env.pop("PYMACH_NO_AUTOSTART", None)
+        p = subprocess.Popen([sys.executable, "-c", program(NO_WORK)], env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout is not None and p.stdin is not None
+            line = p.stdout.readline()
+            assert line, p.communicate(timeout=TIMEOUT)
+            first = json.loads(line)
+            assert first["names"][0] == first["names"][1] == pymach.mach.bootstrap_port
+            assert first["after"] == first["before"]
+            assert not os.path.exists(path) and _servers_for(path) == []
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            out, err = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0, err
+            second = json.loads(out.splitlines()[-1])
+            assert second["kr"] == UNKNOWN  # the first use started a server and asked it
+            assert len(second["used"]) > len(first["after"])
+            assert len(_servers_for(path)) == 1
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+            _stop_servers_for(path)
 
 
 # -- the routines on it --------------------------------------------------------------------------
@@ -232,13 +211,13 @@ print(json.dumps([kr, send_text(server, b"hello")]))
 '''
 
 
-def test_check_in_and_look_up_through_bootstrap_port(boot: Boot) -> None:
-    s = subprocess.Popen([sys.executable, "-c", program("import json\n" + SERVE)], env=boot.env,
+def test_check_in_and_look_up_through_bootstrap_port(boot: dict[str, str]) -> None:
+    s = subprocess.Popen([sys.executable, "-c", program("import json\n" + SERVE)], env=boot,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert s.stdout is not None
         assert s.stdout.readline() == "checked in\n", s.communicate(timeout=TIMEOUT)
-        assert run(LOOK_UP, boot.env) == [0, 0]
+        assert run(LOOK_UP, boot) == [0, 0]
         out, err = s.communicate(timeout=TIMEOUT)
         assert s.returncode == 0, err
         assert json.loads(out) == [0, "hello"]
@@ -264,10 +243,10 @@ print(json.dumps(out))
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
-def test_task_get_bootstrap_port_gives_bootstrap_port(boot: Boot, when: str) -> None:
+def test_task_get_bootstrap_port_gives_bootstrap_port(boot: dict[str, str], when: str) -> None:
     """Before and after the first use of bootstrap_port: the same name, one
     more user reference each time (XNU's copyout), and it works."""
-    out = run(GET, boot.env, when)
+    out = run(GET, boot, when)
     if when == "after":
         assert out.pop(0) == UNKNOWN
     assert out == [0, 0, True, True, [0, 3], UNKNOWN, UNKNOWN, UNKNOWN, 0, 0, [0, 1]]
@@ -298,8 +277,8 @@ print(json.dumps([codes, kr, sends == [bootstrap_port], refs(bootstrap_port)]))
 '''
 
 
-def test_threads_using_it_first_at_once_share_one_connection(boot: Boot) -> None:
-    assert run(THREADS, boot.env) == [[UNKNOWN] * 8, 0, True, [0, 1]]
+def test_threads_using_it_first_at_once_share_one_connection(boot: dict[str, str]) -> None:
+    assert run(THREADS, boot) == [[UNKNOWN] * 8, 0, True, [0, 1]]
 
 
 # -- children ---------------------------------------------------------------------------------
@@ -333,8 +312,8 @@ print(json.dumps(["parent", got, os.waitstatus_to_exitcode(status)]))
 
 
 @pytest.mark.parametrize("parent", ["used", "unused"])
-def test_a_fork_child_gets_a_working_bootstrap_port(boot: Boot, parent: str) -> None:
-    p = subprocess.run([sys.executable, "-c", program(FORK), parent], env=boot.env, capture_output=True,
+def test_a_fork_child_gets_a_working_bootstrap_port(boot: dict[str, str], parent: str) -> None:
+    p = subprocess.run([sys.executable, "-c", program(FORK), parent], env=boot, capture_output=True,
                        text=True, timeout=TIMEOUT)
     assert p.returncode == 0, p.stderr
     child, par = (json.loads(line) for line in p.stdout.splitlines())
@@ -367,8 +346,8 @@ print(json.dumps([json.loads(out), child.returncode, receive_text(port)]))
 '''
 
 
-def test_a_spawned_program_gets_a_working_bootstrap_port(boot: Boot) -> None:
-    assert run(SPAWN, boot.env, program(SPAWNED)) == [[0, True, 0, 0], 0, [0, "spawned"]]
+def test_a_spawned_program_gets_a_working_bootstrap_port(boot: dict[str, str]) -> None:
+    assert run(SPAWN, boot, program(SPAWNED)) == [[0, True, 0, 0], 0, [0, "spawned"]]
 
 
 # -- changing the special port ------------------------------------------------------------------
@@ -393,11 +372,11 @@ print(json.dumps(out))
 '''
 
 
-def test_task_set_bootstrap_port_changes_the_special_port_not_the_global(boot: Boot) -> None:
+def test_task_set_bootstrap_port_changes_the_special_port_not_the_global(boot: dict[str, str]) -> None:
     """As in C, where bootstrap_port is libc's global: setting
     TASK_BOOTSTRAP_PORT changes what task_get_bootstrap_port and children
     get, and bootstrap_port still reaches the server."""
-    assert run(SET, boot.env) == [0, 0, True, UNKNOWN, [0, "to the special"], 0]
+    assert run(SET, boot) == [0, 0, True, UNKNOWN, [0, "to the special"], 0]
 
 
 # -- the server restarts ----------------------------------------------------------------------
@@ -420,17 +399,17 @@ print(json.dumps(out))
 '''
 
 
-def test_after_the_server_restarts_both_work(boot: Boot) -> None:
+def test_after_the_server_restarts_both_work(server: Server) -> None:
     """The old name is a dead name (a port never comes back to life), yet
     the routines still take bootstrap_port; task_get_bootstrap_port gives
     the new connection."""
-    c = subprocess.Popen([sys.executable, "-c", program(RESTART)], env=boot.env, stdin=subprocess.PIPE,
+    c = subprocess.Popen([sys.executable, "-c", program(RESTART)], env=_env(), stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert c.stdout is not None and c.stdin is not None
         assert c.stdout.readline() == "ready\n", c.communicate(timeout=TIMEOUT)
-        boot.kill()
-        boot.start()
+        server.kill()
+        server.start()
         c.stdin.write("go\n")
         c.stdin.flush()
         out, err = c.communicate(timeout=TIMEOUT)
@@ -472,10 +451,10 @@ print(json.dumps(out))
 '''
 
 
-def test_no_other_right_ever_takes_the_name(boot: Boot) -> None:
+def test_no_other_right_ever_takes_the_name(boot: dict[str, str]) -> None:
     """Before its first use and after its release, the name (every
     generation of its index) stays the bootstrap port's:
     mach_port_allocate_name on it is KERN_NAME_EXISTS, as for any name in
     use, and new rights are named around it."""
     exists = pymach.mach.KERN_NAME_EXISTS
-    assert run(RESERVED, boot.env) == [exists, False, UNKNOWN, exists, 0, False, UNKNOWN, [0, 1]]
+    assert run(RESERVED, boot) == [exists, False, UNKNOWN, exists, 0, False, UNKNOWN, [0, 1]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 
 import pymach.mach as M
-from pymach.kern import kern_return
+from pymach.lowlevel import kern_return
 
 
 def test_every_code_is_exported_by_the_c_interface() -> None:

@@ -10,17 +10,15 @@ import ast
 import os
 import pathlib
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from pymach.servers import rendezvous
+import pymach.bootstrap as bootstrap
 
 CPORT = pathlib.Path(__file__).parent / "cport"
 PROGRAMS = ["vm_protect", "vm_rw_target", "vm_rw_master", "shm_ipc_common", "shm_ipc_server", "shm_ipc_client"]
@@ -112,19 +110,8 @@ def test_vm_rw_master_reads_A_and_writes_B_and_the_target_exits() -> None:
 @pytest.fixture
 def boot_env() -> Iterator[dict[str, str]]:
     """A private bootstrap server; the environment that reaches it."""
-    d = tempfile.mkdtemp(prefix="pmcp-", dir="/tmp")
-    env = _env(PYMACH_BOOTSTRAP_SOCKET=os.path.join(d, "bootstrap"), PYMACH_NO_AUTOSTART="1")
-    boot = rendezvous.spawn(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield env
-    finally:
-        boot.terminate()
-        try:
-            boot.wait(10)
-        except subprocess.TimeoutExpired:
-            boot.kill()
-            boot.wait()
-        shutil.rmtree(d, ignore_errors=True)
+    with bootstrap.private_server():
+        yield _env()
 
 
 LISTED = ("import sys\nfrom pymach.mach import *\np = mach_port_t()\n"

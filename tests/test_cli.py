@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 import pymach
+import pymach.bootstrap as bootstrap
+from machutil import private_bootstrap
 
 SRC = Path(pymach.__file__).resolve().parent.parent
 ULONG_MAX = (1 << 64) - 1
@@ -255,13 +257,6 @@ def test_version_of_a_source_tree_without_metadata(tmp_path: Path) -> None:
 
 # -- the Pythonic shared-memory client and server without their peer --------------------------------
 
-@pytest.fixture
-def sockdir(tmp_path: Path) -> Path:
-    d = tmp_path / "boot"
-    d.mkdir(mode=0o700)
-    return d
-
-
 def _peer_pid(path: Path) -> int:
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
         s.connect(str(path))
@@ -278,63 +273,56 @@ def _stop(pid: int) -> None:
         os.close(fd)
 
 
-def test_client_with_no_bootstrap_server_and_no_autostart(sockdir: Path) -> None:
-    env = env_with(PYMACH_BOOTSTRAP_SOCKET=str(sockdir / "bootstrap"), PYMACH_NO_AUTOSTART="1")
-    r = run("-m", "pymach.examples.shm_client_pythonic", env=env)
-    assert (r.returncode, r.stdout) == (1, "")
-    (line,) = r.stderr.splitlines()
-    assert line.startswith(f"shm_client_pythonic: {SERVICE} is not running, nor is a bootstrap server (")
-    assert str(sockdir / "bootstrap") in line and "PYMACH_NO_AUTOSTART" in line
-    assert line.endswith("start both with: pymach bootstrap serve & python -m pymach.examples.shm_server_pythonic &")
-    assert not (sockdir / "bootstrap").exists()  # nothing was started
+def test_client_with_no_bootstrap_server_and_no_autostart() -> None:
+    with bootstrap.private_server(serve=False) as private:
+        r = run("-m", "pymach.examples.shm_client_pythonic", env=env_with())
+        assert (r.returncode, r.stdout) == (1, "")
+        (line,) = r.stderr.splitlines()
+        assert line.startswith(f"shm_client_pythonic: {SERVICE} is not running, nor is a bootstrap server (")
+        assert private.path in line and "PYMACH_NO_AUTOSTART" in line
+        assert line.endswith("start both with: pymach bootstrap serve & python -m pymach.examples.shm_server_pythonic &")
+        assert not os.path.exists(private.path)  # nothing was started
 
 
-def test_client_with_a_bootstrap_server_and_no_service(sockdir: Path) -> None:
-    from pymach.servers import rendezvous
-    env = env_with(PYMACH_BOOTSTRAP_SOCKET=str(sockdir / "bootstrap"), PYMACH_NO_AUTOSTART="1")
-    boot = rendezvous.spawn(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        r = run("-m", "pymach.examples.shm_client_pythonic", env=env)
-    finally:
-        boot.terminate()
-        boot.wait(20)
+def test_client_with_a_bootstrap_server_and_no_service() -> None:
+    with private_bootstrap(PYTHONPATH=str(SRC)):
+        r = run("-m", "pymach.examples.shm_client_pythonic", env=env_with())
     assert (r.returncode, r.stdout, r.stderr) == (1, "", NOT_RUNNING)
 
 
-def test_client_when_the_bootstrap_server_is_autostarted(sockdir: Path) -> None:
-    path = sockdir / "bootstrap"
-    env = env_with(PYMACH_BOOTSTRAP_SOCKET=str(path))
-    env.pop("PYMACH_NO_AUTOSTART", None)
-    try:
-        r = run("-m", "pymach.examples.shm_client_pythonic", env=env)
-        assert path.exists()  # a server was started, and knows no such service
-    finally:
-        if path.exists():
-            _stop(_peer_pid(path))
+def test_client_when_the_bootstrap_server_is_autostarted() -> None:
+    with bootstrap.private_server(serve=False) as private:
+        path = Path(private.path)
+        env = env_with()
+        env.pop("PYMACH_NO_AUTOSTART", None)
+        try:
+            r = run("-m", "pymach.examples.shm_client_pythonic", env=env)
+            assert path.exists()  # a server was started, and knows no such service
+        finally:
+            if path.exists():
+                _stop(_peer_pid(path))
     assert (r.returncode, r.stdout, r.stderr) == (1, "", NOT_RUNNING)
 
 
-def test_a_second_server_says_the_name_is_taken(sockdir: Path) -> None:
-    from pymach.servers import rendezvous
-    env = env_with(PYMACH_BOOTSTRAP_SOCKET=str(sockdir / "bootstrap"), PYMACH_NO_AUTOSTART="1")
-    boot = rendezvous.spawn(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = subprocess.Popen([sys.executable, "-m", "pymach.examples.shm_server_pythonic"], env=env,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert first.stdout is not None
-        assert first.stdout.readline().startswith("memory allocated at 0x")
-        deadline = time.monotonic() + 20
-        while run("-m", "pymach", "bootstrap", "status", SERVICE, env=env).stdout != f"{SERVICE}: active\n":
-            assert first.poll() is None and time.monotonic() < deadline, "the first server never checked in"
-            time.sleep(0.05)
-        r = run("-m", "pymach.examples.shm_server_pythonic", env=env)
-    finally:
-        first.terminate()
-        first.wait(20)
-        assert first.stdout is not None
-        first.stdout.close()
-        boot.terminate()
-        boot.wait(20)
+def test_a_second_server_says_the_name_is_taken() -> None:
+    with private_bootstrap(PYTHONPATH=str(SRC)):
+        env = env_with()
+        first = subprocess.Popen([sys.executable, "-m", "pymach.examples.shm_server_pythonic"], env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)
+        try:
+            assert first.stdout is not None
+            assert first.stdout.readline().startswith("memory allocated at 0x")
+            deadline = time.monotonic() + 20
+            while run("-m", "pymach", "bootstrap", "status", SERVICE, env=env).stdout != f"{SERVICE}: active\n":
+                assert first.poll() is None and time.monotonic() < deadline, "the first server never checked in"
+                time.sleep(0.05)
+            r = run("-m", "pymach.examples.shm_server_pythonic", env=env)
+        finally:
+            first.terminate()
+            first.wait(20)
+            assert first.stdout is not None
+            first.stdout.close()
     assert r.returncode == 1 and r.stdout.startswith("memory allocated at 0x")
     (line,) = r.stderr.splitlines()
     assert line.startswith(f"shm_server_pythonic: cannot serve {SERVICE}: bootstrap_create_service(")

@@ -21,6 +21,7 @@ import pytest
 
 import pymach
 import snippets
+from machutil import private_bootstrap
 
 SRC = Path(pymach.__file__).resolve().parent.parent
 ALL = snippets.snippets()
@@ -43,22 +44,14 @@ def test_every_block_is_decided_and_the_readme_has_what_it_shows() -> None:
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A private bootstrap server, and ``pymach`` commands of this source
     tree (on PATH and as .venv/bin/pymach in the working directory)."""
-    from pymach.servers import rendezvous
-    boot = tmp_path / "boot"
-    boot.mkdir(mode=0o700)
     shim = f'#!/bin/sh\nexec "{sys.executable}" -m pymach "$@"\n'
     for d in (tmp_path / "bin", tmp_path / ".venv" / "bin"):
         d.mkdir(parents=True)
         (d / "pymach").write_text(shim)
         (d / "pymach").chmod(stat.S_IRWXU)
-    e = dict(os.environ, PYTHONPATH=str(SRC), PYMACH_BOOTSTRAP_SOCKET=str(boot / "bootstrap"),
-             PYMACH_NO_AUTOSTART="1", PATH=f"{tmp_path / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-    server = rendezvous.spawn(e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield e
-    finally:
-        server.terminate()
-        server.wait(20)
+    path = f"{tmp_path / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    with private_bootstrap(PYTHONPATH=str(SRC)):
+        yield dict(os.environ, PATH=path)
 
 
 @pytest.mark.parametrize("snippet", RUN, ids=[s.id for s in RUN])

@@ -39,21 +39,21 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "returns a MemoryEntry, MemoryEntry.map() returns a Region of Task.self(), MemoryEntry is a "
         "SendRight, and a received message wraps memory entries as MemoryEntry. With Task and Region in "
         "pymach/task.py and the rights in pymach/ipc.py, one of these references has to point up; task.py "
-        "sits above ipc.py (as kern/vm_user.py, which makes and maps memory entries, sits above the IPC "
+        "sits above ipc.py (as _kern/vm_user.py, which makes and maps memory entries, sits above the IPC "
         "modules), and MemoryEntry.map() is the one place ipc.py reaches up, to build the Region it returns.",
 }
 
 
 # the modules whose function-level imports need a listed reason
 DEFERRING_CHECKED = frozenset({
-    "pymach.kern.ipc_space", "pymach.kern.ipc_notify", "pymach.kern.ipc_port", "pymach.kern.ipc_pset",
-    "pymach.kern.task", "pymach.kern.ipc_right", "pymach.kern.ipc_kmsg", "pymach.kern.mach_msg",
+    "pymach._kern.ipc_space", "pymach._kern.ipc_notify", "pymach._kern.ipc_port", "pymach._kern.ipc_pset",
+    "pymach._kern.task", "pymach._kern.ipc_right", "pymach._kern.ipc_kmsg", "pymach._kern.mach_msg",
     "pymach.mach.mach_port", "pymach.mach.mig", "pymach.ipc", "pymach.task",
 })
 
 # (importing module, imported module, function): why the import waits for the call (no cycle)
 DEFERRED: dict[tuple[str, str, str], str] = {
-    ("pymach.kern.task", "pymach.kern.ipc_port", "_adopt"):
+    ("pymach._kern.task", "pymach._kern.ipc_port", "_adopt"):
         "import pymach loads kern.task for SELF and must stay within its time budget: ipc_port (with "
         "ipc_notify and _linux.unix, epoll and eventfd) is loaded on SELF's first use, when the inherited "
         "ports become send capabilities, not at import. kern.task is above ipc_port: no cycle.",
@@ -230,7 +230,7 @@ def _allowed(e: Edge) -> bool:
 
 def test_the_source_tree_is_there() -> None:
     # the test reads the source, whatever copy of pymach is installed
-    assert "pymach.kern.ipc_kmsg" in MODULES and "pymach.kern.task" in MODULES
+    assert "pymach._kern.ipc_kmsg" in MODULES and "pymach._kern.task" in MODULES
 
 
 def test_the_scan_sees_imports_wherever_they_are(tmp_path: Path) -> None:
@@ -249,12 +249,12 @@ def test_the_scan_sees_imports_wherever_they_are(tmp_path: Path) -> None:
         "def lazy(name):\n"
         "    import importlib\n"
         "    return importlib.import_module('.vm_map', __name__)\n")
-    edges = {(e.target, e.kind, e.function) for e in scan("pymach.kern.ipc_kmsg", source, "x.py")}
+    edges = {(e.target, e.kind, e.function) for e in scan("pymach._kern.ipc_kmsg", source, "x.py")}
     assert edges == {
-        ("pymach.kern.ipc_space", "module", ""),
-        ("pymach.kern.ipc_port", "typing", ""),
-        ("pymach.kern.task", "function", "Holder.method.inner"),
-        ("pymach.kern.vm_map", "dynamic", "lazy"),
+        ("pymach._kern.ipc_space", "module", ""),
+        ("pymach._kern.ipc_port", "typing", ""),
+        ("pymach._kern.task", "function", "Holder.method.inner"),
+        ("pymach._kern.vm_map", "dynamic", "lazy"),
     }
 
 

@@ -26,7 +26,7 @@ from pymach import (
     Task,
     vm_page_size,
 )
-from pymach.kern.task import SELF
+from pymach.lowlevel import SELF
 
 from procutil import forked, mapped_in, peek, perms_at, poke, run_in_child
 

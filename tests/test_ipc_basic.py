@@ -168,7 +168,7 @@ def test_malformed_record_is_refused_and_the_next_message_arrives() -> None:
     port = new_port()
     try:
         assert M.mach_port_insert_right(T(), port, port, M.MACH_MSG_TYPE_MAKE_SEND) == 0
-        from pymach.kern.task import SELF
+        from pymach.lowlevel import SELF
         cap = SELF.space.lookup(port).cap
         r_fd, w_fd = os.pipe()
         socket.send_fds(cap.sock, [b"garbage!" * 4], [r_fd, w_fd])  # type: ignore[attr-defined]

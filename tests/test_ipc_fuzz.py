@@ -32,9 +32,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pymach.kern import ipc_kmsg as KM
-from pymach.kern import ipc_port as IP
-from pymach.kern.task import SELF
+from pymach._kern import ipc_kmsg as KM
+from pymach._kern import ipc_port as IP
+from pymach._kern.task import SELF
 from stress import fuzz_ipc as F
 
 CHECKOUT = Path(__file__).resolve().parent.parent

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import pymach.mach as M
-from pymach.kern.task import SELF
+from pymach.lowlevel import SELF
 from pymach.mach import byref
 from pymach.servers import introspect
 from machutil import expect_nothing_more, start_watcher

@@ -33,10 +33,10 @@ import pytest
 
 import pymach
 import pymach.mach as M
-from pymach.kern import ipc_kmsg
-from pymach.kern.ipc_port import (FLAG_JOIN, FLAG_REPLY, FLAG_REPLYCONN, FLAG_SO_DEAD, FLAG_UPGRADE, ReplyCap,
+from pymach._kern import ipc_kmsg
+from pymach._kern.ipc_port import (FLAG_JOIN, FLAG_REPLY, FLAG_REPLYCONN, FLAG_SO_DEAD, FLAG_UPGRADE, ReplyCap,
                                   SendCap, control_record)
-from pymach.kern.task import SELF
+from pymach._kern.task import SELF
 from procutil import Doomed, forked
 from machutil import (Space, start_watcher, expect_nothing_more, T, OK, NULL, R_RECEIVE, TY_SEND, TY_RECEIVE, TY_SEND_ONCE, TY_DEAD_NAME, COPY_SEND,
                       MAKE_SEND, MAKE_SEND_ONCE, PORT_RECEIVE, PORT_SEND, PORT_SEND_ONCE, alloc_name,

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import pymach
 import pymach.mach as M
-from pymach.kern import ipc_kmsg
-from pymach.kern.task import SELF
+from pymach._kern import ipc_kmsg
+from pymach._kern.task import SELF
 
 BAD = {M.MACH_RCV_HEADER_ERROR, M.MACH_RCV_BODY_ERROR}
 

@@ -14,13 +14,13 @@ import pytest
 
 from pymach import ipc
 from pymach.ipc import Message, Port
-from pymach.kern import ipc_notify as N
-from pymach.kern import ipc_port as IP
-from pymach.kern import ipc_right as R
-from pymach.kern import kern_return as K
-from pymach.kern import message_defs as MD
-from pymach.kern.ipc_space import MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_TYPE_DEAD_NAME
-from pymach.kern.task import SELF
+from pymach._kern import ipc_notify as N
+from pymach._kern import ipc_port as IP
+from pymach._kern import ipc_right as R
+from pymach._kern import kern_return as K
+from pymach._kern import message_defs as MD
+from pymach._kern.ipc_space import MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_TYPE_DEAD_NAME
+from pymach._kern.task import SELF
 from stress import storm
 from procutil import Doomed
 from machutil import start_watcher

@@ -27,20 +27,20 @@ PACKAGE = SRC / "pymach"
 # what each layer may import, besides the standard library and other packages
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "_linux": frozenset({"_linux"}),
-    "kern": frozenset({"kern", "_linux"}),
-    "mach": frozenset({"mach", "kern", "_linux"}),
-    "servers": frozenset({"servers", "mach", "kern", "_linux"}),
-    "pythonic": frozenset({"pythonic", "mach", "kern", "_linux"}),
-    "tools": frozenset({"tools", "servers", "pythonic", "mach", "kern", "_linux", "examples"}),
-    "examples": frozenset({"examples", "pythonic", "mach", "kern", "_linux"}),
+    "_kern": frozenset({"_kern", "_linux"}),
+    "mach": frozenset({"mach", "_kern", "_linux"}),
+    "servers": frozenset({"servers", "mach", "_kern", "_linux"}),
+    "pythonic": frozenset({"pythonic", "mach", "_kern", "_linux"}),
+    "tools": frozenset({"tools", "servers", "pythonic", "mach", "_kern", "_linux", "examples"}),
+    "examples": frozenset({"examples", "pythonic", "mach", "_kern", "_linux"}),
 }
 
 # (importing module, imported module): why it stays
 ALLOWED_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("pymach.kern.vm_map", "pymach._format"):
+    ("pymach._kern.vm_map", "pymach._format"):
         "RegionInfo.__repr__ writes protections and sizes with pymach/_format.py, the reprs' formatter of "
         "the Pythonic layer, which needs nothing but kern.vm_defs (in kern it would be in its place)",
-    ("pymach.kern.task_user", "pymach._format"):
+    ("pymach._kern.task_user", "pymach._format"):
         "BasicInfo.__repr__ writes its sizes with the same formatter",
 }
 
@@ -106,7 +106,7 @@ def _all_imports() -> list[tuple[str, str, int, Path]]:
 def test_imports_point_down_only() -> None:
     # the test reads the source, whatever copy of pymach is installed
     names = {_module_name(p)[0] for p in PACKAGE.rglob("*.py")}
-    assert {"_linux", "kern", "mach", "servers", "pythonic", "tools"} <= {_layer(n) for n in names}
+    assert {"_linux", "_kern", "mach", "servers", "pythonic", "tools"} <= {_layer(n) for n in names}
     imports = _all_imports()
     wrong = []
     for name, target, line, path in imports:
@@ -123,7 +123,7 @@ def test_imports_point_down_only() -> None:
 def test_the_kernel_and_the_veneer_never_reach_up_to_servers_or_tools() -> None:
     # the arrows the layers exist for, with no exception allowed
     bad = [f"{name} -> {target}" for name, target, _line, _path in _all_imports()
-           if _layer(name) in ("kern", "mach", "_linux") and _layer(target) in ("servers", "tools")]
+           if _layer(name) in ("_kern", "mach", "_linux") and _layer(target) in ("servers", "tools")]
     assert not bad
 
 
@@ -176,3 +176,53 @@ def test_the_veneer_turns_exceptions_into_codes_in_one_place() -> None:
                         for s in h.body):
                     found.add(f"{path.stem}.{fn.name}")
     assert found == set(OWN_TRANSLATION), sorted(found ^ set(OWN_TRANSLATION))
+
+
+# test files that test the kernel itself, from the inside: only these may
+# import pymach._kern; every other test goes through pymach, pymach.mach
+# or pymach.lowlevel
+CORE_TESTS: dict[str, str] = {
+    "machutil.py": "helpers that wait for the notification watcher (ipc_notify) of the core's tests",
+    "test_layers.py": "the kernel's import directions and exports",
+    "test_ipc_fuzz.py": "feeds records straight to a port's receiving end (ipc_port, ipc_kmsg)",
+    "test_ipc_reply_channel.py": "the wire flags and back-channel rights of reply channels",
+    "test_ipc_untrusted.py": "hand-made records checked by ipc_kmsg's copyout",
+    "test_kill_storm.py": "the storm's checks of rights and notifications inside the space",
+    "test_load.py": "the limit of joined channels a port accepts (ipc_port.max_joined)",
+    "test_lock_hangs.py": "the kernel's locks, held and renewed at fork",
+    "test_memory_entry.py": "the kernel's memory entry objects behind a send right",
+    "test_notify_failure.py": "fault injection into the notification path",
+    "test_ptrace_inject.py": "fault injection into remote control by ptrace (vm_remote)",
+    "test_pythonic_input.py": "the space's rights after bad input to the Pythonic layer (ipc_right)",
+    "test_receive_wakeup.py": "a receiver inside the kernel's Port.dequeue when the port goes",
+    "test_security.py": "records forged below the runtime (ipc_kmsg, ipc_port)",
+    "test_vm_remote.py": "the mapping of another task's memory (vm_map_foreign)",
+    "test_vm_remote_inject.py": "fault injection into remote VM operations (vm_remote)",
+}
+
+
+def test_only_the_core_tests_import_the_kernel() -> None:
+    tests = Path(__file__).resolve().parent
+    found = set()
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "pymach._kern" or n.startswith("pymach._kern.") for n in names):
+                found.add(path.name)
+    assert found == set(CORE_TESTS), (sorted(found - set(CORE_TESTS)), sorted(set(CORE_TESTS) - found))
+
+
+def test_lowlevel_exports_exactly_what_the_kernel_offers() -> None:
+    import importlib
+
+    import pymach._kern as core
+    import pymach.lowlevel as lowlevel
+    names = []
+    for entry in core.EXPORTS:
+        module, _, name = entry.rpartition(".")
+        obj = (getattr(importlib.import_module(f"pymach._kern.{module}"), name) if module
+               else importlib.import_module(f"pymach._kern.{name}"))
+        assert getattr(lowlevel, name) is obj, entry
+        names.append(name)
+    assert sorted(lowlevel.__all__) == sorted(names)

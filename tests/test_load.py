@@ -161,7 +161,7 @@ def test_channels_a_port_accepts_follow_the_fd_limit() -> None:
     """A port accepts a quarter of RLIMIT_NOFILE senders' channels (two
     fds each), at least 1024: 1,100 clients of one service fit under a
     limit of 20,000 (the ``clients --clients 1100`` command runs them)."""
-    from pymach.kern.ipc_port import max_joined
+    from pymach._kern.ipc_port import max_joined
 
     def child() -> tuple[int, int]:
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

@@ -5,10 +5,10 @@
    (the port's receive lock), and the one whose turn it is sleeps in
    epoll_wait; a second receiver waits for the turn no longer than its
    timeout. XNU gives every waiter its own timeout: a receive that finds
-   no message blocks on the port's wait queue (ipc_mqueue_receive_on_thread_
-   and_unlock, osfmk/ipc/ipc_mqueue.c:978 in xnu-11417.101.15) until its own
-   deadline, and with a timeout of 0 does not block at all (:1065): both
-   are MACH_RCV_TIMED_OUT.
+   no message blocks on the port's wait queue until its own deadline, and
+   with a timeout of 0 does not block at all; both are MACH_RCV_TIMED_OUT
+   (ipc_mqueue_receive_on_thread_and_unlock, osfmk/ipc/ipc_mqueue.c:978
+   and :1065 in xnu-11417.101.15).
 2. A receive right moves with its whole queue, however large. In XNU the
    port itself goes in transit with its messages (ipc_right_copyin,
    MACH_MSG_TYPE_MOVE_RECEIVE, osfmk/ipc/ipc_right.c:2249): the size of
@@ -16,7 +16,8 @@
    runtime already took off their connections travel in a sealed memfd
    (their fds in a carrier), so a queue larger than any socket buffer
    moves at once, to another process, by a send or by a port-destroyed
-   notification.
+   notification; and a send of the right that fails leaves the queue as it
+   was.
 3. A fork child of a process whose other thread held one of the runtime's
    locks at the fork finds that lock free (the thread that held it did not
    follow the fork).
@@ -44,9 +45,9 @@ from machutil import (MAKE_SEND, MAKE_SEND_ONCE, OK, PORT_RECEIVE, R_RECEIVE, Po
 from procutil import Doomed
 from pymach._linux import introspect as linux_introspect
 from pymach._linux import ptrace
-from pymach.kern import bootstrap_port, vm_remote
-from pymach.kern.ipc_port import Port as KPort
-from pymach.kern.task import SELF
+from pymach._kern import bootstrap_port, vm_remote
+from pymach._kern.ipc_port import Port as KPort
+from pymach._kern.task import SELF
 
 JOIN_S = 10.0  # the bound on every wait for a thread, and for a fork child's report
 WAIT_MS = 10_000
@@ -296,8 +297,9 @@ def test_a_receive_right_whose_move_fails_keeps_its_queue(space: Space) -> None:
     then fails (its destination is destroyed): the right stays with its
     queue, in order, and a thread that began to receive on it meanwhile
     (and found nothing: the queue was on its way) wakes and takes the
-    first message. XNU gives a right whose send failed back to the sender
-    with its queue (ipc_kmsg_copyout_pseudo)."""
+    first message. XNU gives the rights of a send that failed back to the
+    sender, a receive right with its queue (mach_msg_receive_pseudo,
+    osfmk/ipc/mach_msg.c:619 in xnu-11417.101.15)."""
     a = space.alloc()
     queue_held(a, 3, space)
     dest = send_right(space)

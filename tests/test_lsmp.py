@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 import pymach
 from pymach.servers import introspect
-from procutil import child_exit_code, forked
+from procutil import child_exit_code, forked, open_fds
 
 
 def lsmp(*args: str) -> subprocess.CompletedProcess[str]:
@@ -76,6 +77,7 @@ def test_a_process_without_pymach_is_reported() -> None:
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to drop to another user")
 def test_another_uid_is_refused() -> None:
     me = os.getpid()
+    before = open_fds()
 
     def as_nobody() -> None:
         os.setgid(65534)
@@ -86,6 +88,12 @@ def test_another_uid_is_refused() -> None:
             os._exit(0)
         os._exit(1)
     assert child_exit_code(as_nobody) == 0
+    # the introspection thread closes the refused connection after the
+    # child has gone: wait for it, not for a fixed time
+    deadline = time.monotonic() + 10
+    while open_fds() != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert open_fds() == before
 
 
 def test_region_of_a_pymach_process_merges_its_mach_attributes() -> None:

@@ -53,7 +53,7 @@ from pymach import (
     vm_page_size,
 )
 from pymach._linux import mm
-from pymach.kern.task import SELF
+from pymach.lowlevel import SELF
 
 from procutil import Vma, peek, poke, read_vmas
 

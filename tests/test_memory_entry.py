@@ -27,9 +27,9 @@ import pytest
 
 import pymach
 import pymach.mach as M
-from pymach.kern.ipc_port import SendCap
-from pymach.kern.task import SELF
-from pymach.kern.vm_memory_entry import MemoryEntry as KEntry
+from pymach._kern.ipc_port import SendCap
+from pymach._kern.task import SELF
+from pymach._kern.vm_memory_entry import MemoryEntry as KEntry
 from pymach.mach import byref
 from procutil import forked, peek, poke
 
@@ -966,7 +966,7 @@ def test_a_memory_entry_travels_in_message_rights(server: int) -> None:
 # -- entries in records are untrusted ---------------------------------------------------------
 
 def _entry_record(fd: int, size_field: int, aux: int = 0) -> bytes:
-    from pymach.kern import ipc_kmsg as KM
+    from pymach._kern import ipc_kmsg as KM
     body = struct.pack("<I", 1) + KM.PORT_DESC.pack(1, 0, 0, 0, M.MACH_MSG_TYPE_PORT_SEND,
                                                     M.MACH_MSG_PORT_DESCRIPTOR) + struct.pack("<I", 0)
     rights = KM.RIGHT.pack(KM.KIND_NONE, 0, 0, 0) + KM.RIGHT.pack(KM.KIND_ENTRY, 1, size_field, aux)

@@ -27,9 +27,9 @@ import pytest
 
 import pymach.mach as M
 from pymach._linux import unix
-from pymach.kern import ipc_notify
-from pymach.kern import ipc_right
-from pymach.kern.task import SELF
+from pymach._kern import ipc_notify
+from pymach._kern import ipc_right
+from pymach._kern.task import SELF
 from procutil import Doomed
 from machutil import (NULL, OK, R_RECEIVE, T, TY_DEAD_NAME, TY_SEND, MAKE_SEND, PORT_SEND, PortMsgRcv, Space,
                       alloc_name, lookup_registered, register, request, send_port, start_watcher, status, type_kr,

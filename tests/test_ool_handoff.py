@@ -29,7 +29,7 @@ import pymach
 import pymach.mach as M
 from pymach import VM_INHERIT_SHARE, Message, Port, Task, vm_page_size
 from pymach._linux import mm
-from pymach.kern.task import SELF
+from pymach.lowlevel import SELF
 
 from procutil import forked, is_free, peek, poke, read_vmas
 

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from pymach._linux import ptrace as P
-from pymach.kern import kern_return as K
-from pymach.kern import vm_remote as R
+from pymach._kern import kern_return as K
+from pymach._kern import vm_remote as R
 from procutil import forked, run_in_child
 from ptraceutil import PY_READY, Target, assert_released, python, sleeping, spawn, targets, wait_in_syscall, wait_state
 

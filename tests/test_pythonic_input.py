@@ -22,11 +22,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import select
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,12 +34,13 @@ import pymach.bootstrap as bootstrap
 import pymach.mach as M
 from pymach import (VM_PROT_READ, InvalidArgumentError, InvalidNameError, MachError, MemoryEntry, Message, Port,
                     PortSet, SendOnceRight, SendRight, Task, vm_page_size)
-from pymach.kern import ipc_right as R
-from pymach.kern.task import SELF
-from pymach.mach import bootstrap as MB
+from pymach._kern import ipc_right as R
+from pymach._kern.task import SELF
 
-from machutil import start_watcher, wait_blocked
+from machutil import Server, server, sockdir, start_watcher, wait_blocked
 from procutil import forked, open_fds, perms_at
+
+__all__ = ["server", "sockdir"]  # fixtures, used by name
 
 P = vm_page_size
 C_TIMEOUT_MAX = 0xFFFFFFFF / 1000  # mach_msg_timeout_t's largest, in seconds
@@ -198,43 +194,18 @@ def test_send_with_an_int_reply_is_a_type_error(port: tuple[Port, SendRight]) ->
     assert p.receive(timeout=1).data == b"unused"
 
 
-def _serve(sockdir: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=os.path.join(sockdir, "bootstrap"), PYMACH_NO_AUTOSTART="1")
-    r, w = os.pipe()
-    proc = subprocess.Popen([sys.executable, "-m", "pymach", "bootstrap", "serve", "--ready-fd", str(w)],
-                            pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
-    os.close(w)
-    try:
-        assert select.select([r], [], [], 20)[0], "the server did not start"
-        assert os.read(r, 64) == b"ready\n"
-    finally:
-        os.close(r)
-    return proc
-
-
-def test_bootstrap_register_of_a_str_right_is_a_type_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    d = tempfile.mkdtemp(prefix="pmi-", dir="/tmp")
-    monkeypatch.setenv("PYMACH_BOOTSTRAP_SOCKET", os.path.join(d, "bootstrap"))
-    monkeypatch.setenv("PYMACH_NO_AUTOSTART", "1")
-    proc = _serve(d)
-    try:
-        assert_refused(TypeError, lambda: bootstrap.register("a.c", "str"), "bootstrap.register()", "'right'",
-                       "SendRight", "str")
-        for fn in (bootstrap.look_up, bootstrap.check_in, bootstrap.status, bootstrap.create_service):
-            assert_refused(TypeError, lambda: fn(123), f"bootstrap.{fn.__name__}()", "'name'", "str or bytes")
-        # nothing reached the server: the name is still unknown there
-        with pytest.raises(bootstrap.BootstrapError) as ei:
-            bootstrap.status("a.c")
-        assert ei.value.kr == bootstrap.BOOTSTRAP_UNKNOWN_SERVICE
-        with Port() as p, p.make_send() as s:
-            bootstrap.register("a.c", s)
-            assert bootstrap.status("a.c") == bootstrap.BOOTSTRAP_STATUS_ACTIVE
-    finally:
-        MB.bootstrap_port_disconnect()
-        proc.terminate()
-        assert proc.wait(10) == 0
-        shutil.rmtree(d, ignore_errors=True)
+def test_bootstrap_register_of_a_str_right_is_a_type_error(server: Server) -> None:
+    assert_refused(TypeError, lambda: bootstrap.register("a.c", "str"), "bootstrap.register()", "'right'",
+                   "SendRight", "str")
+    for fn in (bootstrap.look_up, bootstrap.check_in, bootstrap.status, bootstrap.create_service):
+        assert_refused(TypeError, lambda: fn(123), f"bootstrap.{fn.__name__}()", "'name'", "str or bytes")
+    # nothing reached the server: the name is still unknown there
+    with pytest.raises(bootstrap.BootstrapError) as ei:
+        bootstrap.status("a.c")
+    assert ei.value.kr == bootstrap.BOOTSTRAP_UNKNOWN_SERVICE
+    with Port() as p, p.make_send() as s:
+        bootstrap.register("a.c", s)
+        assert bootstrap.status("a.c") == bootstrap.BOOTSTRAP_STATUS_ACTIVE
 
 
 def test_message_with_str_data_is_a_type_error(port: tuple[Port, SendRight]) -> None:

@@ -30,8 +30,8 @@ import pytest
 import pymach
 import pymach.mach as M
 from pymach import Port, PortSet
-from pymach.kern.ipc_port import Port as KPort
-from pymach.kern.task import SELF
+from pymach._kern.ipc_port import Port as KPort
+from pymach._kern.task import SELF
 from machutil import (OK, R_RECEIVE, MAKE_SEND, PORT_RECEIVE, PortMsgRcv, Space, T, TextRcv, alloc_name,
                       lookup_registered, register, send_port, send_text, start_watcher, type_kr)
 from procutil import forked

@@ -41,9 +41,9 @@ from machutil import (PORT_SEND, R_RECEIVE, TY_SEND, TY_SEND_ONCE, PortMsgRcv, S
                       create, destroy, found, lookup_registered, register, send_port, serve_exit, server, sockdir, tfp,
                       type_kr)
 from procutil import NOBODY, ROOT_ONLY, Doomed, become_nobody, forked, run_in_child, sleep_process, stop_process
-from pymach.kern import ipc_kmsg, ipc_port
-from pymach.kern import kern_return as K
-from pymach.kern.task import SELF
+from pymach._kern import ipc_kmsg, ipc_port
+from pymach._kern import kern_return as K
+from pymach._kern.task import SELF
 from pymach.servers import rendezvous
 from pymach.task import Task
 

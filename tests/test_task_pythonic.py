@@ -38,7 +38,7 @@ from pymach import (
     mach_error_string,
     vm_page_size,
 )
-from pymach.kern.task import SELF
+from pymach.lowlevel import SELF, vm_defs
 
 from procutil import child_exit_code, mapped_in, maps, peek, perms_at, poke, run_in_child, vmflags_at
 
@@ -394,12 +394,12 @@ def test_region_info_shared_after_inherit_share(task):
         poke(r.address, b"kept")
         poke(r.address + P + 7, b"also")
         before = r.info()
-        assert not before.shared and before.share_mode != pymach.kern.vm_defs.SM_SHARED
+        assert not before.shared and before.share_mode != vm_defs.SM_SHARED
         r.inherit(VM_INHERIT_SHARE)
         info = r.info()
         assert isinstance(info, RegionInfo)
         assert info.shared and info.inheritance == VM_INHERIT_SHARE
-        assert info.share_mode == pymach.kern.vm_defs.SM_SHARED
+        assert info.share_mode == vm_defs.SM_SHARED
         assert info.protection == VM_PROT_DEFAULT and info.max_protection == VM_PROT_ALL
         # really MAP_SHARED, and the contents moved with it
         assert perms_at(r.address) == "rw-s" and perms_at(r.address + P) == "rw-s"

@@ -224,7 +224,7 @@ def test_a_program_that_is_not_python():
 
 def test_target_exiting_mid_call_is_not_answered(target, monkeypatch):
     from pymach._linux import mm
-    from pymach.kern import vm_map_foreign
+    from pymach._kern import vm_map_foreign
     p, t, base = target
     real = mm.process_vm_readv
 
@@ -242,7 +242,7 @@ def test_bytes_read_from_a_process_that_took_the_pid_are_thrown_away(target, mon
     after the copy throws the bytes away."""
     from procutil import spawn_with_pid
     from pymach._linux import mm
-    from pymach.kern import vm_map_foreign
+    from pymach._kern import vm_map_foreign
     p, t, base = target
     real = mm.process_vm_readv
     newcomer: list[subprocess.Popen[bytes]] = []

@@ -1,5 +1,5 @@
 """Mach VM, task and thread operations on another process by ptrace
-injection (pymach.kern.vm_remote), checked from outside: the target's
+injection (pymach._kern.vm_remote), checked from outside: the target's
 /proc/PID/maps and smaps, what the target itself reads, how it exits."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import time
 import pytest
 
 from pymach._linux import ptrace as P
-from pymach.kern import kern_return as K
-from pymach.kern import vm_defs as V
-from pymach.kern import vm_remote as R
+from pymach._kern import kern_return as K
+from pymach._kern import vm_defs as V
+from pymach._kern import vm_remote as R
 from ptraceutil import PY_READY, Target, assert_released, python, sleeping, targets, wait_state
 
 __all__ = ["targets"]  # the fixture, imported for its name

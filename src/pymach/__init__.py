@@ -22,7 +22,7 @@ receive allows (it stays queued; ``needed`` says how large it is).
 
 import typing as _typing
 
-from .kern.kern_return import (
+from ._kern.kern_return import (
     InvalidAddressError,
     InvalidArgumentError,
     InvalidNameError,
@@ -36,7 +36,7 @@ from .kern.kern_return import (
     ResourceShortageError,
     mach_error_string,
 )
-from .kern.vm_defs import (
+from ._kern.vm_defs import (
     VM_BEHAVIOR_DEFAULT,
     VM_BEHAVIOR_RANDOM,
     VM_BEHAVIOR_SEQUENTIAL,
@@ -52,14 +52,14 @@ from .kern.vm_defs import (
     vm_page_size,
 )
 from ._linux.atfork import IMPORT_LOCK as _IMPORT_LOCK
-from .kern.task import SELF as _SELF
+from ._kern.task import SELF as _SELF
 from .spawn import spawn  # (bound now: the name is also its module's)
 
 if _typing.TYPE_CHECKING:
     from .bootstrap import BootstrapError
     from .ipc import (MemoryEntry, Message, Port, PortSet, SendOnceRight, SendRight, register_ports,
                       registered_ports, request)
-    from .kern.mach_msg import TooLarge
+    from ._kern.mach_msg import TooLarge
     from .task import Region, RegionInfo, Task
 
 # Importing pymach loads the constants, the errors and the task's state,
@@ -67,7 +67,7 @@ if _typing.TYPE_CHECKING:
 # (and the message path under it) is imported on first access of any of
 # its names: name -> module, in the order they are imported.
 _LAZY = {
-    "TooLarge": ".kern.mach_msg",
+    "TooLarge": "._kern.mach_msg",
     "MemoryEntry": ".ipc", "Message": ".ipc", "Port": ".ipc", "PortSet": ".ipc", "SendOnceRight": ".ipc",
     "SendRight": ".ipc", "register_ports": ".ipc", "registered_ports": ".ipc", "request": ".ipc",
     "BootstrapError": ".bootstrap",
@@ -98,7 +98,7 @@ def __dir__() -> list[str]:
 
 def _start_introspection() -> None:
     # (no IMPORT_LOCK here: SELF's build runs this under a lock os.fork waits for)
-    from .kern import introspect
+    from ._kern import introspect
     introspect.start()  # answers `pymach lsmp` and `pymach vmmap` about this process
 
 

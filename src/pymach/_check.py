@@ -34,7 +34,7 @@ import functools
 import operator
 from typing import Callable, NamedTuple, NoReturn, ParamSpec, SupportsIndex, TypeVar, cast
 
-from .kern import kern_return as K
+from ._kern import kern_return as K
 
 __all__ = ["CType", "PID", "MSG_ID", "PROT", "INHERIT", "FLAGS", "TAG", "NAME", "MSG_SIZE", "ADDRESS",
            "SIZE", "OFFSET", "TIMEOUT_MAX", "type_error", "integer", "index", "optional_integer", "timeout_ms",

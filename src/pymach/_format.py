@@ -4,7 +4,7 @@ inheritance, share modes and behaviors by name."""
 
 from __future__ import annotations
 
-from .kern import vm_defs as V
+from ._kern import vm_defs as V
 
 __all__ = ["prot", "prots", "size", "inheritance", "share_mode", "behavior"]
 

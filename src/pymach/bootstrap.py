@@ -32,9 +32,9 @@ from typing import Any
 from . import _check as C
 from ._linux import rendezvous
 from .ipc import Port, SendRight
-from .kern import bootstrap_port as BP
-from .kern import kern_return as K
-from .kern.task import SELF, TASK_BOOTSTRAP_PORT
+from ._kern import bootstrap_port as BP
+from ._kern import kern_return as K
+from ._kern.task import SELF, TASK_BOOTSTRAP_PORT
 from .mach import bootstrap as MB
 from .mach import bootstrap_defs as D
 from .mach.bootstrap_defs import (BOOTSTRAP_BAD_COUNT, BOOTSTRAP_NAME_IN_USE, BOOTSTRAP_NO_CHILDREN,

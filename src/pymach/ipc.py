@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any, Iterable, Self, Union
 from . import _check as C
 from . import _format as F
 from ._linux.mm import view
-from .kern import ipc_right as R
-from .kern import ipc_tt
-from .kern import kern_return as K
-from .kern import mach_msg as KM
-from .kern import message_defs as MD
-from .kern.ipc_kmsg import HDR, OOL_DESC, PORT_DESC
-from .kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME,
+from ._kern import ipc_right as R
+from ._kern import ipc_tt
+from ._kern import kern_return as K
+from ._kern import mach_msg as KM
+from ._kern import message_defs as MD
+from ._kern.ipc_kmsg import HDR, OOL_DESC, PORT_DESC
+from ._kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME,
                              MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                              MACH_PORT_TYPE_SEND_ONCE, MPO_CONTEXT_AS_GUARD)
-from .kern.task import SELF
-from .kern import vm_defs as V
-from .kern.vm_memory_entry import MemoryEntry as KMemoryEntry
-from .kern.vm_user import PAGE_MASK, vm_deallocate, vm_make_memory_entry, vm_map_enter_mem_object
+from ._kern.task import SELF
+from ._kern import vm_defs as V
+from ._kern.vm_memory_entry import MemoryEntry as KMemoryEntry
+from ._kern.vm_user import PAGE_MASK, vm_deallocate, vm_make_memory_entry, vm_map_enter_mem_object
 from .mach._args import address_of
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ._linux.atfork import IMPORT_LOCK
-from .kern.task import SELF
+from ._kern.task import SELF
 
 if TYPE_CHECKING:
     import subprocess

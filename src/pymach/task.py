@@ -12,13 +12,13 @@ from typing import Iterator
 
 from . import _check as C
 from . import _format as F
-from .kern import kern_return as K
-from .kern import vm_defs as V
-from .kern import ipc_right as R
-from .kern import task_user as TU
-from .kern import vm_user as U
-from .kern.task import SELF
-from .kern.vm_map import RegionInfo
+from ._kern import kern_return as K
+from ._kern import vm_defs as V
+from ._kern import ipc_right as R
+from ._kern import task_user as TU
+from ._kern import vm_user as U
+from ._kern.task import SELF
+from ._kern.vm_map import RegionInfo
 from .ipc import MemoryEntry
 
 __all__ = ["Task", "Region", "RegionInfo"]

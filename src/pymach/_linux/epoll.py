@@ -25,6 +25,9 @@ Kernel facts this module relies on:
   fd to the set wakes its waiters.
 - An interest registered EPOLLONESHOT is reported once, then disabled
   until modify() arms it again (it stays in the set).
+- An interest registered EPOLLET (edge-triggered) is reported when its
+  state changes, not for as long as it lasts: a hang-up, which stays, is
+  reported once.
 - epoll_wait's timeout is an int of milliseconds: a longer wait is taken
   in parts. Python's select.epoll is close-on-exec (EPOLL_CLOEXEC).
 
@@ -43,6 +46,7 @@ EPOLLRDHUP = int(select.EPOLLRDHUP)
 EPOLLHUP = int(select.EPOLLHUP)
 EPOLLERR = int(select.EPOLLERR)
 EPOLLONESHOT = int(select.EPOLLONESHOT)
+EPOLLET = int(select.EPOLLET)
 
 # the longest wait one epoll_wait takes, in seconds (an int of ms)
 MAX_WAIT = 2147483.0

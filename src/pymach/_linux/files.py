@@ -23,6 +23,17 @@ Kernel facts this module relies on:
   instances share the one anonymous inode: their inode says nothing.)
 - fcntl(F_GETFL) gives the access mode the description was opened with;
   a description opened O_RDONLY never becomes writable, whoever holds it.
+- The close-on-exec flag (FD_CLOEXEC) belongs to the fd number: clearing
+  or setting it on one fd leaves the other fds of the same description as
+  they were. An fd a parent left inheritable on purpose (pymach.spawn's)
+  is made close-on-exec again by its taker, so that it goes no further.
+- dup2(old, new) closes ``new`` and makes it a copy of ``old`` in one
+  step: no other thread can take the number in between. Python's os.dup2
+  leaves ``new`` inheritable, as stdin, stdout and stderr are meant to be.
+- A pipe holds 64 KiB (16 pages) by default. On a nonblocking pipe
+  (O_NONBLOCK, here from pipe2), a write to a full pipe and a read of an
+  empty one fail with EAGAIN (BlockingIOError) instead of waiting: a
+  wake-up pipe whose write would block has wake-ups pending already.
 
 The bare calls are exposed as they are (``close = os.close``): a hot path
 binds them once, with no wrapper between it and the system call.
@@ -85,6 +96,27 @@ def access_mode(fd: int) -> int:
 def pipe() -> tuple[int, int]:
     """A close-on-exec pipe: (read end, write end)."""
     return os.pipe()
+
+
+def nonblocking_pipe() -> tuple[int, int]:
+    """A close-on-exec, nonblocking pipe (pipe2 with O_CLOEXEC and
+    O_NONBLOCK): (read end, write end)."""
+    return os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+
+def close_on_exec(fd: int) -> None:
+    """Set FD_CLOEXEC on ``fd`` (this number only: see above). OSError
+    EBADF when it is not open."""
+    os.set_inheritable(fd, False)
+
+
+def stdio_to_devnull() -> None:
+    """Make fds 0, 1 and 2 copies of /dev/null (dup2: each number is
+    replaced in one step), inheritable as stdio is."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def wait_readable(fd: int, seconds: float) -> bool:

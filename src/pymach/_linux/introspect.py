@@ -4,7 +4,7 @@ by this one.
 Every process that serves answers on an abstract AF_UNIX stream socket
 named ``pymach-introspect-<pid>``, from a daemon thread. A client
 connects, writes one request line and reads a JSON answer until EOF. What
-the answers say is the caller's (pymach.kern.introspect); this module only
+the answers say is the caller's (pymach._kern.introspect); this module only
 carries them.
 
 Kernel facts this relies on:

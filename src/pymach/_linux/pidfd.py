@@ -51,6 +51,19 @@ def exited(pidfd: int) -> bool:
     return bool(p.poll(0))
 
 
+ExitPoll = select.poll  # the type of exit_poll's poll set
+
+
+def exit_poll(pidfd: int) -> ExitPoll:
+    """A poll set over ``pidfd`` alone, kept to ask exited() again and
+    again: ``bool(p.poll(0))`` is True once the process has exited. It
+    holds no fd (poll sets are not kernel objects), and refers to
+    ``pidfd`` by number: drop it when that fd closes."""
+    p = select.poll()
+    p.register(pidfd, select.POLLIN)
+    return p
+
+
 def may_ptrace(pidfd: int) -> bool:
     """Whether the kernel would let us ptrace the process (the
     PTRACE_MODE_ATTACH_REALCREDS check of process_vm_readv): asked through

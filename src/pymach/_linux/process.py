@@ -1,5 +1,5 @@
 """Processes: fork, wait, kill, and what a process sets on itself (its
-priority, the CPUs it may run on, its fd limit).
+priority, the CPUs it may run on, its fd limit, its signal mask).
 
 Kernel facts this module relies on:
 
@@ -18,6 +18,10 @@ Kernel facts this module relies on:
   only goes up without CAP_SYS_NICE).
 - sched_setaffinity(0, cpus) binds the calling thread to ``cpus``; a
   child forked afterwards inherits the mask.
+- A signal blocked (pthread_sigmask) in every thread is not delivered: it
+  stays pending until a thread takes it with sigwait, which returns it
+  like any call, so no handler interrupts whatever code runs. The mask is
+  per thread, and a new thread starts with its creator's.
 - RLIMIT_NOFILE's soft limit caps the fd numbers a process may hold (a new
   fd past it fails with EMFILE; a received one is dropped, MSG_CTRUNC). A
   process may raise it up to the hard limit without privilege.
@@ -28,8 +32,11 @@ from __future__ import annotations
 import os
 import resource
 import signal
+from collections.abc import Iterable
 
 SIGKILL = signal.SIGKILL
+SIGTERM = signal.SIGTERM
+SIGINT = signal.SIGINT
 
 fork = os.fork
 exit_now = os._exit  # pylint: disable=protected-access
@@ -45,6 +52,18 @@ def reap(pid: int) -> int:
     signal number when a signal ended it)."""
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def block_signals(sigs: Iterable[int]) -> None:
+    """Block ``sigs`` in the calling thread (and the threads it starts
+    afterwards): they wait, pending, for take_signal."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+
+
+def take_signal(sigs: Iterable[int]) -> int:
+    """Wait until one of the blocked ``sigs`` is pending, and take it
+    (sigwait): its number."""
+    return signal.sigwait(sigs)
 
 
 def lowest_priority() -> None:

@@ -1,7 +1,7 @@
 """The rendezvous: where a process without a bootstrap port finds the
 bootstrap server, and how it gets its first right. The bootstrap server
 (pymach.servers.bootstrap) listens with it, and the kernel's bootstrap
-port (pymach.kern.bootstrap_port) connects with it.
+port (pymach._kern.bootstrap_port) connects with it.
 
 The server listens on an AF_UNIX SOCK_SEQPACKET socket:
 

@@ -115,7 +115,7 @@ def receive_only(sock: socket.socket) -> None:
     sock.shutdown(socket.SHUT_WR)
 
 
-def send(sock: socket.socket, buffers: list[bytes | bytearray | memoryview], fds: list[int],
+def send(sock: socket.socket, buffers: Iterable[bytes | bytearray | memoryview], fds: list[int],
          flags: int = 0) -> int:
     """sendmsg one record with ``fds`` attached (at most SCM_MAX_FD)."""
     if fds:

@@ -37,11 +37,11 @@ from ctypes import (POINTER as POINTER, Structure as Structure, Union as Union, 
                     c_ushort as c_ushort, c_void_p as c_void_p, cast as cast, pointer as pointer,
                     sizeof as sizeof)
 
-from ..kern.ipc_space import *  # noqa: F401,F403
-from ..kern.kern_return import *  # noqa: F401,F403
-from ..kern.kern_return import MachError  # noqa: F401
-from ..kern.message_defs import *  # noqa: F401,F403
-from ..kern.vm_defs import *  # noqa: F401,F403
+from .._kern.ipc_space import *  # noqa: F401,F403
+from .._kern.kern_return import *  # noqa: F401,F403
+from .._kern.kern_return import MachError  # noqa: F401
+from .._kern.message_defs import *  # noqa: F401,F403
+from .._kern.vm_defs import *  # noqa: F401,F403
 from .message import *  # noqa: F401,F403
 from .notify import *  # noqa: F401,F403
 from .mach_port import *  # noqa: F401,F403

@@ -8,7 +8,7 @@ import ctypes
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from ..kern import kern_return as K
+from .._kern import kern_return as K
 
 _Pointer = ctypes._Pointer
 _Simple = ctypes._SimpleCData

@@ -2,7 +2,7 @@
 the C routines, as psutil's wrap_exceptions translates OS errors at one
 boundary.
 
-The kernel (pymach.kern) raises MachError, which carries its code, and
+The kernel (pymach._kern) raises MachError, which carries its code, and
 lets an OSError of a system call through when its meaning depends on the
 call. A routine of this veneer returns the code instead of raising.
 """
@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, cast
 
-from ..kern import kern_return as K
+from .._kern import kern_return as K
 
 _P = ParamSpec("_P")
 

@@ -43,7 +43,7 @@ the routines still accept it as the bootstrap port, so a C program's
 ``bootstrap_port`` keeps working with them.
 
 The connection, its reconnection and the routines' reply ports are the
-kernel's (pymach.kern.bootstrap_port); this module lays out the requests
+kernel's (pymach._kern.bootstrap_port); this module lays out the requests
 and reads the replies.
 """
 
@@ -53,11 +53,11 @@ import ctypes
 from ctypes import sizeof
 from typing import Any, Final
 
-from ..kern import bootstrap_port as BP
-from ..kern import kern_return as K
-from ..kern import message_defs as MD
-from ..kern.ipc_notify import MACH_NOTIFY_SEND_ONCE
-from ..kern.task import BOOTSTRAP_PORT_NAME
+from .._kern import bootstrap_port as BP
+from .._kern import kern_return as K
+from .._kern import message_defs as MD
+from .._kern.ipc_notify import MACH_NOTIFY_SEND_ONCE
+from .._kern.task import BOOTSTRAP_PORT_NAME
 from . import bootstrap_defs as D
 from ._args import i32, set_out, u32
 from .bootstrap_defs import (BOOTSTRAP_MAX_CMD_LEN, BOOTSTRAP_MAX_LOOKUP_COUNT, BOOTSTRAP_MAX_NAME_LEN,  # noqa: F401

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Final
 
-from ..kern.bootstrap_port import BOOTSTRAP_NO_MEMORY, BOOTSTRAP_NOT_PRIVILEGED
+from .._kern.bootstrap_port import BOOTSTRAP_NO_MEMORY, BOOTSTRAP_NOT_PRIVILEGED
 from .message import (mach_msg_audit_trailer_t, mach_msg_body_t, mach_msg_header_t, mach_msg_ool_descriptor_t,
                       mach_msg_port_descriptor_t)
 from .mig import mig_reply_error_t
@@ -70,7 +70,7 @@ STATUS_WORDS: Final = {
 
 def strerror(r: int) -> str:
     """bootstrap_strerror's text for ``r``."""
-    from ..kern.kern_return import mach_error_string
+    from .._kern.kern_return import mach_error_string
     text = _STRINGS.get(r)
     return text if text is not None else mach_error_string(r)
 

@@ -1,5 +1,5 @@
 """<mach/mach_port.h> and mach_msg: the port routines with C names and
-kern_return_t results, over pymach.kern.ipc_right and kern.mach_msg."""
+kern_return_t results, over pymach._kern.ipc_right and kern.mach_msg."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import struct
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..kern import ipc_right as R
-from ..kern import ipc_tt as TT
-from ..kern import kern_return as K
-from ..kern import mach_msg as KM
-from ..kern import message_defs as MD
-from ..kern import task as KT
-from ..kern.ipc_space import MACH_PORT_RIGHT_RECEIVE, IpcSpace
-from ..kern.task import SELF
+from .._kern import ipc_right as R
+from .._kern import ipc_tt as TT
+from .._kern import kern_return as K
+from .._kern import mach_msg as KM
+from .._kern import message_defs as MD
+from .._kern import task as KT
+from .._kern.ipc_space import MACH_PORT_RIGHT_RECEIVE, IpcSpace
+from .._kern.task import SELF
 from . import types as T
 from ._args import NaturalArray, address_of, counted, i32, out, out_address, set_out, store, u32, val
 from ._errors import returns_kr

@@ -1,6 +1,6 @@
 """<mach/mach_vm.h> and <mach/vm_map.h>: the VM routines with C names,
 C argument order and kern_return_t results. Each is a veneer over
-pymach.kern.vm_user: it unpacks ctypes arguments, calls, and stores the
+pymach._kern.vm_user: it unpacks ctypes arguments, calls, and stores the
 out-parameters only on success, as MIG-generated stubs do."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import ctypes
 import sys
 from typing import Any
 
-from ..kern import kern_return as K
-from ..kern import vm_defs as V
-from ..kern import task_user as TU
-from ..kern import vm_user as U
-from ..kern.ipc_space import MACH_PORT_NULL
-from ..kern.task import SELF
+from .._kern import kern_return as K
+from .._kern import vm_defs as V
+from .._kern import task_user as TU
+from .._kern import vm_user as U
+from .._kern.ipc_space import MACH_PORT_NULL
+from .._kern.task import SELF
 from . import types as T
 from ._args import _Simple, address_of, counted, i32, out, out_address, set_out, store, u32, u64, val
 from ._errors import returns_kr

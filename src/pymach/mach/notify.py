@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 
-from ..kern.ipc_notify import (MACH_NOTIFY_DEAD_NAME, MACH_NOTIFY_FIRST, MACH_NOTIFY_LAST,
+from .._kern.ipc_notify import (MACH_NOTIFY_DEAD_NAME, MACH_NOTIFY_FIRST, MACH_NOTIFY_LAST,
                                MACH_NOTIFY_NO_SENDERS, MACH_NOTIFY_PORT_DELETED, MACH_NOTIFY_PORT_DESTROYED,
                                MACH_NOTIFY_SEND_ONCE, MACH_NOTIFY_SEND_POSSIBLE)
 from .message import mach_msg_body_t, mach_msg_format_0_trailer_t, mach_msg_header_t, mach_msg_port_descriptor_t

@@ -1,17 +1,17 @@
 """<mach/task.h> and <mach/thread_act.h>: task_suspend, task_resume,
 task_threads, thread_get_state and thread_set_state on another task, with
 C names and kern_return_t results. They run by ptrace inside the target
-(pymach.kern.vm_remote); x86_64 only."""
+(pymach._kern.vm_remote); x86_64 only."""
 
 from __future__ import annotations
 
 import ctypes
 from typing import Any
 
-from ..kern import kern_return as K
-from ..kern import task_user as TU
-from ..kern import vm_remote
-from ..kern.vm_remote import x86_THREAD_STATE64, x86_THREAD_STATE64_COUNT, x86_thread_state64_t
+from .._kern import kern_return as K
+from .._kern import task_user as TU
+from .._kern import vm_remote
+from .._kern.vm_remote import x86_THREAD_STATE64, x86_THREAD_STATE64_COUNT, x86_thread_state64_t
 from ._args import counted, i32, out, out_address, set_out, store, u32
 from ._errors import returns_kr
 from .mach_port import _ool_array

@@ -6,9 +6,9 @@ from __future__ import annotations
 import ctypes
 
 # the flavors of mach_port_get_attributes / set_attributes
-from ..kern.ipc_right import MACH_PORT_DNREQUESTS_SIZE as MACH_PORT_DNREQUESTS_SIZE
-from ..kern.ipc_right import MACH_PORT_LIMITS_INFO as MACH_PORT_LIMITS_INFO
-from ..kern.ipc_right import MACH_PORT_RECEIVE_STATUS as MACH_PORT_RECEIVE_STATUS
+from .._kern.ipc_right import MACH_PORT_DNREQUESTS_SIZE as MACH_PORT_DNREQUESTS_SIZE
+from .._kern.ipc_right import MACH_PORT_LIMITS_INFO as MACH_PORT_LIMITS_INFO
+from .._kern.ipc_right import MACH_PORT_RECEIVE_STATUS as MACH_PORT_RECEIVE_STATUS
 
 integer_t = ctypes.c_int
 natural_t = ctypes.c_uint

@@ -33,8 +33,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import resource
-import signal
 import sys
 import threading
 import time
@@ -43,9 +41,9 @@ from dataclasses import dataclass
 from typing import Callable, TextIO
 
 from .. import mach as M
-from ..kern.task import SELF
+from .._kern.task import SELF
 from ..mach import bootstrap_defs as D
-from .._linux import rendezvous
+from .._linux import files, process, rendezvous
 
 _AUDIT = M.MACH_RCV_TRAILER_ELEMENTS(M.MACH_RCV_TRAILER_AUDIT)
 _RCV_SIZE = 512  # more than the largest request and its trailer: larger messages are dropped
@@ -87,8 +85,7 @@ class Limits:
         names, half for connections); a client's share at most 1024 names
         and 1024 connections. A value asked for (a keyword, else its
         environment variable) can only lower them."""
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        soft = soft if soft != resource.RLIM_INFINITY else 1 << 20
+        soft = process.fd_limits()[0]  # (RLIM_INFINITY reads as 1 << 20)
         budget = (soft - min(FD_RESERVE, soft // 4)) // 2
         top = {"names": max(1, budget // FDS_PER_NAME), "rights": max(1, budget)}
         top["names_per_client"] = min(1024, top["names"])
@@ -701,12 +698,10 @@ class BootstrapServer:
 
 
 def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
+    try:
+        process.raise_fd_limit()
+    except (ValueError, OSError):
+        pass
 
 
 def _stop_on_signals(server: BootstrapServer) -> None:
@@ -715,11 +710,11 @@ def _stop_on_signals(server: BootstrapServer) -> None:
     with sigwait, which asks the loop to stop with a message: an exception
     raised from a Python signal handler could land anywhere, even in a
     finalizer that swallows it."""
-    sigs = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    sigs = {process.SIGTERM, process.SIGINT}
+    process.block_signals(sigs)
 
     def wait() -> None:
-        signal.sigwait(sigs)
+        process.take_signal(sigs)
         server.stop()
 
     threading.Thread(target=wait, name="bootstrap-signals", daemon=True).start()
@@ -743,8 +738,8 @@ def serve(path: str | None = None, *, daemonize: bool = False, ready_fd: int | N
         up = rendezvous.wait_connectable(path, rendezvous.TIMEOUT)
         if ready_fd is not None:
             if up:
-                os.write(ready_fd, b"running\n")
-            os.close(ready_fd)
+                files.write(ready_fd, b"running\n")
+            files.close(ready_fd)
         print(f"pymach bootstrap: a server already serves {path}", file=err)
         return 0 if daemonize and up else 1
     except rendezvous.Refused as e:
@@ -754,13 +749,10 @@ def serve(path: str | None = None, *, daemonize: bool = False, ready_fd: int | N
         print(f"pymach bootstrap: cannot serve {path}: {e}", file=err)
         return 1
     if daemonize:
-        if os.fork():
-            os._exit(0)  # the parent: its copy of the listener goes with it
+        if process.fork():
+            process.exit_now(0)  # the parent: its copy of the listener goes with it
         os.chdir("/")
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
+        files.stdio_to_devnull()
     _raise_fd_limit()
     lim = Limits.derive(**(limits or {}))
     server = BootstrapServer(listener, err if verbose and not daemonize else None, lim)
@@ -770,8 +762,8 @@ def serve(path: str | None = None, *, daemonize: bool = False, ready_fd: int | N
     try:
         listener.listen()
         if ready_fd is not None:
-            os.write(ready_fd, b"ready\n")
-            os.close(ready_fd)
+            files.write(ready_fd, b"ready\n")
+            files.close(ready_fd)
         if not daemonize:
             print(f"pymach bootstrap: serving {path} (pid {os.getpid()})", file=out, flush=True)
         server.run()

@@ -226,7 +226,7 @@ def ptrace_cases(n: int, repeat: int) -> list[dict[str, Any]]:
     from pymach._linux import files, mm
     from pymach._linux import ptrace
     from pymach._linux.pidfd import open_pid
-    from pymach.kern import vm_remote
+    from pymach._kern import vm_remote
 
     page = mm.PAGE_SIZE
     target = subprocess.Popen(["sleep", "100000"])

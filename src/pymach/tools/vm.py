@@ -23,7 +23,7 @@ import ctypes
 import sys
 from ctypes import byref
 
-from ..kern import kern_return as K
+from .._kern import kern_return as K
 from ._cli import ADDRESS, PID, SIZE, ArgumentParser, no_user_memory
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
         return 1
     from ..mach import (mach_msg_type_number_t, mach_port_deallocate, mach_port_t, mach_task_self,
                         mach_vm_deallocate, mach_vm_read, mach_vm_write, pointer_t, task_for_pid)
-    from ..kern.task_user import PTRACE_RULE
+    from .._kern.task_user import PTRACE_RULE
     task = mach_port_t()
     kr = task_for_pid(mach_task_self(), a.pid, byref(task))
     if kr:

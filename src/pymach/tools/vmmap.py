@@ -21,8 +21,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-from ..kern import kern_return as K
-from ..kern import vm_defs as V
+from .._kern import kern_return as K
+from .._kern import vm_defs as V
 from ._cli import PID, ArgumentParser, no_user_memory
 
 SHRMOD = {V.SM_COW: "COW", V.SM_PRIVATE: "PRV", V.SM_EMPTY: "NUL", V.SM_SHARED: "SHM",
@@ -94,16 +94,16 @@ def region_type(path: str, prot: int, tag: int, exe: str) -> str:
 
 def rows_for(pid: int) -> tuple[list[Row], str, str]:
     """The rows of ``pid`` and its name and path. Raises MachError."""
-    from ..kern import task_user as TU
-    from ..kern import vm_user as U
-    from ..kern.task import SELF
-    from ..kern.ipc_right import deallocate
+    from .._kern import task_user as TU
+    from .._kern import vm_user as U
+    from .._kern.task import SELF
+    from .._kern.ipc_right import deallocate
     name = TU.task_for_pid(SELF.task_name, pid)
     try:
         walk = U.vm_region_walk(name)
         t = TU.task_of(name)
         if t.map is None:
-            from ..kern.vm_map_foreign import ForeignMap
+            from .._kern.vm_map_foreign import ForeignMap
             (comm,) = ForeignMap(t).proc_text("comm")
         else:
             comm = open("/proc/self/comm").read()

@@ -8,10 +8,9 @@ of the process always match the rights its space holds.
 
 from __future__ import annotations
 
-import os
-import select
 from typing import Final
 
+from .._linux import epoll, files
 from . import ipc_notify
 from . import kern_return as K
 from . import message_defs as MD
@@ -27,6 +26,9 @@ from .ipc_pset import PortSet
 from .task import Task
 from .vm_memory_entry import MemoryEntry
 from .ipc_space import (MACH_PORT_QLIMIT_MAX, MPO_CONTEXT_AS_GUARD, MPO_INSERT_SEND_RIGHT, MPO_QLIMIT)
+
+_fstat = files.fstat  # bound once: copyout_send runs for every right a message carries
+_close = files.close
 
 _RIGHT_TYPE = {
     MACH_PORT_RIGHT_SEND: MACH_PORT_TYPE_SEND,
@@ -126,8 +128,8 @@ def check_dead(space: IpcSpace, name: int, e: IpcEntry) -> None:
     """Turn a send or send-once right whose port died into a dead name.
 
     Conditions: the space's lock is held, except on the message path
-    (kern/ipc_kmsg.py _take_send, kern/mach_msg.py _transmit) and in
-    kern/ipc_tt.py set_special_port, which call it without; never waits; may
+    (_kern/ipc_kmsg.py _take_send, _kern/mach_msg.py _transmit) and in
+    _kern/ipc_tt.py set_special_port, which call it without; never waits; may
     close the right (the watcher's and the use lock) and send a dead-name
     notification (never waits: the use lock, or the watcher's lock if the
     send fails)."""
@@ -449,7 +451,7 @@ def copyin_send(space: IpcSpace, name: int, disposition: int, check: bool = True
     out).
 
     Conditions: the space's lock is held, or nothing locked on the message
-    path (kern/ipc_kmsg.py reads the entry without it and, with ``check``,
+    path (_kern/ipc_kmsg.py reads the entry without it and, with ``check``,
     turns a dead right into a dead name without it); takes the port's lock
     for MAKE_SEND and MAKE_SEND_ONCE (and under it the watcher's)."""
     e = space.lookup(name)
@@ -522,7 +524,7 @@ def copyout_send(space: IpcSpace, fds: list[int], send_once: bool) -> int:
     takes it."""
     with space.lock:
         cap_cls = SendOnceCap if send_once else SendCap
-        ino = os.fstat(fds[0]).st_ino
+        ino = _fstat(fds[0]).st_ino
         if not send_once:
             name = space.name_for(("ino", ino))
             if not name:
@@ -534,7 +536,7 @@ def copyout_send(space: IpcSpace, fds: list[int], send_once: bool) -> int:
                 assert e is not None
                 if e.type & MACH_PORT_TYPE_SEND:
                     for fd in fds:
-                        os.close(fd)
+                        _close(fd)
                     e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
                 else:
                     cap = cap_cls.adopt(fds)
@@ -1023,7 +1025,7 @@ def _request(space: IpcSpace, name: int, msgid: int, sync: int, cap: "SendOnceCa
         e.dnrequest = cap
         send = e.cap
         if cap is not None and isinstance(send, SendCap) and not e.type & MACH_PORT_TYPE_RECEIVE:
-            WATCHER.watch(send.sock.fileno(), select.EPOLLHUP | select.EPOLLERR,
+            WATCHER.watch(send.sock.fileno(), epoll.EPOLLHUP | epoll.EPOLLERR,
                           lambda: _port_died(space, name, e))
         return prev  # type: ignore[return-value]
     raise _err(K.KERN_INVALID_VALUE, f"notification id {msgid}")

@@ -8,7 +8,7 @@ the FLAG_* bits in its low byte and a reply token in its upper 24 bits.
 
 Control records (FLAG_JOIN, FLAG_REPLYCONN, FLAG_SO_DEAD, FLAG_UPGRADE)
 are a header alone: they carry connections between runtimes and never
-reach a receiver as messages (kern/ipc_port.py reads them).
+reach a receiver as messages (_kern/ipc_port.py reads them).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ FLAG_UPGRADE: Final = 64  # control: fds [send-once end]: that right (token) now
 FLAG_CARRIER: Final = 128  # a message whose last fd is a carrier of the rest (unix.carry)
 CONTROL: Final = FLAG_JOIN | FLAG_REPLYCONN | FLAG_SO_DEAD | FLAG_UPGRADE
 # control, on the connection that a moved receive right's queue travels on
-# (kern/ipc_port.py, _spool): fds [a sealed memfd of records, a carrier of
+# (_kern/ipc_port.py, _spool): fds [a sealed memfd of records, a carrier of
 # their fds if they have any]. Read where the right arrives, never as a message
 FLAG_SPOOL: Final = FLAG_JOIN | FLAG_BLOB
 

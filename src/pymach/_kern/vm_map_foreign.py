@@ -23,9 +23,8 @@ not merged in: regions are what the kernel reports (docs/deviations.md).
 from __future__ import annotations
 
 import errno
-import os
 
-from .._linux import introspect, mm, pidfd, procfs
+from .._linux import files, introspect, mm, pidfd, procfs
 from . import kern_return as K
 from . import vm_defs as V
 from .task import Task
@@ -50,7 +49,7 @@ class ForeignMap:
     def __init__(self, task: Task) -> None:
         self.task = task
 
-    # -- changes, run inside the target by ptrace (kern/vm_remote.py) -------------
+    # -- changes, run inside the target by ptrace (_kern/vm_remote.py) -------------
 
     def allocate(self, addr: int, size: int, anywhere: bool, overwrite: bool, tag: int,
                  align_mask: int = 0, permanent: bool = False) -> int:
@@ -82,8 +81,6 @@ class ForeignMap:
                    permanent: bool = False) -> int:
         """mach_vm_map of a memory entry into the target: shared, or with
         ``copy`` a snapshot taken now (a fresh memfd, mapped private)."""
-        import os
-
         from .._linux import mm
         from . import vm_defs as V
         from . import vm_remote
@@ -96,7 +93,7 @@ class ForeignMap:
             try:
                 mm.copy_range(fd, src, size, offset, 0)
             except BaseException:
-                os.close(src)
+                files.close(src)
                 raise
             offset = 0
         try:
@@ -104,7 +101,7 @@ class ForeignMap:
                                  shared=not copy)
         finally:
             if copy:
-                os.close(src)
+                files.close(src)
         if inherit == V.VM_INHERIT_NONE:
             vm_remote.inherit(self.task.pid, self.task.pidfd, a, size, inherit)
         return a
@@ -134,7 +131,7 @@ class ForeignMap:
                 raise _dead(t) from None
             raise K.MachError(K.KERN_FAILURE, f"/proc/{t.pid}: {err.strerror}") from None
         finally:
-            os.close(dfd)
+            files.close(dfd)
         self.check_alive()
         return texts
 

@@ -29,13 +29,12 @@ import errno
 import heapq
 import itertools
 import os
-import select
-import socket
 import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
+from .._linux import epoll, files, unix
 from .._linux.atfork import IMPORT_LOCK
 from . import message_defs as MD
 from .ipc_wire import FLAG_NOTIFY, MAGIC, RIGHT, WIRE
@@ -85,9 +84,12 @@ def record(msg_id: int, body: bytes, complex_: bool = False,
 _PORT_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNREFUSED})
 
 
+# a notification never blocks (MACH_SEND_ALWAYS) and never raises SIGPIPE
+_SEND_FLAGS = unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT
+
+
 def _sendmsg(cap: "SendCap", buffers: list[bytes], fds: list[int] | None) -> None:
-    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
-    cap.sock.sendmsg(buffers, anc, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+    unix.send(cap.sock, buffers, fds or [], _SEND_FLAGS)
 
 
 def send(cap: "SendCap", buffers: list[bytes], fds: list[int] | None = None) -> bool:
@@ -168,7 +170,7 @@ class _Deferred:
         close)."""
         self.cap.close()
         for fd in self.fds:
-            os.close(fd)
+            files.close(fd)
         self.fds = []
 
 
@@ -195,7 +197,7 @@ class Watcher:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.ep: select.epoll | None = None
+        self.ep: epoll.Epoll | None = None
         self.handlers: dict[int, Callable[[], None]] = {}
         self.thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1
@@ -213,11 +215,11 @@ class Watcher:
             self.ep.close()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
-                os.close(fd)
+                files.close(fd)
         for d in self.deferred:  # the parent sends them; ours are copies
             d.cap.forget()
             for fd in d.fds:
-                os.close(fd)
+                files.close(fd)
         self.__init__()  # type: ignore[misc]
 
     def fds(self) -> list[int]:
@@ -233,19 +235,19 @@ class Watcher:
                 out += [d.cap.sock.fileno(), *d.fds]
             return [fd for fd in out if fd >= 0]
 
-    def _start_locked(self) -> select.epoll:
+    def _start_locked(self) -> epoll.Epoll:
         """Conditions: the watcher's lock is held."""
         if self.ep is None:
-            self.ep = select.epoll()
-            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            self.ep.register(self._wake_r, select.EPOLLIN)
+            self.ep = epoll.new()
+            self._wake_r, self._wake_w = files.nonblocking_pipe()
+            self.ep.register(self._wake_r, epoll.EPOLLIN)
             self.thread = threading.Thread(target=self._run, name="pymach-notify", daemon=True)
             self.thread.start()
         return self.ep
 
     def _wake(self) -> None:
         try:
-            os.write(self._wake_w, b"!")
+            files.write(self._wake_w, b"!")
         except BlockingIOError:
             pass  # already awake-pending
 
@@ -259,7 +261,7 @@ class Watcher:
             ep = self._start_locked()
             self.unwatch_locked(fd)
             self.handlers[fd] = handler
-            ep.register(fd, events | select.EPOLLET)
+            ep.register(fd, events | epoll.EPOLLET)
 
     def unwatch(self, fd: int) -> None:
         """Conditions: the watcher's lock is not held (it is not reentrant),
@@ -293,10 +295,10 @@ class Watcher:
         mine: list[int] = []
         try:
             for fd in fds or []:
-                mine.append(os.dup(fd))
+                mine.append(files.dup(fd))
         except OSError as err:
             for fd in mine:
-                os.close(fd)
+                files.close(fd)
             log().error("%s could not be sent (%s) nor kept to be sent again (%s): it is lost",
                       _what(buffers), error, err, exc_info=error)
             cap.close()
@@ -321,7 +323,7 @@ class Watcher:
             for fd, _ev in events:
                 if fd == self._wake_r:
                     try:
-                        os.read(self._wake_r, 4096)
+                        files.read(self._wake_r, 4096)
                     except OSError:
                         pass
                     continue

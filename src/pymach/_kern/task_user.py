@@ -248,7 +248,7 @@ def task_basic_info(name: int) -> BasicInfo:
                      st.utime_ticks / CLK_TCK, st.stime_ticks / CLK_TCK)
 
 
-# -- suspension, threads and thread state (by ptrace: kern/vm_remote.py) ---------------
+# -- suspension, threads and thread state (by ptrace: _kern/vm_remote.py) ---------------
 
 def _other(name: int) -> Task:
     """Another process's task (not a name port). Our own task is
@@ -267,7 +267,7 @@ def task_suspend(name: int) -> None:
     MACH_SEND_INVALID_DEST (exited), KERN_FAILURE.
 
     Conditions: nothing locked; takes the space's lock (task_of), then the
-    suspend lock (kern/vm_remote.py), under which it waits up to 5 s for the
+    suspend lock (_kern/vm_remote.py), under which it waits up to 5 s for the
     stop."""
     from . import vm_remote
     t = _other(name)

@@ -9,11 +9,11 @@ inheritance settings carried over.
 from __future__ import annotations
 
 import os
-import select
 import threading
 from typing import TYPE_CHECKING, Callable, Final, Hashable, Protocol
 
-from .._linux import pidfd
+from .._linux import files, pidfd
+from .._linux.pidfd import ExitPoll
 from . import kern_return as K
 from .ipc_space import MACH_PORT_TYPE_SEND, IpcEntry, IpcSpace
 from .vm_map import VmMap
@@ -48,7 +48,7 @@ class Task:
         self.map = vm_map
         self.pidfd = pidfd
         self.name_only = name_only
-        self._poll: select.poll | None = None  # asks the pidfd whether the process exited
+        self._poll: ExitPoll | None = None  # asks the pidfd whether the process exited
         self.view: object = None  # its ForeignMap, made once
 
     def __repr__(self) -> str:
@@ -73,8 +73,7 @@ class Task:
         if p is None:
             if self.pidfd < 0:
                 return True
-            p = self._poll = select.poll()
-            p.register(self.pidfd, select.POLLIN)
+            p = self._poll = pidfd.exit_poll(self.pidfd)
         return bool(p.poll(0))
 
     def close(self) -> None:
@@ -82,7 +81,7 @@ class Task:
         fd, self.pidfd = self.pidfd, -1
         self._poll = None
         if fd >= 0:
-            os.close(fd)
+            files.close(fd)
 
     forget = close  # a fork child drops its parent's task rights the same way
 
@@ -388,9 +387,9 @@ def _claim_inherited() -> list[tuple[str, int, list[int], list[int]]]:
             what, fds_s = item.split("=")
             kind, idx_s = what.split(":")
             fds, idx = [int(x) for x in fds_s.split("/")], int(idx_s)
-            inos = [os.fstat(fd).st_ino for fd in fds]
+            inos = [files.inode(fd) for fd in fds]
             for fd in fds:
-                os.set_inheritable(fd, False)
+                files.close_on_exec(fd)
         except (ValueError, OSError):
             continue  # not ours to take: ignore malformed or closed entries
         out.append((kind, idx, fds, inos))
@@ -405,7 +404,7 @@ def _adopt(claims: list[tuple[str, int, list[int], list[int]]]) -> tuple[dict[in
     registered: list[object] = [None] * TASK_PORT_REGISTER_MAX
     for kind, idx, fds, inos in claims:
         try:
-            if [os.fstat(fd).st_ino for fd in fds] != inos:
+            if [files.inode(fd) for fd in fds] != inos:
                 continue  # closed by the program meanwhile, the number reused: not ours any more
             cap = SendCap.adopt(fds)
         except (ValueError, OSError):

@@ -1501,14 +1501,16 @@ class Port:
         then the no-senders and port-destroyed notify rights if armed.
         Messages already taken off a connection (``held``) travel first,
         in spool records on a connection of their own (_spool), flagged in
-        the packing; they leave ``held`` until the right has gone
-        (moved_away) or stays (move_failed). Never waits. Raises OSError
-        (no fd or memory for the spool), with nothing changed.
+        the packing; they are kept aside (``moving``) until the right has
+        gone (moved_away) or stays (move_failed: queued here again). Never
+        waits. Raises OSError (no fd or memory for the spool or the queue
+        semaphore), with nothing changed.
 
         Conditions: nothing locked, or the space's lock; takes the port's
         lock."""
         with self.lock:
             self._check()
+            sem = self._sem()
             if self.moving is None:
                 # messages already taken off their connections go first, on
                 # a connection of their own, so the queue keeps its order
@@ -1517,13 +1519,13 @@ class Port:
                 self.held.clear()
             spool = self.moving[0]  # (the same right twice in one message: the same spool)
             held = [] if spool is None else [spool.fileno()]
-            # the held connection first (read first by the new holder), the
-            # connections with a reply connection last (matched in order)
+            # the spool first (read as the right arrives), the connections
+            # with a reply connection last (matched in order)
             with_rc = [fd for fd, (_s, once) in self.ends.items() if not once and fd in self.rconn][-0xFF:]
             normal = held + [fd for fd, (_s, once) in self.ends.items()
                              if not once and fd not in held and fd not in with_rc] + with_rc
             once = [fd for fd, (_s, o) in self.ends.items() if o]
-            fds = [self._sem()] + normal + once
+            fds = [sem] + normal + once
             ns = self.nsrequest
             if ns is not None:
                 fds.append(ns[0].fileno())
@@ -1648,9 +1650,10 @@ class Port:
     def move_failed(self) -> None:
         """The message that was to carry this receive right (pack_for_move)
         was not sent: the messages its spool took are queued here again,
-        first, and a receiver asleep on the port wakes to take them (XNU
-        gives a right whose send failed back to the sender's space with its
-        queue: ipc_kmsg_copyout_pseudo).
+        first, and a receiver asleep on the port wakes to take them. (XNU
+        gives the rights of a send that failed back to the sender's space,
+        a receive right with its queue: mach_msg_receive_pseudo,
+        osfmk/ipc/mach_msg.c:619 in xnu-11417.101.15.)
 
         Conditions: nothing locked; takes the port's lock, then, released,
         the lock of each set the port is in."""

@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from .._linux import rendezvous
+from .._linux import files, rendezvous
 from . import ipc_right as R
 from . import kern_return as K
 from .ipc_port import LOCAL_SENDS, SendCap
@@ -208,7 +208,7 @@ class Connection:
         takes it."""
         space = SELF.space
         with space.lock:
-            ino = os.fstat(fds[0]).st_ino
+            ino = files.inode(fds[0])
             if space.peek(BOOTSTRAP_PORT_NAME) is None and not space.name_for(("ino", ino)) \
                     and ino not in LOCAL_SENDS:
                 cap = SendCap.adopt(fds)
