@@ -277,15 +277,6 @@ class _Self:
         os.register_at_fork(before=self._building.acquire, after_in_parent=self._building.release,
                             after_in_child=self._forked)
 
-    if not TYPE_CHECKING:  # (hidden from mypy, which then checks every attribute name)
-        def __getattr__(self, attr: str) -> object:
-            # called only for an attribute the instance lacks: before the
-            # first use, one of the state's
-            if attr not in _BUILT:
-                raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
-            self._build()
-            return object.__getattribute__(self, attr)
-
     def on_first_use(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` once the state is built (now, if it is). It runs
         once, in the thread that builds, before a fork can happen; it must
@@ -313,6 +304,10 @@ class _Self:
             self.special, self.registered = special, registered
             self._new_space()
             self._built = True
+            # a class without __getattr__ from now on: CPython specializes
+            # attribute reads only on such classes, and SELF.space is read
+            # on every message
+            self.__class__ = _Self
             hooks, self._first_use = self._first_use, []
             for fn in hooks:  # under the lock: a fork child never misses what they start
                 fn()
@@ -374,6 +369,22 @@ class _Self:
         return ({INHERIT_ENV: ",".join(items)} if items else {}), fds
 
 
+if TYPE_CHECKING:  # (mypy checks every attribute name against _Self)
+    _Unbuilt = _Self
+else:
+    class _Unbuilt(_Self):
+        """SELF before its first use: the first read of one of the state's
+        attributes builds it (_Self._build), which makes SELF a _Self."""
+
+        def __getattr__(self, attr: str) -> object:
+            # called only for an attribute the instance lacks: before the
+            # first use, one of the state's
+            if attr not in _BUILT:
+                raise AttributeError(f"'_Self' object has no attribute {attr!r}")
+            self._build()
+            return object.__getattribute__(self, attr)
+
+
 def _claim_inherited() -> list[tuple[str, int, list[int], list[int]]]:
     """Take the ports pymach.spawn handed us out of the environment:
     (kind, index, fds, their inodes) each. Their fds stop being
@@ -421,4 +432,4 @@ def _adopt(claims: list[tuple[str, int, list[int], list[int]]]) -> tuple[dict[in
 # the names of the state _Self builds on first use
 _BUILT: Final = frozenset(("space", "task", "task_name", "host", "host_name", "special", "registered"))
 
-SELF = _Self()
+SELF = _Unbuilt()
