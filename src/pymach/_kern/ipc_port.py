@@ -1335,7 +1335,9 @@ class Port:
         the lock of each set the port is in."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if turn < 0:
-            if not self.rcv_lock.acquire(False) and not self._wait_turn(deadline):
+            if deadline is None:
+                self.rcv_lock.acquire()  # no limit: wait for our turn (no arguments to parse)
+            elif not self.rcv_lock.acquire(False) and not self._wait_turn(deadline):
                 return None
         else:
             while not self.rcv_lock.acquire(timeout=turn):
