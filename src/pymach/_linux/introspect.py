@@ -70,6 +70,11 @@ def serve(answer: Callable[[str, int], dict[str, Any]]) -> None:
             s.close()
             return  # the name is taken (another runtime in this process): no server
         _listener, _owner = s, os.getpid()
+        # the server thread's one import, made here: an import in that thread
+        # would hold a module file open for as long as a fork in another
+        # thread keeps it waiting (see atfork.py)
+        with IMPORT_LOCK:
+            import json  # noqa: F401  # pylint: disable=unused-import,import-outside-toplevel
         old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
             threading.Thread(target=_serve, args=(s, answer), name="pymach-introspect", daemon=True).start()
@@ -78,8 +83,7 @@ def serve(answer: Callable[[str, int], dict[str, Any]]) -> None:
 
 
 def _serve(s: socket.socket, answer: Callable[[str, int], dict[str, Any]]) -> None:
-    with IMPORT_LOCK:  # imported on first use, which a fork waits for (see atfork.py)
-        import json
+    import json  # imported by serve() before this thread started: no file is read here
     while True:
         try:
             conn, _addr = s.accept()
