@@ -20,6 +20,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -456,3 +457,43 @@ def spawn_with_pid(pid: int, argv: list[str]) -> "subprocess.Popen[bytes] | None
         p.kill()
         p.wait()
     return None
+
+
+# -- threads blocked in the kernel -------------------------------------------------
+
+THREAD_JOIN_S = 10.0  # the bound on every wait for a test's thread
+# x86_64 system calls a receive sleeps in: poll, select, epoll_wait, pselect6,
+# ppoll, epoll_pwait, epoll_pwait2
+POLLS = frozenset({7, 23, 232, 270, 271, 281, 441})
+
+
+def thread_syscall(th: threading.Thread) -> int:
+    """The system call ``th`` sleeps in (/proc/self/task/TID/syscall), or -1."""
+    try:
+        with open(f"/proc/self/task/{th.native_id}/syscall") as f:
+            nr = f.read().split()[0]
+    except (OSError, IndexError):
+        return -1
+    return int(nr) if nr.isdigit() else -1
+
+
+class InThread:
+    """``fn()`` in a daemon thread; ``result()`` joins it with a bound and
+    returns what ``fn`` returned (or raised)."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.out: list[object] = []
+        self.th = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.th.start()
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        try:
+            self.out.append(fn())
+        except BaseException as e:  # noqa: BLE001 - the test looks at it
+            self.out.append(e)
+
+    def result(self) -> object:
+        self.th.join(THREAD_JOIN_S)
+        assert not self.th.is_alive(), f"the thread was still blocked {THREAD_JOIN_S:g} s later"
+        (r,) = self.out
+        return r

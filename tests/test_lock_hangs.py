@@ -42,7 +42,7 @@ import pymach.mach as M
 from machutil import (MAKE_SEND, MAKE_SEND_ONCE, OK, PORT_RECEIVE, R_RECEIVE, PortMsgRcv, Space, T, TextRcv,
                       alloc_name, lookup_registered, register, send_port, send_text, start_watcher, status,
                       wait_blocked)
-from procutil import Doomed
+from procutil import POLLS, Doomed, InThread, thread_syscall
 from pymach._linux import introspect as linux_introspect
 from pymach._linux import ptrace
 from pymach._kern import bootstrap_port, vm_remote
@@ -54,9 +54,6 @@ WAIT_MS = 10_000
 TIMED_OUT = M.MACH_RCV_TIMED_OUT
 MOVE_RECEIVE = M.MACH_MSG_TYPE_MOVE_RECEIVE
 FUTEX = 202  # x86_64: a thread waiting for a lock sleeps here
-# x86_64 system calls a receive sleeps in: poll, select, epoll_wait, pselect6,
-# ppoll, epoll_pwait, epoll_pwait2
-POLLS = frozenset({7, 23, 232, 270, 271, 281, 441})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,43 +68,15 @@ def space() -> Iterator[Space]:
     s.destroy_all()
 
 
-class Run:
-    """``fn()`` in a daemon thread; ``result()`` joins it with a bound and
-    returns what ``fn`` returned (or raised)."""
-
-    def __init__(self, fn: Callable[[], object]) -> None:
-        self.out: list[object] = []
-        self.th = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self.th.start()
-
-    def _run(self, fn: Callable[[], object]) -> None:
-        try:
-            self.out.append(fn())
-        except BaseException as e:  # noqa: BLE001 - the test looks at it
-            self.out.append(e)
-
-    def result(self) -> object:
-        self.th.join(JOIN_S)
-        assert not self.th.is_alive(), f"the thread was still blocked {JOIN_S:g} s later"
-        (r,) = self.out
-        return r
-
-
-def _syscall(th: threading.Thread) -> int:
-    try:
-        with open(f"/proc/self/task/{th.native_id}/syscall") as f:
-            nr = f.read().split()[0]
-    except (OSError, IndexError):
-        return -1
-    return int(nr) if nr.isdigit() else -1
+Run = InThread
 
 
 def wait_for_lock_wait(th: threading.Thread) -> None:
     """Until thread ``th`` sleeps waiting for a lock (a futex)."""
     deadline = time.monotonic() + JOIN_S
-    while _syscall(th) != FUTEX:
+    while thread_syscall(th) != FUTEX:
         assert th.is_alive(), "the thread returned instead of waiting"
-        assert time.monotonic() < deadline, f"the thread never waited for a lock (syscall {_syscall(th)})"
+        assert time.monotonic() < deadline, f"the thread never waited for a lock (syscall {thread_syscall(th)})"
         time.sleep(0.005)
 
 
@@ -309,7 +278,7 @@ def test_a_receive_right_whose_move_fails_keeps_its_queue(space: Space) -> None:
     wait_blocked(mover.th)  # waiting for a place, the right copied in
     receiver = Run(lambda: recv_big(a))
     deadline = time.monotonic() + JOIN_S
-    while receiver.th.is_alive() and _syscall(receiver.th) not in POLLS:
+    while receiver.th.is_alive() and thread_syscall(receiver.th) not in POLLS:
         assert time.monotonic() < deadline, "the receive neither returned nor waited"
         time.sleep(0.005)
     assert M.mach_port_destroy(T(), dest) == OK

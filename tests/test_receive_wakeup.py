@@ -34,7 +34,7 @@ from pymach._kern.ipc_port import Port as KPort
 from pymach._kern.task import SELF
 from machutil import (OK, R_RECEIVE, MAKE_SEND, PORT_RECEIVE, PortMsgRcv, Space, T, TextRcv, alloc_name,
                       lookup_registered, register, send_port, send_text, start_watcher, type_kr)
-from procutil import forked
+from procutil import POLLS, InThread, forked, thread_syscall
 
 CHANGED = M.MACH_RCV_PORT_CHANGED
 INVALID_NAME = M.MACH_RCV_INVALID_NAME
@@ -43,9 +43,8 @@ JOIN_S = 10.0  # the bound on every wait for a thread
 WAIT_MS = 10_000
 LONG_MS = 600_000  # a receive timeout far beyond the test
 
-# x86_64 system calls: the waits a receive sleeps in (poll, select,
-# epoll_wait, pselect6, ppoll, epoll_pwait, epoll_pwait2), and futex (a lock)
-POLLS = frozenset({7, 23, 232, 270, 271, 281, 441})
+# x86_64: futex, where a thread waiting for a lock sleeps (POLLS, the
+# waits a receive sleeps in, is in procutil)
 FUTEX = frozenset({202})
 
 
@@ -61,15 +60,6 @@ def space() -> Iterator[Space]:
     s.destroy_all()
 
 
-def _syscall(th: threading.Thread) -> int:
-    try:
-        with open(f"/proc/self/task/{th.native_id}/syscall") as f:
-            nr = f.read().split()[0]
-    except (OSError, IndexError):
-        return -1
-    return int(nr) if nr.isdigit() else -1
-
-
 def _in_function(th: threading.Thread, name: str) -> bool:
     frame = sys._current_frames().get(th.ident or 0)  # pylint: disable=protected-access
     while frame is not None:
@@ -79,7 +69,7 @@ def _in_function(th: threading.Thread, name: str) -> bool:
     return False
 
 
-class Blocked:
+class Blocked(InThread):
     """``fn()`` in a daemon thread, returned once the thread sleeps in one
     of ``calls`` (inside ``within``, when given; at once for None).
     ``result()`` joins it with a bound and returns what ``fn`` returned (or
@@ -87,31 +77,17 @@ class Blocked:
 
     def __init__(self, fn: Callable[[], object], calls: frozenset[int] | None = POLLS,
                  within: str | None = None) -> None:
-        self.out: list[object] = []
-        self.th = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self.th.start()
+        super().__init__(fn)
         if calls is not None:
             self.wait(calls, within)
 
     def wait(self, calls: frozenset[int], within: str | None = None) -> None:
         """Until the thread sleeps in one of ``calls`` (inside ``within``)."""
         deadline = time.monotonic() + JOIN_S
-        while not (_syscall(self.th) in calls and (within is None or _in_function(self.th, within))):
+        while not (thread_syscall(self.th) in calls and (within is None or _in_function(self.th, within))):
             assert self.th.is_alive(), f"the receive returned: {self.out}"
-            assert time.monotonic() < deadline, f"the receive never blocked there (syscall {_syscall(self.th)})"
+            assert time.monotonic() < deadline, f"the receive never blocked there (syscall {thread_syscall(self.th)})"
             time.sleep(0.005)
-
-    def _run(self, fn: Callable[[], object]) -> None:
-        try:
-            self.out.append(fn())
-        except BaseException as e:  # noqa: BLE001 - the test looks at it
-            self.out.append(e)
-
-    def result(self) -> object:
-        self.th.join(JOIN_S)
-        assert not self.th.is_alive(), f"the receive was still blocked {JOIN_S:g} s later"
-        (r,) = self.out
-        return r
 
 
 # -- the two layers' receives ----------------------------------------------------------------------
