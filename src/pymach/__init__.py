@@ -52,7 +52,7 @@ from ._kern.vm_defs import (
     vm_page_size,
 )
 from ._linux.atfork import IMPORT_LOCK as _IMPORT_LOCK
-from ._kern.task import SELF as _SELF
+from ._kern import task as _KT
 from .spawn import spawn  # (bound now: the name is also its module's)
 
 if _typing.TYPE_CHECKING:
@@ -102,7 +102,7 @@ def _start_introspection() -> None:
     introspect.start()  # answers `pymach lsmp` and `pymach vmmap` about this process
 
 
-_SELF.on_first_use(_start_introspection)
+_KT.SELF.on_first_use(_start_introspection)
 
 __version__ = "0.1.0"
 

@@ -34,7 +34,8 @@ from ._linux import rendezvous
 from .ipc import Port, SendRight
 from ._kern import bootstrap_port as BP
 from ._kern import kern_return as K
-from ._kern.task import SELF, TASK_BOOTSTRAP_PORT
+from ._kern import task as KT
+from ._kern.task import TASK_BOOTSTRAP_PORT
 from .mach import bootstrap as MB
 from .mach import bootstrap_defs as D
 from .mach.bootstrap_defs import (BOOTSTRAP_BAD_COUNT, BOOTSTRAP_NAME_IN_USE, BOOTSTRAP_NO_CHILDREN,
@@ -170,7 +171,7 @@ def services() -> list[ServiceInfo]:
                 for i in range(cnt.value)]
     finally:
         if cnt.value:
-            mach_vm_deallocate(SELF.task_name, _address(arr), cnt.value * sizeof(D.bootstrap_service_info_t))
+            mach_vm_deallocate(KT.SELF.task_name, _address(arr), cnt.value * sizeof(D.bootstrap_service_info_t))
 
 
 @dataclass(frozen=True)
@@ -245,12 +246,12 @@ def private_server(*, serve: bool = True) -> Iterator[PrivateServer]:
                 raise BootstrapError(K.MACH_SEND_INVALID_DEST, f"private_server(): {err}") from None
         BP.disconnect()
         # a TASK_BOOTSTRAP_PORT we inherited would be connected before the socket
-        saved_special = SELF.special.pop(TASK_BOOTSTRAP_PORT, None)
+        saved_special = KT.SELF.special.pop(TASK_BOOTSTRAP_PORT, None)
         yield PrivateServer(path, directory, proc.pid if proc is not None else None)
     finally:
         try:
             BP.disconnect()
-            SELF.set_special(TASK_BOOTSTRAP_PORT, saved_special)
+            KT.SELF.set_special(TASK_BOOTSTRAP_PORT, saved_special)
         finally:
             if proc is not None and proc.poll() is None:
                 proc.terminate()

@@ -23,7 +23,6 @@ from ._kern import ipc_tt
 from ._kern import kern_return as K
 from ._kern import mach_msg as KM
 from ._kern import message_defs as MD
-from ._kern.ipc_kmsg import HDR, OOL_DESC, PORT_DESC
 from ._kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME,
                              MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                              MACH_PORT_TYPE_SEND_ONCE, MPO_CONTEXT_AS_GUARD)
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Port", "SendRight", "SendOnceRight", "PortSet", "Message", "MemoryEntry", "request",
            "register_ports", "registered_ports"]
 
+HDR, OOL_DESC, PORT_DESC = MD.HDR, MD.OOL_DESC, MD.PORT_DESC  # bound by assignment: see _kern/ipc_kmsg.py
 _AUDIT = MD.MACH_RCV_TRAILER_ELEMENTS(MD.MACH_RCV_TRAILER_AUDIT)
 _RCV_OPTION = MD.MACH_RCV_MSG | _AUDIT | MD.MACH_RCV_LARGE
 # the audit trailer's seqno, security token (uid, gid) and audit token pid

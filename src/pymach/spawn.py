@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ._linux.atfork import IMPORT_LOCK
-from ._kern.task import SELF
+from ._kern import task as KT
 
 if TYPE_CHECKING:
     import subprocess
@@ -20,7 +20,7 @@ def spawn(args: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:  # type
     passed down. Other Popen arguments (env, pass_fds, ...) are honoured."""
     with IMPORT_LOCK:  # imported on first use, which a fork waits for (see _linux/atfork.py)
         import subprocess
-    env_add, fds = SELF.inheritance()
+    env_add, fds = KT.SELF.inheritance()
     env = dict(popen_kwargs.pop("env", None) or os.environ)
     env.update(env_add)
     pass_fds = tuple(popen_kwargs.pop("pass_fds", ())) + tuple(fds)

@@ -41,7 +41,8 @@ from . import ipc_right as R
 from . import kern_return as K
 from .ipc_port import LOCAL_SENDS, SendCap
 from .ipc_space import MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_SEND, IpcEntry
-from .task import BOOTSTRAP_PORT_NAME, SELF, TASK_BOOTSTRAP_PORT
+from . import task as KT
+from .task import BOOTSTRAP_PORT_NAME, TASK_BOOTSTRAP_PORT
 
 # <servers/bootstrap.h>: the codes a connection of the bootstrap port gives
 # besides those of the kernel
@@ -52,7 +53,7 @@ BOOTSTRAP_NO_MEMORY: Final = 1105
 def _type(name: int) -> int:
     """mach_port_type of ``name`` in our space; 0 when it names nothing."""
     try:
-        return R.type_of(SELF.space, name)
+        return R.type_of(KT.SELF.space, name)
     except OSError:
         return 0
 
@@ -99,7 +100,7 @@ class Connection:
         reentrant); held on return until the block ends. The block may wait
         under it for the rendezvous, the handshake and an autostarted
         server (_connect: about 50 s at most)."""
-        with SELF.space.lock:
+        with KT.SELF.space.lock:
             outer = not self.busy
             self.busy = True
             try:
@@ -118,7 +119,7 @@ class Connection:
         with self._locked() as outer:
             if not outer:
                 return None
-            space = SELF.space
+            space = KT.SELF.space
             e = space.peek(name)
             if e is None:  # (else another thread connected it meanwhile)
                 kr, current = self._get()
@@ -138,7 +139,7 @@ class Connection:
     def _get(self) -> tuple[int, int]:
         """Conditions: the space's lock is held (_locked); may wait as fill
         does."""
-        if self.name and SELF.space.peek(self.name) is None:
+        if self.name and KT.SELF.space.peek(self.name) is None:
             self.name = 0  # the program released every reference to it
         if not self.name:
             kr = self._connect()
@@ -151,7 +152,7 @@ class Connection:
         rendezvous, the handshake and an autostarted server, up to about 50
         s."""
         fds: list[int] | None = None
-        special = None if self.changed else SELF.special.get(TASK_BOOTSTRAP_PORT)
+        special = None if self.changed else KT.SELF.special.get(TASK_BOOTSTRAP_PORT)
         if isinstance(special, SendCap) and not special.dead():
             try:
                 fds = special.dup().detach_fds()
@@ -190,10 +191,10 @@ class Connection:
         self.error = ""
         if not inherited and not self.changed:
             # as launchd gives every process its bootstrap port: children inherit it
-            e = SELF.space.peek(self.name)
+            e = KT.SELF.space.peek(self.name)
             if e is not None and isinstance(e.cap, SendCap):
                 try:
-                    SELF.set_special(TASK_BOOTSTRAP_PORT, e.cap.dup())
+                    KT.SELF.set_special(TASK_BOOTSTRAP_PORT, e.cap.dup())
                     self.set_special = True
                 except OSError:
                     pass  # no fd for the copy: children connect on their own
@@ -206,7 +207,7 @@ class Connection:
 
         Conditions: nothing locked, or the space's lock held by this thread;
         takes it."""
-        space = SELF.space
+        space = KT.SELF.space
         with space.lock:
             ino = files.inode(fds[0])
             if space.peek(BOOTSTRAP_PORT_NAME) is None and not space.name_for(("ino", ino)) \
@@ -245,7 +246,7 @@ class Connection:
                 self.stale.add(self.name)
                 self.name = 0
             if self.set_special:
-                SELF.set_special(TASK_BOOTSTRAP_PORT, None)
+                KT.SELF.set_special(TASK_BOOTSTRAP_PORT, None)
                 self.set_special = False
             return self.name if self._connect() == K.KERN_SUCCESS else 0
 
@@ -263,10 +264,10 @@ class Connection:
                 kr, name = self._get()
                 if kr == K.KERN_SUCCESS and _type(name) & MACH_PORT_TYPE_DEAD_NAME:
                     self.reconnect(name)
-            cap = SELF.special.get(TASK_BOOTSTRAP_PORT)
+            cap = KT.SELF.special.get(TASK_BOOTSTRAP_PORT)
             if not isinstance(cap, SendCap):
                 return 0
-            return R.copyout_send(SELF.space, cap.dup().detach_fds(), False)
+            return R.copyout_send(KT.SELF.space, cap.dup().detach_fds(), False)
 
     def special_changing(self) -> None:
         """The program is about to set TASK_BOOTSTRAP_PORT: bootstrap_port
@@ -277,7 +278,7 @@ class Connection:
         Conditions: nothing locked, or the space's lock; takes it."""
         with self._locked():
             if not self.changed and not self.name:
-                special = SELF.special.get(TASK_BOOTSTRAP_PORT)
+                special = KT.SELF.special.get(TASK_BOOTSTRAP_PORT)
                 if isinstance(special, SendCap) and not special.dead():
                     try:
                         self.name = self._install(special.dup().detach_fds())
@@ -295,16 +296,16 @@ class Connection:
             for name in [self.name, *self.stale]:
                 if name:
                     try:
-                        R.deallocate(SELF.space, name)
+                        R.deallocate(KT.SELF.space, name)
                     except OSError:
                         pass  # released by the program already
             if self.set_special:
-                SELF.set_special(TASK_BOOTSTRAP_PORT, None)
+                KT.SELF.set_special(TASK_BOOTSTRAP_PORT, None)
             self.name, self.stale, self.set_special, self.changed = 0, set(), False, False
 
 
 CONNECTION: Final = Connection()
-SELF.bootstrap = CONNECTION
+KT.SELF.bootstrap = CONNECTION
 os.register_at_fork(after_in_child=CONNECTION.forked)
 
 
@@ -365,11 +366,11 @@ def reply_port() -> int:
     if cached and _REPLY.pid == os.getpid():
         return cached
     try:
-        name = R.allocate(SELF.space, MACH_PORT_RIGHT_RECEIVE)
+        name = R.allocate(KT.SELF.space, MACH_PORT_RIGHT_RECEIVE)
     except OSError:
         return 0
     _REPLY.port, _REPLY.pid = name, os.getpid()
-    with SELF.space.lock:
+    with KT.SELF.space.lock:
         _REPLIES.append((os.getpid(), name))
     return name
 
@@ -386,14 +387,14 @@ def discard_reply_port(name: int) -> None:
     Conditions: nothing locked; takes the space's lock."""
     _REPLY.port = 0
     pid = os.getpid()
-    with SELF.space.lock:
+    with KT.SELF.space.lock:
         _REPLIES[:] = [(p, r) for p, r in _REPLIES if (p, r) != (pid, name)]
     _destroy(name)
 
 
 def _destroy(name: int) -> None:
     try:
-        R.destroy(SELF.space, name)
+        R.destroy(KT.SELF.space, name)
     except OSError:
         pass  # destroyed by the program already
 
@@ -405,7 +406,7 @@ def disconnect() -> None:
 
     Conditions: nothing locked; takes the space's lock."""
     CONNECTION.disconnect()
-    with SELF.space.lock:
+    with KT.SELF.space.lock:
         ports, _REPLIES[:] = list(_REPLIES), []
     for pid, name in ports:
         if pid == os.getpid():

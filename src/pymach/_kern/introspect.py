@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from .._linux import introspect as _transport
-from .ipc_notify import WATCHER
+from . import ipc_notify
 from .ipc_port import Port, ReplyCap, SendCap, SendOnceCap
 from .ipc_pset import PortSet
 from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_DNREQUEST, MACH_PORT_TYPE_PORT_SET,
@@ -143,7 +143,7 @@ def held_fds(space: Any, vm_map: Any) -> dict[str, Any]:
             ports |= {cap.sock.fileno(), cap.efd}
     ports.discard(-1)
     mapped = sorted({e.obj.fd for e in vm_map.entries() if e.obj is not None and e.obj.fd >= 0})
-    runtime = WATCHER.fds() + _transport.listener_fds()
+    runtime = ipc_notify.WATCHER.fds() + _transport.listener_fds()
     return {"names": names, "map": mapped, "task": sorted(ports), "runtime": runtime}
 
 

@@ -28,14 +28,21 @@ from . import kern_return as K
 from . import message_defs as MD
 from . import vm_defs as V
 from . import ipc_right as R
+from . import ipc_wire
 from .ipc_port import Incoming, Port, ReplyCap, SendCap, SendOnceCap, done, use
 from .ipc_wire import (FLAG_BLOB, FLAG_CARRIER, FLAG_REPLY, FLAGS_AT as _FLAGS_AT, KIND_BACK, KIND_BLOB,  # noqa: F401
-                       KIND_ENTRY, KIND_NONE, KIND_OOL, MAGIC, MAX_RECORD, RIGHT, WIRE)
+                       KIND_ENTRY, KIND_NONE, KIND_OOL, MAGIC, MAX_RECORD)
 from .vm_memory_entry import MemoryEntry, check_entry
 from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                          MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
-from .message_defs import HDR as HDR, OOL_DESC as OOL_DESC, PORT_DESC as PORT_DESC  # re-exported
 from .task import SELF
+
+# Bound by assignment, not by import: CPython compiles NAME.method() of an
+# imported NAME as an attribute load (it takes NAME for a module), which
+# 3.11 cannot specialize for a method, so each call would make a bound
+# method and free it (tests/test_hot_path.py).
+HDR, OOL_DESC, PORT_DESC = MD.HDR, MD.OOL_DESC, MD.PORT_DESC
+RIGHT, WIRE = ipc_wire.RIGHT, ipc_wire.WIRE
 
 # the most fds and rights one message may carry: what a record's right
 # table can describe, and a bound the receiver's fd limit checks anyway
@@ -647,7 +654,7 @@ def copyout_simple(space: IpcSpace, rec: Incoming, rcv_name: int, room: int) -> 
     if (magic != MAGIC or nrights != 1 or nfds or alen or bits & _SIMPLE_BITS or flags & FLAG_BLOB
             or blen != len(data) - _SIMPLE_HEAD or blen % 4 or HEADER_SIZE + blen > room):
         return None
-    kind, n, _size, aux = RIGHT.unpack_from(data, WIRE.size)
+    kind, n, _size, aux = RIGHT.unpack_from(data, _WIRE_SIZE)
     if n:
         return None
     if kind == KIND_NONE:
@@ -659,7 +666,8 @@ def copyout_simple(space: IpcSpace, rec: Incoming, rcv_name: int, room: int) -> 
     return HDR.pack(bits, HEADER_SIZE + blen, reply, rcv_name, 0, msg_id) + data[_SIMPLE_HEAD:]
 
 
-_SIMPLE_HEAD = WIRE.size + RIGHT.size
+_WIRE_SIZE = WIRE.size
+_SIMPLE_HEAD = _WIRE_SIZE + RIGHT.size
 
 
 def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays: "bytes | bytearray") -> None:

@@ -37,7 +37,10 @@ from typing import TYPE_CHECKING, Callable
 from .._linux import epoll, files, unix
 from .._linux.atfork import IMPORT_LOCK
 from . import message_defs as MD
-from .ipc_wire import FLAG_NOTIFY, MAGIC, RIGHT, WIRE
+from . import ipc_wire
+from .ipc_wire import FLAG_NOTIFY, MAGIC
+
+RIGHT, WIRE = ipc_wire.RIGHT, ipc_wire.WIRE  # bound by assignment, not by import: see ipc_kmsg.py
 
 if TYPE_CHECKING:
     import logging

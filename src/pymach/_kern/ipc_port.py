@@ -22,13 +22,23 @@ from collections import deque
 from typing import Callable, TypeVar
 
 from .._linux import epoll, eventfd, files, memfd, unix
+from . import ipc_notify
+from . import ipc_wire
 from . import kern_return as K
-from .ipc_notify import WATCHER, no_senders, send_once_record
+from .ipc_notify import no_senders, send_once_record
 from .ipc_wire import (CONTROL, FLAG_CARRIER, FLAG_JOIN, FLAG_REPLY, FLAG_REPLYCONN, FLAG_SO_DEAD,  # noqa: F401
-                       FLAG_SPOOL, FLAG_UPGRADE, FLAGS_AT as _FLAGS_AT, KIND_BACK as _KIND_BACK, MAGIC as _MAGIC, MAX_RECORD, RIGHT as _RIGHT0,
-                       WIRE as _CONTROL_HEAD)
+                       FLAG_SPOOL, FLAG_UPGRADE, FLAGS_AT as _FLAGS_AT, KIND_BACK as _KIND_BACK, MAGIC as _MAGIC,
+                       MAX_RECORD)
 
 from .ipc_space import MACH_PORT_QLIMIT_DEFAULT, MACH_PORT_QLIMIT_MAX, renew_at_fork
+
+# Bound by assignment, not by import: CPython compiles NAME.method() of an
+# imported NAME as an attribute load (it takes NAME for a module), which
+# 3.11 cannot specialize for a method, so each call would make a bound
+# method and free it (tests/test_hot_path.py).
+WATCHER = ipc_notify.WATCHER
+_RIGHT0, _CONTROL_HEAD = ipc_wire.RIGHT, ipc_wire.WIRE
+_CONTROL_SIZE = _CONTROL_HEAD.size
 
 # sending-end inode -> the Port (whose receive right this task holds) that
 # it reaches: how a send right coming back to us is known to be ours
@@ -752,10 +762,6 @@ class Port:
         self.local_inos: dict[int, int] = {}
         renew_at_fork(self)
 
-    @property
-    def _buf(self) -> bytearray:
-        return _record_buffer()
-
     def _sem(self) -> int:
         """The queue semaphore, made now if no send right needed it yet (no
         place can have been taken: it starts with qlimit free).
@@ -1122,7 +1128,7 @@ class Port:
                 drained = 0
                 while True:
                     try:
-                        n, fds, cred = unix.recv(sock, self._buf)
+                        n, fds, cred = unix.recv(sock, _record_buffer())
                     except BlockingIOError:
                         return  # not closed after all
                     except unix.Truncated as err:
@@ -1153,12 +1159,12 @@ class Port:
         Conditions: the port's receive lock is held (the port's lock too,
         from _peer_closed); takes the port's lock for a send-once end and
         for a control record (_control)."""
-        buf = self._buf
+        buf = _record_buffer()
         if once:
             with self.lock:
                 self.drop_end(fd)
             return Incoming(bytes(buf[:n]), fds, cred)
-        if n == _CONTROL_HEAD.size and buf[_FLAGS_AT] & CONTROL and self._control(fd, n, fds):
+        if n == _CONTROL_SIZE and buf[_FLAGS_AT] & CONTROL and self._control(fd, n, fds):
             return None
         if self.debt:
             self.debt -= 1  # (_freed, inline: this is every message's path)
@@ -1194,7 +1200,7 @@ class Port:
         and calls ``admit`` under it (the bootstrap server's policy takes
         the port's lock again); takes the watcher's lock while a no-senders
         request is armed."""
-        magic, bits, _id, blen, nrights, nfds, flags, alen = _CONTROL_HEAD.unpack_from(self._buf)
+        magic, bits, _id, blen, nrights, nfds, flags, alen = _CONTROL_HEAD.unpack_from(_record_buffer())
         ok = (magic == _MAGIC and not (bits or blen or nrights or alen) and nfds == len(fds)
               and all(unix.is_seqpacket(f) for f in fds))
         if ok and flags in (FLAG_JOIN, FLAG_REPLYCONN) and any(unix.peer_gone(f) for f in fds[-1:]):
@@ -1235,7 +1241,7 @@ class Port:
             # its channel's sender closed it meanwhile (the watcher thread,
             # when the destination died): nothing was outstanding on it
             return None
-        buf = self._buf
+        buf = _record_buffer()
         try:
             n, fds, cred = unix.recv(rc.sock, buf)
         except BlockingIOError:
@@ -1259,7 +1265,7 @@ class Port:
                 rc.anon = 0
                 rc.close()
             return self.held.popleft() if self.held else None  # type: ignore[return-value]
-        flags = int.from_bytes(buf[_FLAGS_AT:_FLAGS_AT + 4], "little") if n >= _CONTROL_HEAD.size else 0
+        flags = int.from_bytes(buf[_FLAGS_AT:_FLAGS_AT + 4], "little") if n >= _CONTROL_SIZE else 0
         kind, token = flags & 0xFF, flags >> 8
         rec: Incoming | None = None
         # a reply may also be a notification (1) or carry its body in a
@@ -1385,7 +1391,7 @@ class Port:
                     ent = found
                 sock, once = ent
                 try:
-                    n, fds, cred = unix.recv(sock, self._buf)
+                    n, fds, cred = unix.recv(sock, _record_buffer())
                 except BlockingIOError:
                     if direct:
                         # empty: wait in epoll, and for the next receives

@@ -14,8 +14,8 @@ from .._linux import epoll, files
 from . import ipc_notify
 from . import kern_return as K
 from . import message_defs as MD
-from .ipc_notify import WATCHER
-from .ipc_port import LOCAL_SENDS, Port, ReplyCap, SendCap, SendOnceCap, Shared
+from . import ipc_port
+from .ipc_port import Port, ReplyCap, SendCap, SendOnceCap, Shared
 from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_LABELH, MACH_PORT_RIGHT_PORT_SET,
                         MACH_PORT_RIGHT_RECEIVE,
                         MACH_PORT_RIGHT_SEND, MACH_PORT_RIGHT_SEND_ONCE, MACH_PORT_TYPE_DEAD_NAME,
@@ -157,7 +157,7 @@ def _drop_cap(space: IpcSpace, name: int, e: IpcEntry) -> None:
     cap = e.cap
     if isinstance(cap, SendCap):
         if cap.sock.fileno() >= 0:
-            WATCHER.unwatch(cap.sock.fileno())
+            ipc_notify.WATCHER.unwatch(cap.sock.fileno())
         for k in list(e.keys):
             if k == ("ino", cap.ino):
                 space._by_key.pop(k, None)
@@ -528,7 +528,7 @@ def copyout_send(space: IpcSpace, fds: list[int], send_once: bool) -> int:
         if not send_once:
             name = space.name_for(("ino", ino))
             if not name:
-                port = LOCAL_SENDS.get(ino)
+                port = ipc_port.LOCAL_SENDS.get(ino)
                 if port is not None:
                     name = space.name_for(id(port))
             if name:
@@ -1025,7 +1025,7 @@ def _request(space: IpcSpace, name: int, msgid: int, sync: int, cap: "SendOnceCa
         e.dnrequest = cap
         send = e.cap
         if cap is not None and isinstance(send, SendCap) and not e.type & MACH_PORT_TYPE_RECEIVE:
-            WATCHER.watch(send.sock.fileno(), epoll.EPOLLHUP | epoll.EPOLLERR,
+            ipc_notify.WATCHER.watch(send.sock.fileno(), epoll.EPOLLHUP | epoll.EPOLLERR,
                           lambda: _port_died(space, name, e))
         return prev  # type: ignore[return-value]
     raise _err(K.KERN_INVALID_VALUE, f"notification id {msgid}")
@@ -1054,7 +1054,7 @@ def copyin_receive(space: IpcSpace, name: int, dest: object) -> Port:
         raise _err(K.MACH_SEND_INVALID_RIGHT, f"{name:#x} holds no receive right")
     port = e.object
     assert isinstance(port, Port)
-    if isinstance(dest, SendCap) and (LOCAL_SENDS.get(dest.ino) is port or dest is e.cap):
+    if isinstance(dest, SendCap) and (ipc_port.LOCAL_SENDS.get(dest.ino) is port or dest is e.cap):
         raise _err(K.MACH_SEND_INVALID_RIGHT, "a receive right cannot be sent to its own port")
     return port
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from . import ipc_right as R
-from .bootstrap_port import CONNECTION as _BOOTSTRAP
+from . import bootstrap_port as BP
 from . import kern_return as K
 from .ipc_port import SendCap
 from .ipc_space import MACH_PORT_TYPE_SEND, IpcSpace
-from .task import (SELF, SETTABLE_SPECIAL_PORTS, TASK_BOOTSTRAP_PORT, TASK_HOST_PORT, TASK_INSPECT_PORT,
+from . import task as KT
+from .task import (SETTABLE_SPECIAL_PORTS, TASK_BOOTSTRAP_PORT, TASK_HOST_PORT, TASK_INSPECT_PORT,
                    TASK_KERNEL_PORT, TASK_MAX_SPECIAL_PORT, TASK_NAME_PORT, TASK_PORT_REGISTER_MAX, TASK_READ_PORT)
 
 # special port numbers <mach/task_special_ports.h> leaves unassigned
@@ -38,10 +39,10 @@ def space_of(task: int) -> IpcSpace:
     Conditions: nothing locked; a lookup of the bootstrap port's name may
     connect it (kern.bootstrap_port: the space's lock, waiting up to about
     50 s)."""
-    if task != SELF.task_name:
-        e = SELF.space.lookup(task)
+    if task != KT.SELF.task_name:
+        e = KT.SELF.space.lookup(task)
         raise K.MachError(K.MACH_SEND_INVALID_DEST if e is None else K.KERN_INVALID_TASK, f"{task:#x}")
-    return SELF.space
+    return KT.SELF.space
 
 
 def get_special_port(space: IpcSpace, which: int) -> int:
@@ -59,13 +60,13 @@ def get_special_port(space: IpcSpace, which: int) -> int:
     copyout_send; connecting TASK_BOOTSTRAP_PORT may wait up to about 50 s
     under it); reads the special ports without it."""
     if which in (TASK_KERNEL_PORT, TASK_NAME_PORT, TASK_READ_PORT, TASK_INSPECT_PORT):
-        return space.insert(SELF.task, MACH_PORT_TYPE_SEND)
+        return space.insert(KT.SELF.task, MACH_PORT_TYPE_SEND)
     if which == TASK_HOST_PORT:
-        return space.insert(SELF.host, MACH_PORT_TYPE_SEND)
+        return space.insert(KT.SELF.host, MACH_PORT_TYPE_SEND)
     if which == TASK_BOOTSTRAP_PORT:
-        return _BOOTSTRAP.special_name()
+        return BP.CONNECTION.special_name()
     if which in SETTABLE_SPECIAL_PORTS:
-        cap = SELF.special.get(which)
+        cap = KT.SELF.special.get(which)
         return R.copyout_send(space, cap.dup().detach_fds(), False) if cap is not None else 0  # type: ignore[attr-defined]
     raise K.MachError(K.KERN_INVALID_ARGUMENT, f"special port {which}")
 
@@ -99,8 +100,8 @@ def set_special_port(space: IpcSpace, which: int, name: int) -> None:
             raise K.MachError(K.KERN_INVALID_RIGHT, f"{name:#x} holds no send right")
         cap = e.cap.dup()  # type: ignore[attr-defined]
     if which == TASK_BOOTSTRAP_PORT:
-        _BOOTSTRAP.special_changing()
-    SELF.set_special(which, cap)
+        BP.CONNECTION.special_changing()
+    KT.SELF.set_special(which, cap)
 
 
 def ports_register(space: IpcSpace, names: Collection[int]) -> None:
@@ -130,10 +131,10 @@ def ports_register(space: IpcSpace, names: Collection[int]) -> None:
             raise K.MachError(K.KERN_INVALID_RIGHT, f"{name:#x} is not a send right to a port")
         caps.append(e.cap.dup())
     caps += [None] * (TASK_PORT_REGISTER_MAX - len(caps))
-    for old in SELF.registered:
+    for old in KT.SELF.registered:
         if old is not None:
             old.close()  # type: ignore[attr-defined]
-    SELF.registered = caps
+    KT.SELF.registered = caps
 
 
 def ports_lookup(space: IpcSpace) -> list[int]:
@@ -146,7 +147,7 @@ def ports_lookup(space: IpcSpace) -> list[int]:
     Conditions: nothing locked; takes the space's lock for each name
     (copyout_send); reads the registered ports without it."""
     names = []
-    for cap in SELF.registered:
+    for cap in KT.SELF.registered:
         if cap is None:
             names.append(0)
         else:

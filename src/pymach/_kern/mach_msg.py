@@ -18,11 +18,14 @@ from . import message_defs as MD
 from . import ipc_kmsg
 from . import ipc_right as R
 from .ipc_notify import NDR_RECORD
-from .ipc_wire import FLAG_NOTIFY, FLAGS_AT as _FLAGS_AT, MAGIC, RIGHT, WIRE
+from . import ipc_wire
+from .ipc_wire import FLAG_NOTIFY, FLAGS_AT as _FLAGS_AT, MAGIC
 from .ipc_port import Incoming, Port, ReplyCap, SendCap, SendOnceCap, done
 from .ipc_pset import PortSet
 from .ipc_space import MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, IpcSpace
 from .task import SELF
+
+RIGHT, WIRE = ipc_wire.RIGHT, ipc_wire.WIRE  # bound by assignment, not by import: see ipc_kmsg.py
 
 # trailer size by MACH_RCV_TRAILER_ELEMENTS
 HDR_REMOTE = struct.Struct("<I")

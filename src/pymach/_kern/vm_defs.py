@@ -149,7 +149,7 @@ SM_LARGE_PAGE: Final = 8
 
 vm_page_size: Final = PAGE_SIZE
 vm_page_mask: Final = PAGE_SIZE - 1
-vm_page_shift: Final = PAGE_SIZE.bit_length() - 1
+vm_page_shift: Final = vm_page_mask.bit_length()
 
 # x86_64 user space, <mach/i386/vm_param.h>. Linux's own top is lower
 # (0x7ffffffff000, 47-bit paging); addresses between the two are refused by

@@ -52,6 +52,7 @@ from .files import close_all as close_all, inode as inode
 
 SCM_MAX_FD = 253
 _CRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_CRED_SIZE = _CRED.size
 _ANC_SPACE = socket.CMSG_SPACE(SCM_MAX_FD * 4) + socket.CMSG_SPACE(_CRED.size)
 # plain ints: flag enums cost more to combine than the syscall takes
 _MSG_CMSG_CLOEXEC = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000))
@@ -135,7 +136,7 @@ def recv(sock: socket.socket, buf: bytearray, flags: int = 0) -> tuple[int, list
     for level, kind, data in anc:
         if level != _SOL_SOCKET:
             continue
-        if kind == _SCM_CREDENTIALS and len(data) >= _CRED.size:
+        if kind == _SCM_CREDENTIALS and len(data) >= _CRED_SIZE:
             cred = _CRED.unpack_from(data)
         elif kind == _SCM_RIGHTS:
             a = array.array("i")
