@@ -82,10 +82,12 @@ _SOL_SOCKET = unix.SOL_SOCKET
 _SCM_RIGHTS = unix.SCM_RIGHTS
 
 
-def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int, addr: int = 0) -> None:
-    """Send one message. MACH_SEND_* codes as XNU gives them; after
-    MACH_SEND_TIMED_OUT, _INTERRUPTED and _NO_BUFFER, PseudoReceived with
-    the message as XNU writes it back over the sender's buffer at ``addr``.
+def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int, addr: int | None = None) -> None:
+    """Send one message. MACH_SEND_* codes as XNU gives them. With ``addr``
+    (the C interface: the sender's buffer), after MACH_SEND_TIMED_OUT,
+    _INTERRUPTED and _NO_BUFFER, PseudoReceived with the message as XNU
+    writes it back over that buffer; without it (the Pythonic layer) a
+    failed send consumes nothing.
 
     Conditions: nothing locked. As ipc_kmsg.copyin; then writes with nothing
     locked (the rights held by use()), waiting for a place in the queue and
@@ -102,7 +104,7 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int, addr: int = 
             if token:
                 dest.undo_reply(token)
             done(dest)  # held by copyin_simple
-            if isinstance(err, K.MachError) and err.kr in _PSEUDO:
+            if addr is not None and isinstance(err, K.MachError) and err.kr in _PSEUDO:
                 raise _pseudo_receive(space, msg, None, addr, err.kr) from err
             raise
         done(dest)  # held by copyin_simple
@@ -126,7 +128,7 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int, addr: int = 
         out.token = 0
     except BaseException as err:
         out.unmove()  # the receive rights it carried stay, with their queues
-        if isinstance(err, K.MachError) and err.kr in _PSEUDO and out.kobject is None:
+        if addr is not None and isinstance(err, K.MachError) and err.kr in _PSEUDO and out.kobject is None:
             if out.token:
                 out.dest.undo_reply(out.token)  # type: ignore[union-attr]
                 out.token = 0
