@@ -33,15 +33,15 @@ from .ipc_port import Incoming, Port, ReplyCap, SendCap, SendOnceCap, done, use
 from .ipc_wire import (FLAG_BLOB, FLAG_CARRIER, FLAG_REPLY, FLAGS_AT as _FLAGS_AT, KIND_BACK, KIND_BLOB,  # noqa: F401
                        KIND_ENTRY, KIND_NONE, KIND_OOL, MAGIC, MAX_RECORD)
 from .vm_memory_entry import MemoryEntry, check_entry
-from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
-                         MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
+from .ipc_space import (MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE,
+                         MACH_PORT_TYPE_SEND, MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
 from .task import SELF
 
 # Bound by assignment, not by import: CPython compiles NAME.method() of an
 # imported NAME as an attribute load (it takes NAME for a module), which
 # 3.11 cannot specialize for a method, so each call would make a bound
 # method and free it (tests/test_hot_path.py).
-HDR, OOL_DESC, PORT_DESC = MD.HDR, MD.OOL_DESC, MD.PORT_DESC
+HDR, OOL_DESC, PORT_DESC, GUARDED_DESC = MD.HDR, MD.OOL_DESC, MD.PORT_DESC, MD.GUARDED_DESC
 RIGHT, WIRE = ipc_wire.RIGHT, ipc_wire.WIRE
 
 # the most fds and rights one message may carry: what a record's right
@@ -88,6 +88,7 @@ class Outgoing:
     reply: SendCap | None = None  # with ``kobject``: the reply right, to answer on
     reply_kind: int = 0
     used: list[SendCap] = field(default_factory=list)  # kept open until the send is over (use/done)
+    ool: list[int] = field(default_factory=list)  # the memfd of each out-of-line region, in body order
 
     def release(self) -> None:
         """Close what the message owned; let the rights it used go.
@@ -311,7 +312,22 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
             slots = [_copyin_port(space, n, disp, rights, out) for n in names]
             # the array travels as (right index, kind) pairs after the body
             out.arrays.append(b"".join(struct.pack("<II", i, k) for i, k in slots))
-            OOL_DESC.pack_into(body, off, first, 0, copy, disp, dtype, count)
+            OOL_DESC.pack_into(body, off, first, 0, copy, copyin_type(disp), dtype, count)
+        elif dtype == MD.MACH_MSG_GUARDED_PORT_DESCRIPTOR:
+            context, gflags, disp, _t, name = GUARDED_DESC.unpack_from(body, off)
+            # ipc_kmsg_inflate_guarded_port_descriptor: only MOVE_RECEIVE,
+            # and flags that make sense together
+            if disp != MD.MACH_MSG_TYPE_MOVE_RECEIVE:
+                raise _err(K.MACH_SEND_INVALID_TYPE, f"guarded port disposition {disp}")
+            if (not gflags or gflags & ~MD.MACH_MSG_GUARD_FLAGS_MASK
+                    or (gflags & MD.MACH_MSG_GUARD_FLAGS_UNGUARDED_ON_SEND and context)):
+                raise _err(K.MACH_SEND_INVALID_TYPE, f"guard flags {gflags:#x} with context {context:#x}")
+            idx = name
+            if name not in (0, 0xFFFFFFFF):
+                idx, _kind = _copyin_port(space, name, disp, rights, out, (context, gflags))
+                gflags |= MD.MACH_MSG_GUARD_FLAGS_UNGUARDED_ON_SEND  # cleared at copyout, as in XNU
+            # the sender's guard stays here: the receiver sees its own
+            GUARDED_DESC.pack_into(body, off, 0, gflags, MD.MACH_MSG_TYPE_PORT_RECEIVE, dtype, idx)
         elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
             addr, dealloc, copy, _pad, _t, size = OOL_DESC.unpack_from(body, off)
             if copy not in (MD.MACH_MSG_PHYSICAL_COPY, MD.MACH_MSG_VIRTUAL_COPY):
@@ -328,6 +344,7 @@ def _copyin_body(space: IpcSpace, body: bytearray, rights: list[tuple[int, int, 
                         out.dealloc.append((addr, size))
                 out.owned.append(fd)
                 out.fds.append(fd)
+                out.ool.append(fd)
                 rights.append((KIND_OOL, 1, size, 0))
                 idx = len(rights) - 1
             OOL_DESC.pack_into(body, off, idx, dealloc, copy, 0, dtype, size)
@@ -345,10 +362,36 @@ def _reply_port(space: IpcSpace, name: int) -> Port | None:
     return e.object
 
 
+def copyin_type(disp: int) -> int:
+    """ipc_object_copyin_type: the kind a disposition becomes in the message."""
+    if disp == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
+        return MD.MACH_MSG_TYPE_PORT_RECEIVE
+    if disp in (MD.MACH_MSG_TYPE_MOVE_SEND_ONCE, MD.MACH_MSG_TYPE_MAKE_SEND_ONCE):
+        return MD.MACH_MSG_TYPE_PORT_SEND_ONCE
+    if disp in (MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MAKE_SEND, MD.MACH_MSG_TYPE_COPY_SEND):
+        return MD.MACH_MSG_TYPE_PORT_SEND
+    return disp
+
+
+def _check_guard(port: Port, name: int, context: int, gflags: int) -> None:
+    """ipc_right_copyin_check_guard_locked: a guarded descriptor names an
+    unguarded port with UNGUARDED_ON_SEND and no context, or a guarded one
+    with its guard. MACH_SEND_INVALID_RIGHT otherwise (XNU also raises
+    EXC_GUARD kGUARD_EXC_INCORRECT_GUARD).
+
+    Conditions: nothing locked (the port's guard is read as it stands)."""
+    if gflags & MD.MACH_MSG_GUARD_FLAGS_UNGUARDED_ON_SEND and not port.guarded and not context:
+        return
+    if port.guarded and port.context == context:
+        return
+    raise _err(K.MACH_SEND_INVALID_RIGHT, f"{name:#x}: the guard does not match")
+
+
 def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, int, int, int]],
-                 out: Outgoing) -> tuple[int, int]:
+                 out: Outgoing, guard: tuple[int, int] | None = None) -> tuple[int, int]:
     """Copy in one right named in the body: (right index or a dead/null
-    marker, received kind). MACH_SEND_INVALID_RIGHT on any failure.
+    marker, received kind). ``guard``: (context, flags) of a guarded port
+    descriptor. MACH_SEND_INVALID_RIGHT on any failure.
 
     Conditions: nothing locked (as copyin)."""
     if name in (0, 0xFFFFFFFF):
@@ -358,6 +401,8 @@ def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, 
         raise _err(K.MACH_SEND_INVALID_RIGHT, f"port disposition {disp}")
     if disp == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
         port = R.copyin_receive(space, name, out.dest)
+        if guard is not None:
+            _check_guard(port, name, *guard)
         fds, packing, aux = port.pack_for_move()
         out.receives.append((name, port))
         rights.append((MD.MACH_MSG_TYPE_PORT_RECEIVE, len(fds), packing, aux))
@@ -547,9 +592,15 @@ def uncarry(rec: Incoming, nfds: int) -> None:
     rec.data = bytes(data)
 
 
-def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[bytes, int]:
+def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int, option: int = 0,
+            rcv_addr: int = 0) -> tuple[bytes, int]:
     """Install the record's rights in ``space`` and build the user message
     (header, body). Returns (message, bits). Closes everything on error.
+    ``option`` and ``rcv_addr`` (the receive buffer's address) serve
+    guarded port descriptors: without MACH_RCV_GUARDED_DESC their receive
+    rights are destroyed, and with MACH_MSG_GUARD_FLAGS_IMMOVABLE_RECEIVE
+    the right arrives guarded by the buffer's address and immovable
+    (ipc_kmsg_copyout_guarded_port_descriptor, ipc_right_copyout).
 
     Conditions: nothing locked; takes the space's lock for each right it
     installs, the map's lock (out-of-line memory, port arrays), and for a
@@ -605,6 +656,7 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
     # from here on every fd is given to the space or closed
     names: dict[int, int] = {}
     regions: dict[int, int] = {}
+    ports: dict[int, Port] = {}
     try:
         for i, (kind, n, size, aux) in enumerate(rights):
             if kind == KIND_BACK:
@@ -617,7 +669,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
             if kind in (MD.MACH_MSG_TYPE_PORT_SEND, MD.MACH_MSG_TYPE_PORT_SEND_ONCE):
                 names[i] = R.copyout_send(space, fds, kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE)
             elif kind == MD.MACH_MSG_TYPE_PORT_RECEIVE:
-                names[i] = R.copyout_receive(space, Port.from_move(fds, size, aux))
+                ports[i] = Port.from_move(fds, size, aux)
+                names[i] = R.copyout_receive(space, ports[i])
             elif kind == KIND_ENTRY:
                 names[i] = R.copyout_entry(space, MemoryEntry.from_wire(fds[0], size, aux), coalesce=True)
             elif kind == KIND_OOL:
@@ -631,6 +684,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int) -> tuple[
     reply = names.get(0, 0)
     if bits & MD.MACH_MSGH_BITS_COMPLEX:
         _copyout_body(body, names, regions, arrays)
+        if ports:
+            _copyout_guarded(space, body, names, ports, option, rcv_addr)
     out_bits = bits
     head = HDR.pack(out_bits, HEADER_SIZE + len(body), reply, rcv_name, 0, msg_id)
     return head + body, out_bits
@@ -683,7 +738,9 @@ def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays
             _check_slot(idx, kind, rights)
             _name(named, idx)
         elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
-            _first, _d, _c, _disp, _t, count = OOL_DESC.unpack_from(body, off)
+            _first, _d, _c, disp, _t, count = OOL_DESC.unpack_from(body, off)
+            if disp not in _PORT_KINDS:
+                raise _err(K.MACH_RCV_BODY_ERROR, "a port array of no port kind")
             if used + 8 * count > len(arrays):
                 raise _err(K.MACH_RCV_BODY_ERROR, "a port array runs past the record")
             for k in range(count):
@@ -691,6 +748,12 @@ def _check_body(body: bytearray, rights: list[tuple[int, int, int, int]], arrays
                 _check_slot(sidx, skind, rights)
                 _name(named, sidx)
             used += 8 * count
+        elif dtype == MD.MACH_MSG_GUARDED_PORT_DESCRIPTOR:
+            _ctx, _f, kind, _t, idx = GUARDED_DESC.unpack_from(body, off)
+            if kind != MD.MACH_MSG_TYPE_PORT_RECEIVE:
+                raise _err(K.MACH_RCV_BODY_ERROR, "a guarded port descriptor that is not a receive right")
+            _check_slot(idx, kind, rights)
+            _name(named, idx)
         elif dtype in (MD.MACH_MSG_OOL_DESCRIPTOR, MD.MACH_MSG_OOL_VOLATILE_DESCRIPTOR):
             idx, _d, _c, _p, _t, size = OOL_DESC.unpack_from(body, off)
             if idx and (idx >= len(rights) or rights[idx][0] != KIND_OOL or rights[idx][2] != size):
@@ -756,15 +819,22 @@ def _copyout_body(body: bytearray, names: dict[int, int], regions: dict[int, int
             idx, _pad, _p0, _p1, kind, _t = PORT_DESC.unpack_from(body, off)
             PORT_DESC.pack_into(body, off, _slot_name(idx, names), 0, 0, 0, kind, dtype)
         elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
-            _first, _d, copy, disp, _t, n = OOL_DESC.unpack_from(body, off)
+            # ipc_kmsg_deflate_port_array_descriptor: the array is new memory
+            # of ours, always deallocate TRUE and MACH_MSG_VIRTUAL_COPY
+            _first, _d, _copy, disp, _t, n = OOL_DESC.unpack_from(body, off)
             slots = [struct.unpack_from("<II", arrays, used + 8 * k) for k in range(n)]
             used += 8 * n
-            kind = slots[0][1] if slots else disp
             addr = _name_array([_slot_name(i, names) for i, _k in slots])
-            OOL_DESC.pack_into(body, off, addr, 0, MD.MACH_MSG_VIRTUAL_COPY if n else copy, kind, dtype, n)
+            OOL_DESC.pack_into(body, off, addr, 1, MD.MACH_MSG_VIRTUAL_COPY, disp, dtype, n)
+        elif dtype == MD.MACH_MSG_GUARDED_PORT_DESCRIPTOR:
+            _ctx, gflags, kind, _t, idx = GUARDED_DESC.unpack_from(body, off)
+            GUARDED_DESC.pack_into(body, off, 0, gflags, kind, dtype, _slot_name(idx, names))
         else:
+            # ipc_kmsg_deflate_memory_descriptor: deallocate is TRUE for a
+            # virtual copy; the copy option is the sender's
             idx, _d, copy, _p, _t, size = OOL_DESC.unpack_from(body, off)
-            OOL_DESC.pack_into(body, off, regions.get(idx, 0), 0, copy, 0, dtype, size)
+            OOL_DESC.pack_into(body, off, regions.get(idx, 0), copy == MD.MACH_MSG_VIRTUAL_COPY, copy, 0,
+                               dtype, size)
 
 
 def _slot_name(idx: int, names: dict[int, int]) -> int:
@@ -782,3 +852,146 @@ def _name_array(values: list[int]) -> int:
     addr = SELF.map.allocate(0, (len(data) + mm.PAGE_MASK) & ~mm.PAGE_MASK, True, False, 20)
     SELF.map.copy_in(addr, data)
     return addr
+
+
+def _copyout_guarded(space: IpcSpace, body: bytearray, names: dict[int, int], ports: dict[int, Port],
+                     option: int, rcv_addr: int) -> None:
+    """The receive rights of guarded port descriptors, after _copyout_body
+    wrote their names: destroyed unless the receiver asked for them
+    (MACH_RCV_GUARDED_DESC; XNU also raises a simulated crash on DEBUG
+    kernels), guarded by the receive buffer's address and made immovable
+    with MACH_MSG_GUARD_FLAGS_IMMOVABLE_RECEIVE.
+
+    Conditions: nothing locked; takes the space's lock (and, to destroy a
+    right, as ipc_right.mod_refs)."""
+    by_name = {names[i]: p for i, p in ports.items() if i in names}
+    for off, dtype in _descriptors(body, K.MACH_RCV_BODY_ERROR, "record"):
+        if dtype != MD.MACH_MSG_GUARDED_PORT_DESCRIPTOR:
+            continue
+        _ctx, gflags, kind, _t, name = GUARDED_DESC.unpack_from(body, off)
+        port = by_name.get(name)
+        if port is None:
+            continue  # null or dead
+        if not option & MD.MACH_RCV_GUARDED_DESC:
+            R.mod_refs(space, name, MACH_PORT_RIGHT_RECEIVE, -1)
+            GUARDED_DESC.pack_into(body, off, 0, gflags, kind, dtype, 0)
+            continue
+        if gflags & MD.MACH_MSG_GUARD_FLAGS_IMMOVABLE_RECEIVE:
+            with space.lock:
+                R.set_guard(port, rcv_addr, False, True)
+            gflags &= ~MD.MACH_MSG_GUARD_FLAGS_UNGUARDED_ON_SEND
+            GUARDED_DESC.pack_into(body, off, rcv_addr, gflags, kind, dtype, name)
+
+
+# -- pseudo-receive ------------------------------------------------------------------
+
+def _pseudo_right(space: IpcSpace, name: int, disp: int) -> tuple[int, int, int]:
+    """A right of a message that was not sent, given back to its sender as
+    if received: (name, kind, error bits). The right was never taken out of
+    the space here, so this is mach_port_extract_right within the space:
+    a moved right comes back under its name, a copied or made one adds a
+    reference or a right (ipc_object_copyin then ipc_object_copyout).
+
+    Conditions: nothing locked; as ipc_right.extract_right."""
+    kind = copyin_type(disp)
+    if name in (0, 0xFFFFFFFF):
+        return name, kind, 0
+    try:
+        new, kind = R.extract_right(space, name, disp)
+    except K.MachError as err:
+        if err.kr == K.KERN_INVALID_CAPABILITY:
+            return 0xFFFFFFFF, kind, 0
+        return 0, kind, K.MACH_MSG_IPC_SPACE
+    return new, kind, 0
+
+
+def copyout_pseudo(space: IpcSpace, msg: bytes, out: Outgoing | None, addr: int) -> tuple[bytes, int]:
+    """XNU's pseudo-receive (ipc_kmsg_copyout_pseudo, after a send that
+    failed with MACH_SEND_TIMED_OUT, _INTERRUPTED or _NO_BUFFER): the
+    message as its sender would receive it, to be written over the
+    sender's buffer. The header's rights are not reversed; every right
+    comes back as a name in our space (moved ones under their names,
+    copied and made ones as new references or rights), out-of-line memory
+    is mapped again at a new address (memory sent with deallocate is
+    gone from where it was), port arrays are new memory, and a guarded
+    receive right sent with MACH_MSG_GUARD_FLAGS_IMMOVABLE_RECEIVE comes
+    back guarded by the buffer's address ``addr`` but movable. No trailer
+    is written. Returns (message, error bits: MACH_MSG_IPC_SPACE,
+    MACH_MSG_VM_SPACE, with MACH_RCV_BODY_ERROR for a descriptor's).
+    ``out`` is None for a message sent by copyin_simple.
+
+    Conditions: nothing locked; the send is over (Outgoing.unmove and the
+    reply token withdrawn) but ``out`` not yet released (its memfds are
+    mapped). Takes the space's lock (ipc_right.extract_right) and the
+    map's lock."""
+    data = bytearray(msg)
+    bits, _size, remote, local, _voucher, _msg_id = HDR.unpack_from(data)
+    bits &= MD.MACH_MSGH_BITS_USER
+    dest, dkind, mr = _pseudo_right(space, remote, MD.MACH_MSGH_BITS_REMOTE(bits))
+    reply, rkind = 0, 0
+    if local or MD.MACH_MSGH_BITS_LOCAL(bits):
+        reply, rkind, err = _pseudo_right(space, local, MD.MACH_MSGH_BITS_LOCAL(bits))
+        mr |= err
+    nbits = MD.MACH_MSGH_BITS_SET(dkind, rkind, MD.MACH_MSGH_BITS_VOUCHER(bits), MD.MACH_MSGH_BITS_OTHER(bits))
+    struct.pack_into("<III", data, 0, nbits & MD.MACH_MSGH_BITS_USER, _size, dest)
+    struct.pack_into("<I", data, 12, reply)
+    if not bits & MD.MACH_MSGH_BITS_COMPLEX or out is None:
+        return bytes(data), mr
+    body = memoryview(data)[HEADER_SIZE:]
+    descs = list(_descriptors(data[HEADER_SIZE:], K.MACH_SEND_MSG_TOO_SMALL, "message"))
+    # the names of port arrays, read before their memory is deallocated
+    arrays: dict[int, tuple[int, ...]] = {}
+    for off, dtype in descs:
+        if dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
+            a, _d, _c, _disp, _t, count = OOL_DESC.unpack_from(body, off)
+            arrays[off] = struct.unpack(f"<{count}I", SELF.map.copy_out(a, 4 * count)) if count else ()
+    # memory sent with deallocate left the map at copyin, in XNU
+    for a, size in out.dealloc:
+        SELF.map.deallocate(a & ~mm.PAGE_MASK, (a + size + mm.PAGE_MASK) & ~mm.PAGE_MASK)
+    out.dealloc = []
+    dmr = 0
+    ool = iter(out.ool)
+    for off, dtype in descs:
+        if dtype == MD.MACH_MSG_PORT_DESCRIPTOR:
+            name, _pad, _p0, _p1, disp, _t = PORT_DESC.unpack_from(body, off)
+            new, kind, err = _pseudo_right(space, name, disp)
+            dmr |= err
+            PORT_DESC.pack_into(body, off, new, 0, 0, 0, kind, dtype)
+        elif dtype == MD.MACH_MSG_GUARDED_PORT_DESCRIPTOR:
+            context, gflags, disp, _t, name = GUARDED_DESC.unpack_from(body, off)
+            new, kind, err = _pseudo_right(space, name, disp)
+            dmr |= err
+            context = 0
+            if new not in (0, 0xFFFFFFFF):
+                gflags |= MD.MACH_MSG_GUARD_FLAGS_UNGUARDED_ON_SEND
+                if gflags & MD.MACH_MSG_GUARD_FLAGS_IMMOVABLE_RECEIVE:
+                    # guarded by the buffer, but movable: a pseudo-receive
+                    # does not pin the right in the sender's space
+                    with space.lock:
+                        R.set_guard(R.receive_port(space, new), addr, False, False)
+                    context = addr
+                    gflags &= ~MD.MACH_MSG_GUARD_FLAGS_UNGUARDED_ON_SEND
+            GUARDED_DESC.pack_into(body, off, context, gflags, kind, dtype, new)
+        elif dtype == MD.MACH_MSG_OOL_PORTS_DESCRIPTOR:
+            _a, _d, _c, disp, _t, count = OOL_DESC.unpack_from(body, off)
+            got = [_pseudo_right(space, n, disp) for n in arrays[off]]
+            for _n, _k, err in got:
+                dmr |= err
+            try:
+                new_addr = _name_array([n for n, _k, _e in got])
+            except K.MachError:
+                new_addr, dmr = 0, dmr | K.MACH_MSG_VM_SPACE
+            OOL_DESC.pack_into(body, off, new_addr, 1, MD.MACH_MSG_VIRTUAL_COPY, copyin_type(disp), dtype, count)
+        else:
+            _a, _d, copy, _p, _t, size = OOL_DESC.unpack_from(body, off)
+            region = 0
+            if size:
+                try:
+                    region = _map_ool(next(ool), size)
+                except (K.MachError, OSError):
+                    region, size, dmr = 0, 0, dmr | K.MACH_MSG_VM_SPACE
+            OOL_DESC.pack_into(body, off, region, copy == MD.MACH_MSG_VIRTUAL_COPY, copy, 0, dtype, size)
+    body.release()
+    if dmr:
+        mr |= dmr | K.MACH_RCV_BODY_ERROR
+    return bytes(data), mr

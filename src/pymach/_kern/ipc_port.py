@@ -740,6 +740,10 @@ class Port:
         self.destroyed = False
         self.context = 0  # mach_port_construct's context (or guard)
         self.guarded = False
+        self.strict_guard = False  # MPO_STRICT / MPG_STRICT: the context cannot be set or swapped
+        self.immovable = False  # MPO_IMMOVABLE_RECEIVE: the receive right cannot leave the space
+        self.impdonation = False  # MPO_IMPORTANCE_RECEIVER / _DENAP_RECEIVER / _TEMPOWNER (recorded)
+        self.tempowner = False
         # free places in the queue, shared with every sender (qlimit): made
         # with the first send right (_sem), so a port nobody may send to
         # (a reply port, or one that only gets send-once rights) is one fd

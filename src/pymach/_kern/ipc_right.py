@@ -25,6 +25,7 @@ from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_LABELH, MACH_
 from .ipc_pset import PortSet
 from .task import Task
 from .vm_memory_entry import MemoryEntry
+from . import ipc_space as S
 from .ipc_space import (MACH_PORT_QLIMIT_MAX, MPO_CONTEXT_AS_GUARD, MPO_INSERT_SEND_RIGHT, MPO_QLIMIT)
 
 _fstat = files.fstat  # bound once: copyout_send runs for every right a message carries
@@ -309,7 +310,8 @@ def destroy(space: IpcSpace, name: int) -> None:
         if e is None:
             raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
         if e.type & MACH_PORT_TYPE_RECEIVE:
-            if getattr(e.object, "guarded", False):
+            if getattr(e.object, "guarded", False) and getattr(e.object, "context", 0) != 0:
+                # ipc_right_destroy checks the guard against 0
                 raise _err(K.KERN_INVALID_RIGHT, "a guarded port is destroyed only by mach_port_destruct")
             e.urefs = 0
             cap = None
@@ -775,7 +777,7 @@ def get_attributes(space: IpcSpace, name: int, flavor: int) -> list[int]:
     srights, sorights = port.live_rights()
     return [1 if port.sets else 0, port.seqno, port.mscount, port.qlimit, port.msgcount(),
             sorights, 1 if srights else 0, 1 if port.pdrequest else 0,
-            1 if port.nsrequest else 0, 0x02 if port.guarded else 0]
+            1 if port.nsrequest else 0, status_flags(port)]
 
 
 def check_attributes(flavor: int, value: int) -> None:
@@ -814,13 +816,43 @@ def set_mscount(space: IpcSpace, name: int, mscount: int) -> None:
         receive_port(space, name).mscount = mscount & 0xFFFFFFFF
 
 
-def construct(space: IpcSpace, flags: int, qlimit: int, context: int) -> int:
-    """mach_port_construct: a receive right with options. KERN_INVALID_VALUE
-    (qlimit above MACH_PORT_QLIMIT_MAX).
+def construct(space: IpcSpace, flags: int, qlimit: int, context: int, service_name: int = 0) -> int:
+    """mach_port_construct: a receive right with options, checked in the
+    order of XNU's mach_port_construct. ``service_name`` is the options'
+    service_port_name (MPO_CONNECTION_PORT).
+
+    KERN_INVALID_ARGUMENT (two flags of a kind that allows one, or
+    MPO_CONNECTION_PORT without a service name), KERN_DENIED
+    (MPO_TG_BLOCK_TRACKING, MPO_SERVICE_PORT: launchd's and the graphics
+    server's), KERN_INVALID_NAME (MPO_CONNECTION_PORT with MACH_PORT_DEAD),
+    KERN_NOT_SUPPORTED (the reply-port and exception-port kinds),
+    KERN_INVALID_VALUE (qlimit above MACH_PORT_QLIMIT_MAX), KERN_NO_SPACE.
 
     Conditions: nothing locked; takes the space's lock and, under it, the
     port's lock (and, if inserting the send right fails, as
     _destroy_receive)."""
+    one = flags & (S.MPO_SERVICE_PORT | S.MPO_CONNECTION_PORT | S.MPO_TG_BLOCK_TRACKING)
+    if one & (one - 1):
+        raise _err(K.KERN_INVALID_ARGUMENT, "at most one of SERVICE_PORT, CONNECTION_PORT, TG_BLOCK_TRACKING")
+    one = flags & (S.MPO_REPLY_PORT | S.MPO_ENFORCE_REPLY_PORT_SEMANTICS | S.MPO_EXCEPTION_PORT
+                   | S.MPO_PROVISIONAL_REPLY_PORT)
+    if one & (one - 1):
+        raise _err(K.KERN_INVALID_ARGUMENT, "at most one of the reply and exception port kinds")
+    if one:
+        # reply-port semantics (a receive right that never moves, answered
+        # only through MAKE_SEND_ONCE) and hardened exception ports are not
+        # provided (docs/deviations.md)
+        raise _err(K.KERN_NOT_SUPPORTED, f"port kind {one:#x}")
+    if flags & (S.MPO_TG_BLOCK_TRACKING | S.MPO_SERVICE_PORT):
+        # XNU allows them to the graphics server's role and to launchd
+        raise _err(K.KERN_DENIED, "only the graphics server or launchd may make such a port")
+    if flags & S.MPO_CONNECTION_PORT:
+        if not service_name:
+            raise _err(K.KERN_INVALID_ARGUMENT, "a connection port without a service port")
+        if service_name == 0xFFFFFFFF:
+            raise _err(K.KERN_INVALID_NAME, f"{service_name:#x}")
+        # without a message filter (the sandbox's) XNU derives no label:
+        # the port is an ordinary one (ipc_service_port_derive_sblabel)
     if flags & MPO_QLIMIT and qlimit > MACH_PORT_QLIMIT_MAX:
         raise _err(K.KERN_INVALID_VALUE, f"qlimit {qlimit}")
     with space.lock:
@@ -830,8 +862,14 @@ def construct(space: IpcSpace, flags: int, qlimit: int, context: int) -> int:
             raise _no_space(err, "mach_port_construct") from err
         if flags & MPO_QLIMIT:
             port.set_qlimit(qlimit)
+        if flags & (S.MPO_IMPORTANCE_RECEIVER | S.MPO_DENAP_RECEIVER | S.MPO_TEMPOWNER):
+            port.impdonation = True
+            port.tempowner = bool(flags & S.MPO_TEMPOWNER)
         port.context = context
-        port.guarded = bool(flags & MPO_CONTEXT_AS_GUARD)
+        if flags & MPO_CONTEXT_AS_GUARD:
+            port.guarded = True
+            port.strict_guard = bool(flags & S.MPO_STRICT)
+            port.immovable = bool(flags & S.MPO_IMMOVABLE_RECEIVE)
         name, e = space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))
         if flags & MPO_INSERT_SEND_RIGHT:
             try:
@@ -896,9 +934,12 @@ def extract_right(space: IpcSpace, name: int, msgt_name: int) -> tuple[int, int]
             return 0xFFFFFFFF, kind
         if msgt_name == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
             port = _receive_of(e, name)
+            if port.immovable:
+                raise _err(K.KERN_INVALID_CAPABILITY, f"{name:#x}: an immovable receive right")
             # the right leaves and comes back: ipc_port_clear_receiver resets
             # it, and a receive-only entry is freed and named anew
             port.mscount = port.seqno = 0
+            clear_guard(port)
             for pset in list(port.sets):
                 assert isinstance(pset, PortSet)
                 pset.remove(port)
@@ -1056,6 +1097,9 @@ def copyin_receive(space: IpcSpace, name: int, dest: object) -> Port:
     assert isinstance(port, Port)
     if isinstance(dest, SendCap) and (ipc_port.LOCAL_SENDS.get(dest.ino) is port or dest is e.cap):
         raise _err(K.MACH_SEND_INVALID_RIGHT, "a receive right cannot be sent to its own port")
+    if port.immovable:
+        # ipc_right_copyin: KERN_INVALID_CAPABILITY (and EXC_GUARD kGUARD_EXC_IMMOVABLE)
+        raise _err(K.MACH_SEND_INVALID_RIGHT, f"{name:#x}: an immovable receive right")
     return port
 
 
@@ -1125,3 +1169,141 @@ def _send_port_destroyed(space: IpcSpace, name: int, e: IpcEntry, port: Port) ->
         return False
     consume_receive(space, name, port)
     return True
+
+
+# -- guards (osfmk/ipc/mach_port.c: mach_port_guard_locked and its callers) -------
+#
+# XNU raises EXC_GUARD (mach_port_guard_exception) on each violation below
+# and returns the code; pymach returns the code only (docs/deviations.md).
+
+def status_flags(port: Port) -> int:
+    """mps_flags of mach_port_status_t, as XNU's mach_port_get_attributes."""
+    flags = 0
+    if port.impdonation:
+        flags |= S.MACH_PORT_STATUS_FLAG_IMP_DONATION
+        if port.tempowner:
+            flags |= S.MACH_PORT_STATUS_FLAG_TEMPOWNER
+    if port.guarded:
+        flags |= S.MACH_PORT_STATUS_FLAG_GUARDED
+        if port.strict_guard:
+            flags |= S.MACH_PORT_STATUS_FLAG_STRICT_GUARD
+        if port.immovable:
+            flags |= S.MACH_PORT_STATUS_FLAG_GUARD_IMMOVABLE_RECEIVE
+    return flags
+
+
+def clear_guard(port: Port) -> None:
+    """The receive right leaves its space: ipc_port_clear_receiver clears
+    the context, the guard and the immovable bit.
+
+    Conditions: the space's lock is held, or the port is not in a space."""
+    port.context = 0
+    port.guarded = port.strict_guard = port.immovable = False
+
+
+def set_guard(port: Port, guard: int, strict: bool, immovable: bool) -> None:
+    """Guard a port as a received guarded descriptor does
+    (ipc_right_copyout with MACH_MSG_GUARD_FLAGS_IMMOVABLE_RECEIVE).
+
+    Conditions: the port is not yet anyone else's, or the space's lock is
+    held."""
+    port.context = guard
+    port.guarded, port.strict_guard = True, strict
+    if immovable:
+        port.immovable = True
+
+
+def _guard_port(space: IpcSpace, name: int) -> Port:
+    """ipc_port_translate_receive for the guard routines: KERN_INVALID_NAME
+    for MACH_PORT_NULL and MACH_PORT_DEAD (MACH_PORT_VALID), then as
+    receive_port.
+
+    Conditions: the space's lock is held."""
+    if name in (0, 0xFFFFFFFF):
+        raise _err(K.KERN_INVALID_NAME, f"{name:#x}")
+    return receive_port(space, name)
+
+
+def guard(space: IpcSpace, name: int, value: int, flags: int) -> None:
+    """mach_port_guard (flags MPG_STRICT when strict) and
+    mach_port_guard_with_flags. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_ARGUMENT (the port already has a context or guard).
+
+    Conditions: nothing locked; takes the space's lock."""
+    with space.lock:
+        port = _guard_port(space, name)
+        if port.context:
+            raise _err(K.KERN_INVALID_ARGUMENT, f"{name:#x} already has a context or guard")
+        port.context = value
+        port.guarded, port.strict_guard = True, bool(flags & S.MPG_STRICT)
+        if flags & S.MPG_IMMOVABLE_RECEIVE:
+            port.immovable = True  # sticky: unguarding keeps it
+
+
+def unguard(space: IpcSpace, name: int, value: int) -> None:
+    """mach_port_unguard. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_ARGUMENT (not guarded, or another guard).
+
+    Conditions: nothing locked; takes the space's lock."""
+    with space.lock:
+        port = _guard_port(space, name)
+        if not port.guarded:
+            raise _err(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not guarded")
+        if port.context != value:
+            raise _err(K.KERN_INVALID_ARGUMENT, f"{name:#x}: the guard does not match")
+        port.context = 0
+        port.guarded = port.strict_guard = False  # (the immovable bit stays)
+
+
+def swap_guard(space: IpcSpace, name: int, old: int, new: int) -> None:
+    """mach_port_swap_guard. KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_ARGUMENT (not guarded, strictly guarded, or ``old`` is not
+    the guard).
+
+    Conditions: nothing locked; takes the space's lock."""
+    with space.lock:
+        port = _guard_port(space, name)
+        if not port.guarded:
+            raise _err(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not guarded")
+        if port.strict_guard:
+            raise _err(K.KERN_INVALID_ARGUMENT, f"{name:#x} is strictly guarded")
+        if port.context != old:
+            raise _err(K.KERN_INVALID_ARGUMENT, f"{name:#x}: the guard does not match")
+        port.context = new
+
+
+def get_context(space: IpcSpace, name: int) -> int:
+    """mach_port_get_context: 0 for a strictly guarded port.
+    KERN_INVALID_RIGHT (also for MACH_PORT_NULL and MACH_PORT_DEAD),
+    KERN_INVALID_NAME.
+
+    Conditions: nothing locked; takes the space's lock."""
+    with space.lock:
+        port = receive_port(space, name)
+        return 0 if port.strict_guard else port.context
+
+
+def set_context(space: IpcSpace, name: int, context: int) -> None:
+    """mach_port_set_context. KERN_INVALID_RIGHT, KERN_INVALID_NAME,
+    KERN_INVALID_ARGUMENT (a strictly guarded port).
+
+    Conditions: nothing locked; takes the space's lock."""
+    with space.lock:
+        port = receive_port(space, name)
+        if port.strict_guard:
+            raise _err(K.KERN_INVALID_ARGUMENT, f"{name:#x} is strictly guarded")
+        port.context = context
+
+
+def is_connection_for_service(space: IpcSpace, connection: int, service: int, have_out: bool) -> int:
+    """mach_port_is_connection_for_service. XNU answers it only with a
+    message filter installed (the sandbox's callbacks); pymach has none, so
+    after the argument checks it is KERN_NOT_SUPPORTED, XNU's code without
+    one. KERN_INVALID_NAME, KERN_INVALID_ARGUMENT (no out-parameter).
+
+    Conditions: nothing locked."""
+    if connection in (0, 0xFFFFFFFF) or service in (0, 0xFFFFFFFF):
+        raise _err(K.KERN_INVALID_NAME, "null or dead name")
+    if not have_out:
+        raise _err(K.KERN_INVALID_ARGUMENT, "no filter_policy_id")
+    raise _err(K.KERN_NOT_SUPPORTED, "no message filter is installed")

@@ -51,14 +51,43 @@ class TooLarge(K.MachError):
     needed = 0
 
 
+class PseudoReceived(K.MachError):
+    """A send that failed after copyin with one of the codes XNU answers
+    with a pseudo-receive: ``msg`` is the message in received form, to be
+    written over the sender's buffer (ipc_kmsg.copyout_pseudo)."""
+
+    codes = ()
+    msg = b""
+
+
+# the send errors after which XNU gives the message back to its sender
+# (ipc_kmsg_send's failures; mach_msg_trap_send calls mach_msg_receive_pseudo)
+_PSEUDO = frozenset((K.MACH_SEND_TIMED_OUT, K.MACH_SEND_INTERRUPTED, K.MACH_SEND_NO_BUFFER))
+
+
+def _pseudo_receive(space: IpcSpace, msg: bytes, out: "ipc_kmsg.Outgoing | None", addr: int,
+                    kr: int) -> PseudoReceived:
+    """The error to raise for a send that failed with ``kr`` in _PSEUDO.
+
+    Conditions: nothing locked; as ipc_kmsg.copyout_pseudo."""
+    data, mr = ipc_kmsg.copyout_pseudo(space, msg, out, addr)
+    err = PseudoReceived(kr | mr, "the message was given back to its sender")
+    err.msg = data
+    return err
+
+
 _NOSIGNAL = unix.MSG_NOSIGNAL
 _DONTWAIT = unix.MSG_DONTWAIT
 _SOL_SOCKET = unix.SOL_SOCKET
 _SCM_RIGHTS = unix.SCM_RIGHTS
 
 
-def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
-    """Send one message. MACH_SEND_* codes as XNU gives them.
+def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int, addr: int | None = None) -> None:
+    """Send one message. MACH_SEND_* codes as XNU gives them. With ``addr``
+    (the C interface: the sender's buffer), after MACH_SEND_TIMED_OUT,
+    _INTERRUPTED and _NO_BUFFER, PseudoReceived with the message as XNU
+    writes it back over that buffer; without it (the Pythonic layer) a
+    failed send consumes nothing.
 
     Conditions: nothing locked. As ipc_kmsg.copyin; then writes with nothing
     locked (the rights held by use()), waiting for a place in the queue and
@@ -71,12 +100,14 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
         remote = HDR_REMOTE.unpack_from(msg, 8)[0]
         try:
             _transmit(space, dest, remote, [record], (), option, timeout_ms)
-        except BaseException:
+        except BaseException as err:
             if token:
                 dest.undo_reply(token)
-            raise
-        finally:
             done(dest)  # held by copyin_simple
+            if addr is not None and isinstance(err, K.MachError) and err.kr in _PSEUDO:
+                raise _pseudo_receive(space, msg, None, addr, err.kr) from err
+            raise
+        done(dest)  # held by copyin_simple
         if isinstance(dest, SendOnceCap):
             R.consume_sent(space, remote, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE)
         return
@@ -95,8 +126,13 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int) -> None:
             assert out.dest is not None
             _transmit(space, out.dest, out.dest_name, out.buffers, out.fds, option, timeout_ms)
         out.token = 0
-    except BaseException:
+    except BaseException as err:
         out.unmove()  # the receive rights it carried stay, with their queues
+        if addr is not None and isinstance(err, K.MachError) and err.kr in _PSEUDO and out.kobject is None:
+            if out.token:
+                out.dest.undo_reply(out.token)  # type: ignore[union-attr]
+                out.token = 0
+            raise _pseudo_receive(space, msg, out, addr, err.kr) from err
         raise
     finally:
         if out.token:
@@ -170,10 +206,12 @@ def _transmit(space: IpcSpace, dest: SendCap, dest_name: int, buffers: list[byte
         dest.spent = True
 
 
-def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_ms: int) -> bytes:
+def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_ms: int, addr: int = 0) -> bytes:
     """Receive one message into at most ``rcv_size`` bytes, trailer
     included. MACH_RCV_* codes as XNU gives them; TooLarge carries the size
-    needed (with MACH_RCV_LARGE the message stays queued).
+    needed (with MACH_RCV_LARGE the message stays queued). ``addr`` is the
+    receive buffer's address: the guard of a guarded port descriptor
+    received with MACH_MSG_GUARD_FLAGS_IMMOVABLE_RECEIVE.
 
     Conditions: nothing locked. Takes the port's receive lock (Port.dequeue)
     or, for a set, the set's lock for moments and each member's receive lock
@@ -230,7 +268,7 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
         err = TooLarge(K.MACH_RCV_TOO_LARGE, f"the message needs {needed} bytes")
         err.needed = needed - tsize
         raise err
-    msg, _bits = ipc_kmsg.copyout(space, rec, name, port.seqno)
+    msg, _bits = ipc_kmsg.copyout(space, rec, name, port.seqno, option, addr)
     return msg + _trailer(elements, tsize, port.seqno - 1, cred, port.context)
 
 

@@ -112,6 +112,11 @@ MACH_MSG_OOL_VOLATILE_DESCRIPTOR: Final = 3
 MACH_MSG_GUARDED_PORT_DESCRIPTOR: Final = 4
 MACH_MSG_DESCRIPTOR_MAX: Final = MACH_MSG_GUARDED_PORT_DESCRIPTOR
 
+MACH_MSG_GUARD_FLAGS_NONE: Final = 0x0000
+MACH_MSG_GUARD_FLAGS_IMMOVABLE_RECEIVE: Final = 0x0001  # move the receive right and make it immovable
+MACH_MSG_GUARD_FLAGS_UNGUARDED_ON_SEND: Final = 0x0002  # check that the port is unguarded
+MACH_MSG_GUARD_FLAGS_MASK: Final = 0x0003
+
 MACH_MSG_OPTION_NONE: Final = 0x00000000
 MACH_SEND_MSG: Final = 0x00000001
 MACH_RCV_MSG: Final = 0x00000002
@@ -166,3 +171,4 @@ MACH_MSG_SIZE_RELIABLE: Final = 256 * 1024
 HDR: Final = struct.Struct("<IIIIIi")  # mach_msg_header_t
 PORT_DESC: Final = struct.Struct("<IIBBBB")  # mach_msg_port_descriptor_t: name, pad1, pad2, disposition, type
 OOL_DESC: Final = struct.Struct("<QBBBBI")  # mach_msg_ool_descriptor_t: address, deallocate, copy, pad, type, size
+GUARDED_DESC: Final = struct.Struct("<QHBBI")  # mach_msg_guarded_port_descriptor_t: context, flags, disposition, type, name

@@ -14,10 +14,10 @@ from .._kern import kern_return as K
 from .._kern import mach_msg as KM
 from .._kern import message_defs as MD
 from .._kern import task as KT
-from .._kern.ipc_space import MACH_PORT_RIGHT_RECEIVE, IpcSpace
+from .._kern.ipc_space import MACH_PORT_RIGHT_RECEIVE, MPG_STRICT, IpcSpace
 from .._kern.task import SELF
 from . import types as T
-from ._args import NaturalArray, address_of, counted, i32, out, out_address, set_out, store, u32, val
+from ._args import NaturalArray, address_of, counted, i32, out, out_address, set_out, store, u32, u64, val
 from ._errors import returns_kr
 from .mach_vm import mach_vm_deallocate
 from .message import mach_msg_header_t
@@ -254,10 +254,12 @@ def mach_port_set_attributes(task: Any, name: Any, flavor: Any, port_info: Any, 
 @returns_kr(K.ERRNO_SPACE)
 def mach_port_construct(task: Any, options: Any, context: Any, name: Any) -> int:
     """A receive right made with mach_port_options_t (MPO_QLIMIT,
-    MPO_INSERT_SEND_RIGHT, MPO_CONTEXT_AS_GUARD).
+    MPO_INSERT_SEND_RIGHT, MPO_CONTEXT_AS_GUARD with MPO_STRICT and
+    MPO_IMMOVABLE_RECEIVE, MPO_TEMPOWNER, MPO_IMPORTANCE_RECEIVER, ...).
 
-    KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_TASK, KERN_MEMORY_ERROR
-    (``options`` is smaller than a mach_port_options_t)."""
+    KERN_SUCCESS, KERN_INVALID_VALUE, KERN_INVALID_ARGUMENT, KERN_DENIED,
+    KERN_INVALID_NAME, KERN_NOT_SUPPORTED, KERN_NO_SPACE, KERN_INVALID_TASK,
+    KERN_MEMORY_ERROR (``options`` is smaller than a mach_port_options_t)."""
     where, room = address_of(options, writable=False)
     if room is not None and room < ctypes.sizeof(T.mach_port_options_t):
         # XNU's copyin of the options fails with KERN_MEMORY_ERROR
@@ -266,7 +268,8 @@ def mach_port_construct(task: Any, options: Any, context: Any, name: Any) -> int
         return K.KERN_MEMORY_ERROR
     opts = T.mach_port_options_t.from_buffer_copy(ctypes.string_at(where, ctypes.sizeof(T.mach_port_options_t)))
     name_out = out(name)
-    store(name_out, R.construct(_space(task), opts.flags, opts.mpl.mpl_qlimit, val(context)))
+    store(name_out, R.construct(_space(task), opts.flags, opts.mpl.mpl_qlimit, u64(context),
+                                opts.reserved[0] & 0xFFFFFFFF))
     return 0
 
 
@@ -277,7 +280,83 @@ def mach_port_destruct(task: Any, name: Any, srdelta: Any, guard: Any) -> int:
 
     KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_VALUE,
     KERN_INVALID_ARGUMENT (wrong guard)."""
-    R.destruct(_space(task), u32(name), i32(srdelta), val(guard))
+    R.destruct(_space(task), u32(name), i32(srdelta), u64(guard))
+    return 0
+
+
+@returns_kr(K.ERRNO_SPACE)
+def mach_port_guard(task: Any, name: Any, guard: Any, strict: Any) -> int:
+    """Guard a receive right with ``guard`` as its context (strictly when
+    ``strict``).
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_ARGUMENT (the port already has a context or guard),
+    KERN_INVALID_TASK."""
+    R.guard(_space(task), u32(name), u64(guard), MPG_STRICT if i32(strict) else 0)
+    return 0
+
+
+@returns_kr(K.ERRNO_SPACE)
+def mach_port_guard_with_flags(task: Any, name: Any, guard: Any, flags: Any) -> int:
+    """mach_port_guard with MPG_STRICT and MPG_IMMOVABLE_RECEIVE.
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_ARGUMENT, KERN_INVALID_TASK."""
+    R.guard(_space(task), u32(name), u64(guard), u64(flags))
+    return 0
+
+
+@returns_kr(K.ERRNO_SPACE)
+def mach_port_unguard(task: Any, name: Any, guard: Any) -> int:
+    """Remove a receive right's guard.
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_ARGUMENT (not guarded, or another guard), KERN_INVALID_TASK."""
+    R.unguard(_space(task), u32(name), u64(guard))
+    return 0
+
+
+@returns_kr(K.ERRNO_SPACE)
+def mach_port_swap_guard(task: Any, name: Any, old_guard: Any, new_guard: Any) -> int:
+    """Replace a (not strict) guard.
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_ARGUMENT, KERN_INVALID_TASK."""
+    R.swap_guard(_space(task), u32(name), u64(old_guard), u64(new_guard))
+    return 0
+
+
+@returns_kr(K.ERRNO_SPACE)
+def mach_port_get_context(task: Any, name: Any, context: Any) -> int:
+    """A receive right's context (0 for a strictly guarded port).
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_TASK."""
+    o = out(context)
+    store(o, R.get_context(_space(task), u32(name)))
+    return 0
+
+
+@returns_kr(K.ERRNO_SPACE)
+def mach_port_set_context(task: Any, name: Any, context: Any) -> int:
+    """Set a receive right's context.
+
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_ARGUMENT (strictly guarded), KERN_INVALID_TASK."""
+    R.set_context(_space(task), u32(name), u64(context))
+    return 0
+
+
+@returns_kr(K.ERRNO_SPACE)
+def mach_port_is_connection_for_service(task: Any, connection_port: Any, service_port: Any,
+                                        filter_policy_id: Any) -> int:
+    """Whether a connection port was derived from a service port. Without
+    a message filter (the sandbox's) XNU answers KERN_NOT_SUPPORTED, and so
+    does pymach, which has none.
+
+    KERN_INVALID_NAME, KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED,
+    KERN_INVALID_TASK."""
+    space = _space(task)
+    R.is_connection_for_service(space, u32(connection_port), u32(service_port), filter_policy_id is not None)
     return 0
 
 
@@ -413,7 +492,10 @@ def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv
             # ipc_kmsg_get_and_inflate_from_user)
             return K.MACH_SEND_INVALID_DATA
         try:  # (caught here, not by returns_kr: this is the message path)
-            _send(space, _string_at(addr, size), opt, timeout)
+            _send(space, _string_at(addr, size), opt, timeout, addr)
+        except KM.PseudoReceived as e:
+            _memmove(addr, e.msg, len(e.msg))  # XNU's pseudo-receive: the message back in received form
+            return e.kr
         except MachError as e:
             return e.kr
     if opt & 2:  # MACH_RCV_MSG
@@ -421,7 +503,7 @@ def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv
             addr, room = address_of(rcv_msg, True)
         limit = u32(rcv_size)
         try:
-            data = _receive(space, u32(rcv_name), limit, opt, timeout)
+            data = _receive(space, u32(rcv_name), limit, opt, timeout, addr)
         except KM.TooLarge as e:
             # the needed size goes in msgh_size when the buffer reaches it
             # (osfmk/ipc/mach_msg.c: mach_msg_receive_too_large)
@@ -500,7 +582,11 @@ def mach_msg_destroy(msg: Any) -> None:
                     _destroy_port(ctypes.c_uint32.from_address(addr + 4 * i).value, disposition)
                 mach_vm_deallocate(SELF.task_name, addr, 4 * n)
         elif dtype == MD.MACH_MSG_GUARDED_PORT_DESCRIPTOR:
-            _destroy_port(ctypes.c_uint32.from_address(off + 12).value, ctypes.c_uint8.from_address(off + 10).value)
+            gname = ctypes.c_uint32.from_address(off + 12).value
+            if not ctypes.c_uint16.from_address(off + 8).value & MD.MACH_MSG_GUARD_FLAGS_UNGUARDED_ON_SEND:
+                # unguarded before it is destroyed, as libsyscall does
+                mach_port_unguard(SELF.task_name, gname, addr)
+            _destroy_port(gname, ctypes.c_uint8.from_address(off + 10).value)
         off += 16
 
 
@@ -517,6 +603,8 @@ __all__ = [
     "mach_port_insert_member", "mach_port_extract_member", "mach_port_move_member",
     "mach_port_set_mscount", "mach_port_get_attributes", "mach_port_set_attributes",
     "mach_port_construct", "mach_port_destruct", "mach_port_extract_right",
+    "mach_port_guard", "mach_port_guard_with_flags", "mach_port_unguard", "mach_port_swap_guard",
+    "mach_port_get_context", "mach_port_set_context", "mach_port_is_connection_for_service",
     "mach_ports_register", "mach_ports_lookup", "TASK_PORT_REGISTER_MAX", "mach_port_allocate", "mach_port_allocate_name", "mach_port_deallocate",
     "mach_port_destroy", "mach_port_mod_refs", "mach_port_get_refs", "mach_port_type",
     "mach_port_insert_right", "mach_port_names", "mach_msg", "mach_msg_overwrite", "mach_msg_destroy",

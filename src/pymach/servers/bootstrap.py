@@ -432,7 +432,9 @@ class BootstrapServer:
         m.header.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, 0)
         m.header.msgh_size = sizeof(m)
         m.header.msgh_remote_port = self.control
-        M.mach_msg(m.header, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, sizeof(m), 0, 0, 0, 0)
+        if M.mach_msg(m.header, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, sizeof(m), 0, 0, 0, 0) != M.KERN_SUCCESS:
+            # given back (pseudo-receive): the copied send right with it
+            M.mach_msg_destroy(m.header)
 
     def _notification(self, buf: ctypes.Array[ctypes.c_char], trailer: M.mach_msg_audit_trailer_t) -> None:
         hdr = M.mach_msg_header_t.from_buffer(buf)
@@ -519,6 +521,7 @@ class BootstrapServer:
         h.msgh_size = sizeof(msg)
         h.msgh_remote_port = reply_to
         h.msgh_id = msg_id + D.REPLY_ID_OFFSET
+        sent = bytes(msg)
         kr = M.mach_msg(h, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, sizeof(msg), 0, 0, 0, 0)
         if kr == M.KERN_SUCCESS:
             if r.sent is not None:
@@ -527,6 +530,12 @@ class BootstrapServer:
         self.log(f"could not reply to {D.ROUTINE_NAMES.get(msg_id, msg_id)}: {M.mach_error_string(kr)}")
         if r.failed is not None:
             r.failed()
+        if bytes(msg) != sent:
+            # XNU's pseudo-receive gave the reply back in received form
+            # (MACH_SEND_TIMED_OUT: its rights are ours again, the
+            # send-once right under a new name): destroy it as such
+            M.mach_msg_destroy(h)
+            return
         if kr == M.MACH_SEND_NO_BUFFER and not r.kr:
             # the answer's right could not be made (out of fds): say so
             self._reply(msg_id, reply_to, reply_kind, Reply(M.BOOTSTRAP_NO_MEMORY))
