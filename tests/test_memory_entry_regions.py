@@ -286,3 +286,59 @@ def test_a_purgeable_entry_has_one_state_in_every_task(server: int) -> None:
     finally:
         M.mach_vm_deallocate(T(), m, 2 * P)
         M.mach_port_deallocate(T(), h.value)
+
+
+# -- a copy entry's table in a record is untrusted -------------------------------
+
+def _record(size_field: int) -> bytes:
+    import struct
+    from pymach._kern import ipc_kmsg as KM
+    body = struct.pack("<I", 1) + KM.PORT_DESC.pack(1, 0, 0, 0, M.MACH_MSG_TYPE_PORT_SEND,
+                                                    M.MACH_MSG_PORT_DESCRIPTOR) + struct.pack("<I", 0)
+    rights = KM.RIGHT.pack(KM.KIND_NONE, 0, 0, 0) + KM.RIGHT.pack(KM.KIND_ENTRY, 2, size_field, 0)
+    bits = M.MACH_MSGH_BITS_SET(0, M.MACH_MSG_TYPE_PORT_SEND, 0, M.MACH_MSGH_BITS_COMPLEX)
+    return KM.WIRE.pack(KM.MAGIC, bits, 7, len(body), 2, 2, 0, 0) + rights + body
+
+
+@pytest.mark.parametrize("case", ["good", "unsealed", "short_sum", "unaligned", "not_copy", "empty"])
+def test_forged_copy_entry_tables_are_refused(case: str) -> None:
+    import fcntl
+    import os
+    import socket
+    import struct
+    from pymach._kern.ipc_port import SendCap
+    from pymach._kern.task import SELF
+    from pymach._kern.vm_memory_entry import PART
+
+    obj = os.memfd_create("forged", os.MFD_ALLOW_SEALING)
+    os.ftruncate(obj, 2 * P)
+    fcntl.fcntl(obj, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    parts = {"short_sum": [(P, 1)], "unaligned": [(P + 8, 1), (P - 8, 2)], "empty": []}.get(case, [(P, 1), (P, 2)])
+    table = os.memfd_create("forged.table", os.MFD_ALLOW_SEALING)
+    os.write(table, b"".join(PART.pack(n, t) for n, t in parts))
+    if case != "unsealed":
+        fcntl.fcntl(table, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    size_field = 2 * P | RW | (0 if case == "not_copy" else 0x8)
+    with pymach.Port() as port, port.make_send() as send:
+        try:
+            ie = SELF.space.lookup(port.name)
+            assert ie is not None and isinstance(ie.cap, SendCap)
+            ie.cap.sock.sendmsg([_record(size_field)],
+                               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("ii", obj, table))])
+        finally:
+            os.close(obj)
+            os.close(table)
+        if case == "good":
+            m = port.receive(timeout=2)
+            (ent,) = m.rights
+            assert isinstance(ent, pymach.MemoryEntry)
+            a = map_entry(ent.name, 2 * P)
+            assert regions(a, 2) == [(0, P, 1), (P, P, 2)]
+            M.mach_vm_deallocate(T(), a, 2 * P)
+            m.release()
+        else:
+            with pytest.raises(pymach.MachError) as e:
+                port.receive(timeout=2)
+            assert e.value.kr == M.MACH_RCV_BODY_ERROR
+        send.send(b"next")
+        assert port.receive(timeout=2).data == b"next"

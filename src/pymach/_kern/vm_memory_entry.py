@@ -64,7 +64,9 @@ PART = struct.Struct("<QI4x")
 # the most parts a received entry may name (XNU's copies are bounded by
 # the map's entry count; this bounds what a peer can make us read)
 MAX_PARTS = 1 << 16
-_TABLE_SEALS = memfd.F_SEAL_WRITE | memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW | memfd.F_SEAL_SEAL
+# what a received table must have (no holder can then change it)
+_TABLE_NEEDED = memfd.F_SEAL_WRITE | memfd.F_SEAL_SHRINK | memfd.F_SEAL_GROW
+_TABLE_SEALS = _TABLE_NEEDED | memfd.F_SEAL_SEAL
 
 Parts = tuple[tuple[int, int], ...]
 
@@ -244,7 +246,7 @@ def _check_parts(table: int, size_field: int) -> None:
         length = files.size(table)
     except OSError:
         raise K.MachError(K.MACH_RCV_BODY_ERROR, "a copy entry's table that is not a memfd") from None
-    if (seals & _TABLE_SEALS != _TABLE_SEALS or length % PART.size or length < PART.size
+    if (seals & _TABLE_NEEDED != _TABLE_NEEDED or length % PART.size or length < PART.size
             or length > MAX_PARTS * PART.size or not size_field & _WIRE_COPY):
         raise K.MachError(K.MACH_RCV_BODY_ERROR, "a copy entry's table that does not match it")
     size = size_field & _WIRE_SIZE_MASK & ~_WIRE_FLAGS
