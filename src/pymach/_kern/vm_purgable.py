@@ -27,8 +27,9 @@ The nearest Linux fact, MADV_FREE, cannot be taken back safely: only a
 write cancels it, and a write to a page the kernel has discarded makes a
 new zero page that /proc/self/pagemap cannot tell from the old one (its
 frame number is hidden without CAP_SYS_ADMIN, and a freed frame can come
-back), so pymach could not then say truthfully whether the object is
-still whole. docs/deviations.md says so.
+back; the soft-dirty bit exists only with CONFIG_MEM_SOFT_DIRTY), so
+pymach could not then say truthfully whether the object is still whole.
+docs/deviations.md says so.
 """
 
 from __future__ import annotations
