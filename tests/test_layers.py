@@ -191,6 +191,7 @@ CORE_TESTS: dict[str, str] = {
     "test_load.py": "the limit of joined channels a port accepts (ipc_port.max_joined)",
     "test_lock_hangs.py": "the kernel's locks, held and renewed at fork",
     "test_memory_entry.py": "the kernel's memory entry objects behind a send right",
+    "test_memory_entry_regions.py": "hand-made records carrying a copy entry's table (ipc_kmsg, vm_memory_entry)",
     "test_notify_failure.py": "fault injection into the notification path",
     "test_ptrace_inject.py": "fault injection into remote control by ptrace (vm_remote)",
     "test_pythonic_input.py": "the space's rights after bad input to the Pythonic layer (ipc_right)",

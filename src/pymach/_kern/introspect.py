@@ -132,7 +132,7 @@ def held_fds(space: Any, vm_map: Any) -> dict[str, Any]:
                 elif isinstance(o, PortSet):
                     fds |= {o.ep.fileno(), o.wake}
                 elif isinstance(o, MemoryEntry):
-                    fds.add(o.fd)
+                    fds.update(o.wire_fds())
                 elif isinstance(o, Task):
                     fds.add(o.pidfd)  # another process's task (our own holds none)
             fds.discard(-1)

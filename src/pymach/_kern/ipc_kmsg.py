@@ -54,7 +54,7 @@ HEADER_SIZE = HDR.size
 # fds a right may carry: a send right is its connection and the port's
 # queue semaphore; a receive right is every connection of the port
 _MAX_FDS = {MD.MACH_MSG_TYPE_PORT_SEND: 2, MD.MACH_MSG_TYPE_PORT_SEND_ONCE: 1, KIND_OOL: 1,
-            MD.MACH_MSG_TYPE_PORT_RECEIVE: 1 << 16, KIND_NONE: 0, KIND_BLOB: 1, KIND_BACK: 0, KIND_ENTRY: 1}
+            MD.MACH_MSG_TYPE_PORT_RECEIVE: 1 << 16, KIND_NONE: 0, KIND_BLOB: 1, KIND_BACK: 0, KIND_ENTRY: 2}
 _SEND_DISP_MIN = MD.MACH_MSG_TYPE_MOVE_SEND
 _SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
@@ -420,8 +420,9 @@ def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, 
         ent = e.cap
         if disp == MD.MACH_MSG_TYPE_MOVE_SEND:
             out.moves.append((name, disp))
-        out.fds.append(ent.fd)
-        rights.append((KIND_ENTRY, 1, *ent.wire()))
+        fds = ent.wire_fds()  # the memfd, and a copy entry's parts if it has several
+        out.fds.extend(fds)
+        rights.append((KIND_ENTRY, len(fds), *ent.wire()))
         return len(rights) - 1, MD.MACH_MSG_TYPE_PORT_SEND
     kind, nfds = _take_send(space, name, disp, out, K.MACH_SEND_INVALID_RIGHT)
     rights.append((kind, nfds, 0, 0))
@@ -647,7 +648,7 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int, option: i
             elif kind == KIND_OOL:
                 _check_ool(fds[0], size)
             elif kind == KIND_ENTRY:
-                check_entry(fds[0], size, _aux)
+                check_entry(fds, size, _aux)
             else:
                 raise _err(K.MACH_RCV_BODY_ERROR, f"unknown right kind {kind}")
     except BaseException:
@@ -672,7 +673,7 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int, option: i
                 ports[i] = Port.from_move(fds, size, aux)
                 names[i] = R.copyout_receive(space, ports[i])
             elif kind == KIND_ENTRY:
-                names[i] = R.copyout_entry(space, MemoryEntry.from_wire(fds[0], size, aux), coalesce=True)
+                names[i] = R.copyout_entry(space, MemoryEntry.from_wire(fds, size, aux), coalesce=True)
             elif kind == KIND_OOL:
                 try:
                     regions[i] = _map_ool(fds[0], size)

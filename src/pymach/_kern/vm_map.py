@@ -47,7 +47,7 @@ class VmEntry:
     """One Mach map entry: [start, end) with its attributes."""
 
     __slots__ = ("start", "end", "prot", "max_prot", "inherit", "behavior", "tag",
-                 "wired", "obj", "offset", "shared", "permanent")
+                 "wired", "obj", "offset", "shared", "permanent", "purgable")
 
     def __init__(self, start: int, end: int, prot: int, max_prot: int, inherit: int,
                  tag: int = 0, obj: VmObject | None = None, offset: int = 0,
@@ -64,6 +64,9 @@ class VmEntry:
         self.offset = offset
         self.shared = shared
         self.permanent = False
+        # the purgeable object this entry maps (vm_purgable.Purgable), shared
+        # by the pieces of a split entry as XNU's entries share one object
+        self.purgable: object = None
 
     def split(self, at: int) -> "VmEntry":
         """Cut at ``at``: self keeps the low part; the high part is returned."""
@@ -71,6 +74,7 @@ class VmEntry:
                      self.obj.reference() if self.obj else None, self.offset + (at - self.start),
                      self.shared, self.behavior, self.wired)
         hi.permanent = self.permanent
+        hi.purgable = self.purgable
         self.end = at
         return hi
 
@@ -418,9 +422,11 @@ class VmMap:
 
     def map_object(self, addr: int, size: int, mask: int, anywhere: bool, overwrite: bool, fd: int,
                    offset: int, copy: bool, cur: int, max_prot: int, inherit: int, tag: int = 0,
-                   permanent: bool = False) -> int:
+                   permanent: bool = False, parts: tuple[tuple[int, int], ...] = ()) -> int:
         """Map [offset, offset + size) of the memfd ``fd``: shared, or with
         ``copy`` a private copy-on-write view of a snapshot taken now.
+        ``parts`` (a copy entry's (length, tag) list) makes one entry of
+        each part, tagged ``tag`` or else the part's own tag.
         Returns the address. KERN_NO_SPACE, KERN_INVALID_ADDRESS and the
         errno's codes.
 
@@ -453,9 +459,35 @@ class VmMap:
             e.permanent = permanent
             self._insert(e)  # the entry holds the object now
             self._reapply(e)
+            if parts:
+                self._split_parts(a, parts, tag)
             if copy and inherit == V.VM_INHERIT_SHARE:
                 self._share_entries([e])
             return a
+
+    def _split_parts(self, start: int, parts: tuple[tuple[int, int], ...], tag: int) -> None:
+        """Cut the entry just made at ``start`` into one entry per part, each
+        tagged ``tag`` or, without one, with its part's tag (as
+        vm_map_enter_mem_object enters a copy's entries one by one).
+
+        Conditions: the map's lock is held."""
+        at = start
+        for n, part_tag in parts:
+            i, j = self._clip(at, at + n)
+            for e in self._entries[i:j]:
+                e.tag = tag or part_tag
+            at += n
+
+    def parts_of(self, start: int, end: int) -> tuple[tuple[int, int], ...]:
+        """(length, tag) of each map entry (or foreign mapping, tag 0) over
+        [start, end), in order: what a copy entry made of the range keeps.
+
+        Conditions: the map's lock is not held by this thread (it is not
+        reentrant); takes it; reads /proc/self/maps for memory pymach did
+        not map."""
+        with self.lock:
+            return tuple((t - s, what.tag if isinstance(what, VmEntry) else 0)
+                         for s, t, what in self.pieces(start, end) if what is not None)
 
     def remap(self, addr: int, size: int, mask: int, anywhere: bool, overwrite: bool, src: int, copy: bool,
               inherit: int, bounds: tuple[int, int], prots: tuple[int, int] | None = None,

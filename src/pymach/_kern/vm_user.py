@@ -22,6 +22,7 @@ from .vm_map import RegionInfo, VmMap
 from .vm_memory_entry import MemoryEntry
 from .task_user import task_of, task_target
 from .vm_map_foreign import ForeignMap
+from . import vm_purgable as PG
 
 PAGE_SIZE = mm.PAGE_SIZE
 PAGE_MASK = mm.PAGE_MASK
@@ -147,6 +148,8 @@ def vm_allocate(task: int, addr: int, size: int, flags: int) -> int:
         a = vm_map.allocate(start, length, False, bool(flags & V.VM_FLAGS_OVERWRITE), tag, 0, permanent)
     if superpage:
         vm_map.behavior_hugepage(a, a + length)
+    if flags & V.VM_FLAGS_PURGABLE and isinstance(vm_map, VmMap):
+        PG.make_purgable(vm_map, a, a + length)
     return a
 
 
@@ -636,9 +639,10 @@ def vm_make_memory_entry(task: int, size: int, offset: int, permission: int, par
             raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
         start, end = _entry_range(offset, size)
         dofs = _data_offset(offset, start, permission)
+        parts = vm_map.parts_of(start, end)
         fd = vm_map.snapshot(start, end)
         try:
-            ent = MemoryEntry.of_object(fd, 0, end - start, prot, is_copy=True, data_offset=dofs)
+            ent = MemoryEntry.of_object(fd, 0, end - start, prot, is_copy=True, data_offset=dofs, parts=parts)
         finally:
             files.close(fd)
         return _install(ent), end - start - dofs
@@ -658,7 +662,7 @@ def vm_make_memory_entry(task: int, size: int, offset: int, permission: int, par
                 R.mod_refs(SELF.space, parent, MACH_PORT_RIGHT_SEND, 1)
                 return parent, pe.size - pe.data_offset
             ent = MemoryEntry.of_object(fd, obj_offset, length, prot, is_copy=whole, data_offset=dofs,
-                                        access=access)
+                                        access=access, parts=vm_map.parts_of(start, end) if whole else ())
         finally:
             files.close(fd)
         return _install(ent), length - dofs
@@ -681,6 +685,50 @@ def vm_make_memory_entry(task: int, size: int, offset: int, permission: int, par
         raise _fail(K.KERN_PROTECTION_FAILURE, "more access than the parent entry allows")
     dofs = _data_offset(offset, start, permission)
     return _install(pe.sub(start, end - start, prot, dofs, access)), end - start - dofs
+
+
+def memory_object_memory_entry(host: int, internal: int, size: int, permission: int, pager: int) -> int:
+    """mach_memory_object_memory_entry_64: a memory entry for a new object
+    of ``size`` bytes (rounded to pages), with the protection and cache
+    mode of ``permission`` (its other bits are ignored). From user space
+    every pager port converts to MEMORY_OBJECT_NULL (XNU's
+    convert_port_to_memory_object), so only ``internal`` TRUE makes an
+    object: an anonymous, zero-filled one. Returns the entry's name.
+
+    In XNU's order: MACH_SEND_INVALID_DEST (``host`` names nothing),
+    MACH_SEND_INVALID_RIGHT (``pager`` names no send right),
+    KERN_INVALID_HOST (not a host port), KERN_INVALID_ARGUMENT (size 0 or
+    rounding past 2**64; ``internal`` FALSE: no object)."""
+    e = SELF.space.lookup(host)
+    if e is None:
+        raise _fail(K.MACH_SEND_INVALID_DEST, f"{host:#x} is not a valid name")
+    port_argument(pager)  # copied in by MIG, then converted to MEMORY_OBJECT_NULL
+    if not isinstance(e.object, Host):
+        raise _fail(K.KERN_INVALID_HOST, f"{host:#x} is not a host port")
+    if size == 0:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "size 0")
+    length = _round(size)
+    if length > _U64:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"size {size:#x} rounds to 0")
+    if not internal:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "no memory object: a pager port names none from user space")
+    prot = permission & V.VM_PROT_ALL
+    return _install(MemoryEntry.named_create(length, prot, False, V.GET_MAP_MEM(permission & 0xFFFFFFFF)))
+
+
+def vm_purgable_control(task: int, addr: int, control: int, state: int) -> int:
+    """mach_vm_purgable_control: set or get the state of the purgeable
+    object mapped at ``addr``, or empty every volatile one (PURGE_ALL).
+    Returns the state to give back (see vm_purgable.vm_purgable_control).
+
+    MACH_SEND_INVALID_DEST (``task`` names nothing), KERN_INVALID_ARGUMENT
+    (not a task; then as vm_purgable.vm_purgable_control),
+    KERN_INVALID_ADDRESS, KERN_PROTECTION_FAILURE, KERN_NOT_SUPPORTED
+    (another task: its objects' states are kept by its own runtime)."""
+    vm_map = task_target(task)
+    if not isinstance(vm_map, VmMap):
+        raise _fail(K.KERN_NOT_SUPPORTED, "purgeable control of another task's memory")
+    return PG.vm_purgable_control(vm_map, addr, control, state)
 
 
 def _anywhere_mask(mask: int) -> int:
@@ -823,12 +871,21 @@ def vm_map_enter_mem_object(task: int, addr: int, size: int, mask: int, flags: i
                 vm_map.inherit(a, a + length, inheritance)
             if align:
                 vm_map.behavior_hugepage(a, a + length)
+            if flags & V.VM_FLAGS_PURGABLE and isinstance(vm_map, VmMap):
+                PG.make_purgable(vm_map, a, a + length)
         except BaseException:
             vm_map.deallocate(a, a + length)
             raise
         return a
+    if isinstance(obj, MemoryEntry) and obj.parts and isinstance(vm_map, VmMap):
+        # a copy entry made over several map entries maps back as them
+        a = vm_map.map_object(start, length, mask, anywhere, overwrite, fd, offset, bool(copy), cur, max_prot,
+                              inheritance, tag, permanent, obj.parts)
+        return a + in_mapping
     a = vm_map.map_object(start, length, mask, anywhere, overwrite, fd, offset, bool(copy), cur, max_prot,
                           inheritance, tag, permanent)
+    if isinstance(obj, MemoryEntry) and obj.purgable and not copy and isinstance(vm_map, VmMap):
+        PG.make_purgable(vm_map, a, a + length)  # the entry's object is purgeable wherever it is mapped
     return a + in_mapping
 
 

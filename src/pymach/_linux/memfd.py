@@ -22,12 +22,20 @@ Kernel facts this module relies on:
   holder, whatever the holder's runtime does.
 - write() into a memfd copies from the caller's pages with the kernel's
   user-copy routine; pread() copies out without a mapping.
+- fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) frees a range of a
+  tmpfs file's pages: every mapping of it, in every process, then reads
+  zeros there. F_SEAL_WRITE forbids it (EPERM); the size seals do not.
+- tmpfs keeps user.* extended attributes (Linux 6.6 and later): set
+  through one fd, every fd of the file in every process reads them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
+
+from . import libc
 
 F_SEAL_SEAL = fcntl.F_SEAL_SEAL
 F_SEAL_SHRINK = fcntl.F_SEAL_SHRINK
@@ -81,3 +89,34 @@ def reopen(fd: int, writable: bool) -> int:
     """A new close-on-exec fd of the same file, O_RDWR if ``writable``,
     else O_RDONLY (a new open file description: see above)."""
     return os.open(f"/proc/self/fd/{fd}", (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+_fallocate = libc.fn("fallocate", libc.c_int, libc.c_int, libc.c_int, ctypes.c_int64, ctypes.c_int64)
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Free the pages of [offset, offset + length): they read as zeros.
+    OSError EPERM if the file is sealed against writes."""
+    if _fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length):
+        libc.raise_errno("fallocate")
+
+
+def get_attr(fd: int, name: str) -> bytes | None:
+    """The user.* extended attribute ``name`` of the file, or None if it
+    has none (or the file system keeps none)."""
+    try:
+        return os.getxattr(fd, name)
+    except OSError:
+        return None
+
+
+def set_attr(fd: int, name: str, value: bytes) -> bool:
+    """Set the extended attribute ``name``; False if the file system
+    refuses it."""
+    try:
+        os.setxattr(fd, name, value)
+    except OSError:
+        return False
+    return True

@@ -455,6 +455,44 @@ def mach_make_memory_entry(target_task: Any, size: Any, offset: Any, permission:
 
 
 @returns_kr()
+def mach_memory_object_memory_entry_64(host: Any, internal: Any, size: Any, permission: Any, pager: Any,
+                                       entry_handle: Any) -> int:
+    """A memory entry for a new anonymous object of ``size`` bytes (with
+    ``internal`` TRUE; a pager port names no object from user space).
+    ``entry_handle`` gets the name; it is not touched on failure.
+
+    KERN_SUCCESS, KERN_INVALID_HOST, KERN_INVALID_ARGUMENT,
+    MACH_SEND_INVALID_RIGHT, MACH_SEND_INVALID_DEST."""
+    set_out(entry_handle, U.memory_object_memory_entry(u32(host), i32(internal), u64(size), i32(permission),
+                                                      u32(pager)))
+    return 0
+
+
+def mach_memory_object_memory_entry(host: Any, internal: Any, size: Any, permission: Any, pager: Any,
+                                    entry_handle: Any) -> int:
+    """The vm_size_t variant of mach_memory_object_memory_entry_64 (the
+    same on LP64)."""
+    return mach_memory_object_memory_entry_64(host, internal, size, permission, pager, entry_handle)
+
+
+@returns_kr()
+def mach_vm_purgable_control(target_task: Any, address: Any, control: Any, state: Any) -> int:
+    """Set (VM_PURGABLE_SET_STATE) or get (VM_PURGABLE_GET_STATE) the state
+    of the purgeable object mapped at ``address``, or empty every volatile
+    one (VM_PURGABLE_PURGE_ALL). ``state`` is in/out: SET_STATE gives back
+    the old state. It is not touched on failure.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_INVALID_ADDRESS,
+    KERN_PROTECTION_FAILURE, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST."""
+    st = out(state)
+    st.value = U.vm_purgable_control(u32(target_task), u64(address), i32(control), i32(st.value))
+    return 0
+
+
+vm_purgable_control = mach_vm_purgable_control
+
+
+@returns_kr()
 def mach_vm_map(target_task: Any, address: Any, size: Any, mask: Any, flags: Any, object: Any, offset: Any,
                 copy: Any, cur_protection: Any, max_protection: Any, inheritance: Any) -> int:
     """Map a memory entry, shared or (copy TRUE) as a snapshot taken now;
@@ -525,7 +563,8 @@ vm_remap_new = mach_vm_remap_new
 __all__ = [
     "mach_vm_region_recurse", "vm_region_recurse_64", "mach_vm_read_list", "task_for_pid",
     "task_name_for_pid", "pid_for_task", "task_info",
-    "mach_make_memory_entry_64", "mach_make_memory_entry", "mach_vm_map", "vm_map", "mach_vm_remap",
+    "mach_make_memory_entry_64", "mach_make_memory_entry", "mach_memory_object_memory_entry_64",
+    "mach_memory_object_memory_entry", "mach_vm_purgable_control", "vm_purgable_control", "mach_vm_map", "vm_map", "mach_vm_remap",
     "vm_remap", "mach_vm_remap_new", "vm_remap_new",
     "mach_task_self", "mach_host_self", "mach_vm_allocate", "mach_vm_deallocate",
     "mach_vm_protect", "mach_vm_inherit", "mach_vm_read", "mach_vm_read_overwrite",
