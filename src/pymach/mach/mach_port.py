@@ -296,15 +296,20 @@ def mach_port_extract_right(task: Any, name: Any, msgt_name: Any, poly: Any, pol
 @returns_kr(K.ERRNO_SPACE)
 def task_get_special_port(task: Any, which_port: Any, special_port: Any) -> int:
     """A task's special port (TASK_BOOTSTRAP_PORT, TASK_KERNEL_PORT,
-    TASK_HOST_PORT, ...) as a send right in our space, one more user
-    reference under the name the space already has for the port (XNU's
-    copyout); MACH_PORT_NULL when none is set. TASK_BOOTSTRAP_PORT is
-    connected first (see pymach.mach.bootstrap): unless the program set it,
-    it gives bootstrap_port.
+    TASK_READ_PORT, TASK_INSPECT_PORT, TASK_NAME_PORT, TASK_HOST_PORT, ...)
+    as a send right in our space, one more user reference under the name
+    the space already has for the port (XNU's copyout); MACH_PORT_NULL
+    when none is set. TASK_BOOTSTRAP_PORT is connected first (see
+    pymach.mach.bootstrap): unless the program set it, it gives
+    bootstrap_port. A read or inspect ``task`` gets only ports of its own
+    flavor or weaker.
 
-    KERN_SUCCESS, KERN_INVALID_ARGUMENT (unknown port), KERN_INVALID_TASK."""
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT (unknown port, not a task, a name
+    port), KERN_INVALID_CAPABILITY (a port too weak for ``which_port``),
+    KERN_NOT_SUPPORTED (another process's bootstrap and settable ports),
+    MACH_SEND_INVALID_DEST."""
     which = i32(which_port)
-    set_out(special_port, TT.get_special_port(_space(task), which))
+    set_out(special_port, TT.get_special_port(u32(task), which))
     return 0
 
 
