@@ -325,3 +325,36 @@ def test_a_read_port_cannot_travel_to_be_upgraded():
         M.mach_port_deallocate(T(), r.value)
         M.mach_port_mod_refs(T(), dest, M.MACH_PORT_RIGHT_SEND, -1)
         M.mach_port_mod_refs(T(), dest, M.MACH_PORT_RIGHT_RECEIVE, -1)
+
+
+def test_thread_ports_keep_the_task_ports_flavor(sleeper):
+    """task_threads takes an inspect port or stronger and gives thread
+    ports of its flavor: through a read port thread_get_state works and
+    thread_set_state (a thread_act_t) is refused, through an inspect port
+    both are; a name port gets no threads."""
+    names = {}
+    threads: list[int] = []
+    try:
+        for key, fn in (("read", M.task_read_for_pid), ("inspect", M.task_inspect_for_pid),
+                        ("name", M.task_name_for_pid)):
+            r, _e, t = _flavor_for_pid(fn, sleeper.pid)
+            assert r == 0
+            names[key] = t
+        lst = M.vm_offset_t()
+        cnt = M.mach_msg_type_number_t()
+        assert M.task_threads(names["name"], byref(lst), byref(cnt)) == M.KERN_INVALID_ARGUMENT
+        st = M.x86_thread_state64_t()
+        for key, get_kr in (("read", M.KERN_SUCCESS), ("inspect", M.KERN_INVALID_ARGUMENT)):
+            assert M.task_threads(names[key], byref(lst), byref(cnt)) == M.KERN_SUCCESS
+            (thread,) = (ctypes.c_uint32 * cnt.value).from_address(lst.value)
+            M.vm_deallocate(T(), lst.value, 4 * cnt.value)
+            threads.append(thread)
+            n = M.mach_msg_type_number_t(M.x86_THREAD_STATE64_COUNT)
+            assert M.thread_get_state(thread, M.x86_THREAD_STATE64, byref(st), byref(n)) == get_kr, key
+            assert M.thread_set_state(thread, M.x86_THREAD_STATE64, byref(st),
+                                      M.x86_THREAD_STATE64_COUNT) == M.KERN_INVALID_ARGUMENT, key
+        assert threads[0] != threads[1]  # a port of each flavor
+        assert sleeper.poll() is None
+    finally:
+        for t in threads + list(names.values()):
+            M.mach_port_deallocate(T(), t)
