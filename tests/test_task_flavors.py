@@ -43,17 +43,36 @@ def _status_ids(pid: int | str) -> tuple[list[int], list[int]]:
     return [int(x) for x in uids], [int(x) for x in gids]
 
 
-def _audit_ids(pid: int | str) -> tuple[int, int]:
-    def read(n: str, default: int) -> int:
-        try:
-            with open(f"/proc/{pid}/{n}") as f:
-                return int(f.read())
-        except FileNotFoundError:
-            return default
-    return read("loginuid", 0xFFFFFFFF), read("sessionid", 0)
-
-
 # -- task_info: TASK_SECURITY_TOKEN and TASK_AUDIT_TOKEN ------------------------------
+
+def _trailer_audit_token() -> list[int]:
+    """The audit token of a message we send ourselves, from its trailer."""
+    port = alloc_name(M.MACH_PORT_RIGHT_RECEIVE)
+    try:
+        hdr = M.mach_msg_header_t()
+        hdr.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_MAKE_SEND, 0)
+        hdr.msgh_size = ctypes.sizeof(hdr)
+        hdr.msgh_remote_port = port
+        assert M.mach_msg(hdr, M.MACH_SEND_MSG, hdr.msgh_size, 0, 0, 0, 0) == 0
+
+        class Rcv(ctypes.Structure):
+            _fields_ = [("hdr", M.mach_msg_header_t), ("trailer", M.mach_msg_audit_trailer_t)]
+        r = Rcv()
+        opts = M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT | M.MACH_RCV_TRAILER_TYPE(M.MACH_MSG_TRAILER_FORMAT_0) \
+            | M.MACH_RCV_TRAILER_ELEMENTS(M.MACH_RCV_TRAILER_AUDIT)
+        assert M.mach_msg(r.hdr, opts, 0, ctypes.sizeof(r), port, 5000, 0) == 0
+        return list(r.trailer.msgh_audit.val)
+    finally:
+        M.mach_port_mod_refs(T(), port, M.MACH_PORT_RIGHT_RECEIVE, -1)
+
+
+def test_the_audit_token_is_the_one_messages_carry():
+    """XNU's trailer carries the task's audit token; task_info gives the
+    same one (xnu's ipc/mach_msg_transport.c mach_msg_trailer compares
+    them)."""
+    kr, at, _ = _info(T(), M.TASK_AUDIT_TOKEN, M.audit_token_t, M.TASK_AUDIT_TOKEN_COUNT)
+    assert kr == 0 and list(at.val) == _trailer_audit_token()
+
 
 def test_security_and_audit_tokens_of_our_task_are_its_credentials():
     kr, st, cnt = _info(T(), M.TASK_SECURITY_TOKEN, M.security_token_t, M.TASK_SECURITY_TOKEN_COUNT)
@@ -61,8 +80,7 @@ def test_security_and_audit_tokens_of_our_task_are_its_credentials():
     assert list(st.val) == [os.geteuid(), os.getegid()]
     kr, at, cnt = _info(T(), M.TASK_AUDIT_TOKEN, M.audit_token_t, M.TASK_AUDIT_TOKEN_COUNT)
     assert (kr, cnt) == (M.KERN_SUCCESS, 8)
-    auid, asid = _audit_ids("self")
-    assert list(at.val) == [auid, os.geteuid(), os.getegid(), os.getuid(), os.getgid(), os.getpid(), asid, 0]
+    assert list(at.val) == [os.getuid(), os.geteuid(), os.getegid(), os.getuid(), os.getgid(), os.getpid(), 0, 0]
     # a count too small is KERN_INVALID_ARGUMENT (XNU's check), and nothing is written
     kr, at, cnt = _info(T(), M.TASK_AUDIT_TOKEN, M.audit_token_t, M.TASK_AUDIT_TOKEN_COUNT - 1)
     assert (kr, list(at.val)) == (M.KERN_INVALID_ARGUMENT, [0] * 8)
@@ -80,12 +98,11 @@ def test_tokens_of_another_users_process_through_every_flavor():
             assert r == 0, fn.__name__
             names.append(t)
         assert len(set(names)) == 4  # a port (a name) for each flavor
-        auid, asid = _audit_ids(p.pid)
         for t in names:
             kr, st, _ = _info(t, M.TASK_SECURITY_TOKEN, M.security_token_t, M.TASK_SECURITY_TOKEN_COUNT)
             assert kr == 0 and list(st.val) == [NOBODY, NOBODY]
             kr, at, _ = _info(t, M.TASK_AUDIT_TOKEN, M.audit_token_t, M.TASK_AUDIT_TOKEN_COUNT)
-            assert kr == 0 and list(at.val) == [auid, NOBODY, NOBODY, NOBODY, NOBODY, p.pid, asid, 0]
+            assert kr == 0 and list(at.val) == [NOBODY, NOBODY, NOBODY, NOBODY, NOBODY, p.pid, 0, 0]
     finally:
         for t in names:
             M.mach_port_deallocate(T(), t)
@@ -114,7 +131,7 @@ def test_tokens_follow_a_change_of_credentials():
             assert kr == 0 and list(st.val) == [NOBODY, NOBODY]
             kr, at, _ = _info(t.value, M.TASK_AUDIT_TOKEN, M.audit_token_t, 8)
             uids, gids = _status_ids(c.pid)
-            assert kr == 0 and list(at.val)[1:6] == [NOBODY, NOBODY, 0, 0, c.pid]
+            assert kr == 0 and list(at.val) == [0, NOBODY, NOBODY, 0, 0, c.pid, 0, 0]
             assert (uids[:2], gids[:2]) == ([0, NOBODY], [0, NOBODY])
         finally:
             M.mach_port_deallocate(T(), t.value)

@@ -336,7 +336,6 @@ def task_basic_info(name: int) -> BasicInfo:
 # <mach/task_info.h>
 TASK_DYLD_ALL_IMAGE_INFO_32 = 0
 TASK_DYLD_ALL_IMAGE_INFO_64 = 1
-AU_DEFAUDITID = 0xFFFFFFFF  # <bsm/audit.h>: no audit user id (Linux's unset loginuid is the same number)
 
 
 def _ids(text: str, field: str) -> tuple[int, ...]:
@@ -346,38 +345,28 @@ def _ids(text: str, field: str) -> tuple[int, ...]:
     raise _fail(K.KERN_FAILURE, f"/proc status has no {field} line")
 
 
-def _audit_files() -> tuple[str, ...]:
-    # loginuid and sessionid exist when the kernel has audit support
-    # (CONFIG_AUDIT); the same for every process, so ask our own /proc
-    return tuple(n for n in ("loginuid", "sessionid") if os.path.exists(f"/proc/self/{n}"))
-
-
 def _credentials(name: int) -> tuple[int, ...]:
     """The audit token of the task ``name`` denotes (a port of any
-    flavor), as XNU's proc_calc_audit_token fills it: auid, euid, egid,
-    ruid, rgid, pid, asid, pidversion. The ids come from /proc/PID/status,
-    the audit user and session from the audit subsystem's loginuid and
-    sessionid (AU_DEFAUDITID and 0 on a kernel without audit); Linux has
-    no pid version, so it is 0.
+    flavor), in XNU's layout (proc_calc_audit_token): auid, euid, egid,
+    ruid, rgid, pid, asid, pidversion, with the ids as /proc/PID/status
+    shows them now. A message's audit trailer is the same token, and a
+    receiver can know of its sender only what SCM_CREDENTIALS verifies
+    (pid, uid, gid: kern.mach_msg): so that the two agree, as they do in
+    XNU, the audit user id is the real uid and the audit session and pid
+    version are 0, here as in the trailer.
 
     MACH_SEND_INVALID_DEST (no such name, or the process exited),
     KERN_INVALID_ARGUMENT (not a task), KERN_FAILURE (/proc refused).
 
     Conditions: nothing locked; takes the space's lock (task_of)."""
     t = task_of(name, flavor=TASK_FLAVOR_NAME)
-    files_ = ("status",) + _audit_files()
     if t.map is not None:
-        texts = []
-        for n in files_:
-            with open(f"/proc/self/{n}") as f:
-                texts.append(f.read())
+        with open("/proc/self/status") as f:
+            status = f.read()
     else:
-        texts = ForeignMap(t).proc_text(*files_)
-    status, audit = texts[0], dict(zip(files_[1:], texts[1:]))
+        (status,) = ForeignMap(t).proc_text("status")
     uids, gids = _ids(status, "Uid:"), _ids(status, "Gid:")
-    auid = int(audit.get("loginuid", AU_DEFAUDITID)) & 0xFFFFFFFF
-    asid = int(audit.get("sessionid", 0)) & 0xFFFFFFFF
-    return (auid, uids[1], gids[1], uids[0], gids[0], t.pid, asid, 0)
+    return (uids[0], uids[1], gids[1], uids[0], gids[0], t.pid, 0, 0)
 
 
 def task_security_token(name: int) -> tuple[int, int]:
