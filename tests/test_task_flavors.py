@@ -375,3 +375,27 @@ def test_thread_ports_keep_the_task_ports_flavor(sleeper):
     finally:
         for t in threads + list(names.values()):
             M.mach_port_deallocate(T(), t)
+
+
+def test_port_routines_on_our_space_through_weaker_ports():
+    """mach_port_get_attributes takes an ipc_space_read_t: our read port
+    will do; the routines that change the space take our control port."""
+    ports = {}
+    recv = alloc_name(M.MACH_PORT_RIGHT_RECEIVE)
+    try:
+        for which in (M.TASK_READ_PORT, M.TASK_INSPECT_PORT):
+            t = M.mach_port_t()
+            assert M.task_get_special_port(T(), which, byref(t)) == 0
+            ports[which] = t.value
+        info = M.mach_port_limits_t()
+        for which, kr in ((M.TASK_READ_PORT, 0), (M.TASK_INSPECT_PORT, M.KERN_INVALID_TASK)):
+            cnt = M.mach_msg_type_number_t(M.MACH_PORT_LIMITS_INFO_COUNT)
+            assert M.mach_port_get_attributes(ports[which], recv, M.MACH_PORT_LIMITS_INFO, byref(info),
+                                              byref(cnt)) == kr
+            name = M.mach_port_name_t()
+            assert M.mach_port_allocate(ports[which], M.MACH_PORT_RIGHT_RECEIVE, byref(name)) == M.KERN_INVALID_TASK
+        assert info.mpl_qlimit == M.MACH_PORT_QLIMIT_DEFAULT
+    finally:
+        for t in ports.values():
+            M.mach_port_deallocate(T(), t)
+        M.mach_port_mod_refs(T(), recv, M.MACH_PORT_RIGHT_RECEIVE, -1)

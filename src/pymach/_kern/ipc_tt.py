@@ -35,18 +35,23 @@ from .task import (SETTABLE_SPECIAL_PORTS, TASK_BOOTSTRAP_PORT, TASK_HOST_PORT, 
 _UNASSIGNED_SPECIAL_PORTS = (7, 8)
 
 
-def space_of(task: int) -> IpcSpace:
+def space_of(task: int, flavor: int = KT.TASK_FLAVOR_CONTROL) -> IpcSpace:
     """convert_port_to_space: the IPC space of the task that ``task``
-    names in ours. Only our own task's space is reachable.
+    names in ours, through a task port of ``flavor`` or stronger (the
+    routines of mach_port.defs take ipc_space_t, a control port, or
+    ipc_space_read_t, a read port). Only our own task's space is reachable.
 
-    KERN_INVALID_TASK (another task's port, or any other right),
-    MACH_SEND_INVALID_DEST (a name that denotes nothing).
+    KERN_INVALID_TASK (another task's port, a port too weak, or any other
+    right), MACH_SEND_INVALID_DEST (a name that denotes nothing).
 
     Conditions: nothing locked; a lookup of the bootstrap port's name may
     connect it (kern.bootstrap_port: the space's lock, waiting up to about
     50 s)."""
     if task != KT.SELF.task_name:
         e = KT.SELF.space.lookup(task)
+        t = e.object if e is not None else None
+        if isinstance(t, KT.Task) and t.map is not None and t.allows(flavor):
+            return KT.SELF.space  # a weaker port of our own task
         raise K.MachError(K.MACH_SEND_INVALID_DEST if e is None else K.KERN_INVALID_TASK, f"{task:#x}")
     return KT.SELF.space
 

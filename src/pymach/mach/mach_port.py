@@ -212,9 +212,11 @@ def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: A
     """MACH_PORT_LIMITS_INFO (qlimit) or MACH_PORT_RECEIVE_STATUS
     (mach_port_status_t) of a receive right. ``port_info_outCnt`` is in/out;
     a count larger than ``port_info_out`` holds counts as what it holds.
+    ``task`` may be a read port of our task (ipc_space_read_t).
 
     KERN_SUCCESS, KERN_FAILURE (count too small), KERN_INVALID_ARGUMENT
-    (unknown flavor), KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    (unknown flavor), KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_TASK."""
     fl = i32(flavor)
     cnt = out(port_info_outCnt)
     need = _GET_COUNTS.get(fl)
@@ -224,7 +226,7 @@ def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: A
     if room < need:
         return K.KERN_FAILURE
     n = u32(name)
-    values = R.get_attributes(_space(task), n, fl)
+    values = R.get_attributes(_space_of(u32(task), KT.TASK_FLAVOR_READ), n, fl)  # ipc_space_read_t
     ctypes.memmove(where, struct.pack(f"<{len(values)}I", *values), 4 * len(values))
     cnt.value = len(values)
     return 0
