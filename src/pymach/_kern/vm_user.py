@@ -252,7 +252,7 @@ def vm_read_overwrite(task: int, addr: int, size: int, data: int) -> int:
         # the common case, in few steps: another live task, a whole copy
         e = s.space.lookup(task)
         t = e.object if e is not None else None
-        if type(t) is Task and t.view is not None:  # (its ForeignMap: a task with memory to read)
+        if type(t) is Task and t.view is not None and t.flavor <= TASK_FLAVOR_READ:  # (a port that may read)
             try:
                 n = mm.process_vm_readv(t.pid, data, addr, size)
             except OSError:
