@@ -111,9 +111,10 @@ def _open_target(pid: int) -> int:
 
 
 def _install(pid: int, fd: int, flavor: int) -> int:
-    """A send right to the task port of ``flavor`` behind ``fd`` (which it
-    takes), coalesced with one we hold for the same process and flavor
-    (which is the same port while the process lives).
+    """A send right to the task port of ``flavor`` behind ``fd``, coalesced
+    with one we hold for the same process and flavor (which is the same
+    port while the process lives). ``fd`` is taken once it returns; on an
+    error the caller still owns it.
 
     Conditions: nothing locked; takes the space's lock."""
     s = SELF
@@ -149,7 +150,12 @@ def task_port(t: Task, flavor: int) -> int:
         return SELF.space.insert(SELF.task.flavored(flavor), MACH_PORT_TYPE_SEND)
     if not t.alive() or t.pidfd < 0:
         raise _fail(K.MACH_SEND_INVALID_DEST, f"task of pid {t.pid} has exited")
-    return _install(t.pid, files.dup(t.pidfd), flavor)
+    fd = files.dup(t.pidfd)
+    try:
+        return _install(t.pid, fd, flavor)
+    except BaseException:
+        files.close(fd)
+        raise
 
 
 def task_for_pid(target_tport: int, pid: int) -> int:
