@@ -17,7 +17,7 @@ from ._kern import vm_defs as V
 from ._kern import ipc_right as R
 from ._kern import task_user as TU
 from ._kern import vm_user as U
-from ._kern.task import SELF
+from ._kern.task import SELF, TASK_FLAVOR_READ
 from ._kern.vm_map import RegionInfo
 from .ipc import MemoryEntry
 
@@ -135,7 +135,7 @@ class Task:
 
     def regions(self) -> Iterator[RegionInfo]:
         """Every region of the address space, in order (vmmap's walk)."""
-        yield from TU.task_target(self._port("Task.regions()")).regions()
+        yield from TU.task_target(self._port("Task.regions()"), flavor=TASK_FLAVOR_READ).regions()
 
     @C.names_call("Task.read()")
     def read(self, address: int, size: int) -> bytes:
@@ -219,7 +219,7 @@ def _read(port: int, address: int, size: int) -> bytes:
     if size == 0:
         return b""
     U.user_range(address, size)
-    return TU.task_target(port).copy_out(address, size)
+    return TU.task_target(port, flavor=TASK_FLAVOR_READ).copy_out(address, size)
 
 
 def _write(port: int, address: int, data: bytes | bytearray | memoryview) -> None:

@@ -32,27 +32,75 @@ class Host:
         return os.geteuid() == 0 or _has_cap_ipc_lock()
 
 
+# <mach/mach_types.h>: the flavors of a task port, strongest first. A port
+# of one flavor converts to its own flavor and every weaker one, never to a
+# stronger (osfmk/kern/ipc_tt.c, task_port_kotype_valid_for_flavor)
+TASK_FLAVOR_CONTROL: Final = 0  # task_t: everything
+TASK_FLAVOR_READ: Final = 1  # task_read_t: read memory and regions, inspect
+TASK_FLAVOR_INSPECT: Final = 2  # task_inspect_t: task_info and the like, no memory
+TASK_FLAVOR_NAME: Final = 3  # task_name_t: pid_for_task, task_info
+TASK_FLAVOR_MAX: Final = TASK_FLAVOR_NAME
+_FLAVOR_NAMES: Final = ("control", "read", "inspect", "name")
+
+
 class Task:
-    """A task: a process id and, for our own task, its VM map.
+    """A task port: a process id, the port's flavor and, for our own task,
+    its VM map.
 
-    Another process's task (from task_for_pid or task_name_for_pid) holds
-    a pidfd: its identity. ``alive()`` asks the pidfd, so a task whose
-    process exited is dead even if its pid now names another process.
-    ``name_only`` marks a task name port (task_name_for_pid): it answers
-    pid_for_task and task_info, and nothing that reads or changes memory."""
+    Another process's task (from task_for_pid, task_read_for_pid,
+    task_inspect_for_pid or task_name_for_pid) holds a pidfd: its identity.
+    ``alive()`` asks the pidfd, so a task whose process exited is dead even
+    if its pid now names another process.
 
-    __slots__ = ("pid", "map", "pidfd", "name_only", "_poll", "view", "__weakref__")
+    ``flavor`` is the capability the port carries (TASK_FLAVOR_*), fixed
+    when the port is made: each routine converts its task argument with
+    the flavor it needs (kern.task_user.task_of), as XNU's MIG conversions
+    do, so a read port reads memory and regions but never writes or
+    controls, an inspect port answers task_info but reads no memory, and a
+    name port answers pid_for_task and task_info. Our own task has one
+    Task of each flavor (``flavored``); each is a port of its own, so each
+    gets a name of its own in the space, as in XNU."""
 
-    def __init__(self, pid: int, vm_map: VmMap | None, pidfd: int = -1, name_only: bool = False) -> None:
+    __slots__ = ("pid", "map", "pidfd", "flavor", "_poll", "view", "_flavored", "__weakref__")
+
+    def __init__(self, pid: int, vm_map: VmMap | None, pidfd: int = -1,
+                 flavor: int = TASK_FLAVOR_CONTROL) -> None:
         self.pid = pid
         self.map = vm_map
         self.pidfd = pidfd
-        self.name_only = name_only
+        self.flavor = flavor
         self._poll: ExitPoll | None = None  # asks the pidfd whether the process exited
         self.view: object = None  # its ForeignMap, made once
+        self._flavored: dict[int, Task] | None = None  # our own task's ports of the weaker flavors
 
     def __repr__(self) -> str:
-        return f"<Task pid={self.pid}{' name' if self.name_only else ''}>"
+        what = "" if self.flavor == TASK_FLAVOR_CONTROL else f" {_FLAVOR_NAMES[self.flavor]}"
+        return f"<Task pid={self.pid}{what}>"
+
+    @property
+    def name_only(self) -> bool:
+        """A task name port (task_name_for_pid, TASK_NAME_PORT)."""
+        return self.flavor == TASK_FLAVOR_NAME
+
+    def allows(self, flavor: int) -> bool:
+        """Whether this port converts to a task of ``flavor``: its own
+        flavor or a weaker one (XNU's task_port_kotype_valid_for_flavor)."""
+        return self.flavor <= flavor
+
+    def flavored(self, flavor: int) -> Task:
+        """Our own task's port of ``flavor`` (this Task for its own
+        flavor); the same object every time, so the space names it once.
+        Only our own control task makes them."""
+        if flavor == self.flavor:
+            return self
+        assert self.map is not None and self.flavor == TASK_FLAVOR_CONTROL
+        ports = self._flavored
+        if ports is None:
+            ports = self._flavored = {}
+        t = ports.get(flavor)
+        if t is None:
+            t = ports[flavor] = Task(self.pid, self.map, -1, flavor)
+        return t
 
     @property
     def foreign(self) -> bool:
@@ -92,8 +140,8 @@ class Thread(Task):
 
     __slots__ = ("tid",)
 
-    def __init__(self, pid: int, tid: int, pidfd: int) -> None:
-        super().__init__(pid, None, pidfd)
+    def __init__(self, pid: int, tid: int, pidfd: int, flavor: int = TASK_FLAVOR_CONTROL) -> None:
+        super().__init__(pid, None, pidfd, flavor)
         self.tid = tid
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ all count, and nothing is re-implemented here.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from .._linux import files
@@ -19,7 +20,8 @@ from .._linux import procfs
 from . import kern_return as K
 from . import ipc_right as R
 from .ipc_space import MACH_PORT_TYPE_SEND, MACH_PORT_UREFS_MAX
-from .task import SELF, Task, Thread
+from .task import (SELF, TASK_FLAVOR_CONTROL, TASK_FLAVOR_INSPECT, TASK_FLAVOR_NAME, TASK_FLAVOR_READ, Task,
+                   Thread)
 from .vm_map import VmMap
 from .vm_map_foreign import ForeignMap
 
@@ -49,12 +51,17 @@ def _fail(kr: int, what: str) -> K.MachError:
     return K.MachError(kr, what)
 
 
-def task_of(name: int, check: bool = True) -> Task:
-    """The task behind a name, our own or another process's.
-    MACH_SEND_INVALID_DEST when the name denotes nothing or its process has
-    exited (its right is then a dead name); KERN_INVALID_ARGUMENT when it
-    is not a task. With ``check`` False the process is not asked whether
-    it lives (a caller that asks after its work, as a read does).
+def task_of(name: int, check: bool = True, flavor: int = TASK_FLAVOR_CONTROL) -> Task:
+    """The task behind a name, our own or another process's, converted as
+    XNU's convert_port_to_task_with_flavor does: the port must carry
+    ``flavor`` or a stronger one (the default, TASK_FLAVOR_CONTROL, takes
+    a control port only). MACH_SEND_INVALID_DEST when the name denotes
+    nothing or its process has exited (its right is then a dead name);
+    KERN_INVALID_ARGUMENT when it is not a task, or a port of a weaker
+    flavor (XNU's conversion gives TASK_NULL, which the routines refuse
+    with KERN_INVALID_ARGUMENT). With ``check`` False the process is not
+    asked whether it lives (a caller that asks after its work, as a read
+    does).
 
     Conditions: nothing locked; takes the space's lock (check_dead); the
     task is returned after it is released."""
@@ -67,22 +74,29 @@ def task_of(name: int, check: bool = True) -> Task:
             R.check_dead(s.space, name, e)
     if e is None or e.object is None:
         raise _fail(K.MACH_SEND_INVALID_DEST, f"{name:#x} is not a valid name")
-    if not isinstance(e.object, Task) or isinstance(e.object, Thread):
+    t = e.object
+    if not isinstance(t, Task) or isinstance(t, Thread):
         raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not a task port")
-    return e.object
+    if t.flavor > flavor:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is a task {_FLAVORS[t.flavor]} port: "
+                                             f"this needs a {_FLAVORS[flavor]} port")
+    return t
 
 
-def task_target(name: int, check: bool = True) -> VmMap | ForeignMap:
-    """The map a VM routine reads or writes: ours, or another process's.
-    A task name port (task_name_for_pid) is KERN_INVALID_ARGUMENT.
+_FLAVORS = ("control", "read", "inspect", "name")
+
+
+def task_target(name: int, check: bool = True, flavor: int = TASK_FLAVOR_CONTROL) -> VmMap | ForeignMap:
+    """The map a VM routine reads or writes: ours, or another process's
+    (convert_port_to_map: a control port; with ``flavor``
+    TASK_FLAVOR_READ, convert_port_to_map_read: a read port will do). A
+    port of a weaker flavor (inspect, name) is KERN_INVALID_ARGUMENT.
 
     Conditions: nothing locked; as task_of. ``Task.view`` is made without a
     lock (two threads may each make one)."""
-    t = task_of(name, check)
+    t = task_of(name, check, flavor)
     if t.map is not None:
         return t.map
-    if t.name_only:
-        raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is a task name port")
     view = t.view
     if view is None:
         view = t.view = ForeignMap(t)
@@ -96,13 +110,15 @@ def _open_target(pid: int) -> int:
         raise _fail(K.KERN_FAILURE, f"no process {pid}: {err.strerror}") from None
 
 
-def _install(pid: int, fd: int, name_only: bool) -> int:
-    """A send right to the task behind ``fd``, coalesced with one we hold
-    for the same process (which is the same process while it lives).
+def _install(pid: int, fd: int, flavor: int) -> int:
+    """A send right to the task port of ``flavor`` behind ``fd``, coalesced
+    with one we hold for the same process and flavor (which is the same
+    port while the process lives). ``fd`` is taken once it returns; on an
+    error the caller still owns it.
 
     Conditions: nothing locked; takes the space's lock."""
     s = SELF
-    key = ("task", pid, name_only)
+    key = ("task", pid, flavor)
     with s.space.lock:
         name = s.space.name_for(key)
         if name:
@@ -113,24 +129,48 @@ def _install(pid: int, fd: int, name_only: bool) -> int:
                     files.close(fd)  # the caller's fd: it must not close it again
                     e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
                     return name
-        task = Task(pid, None, fd, name_only)
+        task = Task(pid, None, fd, flavor)
         name, e = s.space.alloc(task, MACH_PORT_TYPE_SEND, 1, key=key)
         e.cap = task
         return name
+
+
+def task_port(t: Task, flavor: int) -> int:
+    """A send right (a name, one more user reference) to the port of
+    ``flavor`` of the task ``t`` denotes: for our own task its port of that
+    flavor (the same name every time), for another process's a port over a
+    duplicate of its pidfd. ``t`` must allow ``flavor``.
+
+    MACH_SEND_INVALID_DEST (its process exited); KERN_RESOURCE_SHORTAGE or
+    KERN_NO_SPACE as an OSError (no fd for the duplicate).
+
+    Conditions: nothing locked; takes the space's lock."""
+    assert t.allows(flavor)
+    if t.map is not None:
+        return SELF.space.insert(SELF.task.flavored(flavor), MACH_PORT_TYPE_SEND)
+    if not t.alive() or t.pidfd < 0:
+        raise _fail(K.MACH_SEND_INVALID_DEST, f"task of pid {t.pid} has exited")
+    fd = files.dup(t.pidfd)
+    try:
+        return _install(t.pid, fd, flavor)
+    except BaseException:
+        files.close(fd)
+        raise
 
 
 def task_for_pid(target_tport: int, pid: int) -> int:
     """The name of a send right to the task of ``pid``; our own pid gives
     mach_task_self().
 
-    KERN_FAILURE: pid 0, ``target_tport`` not a live task port, no such
-    process, a zombie, or access refused (see PTRACE_RULE)."""
+    KERN_FAILURE: pid 0, ``target_tport`` not a live task control port
+    (port_name_to_task), no such process, a zombie, or access refused
+    (see PTRACE_RULE)."""
     if pid == 0:
         raise _fail(K.KERN_FAILURE, "pid 0 is the kernel task")
     try:
         task_of(target_tport)
     except K.MachError:
-        raise _fail(K.KERN_FAILURE, f"{target_tport:#x} is not a task port") from None
+        raise _fail(K.KERN_FAILURE, f"{target_tport:#x} is not a task control port") from None
     if pid == os.getpid():
         return SELF.space.insert(SELF.task, MACH_PORT_TYPE_SEND)
     if pid < 0:
@@ -146,7 +186,55 @@ def task_for_pid(target_tport: int, pid: int) -> int:
             raise _fail(K.KERN_FAILURE, f"process {pid}: {err.strerror}") from None
         if not allowed:
             raise _fail(K.KERN_FAILURE, f"access to process {pid} refused: {PTRACE_RULE}; {yama_note()}")
-        name = _install(pid, fd, False)
+        name = _install(pid, fd, TASK_FLAVOR_CONTROL)
+        installed = True
+        return name
+    finally:
+        if not installed:
+            files.close(fd)
+
+
+def task_flavor_for_pid(target_tport: int, pid: int, flavor: int) -> int:
+    """task_read_for_pid (TASK_FLAVOR_READ) and task_inspect_for_pid
+    (TASK_FLAVOR_INSPECT), XNU's BSD system calls (bsd/kern/kern_proc.c):
+    the name of a send right to the task port of ``flavor`` for ``pid``;
+    our own pid gives our own port of that flavor (the name
+    task_get_special_port gives). Granted by task_for_pid's rule (see
+    PTRACE_RULE), as XNU's task_for_pid_posix_check grants both.
+
+    They fail with an errno, as system calls do (an OSError that is not a
+    MachError): EPERM (pid 0, access refused, a zombie), EINVAL
+    (``target_tport`` not a task control port), ESRCH (no such
+    process).
+
+    Conditions: nothing locked; takes the space's lock."""
+    assert flavor in (TASK_FLAVOR_READ, TASK_FLAVOR_INSPECT)
+    what = "task_read_for_pid" if flavor == TASK_FLAVOR_READ else "task_inspect_for_pid"
+    if pid == 0:
+        raise OSError(errno.EPERM, f"{what}: pid 0 is the kernel task")
+    try:
+        task_of(target_tport)
+    except K.MachError:
+        raise OSError(errno.EINVAL, f"{what}: {target_tport:#x} is not a task control port") from None
+    if pid == os.getpid():
+        return task_port(SELF.task, flavor)
+    if pid < 0:
+        raise OSError(errno.ESRCH, f"{what}: no process {pid}")
+    try:
+        fd = pidfd.open_pid(pid)
+    except OSError as err:
+        raise OSError(errno.ESRCH, f"{what}: no process {pid}: {err.strerror}") from None
+    installed = False
+    try:
+        if pidfd.exited(fd):
+            raise OSError(errno.EPERM, f"{what}: process {pid} has exited")
+        try:
+            allowed = pidfd.may_ptrace(fd)
+        except OSError as err:
+            raise OSError(errno.ESRCH, f"{what}: process {pid}: {err.strerror}") from None
+        if not allowed:
+            raise OSError(errno.EPERM, f"{what}: access to process {pid} refused: {PTRACE_RULE}; {yama_note()}")
+        name = _install(pid, fd, flavor)
         installed = True
         return name
     finally:
@@ -163,8 +251,9 @@ def _uids(text: str) -> tuple[int, ...]:
 
 def task_name_for_pid(target_tport: int, pid: int) -> int:
     """The name of a task name port for ``pid``: enough for pid_for_task
-    and task_info. Granted as XNU grants it: our own process, root, or a
-    process whose effective and real uids are ours.
+    and task_info; our own pid gives our own name port (TASK_NAME_PORT).
+    Granted as XNU grants it: our own process, root, or a process whose
+    effective and real uids are ours.
 
     KERN_FAILURE: ``target_tport`` not a task port, no such process, a
     zombie, or another user's process."""
@@ -172,12 +261,14 @@ def task_name_for_pid(target_tport: int, pid: int) -> int:
         task_of(target_tport)
     except K.MachError:
         raise _fail(K.KERN_FAILURE, f"{target_tport:#x} is not a task port") from None
+    if pid == os.getpid():
+        return task_port(SELF.task, TASK_FLAVOR_NAME)  # the name TASK_NAME_PORT gives
     if pid <= 0:
         raise _fail(K.KERN_FAILURE, f"no task name for pid {pid}")
     fd = _open_target(pid)
     installed = False
     try:
-        t = Task(pid, None, fd, True)
+        t = Task(pid, None, fd, TASK_FLAVOR_NAME)
         try:
             (status,) = ForeignMap(t).proc_text("status")
         except K.MachError:
@@ -186,7 +277,7 @@ def task_name_for_pid(target_tport: int, pid: int) -> int:
         mine = os.geteuid()
         if not (pid == os.getpid() or mine == 0 or (len(uids) >= 2 and uids[1] == mine and uids[0] == os.getuid())):
             raise _fail(K.KERN_FAILURE, f"process {pid} belongs to another user")
-        name = _install(pid, fd, True)
+        name = _install(pid, fd, TASK_FLAVOR_NAME)
         installed = True
         return name
     finally:
@@ -195,11 +286,11 @@ def task_name_for_pid(target_tport: int, pid: int) -> int:
 
 
 def pid_for_task(name: int) -> int:
-    """The pid of a task (or task name) port.
+    """The pid of a task port of any flavor.
 
     KERN_FAILURE: not a task port, or its process has exited."""
     try:
-        t = task_of(name)
+        t = task_of(name, flavor=TASK_FLAVOR_NAME)
     except K.MachError:
         raise _fail(K.KERN_FAILURE, f"{name:#x} is not a live task port") from None
     return t.pid
@@ -233,8 +324,8 @@ def task_basic_info(name: int) -> BasicInfo:
     (through the pidfd-checked path for another process).
 
     MACH_SEND_INVALID_DEST (a dead task or no such name),
-    KERN_INVALID_ARGUMENT (not a task)."""
-    t = task_of(name)
+    KERN_INVALID_ARGUMENT (not a task). A port of any flavor will do."""
+    t = task_of(name, flavor=TASK_FLAVOR_NAME)
     if t.map is not None:
         stat, statm, status = (open(f"/proc/self/{n}").read() for n in ("stat", "statm", "status"))
     else:
@@ -248,16 +339,96 @@ def task_basic_info(name: int) -> BasicInfo:
                      st.utime_ticks / CLK_TCK, st.stime_ticks / CLK_TCK)
 
 
+# <mach/task_info.h>
+TASK_DYLD_ALL_IMAGE_INFO_32 = 0
+TASK_DYLD_ALL_IMAGE_INFO_64 = 1
+
+
+def _ids(text: str, field: str) -> tuple[int, ...]:
+    for line in text.splitlines():
+        if line.startswith(field):
+            return tuple(int(x) for x in line.split()[1:])
+    raise _fail(K.KERN_FAILURE, f"/proc status has no {field} line")
+
+
+def _credentials(name: int) -> tuple[int, ...]:
+    """The audit token of the task ``name`` denotes (a port of any
+    flavor), in XNU's layout (proc_calc_audit_token): auid, euid, egid,
+    ruid, rgid, pid, asid, pidversion, with the ids as /proc/PID/status
+    shows them now. A message's audit trailer is the same token, and a
+    receiver can know of its sender only what SCM_CREDENTIALS verifies
+    (pid, uid, gid: kern.mach_msg): so that the two agree, as they do in
+    XNU, the audit user id is the real uid and the audit session and pid
+    version are 0, here as in the trailer.
+
+    MACH_SEND_INVALID_DEST (no such name, or the process exited),
+    KERN_INVALID_ARGUMENT (not a task), KERN_FAILURE (/proc refused).
+
+    Conditions: nothing locked; takes the space's lock (task_of)."""
+    t = task_of(name, flavor=TASK_FLAVOR_NAME)
+    if t.map is not None:
+        with open("/proc/self/status") as f:
+            status = f.read()
+    else:
+        (status,) = ForeignMap(t).proc_text("status")
+    uids, gids = _ids(status, "Uid:"), _ids(status, "Gid:")
+    return (uids[0], uids[1], gids[1], uids[0], gids[0], t.pid, 0, 0)
+
+
+def task_security_token(name: int) -> tuple[int, int]:
+    """task_info(TASK_SECURITY_TOKEN): the task's effective uid and gid
+    (XNU's set_security_token), through a port of any flavor. The codes of
+    _credentials."""
+    c = _credentials(name)
+    return c[1], c[2]
+
+
+def task_audit_token(name: int) -> tuple[int, ...]:
+    """task_info(TASK_AUDIT_TOKEN): the eight values of _credentials,
+    through a port of any flavor; its codes."""
+    return _credentials(name)
+
+
+def task_dyld_info(name: int) -> tuple[int, int, int]:
+    """task_info(TASK_DYLD_INFO): (all_image_info_addr,
+    all_image_info_size, all_image_info_format). It needs a read port
+    (XNU's task_info_from_user converts with convert_port_to_task_read):
+    an inspect or name port is KERN_INVALID_ARGUMENT. A Linux process has
+    no dyld and no dyld_all_image_infos, so the address and size are 0, as
+    XNU reports for a task whose image info was never registered; the
+    format says the task has 64-bit addresses.
+
+    MACH_SEND_INVALID_DEST (no such name, or the process exited).
+
+    Conditions: nothing locked; takes the space's lock (task_of)."""
+    t = task_of(name, flavor=TASK_FLAVOR_READ)
+    if t.map is None and not t.alive():
+        raise _fail(K.MACH_SEND_INVALID_DEST, f"task of pid {t.pid} has exited")
+    return 0, 0, TASK_DYLD_ALL_IMAGE_INFO_64
+
+
+def task_is_self(name: int) -> bool:
+    """mach_task_is_self: whether ``name`` is a port of our own task, of
+    any flavor (XNU's mach_task_is_self compares the task a port of any
+    flavor names). A name that is no live task port is False.
+
+    Conditions: nothing locked; takes the space's lock."""
+    try:
+        t = task_of(name, flavor=TASK_FLAVOR_NAME)
+    except K.MachError:
+        return False
+    return t.map is not None
+
+
 # -- suspension, threads and thread state (by ptrace: _kern/vm_remote.py) ---------------
 
-def _other(name: int) -> Task:
-    """Another process's task (not a name port). Our own task is
-    KERN_NOT_SUPPORTED: stopping or tracing ourselves would deadlock."""
-    t = task_of(name)
+def _other(name: int, flavor: int) -> Task:
+    """Another process's task, through a port of ``flavor`` or stronger
+    (KERN_INVALID_ARGUMENT otherwise). Our own task is KERN_NOT_SUPPORTED:
+    stopping or tracing ourselves would deadlock."""
+    t = task_of(name, flavor=flavor)
     if t.map is not None:
         raise _fail(K.KERN_NOT_SUPPORTED, "suspending or tracing our own task")
-    if t.name_only:
-        raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is a task name port")
     return t
 
 
@@ -270,7 +441,7 @@ def task_suspend(name: int) -> None:
     suspend lock (_kern/vm_remote.py), under which it waits up to 5 s for the
     stop."""
     from . import vm_remote
-    t = _other(name)
+    t = _other(name, TASK_FLAVOR_READ)  # task.defs: task_suspend takes a task_read_t
     vm_remote.task_suspend(t.pid, t.pidfd)
 
 
@@ -281,20 +452,24 @@ def task_resume(name: int) -> None:
     Conditions: nothing locked; takes the space's lock (task_of), then the
     suspend lock."""
     from . import vm_remote
-    t = _other(name)
+    t = _other(name, TASK_FLAVOR_READ)  # task_resume too
     vm_remote.task_resume(t.pid, t.pidfd)
 
 
 def task_threads(name: int) -> list[int]:
-    """A send right (a name) for each thread of another task.
-    KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED, MACH_SEND_INVALID_DEST.
+    """A send right (a name) for each thread of another task, through a
+    task port of at least the inspect flavor (task.defs: task_inspect_t);
+    each thread port has the task port's flavor, as XNU's
+    task_threads_from_user gives (THREAD_FLAVOR_* has the numbers of
+    TASK_FLAVOR_*). KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED,
+    MACH_SEND_INVALID_DEST.
 
     Conditions: nothing locked; takes the space's lock for each thread."""
     from . import vm_remote
-    t = _other(name)
+    t = _other(name, TASK_FLAVOR_INSPECT)
     names = []
     for tid in vm_remote.task_threads(t.pid, t.pidfd):
-        key = ("thread", t.pid, tid)
+        key = ("thread", t.pid, tid, t.flavor)
         s = SELF
         with s.space.lock:
             found = s.space.name_for(key)
@@ -303,16 +478,18 @@ def task_threads(name: int) -> list[int]:
                 e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
                 names.append(found)
                 continue
-            th = Thread(t.pid, tid, files.dup(t.pidfd))
+            th = Thread(t.pid, tid, files.dup(t.pidfd), t.flavor)
             n, e = s.space.alloc(th, MACH_PORT_TYPE_SEND, 1, key=key)
             e.cap = th
             names.append(n)
     return names
 
 
-def thread_of(name: int) -> Thread:
-    """The thread behind a name. MACH_SEND_INVALID_DEST (nothing, or its
-    process exited), KERN_INVALID_ARGUMENT (not a thread).
+def thread_of(name: int, flavor: int = TASK_FLAVOR_CONTROL) -> Thread:
+    """The thread behind a name, through a thread port of ``flavor`` or
+    stronger (thread_get_state takes a thread_read_t, thread_set_state a
+    thread_act_t). MACH_SEND_INVALID_DEST (nothing, or its process
+    exited), KERN_INVALID_ARGUMENT (not a thread, or a weaker flavor).
 
     Conditions: nothing locked; takes the space's lock (check_dead); the
     thread is returned after it is released."""
@@ -325,5 +502,7 @@ def thread_of(name: int) -> Thread:
         raise _fail(K.MACH_SEND_INVALID_DEST, f"{name:#x} is not a valid name")
     if not isinstance(e.object, Thread):
         raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not a thread port")
+    if e.object.flavor > flavor:
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is a thread {_FLAVORS[e.object.flavor]} port")
     return e.object
 

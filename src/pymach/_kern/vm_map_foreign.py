@@ -28,7 +28,7 @@ from .._linux import files, introspect, mm, pidfd, procfs
 from . import kern_return as K
 from . import vm_defs as V
 from .task import Task
-from .vm_map import RegionInfo, _vma_info
+from .vm_map import RegionInfo, VmMap, _vma_info
 
 
 def _dead(task: Task) -> K.MachError:
@@ -208,6 +208,42 @@ class ForeignMap:
         src = bytearray(data)
         if src:
             self.write_from(mm.buffer_address(src), dst, len(src))
+
+    # -- remapping into our map ---------------------------------------------------
+
+    def remap_into(self, vm_map: VmMap, target: int, start: int, end: int, mask: int, anywhere: bool,
+                   overwrite: bool, copy: bool, cur: int, max_prot: int, inheritance: int) -> int:
+        """mach_vm_remap_new of [start, end) of the target into our map
+        (``mask`` as vm_map.allocate takes it); returns the new mapping's
+        address. A copy is the source's bytes read now
+        (process_vm_readv), which is what a copy-on-write snapshot shows.
+        A mapping without copy whose maximum protection is VM_PROT_NONE can
+        never be read or written, through itself or a later remap, so a
+        reservation of the same extent with no access is all of it that can
+        be observed; any other sharing is KERN_NOT_SUPPORTED.
+
+        KERN_INVALID_ADDRESS (a hole in the source), KERN_PROTECTION_FAILURE
+        (a copy of unreadable memory), MACH_SEND_INVALID_DEST (the task
+        exited), and the codes of the allocation.
+
+        Conditions: nothing locked; takes our map's lock (allocate,
+        protect, inherit)."""
+        if not copy and max_prot != V.VM_PROT_NONE:
+            raise K.MachError(K.KERN_NOT_SUPPORTED, "sharing memory of another task")
+        length = end - start
+        self.check_range(self.vmas(), start, end, V.VM_PROT_READ if copy else V.VM_PROT_NONE)
+        a = vm_map.allocate(target, length, anywhere, overwrite, 0, mask)
+        try:
+            if copy:
+                self.read_into(start, a, length)
+            vm_map.protect(a, a + length, True, max_prot)
+            vm_map.protect(a, a + length, False, cur)
+            if inheritance != V.VM_INHERIT_DEFAULT:
+                vm_map.inherit(a, a + length, inheritance)
+        except BaseException:
+            vm_map.deallocate(a, a + length)
+            raise
+        return a
 
     # -- regions -----------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from . import vm_defs as V
 from . import ipc_right as R
 from .ipc_space import (MACH_PORT_DEAD, MACH_PORT_NULL, MACH_PORT_RIGHT_SEND, MACH_PORT_TYPE_DEAD_NAME,
                         MACH_PORT_TYPE_SEND)
-from .task import SELF, Host, Task
+from .task import SELF, TASK_FLAVOR_CONTROL, TASK_FLAVOR_READ, Host, Task
 from .vm_map import RegionInfo, VmMap
 from .vm_memory_entry import MemoryEntry
 from .task_user import task_of, task_target
@@ -50,14 +50,15 @@ def _fail(kr: int, what: str) -> K.MachError:
 
 # -- name translation (the convert_port_to_* of MIG) ---------------------------
 
-def task_map(name: int) -> VmMap:
-    """The VM map behind a task name. MACH_SEND_INVALID_DEST when the name
-    denotes nothing; KERN_INVALID_ARGUMENT when it is not a task with a map
-    pymach can operate on."""
+def task_map(name: int, flavor: int = TASK_FLAVOR_CONTROL) -> VmMap:
+    """The VM map behind a task name, through a port of ``flavor`` or
+    stronger. MACH_SEND_INVALID_DEST when the name denotes nothing;
+    KERN_INVALID_ARGUMENT when it is not a task with a map pymach can
+    operate on, or a weaker port."""
     s = SELF
     if name == s.task_name:
         return s.map
-    obj = task_of(name)  # MACH_SEND_INVALID_DEST for nothing or a dead task
+    obj = task_of(name, flavor=flavor)  # MACH_SEND_INVALID_DEST for nothing or a dead task
     if obj.map is None:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is not a task port of ours")
     return obj.map
@@ -221,7 +222,7 @@ def vm_read(task: int, addr: int, size: int) -> tuple[int, int]:
     (unmapped, wrapping, or small and unreadable), KERN_PROTECTION_FAILURE
     (large and unreadable), KERN_NO_SPACE, MACH_SEND_INVALID_DEST (no
     such name, or the task's process exited)."""
-    vm_map = task_target(task)
+    vm_map = task_target(task, flavor=TASK_FLAVOR_READ)  # vm_map_read_t
     if size > 0xFFFFFFFF:
         raise _fail(K.KERN_INVALID_ARGUMENT, "the count is 32 bits")
     if size == 0:
@@ -254,7 +255,7 @@ def vm_read_overwrite(task: int, addr: int, size: int, data: int) -> int:
         # the common case, in few steps: another live task, a whole copy
         e = s.space.lookup(task)
         t = e.object if e is not None else None
-        if type(t) is Task and t.view is not None:  # (its ForeignMap: a task with memory to read)
+        if type(t) is Task and t.view is not None and t.flavor <= TASK_FLAVOR_READ:  # (a port that may read)
             try:
                 n = mm.process_vm_readv(t.pid, data, addr, size)
             except OSError:
@@ -262,7 +263,7 @@ def vm_read_overwrite(task: int, addr: int, size: int, data: int) -> int:
             if n == size and not t.exited():  # the pid named our process for the whole copy
                 return size
             # anything else: the general path below finds the right code
-    vm_map = task_target(task, check=False)  # the copy asks afterwards
+    vm_map = task_target(task, check=False, flavor=TASK_FLAVOR_READ)  # the copy asks afterwards
     if size == 0:
         return 0
     user_range(addr, size)
@@ -330,7 +331,7 @@ def vm_region(task: int, addr: int) -> RegionInfo:
     """The region containing ``addr``, or the first one above it.
 
     KERN_INVALID_ADDRESS (nothing at or above), MACH_SEND_INVALID_DEST."""
-    vm_map = task_target(task)
+    vm_map = task_target(task, flavor=TASK_FLAVOR_READ)
     info = vm_map.region(_trunc(addr)) if 0 <= addr <= _U64 else None
     if info is None:
         raise _fail(K.KERN_INVALID_ADDRESS, f"no region at or above {addr:#x}")
@@ -348,7 +349,7 @@ def vm_read_list(task: int, entries: list[tuple[int, int]]) -> tuple[int, list[t
 
     KERN_INVALID_ARGUMENT (more than VM_MAP_ENTRY_MAX entries, not a task),
     MACH_SEND_INVALID_DEST; per entry, the codes of vm_read."""
-    vm_map = task_target(task)
+    vm_map = task_target(task, flavor=TASK_FLAVOR_READ)
     if len(entries) > VM_MAP_ENTRY_MAX:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"{len(entries)} entries (at most {VM_MAP_ENTRY_MAX})")
     kr = K.KERN_SUCCESS
@@ -384,7 +385,7 @@ def vm_region_recurse(task: int, addr: int) -> tuple[RegionInfo, tuple[int, int,
 
     KERN_INVALID_ADDRESS (nothing at or above), KERN_INVALID_ARGUMENT,
     MACH_SEND_INVALID_DEST."""
-    vm_map = task_target(task)
+    vm_map = task_target(task, flavor=TASK_FLAVOR_READ)
     info = vm_map.region(_trunc(addr)) if 0 <= addr <= _U64 else None
     if info is None:
         raise _fail(K.KERN_INVALID_ADDRESS, f"no region at or above {addr:#x}")
@@ -397,7 +398,7 @@ def vm_region_walk(task: int) -> list[tuple[RegionInfo, tuple[int, int, int, int
     vm_region_recurse gives them (what vmmap prints).
 
     KERN_INVALID_ARGUMENT, MACH_SEND_INVALID_DEST."""
-    vm_map = task_target(task)
+    vm_map = task_target(task, flavor=TASK_FLAVOR_READ)
     if isinstance(vm_map, ForeignMap):
         vmas = vm_map.vmas(sizes=True)
         regions = vm_map.regions()
@@ -471,7 +472,7 @@ def vm_page_query(task: int, offset: int) -> tuple[int, int]:
 
     KERN_INVALID_ADDRESS (the last page of the 64-bit space),
     MACH_SEND_INVALID_DEST."""
-    vm_map = task_map(task)
+    vm_map = task_map(task, TASK_FLAVOR_READ)  # vm_map_read_t
     _range(offset, 1, K.KERN_INVALID_ADDRESS)
     if not MAP_MIN <= offset < MAP_MAX:
         return 0, 0
@@ -492,7 +493,7 @@ def vm_wire(host: int, task: int, addr: int, size: int, prot: int) -> None:
     e = SELF.space.lookup(task) if task else None
     if task and e is None:
         raise _fail(K.MACH_SEND_INVALID_RIGHT, f"{task:#x} is not a valid name")
-    if e is None or not isinstance(e.object, Task) or e.object.map is None:
+    if e is None or not isinstance(e.object, Task) or e.object.map is None or e.object.flavor:  # vm_map_t: control
         raise _fail(K.KERN_INVALID_TASK, f"{task:#x} is not a task")
     vm_map = e.object.map
     if size == 0:
@@ -890,9 +891,11 @@ def vm_map_enter_mem_object(task: int, addr: int, size: int, mask: int, flags: i
 
 
 def _remap_args(task: int, size: int, mask: int, flags: int, src_task: int, src: int, copy: int,
-                inheritance: int, cur_max: tuple[int, int] | None) -> tuple[VmMap, int, int, int]:
+                inheritance: int, cur_max: tuple[int, int] | None) -> tuple[VmMap, int, int, int, Task]:
     """The checks mach_vm_remap and mach_vm_remap_new share, in XNU's
-    order. Returns (map, start, end, mask)."""
+    order. Returns (map, start, end, mask, source task). Another task is
+    a source only for mach_vm_remap_new with a copy or a maximum of
+    VM_PROT_NONE (ForeignMap.remap_into)."""
     vm_map = task_map(task)
     src_obj = port_argument(src_task)
     flags &= 0xFFFFFFFF
@@ -904,11 +907,19 @@ def _remap_args(task: int, size: int, mask: int, flags: int, src_task: int, src:
             raise _fail(K.KERN_INVALID_ARGUMENT, f"protections {cur:#x}/{max_prot:#x}")
         if max_prot & (V.VM_PROT_WRITE | V.VM_PROT_EXECUTE) == V.VM_PROT_WRITE | V.VM_PROT_EXECUTE:
             raise _fail(K.KERN_PROTECTION_FAILURE, "max_protection is both writable and executable")
+    if isinstance(src_obj, Task) and not src_obj.allows(
+            TASK_FLAVOR_READ if cur_max is not None and (copy or cur_max[1] in (V.VM_PROT_READ, V.VM_PROT_NONE))
+            else TASK_FLAVOR_CONTROL):
+        # mach_vm_remap_new converts src_task with convert_port_to_map_read
+        # for a copy or a maximum of READ or NONE, else (and mach_vm_remap
+        # always) with convert_port_to_map: a weaker port is VM_MAP_NULL
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"{src_task:#x}: a task port too weak for this remap")
     if not isinstance(src_obj, Task) or src_obj.map is None:
-        if isinstance(src_obj, Task):
-            raise _fail(K.KERN_NOT_SUPPORTED, "remapping from another task")
-        raise _fail(K.KERN_INVALID_ARGUMENT, f"{src_task:#x} is not a task")
-    if src_obj.map is not vm_map:
+        if not isinstance(src_obj, Task):
+            raise _fail(K.KERN_INVALID_ARGUMENT, f"{src_task:#x} is not a task")
+        if cur_max is None or not (copy or cur_max[1] == V.VM_PROT_NONE):
+            raise _fail(K.KERN_NOT_SUPPORTED, "sharing memory of another task")
+    elif src_obj.map is not vm_map:
         raise _fail(K.KERN_NOT_SUPPORTED, "remapping into another task")
     if not 0 <= inheritance <= V.VM_INHERIT_LAST_VALID:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"inheritance {inheritance}")
@@ -923,7 +934,7 @@ def _remap_args(task: int, size: int, mask: int, flags: int, src_task: int, src:
     end = _round(first + size)
     if flags & V.VM_FLAGS_RESILIENT_MEDIA and not copy:
         raise _fail(K.KERN_INVALID_ARGUMENT, "RESILIENT_MEDIA needs a copy")
-    return vm_map, start, end, _anywhere_mask(mask) if flags & V.VM_FLAGS_ANYWHERE else mask
+    return vm_map, start, end, _anywhere_mask(mask) if flags & V.VM_FLAGS_ANYWHERE else mask, src_obj
 
 
 def vm_remap(task: int, addr: int, size: int, mask: int, flags: int, src_task: int, src: int, copy: int,
@@ -946,7 +957,7 @@ def vm_remap(task: int, addr: int, size: int, mask: int, flags: int, src_task: i
     KERN_PROTECTION_FAILURE (copy TRUE of unreadable memory pymach did not
     map), KERN_NO_SPACE (no room; a FIXED target taken or against
     ``mask``), KERN_INVALID_ADDRESS (a FIXED target outside the map)."""
-    vm_map, start, end, mask = _remap_args(task, size, mask, flags, src_task, src, copy, inheritance, None)
+    vm_map, start, end, mask, _src = _remap_args(task, size, mask, flags, src_task, src, copy, inheritance, None)
     anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
     target = 0 if anywhere else _trunc(addr)
     a, cur, max_prot = vm_map.remap(target, end - start, mask, anywhere, bool(flags & V.VM_FLAGS_OVERWRITE),
@@ -969,14 +980,28 @@ def vm_remap_new(task: int, addr: int, size: int, mask: int, flags: int, src_tas
     executable), then as vm_remap, with KERN_PROTECTION_FAILURE after the
     hole check: copy FALSE and a source entry whose current or maximum
     protection lacks cur or max; copy TRUE and one without maximum
-    VM_PROT_READ."""
+    VM_PROT_READ.
+
+    ``src_task`` is converted as XNU converts it: with a copy or a maximum
+    of VM_PROT_READ or VM_PROT_NONE a read port will do, else it takes a
+    control port (a weaker one is KERN_INVALID_ARGUMENT). Another task is a
+    source for a copy, or for a mapping whose maximum is VM_PROT_NONE
+    (ForeignMap.remap_into); sharing another task's memory with any access
+    is KERN_NOT_SUPPORTED."""
     flags = (flags & 0xFFFFFFFF) | V.VM_FLAGS_RETURN_DATA_ADDR
-    vm_map, start, end, mask = _remap_args(task, size, mask, flags, src_task, src, copy, inheritance,
-                                           (cur, max_prot))
+    vm_map, start, end, mask, src_obj = _remap_args(task, size, mask, flags, src_task, src, copy, inheritance,
+                                                    (cur, max_prot))
     anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
     target = 0 if anywhere else _trunc(addr)
+    if src_obj.map is None:  # another task: a copy, or a mapping without access (ForeignMap.remap_into)
+        fm = task_target(src_task, flavor=TASK_FLAVOR_READ)
+        assert isinstance(fm, ForeignMap)
+        a = fm.remap_into(vm_map, target, start, end, mask if anywhere else 0, anywhere,
+                          bool(flags & V.VM_FLAGS_OVERWRITE), bool(copy), cur, max_prot, inheritance)
+        return a + (src - start), cur, max_prot
     codesign = bool(flags & V.VM_FLAGS_RESILIENT_CODESIGN)
     a, cur_out, max_out = vm_map.remap(target, end - start, mask, anywhere, bool(flags & V.VM_FLAGS_OVERWRITE),
                                        start, bool(copy), inheritance, (MAP_MIN, MAP_MAX), (cur, max_prot),
                                        codesign)
     return a + (src - start), (cur_out if codesign else cur), (max_out if codesign else max_prot)
+

@@ -39,6 +39,14 @@ def raise_errno(what: str = "") -> NoReturn:
     raise OSError(e, f"{what}: {os.strerror(e)}" if what else os.strerror(e))
 
 
+def set_errno(e: int) -> None:
+    """Set the C errno this thread's next ``ctypes.get_errno()`` reads
+    (ctypes keeps a private copy per thread, swapped with the real errno
+    around each call of a use_errno function), as a failed system call of
+    a C program leaves it."""
+    ctypes.set_errno(e)
+
+
 c_void_p = ctypes.c_void_p
 c_size_t = ctypes.c_size_t
 c_int = ctypes.c_int

@@ -9,11 +9,13 @@ call. A routine of this veneer returns the code instead of raising.
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, cast
 
 from .._kern import kern_return as K
+from .._linux import libc
 
 _P = ParamSpec("_P")
 
@@ -65,5 +67,25 @@ def returns_kr(errnos: Mapping[int, int] | None = None, *,
                     if on_error is not None:
                         on_error(*args, **kwargs)
                     return K.kr_from_oserror(e, table)
+        return cast(Callable[_P, int], functools.wraps(fn)(routine))
+    return wrap
+
+
+def returns_errno(*, on_error: Callable[..., object] | None = None) -> Callable[[Callable[_P, int]], Callable[_P, int]]:
+    """A decorator for a C routine that is a BSD system call in XNU
+    (task_read_for_pid, task_inspect_for_pid): an OSError raised inside it
+    (a MachError included) returns -1 with the C errno set to its errno
+    (ctypes.get_errno reads it), as libc's system call stubs do.
+    ``on_error`` as for returns_kr."""
+
+    def wrap(fn: Callable[_P, int]) -> Callable[_P, int]:
+        def routine(*args: Any, **kwargs: Any) -> int:
+            try:
+                return fn(*args, **kwargs)
+            except OSError as e:
+                if on_error is not None:
+                    on_error(*args, **kwargs)
+                libc.set_errno(e.errno or errno.EINVAL)
+                return -1
         return cast(Callable[_P, int], functools.wraps(fn)(routine))
     return wrap

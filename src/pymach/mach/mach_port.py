@@ -212,9 +212,11 @@ def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: A
     """MACH_PORT_LIMITS_INFO (qlimit) or MACH_PORT_RECEIVE_STATUS
     (mach_port_status_t) of a receive right. ``port_info_outCnt`` is in/out;
     a count larger than ``port_info_out`` holds counts as what it holds.
+    ``task`` may be a read port of our task (ipc_space_read_t).
 
     KERN_SUCCESS, KERN_FAILURE (count too small), KERN_INVALID_ARGUMENT
-    (unknown flavor), KERN_INVALID_NAME, KERN_INVALID_RIGHT."""
+    (unknown flavor), KERN_INVALID_NAME, KERN_INVALID_RIGHT,
+    KERN_INVALID_TASK."""
     fl = i32(flavor)
     cnt = out(port_info_outCnt)
     need = _GET_COUNTS.get(fl)
@@ -224,7 +226,7 @@ def mach_port_get_attributes(task: Any, name: Any, flavor: Any, port_info_out: A
     if room < need:
         return K.KERN_FAILURE
     n = u32(name)
-    values = R.get_attributes(_space(task), n, fl)
+    values = R.get_attributes(_space_of(u32(task), KT.TASK_FLAVOR_READ), n, fl)  # ipc_space_read_t
     ctypes.memmove(where, struct.pack(f"<{len(values)}I", *values), 4 * len(values))
     cnt.value = len(values)
     return 0
@@ -375,15 +377,20 @@ def mach_port_extract_right(task: Any, name: Any, msgt_name: Any, poly: Any, pol
 @returns_kr(K.ERRNO_SPACE)
 def task_get_special_port(task: Any, which_port: Any, special_port: Any) -> int:
     """A task's special port (TASK_BOOTSTRAP_PORT, TASK_KERNEL_PORT,
-    TASK_HOST_PORT, ...) as a send right in our space, one more user
-    reference under the name the space already has for the port (XNU's
-    copyout); MACH_PORT_NULL when none is set. TASK_BOOTSTRAP_PORT is
-    connected first (see pymach.mach.bootstrap): unless the program set it,
-    it gives bootstrap_port.
+    TASK_READ_PORT, TASK_INSPECT_PORT, TASK_NAME_PORT, TASK_HOST_PORT, ...)
+    as a send right in our space, one more user reference under the name
+    the space already has for the port (XNU's copyout); MACH_PORT_NULL
+    when none is set. TASK_BOOTSTRAP_PORT is connected first (see
+    pymach.mach.bootstrap): unless the program set it, it gives
+    bootstrap_port. A read or inspect ``task`` gets only ports of its own
+    flavor or weaker.
 
-    KERN_SUCCESS, KERN_INVALID_ARGUMENT (unknown port), KERN_INVALID_TASK."""
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT (unknown port, not a task, a name
+    port), KERN_INVALID_CAPABILITY (a port too weak for ``which_port``),
+    KERN_NOT_SUPPORTED (another process's bootstrap and settable ports),
+    MACH_SEND_INVALID_DEST."""
     which = i32(which_port)
-    set_out(special_port, TT.get_special_port(_space(task), which))
+    set_out(special_port, TT.get_special_port(u32(task), which))
     return 0
 
 

@@ -17,7 +17,7 @@ from .._kern.ipc_space import MACH_PORT_NULL
 from .._kern.task import SELF
 from . import types as T
 from ._args import _Simple, address_of, counted, i32, out, out_address, set_out, store, u32, u64, val
-from ._errors import returns_kr
+from ._errors import returns_errno, returns_kr
 
 MachError = K.MachError
 _CArg = type(ctypes.byref(ctypes.c_int()))
@@ -109,7 +109,7 @@ def mach_vm_read_overwrite(target_task: Any, address: Any, size: Any, data: Any,
         if room is not None and sz > room:
             # the bytes past the buffer are not the caller's to
             # overwrite: as for a destination that is not mapped
-            TU.task_target(u32(target_task), check=False)
+            TU.task_target(u32(target_task), check=False, flavor=T.TASK_FLAVOR_READ)
             return K.KERN_INVALID_ADDRESS
         n = U.vm_read_overwrite(u32(target_task), u64(address), sz, where & _U64)
     if type(outsize) is _CArg and isinstance(outsize._obj, _Simple):  # type: ignore[attr-defined]
@@ -151,7 +151,7 @@ def mach_vm_copy(target_task: Any, source_address: Any, size: Any, dest_address:
 @returns_kr()
 def _region(target_task: Any, address: Any, size: Any, flavor: Any, info: Any, infoCnt: Any,
             object_name: Any, legacy: bool = False) -> int:
-    TU.task_target(u32(target_task))
+    TU.task_target(u32(target_task), flavor=T.TASK_FLAVOR_READ)
     fl = i32(flavor)
     # mach_vm_region and vm_region_64 serve VM_REGION_BASIC_INFO as the
     # 64-bit flavor; only the legacy vm_region keeps the 32-bit struct.
@@ -213,7 +213,7 @@ def mach_vm_region_recurse(target_task: Any, address: Any, size: Any, nesting_de
     KERN_SUCCESS, KERN_INVALID_ADDRESS (nothing at or above),
     KERN_INVALID_ARGUMENT (count below the short struct, not a task),
     MACH_SEND_INVALID_DEST."""
-    TU.task_target(u32(target_task))
+    TU.task_target(u32(target_task), flavor=T.TASK_FLAVOR_READ)
     cnt = out(infoCnt)
     where, n = counted(info, cnt.value)
     if n < T.VM_REGION_SUBMAP_SHORT_INFO_COUNT_64:
@@ -298,6 +298,37 @@ def task_name_for_pid(target_tport: Any, pid: Any, tn: Any) -> int:
     return 0
 
 
+@returns_errno(on_error=lambda target_tport, pid, t: set_out(t, MACH_PORT_NULL))
+def task_read_for_pid(target_tport: Any, pid: Any, t: Any) -> int:
+    """Get a send right to the task read port of ``pid`` into ``t``: it
+    reads memory and regions, and refuses writes and control. Our own pid
+    gives the port task_get_special_port(TASK_READ_PORT) gives. A BSD
+    system call in XNU (<sys/proc.h>): 0, or -1 with errno set
+    (ctypes.get_errno) and MACH_PORT_NULL stored.
+
+    EPERM (pid 0, access refused as for task_for_pid, a zombie), EINVAL
+    (``target_tport`` not a task control port), ESRCH (no such process)."""
+    set_out(t, TU.task_flavor_for_pid(u32(target_tport), i32(pid), T.TASK_FLAVOR_READ))
+    return 0
+
+
+@returns_errno(on_error=lambda target_tport, pid, t: set_out(t, MACH_PORT_NULL))
+def task_inspect_for_pid(target_tport: Any, pid: Any, t: Any) -> int:
+    """Get a send right to the task inspect port of ``pid`` into ``t``: it
+    answers task_info and task_threads (inspect thread ports), and reads no
+    memory. Our own pid gives task_get_special_port(TASK_INSPECT_PORT).
+    0, or -1 with errno set, as task_read_for_pid."""
+    set_out(t, TU.task_flavor_for_pid(u32(target_tport), i32(pid), T.TASK_FLAVOR_INSPECT))
+    return 0
+
+
+def mach_task_is_self(task: Any) -> int:
+    """TRUE (1) when ``task`` is a port of our own task of any flavor
+    (control, read, inspect or name), FALSE (0) otherwise, a name that is
+    no task port included."""
+    return int(TU.task_is_self(u32(task)))
+
+
 @returns_kr(on_error=lambda t, x: set_out(x, -1))
 def pid_for_task(t: Any, x: Any) -> int:
     """Store the pid of task port ``t`` in ``x`` (-1 on failure).
@@ -315,12 +346,37 @@ def _time_value(seconds: float) -> Any:
 @returns_kr()
 def task_info(target_task: Any, flavor: Any, task_info_out: Any, task_info_outCnt: Any) -> int:
     """Information about a task: TASK_BASIC_INFO (task_basic_info_64 on
-    LP64), TASK_BASIC_INFO_32 and MACH_TASK_BASIC_INFO, from /proc.
-    ``task_info_outCnt`` is in/out.
+    LP64), TASK_BASIC_INFO_32 and MACH_TASK_BASIC_INFO from /proc;
+    TASK_SECURITY_TOKEN (security_token_t) and TASK_AUDIT_TOKEN
+    (audit_token_t) with the task's credentials; TASK_DYLD_INFO
+    (task_dyld_info, which needs a read port or stronger). Every other
+    flavor takes a port of any flavor. ``task_info_outCnt`` is in/out.
 
     KERN_SUCCESS, KERN_INVALID_ARGUMENT (an unknown flavor, a count too
-    small, not a task), MACH_SEND_INVALID_DEST (the task's process exited)."""
+    small, not a task, a port too weak for the flavor),
+    MACH_SEND_INVALID_DEST (the task's process exited), KERN_FAILURE
+    (/proc refused)."""
     fl = i32(flavor)
+    task = u32(target_task)
+    cnt = out(task_info_outCnt)
+    if fl == T.TASK_SECURITY_TOKEN or fl == T.TASK_AUDIT_TOKEN:
+        vals = TU.task_security_token(task) if fl == T.TASK_SECURITY_TOKEN else TU.task_audit_token(task)
+        where, held = counted(task_info_out, cnt.value)
+        if held < len(vals):
+            return K.KERN_INVALID_ARGUMENT
+        (ctypes.c_uint * len(vals)).from_address(where)[:] = list(vals)
+        cnt.value = len(vals)
+        return 0
+    if fl == T.TASK_DYLD_INFO:
+        addr, size, fmt = TU.task_dyld_info(task)
+        where, held = counted(task_info_out, cnt.value)
+        if held < T.TASK_DYLD_INFO_COUNT - 1:  # XNU's TASK_LEGACY_DYLD_INFO_COUNT: no format field
+            return K.KERN_INVALID_ARGUMENT
+        di = T.task_dyld_info(addr, size, fmt)
+        n = T.TASK_DYLD_INFO_COUNT if held >= T.TASK_DYLD_INFO_COUNT else T.TASK_DYLD_INFO_COUNT - 1
+        ctypes.memmove(where, ctypes.addressof(di), n * 4)
+        cnt.value = n
+        return 0
     st: type[ctypes.Structure]
     if fl == T.MACH_TASK_BASIC_INFO:
         st = T.mach_task_basic_info
@@ -329,12 +385,11 @@ def task_info(target_task: Any, flavor: Any, task_info_out: Any, task_info_outCn
     elif fl == T.TASK_BASIC_INFO_32:
         st = T.task_basic_info_32
     else:
-        TU.task_of(u32(target_task))
+        TU.task_of(task, flavor=T.TASK_FLAVOR_NAME)
         return K.KERN_INVALID_ARGUMENT
-    cnt = out(task_info_outCnt)
     where, held = counted(task_info_out, cnt.value)
     need = ctypes.sizeof(st) // 4
-    b = TU.task_basic_info(u32(target_task))
+    b = TU.task_basic_info(task)
     if held < need:
         return K.KERN_INVALID_ARGUMENT
     if st is T.task_basic_info_32:
@@ -562,9 +617,11 @@ vm_remap_new = mach_vm_remap_new
 
 __all__ = [
     "mach_vm_region_recurse", "vm_region_recurse_64", "mach_vm_read_list", "task_for_pid",
-    "task_name_for_pid", "pid_for_task", "task_info",
+    "task_name_for_pid", "pid_for_task", "task_info", "task_read_for_pid", "task_inspect_for_pid",
+    "mach_task_is_self",
     "mach_make_memory_entry_64", "mach_make_memory_entry", "mach_memory_object_memory_entry_64",
-    "mach_memory_object_memory_entry", "mach_vm_purgable_control", "vm_purgable_control", "mach_vm_map", "vm_map", "mach_vm_remap",
+    "mach_memory_object_memory_entry", "mach_vm_purgable_control", "vm_purgable_control", "mach_vm_map", "vm_map",
+    "mach_vm_remap",
     "vm_remap", "mach_vm_remap_new", "vm_remap_new",
     "mach_task_self", "mach_host_self", "mach_vm_allocate", "mach_vm_deallocate",
     "mach_vm_protect", "mach_vm_inherit", "mach_vm_read", "mach_vm_read_overwrite",

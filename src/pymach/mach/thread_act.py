@@ -15,6 +15,7 @@ from .._kern.vm_remote import x86_THREAD_STATE64, x86_THREAD_STATE64_COUNT, x86_
 from ._args import counted, i32, out, out_address, set_out, store, u32
 from ._errors import returns_kr
 from .mach_port import _ool_array
+from .types import THREAD_FLAVOR_READ
 
 thread_act_t = ctypes.c_uint32
 thread_act_array_t = ctypes.POINTER(thread_act_t)
@@ -68,7 +69,7 @@ def thread_get_state(target_act: Any, flavor: Any, old_state: Any, old_stateCnt:
     where, n = counted(old_state, cnt.value)
     if i32(flavor) != x86_THREAD_STATE64 or n < x86_THREAD_STATE64_COUNT:
         return K.KERN_INVALID_ARGUMENT
-    th = TU.thread_of(u32(target_act))
+    th = TU.thread_of(u32(target_act), THREAD_FLAVOR_READ)  # thread_read_t
     st = vm_remote.thread_get_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64)
     ctypes.memmove(where, ctypes.addressof(st), ctypes.sizeof(st))
     cnt.value = x86_THREAD_STATE64_COUNT

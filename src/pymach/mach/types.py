@@ -287,3 +287,37 @@ TASK_BASIC_INFO_32_COUNT = ctypes.sizeof(task_basic_info_32) // 4
 TASK_BASIC_INFO_64_COUNT = ctypes.sizeof(task_basic_info_64) // 4
 TASK_BASIC_INFO_COUNT = TASK_BASIC_INFO_64_COUNT
 MACH_TASK_BASIC_INFO_COUNT = ctypes.sizeof(mach_task_basic_info) // 4
+
+
+class task_dyld_info(ctypes.Structure):
+    """struct task_dyld_info (TASK_DYLD_INFO): 20 bytes."""
+
+    _pack_ = 4
+    _fields_ = [
+        ("all_image_info_addr", mach_vm_address_t),
+        ("all_image_info_size", mach_vm_size_t),
+        ("all_image_info_format", integer_t),
+    ]
+
+
+task_dyld_info_data_t = task_dyld_info
+TASK_DYLD_INFO = 17
+TASK_DYLD_INFO_COUNT = ctypes.sizeof(task_dyld_info) // 4
+TASK_DYLD_ALL_IMAGE_INFO_32 = 0
+TASK_DYLD_ALL_IMAGE_INFO_64 = 1
+TASK_SECURITY_TOKEN = 13
+TASK_SECURITY_TOKEN_COUNT = 2  # sizeof(security_token_t) / sizeof(natural_t)
+TASK_AUDIT_TOKEN = 15
+TASK_AUDIT_TOKEN_COUNT = 8  # sizeof(audit_token_t) / sizeof(natural_t)
+
+# <mach/mach_types.h>: task port flavors, strongest first
+mach_task_flavor_t = natural_t
+TASK_FLAVOR_CONTROL = 0
+TASK_FLAVOR_READ = 1
+TASK_FLAVOR_INSPECT = 2
+TASK_FLAVOR_NAME = 3
+TASK_FLAVOR_MAX = TASK_FLAVOR_NAME
+mach_thread_flavor_t = natural_t
+THREAD_FLAVOR_CONTROL = 0
+THREAD_FLAVOR_READ = 1
+THREAD_FLAVOR_INSPECT = 2
