@@ -504,9 +504,6 @@ def test_remap_comm_page() -> None:
 def test_mach_vm_remap_new_task_read_port() -> None:
     """Shared, writable mappings cannot be created with a process's task
     read port using mach_vm_remap_new (rdar://132439059)."""
-    task_read_for_pid = getattr(M, "task_read_for_pid", None)
-    if task_read_for_pid is None:
-        pytest.skip("task_read_for_pid and task read ports are not provided (docs/deviations.md)")
     t = mach_task_self()
     size = PAGE_SIZE
     private_data = mach_vm_address_t(0)
@@ -531,7 +528,7 @@ def test_mach_vm_remap_new_task_read_port() -> None:
     read_port = mach_port_t(MACH_PORT_NULL)
     remap_addr = mach_vm_address_t(0)
     try:
-        ret = task_read_for_pid(t, pid, byref(read_port))
+        ret = M.task_read_for_pid(t, pid, byref(read_port))
         assert ret == KERN_SUCCESS, "parent: task_read_for_pid"
         cur_prot, max_prot = vm_prot_t(VM_PROT_NONE), vm_prot_t(VM_PROT_NONE)
         kr = mach_vm_remap_new(t, byref(remap_addr), size, 0, VM_FLAGS_ANYWHERE, read_port, private_data.value,
