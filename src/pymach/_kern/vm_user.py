@@ -772,7 +772,8 @@ def vm_map_enter_mem_object(task: int, addr: int, size: int, mask: int, flags: i
     """mach_vm_map: map what a memory entry names, shared (copy FALSE) or
     as a private snapshot taken now (copy TRUE); with MACH_PORT_NULL (or a
     dead name), fresh zero-filled memory. A copy entry is mapped whole.
-    Returns the address (plus the data offset with
+    With VM_FLAGS_ANYWHERE the address is a hint: the search starts there
+    (first fit). Returns the address (plus the data offset with
     VM_FLAGS_RETURN_DATA_ADDR).
 
     In XNU's check order: MACH_SEND_INVALID_DEST (task),
@@ -785,9 +786,11 @@ def vm_map_enter_mem_object(task: int, addr: int, size: int, mask: int, flags: i
     the entry, flags a copy entry refuses, superpages, an unaligned offset
     without RETURN_DATA_ADDR, VM_FLAGS_PURGABLE on a non-purgeable or
     partial object), KERN_NOT_SUPPORTED (VM_FLAGS_TPRO), KERN_NO_SPACE (no
-    room, a FIXED address against ``mask`` or taken), KERN_INVALID_ADDRESS
-    (a FIXED range outside the map). cur beyond max is cur &= max (XNU's
-    compatibility rewrite)."""
+    room at or above the hint, a FIXED address against ``mask`` or taken,
+    or an OVERWRITE range holding a permanent entry, which is left without
+    access), KERN_INVALID_ADDRESS (a FIXED range outside the map); without
+    an object, the codes of _enter_anonymous instead of these last ones.
+    cur beyond max is cur &= max (XNU's compatibility rewrite)."""
     vm_map = task_target(task)
     obj = port_argument(name)
     flags &= 0xFFFFFFFF
@@ -917,7 +920,8 @@ def vm_remap(task: int, addr: int, size: int, mask: int, flags: int, src_task: i
              inheritance: int) -> tuple[int, int, int]:
     """mach_vm_remap (legacy) within our own task: the pages of the source
     range mapped a second time (copy FALSE) or a snapshot of them (copy
-    TRUE); each new entry keeps its source's protections. Returns
+    TRUE); each new entry keeps its source's protections. With
+    VM_FLAGS_ANYWHERE the address is a hint, as for mach_vm_map. Returns
     (address, cur, max): cur and max are the AND over the source entries.
     The range is [trunc(src), trunc(src) + round(size)), or with
     VM_FLAGS_RETURN_DATA_ADDR [trunc(src), round(src + size)) and the
