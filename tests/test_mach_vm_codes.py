@@ -218,8 +218,8 @@ def wire(addr: int, size: int, prot: int, host=None, task=None) -> int:
 
 
 def low_free_page() -> int:
-    """A free page far from where Linux places ANYWHERE mappings (top-down)."""
-    for cand in range(1 << 32, 1 << 40, 1 << 32):
+    """A free page far from where ANYWHERE mappings go (first fit from 4 GiB)."""
+    for cand in range(1 << 40, 1 << 46, 1 << 40):
         if is_free(cand, cand + P):
             return cand
     pytest.skip("no free low page")
@@ -276,8 +276,10 @@ def mem():
 
 @pytest.fixture
 def three(mem):
-    """[a, a+P) mapped, a hole, [a+2P, a+3P) mapped, and nothing at a+3P."""
-    a = mem.alloc(4, fill=b"ABCDEFG")
+    """[a, a+P) mapped, a hole, [a+2P, a+3P) mapped, and nothing at a+3P
+    (a page hole: [a+4P, a+5P) stays mapped, so that the first-fit
+    placement of a later allocation cannot fill it)."""
+    a = mem.alloc(5, fill=b"ABCDEFG")
     expect(mach_vm_deallocate(mach_task_self(), a + P, P), KERN_SUCCESS)
     expect(mach_vm_deallocate(mach_task_self(), a + 3 * P, P), KERN_SUCCESS)
     assert perms_at(a + P) is None and perms_at(a + 3 * P) is None

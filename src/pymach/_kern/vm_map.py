@@ -13,6 +13,7 @@ All ranges here are already page-aligned and validated by vm_user.
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import threading
 from dataclasses import dataclass
@@ -32,6 +33,14 @@ _munmap = mm.raw_munmap
 _PROT_MASK = V.VM_PROT_ALL
 _PROT_COPY = V.VM_PROT_COPY
 _bisect_right = bisect.bisect_right
+
+# VM_FLAGS_ANYWHERE searches first fit from the hint, and from here when the
+# hint is lower: where the __PAGEZERO of a macOS process ends. The low 4 GiB
+# stay for a non-PIE executable, its brk heap and FIXED requests.
+ANYWHERE_FLOOR = 1 << 32
+# room left free above the start of the brk heap, so that it can grow
+BRK_RESERVE = 1 << 30
+_PLACE_TRIES = 16
 
 # behaviors that persist on an entry (the rest are one-shot actions)
 _PERSISTENT_BEHAVIOR = {
@@ -135,6 +144,12 @@ class VmMap:
         self._starts: list[int] = []
         self._entries: list[VmEntry] = []
         self._fork_snapshots: list[tuple[VmEntry, int]] = []
+        # ranges mapped by others (the interpreter, libraries) and the brk
+        # reserve, as last read from /proc/self/maps; refreshed on EEXIST
+        self._foreign: list[tuple[int, int]] | None = None
+        self._foreign_starts: list[int] = []
+        # everything in [ANYWHERE_FLOOR, _first_free) is known to be taken
+        self._first_free = 0
 
     # -- lookup -------------------------------------------------------------
 
@@ -251,6 +266,8 @@ class VmMap:
         gone = self._entries[i:j]
         del self._entries[i:j]
         del self._starts[i:j]
+        if start < self._first_free:
+            self._first_free = start
         for e in gone:
             if e.obj is not None:
                 e.obj.release()
@@ -259,8 +276,16 @@ class VmMap:
     # -- operations ---------------------------------------------------------
 
     def allocate(self, addr: int, size: int, anywhere: bool, overwrite: bool, tag: int,
-                 align_mask: int = 0, permanent: bool = False) -> int:
-        """Map zero-filled private memory; returns its address.
+                 align_mask: int = 0, permanent: bool = False, refuse: K.MachError | None = None) -> int:
+        """Map zero-filled private memory; returns its address. ``addr`` is
+        the place (FIXED) or the hint (anywhere: first fit from there).
+        With ``refuse``, the space is located as for a mapping, with its
+        codes, and then ``refuse`` is raised: vm_map_enter's checks that
+        come after the placement.
+
+        KERN_NO_SPACE (no room; a FIXED range in use; a permanent entry in
+        an OVERWRITE range, which is left without access), the errno's
+        codes.
 
         Conditions: the map's lock is not held by this thread (it is not
         reentrant); takes it, and makes system calls under it, but waits on
@@ -268,6 +293,9 @@ class VmMap:
         flags = mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE
         prot = mm.PROT_READ | mm.PROT_WRITE
         with self.lock:
+            if refuse is not None:
+                self._locate(addr, size, anywhere, overwrite, align_mask)
+                raise refuse
             a = self._place(addr, size, anywhere, overwrite, align_mask, prot, flags)
             if tag:
                 mm.name_anon(a, size, b"mach.tag.%d" % tag)
@@ -560,7 +588,7 @@ class VmMap:
                         parts.append((s - src, t - s, what.obj.reference(), what.offset + (s - what.start),
                                       what.prot, what.max_prot, what.tag))
                 a = self._place(addr, size, anywhere, overwrite, mask, mm.PROT_NONE,
-                                mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE)
+                                mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE, restore=False)
             except BaseException:
                 for p in parts:
                     p[2].release()
@@ -603,65 +631,196 @@ class VmMap:
         no other thread."""
         length = _round(size)
         with self.lock:
-            try:
-                a = mm.mmap(0, length, mm.PROT_READ | mm.PROT_WRITE, mm.MAP_PRIVATE, fd, 0)
-            except OSError as err:
-                raise K.MachError(K.kr_from_oserror(err, K.ERRNO_MAP), "mmap") from err
+            a = self._place(0, length, True, False, 0, mm.PROT_READ | mm.PROT_WRITE, mm.MAP_PRIVATE, fd, 0)
             e = VmEntry(a, a + length, V.VM_PROT_DEFAULT, V.VM_PROT_ALL, V.VM_INHERIT_DEFAULT,
                         V.VM_MEMORY_MACH_MSG)
             self._insert(e)
             return a
 
     def _place(self, addr: int, size: int, anywhere: bool, overwrite: bool, mask: int, prot: int,
-               flags: int, fd: int = -1, offset: int = 0) -> int:
-        """mmap for a new entry: anywhere (aligned to ``mask``), at ``addr``
-        if free, or over whatever is there (OVERWRITE: those entries are
-        forgotten). KERN_NO_SPACE when the place is taken; the errno's
-        code otherwise.
+               flags: int, fd: int = -1, offset: int = 0, restore: bool = True) -> int:
+        """mmap for a new entry: anywhere (first fit from the hint ``addr``,
+        aligned to ``mask``), at ``addr`` if free, or over whatever is
+        there (OVERWRITE: those entries are forgotten). KERN_NO_SPACE when
+        the place is taken, or when an OVERWRITE range holds a permanent
+        entry (see _delete_for_overwrite; ``restore`` as there); the
+        errno's code otherwise.
 
         Conditions: the map's lock is held."""
+        if anywhere:
+            return self._map_anywhere(addr, size, mask, prot, flags, fd, offset)
         if overwrite:
             i, j = self._overlap(addr, addr + size)
             if any(e.permanent for e in self._entries[i:j]):
+                self._delete_for_overwrite(addr, addr + size, restore)
                 raise K.MachError(K.KERN_NO_SPACE, "a permanent mapping is in the way")
         try:
-            if anywhere:
-                if mask:
-                    a = self._aligned_map(size, mask, prot, flags, fd, offset)
-                else:
-                    a = mm.mmap(addr, size, prot, flags, fd, offset)
-            elif overwrite:
+            if overwrite:
                 a = mm.mmap(addr, size, prot, flags | mm.MAP_FIXED, fd, offset)
             else:
                 a = mm.mmap(addr, size, prot, flags | mm.MAP_FIXED_NOREPLACE, fd, offset)
         except OSError as err:
             raise K.MachError(K.kr_from_oserror(err, K.ERRNO_MAP), "mmap") from err
-        if not anywhere and a != addr:  # a kernel without MAP_FIXED_NOREPLACE
+        if a != addr:  # a kernel without MAP_FIXED_NOREPLACE
             mm.munmap(a, size)
             raise K.MachError(K.KERN_NO_SPACE, f"{addr:#x} is in use")
         if overwrite:
             self._forget(a, a + size)
         return a
 
-    def _aligned_map(self, size: int, mask: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
-        """Map ``size`` bytes at an address with the bits of ``mask`` clear:
-        reserve size + mask, map over the aligned part of the reservation
-        (MAP_FIXED inside our own reservation), and unmap the slack.
+    def _locate(self, addr: int, size: int, anywhere: bool, overwrite: bool, mask: int) -> None:
+        """The checks of a placement, without mapping: KERN_NO_SPACE as
+        _place would give it (and an OVERWRITE over a permanent entry
+        leaves it without access, as there).
 
         Conditions: the map's lock is held."""
-        span = size + mask + 1
-        r = mm.mmap(0, span, mm.PROT_NONE, mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE)
-        a = (r + mask) & ~mask
+        if anywhere:
+            self._find_space(addr, size, mask)
+            return
+        i, j = self._overlap(addr, addr + size)
+        if overwrite:
+            if any(e.permanent for e in self._entries[i:j]):
+                self._delete_for_overwrite(addr, addr + size, True)
+                raise K.MachError(K.KERN_NO_SPACE, "a permanent mapping is in the way")
+        elif any(w is not None for _s, _t, w in self.pieces(addr, addr + size)):
+            raise K.MachError(K.KERN_NO_SPACE, f"{addr:#x} is in use")
+
+    def _delete_for_overwrite(self, start: int, end: int, restore: bool) -> None:
+        """What XNU's vm_map_delete does to [start, end) before an
+        OVERWRITE that then fails on a permanent entry: every other
+        mapping in the range is removed, and each permanent entry stays
+        with protection and maximum protection VM_PROT_NONE (its pages
+        kept). With ``restore`` (vm_map_enter) the removed mappings are
+        put back when nothing left in the map lies within [first removed
+        start, last removed end], the test vm_map_enter makes; vm_map_remap
+        (and so VM_PROT_COPY) never puts them back.
+
+        Conditions: the map's lock is held."""
+        pieces = self.pieces(start, end)
+        perm = [(s, t) for s, t, w in pieces if isinstance(w, VmEntry) and w.permanent]
+        gone = [(s, t) for s, t, w in pieces if w is not None and not (isinstance(w, VmEntry) and w.permanent)]
+        if gone and restore:
+            zs, ze = gone[0][0], gone[-1][1]
+            after = self.pieces(ze, ze + mm.PAGE_SIZE)[0][2] if ze < V.MACH_VM_MAX_ADDRESS else None
+            if after is None and not any(s < ze and t > zs for s, t in perm):
+                gone = []
         try:
-            mm.mmap(a, size, prot, flags | mm.MAP_FIXED, fd, offset)
-        except BaseException:
-            mm.munmap(r, span)
-            raise
-        if a > r:
-            mm.munmap(r, a - r)
-        if r + span > a + size:
-            mm.munmap(a + size, r + span - (a + size))
+            for s, t in gone:
+                mm.munmap(s, t - s)
+                self._forget(s, t)
+            for s, t in perm:
+                mm.mprotect(s, t - s, mm.PROT_NONE)
+                i, j = self._clip(s, t)
+                for e in self._entries[i:j]:
+                    e.prot = e.max_prot = V.VM_PROT_NONE
+        except OSError as err:
+            raise K.MachError(K.kr_from_oserror(err, K.ERRNO_RANGE), "removing mappings") from err
+
+    def _map_anywhere(self, hint: int, size: int, mask: int, prot: int, flags: int, fd: int = -1,
+                      offset: int = 0) -> int:
+        """mmap at the first free place at or above ``hint`` (first fit,
+        as XNU's vm_map_locate_space_anywhere), with MAP_FIXED_NOREPLACE:
+        a range someone mapped since /proc/self/maps was read fails with
+        EEXIST, and the search goes on with a fresh read.
+
+        Conditions: the map's lock is held."""
+        for _try in range(_PLACE_TRIES):
+            a = self._find_space(hint, size, mask)
+            try:
+                r = mm.mmap(a, size, prot, flags | mm.MAP_FIXED_NOREPLACE, fd, offset)
+            except OSError as err:
+                if err.errno == errno.EEXIST:
+                    self._foreign = None
+                    continue
+                raise K.MachError(K.kr_from_oserror(err, K.ERRNO_MAP), "mmap") from err
+            if r == a:
+                if a == self._first_free:
+                    self._first_free = a + size
+                return a
+            mm.munmap(r, size)  # a kernel without MAP_FIXED_NOREPLACE
+            self._foreign = None
+        raise K.MachError(K.KERN_NO_SPACE, "the address space keeps changing under the search")
+
+    def _find_space(self, hint: int, size: int, mask: int) -> int:
+        """The lowest address at or above ``hint`` (ANYWHERE_FLOOR when
+        lower) with the bits of ``mask`` clear where ``size`` bytes are
+        free of our entries and of the mappings of others. KERN_NO_SPACE
+        when none is below the top of the map.
+
+        Conditions: the map's lock is held."""
+        if self._foreign is None:
+            self._read_foreign()
+        fo = self._foreign
+        assert fo is not None
+        top = V.MACH_VM_MAX_ADDRESS
+        low = hint <= ANYWHERE_FLOOR
+        a = self._first_free if low and self._first_free > ANYWHERE_FLOOR else max(hint, ANYWHERE_FLOOR)
+        a = (a + mask) & ~mask
+        ents, starts = self._entries, self._starts
+        i = max(_bisect_right(starts, a) - 1, 0)
+        k = max(_bisect_right(self._foreign_starts, a) - 1, 0)
+        first_gap = -1
+        while True:
+            end = a + size
+            if end > top:
+                raise K.MachError(K.KERN_NO_SPACE, f"no room for {size:#x} bytes above {hint:#x}")
+            while i < len(ents) and ents[i].end <= a:
+                i += 1
+            while k < len(fo) and fo[k][1] <= a:
+                k += 1
+            block = 0
+            if i < len(ents) and ents[i].start < end:
+                block = ents[i].end
+                covered = ents[i].start <= a
+            else:
+                covered = False
+            if k < len(fo) and fo[k][0] < end:
+                block = max(block, fo[k][1])
+                covered = covered or fo[k][0] <= a
+            if first_gap < 0 and not covered:
+                first_gap = a
+            if not block:
+                break
+            a = (block + mask) & ~mask
+        if low and not mask and first_gap >= 0:
+            self._first_free = first_gap
         return a
+
+    def _read_foreign(self) -> None:
+        """Cache the ranges of /proc/self/maps that are not our entries, and
+        the brk reserve above the start of the heap.
+
+        Conditions: the map's lock is held."""
+        out: list[tuple[int, int]] = []
+        ents = self._entries
+        i = 0
+        for v in procfs.read_maps():
+            if v.path == "[heap]":
+                out.append((v.start, max(v.end, v.start + BRK_RESERVE)))
+                continue
+            cur = v.start
+            while i < len(ents) and ents[i].end <= cur:
+                i += 1
+            j = i
+            while cur < v.end:
+                if j < len(ents) and ents[j].start < v.end:
+                    if ents[j].start > cur:
+                        out.append((cur, ents[j].start))
+                    cur = max(cur, ents[j].end)
+                    j += 1
+                else:
+                    out.append((cur, v.end))
+                    cur = v.end
+        out.sort()
+        merged: list[tuple[int, int]] = []
+        for s, e in out:  # the reserve may cover other ranges: merge them
+            if merged and s <= merged[-1][1]:
+                if e > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], e)
+            else:
+                merged.append((s, e))
+        self._foreign = merged
+        self._foreign_starts = [s for s, _e in merged]
 
     def deallocate(self, start: int, end: int) -> None:
         """Unmap [start, end); holes are not an error.
@@ -679,6 +838,8 @@ class VmMap:
                         raise K.MachError(K.kr_from_errno(mm.get_errno(), K.ERRNO_RANGE), "munmap")
                     del self._entries[i]
                     del self._starts[i]
+                    if start < self._first_free:
+                        self._first_free = start
                     if e.obj is not None:
                         e.obj.release()
                     return
@@ -850,7 +1011,11 @@ class VmMap:
 
     def _copy_private(self, start: int, end: int) -> None:
         """VM_PROT_COPY: replace [start, end) with a private copy of itself
-        whose maximum protection gains VM_PROT_WRITE.
+        whose maximum protection gains VM_PROT_WRITE. KERN_INVALID_ADDRESS
+        (a hole), KERN_NOT_SUPPORTED (a shared mapping pymach did not
+        make), KERN_NO_SPACE (a permanent entry in the range: it is left
+        without access and the rest of the range is unmapped, as XNU's
+        remap over itself does).
 
         Conditions: the map's lock is held."""
         pieces = self.pieces(start, end)
@@ -860,6 +1025,12 @@ class VmMap:
             if isinstance(what, procfs.Vma) and what.shared:
                 raise K.MachError(K.KERN_NOT_SUPPORTED,
                                   f"{s:#x}: VM_PROT_COPY of a shared mapping pymach did not make")
+        i, j = self._overlap(start, end)
+        if any(e.permanent for e in self._entries[i:j]):
+            # XNU remaps the range over itself (FIXED | OVERWRITE): the
+            # delete strips the permanent entry and drops the rest
+            self._delete_for_overwrite(start, end, False)
+            raise K.MachError(K.KERN_NO_SPACE, "VM_PROT_COPY of a permanent mapping")
         i, j = self._clip(start, end)
         for e in self._entries[i:j]:
             # XNU remaps the range onto itself with VM_INHERIT_DEFAULT
@@ -1207,6 +1378,8 @@ class VmMap:
             files.close(fd)
         self._entries = keep_e
         self._starts = [e.start for e in keep_e]
+        self._foreign = None
+        self._first_free = 0
         self.lock = threading.Lock()
 
     def install_fork_hooks(self) -> None:

@@ -40,7 +40,6 @@ MAP_MAX = V.MACH_VM_MAX_ADDRESS
 # KERN_PROTECTION_FAILURE (msg_ool_size_small, x86_64).
 OOL_SIZE_SMALL = 16384
 
-_ALLOC_UNSUPPORTED = V.VM_FLAGS_TPRO
 _PROT_VALID = V.VM_PROT_ALL | V.VM_PROT_COPY
 
 
@@ -107,12 +106,14 @@ def user_range(addr: int, size: int) -> tuple[int, int]:
 
 def vm_allocate(task: int, addr: int, size: int, flags: int) -> int:
     """Allocate zero-filled memory; returns its address (0 for size 0).
+    With VM_FLAGS_ANYWHERE the input address is ignored, as in XNU
+    (mach_vm_allocate searches from the bottom of the map).
 
-    KERN_INVALID_ARGUMENT (flags outside VM_FLAGS_USER_ALLOCATE, a size that
-    rounds to 0, a bad superpage size), KERN_INVALID_ADDRESS (FIXED range
-    outside the map or wrapping), KERN_NO_SPACE (FIXED range in use without
-    OVERWRITE, or no room), KERN_NOT_SUPPORTED (VM_FLAGS_TPRO),
-    MACH_SEND_INVALID_DEST."""
+    In XNU's order: KERN_INVALID_ARGUMENT (flags outside
+    VM_FLAGS_USER_ALLOCATE), KERN_NOT_SUPPORTED (VM_FLAGS_TPRO without a
+    superpage: refused before anything is done), KERN_INVALID_ARGUMENT (a
+    size that rounds to 0), KERN_INVALID_ADDRESS (a FIXED range that
+    wraps), then as _enter_anonymous, MACH_SEND_INVALID_DEST."""
     vm_map = SELF.map if task == SELF.task_name else task_target(task)
     if flags == V.VM_FLAGS_ANYWHERE and 0 < size <= MAP_MAX - MAP_MIN:
         return vm_map.allocate(0, (size + PAGE_MASK) & ~PAGE_MASK, True, False, 0)
@@ -121,36 +122,79 @@ def vm_allocate(task: int, addr: int, size: int, flags: int) -> int:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"flags {flags:#x}")
     if size == 0:
         return 0
-    if flags & _ALLOC_UNSUPPORTED:
+    if flags & V.VM_FLAGS_TPRO and not flags & V.VM_FLAGS_SUPERPAGE_MASK:
         raise _fail(K.KERN_NOT_SUPPORTED, "TPRO memory has no Linux equivalent")
     if _round(size) > _U64:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"size {size:#x} rounds to 0")
-    if flags & V.VM_FLAGS_PURGABLE and _round(size) // PAGE_SIZE > 0xFFFFFFFF:
-        raise _fail(K.KERN_INVALID_ARGUMENT, "a purgeable object is at most ANON_MAX_SIZE")
-    length, align = _superpage(flags, _round(size))
-    superpage = flags & V.VM_FLAGS_SUPERPAGE_MASK
-    tag = V.VM_GET_FLAGS_ALIAS(flags)
-    permanent = bool(flags & V.VM_FLAGS_PERMANENT)
-    if flags & V.VM_FLAGS_ANYWHERE:
-        if length > MAP_MAX - MAP_MIN:
-            raise _fail(K.KERN_NO_SPACE, f"size {size:#x} exceeds the address space")
-        hint = 0
-        if flags & V.VM_FLAGS_RANDOM_ADDR:
-            hint = _trunc(int.from_bytes(os.urandom(6), "little") % (MAP_MAX - length - MAP_MIN) + MAP_MIN)
-        a = vm_map.allocate(hint, length, True, False, tag, align, permanent)
-    else:
+    start = 0
+    if not flags & V.VM_FLAGS_ANYWHERE:
         start = _trunc(addr)
-        if addr > _U64 or start + length > _U64:
+        if addr > _U64 or start + _round(size) > _U64:
             raise _fail(K.KERN_INVALID_ADDRESS, f"[{addr:#x}, +{size:#x}) wraps around the address space")
+    return _enter_anonymous(vm_map, start, _round(size), 0, flags, V.VM_PROT_DEFAULT, V.VM_PROT_ALL,
+                            V.VM_INHERIT_DEFAULT)
+
+
+def _enter_anonymous(vm_map: VmMap | ForeignMap, start: int, length: int, mask: int, flags: int, cur: int, max_prot: int,
+                     inheritance: int) -> int:
+    """vm_map_enter without an object: fresh zero-filled memory at
+    ``start`` (FIXED) or first fit from the hint ``start`` (ANYWHERE).
+
+    In vm_map_enter's order: KERN_INVALID_ARGUMENT (a bad superpage size
+    or size), KERN_PROTECTION_FAILURE (VM_FLAGS_TPRO without read and
+    write in max or read in cur), KERN_INVALID_ARGUMENT (a purgeable
+    object larger than ANON_MAX_SIZE), then the placement: KERN_NO_SPACE (no room; a FIXED address
+    against the mask, 2 MiB for superpages; a FIXED range in use, or
+    holding a permanent entry with OVERWRITE), KERN_INVALID_ADDRESS (a
+    FIXED range outside the map); then KERN_INVALID_ARGUMENT (a superpage
+    that is also purgeable or TPRO) and KERN_NOT_SUPPORTED (VM_FLAGS_TPRO:
+    no Linux equivalent)."""
+    anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
+    superpage = flags & V.VM_FLAGS_SUPERPAGE_MASK
+    if superpage:
+        length, mask = _superpage(flags, length)  # the superpage size replaces the mask
+    if flags & V.VM_FLAGS_TPRO and (max_prot & (V.VM_PROT_READ | V.VM_PROT_WRITE)
+                                    != V.VM_PROT_READ | V.VM_PROT_WRITE or not cur & V.VM_PROT_READ):
+        raise _fail(K.KERN_PROTECTION_FAILURE, "TPRO memory must be readable and writable")
+    if flags & V.VM_FLAGS_PURGABLE and length > ANON_MAX_SIZE:
+        raise _fail(K.KERN_INVALID_ARGUMENT, "a purgeable object is at most ANON_MAX_SIZE")
+    # (vm_map_is_map_size_valid sets no limit on x86_64: a size too large
+    # for the map fails in the placement)
+    if anywhere:
+        mask = _anywhere_mask(mask)
+        if flags & V.VM_FLAGS_RANDOM_ADDR and length < MAP_MAX - MAP_MIN:
+            start = _trunc(int.from_bytes(os.urandom(6), "little") % (MAP_MAX - length - MAP_MIN) + MAP_MIN)
+    else:
+        if start & mask:
+            raise _fail(K.KERN_NO_SPACE, f"{start:#x} is not aligned to mask {mask:#x}")
         if start < MAP_MIN or start + length > MAP_MAX:
             raise _fail(K.KERN_INVALID_ADDRESS, f"{start:#x}-{start + length:#x} is outside the map")
-        if align and start & align:
-            raise _fail(K.KERN_INVALID_ARGUMENT, "superpages need a 2 MiB aligned address")
-        a = vm_map.allocate(start, length, False, bool(flags & V.VM_FLAGS_OVERWRITE), tag, 0, permanent)
-    if superpage:
-        vm_map.behavior_hugepage(a, a + length)
-    if flags & V.VM_FLAGS_PURGABLE and isinstance(vm_map, VmMap):
-        PG.make_purgable(vm_map, a, a + length)
+    refuse = None
+    if superpage and flags & (V.VM_FLAGS_PURGABLE | V.VM_FLAGS_TPRO):
+        refuse = _fail(K.KERN_INVALID_ARGUMENT, "a superpage cannot be purgeable or TPRO")
+    elif flags & V.VM_FLAGS_TPRO:
+        refuse = _fail(K.KERN_NOT_SUPPORTED, "TPRO memory has no Linux equivalent")
+    overwrite = bool(flags & V.VM_FLAGS_OVERWRITE) and not anywhere
+    tag, permanent = V.VM_GET_FLAGS_ALIAS(flags), bool(flags & V.VM_FLAGS_PERMANENT)
+    if isinstance(vm_map, ForeignMap):
+        if refuse is not None:
+            raise refuse
+        a = vm_map.allocate(start, length, anywhere, overwrite, tag, mask, permanent)
+    else:
+        a = vm_map.allocate(start, length, anywhere, overwrite, tag, mask, permanent, refuse)
+    try:
+        if cur != V.VM_PROT_DEFAULT or max_prot != V.VM_PROT_ALL:
+            vm_map.protect(a, a + length, True, max_prot)
+            vm_map.protect(a, a + length, False, cur)
+        if inheritance != V.VM_INHERIT_DEFAULT:
+            vm_map.inherit(a, a + length, inheritance)
+        if superpage:
+            vm_map.behavior_hugepage(a, a + length)
+        if flags & V.VM_FLAGS_PURGABLE and isinstance(vm_map, VmMap):
+            PG.make_purgable(vm_map, a, a + length)
+    except BaseException:
+        vm_map.deallocate(a, a + length)
+        raise
     return a
 
 
@@ -214,6 +258,19 @@ def _small_fault(err: K.MachError, size: int, src: int) -> K.MachError:
     return err
 
 
+def _check_source(vm_map: VmMap | ForeignMap, addr: int, size: int) -> None:
+    """XNU copies the source in before it places the copy: a source in a
+    hole must fail even where the copy would have been placed.
+
+    Conditions: nothing locked; takes the map's lock."""
+    if isinstance(vm_map, VmMap):
+        with vm_map.lock:
+            try:
+                vm_map.check_range(_trunc(addr), _round(addr + size), V.VM_PROT_READ)
+            except K.MachError as err:
+                raise _small_fault(err, size, addr) from None
+
+
 def vm_read(task: int, addr: int, size: int) -> tuple[int, int]:
     """Copy a range into fresh memory of ours: (address of the data, count).
     Free the copy with vm_deallocate.
@@ -230,6 +287,7 @@ def vm_read(task: int, addr: int, size: int) -> tuple[int, int]:
     start, end = user_range(addr, size)
     # small copies come out page-aligned; large ones keep the in-page offset
     off = 0 if size <= OOL_SIZE_SMALL else addr - start
+    _check_source(vm_map, addr, size)
     dst = SELF.map.allocate(0, _round(off + size), True, False, V.VM_MEMORY_MACH_MSG)
     try:
         vm_map.read_into(addr, dst + off, size)
@@ -361,6 +419,7 @@ def vm_read_list(task: int, entries: list[tuple[int, int]]) -> tuple[int, list[t
         try:
             start, end = user_range(addr, size)
             off = addr - start
+            _check_source(vm_map, addr, size)
             dst = SELF.map.allocate(0, end - start, True, False, V.VM_MEMORY_MACH_MSG)
             try:
                 vm_map.read_into(addr, dst + off, size)
@@ -762,7 +821,8 @@ def vm_map_enter_mem_object(task: int, addr: int, size: int, mask: int, flags: i
     """mach_vm_map: map what a memory entry names, shared (copy FALSE) or
     as a private snapshot taken now (copy TRUE); with MACH_PORT_NULL (or a
     dead name), fresh zero-filled memory. A copy entry is mapped whole.
-    Returns the address (plus the data offset with
+    With VM_FLAGS_ANYWHERE the address is a hint: the search starts there
+    (first fit). Returns the address (plus the data offset with
     VM_FLAGS_RETURN_DATA_ADDR).
 
     In XNU's check order: MACH_SEND_INVALID_DEST (task),
@@ -775,9 +835,11 @@ def vm_map_enter_mem_object(task: int, addr: int, size: int, mask: int, flags: i
     the entry, flags a copy entry refuses, superpages, an unaligned offset
     without RETURN_DATA_ADDR, VM_FLAGS_PURGABLE on a non-purgeable or
     partial object), KERN_NOT_SUPPORTED (VM_FLAGS_TPRO), KERN_NO_SPACE (no
-    room, a FIXED address against ``mask`` or taken), KERN_INVALID_ADDRESS
-    (a FIXED range outside the map). cur beyond max is cur &= max (XNU's
-    compatibility rewrite)."""
+    room at or above the hint, a FIXED address against ``mask`` or taken,
+    or an OVERWRITE range holding a permanent entry, which is left without
+    access), KERN_INVALID_ADDRESS (a FIXED range outside the map); without
+    an object, the codes of _enter_anonymous instead of these last ones.
+    cur beyond max is cur &= max (XNU's compatibility rewrite)."""
     vm_map = task_target(task)
     obj = port_argument(name)
     flags &= 0xFFFFFFFF
@@ -844,15 +906,16 @@ def vm_map_enter_mem_object(task: int, addr: int, size: int, mask: int, flags: i
                 raise _fail(K.KERN_INVALID_ARGUMENT, "VM_FLAGS_PURGABLE needs a whole purgeable object")
         fd = ent.fd
         offset += ent.offset
+    # ANYWHERE: the address is where the search starts (vm_sanitize_addr)
+    hint = _trunc(addr) if anywhere and 0 <= addr <= _U64 else start
+    if obj is None:
+        return _enter_anonymous(vm_map, hint, length, mask, flags, cur, max_prot, inheritance)
     if flags & V.VM_FLAGS_TPRO:
         raise _fail(K.KERN_NOT_SUPPORTED, "TPRO memory has no Linux equivalent")
-    align = 0
-    if obj is None:
-        length, align = _superpage(flags, length)
     if anywhere:
         if length > MAP_MAX - MAP_MIN:
             raise _fail(K.KERN_NO_SPACE, f"size {size:#x} exceeds the address space")
-        mask = _anywhere_mask(mask | align)
+        mask = _anywhere_mask(mask)
     else:
         if start & mask:
             raise _fail(K.KERN_NO_SPACE, f"{start:#x} is not aligned to mask {mask:#x}")
@@ -862,28 +925,12 @@ def vm_map_enter_mem_object(task: int, addr: int, size: int, mask: int, flags: i
     overwrite = bool(flags & V.VM_FLAGS_OVERWRITE) and not anywhere
     tag = V.VM_GET_FLAGS_ALIAS(flags)
     permanent = bool(flags & V.VM_FLAGS_PERMANENT)
-    if obj is None:
-        a = vm_map.allocate(start, length, anywhere, overwrite, tag, mask, permanent)
-        try:
-            if cur != V.VM_PROT_DEFAULT or max_prot != V.VM_PROT_ALL:
-                vm_map.protect(a, a + length, True, max_prot)
-                vm_map.protect(a, a + length, False, cur)
-            if inheritance != V.VM_INHERIT_DEFAULT:
-                vm_map.inherit(a, a + length, inheritance)
-            if align:
-                vm_map.behavior_hugepage(a, a + length)
-            if flags & V.VM_FLAGS_PURGABLE and isinstance(vm_map, VmMap):
-                PG.make_purgable(vm_map, a, a + length)
-        except BaseException:
-            vm_map.deallocate(a, a + length)
-            raise
-        return a
     if isinstance(obj, MemoryEntry) and obj.parts and isinstance(vm_map, VmMap):
         # a copy entry made over several map entries maps back as them
-        a = vm_map.map_object(start, length, mask, anywhere, overwrite, fd, offset, bool(copy), cur, max_prot,
+        a = vm_map.map_object(hint, length, mask, anywhere, overwrite, fd, offset, bool(copy), cur, max_prot,
                               inheritance, tag, permanent, obj.parts)
         return a + in_mapping
-    a = vm_map.map_object(start, length, mask, anywhere, overwrite, fd, offset, bool(copy), cur, max_prot,
+    a = vm_map.map_object(hint, length, mask, anywhere, overwrite, fd, offset, bool(copy), cur, max_prot,
                           inheritance, tag, permanent)
     if isinstance(obj, MemoryEntry) and obj.purgable and not copy and isinstance(vm_map, VmMap):
         PG.make_purgable(vm_map, a, a + length)  # the entry's object is purgeable wherever it is mapped
@@ -941,7 +988,8 @@ def vm_remap(task: int, addr: int, size: int, mask: int, flags: int, src_task: i
              inheritance: int) -> tuple[int, int, int]:
     """mach_vm_remap (legacy) within our own task: the pages of the source
     range mapped a second time (copy FALSE) or a snapshot of them (copy
-    TRUE); each new entry keeps its source's protections. Returns
+    TRUE); each new entry keeps its source's protections. With
+    VM_FLAGS_ANYWHERE the address is a hint, as for mach_vm_map. Returns
     (address, cur, max): cur and max are the AND over the source entries.
     The range is [trunc(src), trunc(src) + round(size)), or with
     VM_FLAGS_RETURN_DATA_ADDR [trunc(src), round(src + size)) and the
@@ -959,7 +1007,7 @@ def vm_remap(task: int, addr: int, size: int, mask: int, flags: int, src_task: i
     ``mask``), KERN_INVALID_ADDRESS (a FIXED target outside the map)."""
     vm_map, start, end, mask, _src = _remap_args(task, size, mask, flags, src_task, src, copy, inheritance, None)
     anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
-    target = 0 if anywhere else _trunc(addr)
+    target = _trunc(addr)  # ANYWHERE: where the search starts
     a, cur, max_prot = vm_map.remap(target, end - start, mask, anywhere, bool(flags & V.VM_FLAGS_OVERWRITE),
                                     start, bool(copy), inheritance, (MAP_MIN, MAP_MAX),
                                     codesign=bool(flags & V.VM_FLAGS_RESILIENT_CODESIGN))
@@ -992,7 +1040,7 @@ def vm_remap_new(task: int, addr: int, size: int, mask: int, flags: int, src_tas
     vm_map, start, end, mask, src_obj = _remap_args(task, size, mask, flags, src_task, src, copy, inheritance,
                                                     (cur, max_prot))
     anywhere = bool(flags & V.VM_FLAGS_ANYWHERE)
-    target = 0 if anywhere else _trunc(addr)
+    target = _trunc(addr)  # ANYWHERE: where the search starts
     if src_obj.map is None:  # another task: a copy, or a mapping without access (ForeignMap.remap_into)
         fm = task_target(src_task, flavor=TASK_FLAVOR_READ)
         assert isinstance(fm, ForeignMap)
