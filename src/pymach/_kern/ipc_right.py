@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .._linux import epoll, files
+from .._linux import epoll, files, sockdiag
 from . import ipc_notify
 from . import kern_return as K
 from . import message_defs as MD
@@ -1217,12 +1217,40 @@ def destroy_carried_receive(space: IpcSpace, name: int, port: Port) -> None:
 
 
 def copyout_receive(space: IpcSpace, port: Port) -> int:
-    """Install a receive right that arrived in a message, under a new name.
-    (Send rights we hold for it are not merged: Linux cannot prove which
-    connection belongs to which port without the sender's word.)
+    """Install a receive right that arrived in a message. As XNU's
+    ipc_right_copyout does for MACH_MSG_TYPE_PORT_RECEIVE, it joins the
+    name under which we hold send rights to the same port (the entry gets
+    the receive right too, its user references kept), or takes a new name.
 
-    Conditions: nothing locked, or the space's lock; takes it (alloc)."""
-    return space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))[0]
+    Sameness is proven by the kernel (sockdiag): a send right of ours is to
+    this port when its sending end is the peer of one of the port's
+    receiving ends. Every sending end so proven is entered in LOCAL_SENDS,
+    so that a send right over one of those connections that arrives later
+    joins the receive right's name (copyout_send).
+
+    Conditions: nothing locked, or the space's lock; the port is new and
+    not yet shared with another thread (but for the watcher); takes the
+    space's lock and, under it, the port's lock."""
+    ends = {files.inode(fd): fd for fd, (_sock, once) in list(port.ends.items()) if not once}
+    senders = sockdiag.peers(ends)  # our end's inode -> the sending end's
+    with space.lock:
+        joined = 0
+        for rx_ino, tx_ino in senders.items():
+            with port.lock:
+                if ends[rx_ino] in port.ends:  # (not read EOF meanwhile)
+                    ipc_port.LOCAL_SENDS[tx_ino] = port
+                    port.local_inos[ends[rx_ino]] = tx_ino
+            name = space.name_for(("ino", tx_ino))
+            if name and not joined:
+                e = space.lookup(name)
+                if e is not None and e.type & MACH_PORT_TYPE_SEND and not e.type & MACH_PORT_TYPE_RECEIVE:
+                    e.object = port
+                    e.type |= MACH_PORT_TYPE_RECEIVE
+                    space.add_key(name, e, id(port))
+                    joined = name
+        if joined:
+            return joined
+        return space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))[0]
 
 
 def _send_port_destroyed(space: IpcSpace, name: int, e: IpcEntry, port: Port) -> bool:
