@@ -18,7 +18,7 @@ import pytest
 import pymach.mach as M
 from machutil import (MAKE_SEND, OK, PORT_RECEIVE, PORT_SEND, R_RECEIVE, TY_RECEIVE, TY_SEND, PortMsgRcv,
                       Space, TextRcv, alloc_name, check_in, create, look_up, lookup_registered,
-                      private_bootstrap, register, send_port, send_text, type_kr, type_of)
+                      private_bootstrap, register, send_port, send_text, start_watcher, type_kr, type_of)
 from procutil import forked
 from pymach.mach import byref
 
@@ -26,6 +26,11 @@ T = M.mach_task_self
 MOVE_RECEIVE = M.MACH_MSG_TYPE_MOVE_RECEIVE
 COPY_SEND = M.MACH_MSG_TYPE_COPY_SEND
 WAIT_MS = 10_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def watcher_started() -> None:
+    start_watcher()
 
 
 @pytest.fixture
@@ -189,3 +194,40 @@ def test_bootstrap_check_in_and_look_up_give_one_name() -> None:
             assert recv_text(s) == b"svc"
         finally:
             M.mach_port_destroy(T(), s)
+
+
+def _child_returns_the_send_right(sync: Callable[[], None]) -> None:
+    mb = lookup_registered()[0]
+    own = alloc_name(R_RECEIVE)
+    assert send_port(mb, own, MAKE_SEND) == OK
+    disp, s = recv_port(own)
+    assert disp == PORT_SEND
+    assert send_port(mb, s, M.MACH_MSG_TYPE_MOVE_SEND) == OK
+    sync()
+
+
+def test_a_send_right_made_while_no_senders_is_armed_comes_back_to_its_port(space: Space) -> None:
+    """Made on a connection of its own (so that its close is seen), the
+    right still comes back under the receive right's name."""
+    with mailbox(space) as mb:
+        p = space.alloc()
+        notify = space.alloc()
+        prev = M.mach_port_t()
+        # sync 1: armed now (no send right was made yet), fired by the last sender
+        assert M.mach_port_request_notification(T(), p, M.MACH_NOTIFY_NO_SENDERS, 1, notify,
+                                                M.MACH_MSG_TYPE_MAKE_SEND_ONCE, byref(prev)) == OK
+        with forked(_child_returns_the_send_right) as sync:
+            disp, child = recv_port(mb)
+            assert disp == PORT_SEND
+            space.keep(child)
+            assert send_port(child, p, MAKE_SEND) == OK
+            sync()
+            assert recv_port(mb) == (PORT_SEND, p)
+        assert type_of(p) == TY_RECEIVE | TY_SEND and send_refs(p) == 1
+        r = TextRcv()
+        kr = M.mach_msg(r.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(r), notify, 0, 0)
+        assert kr == M.MACH_RCV_TIMED_OUT  # a sender is left: ours
+        assert M.mach_port_deallocate(T(), p) == OK  # the last sender: no-senders fires
+        kr = M.mach_msg(r.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT | M.MACH_RCV_LARGE, 0, ctypes.sizeof(r),
+                        notify, WAIT_MS, 0)
+        assert kr in (OK, M.MACH_RCV_TOO_LARGE) and r.header.msgh_id == M.MACH_NOTIFY_NO_SENDERS
