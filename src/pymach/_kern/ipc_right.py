@@ -700,8 +700,6 @@ def _insert_copied_in(space: IpcSpace, name: int, poly: int, e: IpcEntry, dispos
         raise _err(K.KERN_INVALID_CAPABILITY, f"{poly:#x} is a dead name")
     if not e.type & _NEEDS[disposition]:
         raise _err(K.KERN_INVALID_RIGHT, f"{poly:#x} lacks the right disposition {disposition} needs")
-    if isinstance(e.object, Port) and e.object.guarded and disposition == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
-        raise _err(K.KERN_INVALID_RIGHT, "a guarded receive right does not move")
     # after the copyin, does the space still name the port (ipc_right_reverse)?
     if disposition == MD.MACH_MSG_TYPE_MOVE_SEND:
         stays = e.urefs > 1 or bool(e.type & MACH_PORT_TYPE_RECEIVE)

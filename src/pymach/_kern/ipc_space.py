@@ -7,7 +7,9 @@ never silently denotes a new right.
 Rights for the same port coalesce under one name when the kernel proves
 they are the same port: a kernel object by identity, a send right by the
 inode of its socket (the same connection), and a send right to a port whose
-receive right we hold by the inode of the sending end we made for it.
+receive right we hold by the inode of its sending end: one we made for it,
+or one the kernel reports as the peer of one of the port's receiving ends
+(ipc_right.copyout_receive, _linux/sockdiag.py).
 """
 
 from __future__ import annotations
