@@ -115,3 +115,21 @@ def test_moved_rights_take_the_new_name(space: Space) -> None:
     # a receive right with send rights under its name: the name keeps it
     assert M.mach_port_insert_right(T(), s, n, MOVE_RECEIVE) == M.KERN_RIGHT_EXISTS
     assert type_of(n) == TY_DEAD_NAME  # XNU destroyed the receive right it copied in
+
+
+def test_a_dead_name_copied_in_is_refused_after_the_name_check(space: Space) -> None:
+    d = space.alloc(M.MACH_PORT_RIGHT_DEAD_NAME)
+    assert M.mach_port_mod_refs(T(), d, M.MACH_PORT_RIGHT_DEAD_NAME, 2) == OK  # 3 references
+    n = free_name(space)
+    # ipc_right_copyin gives MACH_PORT_DEAD; mach_port_insert_right checks the
+    # name first (KERN_INVALID_VALUE), then the port (KERN_INVALID_CAPABILITY)
+    assert M.mach_port_insert_right(T(), M.MACH_PORT_NULL, d, COPY_SEND) == M.KERN_INVALID_VALUE
+    assert M.mach_port_insert_right(T(), n, d, COPY_SEND) == M.KERN_INVALID_CAPABILITY
+    dead = M.mach_port_urefs_t()
+    assert M.mach_port_get_refs(T(), d, M.MACH_PORT_RIGHT_DEAD_NAME, byref(dead)) == OK and dead.value == 3
+    # a move takes a reference of the dead name with it
+    assert M.mach_port_insert_right(T(), n, d, MOVE_SEND) == M.KERN_INVALID_CAPABILITY
+    assert M.mach_port_get_refs(T(), d, M.MACH_PORT_RIGHT_DEAD_NAME, byref(dead)) == OK and dead.value == 2
+    # MAKE_SEND needs a receive right: refused by the copyin
+    assert M.mach_port_insert_right(T(), n, d, MAKE_SEND) == M.KERN_INVALID_RIGHT
+    assert type_kr(n)[0] == M.KERN_INVALID_NAME
