@@ -1228,8 +1228,9 @@ def copyout_receive(space: IpcSpace, port: Port) -> int:
 
     Conditions: nothing locked, or the space's lock; the port is new and
     not yet shared with another thread (but for the watcher); takes the
-    space's lock and, under it, the port's lock."""
-    ends = {files.inode(fd): fd for fd, (_sock, once) in list(port.ends.items()) if not once}
+    port's lock, then the space's lock and, under it, the port's lock."""
+    with port.lock:  # (the watcher drops an end that reads EOF under it)
+        ends = {files.inode(fd): fd for fd, (_sock, once) in port.ends.items() if not once}
     senders = sockdiag.peers(ends)  # our end's inode -> the sending end's
     with space.lock:
         joined = 0
