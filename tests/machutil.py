@@ -352,7 +352,9 @@ def found(name: Any, bport: int | None = None) -> int:
     """bootstrap_look_up's code; the right it gives is released."""
     kr, right = look_up(name, bport)
     if kr == OK:
-        destroy(right)
+        # one send reference: the name may also hold the service's receive
+        # right, when the caller checked it in (XNU gives that name)
+        assert M.mach_port_deallocate(T(), right) == OK
     return kr
 
 

@@ -104,11 +104,12 @@ def test_check_in_look_up_status(server: Server) -> None:
         assert check_in("com.example.a")[0] == M.BOOTSTRAP_SERVICE_ACTIVE
         assert status("com.example.a") == (OK, M.BOOTSTRAP_STATUS_ACTIVE)
         kr, right = look_up("com.example.a")
-        assert kr == OK and port_type(right) == M.MACH_PORT_TYPE_SEND
+        # the port whose receive right we hold: its name, as in XNU
+        assert kr == OK and right == svc and port_type(right) == M.MACH_PORT_TYPE_SEND_RECEIVE
         assert send_text(right, b"through a name") == OK
         assert receive_text(svc) == b"through a name"
         assert create("com.example.a")[0] == M.BOOTSTRAP_NAME_IN_USE
-        destroy(right)
+        assert M.mach_port_deallocate(M.mach_task_self(), right) == OK
     finally:
         destroy(svc)
     server.wait_log("'com.example.a' is free")
@@ -124,7 +125,8 @@ def test_create_service_then_check_in_gets_the_queued_messages(server: Server) -
     assert send_text(right, b"early") == OK  # queued in the server's receive right
     kr, svc = check_in("com.example.made")
     try:
-        assert kr == OK and port_type(svc) == M.MACH_PORT_TYPE_RECEIVE
+        # the receive right joins the send right create_service gave, as in XNU
+        assert kr == OK and svc == made and port_type(svc) == M.MACH_PORT_TYPE_SEND_RECEIVE
         assert receive_text(svc) == b"early"  # the queue came with the right
         assert status("com.example.made") == (OK, M.BOOTSTRAP_STATUS_ACTIVE)
         assert check_in("com.example.made")[0] == M.BOOTSTRAP_SERVICE_ACTIVE

@@ -808,6 +808,8 @@ class Port:
                 # connection, so that the last close is seen
                 tx = self._new_send()
                 self._watch_end(self._last_rx)
+                LOCAL_SENDS[tx.ino] = self  # (a right that comes back joins our name)
+                self.local_inos[self._last_rx] = tx.ino
                 self.mscount += 1
                 return tx
             if self._cached is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .._linux import epoll, files
+from .._linux import epoll, files, sockdiag
 from . import ipc_notify
 from . import kern_return as K
 from . import message_defs as MD
@@ -90,9 +90,10 @@ def allocate(space: IpcSpace, right: int) -> int:
 
 
 def allocate_name(space: IpcSpace, right: int, name: int) -> None:
-    """mach_port_allocate_name: as allocate, under a chosen name.
-    KERN_INVALID_VALUE (bad right or name), KERN_NAME_EXISTS, KERN_NO_SPACE,
-    KERN_RESOURCE_SHORTAGE.
+    """mach_port_allocate_name: as allocate, under a chosen name, whose
+    checks are IpcSpace.check_name's. KERN_INVALID_VALUE (bad right, a null
+    or dead name, generation bits), KERN_FAILURE, KERN_NAME_EXISTS,
+    KERN_NO_SPACE, KERN_RESOURCE_SHORTAGE.
 
     Conditions: nothing locked; takes the space's lock for the name
     (alloc_name), then sets the entry's port and key without it."""
@@ -103,8 +104,6 @@ def allocate_name(space: IpcSpace, right: int, name: int) -> None:
         return
     if right not in (MACH_PORT_RIGHT_RECEIVE, MACH_PORT_RIGHT_PORT_SET):
         raise _err(K.KERN_INVALID_VALUE, f"cannot allocate right {right}")
-    if name & 3 != 3:
-        raise _err(K.KERN_INVALID_VALUE, f"{name:#x}: a name's low two bits are set")
     if right == MACH_PORT_RIGHT_RECEIVE:
         e = space.alloc_name(name, None, MACH_PORT_TYPE_RECEIVE, 0)  # the name first: no port to undo
         try:
@@ -119,7 +118,11 @@ def allocate_name(space: IpcSpace, right: int, name: int) -> None:
             pset = PortSet()
         except OSError as err:
             raise _no_space(err, "mach_port_allocate_name") from err
-        e = space.alloc_name(name, pset, MACH_PORT_TYPE_PORT_SET, 0)
+        try:
+            e = space.alloc_name(name, pset, MACH_PORT_TYPE_PORT_SET, 0)
+        except K.MachError:
+            pset.destroy()  # nothing half made is left behind
+            raise
         space.add_key(name, e, id(pset))
 
 
@@ -628,18 +631,30 @@ def insert_send_of_own_port(space: IpcSpace, name: int, e: IpcEntry) -> None:
 
 def insert_right(space: IpcSpace, name: int, poly: int, disposition: int) -> None:
     """mach_port_insert_right: give ``name`` a right to the port named
-    ``poly``, made from it with ``disposition``. pymach supports inserting
-    a send right to a port whose receive right we hold under the same name
-    (MAKE_SEND), and copying a send right (COPY_SEND/MOVE_SEND with name ==
-    poly, which adds a reference).
+    ``poly``, made from it with ``disposition``, in XNU's order
+    (osfmk/ipc/mach_kernelrpc.c _kernelrpc_mach_port_insert_right_trap).
+
+    MAKE_SEND and COPY_SEND with ``name == poly`` add a send reference to
+    the name (ipc_object_insert_send_right). Any other call first copies
+    the right in from ``poly`` as a message would (ipc_right_copyin), then
+    copies it out under ``name`` (mach_port_insert_right,
+    ipc_object_copyout_name): the name is checked as
+    ipc_entry_alloc_name checks it, a port already named here under
+    another name is KERN_RIGHT_EXISTS, a name holding other rights
+    KERN_NAME_EXISTS, and a free name gets the right (a send-once right, or
+    a right moved from ``poly`` under its new name). When the copyout
+    fails, the right copied in is destroyed, as XNU destroys it: a moved
+    reference is lost, a moved receive right is destroyed, a made send-once
+    right fires its send-once notification.
 
     KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_VALUE,
-    KERN_INVALID_CAPABILITY (a dead name), KERN_NAME_EXISTS,
-    KERN_RIGHT_EXISTS; KERN_NO_SPACE or KERN_RESOURCE_SHORTAGE when a send
-    right's fds cannot be made.
+    KERN_INVALID_CAPABILITY (a dead name), KERN_NO_SPACE, KERN_FAILURE,
+    KERN_NAME_EXISTS, KERN_RIGHT_EXISTS; KERN_NO_SPACE or
+    KERN_RESOURCE_SHORTAGE when a right's fds cannot be made.
 
     Conditions: nothing locked; takes the space's lock and, under it, the
-    port's lock (and the watcher's under that)."""
+    port's lock (and the watcher's under that), the sets' locks for a moved
+    receive right; may send a notification without waiting."""
     with space.lock:
         e = space.lookup(poly)
         if e is None:
@@ -647,28 +662,126 @@ def insert_right(space: IpcSpace, name: int, poly: int, disposition: int) -> Non
         if not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= disposition <= MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
             raise _err(K.KERN_INVALID_RIGHT, f"disposition {disposition}")
         check_dead(space, poly, e)
-        if e.type & MACH_PORT_TYPE_DEAD_NAME:
-            raise _err(K.KERN_INVALID_CAPABILITY, f"{poly:#x} is a dead name")
-        if disposition == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
-            if not e.type & MACH_PORT_TYPE_RECEIVE:
-                raise _err(K.KERN_INVALID_RIGHT, f"{poly:#x} holds no receive right")
-            # a send-once right never coalesces: the name must be free
-            raise _err(K.KERN_NAME_EXISTS if name == poly or space.lookup(name) else K.KERN_INVALID_VALUE,
-                       "pymach inserts send-once rights only under names it picks")
+        if name == poly and disposition in (MD.MACH_MSG_TYPE_MAKE_SEND, MD.MACH_MSG_TYPE_COPY_SEND):
+            if e.type & MACH_PORT_TYPE_DEAD_NAME:
+                raise _err(K.KERN_INVALID_CAPABILITY, f"{poly:#x} is a dead name")
+            if disposition == MD.MACH_MSG_TYPE_MAKE_SEND:
+                insert_send_of_own_port(space, name, e)
+            elif not e.type & MACH_PORT_TYPE_SEND:
+                raise _err(K.KERN_INVALID_RIGHT, f"{poly:#x} holds no send right")
+            else:
+                e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
+            return
+        _insert_copied_in(space, name, poly, e, disposition)
+
+
+_NEEDS: Final = {
+    MD.MACH_MSG_TYPE_MOVE_RECEIVE: MACH_PORT_TYPE_RECEIVE,
+    MD.MACH_MSG_TYPE_MAKE_SEND: MACH_PORT_TYPE_RECEIVE,
+    MD.MACH_MSG_TYPE_MAKE_SEND_ONCE: MACH_PORT_TYPE_RECEIVE,
+    MD.MACH_MSG_TYPE_COPY_SEND: MACH_PORT_TYPE_SEND,
+    MD.MACH_MSG_TYPE_MOVE_SEND: MACH_PORT_TYPE_SEND,
+    MD.MACH_MSG_TYPE_MOVE_SEND_ONCE: MACH_PORT_TYPE_SEND_ONCE,
+}
+
+
+def _insert_copied_in(space: IpcSpace, name: int, poly: int, e: IpcEntry, disposition: int) -> None:
+    """insert_right past the fast path: ipc_right_copyin's checks, then
+    mach_port_insert_right's and ipc_object_copyout_name's.
+
+    Conditions: the space's lock is held; as insert_right."""
+    dead_ok = disposition in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND,
+                              MD.MACH_MSG_TYPE_MOVE_SEND_ONCE)
+    if e.type & MACH_PORT_TYPE_DEAD_NAME and dead_ok:
+        # ipc_right_copyin gives MACH_PORT_DEAD (a move takes a reference
+        # of the dead name), and the copyout refuses it
+        if disposition != MD.MACH_MSG_TYPE_COPY_SEND:
+            _release_send(space, poly, e)
         if name in (0, 0xFFFFFFFF):
             raise _err(K.KERN_INVALID_VALUE, "the name must be valid")
-        if name != poly:
-            # the port already has a name here, so another one cannot hold it
+        raise _err(K.KERN_INVALID_CAPABILITY, f"{poly:#x} is a dead name")
+    if not e.type & _NEEDS[disposition]:
+        raise _err(K.KERN_INVALID_RIGHT, f"{poly:#x} lacks the right disposition {disposition} needs")
+    # after the copyin, does the space still name the port (ipc_right_reverse)?
+    if disposition == MD.MACH_MSG_TYPE_MOVE_SEND:
+        stays = e.urefs > 1 or bool(e.type & MACH_PORT_TYPE_RECEIVE)
+    elif disposition == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
+        stays = bool(e.type & MACH_PORT_TYPE_SEND)
+    else:
+        stays = disposition in (MD.MACH_MSG_TYPE_MAKE_SEND, MD.MACH_MSG_TYPE_COPY_SEND)
+    try:
+        if name in (0, 0xFFFFFFFF):
+            raise _err(K.KERN_INVALID_VALUE, "the name must be valid")
+        held = space.check_name(name)
+        if stays and held is not e:
             raise _err(K.KERN_RIGHT_EXISTS, f"{poly:#x} already names this port")
-        if disposition == MD.MACH_MSG_TYPE_MAKE_SEND:
-            insert_send_of_own_port(space, name, e)
-        elif disposition in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
-            if not e.type & MACH_PORT_TYPE_SEND:
-                raise _err(K.KERN_INVALID_RIGHT, f"{poly:#x} holds no send right")
-            if disposition == MD.MACH_MSG_TYPE_COPY_SEND:
-                mod_refs(space, name, MACH_PORT_RIGHT_SEND, 1)
-        else:
-            raise _err(K.KERN_INVALID_RIGHT, f"disposition {disposition} needs another right")
+        if not stays and held is not None and (held is not e or disposition == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE):
+            raise _err(K.KERN_NAME_EXISTS, f"{name:#x} holds other rights")
+    except K.MachError:
+        _destroy_copied_in(space, poly, e, disposition)
+        raise
+    if disposition == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
+        try:
+            cap = _receive_of(e, poly).make_send_once()
+        except OSError as err:
+            raise _no_space(err, "MAKE_SEND_ONCE") from err
+        try:
+            so = space.alloc_name(name, cap, MACH_PORT_TYPE_SEND_ONCE, 0)
+        except K.MachError:
+            cap.close()  # released unused: the send-once notification
+            raise
+        so.cap = cap
+        return
+    if disposition == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
+        _clear_receiver(_receive_of(e, poly))
+    if held is not e:
+        # MOVE_SEND of the last reference, MOVE_SEND_ONCE, or MOVE_RECEIVE
+        # of a receive-only name: the right leaves ``poly`` and comes back
+        # as ``name``
+        try:
+            _rename(space, poly, e, name)
+        except K.MachError:
+            _destroy_copied_in(space, poly, e, disposition)  # a name kept for the bootstrap port
+            raise
+    # else it leaves and comes back under the same name
+
+
+def _clear_receiver(port: Port) -> None:
+    """A receive right copied in: ipc_port_clear_receiver resets its
+    make-send count and sequence number and takes it out of its sets.
+
+    Conditions: the space's lock is held; takes the sets' locks; resets the
+    counts under the space's lock only."""
+    port.mscount = port.seqno = 0
+    for pset in list(port.sets):
+        assert isinstance(pset, PortSet)
+        pset.remove(port)
+
+
+def _destroy_copied_in(space: IpcSpace, poly: int, e: IpcEntry, disposition: int) -> None:
+    """The copyout of insert_right failed: the right copied in from ``poly``
+    is destroyed (the trap's ipc_object_destroy).
+
+    Conditions: the space's lock is held; as _destroy_receive_keep_sends; may
+    send a notification without waiting."""
+    if disposition == MD.MACH_MSG_TYPE_MAKE_SEND:
+        port = _receive_of(e, poly)
+        try:
+            port.make_send().close()  # made (mscount) and released (no-senders)
+        except (OSError, K.MachError):
+            port.count_make_send()
+    elif disposition == MD.MACH_MSG_TYPE_MAKE_SEND_ONCE:
+        try:
+            _receive_of(e, poly).make_send_once().close()  # a send-once notification
+        except (OSError, K.MachError):
+            pass
+    elif disposition == MD.MACH_MSG_TYPE_MOVE_SEND:
+        _release_send(space, poly, e)
+    elif disposition == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE:
+        _drop_cap(space, poly, e)
+        dealloc_name(space, poly)
+    elif disposition == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
+        _destroy_receive_keep_sends(space, poly, e)
 
 
 # -- port sets -------------------------------------------------------------------
@@ -968,15 +1081,19 @@ def extract_right(space: IpcSpace, name: int, msgt_name: int) -> tuple[int, int]
         return _rename(space, name, e), MD.MACH_MSG_TYPE_PORT_SEND_ONCE
 
 
-def _rename(space: IpcSpace, name: int, e: IpcEntry) -> int:
-    """Free ``name`` and install its rights under a fresh name (the freed
-    index comes back first, at the next generation).
+def _rename(space: IpcSpace, name: int, e: IpcEntry, new: int = 0) -> int:
+    """Free ``name`` and install its rights under ``new`` (a free name, taken
+    first: if it cannot be had, nothing has changed), or under a fresh name
+    (the freed index comes back first, at the next generation). A dead-name
+    request goes with the rights.
 
     Conditions: the space's lock is held."""
     obj, typ, urefs, cap, keys, dn = e.object, e.type, e.urefs, e.cap, list(e.keys), e.dnrequest
+    ne = space.alloc_name(new, obj, typ, urefs) if new else None
     e.dnrequest = None
     dealloc_name(space, name)
-    new, ne = space.alloc(obj, typ, urefs)
+    if ne is None:
+        new, ne = space.alloc(obj, typ, urefs)
     ne.cap, ne.dnrequest = cap, dn
     for k in keys:
         space.add_key(new, ne, k)
@@ -1142,12 +1259,41 @@ def destroy_carried_receive(space: IpcSpace, name: int, port: Port) -> None:
 
 
 def copyout_receive(space: IpcSpace, port: Port) -> int:
-    """Install a receive right that arrived in a message, under a new name.
-    (Send rights we hold for it are not merged: Linux cannot prove which
-    connection belongs to which port without the sender's word.)
+    """Install a receive right that arrived in a message. As XNU's
+    ipc_right_copyout does for MACH_MSG_TYPE_PORT_RECEIVE, it joins the
+    name under which we hold send rights to the same port (the entry gets
+    the receive right too, its user references kept), or takes a new name.
 
-    Conditions: nothing locked, or the space's lock; takes it (alloc)."""
-    return space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))[0]
+    Sameness is proven by the kernel (sockdiag): a send right of ours is to
+    this port when its sending end is the peer of one of the port's
+    receiving ends. Every sending end so proven is entered in LOCAL_SENDS,
+    so that a send right over one of those connections that arrives later
+    joins the receive right's name (copyout_send).
+
+    Conditions: nothing locked, or the space's lock; the port is new and
+    not yet shared with another thread (but for the watcher); takes the
+    port's lock, then the space's lock and, under it, the port's lock."""
+    with port.lock:  # (the watcher drops an end that reads EOF under it)
+        ends = {files.inode(fd): fd for fd, (_sock, once) in port.ends.items() if not once}
+    senders = sockdiag.peers(ends)  # our end's inode -> the sending end's
+    with space.lock:
+        joined = 0
+        for rx_ino, tx_ino in senders.items():
+            with port.lock:
+                if ends[rx_ino] in port.ends:  # (not read EOF meanwhile)
+                    ipc_port.LOCAL_SENDS[tx_ino] = port
+                    port.local_inos[ends[rx_ino]] = tx_ino
+            name = space.name_for(("ino", tx_ino))
+            if name and not joined:
+                e = space.lookup(name)
+                if e is not None and e.type & MACH_PORT_TYPE_SEND and not e.type & MACH_PORT_TYPE_RECEIVE:
+                    e.object = port
+                    e.type |= MACH_PORT_TYPE_RECEIVE
+                    space.add_key(name, e, id(port))
+                    joined = name
+        if joined:
+            return joined
+        return space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))[0]
 
 
 def _send_port_destroyed(space: IpcSpace, name: int, e: IpcEntry, port: Port) -> bool:

@@ -7,7 +7,9 @@ never silently denotes a new right.
 Rights for the same port coalesce under one name when the kernel proves
 they are the same port: a kernel object by identity, a send right by the
 inode of its socket (the same connection), and a send right to a port whose
-receive right we hold by the inode of the sending end we made for it.
+receive right we hold by the inode of its sending end: one we made for it,
+or one the kernel reports as the peer of one of the port's receiving ends
+(ipc_right.copyout_receive, _linux/sockdiag.py).
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ MACH_PORT_STATUS_FLAG_REVIVE = 0x10
 MACH_PORT_STATUS_FLAG_TASKPTR = 0x20
 MACH_PORT_STATUS_FLAG_GUARD_IMMOVABLE_RECEIVE = 0x40
 MACH_PORT_STATUS_FLAG_NO_GRANT = 0x80
+
+# The largest index a space's table grows to: XNU's
+# CONFIG_IPC_TABLE_ENTRIES_SIZE_MAX (7 MiB on macOS's medium and larger
+# configurations) over the 24 bytes of an ipc_entry.
+ENTRY_TABLE_MAX: Final = 305834
 
 _GEN_FIRST: Final = 0x03
 _GEN_STEP: Final = 0x04
@@ -248,24 +255,48 @@ class IpcSpace:
                 self.add_key(name, e, key)
             return name, e
 
+    def check_name(self, name: int) -> IpcEntry | None:
+        """XNU's ipc_entry_alloc_name, before it takes anything: the entry
+        that holds ``name`` (the same index and generation), or None when
+        the name is free. KERN_NO_SPACE (an index past the largest table
+        XNU grows), KERN_INVALID_VALUE (a generation without its low two
+        bits set: XNU's ipc_entry_name_mask), KERN_FAILURE (index 0, or the
+        index held under another generation: names are never reused with
+        another generation while held). The checks come in XNU's order.
+
+        Conditions: nothing locked, or the space's lock held by this thread;
+        the answer stays true only while the caller holds it. The reserved
+        name of a TaskSpace is not filled."""
+        idx, gen = name >> 8, name & 0xFF
+        if idx > ENTRY_TABLE_MAX:
+            raise K.MachError(K.KERN_NO_SPACE, f"{name:#x}: index past the table's limit")
+        if gen & 3 != 3:
+            raise K.MachError(K.KERN_INVALID_VALUE, f"{name:#x}: a name's low two bits are set")
+        if idx == 0:
+            raise K.MachError(K.KERN_FAILURE, f"{name:#x}: index 0 is reserved")
+        used = self._table[idx] if idx < len(self._table) else None
+        if used is None:
+            return None
+        if used.gen != gen:
+            raise K.MachError(K.KERN_FAILURE, f"{name:#x}: its index is held under another generation")
+        return used
+
     def alloc_name(self, name: int, obj: object, typ: int, urefs: int) -> IpcEntry:
-        """Install rights under a name the caller chose (mach_port_allocate_name).
-        KERN_NAME_EXISTS when the index is in use.
+        """Install rights under a name the caller chose (mach_port_allocate_name,
+        mach_port_insert_right): the codes of check_name, then
+        KERN_NAME_EXISTS when the name holds rights.
 
         Conditions: nothing locked, or the space's lock held by this thread;
         takes it."""
         with self.lock:
+            if self.check_name(name) is not None:
+                raise K.MachError(K.KERN_NAME_EXISTS, f"{name:#x}")
             idx, gen = name >> 8, name & 0xFF
-            if idx == 0:
-                raise K.MachError(K.KERN_FAILURE, f"{name:#x}: index 0 is reserved")
-            while len(self._table) <= idx:
-                self._table.append(None)
-                self._gens.append(_GEN_FIRST)
-                self._free.append(len(self._table) - 1)
-            used = self._table[idx]
-            if used is not None:
-                # the same name is taken; another generation of it collides
-                raise K.MachError(K.KERN_NAME_EXISTS if used.gen == gen else K.KERN_FAILURE, f"{name:#x}")
+            if len(self._table) <= idx:
+                first = len(self._table)
+                self._table.extend([None] * (idx + 1 - first))
+                self._gens.extend([_GEN_FIRST] * (idx + 1 - first))
+                self._free.extend(range(first, idx + 1))
             if idx in self._free:
                 self._free.remove(idx)
             self._gens[idx] = gen

@@ -47,7 +47,9 @@ def mach_port_allocate(task: Any, right: Any, name: Any) -> int:
 def mach_port_allocate_name(task: Any, right: Any, name: Any) -> int:
     """Allocate a right under a name the caller picks.
 
-    KERN_SUCCESS, KERN_INVALID_VALUE, KERN_NAME_EXISTS, KERN_INVALID_TASK."""
+    KERN_SUCCESS, KERN_INVALID_VALUE, KERN_NAME_EXISTS, KERN_FAILURE (index
+    0, another generation of a held name), KERN_NO_SPACE (an index past the
+    table's limit), KERN_INVALID_TASK."""
     R.allocate_name(_space(task), u32(right), u32(name))
     return 0
 
@@ -100,14 +102,14 @@ def mach_port_type(task: Any, name: Any, ptype: Any) -> int:
 
 @returns_kr(K.ERRNO_SPACE)
 def mach_port_insert_right(task: Any, name: Any, poly: Any, polyPoly: Any) -> int:
-    """Give ``name`` a right to the port named ``poly``. pymach supports
-    inserting a send right to a port whose receive right we hold under the
-    same name (MAKE_SEND), and copying a send right (COPY_SEND/MOVE_SEND
-    with name == poly, which adds a reference).
+    """Give ``name`` a right to the port named ``poly``, made from it with
+    ``polyPoly``: a send right under the port's own name, a send-once right
+    under a free name, or a moved right under its new name.
 
-    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_VALUE,
-    KERN_INVALID_CAPABILITY (a dead name), KERN_NAME_EXISTS, KERN_RIGHT_EXISTS,
-    KERN_INVALID_TASK."""
+    KERN_SUCCESS, KERN_INVALID_NAME, KERN_INVALID_RIGHT, KERN_INVALID_VALUE
+    (a null or dead name, generation bits), KERN_FAILURE (index 0, another
+    generation of a held name), KERN_NO_SPACE, KERN_INVALID_CAPABILITY (a
+    dead name), KERN_NAME_EXISTS, KERN_RIGHT_EXISTS, KERN_INVALID_TASK."""
     R.insert_right(_space(task), u32(name), u32(poly), u32(polyPoly))
     return 0
 
