@@ -767,10 +767,13 @@ def test_waiting_answer_counts_as_a_queued_message(space: Space, how: str) -> No
         assert (st.mps_msgcount, st.mps_sorights) == (0, 0)
 
 
-def test_request_that_times_out_leaves_no_reply_right(space: Space) -> None:
+def test_request_that_times_out_gives_its_reply_right_back(space: Space) -> None:
     """A request that fails (MACH_SEND_TIMED_OUT: the server's queue is
-    full) carried no reply right: mps_sorights does not count it, and no
-    answer or notification ever comes for it."""
+    full) is pseudo-received, as XNU's ipc_kmsg_copyout_pseudo does: the
+    sender's buffer holds it in received form, with the reply right it made
+    as a send-once right of the sender's (mps_sorights counts it).
+    Deallocating that right sends the reply port its send-once
+    notification; no answer ever comes for it."""
     reply = space.alloc()
     qlimit = M.MACH_PORT_QLIMIT_DEFAULT
 
@@ -794,6 +797,14 @@ def test_request_that_times_out_leaves_no_reply_right(space: Space) -> None:
             m.text = b"q%d" % i
             kr = M.mach_msg(m.header, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, m.header.msgh_size, 0, 0, 0, 0)
             assert kr == (OK if i < qlimit else M.MACH_SEND_TIMED_OUT)
+        h = m.header  # the one that timed out, in received form
+        # (copied out in place: remote and local are not swapped)
+        assert h.msgh_bits == M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_PORT_SEND, M.MACH_MSG_TYPE_PORT_SEND_ONCE)
+        assert h.msgh_remote_port == s and h.msgh_local_port not in (NULL, reply, s)
+        assert sorights(reply) == qlimit + 1
+        M.mach_msg_destroy(h)  # the destination's send right (libsyscall's leaves msgh_local_port alone)
+        assert M.mach_port_deallocate(T(), h.msgh_local_port) == OK
+        expect_send_once(reply)
         assert sorights(reply) == qlimit
         sync()
         for i in range(qlimit):
