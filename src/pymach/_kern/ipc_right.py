@@ -25,7 +25,7 @@ from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_LABELH, MACH_
 from .ipc_pset import PortSet
 from .task import Task
 from .vm_memory_entry import MemoryEntry
-from . import ipc_space as S
+from . import ipc_space
 from .ipc_space import (MACH_PORT_QLIMIT_MAX, MPO_CONTEXT_AS_GUARD, MPO_INSERT_SEND_RIGHT, MPO_QLIMIT)
 
 _fstat = files.fstat  # bound once: copyout_send runs for every right a message carries
@@ -944,11 +944,11 @@ def construct(space: IpcSpace, flags: int, qlimit: int, context: int, service_na
     Conditions: nothing locked; takes the space's lock and, under it, the
     port's lock (and, if inserting the send right fails, as
     _destroy_receive)."""
-    one = flags & (S.MPO_SERVICE_PORT | S.MPO_CONNECTION_PORT | S.MPO_TG_BLOCK_TRACKING)
+    one = flags & (ipc_space.MPO_SERVICE_PORT | ipc_space.MPO_CONNECTION_PORT | ipc_space.MPO_TG_BLOCK_TRACKING)
     if one & (one - 1):
         raise _err(K.KERN_INVALID_ARGUMENT, "at most one of SERVICE_PORT, CONNECTION_PORT, TG_BLOCK_TRACKING")
-    one = flags & (S.MPO_REPLY_PORT | S.MPO_ENFORCE_REPLY_PORT_SEMANTICS | S.MPO_EXCEPTION_PORT
-                   | S.MPO_PROVISIONAL_REPLY_PORT)
+    one = flags & (ipc_space.MPO_REPLY_PORT | ipc_space.MPO_ENFORCE_REPLY_PORT_SEMANTICS | ipc_space.MPO_EXCEPTION_PORT
+                   | ipc_space.MPO_PROVISIONAL_REPLY_PORT)
     if one & (one - 1):
         raise _err(K.KERN_INVALID_ARGUMENT, "at most one of the reply and exception port kinds")
     if one:
@@ -956,10 +956,10 @@ def construct(space: IpcSpace, flags: int, qlimit: int, context: int, service_na
         # only through MAKE_SEND_ONCE) and hardened exception ports are not
         # provided (docs/deviations.md)
         raise _err(K.KERN_NOT_SUPPORTED, f"port kind {one:#x}")
-    if flags & (S.MPO_TG_BLOCK_TRACKING | S.MPO_SERVICE_PORT):
+    if flags & (ipc_space.MPO_TG_BLOCK_TRACKING | ipc_space.MPO_SERVICE_PORT):
         # XNU allows them to the graphics server's role and to launchd
         raise _err(K.KERN_DENIED, "only the graphics server or launchd may make such a port")
-    if flags & S.MPO_CONNECTION_PORT:
+    if flags & ipc_space.MPO_CONNECTION_PORT:
         if not service_name:
             raise _err(K.KERN_INVALID_ARGUMENT, "a connection port without a service port")
         if service_name == 0xFFFFFFFF:
@@ -975,14 +975,14 @@ def construct(space: IpcSpace, flags: int, qlimit: int, context: int, service_na
             raise _no_space(err, "mach_port_construct") from err
         if flags & MPO_QLIMIT:
             port.set_qlimit(qlimit)
-        if flags & (S.MPO_IMPORTANCE_RECEIVER | S.MPO_DENAP_RECEIVER | S.MPO_TEMPOWNER):
+        if flags & (ipc_space.MPO_IMPORTANCE_RECEIVER | ipc_space.MPO_DENAP_RECEIVER | ipc_space.MPO_TEMPOWNER):
             port.impdonation = True
-            port.tempowner = bool(flags & S.MPO_TEMPOWNER)
+            port.tempowner = bool(flags & ipc_space.MPO_TEMPOWNER)
         port.context = context
         if flags & MPO_CONTEXT_AS_GUARD:
             port.guarded = True
-            port.strict_guard = bool(flags & S.MPO_STRICT)
-            port.immovable = bool(flags & S.MPO_IMMOVABLE_RECEIVE)
+            port.strict_guard = bool(flags & ipc_space.MPO_STRICT)
+            port.immovable = bool(flags & ipc_space.MPO_IMMOVABLE_RECEIVE)
         name, e = space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))
         if flags & MPO_INSERT_SEND_RIGHT:
             try:
@@ -1326,15 +1326,15 @@ def status_flags(port: Port) -> int:
     """mps_flags of mach_port_status_t, as XNU's mach_port_get_attributes."""
     flags = 0
     if port.impdonation:
-        flags |= S.MACH_PORT_STATUS_FLAG_IMP_DONATION
+        flags |= ipc_space.MACH_PORT_STATUS_FLAG_IMP_DONATION
         if port.tempowner:
-            flags |= S.MACH_PORT_STATUS_FLAG_TEMPOWNER
+            flags |= ipc_space.MACH_PORT_STATUS_FLAG_TEMPOWNER
     if port.guarded:
-        flags |= S.MACH_PORT_STATUS_FLAG_GUARDED
+        flags |= ipc_space.MACH_PORT_STATUS_FLAG_GUARDED
         if port.strict_guard:
-            flags |= S.MACH_PORT_STATUS_FLAG_STRICT_GUARD
+            flags |= ipc_space.MACH_PORT_STATUS_FLAG_STRICT_GUARD
         if port.immovable:
-            flags |= S.MACH_PORT_STATUS_FLAG_GUARD_IMMOVABLE_RECEIVE
+            flags |= ipc_space.MACH_PORT_STATUS_FLAG_GUARD_IMMOVABLE_RECEIVE
     return flags
 
 
@@ -1381,8 +1381,8 @@ def guard(space: IpcSpace, name: int, value: int, flags: int) -> None:
         if port.context:
             raise _err(K.KERN_INVALID_ARGUMENT, f"{name:#x} already has a context or guard")
         port.context = value
-        port.guarded, port.strict_guard = True, bool(flags & S.MPG_STRICT)
-        if flags & S.MPG_IMMOVABLE_RECEIVE:
+        port.guarded, port.strict_guard = True, bool(flags & ipc_space.MPG_STRICT)
+        if flags & ipc_space.MPG_IMMOVABLE_RECEIVE:
             port.immovable = True  # sticky: unguarding keeps it
 
 
