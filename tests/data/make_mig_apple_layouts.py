@@ -48,6 +48,13 @@ DEFS = [
     "mach_eventlink",
 ]
 
+# Headers the layout program includes before a generated header because
+# the generated header uses their types without including them (libsyscall
+# supplies them when it builds the stubs).
+PRE_INCLUDES = {
+    "mach_eventlink": ["mach/mach_eventlink_types.h"],
+}
+
 # As libsyscall's mach_install_mig.sh: MIG_DEFINES and -novouchers.
 MIG_DEFINES = ["-DLIBSYSCALL_INTERFACE"]
 MIGCOM_FLAGS = ["-novouchers"]
@@ -175,7 +182,8 @@ def parse_structs(header: str) -> dict[str, list[str]]:
 
 
 def layout_program(stem: str, structs: dict[str, list[str]]) -> str:
-    lines = [
+    lines = [f"#include <{h}>" for h in PRE_INCLUDES.get(stem, [])]
+    lines += [
         f'#include "{stem}.h"',
         "#include <stddef.h>",
         "#ifndef __MigPackStructs",
@@ -317,6 +325,7 @@ def main() -> None:
         flags = layout_flags(xnu, work, cc)
         result: dict[str, Any] = {}
         reply_error = None
+        simple_replies: dict[str, dict[str, Any]] = {}
         for stem in args.stems:
             out = work / "out" / stem
             run_mig(migcom, xnu, stem, out, cc)
@@ -327,17 +336,25 @@ def main() -> None:
             subsystem, base, routines = routines_of(stem, out)
             for r in routines:
                 r["request"] = layouts.pop(f"__Request__{r['routine']}_t")
-                r["reply"] = (None if r["simple"]
-                              else layouts.pop(f"__Reply__{r['routine']}_t"))
+                reply = layouts.pop(f"__Reply__{r['routine']}_t")
+                if r["simple"]:
+                    # mig declares one (Head, NDR, RetCode) for the server's
+                    # error reply; no reply is sent otherwise.
+                    simple_replies.setdefault(stem, {})[r["routine"]] = reply
+                    r["reply"] = None
+                else:
+                    r["reply"] = reply
             assert not layouts, (stem, sorted(layouts))
             result[stem] = {"subsystem": subsystem, "base": base,
                             "routines": routines}
             print(f"{stem}: {subsystem} {base} {len(routines)} routines",
                   file=sys.stderr)
         Path(args.output).write_text(dump(result))
-        errpath = Path(args.output).with_name("mig_apple_reply_error.json")
-        errpath.write_text(dump(
+        extras = Path(args.output).with_name("mig_apple_extras.json")
+        extras.write_text(dump(
             {"mig_reply_error_t": reply_error,
+             "simpleroutine_reply_structs": simple_replies,
+             "defines": MIG_DEFINES, "migcom_flags": MIGCOM_FLAGS,
              "sources": {"bootstrap_cmds": git_describe(bc_src, bc_ref)
                          if bc != Path(bc_src) else "(tree)",
                          "xnu": git_describe(xnu_src, xnu_ref)
