@@ -98,7 +98,7 @@ def export_tree(src: str, ref: str, paths: list[str], dest: Path,
 
 
 def git_describe(src: str, ref: str) -> str:
-    res = subprocess.run(["git", "--git-dir", src, "rev-parse", ref],
+    res = subprocess.run(["git", "--git-dir", src, "rev-parse", ref + "^{commit}"],
                          text=True, capture_output=True)
     return res.stdout.strip() if res.returncode == 0 else "(tree)"
 
@@ -179,6 +179,16 @@ def parse_structs(header: str) -> dict[str, list[str]]:
             raise SystemExit(f"{m.group('name')} defined twice")
         structs[m.group("name")] = members
     return structs
+
+
+def check_server_header(stem: str, out: Path) -> None:
+    """The server header declares the same structs as the user header."""
+    def bodies(path: Path) -> dict[str, str]:
+        return {m.group("name"): " ".join(m.group("body").split())
+                for m in STRUCT_RE.finditer(path.read_text())}
+    user = bodies(out / f"{stem}.h")
+    server = bodies(out / f"{stem}Server.h")
+    assert user == server, stem
 
 
 def layout_program(stem: str, structs: dict[str, list[str]]) -> str:
@@ -281,8 +291,10 @@ def routines_of(stem: str, out: Path) -> tuple[str, int, list[dict[str, Any]]]:
             chk = re.search(
                 r"__MIG_check__Reply__%s_t\(.*?msgh_id != (\d+)\)" % name,
                 user, re.S)
-            assert chk and int(chk.group(1)) == rid + 100, name
-        routines.append({"routine": name, "id": rid, "simple": simple})
+            assert chk, name
+        reply_id = None if simple else int(chk.group(1))
+        routines.append({"routine": name, "id": rid, "simple": simple,
+                         "reply_id": reply_id})
     routines.sort(key=lambda r: r["id"])
     assert all(base <= r["id"] < end for r in routines), stem
     # The header's id map agrees.
@@ -326,15 +338,19 @@ def main() -> None:
         result: dict[str, Any] = {}
         reply_error = None
         simple_replies: dict[str, dict[str, Any]] = {}
+        reply_ids: dict[str, dict[str, Any]] = {}
         for stem in args.stems:
             out = work / "out" / stem
             run_mig(migcom, xnu, stem, out, cc)
+            check_server_header(stem, out)
             layouts, err = measure(stem, out, flags, cc)
             if reply_error is None:
                 reply_error = err
             assert err == reply_error
             subsystem, base, routines = routines_of(stem, out)
             for r in routines:
+                # The id the user stub checks in the reply.
+                reply_ids.setdefault(stem, {})[r["routine"]] = r.pop("reply_id")
                 r["request"] = layouts.pop(f"__Request__{r['routine']}_t")
                 reply = layouts.pop(f"__Reply__{r['routine']}_t")
                 if r["simple"]:
@@ -354,6 +370,7 @@ def main() -> None:
         extras.write_text(dump(
             {"mig_reply_error_t": reply_error,
              "simpleroutine_reply_structs": simple_replies,
+             "reply_ids": reply_ids,
              "defines": MIG_DEFINES, "migcom_flags": MIGCOM_FLAGS,
              "sources": {"bootstrap_cmds": git_describe(bc_src, bc_ref)
                          if bc != Path(bc_src) else "(tree)",
