@@ -276,7 +276,7 @@ def routines_of(stem: str, out: Path) -> tuple[str, int, list[dict[str, Any]]]:
     assert base_m, stem
     base, end = int(base_m.group(1)), int(base_m.group(2))
     # /* Routine X */ or /* SimpleRoutine X */ before each user stub.
-    routines = []
+    routines: list[dict[str, Any]] = []
     for m in re.finditer(r"^/\* (Routine|SimpleRoutine) (\w+) \*/\n"
                          r"mig_external kern_return_t (\w+)\n", user, re.M):
         kind, name = m.group(1), m.group(2)
@@ -287,12 +287,13 @@ def routines_of(stem: str, out: Path) -> tuple[str, int, list[dict[str, Any]]]:
         assert len(idm) == 1, (name, idm)
         rid = int(idm[0])
         simple = kind == "SimpleRoutine"
+        reply_id = None
         if not simple:
             chk = re.search(
                 r"__MIG_check__Reply__%s_t\(.*?msgh_id != (\d+)\)" % name,
                 user, re.S)
             assert chk, name
-        reply_id = None if simple else int(chk.group(1))
+            reply_id = int(chk.group(1))
         routines.append({"routine": name, "id": rid, "simple": simple,
                          "reply_id": reply_id})
     routines.sort(key=lambda r: r["id"])
