@@ -1,0 +1,1 @@
+/* shim: generated at xnu build time; no symbol aliasing needed for struct layouts */
