@@ -114,6 +114,17 @@ OOL_PORTS_DESCRIPTOR = "mach_msg_ool_ports_descriptor_t"
 DESCRIPTOR_C_SIZE = {PORT_DESCRIPTOR: 12, OOL_DESCRIPTOR: 16, OOL_PORTS_DESCRIPTOR: 16}
 REPLY_ID_DELTA = 100
 
+# A struct member is declared with its C type (the type's server type),
+# so its size is the C compiler's. For every type of XNU's .defs it is the
+# size that mig declares, but for these, whose C structs (LP64) are larger
+# than their .defs declarations say:
+C_TYPE_SIZES: dict[str, int] = {
+    # <mach/dyld_kernel.h>: struct dyld_kernel_process_info (an image info
+    # of 40, a uint64_t, two uint32_t, a uint8_t and two boolean_t, aligned
+    # to 8), which mach_types.defs declares as struct[64] of bytes
+    "dyld_kernel_process_info_t": 72,
+}
+
 
 def ak_check(kind: int, bits: int) -> bool:
     """Any of ``bits``."""
@@ -227,9 +238,12 @@ class Routine:
         return self.base + self.number + REPLY_ID_DELTA
 
     def to_json(self) -> dict[str, object]:
-        """The routine as ``pymach mig --layout`` prints it."""
+        """The routine as ``pymach mig --layout`` prints it. A
+        simpleroutine's reply is null: no reply is sent (mig declares its
+        ``__Reply__`` struct all the same, a mig_reply_error_t's fields,
+        which ``reply`` holds)."""
         return {"routine": self.name, "id": self.id, "simple": self.simple,
-                "request": self.request.to_json(), "reply": self.reply.to_json()}
+                "request": self.request.to_json(), "reply": None if self.simple else self.reply.to_json()}
 
 
 @dataclass
@@ -243,6 +257,7 @@ class Options:
     send_time: str | None = None
     msg_option: str | None = None
     use_special_reply_port: bool = False
+    c_sizes: dict[str, int] = field(default_factory=lambda: dict(C_TYPE_SIZES))
     last_arg: Argument | None = None    # rtProcessSameCountFlag's adjacent argument
 
 
@@ -643,8 +658,8 @@ class _Checker:
         self.add_same_count()
         self.process_ret_code()
         self.process_ndr()
-        rt.request = struct_layout(rt, request=True)
-        rt.reply = struct_layout(rt, request=False)
+        rt.request = struct_layout(rt, request=True, c_sizes=opts.c_sizes)
+        rt.reply = struct_layout(rt, request=False, c_sizes=opts.c_sizes)
 
 
 def check_routine(rt: Routine, opts: Options) -> None:
@@ -653,8 +668,9 @@ def check_routine(rt: Routine, opts: Options) -> None:
     _Checker(rt, opts).run()
 
 
-def _arg_fields(arg: Argument, kpd: bool) -> list[tuple[str, int, str | None]]:
-    """WriteFieldDeclPrim: the members that ``arg`` puts in a struct."""
+def _arg_fields(arg: Argument, kpd: bool, c_sizes: dict[str, int]) -> list[tuple[str, int, str | None]]:
+    """WriteFieldDeclPrim: the members that ``arg`` puts in a struct (the
+    sizes mig declares, or ``c_sizes``' for the C types it names)."""
     it = arg.itype
     name = arg.msg_field or arg.name
     if kpd:
@@ -672,35 +688,37 @@ def _arg_fields(arg: Argument, kpd: bool) -> list[tuple[str, int, str | None]]:
             assert count is not None
             out.append((count.msg_field or count.name, 4, count.name))
         per = max(element.number, 1)
-        out.append((name, it.number // per * element.type_size, arg.name))
+        size = c_sizes.get(element.server_type or "", element.type_size)
+        out.append((name, it.number // per * size, arg.name))
     elif it.native:
         raise MigError("", 0, f"{arg.name}: a native C type ({it.server_type}) has the size the C compiler "
                               "gives it, which mig's layouts cannot know")
     else:
-        out.append((name, it.type_size, arg.name))
+        out.append((name, c_sizes.get(it.server_type or "", it.type_size), arg.name))
     if it.pad_size:
         out.append((arg.pad_name or arg.name + "Pad", it.pad_size, None))
     return out
 
 
-def struct_layout(rt: Routine, request: bool) -> Layout:
+def struct_layout(rt: Routine, request: bool, c_sizes: dict[str, int] | None = None) -> Layout:
     """WriteStructDecl: the ``__Request__`` or ``__Reply__`` struct of ``rt``."""
     mask = AKB_REQUEST if request else AKB_REPLY
     kpd_bit = AKB_SEND_KPD if request else AKB_RETURN_KPD
     body_bit = AKB_SEND_BODY if request else AKB_RETURN_BODY
     simple = rt.simple_request if request else rt.simple_reply
+    sizes = C_TYPE_SIZES if c_sizes is None else c_sizes
     members: list[tuple[str, int, str | None]] = [("Head", HEADER_SIZE, None)]
     descriptors = 0
     if not simple:
         members.append(("msgh_body", BODY_SIZE, None))
         for arg in rt.args:
             if ak_check_all(arg.kind, mask | kpd_bit):
-                members += _arg_fields(arg, kpd=True)
+                members += _arg_fields(arg, True, sizes)
                 descriptors += arg.itype.kpd_number
     for arg in rt.args:
         if ak_check_all(arg.kind, mask | body_bit):
             try:
-                members += _arg_fields(arg, kpd=False)
+                members += _arg_fields(arg, False, sizes)
             except MigError as e:
                 raise MigError(rt.file, rt.line, f"{rt.name}: {e.message}") from None
     fields = []

@@ -9,6 +9,7 @@ file and line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import types as T
@@ -77,10 +78,11 @@ class Subsystem:
 class Parser:
     """parser.y's grammar over one preprocessed text."""
 
-    def __init__(self, text: str, file: str) -> None:
+    def __init__(self, text: str, file: str, c_sizes: Mapping[str, int] | None = None) -> None:
         self.lexer = Lexer(text, file)
         self.sub = Subsystem()
         self.opts = Options()
+        self.opts.c_sizes.update(c_sizes or {})
         self.tok = self.lexer.next()
 
     # -- tokens
@@ -490,6 +492,8 @@ class Parser:
         return flags
 
 
-def parse(text: str, file: str) -> Subsystem:
-    """The subsystem that the preprocessed ``text`` (from ``file``) declares."""
-    return Parser(text, file).parse()
+def parse(text: str, file: str, c_sizes: Mapping[str, int] | None = None) -> Subsystem:
+    """The subsystem that the preprocessed ``text`` (from ``file``) declares;
+    ``c_sizes`` adds to layout.C_TYPE_SIZES (C types whose size is not the
+    one their MIG type declares)."""
+    return Parser(text, file, c_sizes).parse()
