@@ -170,3 +170,12 @@ def test_offsets_are_contiguous_and_sizes_add_up(sub: Subsystem) -> None:
                 assert f.offset == end and f.offset % 2 == 0
                 end = f.offset + f.size
             assert lay_.size == end and end % 4 == 0
+
+
+def test_native_types_have_no_layout() -> None:
+    from pymach.mig import MigError, compile_text
+    with pytest.raises(MigError) as e:
+        compile_text('# 1 "n.defs"\nsubsystem n 1;\ntype mach_port_t = MACH_MSG_TYPE_COPY_SEND;\n'
+                     "routine r(s: mach_port_t; in x: PointerTo(unsigned stat_t));\n")
+    assert (e.value.file, e.value.line) == ("n.defs", 3)
+    assert "unsigned stat_t" in e.value.message and "C compiler" in e.value.message

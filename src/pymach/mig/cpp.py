@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -76,7 +77,7 @@ def _pcpp(path: str, search: list[str], macros: dict[str, str], undefines: list[
                                  includepath: str) -> None:
             src = self.lastdirective.source if self.lastdirective is not None else path
             line = self.lastdirective.lineno if self.lastdirective is not None else 0
-            raise MigError(src, line, f"#include {includepath}: file not found")
+            raise MigError(_as_given(src, path), line, f"#include {includepath}: file not found")
 
         def on_directive_unknown(self, directive: object, toks: list[object], ifpassthru: bool,
                                  precedingtoks: list[object]) -> bool | None:
@@ -106,8 +107,22 @@ def _pcpp(path: str, search: list[str], macros: dict[str, str], undefines: list[
     p.write(out)
     if errors:
         file, line, msg = errors[0]
-        raise MigError(file, line, msg)
-    return f'# 1 "{path}"\n' + out.getvalue()
+        raise MigError(_as_given(file, path), line, msg)
+    # pcpp names files relative to the working directory: the .defs file
+    # keeps the name it was given, as cc -E keeps it
+    text = _MARKER.sub(lambda m: f'{m.group(1)}"{_as_given(m.group(2), path)}"', out.getvalue())
+    return f'# 1 "{path}"\n' + text
+
+
+_MARKER = re.compile(r'^(#[ \t]*[0-9]+[ \t]*)"([^"\n]*)"', re.MULTILINE)
+
+
+def _as_given(name: str, path: str) -> str:
+    """``path`` where ``name`` is the same file, else ``name``."""
+    try:
+        return path if os.path.abspath(name) == os.path.abspath(path) else name
+    except (OSError, ValueError):
+        return name
 
 
 def _system_cpp(path: str, search: list[str], macros: dict[str, str], undefines: list[str]) -> str:
