@@ -179,3 +179,10 @@ def test_native_types_have_no_layout() -> None:
                      "routine r(s: mach_port_t; in x: PointerTo(unsigned stat_t));\n")
     assert (e.value.file, e.value.line) == ("n.defs", 3)
     assert "unsigned stat_t" in e.value.message and "C compiler" in e.value.message
+
+
+def test_ids_use_the_base_the_file_ends_with() -> None:
+    from pymach.mig import compile_text
+    s = compile_text("type p = MACH_MSG_TYPE_COPY_SEND; routine a(s: p); skip; routine b(s: p); "
+                     "subsystem late 500;")
+    assert [(r.name, r.id, r.reply_id) for r in s.routines] == [("a", 500, 600), ("b", 502, 602)]

@@ -155,6 +155,8 @@ def test_line_markers_name_the_file_and_line() -> None:
     ("routine r(s: mach_port_t) @", 1, "syntax error: unexpected character '@'"),
     ("routine dealloc(s: mach_port_t);", 1, "syntax error: expected an identifier, found 'dealloc'"),
     ("type t = array[4 / 0] of int;", 1, "division by zero"),
+    ("type t = array[2 - 5] of int;", 1, "negative size (-3)"),
+    ("type t = c_string[*:(1 - 2) * 3];", 1, "negative size (-3)"),
 ])
 def test_errors_name_file_and_line(source: str, line: int, message: str) -> None:
     text = BASE + '\n# 1 "bad.defs"\nsubsystem bad 100;\n# 1 "bad.defs"\n' + source
@@ -218,3 +220,58 @@ def test_system_cpp_gives_the_same() -> None:
     a = compile_defs(*args, include=[str(HERE / "include")], system_cpp=True)
     b = compile_defs(*args, include=[str(HERE / "include")])
     assert a.to_json() == b.to_json() and a.imports == b.imports
+
+
+def test_pragma_and_line_directives() -> None:
+    s = compile_text(BASE + '\n#pragma once\n#line 10 "p.defs"\nsubsystem p 3;\n')
+    assert (s.name, s.base) == ("p", 3)
+    with pytest.raises(MigError) as e:
+        compile_text(BASE + '\n#line 10 "p.defs"\nsubsystem p 3;\ntype t = nosuch;\n')
+    assert (e.value.file, e.value.line) == ("p.defs", 11)
+
+
+WORDS = ["routine", "simpleroutine", "subsystem", "type", "skip", "in", "out", "inout", "requestport",
+         "replyport", "sreplyport", "ureplyport", "waittime", "msgoption", "msgseqno", "serveraudittoken",
+         "serverimpl", "userimpl", "array", "struct", "of", "c_string", "polymorphic", "Dealloc", "SameCount",
+         "CountInOut", "RetCode", "Const", "PointerTo", "ValueOf", "PointerToIfNot", "ctype", "intran",
+         "outtran", "destructor", "import", "rcsid", "MsgOption", "WaitTime", "mach_port_t", "int", "char",
+         "mach_port_poly_t", "int16_t", "x", "y", "MACH_MSG_TYPE_INTEGER_32", "MACH_MSG_TYPE_MOVE_SEND",
+         "0", "1", "4", "64", ":", ";", ",", "(", ")", "[", "]", "*", "^", "=", "|", "+", "-", "/", "<a.h>",
+         '"q"', "\n"]
+
+
+def test_any_token_soup_gives_a_result_or_a_mig_error() -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.sampled_from(WORDS), max_size=40))
+    def check(words: list[str]) -> None:
+        text = BASE + '\n# 1 "soup.defs"\nsubsystem soup 10;\n' + " ".join(words)
+        try:
+            compile_text(text)
+        except MigError as e:
+            assert e.file == "soup.defs" and e.line >= 1
+
+    check()
+
+
+def test_routine_mutations_give_a_result_or_a_mig_error() -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    lines = (HERE / "layout.defs").read_text().splitlines()
+    body = [ln for ln in lines if ln.startswith(("routine", "simpleroutine", "type"))]
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.sampled_from(body), max_size=6), st.integers(0, 2000), st.sampled_from(WORDS))
+    def check(chosen: list[str], at: int, word: str) -> None:
+        text = "\n".join(chosen)
+        at = at % (len(text) + 1)
+        text = text[:at] + " " + word + " " + text[at:]
+        try:
+            compile_text(BASE + '\n# 1 "m.defs"\nsubsystem m 10;\n' + text)
+        except MigError as e:
+            assert e.file == "m.defs"
+
+    check()

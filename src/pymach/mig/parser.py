@@ -122,6 +122,9 @@ class Parser:
     def parse(self) -> Subsystem:
         while self.tok.kind != "eof":
             self.statement()
+        # ids are made with the subsystem's base as the file leaves it
+        for rt in self.sub.routines:
+            rt.base = self.sub.base
         return self.sub
 
     def statement(self) -> None:
@@ -299,11 +302,11 @@ class Parser:
                 number = 0
                 if self.tok.kind == ":":
                     self.advance()
-                    number = self.int_exp()
+                    number = self.size_exp()
                 self.expect("]", "']'")
                 self.expect("of", "'of'")
                 return T.var_array_decl(number, self.type_spec(), f, ln)
-            number = self.int_exp()
+            number = self.size_exp()
             self.expect("]", "']'")
             self.expect("of", "'of'")
             return T.array_decl(number, self.type_spec(), f, ln)
@@ -313,7 +316,7 @@ class Parser:
         if k == "struct":
             self.advance()
             self.expect("[", "'['")
-            number = self.int_exp()
+            number = self.size_exp()
             self.expect("]", "']'")
             self.expect("of", "'of'")
             return T.struct_decl(number, self.type_spec(), f, ln)
@@ -325,7 +328,7 @@ class Parser:
                 self.advance()
                 self.expect(":", "':'")
                 varying = True
-            number = self.int_exp()
+            number = self.size_exp()
             self.expect("]", "']'")
             return T.cstring_decl(number, varying, f, ln)
         if k in ("PointerTo", "PointerToIfNot", "ValueOf"):
@@ -390,6 +393,15 @@ class Parser:
             op = self.advance().kind
             r = self._term()
             v = v + r if op == "+" else v - r
+        return v
+
+    def size_exp(self) -> int:
+        """An IntExp that sizes an array, a struct or a c_string (mig's
+        unsigned arithmetic would wrap a negative one around)."""
+        t = self.tok
+        v = self.int_exp()
+        if v < 0:
+            raise self.error(f"negative size ({v})", t)
         return v
 
     def _term(self) -> int:
