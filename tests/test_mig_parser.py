@@ -24,7 +24,7 @@ def sub() -> Subsystem:
 
 
 def test_statements(sub: Subsystem) -> None:
-    assert (sub.name, sub.base, sub.kernel_user, sub.kernel_server) == ("grammar", 1000, True, False)
+    assert (sub.name, sub.base, sub.kernel_user, sub.kernel_server) == ("grammar", 1000, False, True)
     assert (sub.user_prefix, sub.server_prefix, sub.server_demux) == ("usr_", "srv_", "grammar_demux")
     assert sub.error_proc == "grammar_error"
     assert sub.rcs_id == '"$Id: grammar.defs 1 $"'
@@ -133,7 +133,7 @@ def test_line_markers_name_the_file_and_line() -> None:
     assert str(e.value) == "b.defs:42: type 'nosuch_t' not defined"
 
 
-@pytest.mark.parametrize("source, line, message", [
+ERRORS = [
     ("routine r(s: nosuch_t);", 1, "type 'nosuch_t' not defined"),
     ("\n\nroutine r(s: mach_port_t;;\n", 3, "syntax error"),
     ("routine r();", 1, "Routine r doesn't have a server port argument"),
@@ -157,7 +157,10 @@ def test_line_markers_name_the_file_and_line() -> None:
     ("type t = array[4 / 0] of int;", 1, "division by zero"),
     ("type t = array[2 - 5] of int;", 1, "negative size (-3)"),
     ("type t = c_string[*:(1 - 2) * 3];", 1, "negative size (-3)"),
-])
+]
+
+
+@pytest.mark.parametrize("source, line, message", ERRORS)
 def test_errors_name_file_and_line(source: str, line: int, message: str) -> None:
     text = BASE + '\n# 1 "bad.defs"\nsubsystem bad 100;\n# 1 "bad.defs"\n' + source
     with pytest.raises(MigError) as e:
@@ -165,6 +168,40 @@ def test_errors_name_file_and_line(source: str, line: int, message: str) -> None
     assert (e.value.file, e.value.line) == ("bad.defs", line), str(e.value)
     assert e.value.message.startswith(message), e.value.message
     assert str(e.value).startswith(f"bad.defs:{line}: ")
+
+
+def test_kernel_user_and_kernel_server() -> None:
+    s = compile_text(BASE + "\nsubsystem KernelUser KernelServer ku 1;\nsubsystem KernelUser ku2 2;\n"
+                            "routine r(s: mach_port_t; in d: o = ^array[] of char, Dealloc);")
+    assert (s.name, s.base, s.kernel_user, s.kernel_server) == ("ku2", 2, True, False)
+    assert any("previous Subsystem decl (of ku) will be ignored" in w for w in s.warnings)
+    assert s.routine("r").args[-2].deallocate == "yes"   # KernelUser, In, Dealloc
+    with pytest.raises(MigError) as e:
+        compile_text(BASE + '\n# 1 "ku.defs"\nsubsystem KernelUser ku 1;\n'
+                            "routine r(s: mach_port_t; out d: o = ^array[] of char, Overwrite);")
+    assert e.value.line == 2
+    assert e.value.message == "Overwrite option(s) do not match with the KernelUser personality"
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("PYMACH_MIGCOM"),
+                    reason="no migcom of Apple's to compare with (PYMACH_MIGCOM)")
+@pytest.mark.parametrize("source, line, message", ERRORS)
+def test_apple_mig_gives_these_errors(source: str, line: int, message: str) -> None:
+    import os
+    import re
+    import subprocess
+    if "negative size" in message or "division by zero" in message:
+        pytest.skip("mig's unsigned arithmetic wraps a negative size around, and it divides by zero")
+    text = BASE + '\n# 1 "bad.defs"\nsubsystem bad 100;\n# 1 "bad.defs"\n' + source + "\n"
+    r = subprocess.run([os.environ["PYMACH_MIGCOM"], "-user", "/dev/null", "-header", "/dev/null", "-server",
+                        "/dev/null"], input=text, text=True, errors="replace", capture_output=True, cwd="/tmp",
+                       timeout=60, check=False)
+    assert r.returncode != 0
+    first = next(ln for ln in r.stderr.splitlines() if ": warning: " not in ln)
+    m = re.match(r'(?:mig: fatal: )?"bad\.defs", line (\d+): (.*)', first)
+    assert m, r.stderr
+    assert int(m.group(1)) == line
+    assert message.startswith(m.group(2).strip())
 
 
 def test_warnings_as_mig_gives_them() -> None:
@@ -275,3 +312,53 @@ def test_routine_mutations_give_a_result_or_a_mig_error() -> None:
             assert e.file == "m.defs"
 
     check()
+
+
+# warnings as Apple's mig prints them for these texts (each line: "w.defs", line N: warning: ...)
+WARNINGS = [
+    ("type int = int32_t;\nroutine r(s: mach_port_t; x: int, Const, Const; y: int, Dealloc);",
+     [(1, "overriding previous definition of int"), (2, "redundant IPC flag ignored"),
+      (2, "y: Dealloc is ignored: it is meaningless  for that type of argument")]),
+    ("WaitTime T;\nroutine r(s: mach_port_t);\nConsumeOnSendError Timeout;\nroutine q(s: mach_port_t);",
+     [(2, 'Routine r specifies a SendTime/WaitTime which may leak resources, adopt "ConsumeOnSendError Timeout"')]),
+    ("type o = ^array[] of char;\nroutine r(s: mach_port_t; in a: o, Dealloc, NotDealloc; in b: o, Dealloc[], "
+     "Dealloc; out c: o, Overwrite; in d: o, Overwrite; x: int, PhysicalCopy; in e: o, CountInOut; "
+     "out f: int, CountInOut; out g: int, SameCount);",
+     [(2, "a: Dealloc and NotDealloc cancel out"), (2, "b: Dealloc and NotDealloc ignored with Dealloc[]"),
+      (2, "d: Overwrite is ignored - it must be Out AND Ool!"),
+      (2, "x: PhysicalCopy is ignored, argument copied inline anyway"),
+      (2, "e: CountInOut is ignored: argument must be Out"),
+      (2, "f: CountInOut is ignored: argument isn't variable or in-line"),
+      (2, "g: SameCount is ignored - the argument is not variable"),
+      (2, "g: SameCount is ignored - adjacent argument is not variable")]),
+    ("simpleroutine r(s: mach_port_t; x: int, RetCode; y: int, RetCode; z: int64_t, RetCode);\n"
+     "routine q(requestport s: mach_port_t; requestport t: mach_port_t; replyport u: mach_port_send_once_t; "
+     "replyport v: mach_port_send_once_t);",
+     [(1, "y: RetCode is ignored - only one argument can be flagged as RetCode"),
+      (1, "z: RetCode is ignored - the type doesn't match a MIG RetCode"),
+      (2, "multiple RequestPort args in q; s won't be used"), (2, "multiple ReplyPort args in q; u won't be used")]),
+    ('subsystem v 2;\nrcsid "a";\nrcsid "b";\ntype t = int ctype: a ctype: b;',
+     [(1, "previous Subsystem decl (of w) will be ignored"), (3, "previous RCS decl will be ignored"),
+      (4, "conflicting user types (a, b)"), (4, "conflicting server types (a, b)")]),
+]
+
+
+@pytest.mark.parametrize("source, expected", WARNINGS)
+def test_warnings_are_migs(source: str, expected: list[tuple[int, str]]) -> None:
+    s = compile_text(BASE + '\n# 1 "w.defs"\nsubsystem w 1;\n' + source + "\n")
+    assert s.warnings == [f"w.defs:{line + 1}: warning: {msg}" for line, msg in expected]
+
+
+MIGCOM = __import__("os").environ.get("PYMACH_MIGCOM", "")
+
+
+@pytest.mark.skipif(not MIGCOM, reason="no migcom of Apple's to compare with (PYMACH_MIGCOM)")
+@pytest.mark.parametrize("source, expected", WARNINGS)
+def test_apple_mig_gives_these_warnings(source: str, expected: list[tuple[int, str]]) -> None:
+    text = BASE + '\n# 1 "w.defs"\nsubsystem w 1;\n' + source + "\n"
+    r = __import__("subprocess").run([MIGCOM, "-user", "/dev/null", "-header", "/dev/null", "-server",
+                                      "/dev/null"], input=text, text=True, errors="replace",
+                                     capture_output=True, cwd="/tmp", timeout=60, check=False)
+    got = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 0
+    assert got == [f'"w.defs", line {line + 1}: warning: {msg}' for line, msg in expected]

@@ -257,6 +257,7 @@ class Options:
     send_time: str | None = None
     msg_option: str | None = None
     use_special_reply_port: bool = False
+    consume_on_send_error: str = "None"
     c_sizes: dict[str, int] = field(default_factory=lambda: dict(C_TYPE_SIZES))
     last_arg: Argument | None = None    # rtProcessSameCountFlag's adjacent argument
 
@@ -644,6 +645,10 @@ class _Checker:
                                     make_count_type(), var_name=opts.wait_time if wait else opts.send_time)
             self.insert_after(rt.msg_option, rt.wait_time)
             self.set_defaults(rt.wait_time)
+        if rt.wait_time is not None and opts.consume_on_send_error == "None":
+            kind = "SimpleRoutine" if rt.simple else "Routine"
+            self.warn(f"{kind} {rt.name} specifies a SendTime/WaitTime which may leak resources, "
+                      'adopt "ConsumeOnSendError Timeout"')
         self.check_arg_types()
         if rt.simple and any(ak_check_all(a.kind, AKB_RETURN) for a in rt.args):
             raise self.error(f"SimpleRoutine {rt.name} has OUT argument")
@@ -651,6 +656,8 @@ class _Checker:
         rt.simple_reply = self.check_simple(AKB_REPLY)
         rt.request_kpds = sum(a.itype.kpd_number for a in rt.args if ak_check_all(a.kind, AKB_SEND_KPD))
         rt.reply_kpds = sum(a.itype.kpd_number for a in rt.args if ak_check_all(a.kind, AKB_RETURN_KPD))
+        if any(a.flags & FL_OVERWRITE for a in rt.args) and opts.kernel_user:
+            raise self.error("Overwrite option(s) do not match with the KernelUser personality")
         if opts.use_special_reply_port and not rt.simple and not (
                 rt.reply_port is not None and ak_check(rt.reply_port.kind, AKB_USER_ARG)) and (
                 opts.kernel_user or opts.kernel_server):

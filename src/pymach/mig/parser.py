@@ -145,7 +145,7 @@ class Parser:
             elif k == "sendtime":
                 sub.send_time = opts.send_time = word
             elif word.lower() in ("none", "timeout", "any"):
-                sub.consume_on_send_error = word.capitalize()
+                sub.consume_on_send_error = opts.consume_on_send_error = word.capitalize()
             else:
                 raise self.error("syntax error")
         elif k == "nowaittime":
