@@ -186,3 +186,24 @@ def test_ids_use_the_base_the_file_ends_with() -> None:
     s = compile_text("type p = MACH_MSG_TYPE_COPY_SEND; routine a(s: p); skip; routine b(s: p); "
                      "subsystem late 500;")
     assert [(r.name, r.id, r.reply_id) for r in s.routines] == [("a", 500, 600), ("b", 502, 602)]
+
+
+def test_minimum_sizes_leave_out_variable_arrays(sub: Subsystem) -> None:
+    # what mig's stubs check msgh_size against: sizeof(Request) - the
+    # variable in-line arrays and their padding
+    mins = {name: (sub.routine(name).request.min_size, sub.routine(name).reply.min_size)
+            for name in ("var_inline", "strings", "count_in_out", "same_count", "scalars", "ool")}
+    assert mins == {"var_inline": (48 - 12, 52 - 12), "strings": (120 - 64, 108 - 64),
+                    "count_in_out": (40, 72 - 32), "same_count": (24, 72 - 32), "scalars": (40, 48),
+                    "ool": (56, 56)}
+
+
+def test_field_kinds(sub: Subsystem) -> None:
+    kinds = [(f.name, f.kind, f.arg) for f in sub.routine("strings").request.fields]
+    assert kinds == [("Head", "header", None), ("NDR", "ndr", "NDR_record"), ("sOffset", "offset", "s"),
+                     ("sCnt", "count", "sCnt"), ("s", "variable", "s"), ("f", "data", "f")]
+    kinds = [(f.name, f.kind) for f in sub.routine("ool").reply.fields]
+    assert kinds == [("Head", "header"), ("msgh_body", "body"), ("back", "descriptor"), ("NDR", "ndr"),
+                     ("backCnt", "count")]
+    assert [(f.name, f.kind) for f in sub.routine("scalars").reply.fields][2:] == [
+        ("RetCode", "retcode"), ("b", "data"), ("c", "data"), ("cPad", "pad")]

@@ -173,22 +173,30 @@ class Argument:
 @dataclass(frozen=True)
 class Field:
     """One member of a message struct: mig's name for it, its offset and
-    size in bytes, and the argument it carries (None for the header, the
-    body and padding)."""
+    size in bytes, what it is (``kind``: ``header``, ``body`` (the
+    descriptor count), ``descriptor`` (one or an array), ``ndr``,
+    ``retcode``, ``count``, ``offset`` (a variable c_string's), ``data``,
+    ``variable`` (a variable in-line array, at its maximum) or ``pad``),
+    and the name of the argument it carries (None for the header, the body
+    and padding)."""
     name: str
     offset: int
     size: int
     arg: str | None = None
+    kind: str = "data"
 
 
 @dataclass(frozen=True)
 class Layout:
     """A message struct: its size (maximum, with variable arrays full),
-    its fields, whether it is complex and how many descriptors it has."""
+    its fields, whether it is complex and how many descriptors it has.
+    ``min_size`` is the size with every variable in-line array empty (as
+    mig's rtMinRequestSize / rtMinReplySize give it)."""
     size: int
     fields: tuple[Field, ...]
     complex: bool
     descriptors: int
+    min_size: int = -1
 
     def to_json(self) -> dict[str, object]:
         """``{"size": ..., "fields": [[name, offset, size], ...]}``."""
@@ -196,8 +204,8 @@ class Layout:
 
 
 # mig_reply_error_t: what a server answers when a routine fails
-REPLY_ERROR = Layout(36, (Field("Head", 0, 24), Field("NDR", 24, 8), Field("RetCode", 32, 4, "RetCode")),
-                     False, 0)
+REPLY_ERROR = Layout(36, (Field("Head", 0, 24, None, "header"), Field("NDR", 24, 8, None, "ndr"),
+                           Field("RetCode", 32, 4, "RetCode", "retcode")), False, 0, 36)
 
 
 @dataclass(eq=False)
@@ -675,35 +683,42 @@ def check_routine(rt: Routine, opts: Options) -> None:
     _Checker(rt, opts).run()
 
 
-def _arg_fields(arg: Argument, kpd: bool, c_sizes: dict[str, int]) -> list[tuple[str, int, str | None]]:
+_Member = tuple[str, int, "str | None", str]
+
+
+def _arg_fields(arg: Argument, kpd: bool, c_sizes: dict[str, int]) -> list[_Member]:
     """WriteFieldDeclPrim: the members that ``arg`` puts in a struct (the
-    sizes mig declares, or ``c_sizes``' for the C types it names)."""
+    sizes mig declares, or ``c_sizes``' for the C types it names), as
+    (name, size, argument, kind)."""
     it = arg.itype
     name = arg.msg_field or arg.name
     if kpd:
         assert arg.kpd_type is not None
         n = it.kpd_number if it.multiple_kpd else 1
-        return [(name, DESCRIPTOR_C_SIZE[arg.kpd_type] * n, arg.name)]
-    out: list[tuple[str, int, str | None]] = []
+        return [(name, DESCRIPTOR_C_SIZE[arg.kpd_type] * n, arg.name, "descriptor")]
+    ident = ak_ident(arg.kind)
+    kind = {AKE_NDR_CODE: "ndr", AKE_RET_CODE: "retcode", AKE_COUNT: "count", AKE_COUNT_IN_OUT: "count",
+            AKE_SUB_COUNT: "count"}.get(ident, "data")
+    out: list[_Member] = []
     if it.variable_sized_untyped or it.no_opt_array:
         element = it.element
         assert element is not None
         if it.string:
-            out.append((arg.name + "Offset", 4, arg.name))
+            out.append((arg.name + "Offset", 4, arg.name, "offset"))
         if not arg.flags & FL_SAME_COUNT and not it.no_opt_array:
             count = arg.count
             assert count is not None
-            out.append((count.msg_field or count.name, 4, count.name))
+            out.append((count.msg_field or count.name, 4, count.name, "count"))
         per = max(element.number, 1)
         size = c_sizes.get(element.server_type or "", element.type_size)
-        out.append((name, it.number // per * size, arg.name))
+        out.append((name, it.number // per * size, arg.name, "count" if it.no_opt_array else "variable"))
     elif it.native:
         raise MigError("", 0, f"{arg.name}: a native C type ({it.server_type}) has the size the C compiler "
                               "gives it, which mig's layouts cannot know")
     else:
-        out.append((name, c_sizes.get(it.server_type or "", it.type_size), arg.name))
+        out.append((name, c_sizes.get(it.server_type or "", it.type_size), arg.name, kind))
     if it.pad_size:
-        out.append((arg.pad_name or arg.name + "Pad", it.pad_size, None))
+        out.append((arg.pad_name or arg.name + "Pad", it.pad_size, None, "pad"))
     return out
 
 
@@ -714,10 +729,11 @@ def struct_layout(rt: Routine, request: bool, c_sizes: dict[str, int] | None = N
     body_bit = AKB_SEND_BODY if request else AKB_RETURN_BODY
     simple = rt.simple_request if request else rt.simple_reply
     sizes = C_TYPE_SIZES if c_sizes is None else c_sizes
-    members: list[tuple[str, int, str | None]] = [("Head", HEADER_SIZE, None)]
+    members: list[_Member] = [("Head", HEADER_SIZE, None, "header")]
     descriptors = 0
+    variable = 0
     if not simple:
-        members.append(("msgh_body", BODY_SIZE, None))
+        members.append(("msgh_body", BODY_SIZE, None, "body"))
         for arg in rt.args:
             if ak_check_all(arg.kind, mask | kpd_bit):
                 members += _arg_fields(arg, True, sizes)
@@ -725,12 +741,17 @@ def struct_layout(rt: Routine, request: bool, c_sizes: dict[str, int] | None = N
     for arg in rt.args:
         if ak_check_all(arg.kind, mask | body_bit):
             try:
-                members += _arg_fields(arg, False, sizes)
+                fields_ = _arg_fields(arg, False, sizes)
             except MigError as e:
                 raise MigError(rt.file, rt.line, f"{rt.name}: {e.message}") from None
+            members += fields_
+            if arg.itype.variable_sized_untyped:
+                # rtSizeDelta: the array and its padding may be absent
+                variable += sum(size for _, size, _, kind in fields_ if kind in ("variable", "pad"))
     fields = []
     offset = 0
-    for name, size, argname in members:
-        fields.append(Field(name, offset, size, argname))
+    for name, size, argname, kind in members:
+        fields.append(Field(name, offset, size, argname, kind))
         offset += size
-    return Layout((offset + 3) & ~3, tuple(fields), not simple, descriptors)
+    size = (offset + 3) & ~3
+    return Layout(size, tuple(fields), not simple, descriptors, size - variable)
