@@ -92,3 +92,16 @@ def test_reply_ids_and_simpleroutine_reply_structs_equal_apple_migs() -> None:
             assert (None if rt.simple else rt.reply_id) == want, (name, routine)
     assert extras["mig_reply_error_t"] == {"size": 36, "fields": [["Head", 0, 24], ["NDR", 24, 8],
                                                                   ["RetCode", 32, 4]]}
+
+
+def test_c_sizes_of_structs_larger_than_their_declarations() -> None:
+    # struct dyld_kernel_process_info: 40 + 8 + 4 + 4 + 1 (+3) + 4 + 4 = 68, padded to 72
+    rt = xnu_defs("task").routine("task_register_dyld_get_process_state")
+    assert rt.reply.to_json()["fields"][-1] == ["dyld_process_state", 36, 72]
+    # struct list_xattrs_result: 7 * 8 + 34860 = 34916, padded to 34920
+    osfmk = os.path.join(XNU, "osfmk")
+    sub = compile_defs(os.path.join(osfmk, "mach", "doubleagent_mig.defs"), include=[osfmk],
+                       defines={"LIBSYSCALL_INTERFACE": None})
+    reply = sub.routine("doubleagent_list_xattrs").reply
+    assert reply.to_json() == {"size": 34960, "fields": [["Head", 0, 24], ["NDR", 24, 8], ["RetCode", 32, 4],
+                                                         ["err", 36, 4], ["result", 40, 34920]]}

@@ -123,6 +123,10 @@ C_TYPE_SIZES: dict[str, int] = {
     # of 40, a uint64_t, two uint32_t, a uint8_t and two boolean_t, aligned
     # to 8), which mach_types.defs declares as struct[64] of bytes
     "dyld_kernel_process_info_t": 72,
+    # <mach/doubleagent_types.h>: struct list_xattrs_result, seven uint64_t
+    # and 34860 bytes of data, padded to a multiple of 8; doubleagent_mig.defs
+    # declares struct[34916] of uint8_t
+    "listxattrs_result_t": 34920,
 }
 
 
