@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import types as T
+from . import types as MT
 from .errors import MigError
 from .layout import (AK_AUDIT_TOKEN, AK_IN, AK_INOUT, AK_MSG_OPTION, AK_MSG_SEQNO, AK_OUT, AK_REPLY_PORT,
                      AK_REQUEST_PORT, AK_SEC_TOKEN, AK_SEND_TIME, AK_SERVER_AUDIT_TOKEN, AK_SERVER_CONTEXT_TOKEN,
@@ -57,7 +57,7 @@ class Subsystem:
     user_type_limit: int | None = None
     on_stack_limit: int | None = None
     imports: list[tuple[str, str]] = field(default_factory=list)
-    types: dict[str, T.IpcType] = field(default_factory=dict)
+    types: dict[str, MT.IpcType] = field(default_factory=dict)
     routines: list[Routine] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     count: int = 0                  # routines and skips: the next routine's number
@@ -220,22 +220,22 @@ class Parser:
 
     # -- types
 
-    def named_type_spec(self) -> tuple[str, T.IpcType]:
+    def named_type_spec(self) -> tuple[str, MT.IpcType]:
         """NamedTypeSpec: ``name = TransTypeSpec``."""
         start = self.tok
         name = self.ident()
         self.expect("=", "'='")
         it = self.trans_type_spec()
-        T.check_decl(name, it, start.file, start.line)
+        MT.check_decl(name, it, start.file, start.line)
         return name, it
 
     def _conflict(self, what: str, old: str | None, new: str) -> None:
         if old is not None and old != new:
             self.warn(f"conflicting {what} ({old}, {new})")
 
-    def trans_type_spec(self) -> T.IpcType:
+    def trans_type_spec(self) -> MT.IpcType:
         """TransTypeSpec: a TypeSpec and its translations and C types."""
-        it = T.reset_type(self.type_spec())
+        it = MT.reset_type(self.type_spec())
         while self.tok.kind in TRANSLATIONS:
             k = self.advance().kind
             self.expect(":", "':'")
@@ -273,7 +273,7 @@ class Parser:
                     it.server_type = name
         return it
 
-    def type_spec(self) -> T.IpcType:
+    def type_spec(self) -> MT.IpcType:
         """TypeSpec."""
         t = self.tok
         f, ln = t.file, t.line
@@ -283,7 +283,7 @@ class Parser:
             old = self.sub.types.get(str(t.value))
             if old is None:
                 raise self.error(f"type '{t.value}' not defined", t)
-            return T.copy_type(old)
+            return MT.copy_type(old)
         if k in ("number", "symtype"):
             return self.basic_type_spec()
         if k == "(":
@@ -296,7 +296,7 @@ class Parser:
             if self.tok.kind == "]":
                 self.advance()
                 self.expect("of", "'of'")
-                return T.var_array_decl(0, self.type_spec(), f, ln)
+                return MT.var_array_decl(0, self.type_spec(), f, ln)
             if self.tok.kind == "*":
                 self.advance()
                 number = 0
@@ -305,21 +305,21 @@ class Parser:
                     number = self.size_exp()
                 self.expect("]", "']'")
                 self.expect("of", "'of'")
-                return T.var_array_decl(number, self.type_spec(), f, ln)
+                return MT.var_array_decl(number, self.type_spec(), f, ln)
             number = self.size_exp()
             self.expect("]", "']'")
             self.expect("of", "'of'")
-            return T.array_decl(number, self.type_spec(), f, ln)
+            return MT.array_decl(number, self.type_spec(), f, ln)
         if k == "^":
             self.advance()
-            return T.ptr_decl(self.type_spec(), f, ln)
+            return MT.ptr_decl(self.type_spec(), f, ln)
         if k == "struct":
             self.advance()
             self.expect("[", "'['")
             number = self.size_exp()
             self.expect("]", "']'")
             self.expect("of", "'of'")
-            return T.struct_decl(number, self.type_spec(), f, ln)
+            return MT.struct_decl(number, self.type_spec(), f, ln)
         if k == "c_string":
             self.advance()
             self.expect("[", "'['")
@@ -330,12 +330,12 @@ class Parser:
                 varying = True
             number = self.size_exp()
             self.expect("]", "']'")
-            return T.cstring_decl(number, varying, f, ln)
+            return MT.cstring_decl(number, varying, f, ln)
         if k in ("PointerTo", "PointerToIfNot", "ValueOf"):
             return self.native_type_spec()
         raise self.syntax_error("a type")
 
-    def native_type_spec(self) -> T.IpcType:
+    def native_type_spec(self) -> MT.IpcType:
         """NativeTypeSpec: PointerTo(T), PointerToIfNot(T, V), ValueOf(T)."""
         k = self.advance().kind
         self.expect("(", "'('")
@@ -345,7 +345,7 @@ class Parser:
             self.expect(",", "','")
             bad = self.type_phrase()
         self.expect(")", "')'")
-        return T.native_type(phrase, k != "ValueOf", bad)
+        return MT.native_type(phrase, k != "ValueOf", bad)
 
     def type_phrase(self) -> str:
         words = [self.ident()]
@@ -381,10 +381,10 @@ class Parser:
                 raise self.error(f"sizes in IPCTypes ({a.size}, {b.size}) aren't equal", t)
         return SymType(a.innumber, a.instr, b.outnumber, b.outstr, size)
 
-    def basic_type_spec(self) -> T.IpcType:
+    def basic_type_spec(self) -> MT.IpcType:
         t = self.tok
         s = self.ipc_type()
-        return T.short_decl(s.innumber, s.instr, s.outnumber, s.outstr, s.size, t.file, t.line)
+        return MT.short_decl(s.innumber, s.instr, s.outnumber, s.outstr, s.size, t.file, t.line)
 
     def int_exp(self) -> int:
         """IntExp: + - * / over numbers and parentheses, left to right, * and / first."""
@@ -464,7 +464,7 @@ class Parser:
                 raise self.error("PointerToIfNot only valid for in", t)
         return Argument(name, kind, it, flags)
 
-    def argument_type(self) -> T.IpcType:
+    def argument_type(self) -> MT.IpcType:
         """ArgumentType: ``: name``, ``: name = spec`` or ``: native spec``."""
         self.expect(":", "':'")
         t = self.tok
