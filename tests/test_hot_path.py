@@ -59,3 +59,48 @@ def test_no_method_call_on_an_imported_object() -> None:
                                  f"on a {type(obj).__name__}")
     assert not found, "\n".join(found)
 
+
+
+def test_message_path_objects_keep_shared_keys() -> None:
+    """CPython 3.11 shares one keys table among a class's instances for at
+    most 30 attribute names (the union over all instances, in the order
+    they were first set); an instance that needs more gets a dict of its
+    own, and the attribute reads and method loads on it are no longer
+    specialized (ports with 31 names between them cost each request about
+    5,000 instructions). The ports of a mach_msg exchange and of a request
+    (the server's port and the thread's reply port, guarded), the task and
+    its space stay under it."""
+    import gc
+    import threading
+
+    import pymach
+    import pymach.mach as M
+    from pymach._kern.ipc_port import Port
+    from pymach.lowlevel import SELF
+    from pymach.mach import byref
+    name = M.mach_port_name_t()
+    assert M.mach_port_allocate(M.mach_task_self(), M.MACH_PORT_RIGHT_RECEIVE, byref(name)) == M.KERN_SUCCESS
+    try:
+        assert M.mach_port_insert_right(M.mach_task_self(), name.value, name.value,
+                                        M.MACH_MSG_TYPE_MAKE_SEND) == M.KERN_SUCCESS
+        with pymach.Port() as port, port.make_send() as right:
+            def serve() -> None:
+                m = port.receive(timeout=10)
+                assert m.reply is not None
+                m.reply.send(m.data, id=m.id)
+            t = threading.Thread(target=serve)
+            t.start()
+            assert pymach.request(right, b"x" * 64, id=7, timeout=10).data == b"x" * 64
+            t.join(10)
+            assert not t.is_alive()
+            names: set[str] = set()
+            for obj in gc.get_objects():
+                if type(obj) is Port:
+                    names |= set(vars(obj))
+            assert len(names) <= 30, f"ports have {len(names)} attribute names between them: {sorted(names)}"
+        for obj in (SELF, SELF.space):
+            attrs = vars(obj)
+            assert len(attrs) <= 30, f"{type(obj).__name__} has {len(attrs)} attributes: {sorted(attrs)}"
+    finally:
+        M.mach_port_mod_refs(M.mach_task_self(), name.value, M.MACH_PORT_RIGHT_RECEIVE, -1)
+        M.mach_port_deallocate(M.mach_task_self(), name.value)

@@ -715,6 +715,17 @@ class Port:
     ``srights`` is the number of connections whose sending ends are still
     open somewhere (kernel fact: their receiving ends have not read EOF)."""
 
+    # What few ports set, read from the class until a port sets its own:
+    # CPython 3.11 keeps at most 30 attribute names in the keys a class's
+    # instances share, and an instance with more gets a dict of its own,
+    # whose attribute reads and method loads on the message path are no
+    # longer specialized (tests/test_hot_path.py counts them).
+    guarded = False
+    strict_guard = False  # MPO_STRICT / MPG_STRICT: the context cannot be set or swapped
+    immovable = False  # MPO_IMMOVABLE_RECEIVE: the receive right cannot leave the space
+    impdonation = False  # MPO_IMPORTANCE_RECEIVER / _DENAP_RECEIVER / _TEMPOWNER (recorded)
+    tempowner = False
+
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.rcv_lock = threading.Lock()  # receivers take turns; senders never wait on it
@@ -739,11 +750,6 @@ class Port:
         self._cached: SendCap | None = None  # our own sending end, shared by MAKE_SEND
         self.destroyed = False
         self.context = 0  # mach_port_construct's context (or guard)
-        self.guarded = False
-        self.strict_guard = False  # MPO_STRICT / MPG_STRICT: the context cannot be set or swapped
-        self.immovable = False  # MPO_IMMOVABLE_RECEIVE: the receive right cannot leave the space
-        self.impdonation = False  # MPO_IMPORTANCE_RECEIVER / _DENAP_RECEIVER / _TEMPOWNER (recorded)
-        self.tempowner = False
         # free places in the queue, shared with every sender (qlimit): made
         # with the first send right (_sem), so a port nobody may send to
         # (a reply port, or one that only gets send-once rights) is one fd

@@ -977,12 +977,16 @@ def construct(space: IpcSpace, flags: int, qlimit: int, context: int, service_na
             port.set_qlimit(qlimit)
         if flags & (ipc_space.MPO_IMPORTANCE_RECEIVER | ipc_space.MPO_DENAP_RECEIVER | ipc_space.MPO_TEMPOWNER):
             port.impdonation = True
-            port.tempowner = bool(flags & ipc_space.MPO_TEMPOWNER)
+            if flags & ipc_space.MPO_TEMPOWNER:
+                port.tempowner = True
         port.context = context
+        # (a flag left False is the class's: a port keeps few attributes of its own)
         if flags & MPO_CONTEXT_AS_GUARD:
             port.guarded = True
-            port.strict_guard = bool(flags & ipc_space.MPO_STRICT)
-            port.immovable = bool(flags & ipc_space.MPO_IMMOVABLE_RECEIVE)
+            if flags & ipc_space.MPO_STRICT:
+                port.strict_guard = True
+            if flags & ipc_space.MPO_IMMOVABLE_RECEIVE:
+                port.immovable = True
         name, e = space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))
         if flags & MPO_INSERT_SEND_RIGHT:
             try:
@@ -1344,7 +1348,8 @@ def clear_guard(port: Port) -> None:
 
     Conditions: the space's lock is held, or the port is not in a space."""
     port.context = 0
-    port.guarded = port.strict_guard = port.immovable = False
+    if port.guarded or port.strict_guard or port.immovable:  # (a port never guarded keeps the class's values)
+        port.guarded = port.strict_guard = port.immovable = False
 
 
 def set_guard(port: Port, guard: int, strict: bool, immovable: bool) -> None:
