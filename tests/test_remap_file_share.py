@@ -183,6 +183,11 @@ def test_written_private_file_mapping_is_refused(tmp_path: Path) -> None:
         assert (kr, cur, mx) == (M.KERN_SUCCESS, R, R | X)
         try:
             assert peek(a, P) == b"b" * P
+            # VM_PROT_COPY makes the share a private, writable copy, as in XNU
+            assert M.mach_vm_protect(T(), a, P, False, R | W | M.VM_PROT_COPY) == M.KERN_SUCCESS
+            poke(a, b"mine")
+            assert peek(a, 5) == b"mineb" and m[P:P + 4] == b"bbbb"
+            assert (tmp_path / "private").read_bytes()[P:P + 4] == b"bbbb"
         finally:
             assert M.mach_vm_deallocate(T(), a, P) == M.KERN_SUCCESS
         # a copy is still possible

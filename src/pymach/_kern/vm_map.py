@@ -524,8 +524,9 @@ class VmMap:
         """mach_vm_remap within our map: map the pages of [src, src + size)
         a second time (copy FALSE: private sources are made shared first;
         file mappings pymach did not map are shared through their file, see
-        _file_share_prots), or a snapshot of them taken now (copy TRUE). Each source entry
-        becomes a new entry with its own protections, or with ``prots``
+        _file_share_prots), or a snapshot of them taken now (copy TRUE).
+        Each source entry becomes a new entry with its own protections (a
+        private file mapping's maximum without VM_PROT_WRITE), or with ``prots``
         (cur, max: mach_vm_remap_new) exactly those; ``codesign``
         (VM_FLAGS_RESILIENT_CODESIGN) makes them read-only. Returns
         (address, cur, max): the AND of the sources' protections, R/R with
