@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator
 
-from .._linux import files, mm, procfs
+from .._linux import files, mapfile, mm, procfs
 from . import kern_return as K
 from . import vm_defs as V
 from .vm_object import VmObject
@@ -432,7 +432,8 @@ class VmMap:
                     try:
                         # a private file mapping (received out-of-line data) has
                         # pages that pagemap does not show until touched
-                        runs = [(s, t)] if what.obj is not None else _populated_runs(s, t)
+                        # (nor does a share of a file: read it whole)
+                        runs = [(s, t)] if what.obj is not None or what.shared else _populated_runs(s, t)
                         for rs, rt in runs:
                             mm.write_memory(fd, rs, rt - rs, off + (rs - s))
                     finally:
@@ -521,9 +522,11 @@ class VmMap:
               inherit: int, bounds: tuple[int, int], prots: tuple[int, int] | None = None,
               codesign: bool = False) -> tuple[int, int, int]:
         """mach_vm_remap within our map: map the pages of [src, src + size)
-        a second time (copy FALSE: private sources are made shared first),
-        or a snapshot of them taken now (copy TRUE). Each source entry
-        becomes a new entry with its own protections, or with ``prots``
+        a second time (copy FALSE: private sources are made shared first;
+        file mappings pymach did not map are shared through their file, see
+        _file_share_prots), or a snapshot of them taken now (copy TRUE).
+        Each source entry becomes a new entry with its own protections (a
+        private file mapping's maximum without VM_PROT_WRITE), or with ``prots``
         (cur, max: mach_vm_remap_new) exactly those; ``codesign``
         (VM_FLAGS_RESILIENT_CODESIGN) makes them read-only. Returns
         (address, cur, max): the AND of the sources' protections, R/R with
@@ -533,8 +536,11 @@ class VmMap:
         ``bounds``), KERN_PROTECTION_FAILURE (``prots``: copy FALSE and a
         source not allowing them, copy TRUE and a source without maximum
         VM_PROT_READ; unreadable memory pymach did not map),
-        KERN_NOT_SUPPORTED (copy FALSE of memory pymach did not map),
-        KERN_NO_SPACE (no room, a FIXED target taken or against ``mask``).
+        KERN_NOT_SUPPORTED (copy FALSE of anonymous memory pymach did not
+        map, of a private file mapping that is writable or written, or of
+        one whose file cannot be opened again), KERN_NO_SPACE (no room, a
+        FIXED target taken or against ``mask``), the errno's codes (opening
+        the file: EACCES is KERN_PROTECTION_FAILURE).
 
         Conditions: the map's lock is not held by this thread (it is not
         reentrant); takes it, and makes system calls under it, but waits on
@@ -543,20 +549,18 @@ class VmMap:
         with self.lock:
             pieces = self.pieces(src, src + size)
             cur_and = max_and = V.VM_PROT_ALL
-            for s, _t, what in pieces:
+            for s, t, what in pieces:
                 if what is None:
                     raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
                 cur_p, max_p = _prot(what), _max_prot(what)
+                if not copy and isinstance(what, procfs.Vma):
+                    cur_p, max_p = _file_share_prots(s, t, what)
                 if prots is not None and (
                         not max_p & V.VM_PROT_READ if copy
                         else cur_p & prots[0] != prots[0] or max_p & prots[1] != prots[1]):
                     raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{s:#x} does not allow the protections")
-                if isinstance(what, procfs.Vma):
-                    if not copy:
-                        raise K.MachError(K.KERN_NOT_SUPPORTED, f"{s:#x}: memory pymach did not map cannot "
-                                          "be shared (allocate it with mach_vm_allocate)")
-                    if not cur_p & V.VM_PROT_READ:
-                        raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{s:#x} is not readable")
+                if isinstance(what, procfs.Vma) and copy and not cur_p & V.VM_PROT_READ:
+                    raise K.MachError(K.KERN_PROTECTION_FAILURE, f"{s:#x} is not readable")
                 cur_and &= cur_p
                 max_and &= max_p
             if anywhere:
@@ -566,8 +570,9 @@ class VmMap:
                 raise K.MachError(K.KERN_NO_SPACE, f"{addr:#x} is not aligned to mask {mask:#x}")
             elif addr < lo or addr + size > hi:
                 raise K.MachError(K.KERN_INVALID_ADDRESS, f"{addr:#x}-{addr + size:#x} is outside the map")
-            # (offset in the new range, length, object, object offset, cur, max, tag)
-            parts: list[tuple[int, int, VmObject, int, int, int, int]] = []
+            # (offset in the new range, length, object, object offset, cur, max,
+            # tag, a file pymach did not map: the entry keeps no object)
+            parts: list[tuple[int, int, VmObject, int, int, int, int, bool]] = []
             try:
                 if copy:
                     snap = VmObject(self._snapshot(pieces, src, size), size)
@@ -575,18 +580,23 @@ class VmMap:
                         for s, t, what in pieces:
                             assert what is not None
                             parts.append((s - src, t - s, snap.reference(), s - src, _prot(what),
-                                          _max_prot(what), what.tag if isinstance(what, VmEntry) else 0))
+                                          _max_prot(what), what.tag if isinstance(what, VmEntry) else 0,
+                                          False))
                     finally:
                         snap.release()
                 else:
                     for s, t, what in pieces:
+                        if isinstance(what, procfs.Vma) or (what is not None and what.shared
+                                                            and what.obj is None):
+                            parts.append(self._file_part(s, t, what, s - src))
+                            continue
                         assert isinstance(what, VmEntry)
                         if not what.shared:
                             self._share_entries([what])
                         assert what.obj is not None
                         what.obj.true_share = True
                         parts.append((s - src, t - s, what.obj.reference(), what.offset + (s - what.start),
-                                      what.prot, what.max_prot, what.tag))
+                                      what.prot, what.max_prot, what.tag, False))
                 a = self._place(addr, size, anywhere, overwrite, mask, mm.PROT_NONE,
                                 mm.MAP_PRIVATE | mm.MAP_ANONYMOUS | mm.MAP_NORESERVE, restore=False)
             except BaseException:
@@ -597,13 +607,16 @@ class VmMap:
             made: list[VmEntry] = []
             try:
                 while parts:
-                    rel, n, obj, off, cur, mx, tag = parts[0]
+                    rel, n, obj, off, cur, mx, tag, file = parts[0]
                     if prots is not None:
                         cur, mx = prots
                     if codesign:
                         cur = mx = V.VM_PROT_READ
                     mm.mmap(a + rel, n, _lin_prot(cur), flags, obj.fd, off)
-                    e = VmEntry(a + rel, a + rel + n, cur, mx, inherit, tag, obj, off, not copy)
+                    if file:  # the mapping holds the file: close ours now
+                        obj.release()
+                    e = VmEntry(a + rel, a + rel + n, cur, mx, inherit, tag, None if file else obj, off,
+                                not copy)
                     parts.pop(0)
                     self._insert(e)
                     made.append(e)
@@ -621,6 +634,33 @@ class VmMap:
             if codesign:
                 cur_and = max_and = V.VM_PROT_READ
             return a, cur_and, max_and
+
+    def _file_part(self, s: int, t: int, what: "VmEntry | procfs.Vma",
+                   rel: int) -> tuple[int, int, VmObject, int, int, int, int, bool]:
+        """A copy FALSE remap's part for [s, t) of a file mapping that is not
+        ours (or an earlier share of one): the file opened again (the
+        object holds the fd until the part is mapped), its offset, and the
+        protections the new entry gets. KERN_NOT_SUPPORTED when the file
+        cannot be found again, the errno's codes when it cannot be opened.
+
+        Conditions: the map's lock is held."""
+        if isinstance(what, procfs.Vma):
+            vma = what
+            cur, mx = _file_share_prots(s, t, vma)
+        else:
+            found = [v for v in procfs.read_maps() if v.start <= s < v.end]
+            if not found:
+                raise K.MachError(K.KERN_INVALID_ADDRESS, f"{s:#x} is not mapped")
+            vma, cur, mx = found[0], what.prot, what.max_prot
+        try:
+            fd = mapfile.open_vma_file(vma.start, vma.end, vma.path, vma.dev, vma.inode,
+                                       vma.shared and bool(mx & V.VM_PROT_WRITE))
+        except OSError as err:
+            raise K.MachError(K.kr_from_oserror(err), f"opening the file mapped at {s:#x}") from err
+        if fd is None:
+            raise K.MachError(K.KERN_NOT_SUPPORTED, f"{s:#x}: the file this memory maps cannot be "
+                              "opened again to share it")
+        return rel, t - s, VmObject(fd, 0), vma.offset + (s - vma.start), cur, mx, 0, True
 
     def map_object_private(self, fd: int, size: int) -> int:
         """Map ``size`` bytes of a file MAP_PRIVATE anywhere: a copy-on-write
@@ -965,7 +1005,9 @@ class VmMap:
         private = [e for e in entries if not e.shared]
         if not private:
             first = entries[0]
-            assert first.obj is not None
+            if first.obj is None:  # a share of a file pymach did not map
+                raise K.MachError(K.KERN_NOT_SUPPORTED, "a share of a file mapping pymach did not make "
+                                  "has no object to name")
             for e in entries[1:]:
                 if (e.obj is None or e.obj.ino != first.obj.ino
                         or e.offset - first.offset != e.start - first.start):
@@ -1335,6 +1377,9 @@ class VmMap:
                     fd = mm.memfd("mach.copy", size)
                     mm.copy_data(e.obj.fd, fd, size, e.offset, 0)
                     snaps.append((e, fd))
+                elif e.shared and e.inherit == V.VM_INHERIT_COPY:
+                    # a share of a file pymach did not map: copy its pages
+                    snaps.append((e, self._snapshot([(e.start, e.end, e)], e.start, e.end - e.start)))
         except BaseException:
             for _e, fd in snaps:
                 files.close(fd)
@@ -1402,6 +1447,36 @@ def _max_prot(what: "VmEntry | procfs.Vma") -> int:
             | (V.VM_PROT_EXECUTE if "me" in what.vmflags else 0))
 
 
+def _file_share_prots(s: int, t: int, v: procfs.Vma) -> tuple[int, int]:
+    """(cur, max) of a copy FALSE remap of [s, t) of ``v``, a mapping
+    pymach did not map, or KERN_NOT_SUPPORTED when Linux cannot share it.
+
+    A MAP_SHARED file mapping is shared as it is: the same file at the same
+    offset, MAP_SHARED, with its protections. A MAP_PRIVATE one maps the
+    page cache's pages as long as none was written, so it is shared (a
+    MAP_SHARED read-only view of the file) only while that holds: it must
+    not be writable now, none of its pages in [s, t) may be an anonymous
+    copy already, and the new mapping's maximum protection excludes
+    VM_PROT_WRITE. Anonymous memory cannot be shared after the fact."""
+    cur, mx = _prot(v), _max_prot(v)
+    if not v.inode:
+        raise K.MachError(K.KERN_NOT_SUPPORTED, f"{s:#x}: anonymous memory pymach did not map cannot be "
+                          "shared (allocate it with mach_vm_allocate)")
+    if v.shared:
+        return cur, mx
+    if cur & V.VM_PROT_WRITE:
+        raise K.MachError(K.KERN_NOT_SUPPORTED, f"{s:#x}: a writable private file mapping pymach did not "
+                          "map cannot be shared (its writes would not reach the new mapping)")
+    try:
+        written = mapfile.private_copies(s, t)
+    except OSError as err:
+        raise K.MachError(K.kr_from_oserror(err), "reading /proc/self/pagemap") from err
+    if written:
+        raise K.MachError(K.KERN_NOT_SUPPORTED, f"{s:#x}-{t:#x}: pages of this private file mapping were "
+                          "written: they are the process's own copies, not the file's")
+    return cur, mx & ~V.VM_PROT_WRITE
+
+
 def _shared(what: "VmEntry | procfs.Vma | None") -> bool:
     return what is not None and (what.shared if isinstance(what, VmEntry) else what.perms[3] == "s")
 
@@ -1460,7 +1535,8 @@ def _entry_info(e: VmEntry) -> RegionInfo:
     # MAP_SHARED. An object named by a memory entry or a shared remap is
     # true-shared; one shared only for a fork child is shared.
     if e.shared:
-        mode = V.SM_TRUESHARED if e.obj is not None and e.obj.true_share else V.SM_SHARED
+        # (no object: a copy FALSE remap of a file mapping pymach did not map)
+        mode = V.SM_TRUESHARED if e.obj is None or e.obj.true_share else V.SM_SHARED
     elif e.obj is not None:
         mode = V.SM_COW
     else:

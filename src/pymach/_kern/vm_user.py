@@ -1001,8 +1001,10 @@ def vm_remap(task: int, addr: int, size: int, mask: int, flags: int, src_task: i
     included; src_task not a task; an inheritance above VM_INHERIT_NONE;
     size 0 or a wrapping range; RESILIENT_MEDIA without copy),
     KERN_NOT_SUPPORTED (another task), KERN_INVALID_ADDRESS (a hole in the
-    source), KERN_NOT_SUPPORTED (copy FALSE of memory pymach did not map),
-    KERN_PROTECTION_FAILURE (copy TRUE of unreadable memory pymach did not
+    source), KERN_NOT_SUPPORTED (copy FALSE of anonymous memory pymach did
+    not map, or of a private file mapping of others that is writable or
+    written: vm_map.VmMap.remap), KERN_PROTECTION_FAILURE (copy TRUE of
+    unreadable memory pymach did not
     map), KERN_NO_SPACE (no room; a FIXED target taken or against
     ``mask``), KERN_INVALID_ADDRESS (a FIXED target outside the map)."""
     vm_map, start, end, mask, _src = _remap_args(task, size, mask, flags, src_task, src, copy, inheritance, None)
