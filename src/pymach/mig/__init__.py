@@ -25,7 +25,7 @@ from .parser import Subsystem, parse
 from .types import IpcType
 
 __all__ = ["Argument", "C_TYPE_SIZES", "Field", "IpcType", "Layout", "MigError", "REPLY_ERROR", "Routine", "Subsystem",
-           "compile_defs", "compile_text", "preprocess"]
+           "compile_defs", "compile_text", "load", "preprocess"]
 
 
 def compile_defs(path: str, include: Iterable[str] = (), defines: Mapping[str, str | None] | None = None,
@@ -45,3 +45,15 @@ def compile_defs(path: str, include: Iterable[str] = (), defines: Mapping[str, s
 def compile_text(text: str, file: str = "<defs>", c_sizes: Mapping[str, int] | None = None) -> Subsystem:
     """The subsystem that an already preprocessed text declares."""
     return parse(text, file, c_sizes)
+
+
+def load(path: str, include: Iterable[str] = (), defines: Mapping[str, str | None] | None = None,
+         undefines: Iterable[str] = (), system_cpp: bool = False) -> "Interface":
+    """The client and server of the ``.defs`` file ``path``, made at run
+    time (see pymach.mig.rpc.Interface). Raises MigError."""
+    from .rpc import Interface
+    return Interface(compile_defs(path, include, defines, undefines, system_cpp))
+
+
+if False:  # pragma: no cover - for the type checker
+    from .rpc import Interface
