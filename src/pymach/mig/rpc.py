@@ -403,7 +403,7 @@ def _in_values(rt: Routine, direction: Direction, py: dict[str, Any], keep: list
         if f.kind == "count":
             continue
         it = arg.itype
-        v = py.get(arg.name)
+        v: Any = py.get(arg.name)
         if f.kind == "descriptor":
             if arg.poly is not None:
                 name, disp = v if isinstance(v, tuple) else (v, it.in_name if it.in_name != TYPE_POLYMORPHIC
@@ -609,7 +609,7 @@ class RoutineCodec:
             if arg is None or f.kind in ("header", "body", "ndr", "retcode", "pad", "offset"):
                 continue
             it = arg.itype
-            v = given.get(arg.name)
+            v: Any = given.get(arg.name)
             if f.kind == "count":
                 if arg.name in given:
                     values[arg.name] = A.u32(_deref(v) if ak_check(arg.kind, AKB_RETURN) else v)
@@ -666,7 +666,7 @@ class RoutineCodec:
             if arg is None or arg.name not in given or f.kind in ("header", "body", "ndr", "retcode", "pad"):
                 continue
             ref = given[arg.name]
-            v = vals.get(arg.name)
+            v = vals[arg.name] if arg.name in vals else 0
             it = arg.itype
             if f.kind == "count":
                 A.set_out(ref, v or 0)
@@ -729,8 +729,8 @@ class RoutineCodec:
 # -- the server -------------------------------------------------------------------------------
 
 def _reply_header(in_bits: int, in_reply: int, in_id: int) -> bytes:
-    return struct.pack("<IIIIIi", M.MACH_MSGH_BITS(M.MACH_MSGH_BITS_REMOTE(in_bits), 0), 36, in_reply, 0, 0,
-                       in_id + 100)
+    rid = (in_id + 100 + (1 << 31)) % (1 << 32) - (1 << 31)     # C's int arithmetic wraps
+    return struct.pack("<IIIIIi", M.MACH_MSGH_BITS(M.MACH_MSGH_BITS_REMOTE(in_bits), 0), 36, in_reply, 0, 0, rid)
 
 
 class Server:

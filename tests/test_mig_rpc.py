@@ -1,0 +1,446 @@
+"""Clients and servers that pymach.mig makes at run time from a .defs file
+(tests/mig/echo.defs): every argument form across real processes, in the
+Pythonic layer and in the C layer (mig's stub signature, the demux and
+mach_msg_server), mig's checks of a reply (MIG_REPLY_MISMATCH,
+MIG_SERVER_DIED) and of a request (MIG_BAD_ARGUMENTS, MIG_TYPE_ERROR,
+MIG_BAD_ID), and malformed requests fuzzed against a server."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pymach.mach as M
+from pymach import mig
+from pymach.mach import byref
+from pymach.mig import rpc
+from procutil import run_in_child
+
+pytest.importorskip("pcpp")
+
+HERE = Path(__file__).resolve().parent / "mig"
+T = M.mach_task_self
+IFACE = mig.load(str(HERE / "echo.defs"), include=[str(HERE / "include")])
+BASE = 7100
+
+
+class Echo:
+    """The implementation: each routine answers from its arguments."""
+
+    def __init__(self) -> None:
+        self.notes: list[int] = []
+        self.stop = False
+
+    def echo_add(self, server: int, a: int) -> int:
+        return a + 1
+
+    def echo_scalars(self, server: int, a: int, w: int, c: int) -> tuple[int, int]:
+        return w * 2, c + a
+
+    def echo_arrays(self, server: int, fixed: list[int], data: list[int], raw: bytes) -> tuple[Any, ...]:
+        return fixed[::-1], data + [len(data)], raw.upper()
+
+    def echo_ool(self, server: int, data: bytes) -> bytes:
+        return data[::-1]
+
+    def echo_ports(self, server: int, ports: list[int], pair: list[int]) -> tuple[int, list[int]]:
+        alive = 0
+        for n in ports + pair:
+            t = M.mach_port_type_t()
+            alive += M.mach_port_type(T(), n, byref(t)) == 0 and bool(t.value & M.MACH_PORT_TYPE_SEND)
+            M.mach_port_deallocate(T(), n)
+        return alive, [server]
+
+    def echo_poly(self, server: int, port: tuple[int, int]) -> tuple[int, int]:
+        return port  # moved back to the sender
+
+    def echo_strings(self, server: int, name: str, path: str) -> tuple[str, str]:
+        return name.upper(), path + "/x"
+
+    def echo_whoami(self, server: int, seqno: int, atoken: tuple[int, ...]) -> tuple[int, int]:
+        return atoken[5], seqno
+
+    def echo_note(self, server: int, a: int) -> None:
+        self.notes.append(a)
+        self.stop = a < 0
+
+    def echo_fail(self, server: int, code: int) -> int:
+        raise M.MachError(code)
+
+
+def new_port(send: bool = True) -> int:
+    name = M.mach_port_t()
+    assert M.mach_port_allocate(T(), M.MACH_PORT_RIGHT_RECEIVE, byref(name)) == 0
+    if send:
+        assert M.mach_port_insert_right(T(), name, name, M.MACH_MSG_TYPE_MAKE_SEND) == 0
+    return name.value
+
+
+@pytest.fixture(autouse=True)
+def release_mig_reply_port() -> Iterator[None]:
+    """This thread's MIG reply port goes at the end of each test, as
+    mig_dealloc_reply_port drops it, so that no test leaves its fds behind."""
+    yield
+    M.mig_dealloc_reply_port(M.mig_get_reply_port())
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    p = new_port()
+    yield p
+    M.mach_port_destroy(T(), p)
+
+
+def registered_port() -> int:
+    ports = M.mach_port_array_t()
+    cnt = M.mach_msg_type_number_t()
+    assert M.mach_ports_lookup(T(), byref(ports), byref(cnt)) == 0
+    return int(ports[0])
+
+
+def share(port: int) -> Any:
+    arr = (M.mach_port_t * 1)(port)
+    assert M.mach_ports_register(T(), arr, 1) == 0
+    return arr
+
+
+def pythonic_client() -> dict[str, Any]:
+    signal.alarm(60)
+    server = registered_port()
+    tmo = 10000
+    r: dict[str, Any] = {}
+    r["add"] = IFACE.echo_add(server, 41, timeout=tmo)
+    r["scalars"] = IFACE.echo_scalars(server, 3, -(1 << 40), 5, timeout=tmo)
+    r["arrays"] = IFACE.echo_arrays(server, [1, 2, 3, 4], [5, -6, 7], b"mig", timeout=tmo)
+    r["ool"] = IFACE.echo_ool(server, bytes(range(256)) * 40, timeout=tmo)
+    mine = new_port()
+    r["ports"] = IFACE.echo_ports(server, [mine, mine, mine], [mine, mine], timeout=tmo)
+    back = r["ports"][1][0]
+    r["ports_back_is_server"] = back == server
+    M.mach_port_deallocate(T(), back)
+    r["strings"] = IFACE.echo_strings(server, "name", "/some/path", timeout=tmo)
+    r["whoami"] = IFACE.echo_whoami(server, timeout=tmo)
+    r["pid"] = os.getpid()
+    name, disp = IFACE.echo_poly(server, (mine, M.MACH_MSG_TYPE_MAKE_SEND), timeout=tmo)
+    r["poly"] = (name == mine, disp)
+    M.mach_port_deallocate(T(), name)
+    try:
+        IFACE.echo_fail(server, M.KERN_INVALID_ARGUMENT, timeout=tmo)
+    except M.MachError as e:
+        r["fail"] = e.kr
+    refs = M.mach_port_urefs_t()
+    assert M.mach_port_get_refs(T(), mine, M.MACH_PORT_RIGHT_SEND, byref(refs)) == 0
+    r["mine_refs"] = refs.value
+    M.mach_port_destroy(T(), mine)
+    IFACE.echo_note(server, 5)
+    return r
+
+
+def test_pythonic_client_and_server_across_processes(port: int) -> None:
+    impl = Echo()
+    arr = share(port)
+    try:
+        with IFACE.serve(impl, port, poll_ms=50) as s:
+            r = run_in_child(pythonic_client)
+        assert s.result == 0
+    finally:
+        M.mach_ports_register(T(), arr, 0)
+    assert r["add"] == 42
+    assert r["scalars"] == (-(1 << 41), 8)
+    assert r["arrays"] == ([4, 3, 2, 1], [5, -6, 7, 3], b"MIG")
+    assert r["ool"] == (bytes(range(256)) * 40)[::-1]
+    assert r["ports"][0] == 5 and r["ports_back_is_server"]
+    assert r["strings"] == ("NAME", "/some/path/x")
+    pid, seqno = r["whoami"]
+    assert pid == r["pid"] and seqno >= 0
+    assert r["poly"] == (True, M.MACH_MSG_TYPE_PORT_SEND)
+    assert r["fail"] == M.KERN_INVALID_ARGUMENT
+    assert r["mine_refs"] == 1  # its own send right, and none of those the routines made
+    assert impl.notes == [5]
+
+
+def c_client() -> dict[str, Any]:
+    signal.alarm(60)
+    server = registered_port()
+    c = IFACE.c
+    r: dict[str, Any] = {}
+    out = ctypes.c_int()
+    r["add"] = (c.echo_add(server, 41, byref(out)), out.value)
+    b, inout = ctypes.c_int64(), ctypes.c_int(10)
+    r["scalars"] = (c.echo_scalars(server, 3, 7, byref(b), byref(inout)), b.value, inout.value)
+    fixed = (ctypes.c_int * 4)(1, 2, 3, 4)
+    data = (ctypes.c_int * 16)(9, 8)
+    rfixed, rdata, rraw = (ctypes.c_int * 4)(), (ctypes.c_int * 16)(), (ctypes.c_char * 64)()
+    rdataCnt, rrawCnt = M.mach_msg_type_number_t(), M.mach_msg_type_number_t()
+    kr = c.echo_arrays(server, fixed, data, 2, b"xy", 2, rfixed, rdata, byref(rdataCnt), rraw, byref(rrawCnt))
+    r["arrays"] = (kr, list(rfixed), list(rdata)[:rdataCnt.value], rraw.raw[:rrawCnt.value])
+    src = ctypes.create_string_buffer(b"out of line", 11)
+    addr, cnt = ctypes.c_void_p(), M.mach_msg_type_number_t()
+    kr = c.echo_ool(server, src, 11, byref(addr), byref(cnt))
+    r["ool"] = (kr, ctypes.string_at(addr.value, cnt.value))
+    M.mach_vm_deallocate(T(), addr.value, cnt.value)
+    name, path = (ctypes.c_char * 32)(), (ctypes.c_char * 128)()
+    r["strings"] = (c.echo_strings(server, b"abc", b"/p", name, path), name.value, path.value)
+    pid, seq = ctypes.c_int(), ctypes.c_int()
+    r["whoami"] = (c.echo_whoami(server, byref(pid), byref(seq)), pid.value == os.getpid())
+    mine = new_port()
+    pair = (M.mach_port_t * 2)(mine, mine)
+    ports = (M.mach_port_t * 1)(mine)
+    count, rports, rcnt = ctypes.c_int(), M.mach_port_array_t(), M.mach_msg_type_number_t()
+    kr = c.echo_ports(server, ports, 1, pair, byref(count), byref(rports), byref(rcnt))
+    r["ports"] = (kr, count.value, rcnt.value, rports[0] == server)
+    M.mach_port_deallocate(T(), rports[0])
+    M.mach_vm_deallocate(T(), ctypes.addressof(rports.contents), 4)
+    rport, rpoly = M.mach_port_t(), M.mach_msg_type_name_t()
+    r["poly"] = (c.echo_poly(server, mine, M.MACH_MSG_TYPE_MAKE_SEND, byref(rport), byref(rpoly)),
+                 rport.value == mine, rpoly.value)
+    M.mach_port_deallocate(T(), rport.value)
+    M.mach_port_destroy(T(), mine)
+    x = ctypes.c_int(77)
+    r["fail"] = (c.echo_fail(server, M.KERN_NO_SPACE, byref(x)), x.value)
+    r["note"] = c.echo_note(server, -1)
+    return r
+
+
+def test_c_client_and_mach_msg_server_across_processes(port: int) -> None:
+    impl = Echo()
+    server = IFACE.server(impl)
+    demux = server.demux
+    results: list[int] = []
+
+    def loop() -> None:
+        while not impl.stop:
+            kr = M.mach_msg_server_once(demux, server.max_request, port, server.rcv_options)
+            results.append(kr)
+
+    arr = share(port)
+    th = threading.Thread(target=loop)
+    th.start()
+    try:
+        r = run_in_child(c_client)
+    finally:
+        M.mach_ports_register(T(), arr, 0)
+        if th.is_alive():
+            impl.stop = True
+            IFACE.echo_note(port, -1)
+        th.join(10)
+    assert not th.is_alive()
+    assert set(results) == {0}
+    assert r["add"] == (0, 42)
+    assert r["scalars"] == (0, 14, 13)
+    assert r["arrays"] == (0, [4, 3, 2, 1], [9, 8, 2], b"XY")
+    assert r["ool"] == (0, b"enil fo tuo")
+    assert r["strings"] == (0, b"ABC", b"/p/x")
+    assert r["whoami"] == (0, True)
+    assert r["ports"] == (0, 3, 1, True)
+    assert r["poly"] == (0, True, M.MACH_MSG_TYPE_PORT_SEND)
+    assert r["fail"] == (M.KERN_NO_SPACE, 77)  # the out-parameter is left alone
+    assert r["note"] == 0
+
+
+# -- what the checks refuse --------------------------------------------------------------
+
+class Raw(ctypes.Structure):
+    _pack_ = 4
+    _fields_ = [("header", M.mach_msg_header_t), ("body", ctypes.c_char * 512)]
+
+
+def raw_request(port: int, msg_id: int, body: bytes, complex_: bool = False, reply: int = 0) -> int:
+    m = Raw()
+    m.header.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_TYPE_MAKE_SEND_ONCE if reply else 0) | (
+        M.MACH_MSGH_BITS_COMPLEX if complex_ else 0)
+    m.header.msgh_size = 24 + len(body)
+    m.header.msgh_remote_port = port
+    m.header.msgh_local_port = reply
+    m.header.msgh_id = msg_id
+    ctypes.memmove(ctypes.addressof(m) + 24, body, len(body))
+    return M.mach_msg(m.header, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, m.header.msgh_size, 0, 0, 1000, 0)
+
+
+def answer(port: int, reply: int, server: rpc.Server) -> tuple[int, int, int, bytes] | None:
+    """Serve one request; the reply's (kr, id, size, bytes), destroyed after reading, or None."""
+    assert rpc.serve_once(server, port, M.MACH_RCV_TIMEOUT, 1000) == 0
+    r = Raw()
+    kr = M.mach_msg(r.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(r), reply, 0, 0)
+    if kr == M.MACH_RCV_TIMED_OUT:
+        return None
+    assert kr == 0
+    data = ctypes.string_at(ctypes.addressof(r), r.header.msgh_size)
+    M.mach_msg_destroy(r.header)
+    code = struct.unpack_from("<i", data, 32)[0] if len(data) >= 36 else 0
+    return code, r.header.msgh_id, r.header.msgh_size, data
+
+
+@pytest.fixture
+def reply_port() -> Iterator[int]:
+    p = new_port(send=False)
+    yield p
+    M.mach_port_destroy(T(), p)
+
+
+NDR = bytes(8)
+
+
+@pytest.mark.parametrize("msg_id, body, complex_, code", [
+    (BASE + 50, NDR + bytes(4), False, M.MIG_BAD_ID),                   # no such routine
+    (BASE + 8, NDR + bytes(4), False, M.MIG_BAD_ID),                    # the skipped id
+    (BASE + 0, NDR, False, M.MIG_BAD_ARGUMENTS),                        # too short
+    (BASE + 0, NDR + bytes(8), False, M.MIG_BAD_ARGUMENTS),             # too long
+    (BASE + 0, struct.pack("<I", 0) + NDR + bytes(4), True, M.MIG_BAD_ARGUMENTS),  # complex bit on a simple request
+    (BASE + 3, NDR + bytes(4), False, M.MIG_BAD_ARGUMENTS),             # complex request sent simple
+    (BASE + 2, NDR + bytes(16) + struct.pack("<I", 17) + bytes(68) + struct.pack("<I", 0), False,
+     M.MIG_BAD_ARGUMENTS),                                              # a count over the maximum
+    (BASE + 2, NDR + bytes(16) + struct.pack("<I", 2) + bytes(8) + struct.pack("<I", 0) + bytes(4), False,
+     M.MIG_BAD_ARGUMENTS),                                              # a size that disagrees with the counts
+    (BASE + 6, NDR + b"x" * 32 + struct.pack("<II", 0, 2) + b"ab\0\0", False,
+     M.MIG_BAD_ARGUMENTS),                                              # a c_string with no terminator
+    (BASE + 6, NDR + b"x\0" + bytes(30) + struct.pack("<II", 0, 2) + b"ab\0\0", False,
+     M.MIG_BAD_ARGUMENTS),                                              # a variable c_string with none
+])
+def test_bad_requests_get_mig_error_replies(port: int, reply_port: int, msg_id: int, body: bytes, complex_: bool,
+                                            code: int) -> None:
+    server = IFACE.server(Echo())
+    assert raw_request(port, msg_id, body, complex_, reply_port) == 0
+    got = answer(port, reply_port, server)
+    assert got is not None
+    assert got[:3] == (code, msg_id + 100, 36)
+
+
+def test_a_port_descriptor_of_the_wrong_disposition_is_a_type_error(port: int, reply_port: int) -> None:
+    server = IFACE.server(Echo())
+    mine = new_port()
+    try:
+        # echo_ports' pair is two send rights: a send-once right in it is refused
+        ools = struct.pack("<QBBBBI", 0, 0, M.MACH_MSG_VIRTUAL_COPY, M.MACH_MSG_TYPE_COPY_SEND,
+                           M.MACH_MSG_OOL_PORTS_DESCRIPTOR, 0)
+        pair = (struct.pack("<IIHBB", mine, 0, 0, M.MACH_MSG_TYPE_MAKE_SEND, M.MACH_MSG_PORT_DESCRIPTOR)
+                + struct.pack("<IIHBB", mine, 0, 0, M.MACH_MSG_TYPE_MAKE_SEND_ONCE, M.MACH_MSG_PORT_DESCRIPTOR))
+        body = struct.pack("<I", 3) + ools + pair + NDR + struct.pack("<I", 0)
+        assert raw_request(port, BASE + 4, body, True, reply_port) == 0
+        got = answer(port, reply_port, server)
+        assert got is not None and got[0] == M.MIG_TYPE_ERROR
+        # and the right it carried was released, not leaked
+        t = M.mach_port_type_t()
+        assert M.mach_port_type(T(), mine, byref(t)) == 0 and t.value == M.MACH_PORT_TYPE_SEND_RECEIVE
+        refs = M.mach_port_urefs_t()
+        assert M.mach_port_get_refs(T(), mine, M.MACH_PORT_RIGHT_SEND_ONCE, byref(refs)) == 0 and refs.value == 0
+        assert M.mach_port_get_refs(T(), mine, M.MACH_PORT_RIGHT_SEND, byref(refs)) == 0 and refs.value == 1
+    finally:
+        M.mach_port_destroy(T(), mine)
+
+
+def test_the_client_sees_mig_reply_mismatch_and_server_died(port: int) -> None:
+    def bad_server(how: str) -> None:
+        r = Raw()
+        assert M.mach_msg(r.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(r), port, 10000, 0) == 0
+        if how == "died":
+            M.mach_msg_destroy(r.header)  # the send-once right dies unanswered
+            return
+        reply = M.mig_reply_error_t()
+        reply.Head.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_MOVE_SEND_ONCE, 0)
+        reply.Head.msgh_size = 40
+        reply.Head.msgh_remote_port = r.header.msgh_remote_port
+        reply.Head.msgh_id = r.header.msgh_id + 101  # not the reply's id
+        buf = (ctypes.c_char * 40).from_buffer_copy(bytes(reply) + bytes(4))
+        assert M.mach_msg(buf, M.MACH_SEND_MSG, 40, 0, 0, 0, 0) == 0
+
+    for how, code in (("died", M.MIG_SERVER_DIED), ("mismatch", M.MIG_REPLY_MISMATCH)):
+        th = threading.Thread(target=bad_server, args=(how,))
+        th.start()
+        out = ctypes.c_int(-1)
+        assert IFACE.c.echo_add(port, 1, byref(out)) == code
+        th.join(10)
+        assert out.value == -1
+        with pytest.raises(M.MachError) as e:
+            th = threading.Thread(target=bad_server, args=(how,))
+            th.start()
+            IFACE.echo_add(port, 1, timeout=10000)
+        th.join(10)
+        assert e.value.kr == code
+
+
+def test_mig_reply_port_is_per_thread_and_renewed_after_dealloc() -> None:
+    a = M.mig_get_reply_port()
+    assert a and M.mig_get_reply_port() == a
+    M.mig_put_reply_port(a)
+    assert M.mig_get_reply_port() == a
+    other: list[int] = []
+
+    def elsewhere() -> None:
+        other.append(M.mig_get_reply_port())
+        M.mig_dealloc_reply_port(other[0])
+
+    th = threading.Thread(target=elsewhere)
+    th.start()
+    th.join(10)
+    assert other and other[0] != a
+    M.mig_dealloc_reply_port(a)
+    t = M.mach_port_type_t()
+    assert M.mach_port_type(T(), a, byref(t)) != 0 or t.value == 0
+    b = M.mig_get_reply_port()
+    assert b and b == M.mig_get_reply_port()
+
+
+# -- fuzzing ------------------------------------------------------------------------------
+
+_DESC = st.one_of(
+    st.tuples(st.just("port"), st.sampled_from([M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_TYPE_MAKE_SEND,
+                                                 M.MACH_MSG_TYPE_MAKE_SEND_ONCE]), st.integers(0, 3)),
+    st.tuples(st.just("ool"), st.integers(0, 64), st.integers(0, 3)),
+    st.tuples(st.just("ports"), st.integers(0, 4), st.integers(0, 3)),
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(msg_id=st.one_of(st.integers(BASE - 2, BASE + 12), st.integers(-2**31, 2**31 - 1)),
+       complex_=st.booleans(), descs=st.lists(_DESC, max_size=4), count=st.one_of(st.none(), st.integers(0, 6)),
+       tail=st.binary(max_size=200), words=st.lists(st.integers(0, 2**32 - 1), max_size=8))
+def test_fuzzed_requests_never_crash_the_server_nor_leak(port: int, reply_port: int, msg_id: int, complex_: bool,
+                                                         descs: list[tuple[str, int, int]], count: int | None,
+                                                         tail: bytes, words: list[int]) -> None:
+    server = IFACE.server(Echo())
+    mine = new_port()
+    try:
+        body = b""
+        ool = ctypes.create_string_buffer(64)
+        names = (M.mach_port_t * 4)(mine, mine, mine, mine)
+        if complex_:
+            body += struct.pack("<I", len(descs) if count is None else count)
+            for kind, a, _b in descs:
+                if kind == "port":
+                    body += struct.pack("<IIHBB", mine, 0, 0, a, M.MACH_MSG_PORT_DESCRIPTOR)
+                elif kind == "ool":
+                    body += struct.pack("<QBBBBI", ctypes.addressof(ool), 0, M.MACH_MSG_VIRTUAL_COPY, 0,
+                                        M.MACH_MSG_OOL_DESCRIPTOR, a)
+                else:
+                    body += struct.pack("<QBBBBI", ctypes.addressof(names), 0, M.MACH_MSG_VIRTUAL_COPY,
+                                        M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_OOL_PORTS_DESCRIPTOR, a)
+        body += b"".join(struct.pack("<I", w) for w in words) + tail
+        body = body[:480]
+        body += bytes(-len(body) % 4)
+        kr = raw_request(port, msg_id, body, complex_, reply_port)
+        if kr == 0:
+            got = answer(port, reply_port, server)
+            assert got is not None  # every request with a reply port is answered
+            code, rid, size, _data = got
+            assert rid == (msg_id + 100 + 2**31) % 2**32 - 2**31
+            if not (BASE <= msg_id <= BASE + 10) or msg_id == BASE + 8:
+                assert code == M.MIG_BAD_ID
+            elif size == 36 and code:
+                assert code in (M.MIG_BAD_ARGUMENTS, M.MIG_TYPE_ERROR, M.MIG_TRAILER_ERROR, M.MIG_BAD_ID) or code > 0
+        # nothing the request carried stays behind
+        refs = M.mach_port_urefs_t()
+        assert M.mach_port_get_refs(T(), mine, M.MACH_PORT_RIGHT_SEND, byref(refs)) == 0 and refs.value == 1
+        assert M.mach_port_get_refs(T(), mine, M.MACH_PORT_RIGHT_SEND_ONCE, byref(refs)) == 0 and refs.value == 0
+    finally:
+        M.mach_port_destroy(T(), mine)
