@@ -220,7 +220,7 @@ def test_c_client_and_mach_msg_server_across_processes(port: int) -> None:
 
     def loop() -> None:
         while not impl.stop:
-            kr = M.mach_msg_server_once(demux, server.max_request, port, server.rcv_options)
+            kr = M.mach_msg_server_once(demux, server.max_size, port, server.rcv_options)
             results.append(kr)
 
     arr = share(port)
@@ -444,3 +444,13 @@ def test_fuzzed_requests_never_crash_the_server_nor_leak(port: int, reply_port: 
         assert M.mach_port_get_refs(T(), mine, M.MACH_PORT_RIGHT_SEND_ONCE, byref(refs)) == 0 and refs.value == 0
     finally:
         M.mach_port_destroy(T(), mine)
+
+
+def test_bench_mig_smoke() -> None:
+    # a smoke test of `pymach bench mig`: every case runs and checks its replies (no timing is asserted)
+    from pymach.tools import bench_mig
+    (block,) = bench_mig.results(5, 1)
+    rows = block["rows"]
+    assert isinstance(rows, list) and [r["case"] for r in rows] == [c for c, _ in bench_mig.CASES]
+    assert all(r["ns_per_op"] > 0 for r in rows)
+    M.mig_dealloc_reply_port(M.mig_get_reply_port())

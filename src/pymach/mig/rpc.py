@@ -752,6 +752,7 @@ class Server:
         self.codecs = {rt.id: RoutineCodec(rt) for rt in sub.routines}
         self.max_request = max([rt.request.size for rt in sub.routines] + [36])
         self.max_reply = max([rt.reply.size for rt in sub.routines] + [36])
+        self.max_size = max(self.max_request, self.max_reply)    # mach_msg_server's max_size
         self.trailer = max([c.server_trailer for c in self.codecs.values()] + [0])
         self.rcv_options = _trailer_option(self.trailer) if self.trailer else 0
 
