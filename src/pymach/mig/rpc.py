@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -478,26 +479,16 @@ def _py_values(direction: Direction, vals: dict[str, Any], copy_ool: bool) -> di
     return out
 
 
-def _destroy_values(direction: Direction, vals: dict[str, Any]) -> None:
-    """Release the rights and regions of decoded values (a reply that the
-    caller will not see)."""
+def _release_regions(direction: Direction, vals: dict[str, Any]) -> None:
+    """Deallocate the out-of-line regions of decoded values (their data
+    was copied; the rights in a port array are kept)."""
     for f, arg in direction.fields:
-        if f.kind != "descriptor" or arg is None or arg.name not in vals:
+        if f.kind != "descriptor" or arg is None or arg.name not in vals or arg.kpd_type == PORT_DESCRIPTOR:
             continue
-        v = vals[arg.name]
-        if arg.kpd_type == PORT_DESCRIPTOR:
-            for n in (v if isinstance(v, list) else [v]):
-                if n:
-                    M.mach_port_deallocate(M.mach_task_self(), n)
-        else:
-            addr, n = v
-            nbytes = n if arg.kpd_type == OOL_DESCRIPTOR else 4 * n
-            if arg.kpd_type == OOL_PORTS_DESCRIPTOR and addr:
-                for p in _ints(ctypes.string_at(addr, nbytes), 4, False):
-                    if p:
-                        M.mach_port_deallocate(M.mach_task_self(), p)
-            if addr and nbytes:
-                M.mach_vm_deallocate(M.mach_task_self(), addr, nbytes)
+        addr, n = vals[arg.name]
+        nbytes = n if arg.kpd_type == OOL_DESCRIPTOR else 4 * n
+        if addr and nbytes:
+            M.mach_vm_deallocate(M.mach_task_self(), addr, nbytes)
 
 
 def _visible(rt: Routine, side: int) -> list[Argument]:
@@ -799,7 +790,7 @@ class Server:
         except _Bad as e:
             code.value = e.kr
             return
-        py = _py_values(codec.req, vals, True)
+        py = _py_values(codec.req, vals, False)
         py.update(trailer)
         call_args = []
         for a in codec.server_args:
@@ -814,18 +805,31 @@ class Server:
         try:
             result = fn(*call_args)
         except M.MachError as e:
+            # a failed routine consumed nothing: mach_msg_server destroys the request
             code.value = e.kr
             return
+        except Exception:  # noqa: BLE001 - the implementation's bug: printed, the routine fails
+            traceback.print_exc()
+            code.value = M.KERN_FAILURE
+            return
+        # the request's rights are the implementation's now, and its regions were copied
+        _release_regions(codec.req, vals)
+        hdr.msgh_bits &= ~M.MACH_MSGH_BITS_COMPLEX
         if rt.simple:
             code.value = M.MIG_NO_REPLY
             return
         outs = [a for a in codec.server_args if _is_out(a)]
-        results = (list(result) if isinstance(result, (tuple)) else [result]) if len(outs) != 1 else [result]
-        if len(results) != len(outs):
-            raise TypeError(f"{rt.server_name} returned {len(results)} values for {len(outs)} out arguments")
+        results = (list(result) if isinstance(result, tuple) else [result]) if len(outs) != 1 else [result]
         keep: list[Any] = []
-        out_vals = _in_values(rt, codec.rep, {a.name: v for a, v in zip(outs, results)}, keep)
-        body = codec.rep.encode(out_vals, keep)
+        try:
+            if len(results) != len(outs):
+                raise TypeError(f"{rt.server_name} returned {len(results)} values for {len(outs)} out arguments")
+            out_vals = _in_values(rt, codec.rep, {a.name: v for a, v in zip(outs, results)}, keep)
+            body = codec.rep.encode(out_vals, keep)
+        except (TypeError, ValueError, OverflowError):
+            traceback.print_exc()
+            code.value = M.KERN_FAILURE
+            return
         total = 24 + len(body)
         if out_room is not None and total > out_room:
             code.value = M.MIG_ARRAY_TOO_LARGE
