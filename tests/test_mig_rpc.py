@@ -519,3 +519,58 @@ def test_bench_mig_smoke() -> None:
     assert isinstance(rows, list) and [r["case"] for r in rows] == [c for c, _ in bench_mig.CASES]
     assert all(r["ns_per_op"] > 0 for r in rows)
     M.mig_dealloc_reply_port(M.mig_get_reply_port())
+
+
+def _import(path: Path) -> Any:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_generated_modules_serve_a_client_in_another_process(tmp_path: Path, port: int) -> None:
+    from pymach.tools import main
+    user, srv, hdr = tmp_path / "echo_user.py", tmp_path / "echo_server.py", tmp_path / "echo_types.py"
+    assert main(["mig", "-I", str(HERE / "include"), "-user", str(user), "-server", str(srv), "-header", str(hdr),
+                 str(HERE / "echo.defs")]) == 0
+    types = _import(hdr)
+    for rt in IFACE.subsystem.routines:
+        assert getattr(types, f"{rt.name}_id") == rt.id
+        req = getattr(types, f"__Request__{rt.name}_t")
+        assert ctypes.sizeof(req) == rt.request.size
+        assert [(f.name, getattr(req, f.name).offset) for f in rt.request.fields] == \
+            [(f.name, f.offset) for f in rt.request.fields]
+        if not rt.simple:
+            assert ctypes.sizeof(getattr(types, f"__Reply__{rt.name}_t")) == rt.reply.size
+    assert types.echo_MSG_COUNT == 11
+    server = _import(srv)
+    client = _import(user)
+    impl = Echo()
+    server.implementation = impl
+
+    def loop() -> None:
+        while not impl.stop:
+            assert M.mach_msg_server_once(server.echo_server, server.echo_max_size, port, 0) == 0
+
+    def child() -> tuple[Any, ...]:
+        signal.alarm(60)
+        dest = registered_port()
+        out = ctypes.c_int()
+        kr = client.echo_add(dest, 1, byref(out))
+        strings = client.echo.echo_strings(dest, "generated", "/a", timeout=10000)
+        assert client.echo_note(dest, -1) == 0
+        return kr, out.value, strings
+
+    arr = share(port)
+    th = threading.Thread(target=loop)
+    th.start()
+    try:
+        assert run_in_child(child) == (0, 2, ("GENERATED", "/a/x"))
+    finally:
+        M.mach_ports_register(T(), arr, 0)
+        if th.is_alive():
+            IFACE.echo_note(port, -1)
+        th.join(10)
+    assert not th.is_alive()
