@@ -67,8 +67,9 @@ class Echo:
     def echo_strings(self, server: int, name: str, path: str) -> tuple[str, str]:
         return name.upper(), path + "/x"
 
-    def echo_whoami(self, server: int, seqno: int, atoken: tuple[int, ...]) -> tuple[int, int]:
-        return atoken[5], seqno
+    def echo_whoami(self, server: int, seqno: int, stoken: tuple[int, int],
+                    atoken: tuple[int, ...]) -> tuple[int, int, int]:
+        return atoken[5], seqno, stoken[0]
 
     def echo_note(self, server: int, a: int) -> None:
         self.notes.append(a)
@@ -161,8 +162,8 @@ def test_pythonic_client_and_server_across_processes(port: int) -> None:
     assert r["ool"] == (bytes(range(256)) * 40)[::-1]
     assert r["ports"][0] == 5 and r["ports_back_is_server"]
     assert r["strings"] == ("NAME", "/some/path/x")
-    pid, seqno = r["whoami"]
-    assert pid == r["pid"] and seqno >= 0
+    pid, seqno, uid = r["whoami"]
+    assert pid == r["pid"] and seqno >= 0 and uid == os.geteuid()  # the kernel's word for the sender
     assert r["poly"] == (True, M.MACH_MSG_TYPE_PORT_SEND)
     assert r["fail"] == M.KERN_INVALID_ARGUMENT
     assert r["mine_refs"] == 1  # its own send right, and none of those the routines made
@@ -191,8 +192,9 @@ def c_client() -> dict[str, Any]:
     M.mach_vm_deallocate(T(), addr.value, cnt.value)
     name, path = (ctypes.c_char * 32)(), (ctypes.c_char * 128)()
     r["strings"] = (c.echo_strings(server, b"abc", b"/p", name, path), name.value, path.value)
-    pid, seq = ctypes.c_int(), ctypes.c_int()
-    r["whoami"] = (c.echo_whoami(server, byref(pid), byref(seq)), pid.value == os.getpid())
+    pid, seq, uid = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(-1)
+    r["whoami"] = (c.echo_whoami(server, byref(pid), byref(seq), byref(uid)), pid.value == os.getpid(),
+                   uid.value == os.geteuid())
     mine = new_port()
     pair = (M.mach_port_t * 2)(mine, mine)
     ports = (M.mach_port_t * 1)(mine)
@@ -241,7 +243,7 @@ def test_c_client_and_mach_msg_server_across_processes(port: int) -> None:
     assert r["arrays"] == (0, [4, 3, 2, 1], [9, 8, 2], b"XY")
     assert r["ool"] == (0, b"enil fo tuo")
     assert r["strings"] == (0, b"ABC", b"/p/x")
-    assert r["whoami"] == (0, True)
+    assert r["whoami"] == (0, True, True)
     assert r["ports"] == (0, 3, 1, True)
     assert r["poly"] == (0, True, M.MACH_MSG_TYPE_PORT_SEND)
     assert r["fail"] == (M.KERN_NO_SPACE, 77)  # the out-parameter is left alone
@@ -574,3 +576,18 @@ def test_generated_modules_serve_a_client_in_another_process(tmp_path: Path, por
             IFACE.echo_note(port, -1)
         th.join(10)
     assert not th.is_alive()
+
+
+def test_a_routine_whose_trailer_was_not_asked_for_gets_mig_trailer_error(port: int) -> None:
+    server = IFACE.server(Echo())
+    got: list[int] = []
+    # options 0: the minimal trailer, without the seqno and tokens echo_whoami takes
+    th = threading.Thread(target=lambda: got.append(
+        M.mach_msg_server_once(server.demux, server.max_size, port, 0)))
+    th.start()
+    with pytest.raises(M.MachError) as e:
+        IFACE.echo_whoami(port, timeout=10000)
+    th.join(10)
+    assert e.value.kr == M.MIG_TRAILER_ERROR and got == [0]
+    assert server.rcv_options == M.MACH_RCV_TRAILER_TYPE(M.MACH_MSG_TRAILER_FORMAT_0) | \
+        M.MACH_RCV_TRAILER_ELEMENTS(M.MACH_RCV_TRAILER_AUDIT)
