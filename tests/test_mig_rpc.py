@@ -591,3 +591,13 @@ def test_a_routine_whose_trailer_was_not_asked_for_gets_mig_trailer_error(port: 
     assert e.value.kr == M.MIG_TRAILER_ERROR and got == [0]
     assert server.rcv_options == M.MACH_RCV_TRAILER_TYPE(M.MACH_MSG_TRAILER_FORMAT_0) | \
         M.MACH_RCV_TRAILER_ELEMENTS(M.MACH_RCV_TRAILER_AUDIT)
+
+
+def test_values_wrap_as_c_converts_them(port: int) -> None:
+    with IFACE.serve(Echo(), port, poll_ms=50):
+        out = ctypes.c_int()
+        assert IFACE.c.echo_add(port, 0xFFFFFFFF, byref(out)) == 0 and out.value == 0   # (int)0xffffffff is -1
+        assert IFACE.echo_add(port, 0xFFFFFFFF, timeout=10000) == 0
+        assert IFACE.echo_add(port, ctypes.c_int(-5), timeout=10000) == -4
+        with pytest.raises(TypeError):
+            IFACE.echo_add(port, 1, 2)

@@ -146,6 +146,32 @@ def _c_string(v: Any) -> bytes:
     raise TypeError(f"expected a string, not {type(v).__name__}")
 
 
+_INT_FORMATS = {(1, True): "b", (1, False): "B", (2, True): "h", (2, False): "H", (4, True): "i", (4, False): "I",
+                (8, True): "q", (8, False): "Q"}
+
+
+def _plain_struct(fields: list[tuple[Field, Argument | None]]) -> tuple[struct.Struct | None, list[str]]:
+    """For a message of scalars only (no descriptor, no array, no string):
+    one struct.Struct for the whole of it (the header as six ints) and the
+    names of its data fields in order; (None, []) for any other message."""
+    fmt = "<IIIIIi"
+    names: list[str] = []
+    for f, arg in fields[1:]:
+        if f.kind == "ndr":
+            fmt += "8s"
+        elif f.kind == "retcode":
+            fmt += "i"
+        elif f.kind == "pad":
+            fmt += f"{f.size}x"
+        elif f.kind == "data" and arg is not None and arg.itype.number == 1 and not arg.itype.string \
+                and (f.size, _signed(arg.itype)) in _INT_FORMATS and f.size == _elem_bytes(arg.itype):
+            fmt += _INT_FORMATS[(f.size, _signed(arg.itype))]
+            names.append(arg.name)
+        else:
+            return None, []
+    return struct.Struct(fmt), names
+
+
 def _desc_expected(arg: Argument) -> int:
     """The descriptor type an argument travels in."""
     return {PORT_DESCRIPTOR: M.MACH_MSG_PORT_DESCRIPTOR, OOL_DESCRIPTOR: M.MACH_MSG_OOL_DESCRIPTOR,
@@ -165,6 +191,7 @@ class Direction:
         self.variable = any(f.kind == "variable" for f in layout.fields)
         self.pad_after_var = {i for i, (f, _) in enumerate(self.fields)
                               if f.kind == "pad" and i and self.fields[i - 1][0].kind == "variable"}
+        self.fast, self.fast_names = _plain_struct(self.fields)
 
     # -- encoding
 
@@ -522,6 +549,32 @@ class RoutineCodec:
                              and rt.request_port.type is not None else M.MACH_MSG_TYPE_COPY_SEND)
         self.user_args = _visible(rt, AKB_USER_ARG)
         self.server_args = _visible(rt, AKB_SERVER_ARG)
+        self.ins = [a for a in self.user_args if a is not rt.request_port and _is_in(a)]
+        self.outs = [a for a in self.user_args if _is_out(a)]
+        # the fast path: both messages plain scalars, no trailer, a reply
+        self.plain = (not rt.simple and self.req.fast is not None and self.rep.fast is not None
+                      and not self.user_trailer and not self.server_trailer and "NDR" in
+                      [f.name for f in rt.request.fields] and "RetCode" in [f.name for f in rt.reply.fields])
+        ins = [a.name for a in self.ins]
+        outs = [a.name for a in self.outs]
+        if self.plain and sorted(self.req.fast_names) == sorted(ins) and sorted(self.rep.fast_names) == sorted(outs):
+            self.req_order = [ins.index(n) for n in self.req.fast_names]
+            self.rep_order = [self.rep.fast_names.index(n) for n in outs]
+        else:
+            self.plain = False
+        self.bits = M.MACH_MSGH_BITS(self.request_disp, TYPE_MAKE_SEND_ONCE)
+        # the server's order: the implementation's in arguments, from the request's fields,
+        # and the reply's fields, from the out values it returns
+        s_ins = [a.name for a in self.server_args if a is not rt.request_port and _is_in(a)]
+        s_outs = [a.name for a in self.server_args if _is_out(a)]
+        self.rep_names = s_outs
+        if self.plain and sorted(s_ins) == sorted(self.req.fast_names) and sorted(s_outs) == sorted(
+                self.rep.fast_names) and len(self.server_args) == 1 + len(s_ins) + len(s_outs) - len(
+                set(s_ins) & set(s_outs)):
+            self.server_order = [7 + self.req.fast_names.index(n) for n in s_ins]   # after header and NDR
+            self.server_rep_order = [s_outs.index(n) for n in self.rep.fast_names]
+        else:
+            self.plain = False
 
     def call(self, target: Any, values: dict[str, Any], timeout: int | None = None) -> tuple[int, dict[str, Any],
                                                                                            dict[str, Any]]:
@@ -593,6 +646,8 @@ class RoutineCodec:
             raise TypeError(f"{self.rt.user_name}() takes {len(c_args)} arguments "
                             f"({', '.join(a.name for a in c_args)}), not {len(cargs)}")
         given = {a.name: v for a, v in zip(c_args, cargs)}
+        if self.plain:
+            return self._call_c_plain(given)
         target = given.get(self.rt.request_port.name if self.rt.request_port is not None else "", 0)
         values: dict[str, Any] = {}
         keep: list[Any] = []
@@ -699,7 +754,12 @@ class RoutineCodec:
         """The Pythonic call: ``args`` are the visible in arguments after the
         request port; the out arguments come back (one value, a tuple, or
         None). Raises MachError."""
-        ins = [a for a in self.user_args if a is not self.rt.request_port and _is_in(a)]
+        ins = self.ins
+        if self.plain and len(args) == len(ins):
+            try:
+                return self._call_plain(target, args, timeout)
+            except struct.error:
+                pass  # a value to wrap as C converts it: the general path does
         if len(args) != len(ins):
             raise TypeError(f"{self.rt.name}() takes {len(ins)} arguments after the port "
                             f"({', '.join(a.name for a in ins)}), not {len(args)}")
@@ -715,6 +775,91 @@ class RoutineCodec:
         if not outs:
             return None
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+    def _call_c_plain(self, given: dict[str, Any]) -> int:
+        """call_c for a routine of scalars."""
+        rt = self.rt
+        req, rep = self.req.fast, self.rep.fast
+        assert req is not None and rep is not None and rt.request_port is not None
+        vals = []
+        for n in self.req.fast_names:
+            v = given[n]
+            vals.append(_deref(v) if ak_check(self.req.args[n].kind, AKB_RETURN) else A.val(v))
+        reply = M.mig_get_reply_port()
+        if not reply:
+            return M.KERN_RESOURCE_SHORTAGE
+        buf = ctypes.create_string_buffer(rep.size + M.MAX_TRAILER_SIZE)
+        try:
+            req.pack_into(buf, 0, self.bits, req.size, A.u32(given[rt.request_port.name]), reply, 0, rt.id, NDR, *vals)
+        except struct.error:
+            # a value to wrap as C converts it
+            vals = [int.from_bytes(_to_bytes(v, f.size, n), "little", signed=_signed(self.req.args[n].itype))
+                    for v, n, f in zip(vals, self.req.fast_names, [f for f, a in self.req.fields if f.kind == "data"])]
+            req.pack_into(buf, 0, self.bits, req.size, A.u32(given[rt.request_port.name]), reply, 0, rt.id, NDR, *vals)
+        kr = M.mach_msg(buf, M.MACH_SEND_MSG | M.MACH_RCV_MSG, req.size, len(buf), reply, 0, 0)
+        if kr:
+            if kr in (M.MACH_SEND_INVALID_DATA, M.MACH_SEND_INVALID_DEST, M.MACH_SEND_INVALID_HEADER):
+                M.mig_put_reply_port(reply)
+            else:
+                M.mig_dealloc_reply_port(reply)
+            return int(kr)
+        bits, size, _r, _l, _v, rid = struct.unpack_from("<IIIIIi", buf, 0)
+        if rid == rt.reply_id and not bits & M.MACH_MSGH_BITS_COMPLEX and size == rep.size:
+            got = rep.unpack_from(buf, 0)
+            if got[7]:
+                return int(got[7])
+            for n, v in zip(self.rep.fast_names, got[8:]):
+                A.set_out(given[n], v)
+            return 0
+        if rid == rt.reply_id and not bits & M.MACH_MSGH_BITS_COMPLEX and size == 36:
+            return struct.unpack_from("<i", buf, 32)[0] or M.MIG_TYPE_ERROR
+        M.mach_msg_destroy(buf)
+        if rid != rt.reply_id:
+            return M.MIG_SERVER_DIED if rid == M.MACH_NOTIFY_SEND_ONCE else M.MIG_REPLY_MISMATCH
+        return M.MIG_TYPE_ERROR
+
+    def _call_plain(self, target: Any, args: Sequence[Any], timeout: int | None) -> Any:
+        """call_python for a routine of scalars: one struct for each message."""
+        rt = self.rt
+        req, rep = self.req.fast, self.rep.fast
+        assert req is not None and rep is not None
+        reply = M.mig_get_reply_port()
+        if not reply:
+            raise M.MachError(M.KERN_RESOURCE_SHORTAGE, rt.name)
+        buf = ctypes.create_string_buffer(rep.size + M.MAX_TRAILER_SIZE)
+        vals = [A.val(args[i]) for i in self.req_order]
+        req.pack_into(buf, 0, self.bits, req.size, target if type(target) is int else A.u32(target), reply, 0,
+                      rt.id, NDR, *vals)
+        opt = M.MACH_SEND_MSG | M.MACH_RCV_MSG
+        tmo = 0
+        if timeout is not None:
+            opt |= M.MACH_SEND_TIMEOUT | M.MACH_RCV_TIMEOUT
+            tmo = timeout
+        kr = M.mach_msg(buf, opt, req.size, len(buf), reply, tmo, 0)
+        if kr:
+            if kr in (M.MACH_SEND_INVALID_DATA, M.MACH_SEND_INVALID_DEST, M.MACH_SEND_INVALID_HEADER):
+                M.mig_put_reply_port(reply)
+            else:
+                M.mig_dealloc_reply_port(reply)
+            raise M.MachError(kr, rt.name)
+        bits, size, _r, _l, _v, rid = struct.unpack_from("<IIIIIi", buf, 0)
+        if rid == rt.reply_id and not bits & M.MACH_MSGH_BITS_COMPLEX and size == rep.size:
+            got = rep.unpack_from(buf, 0)
+            code = got[7]
+            if code:
+                raise M.MachError(code, rt.name)
+            outs = got[8:]
+            if len(outs) == 1:
+                return outs[0]
+            return tuple(outs[i] for i in self.rep_order) if outs else None
+        if rid == rt.reply_id and not bits & M.MACH_MSGH_BITS_COMPLEX and size == 36:
+            code = struct.unpack_from("<i", buf, 32)[0]
+            raise M.MachError(code or M.MIG_TYPE_ERROR, rt.name)
+        M.mach_msg_destroy(buf)
+        if rid != rt.reply_id:
+            raise M.MachError(M.MIG_SERVER_DIED if rid == M.MACH_NOTIFY_SEND_ONCE else M.MIG_REPLY_MISMATCH, rt.name)
+        raise M.MachError(M.MIG_TYPE_ERROR, rt.name)
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -783,6 +928,9 @@ class Server:
         ctypes.memmove(out_addr, _reply_header(hdr.msgh_bits, hdr.msgh_remote_port, hdr.msgh_id), 24)
         ctypes.memmove(out_addr + 24, NDR, 8)
         code = ctypes.c_int32.from_address(out_addr + 32)
+        if codec.plain and (out_room is None or out_room >= rt.reply.size):
+            self._run_plain(codec, hdr, raw, out_addr, code)
+            return
         try:
             _size_ok(rt.request, rt.request.complex, hdr.msgh_bits, size, raw, M.MIG_BAD_ARGUMENTS)
             vals = codec.req.decode(raw, size, M.MIG_BAD_ARGUMENTS)
@@ -840,6 +988,43 @@ class Server:
         if rt.reply.complex:
             oh.msgh_bits |= M.MACH_MSGH_BITS_COMPLEX
         self._keep = keep      # the reply's out-of-line memory lives until the next request
+
+
+    def _run_plain(self, codec: RoutineCodec, hdr: Any, raw: bytes, out_addr: int, code: Any) -> None:
+        """_run for a routine of scalars: one struct for each message."""
+        rt = codec.rt
+        req, rep = codec.req.fast, codec.rep.fast
+        assert req is not None and rep is not None
+        if hdr.msgh_bits & M.MACH_MSGH_BITS_COMPLEX or hdr.msgh_size != req.size or len(raw) < req.size:
+            code.value = M.MIG_BAD_ARGUMENTS
+            return
+        got = req.unpack_from(raw, 0)
+        fn = getattr(self.impl, rt.server_name, None) or getattr(self.impl, rt.name, None)
+        if fn is None:
+            code.value = M.MIG_BAD_ID
+            return
+        try:
+            result = fn(hdr.msgh_local_port, *[got[i] for i in codec.server_order])
+        except M.MachError as e:
+            code.value = e.kr
+            return
+        except Exception:  # noqa: BLE001 - the implementation's bug: printed, the routine fails
+            traceback.print_exc()
+            code.value = M.KERN_FAILURE
+            return
+        n = len(codec.rep_names)
+        results = [result] if n == 1 else list(result) if isinstance(result, tuple) else [result]
+        try:
+            if len(results) != n:
+                raise TypeError(f"{rt.server_name} returned {len(results)} values for {n} out arguments")
+            b = bytearray(rep.size)
+            rep.pack_into(b, 0, 0, 0, 0, 0, 0, 0, NDR, 0, *[A.val(results[i]) for i in codec.server_rep_order])
+        except (TypeError, ValueError, OverflowError, struct.error):
+            traceback.print_exc()
+            code.value = M.KERN_FAILURE
+            return
+        ctypes.memmove(out_addr + 36, bytes(b[36:]), rep.size - 36)
+        ctypes.c_uint32.from_address(out_addr + 4).value = rep.size
 
 
 class Serving:
