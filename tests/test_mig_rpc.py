@@ -601,3 +601,22 @@ def test_values_wrap_as_c_converts_them(port: int) -> None:
         assert IFACE.echo_add(port, ctypes.c_int(-5), timeout=10000) == -4
         with pytest.raises(TypeError):
             IFACE.echo_add(port, 1, 2)
+
+
+class BadReply(Echo):
+    def echo_poly(self, server: int, port: tuple[int, int]) -> tuple[int, int]:
+        M.mach_port_deallocate(T(), port[0])
+        return 0x7770B, M.MACH_MSG_TYPE_MOVE_SEND  # a name this task does not hold
+
+
+def test_a_reply_the_kernel_refuses_gives_the_client_mig_server_died_and_the_server_goes_on(port: int) -> None:
+    mine = new_port()
+    try:
+        with IFACE.serve(BadReply(), port, poll_ms=50) as s:
+            with pytest.raises(M.MachError) as e:
+                IFACE.echo_poly(port, (mine, M.MACH_MSG_TYPE_MAKE_SEND), timeout=10000)
+            assert e.value.kr == M.MIG_SERVER_DIED
+            assert IFACE.echo_add(port, 1, timeout=10000) == 2
+        assert s.result == 0 and not s.thread.is_alive()
+    finally:
+        M.mach_port_destroy(T(), mine)

@@ -16,7 +16,8 @@ from .._kern import kern_return as K
 from .._kern import message_defs as MD
 from .._kern.task import SELF
 from ._args import u32
-from .mach_port import mach_msg, mach_msg_destroy, mach_port_deallocate
+from .._kern.ipc_space import MACH_PORT_TYPE_SEND_ONCE
+from .mach_port import mach_msg, mach_msg_destroy, mach_port_deallocate, mach_port_type
 from .message import MAX_TRAILER_SIZE, mach_msg_header_t
 from .notify import NDR_record_t
 from .types import kern_return_t
@@ -105,7 +106,18 @@ def _serve(demux: Demux, request: Any, reply: Any, options: int) -> int:
     if mr in _RECOVERABLE:
         _consume_unsent(rp.Head)
         mr = 0
+    elif mr:
+        # a reply the kernel refused (a bad right in it): its reply right,
+        # still ours, goes, so that the client learns of it (MIG_SERVER_DIED)
+        # rather than waiting for ever
+        _release_send_once(rp.Head.msgh_remote_port)
     return mr
+
+
+def _release_send_once(name: int) -> None:
+    kind = ctypes.c_uint32()
+    if mach_port_type(SELF.task_name, name, ctypes.byref(kind)) == 0 and kind.value & MACH_PORT_TYPE_SEND_ONCE:
+        mach_port_deallocate(SELF.task_name, name)
 
 
 def _buffers(max_size: int, options: int) -> tuple[Any, Any, int]:

@@ -429,6 +429,9 @@ def _in_values(rt: Routine, direction: Direction, py: dict[str, Any], keep: list
         if arg is None or f.kind in ("header", "body", "ndr", "retcode", "pad", "offset"):
             continue
         if f.kind == "count":
+            array = direction.args.get(arg.name[:-3]) if ak_ident(arg.kind) == AKE_COUNT_IN_OUT else None
+            if array is not None and array.type is not None:
+                out[arg.name] = _max_count(array.itype)     # CountInOut: the room for the reply's array
             continue
         it = arg.itype
         v: Any = py.get(arg.name)
@@ -1044,11 +1047,10 @@ class Serving:
         opt = self.server.rcv_options | M.MACH_RCV_TIMEOUT
         while not self._stop.is_set():
             kr = serve_once(self.server, self.port, opt, self.poll_ms)
-            if kr == M.MACH_RCV_TIMED_OUT:
-                continue
-            if kr and kr not in (M.MACH_RCV_TOO_LARGE,):
-                self.result = kr
-                return
+            if kr in (0, M.MACH_RCV_TIMED_OUT, M.MACH_RCV_TOO_LARGE) or kr & ~0xFF == 0x10000000:  # MACH_SEND_*
+                continue  # (a reply that could not be sent was released: its client hears of it)
+            self.result = kr
+            return
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop answering (within the poll interval) and join the thread."""
