@@ -98,35 +98,54 @@ def _generated_server(total: int) -> Callable[[Any], None]:
     return serve
 
 
-def hand_rt(n: int) -> float:
-    """The exchange by hand: mach_msg send and receive in one call on the
-    thread's MIG reply port; the reply's id, size, RetCode and sum checked."""
+def hand_client(dest: int, case: str) -> Callable[[int], None]:
+    """``run(k)``: k exchanges by hand: mach_msg send and receive in one
+    call on the thread's MIG reply port; the reply's id, size, RetCode and
+    sum checked."""
     from .. import mach as M
-    case = "by hand with mach_msg"
     Request, Reply = _structs()
-    with _mach_server(_hand_server(_warm(n) + n), case) as right:
-        dest = right.name
-        buf = Reply()
-        rq = Request.from_buffer(buf)
-        reply = M.mig_get_reply_port()
-        bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_TYPE_MAKE_SEND_ONCE)
-        opt = M.MACH_SEND_MSG | M.MACH_RCV_MSG
-        size, rsize = 36, ctypes.sizeof(buf)
-        mach_msg, h = M.mach_msg, rq.Head
+    buf = Reply()
+    rq = Request.from_buffer(buf)
+    reply = M.mig_get_reply_port()
+    bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_TYPE_MAKE_SEND_ONCE)
+    opt = M.MACH_SEND_MSG | M.MACH_RCV_MSG
+    size, rsize = 36, ctypes.sizeof(buf)
+    mach_msg, h = M.mach_msg, rq.Head
 
-        def run(k: int) -> None:
-            for i in range(k):
-                h.msgh_bits = bits
-                h.msgh_size = size
-                h.msgh_remote_port = dest
-                h.msgh_local_port = reply
-                h.msgh_voucher_port = 0
-                h.msgh_id = REQUEST_ID
-                rq.a = i
-                kr = mach_msg(h, opt, size, rsize, reply, 0, 0)
-                if kr or h.msgh_id != REQUEST_ID + 100 or h.msgh_size != 40 or buf.RetCode or buf.sum != i + 1:
-                    fail(case, f"mach_msg: {kr_text(kr)}, msgh_id {h.msgh_id}, msgh_size {h.msgh_size}")
-        return _sample(run, n)
+    def run(k: int) -> None:
+        for i in range(k):
+            h.msgh_bits = bits
+            h.msgh_size = size
+            h.msgh_remote_port = dest
+            h.msgh_local_port = reply
+            h.msgh_voucher_port = 0
+            h.msgh_id = REQUEST_ID
+            rq.a = i
+            kr = mach_msg(h, opt, size, rsize, reply, 0, 0)
+            if kr or h.msgh_id != REQUEST_ID + 100 or h.msgh_size != 40 or buf.RetCode or buf.sum != i + 1:
+                fail(case, f"mach_msg: {kr_text(kr)}, msgh_id {h.msgh_id}, msgh_size {h.msgh_size}")
+    return run
+
+
+def generated_client(dest: int, case: str) -> Callable[[int], None]:
+    """``run(k)``: k calls of the generated C-layer stub."""
+    call = interface().c.bench_add
+    out = ctypes.c_int()
+    ref = ctypes.byref(out)
+
+    def run(k: int) -> None:
+        for i in range(k):
+            kr = call(dest, i, ref)
+            if kr or out.value != i + 1:
+                fail(case, f"{kr_text(kr)}, sum {out.value}")
+    return run
+
+
+def hand_rt(n: int) -> float:
+    """The exchange by hand (hand_client), to a hand-written server."""
+    case = "by hand with mach_msg"
+    with _mach_server(_hand_server(_warm(n) + n), case) as right:
+        return _sample(hand_client(right.name, case), n)
 
 
 def generated_rt(n: int) -> float:
@@ -147,19 +166,8 @@ def generated_rt(n: int) -> float:
 def generated_c_rt(n: int) -> float:
     """The generated C-layer stub: ``kr = iface.c.bench_add(port, a, byref(sum))``."""
     case = "generated, C stub"
-    iface = interface()
     with _mach_server(_generated_server(_warm(n) + n), case) as right:
-        dest = right.name
-        call = iface.c.bench_add
-        out = ctypes.c_int()
-        ref = ctypes.byref(out)
-
-        def run(k: int) -> None:
-            for i in range(k):
-                kr = call(dest, i, ref)
-                if kr or out.value != i + 1:
-                    fail(case, f"{kr_text(kr)}, sum {out.value}")
-        return _sample(run, n)
+        return _sample(generated_client(right.name, case), n)
 
 
 CASES: list[tuple[str, Callable[[int], float]]] = [
