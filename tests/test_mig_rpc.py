@@ -64,6 +64,9 @@ class Echo:
     def echo_poly(self, server: int, port: tuple[int, int]) -> tuple[int, int]:
         return port  # moved back to the sender
 
+    def echo_port_list(self, server: int, ports: list[int]) -> int:
+        return self.echo_ports(server, ports, [])[0]
+
     def echo_strings(self, server: int, name: str, path: str) -> tuple[str, str]:
         return name.upper(), path + "/x"
 
@@ -129,6 +132,7 @@ def pythonic_client() -> dict[str, Any]:
     back = r["ports"][1][0]
     r["ports_back_is_server"] = back == server
     M.mach_port_deallocate(T(), back)
+    r["port_list"] = IFACE.echo_port_list(server, [mine, mine, mine], timeout=tmo)
     r["strings"] = IFACE.echo_strings(server, "name", "/some/path", timeout=tmo)
     r["whoami"] = IFACE.echo_whoami(server, timeout=tmo)
     r["pid"] = os.getpid()
@@ -162,6 +166,7 @@ def test_pythonic_client_and_server_across_processes(port: int) -> None:
     assert r["ool"] == (bytes(range(256)) * 40)[::-1]
     assert r["ports"][0] == 5 and r["ports_back_is_server"]
     assert r["strings"] == ("NAME", "/some/path/x")
+    assert r["port_list"] == 3
     pid, seqno, uid = r["whoami"]
     assert pid == r["pid"] and seqno >= 0 and uid == os.geteuid()  # the kernel's word for the sender
     assert r["poly"] == (True, M.MACH_MSG_TYPE_PORT_SEND)
@@ -501,7 +506,7 @@ def test_fuzzed_requests_never_crash_the_server_nor_leak(port: int, reply_port: 
                 return
             code, rid, size, _data = got
             assert rid == (msg_id + 100 + 2**31) % 2**32 - 2**31
-            if not (BASE <= msg_id <= BASE + 10) or msg_id == BASE + 8:
+            if not (BASE <= msg_id <= BASE + 11) or msg_id == BASE + 8:
                 assert code == M.MIG_BAD_ID
             elif size == 36 and code:
                 assert code in (M.MIG_BAD_ARGUMENTS, M.MIG_TYPE_ERROR, M.MIG_TRAILER_ERROR, M.MIG_BAD_ID) or code > 0
@@ -546,7 +551,7 @@ def test_generated_modules_serve_a_client_in_another_process(tmp_path: Path, por
             [(f.name, f.offset) for f in rt.request.fields]
         if not rt.simple:
             assert ctypes.sizeof(getattr(types, f"__Reply__{rt.name}_t")) == rt.reply.size
-    assert types.echo_MSG_COUNT == 11
+    assert types.echo_MSG_COUNT == 12
     server = _import(srv)
     client = _import(user)
     impl = Echo()
