@@ -553,6 +553,8 @@ class RoutineCodec:
         self.user_args = _visible(rt, AKB_USER_ARG)
         self.server_args = _visible(rt, AKB_SERVER_ARG)
         self.ins = [a for a in self.user_args if a is not rt.request_port and _is_in(a)]
+        self.c_args = [a for a in rt.args if ak_check(a.kind, AKB_USER_ARG) and not a.name.startswith("dummy ")
+                       and ak_ident(a.kind) != AKE_REPLY_PORT]
         self.outs = [a for a in self.user_args if _is_out(a)]
         # the fast path: both messages plain scalars, no trailer, a reply
         self.plain = (not rt.simple and self.req.fast is not None and self.rep.fast is not None
@@ -566,6 +568,7 @@ class RoutineCodec:
         else:
             self.plain = False
         self.bits = M.MACH_MSGH_BITS(self.request_disp, TYPE_MAKE_SEND_ONCE)
+        self.c_plain_ins = [(n, ak_check(self.req.args[n].kind, AKB_RETURN)) for n in self.req.fast_names]
         # the server's order: the implementation's in arguments, from the request's fields,
         # and the reply's fields, from the out values it returns
         s_ins = [a.name for a in self.server_args if a is not rt.request_port and _is_in(a)]
@@ -643,8 +646,7 @@ class RoutineCodec:
         (the request port, in values, counts and dispositions by value; out
         arguments and out counts by reference, byref or pointer). The
         kern_return_t."""
-        c_args = [a for a in self.rt.args if ak_check(a.kind, AKB_USER_ARG) and not a.name.startswith("dummy ")
-                  and ak_ident(a.kind) != AKE_REPLY_PORT]
+        c_args = self.c_args
         if len(cargs) != len(c_args):
             raise TypeError(f"{self.rt.user_name}() takes {len(c_args)} arguments "
                             f"({', '.join(a.name for a in c_args)}), not {len(cargs)}")
@@ -785,10 +787,7 @@ class RoutineCodec:
         rt = self.rt
         req, rep = self.req.fast, self.rep.fast
         assert req is not None and rep is not None and rt.request_port is not None
-        vals = []
-        for n in self.req.fast_names:
-            v = given[n]
-            vals.append(_deref(v) if ak_check(self.req.args[n].kind, AKB_RETURN) else A.val(v))
+        vals = [_deref(given[n]) if inout else A.val(given[n]) for n, inout in self.c_plain_ins]
         reply = M.mig_get_reply_port()
         if not reply:
             return M.KERN_RESOURCE_SHORTAGE
@@ -911,19 +910,22 @@ class Server:
         if out_room is not None and out_room < 36:
             raise ValueError("the reply buffer holds less than a mig_reply_error_t")
         hdr = M.mach_msg_header_t.from_address(in_addr)
-        ctypes.memmove(out_addr, _reply_header(hdr.msgh_bits, hdr.msgh_remote_port, hdr.msgh_id), 24)
-        ctypes.memmove(out_addr + 24, NDR, 8)
         codec = self.codecs.get(hdr.msgh_id)
         if codec is None:
+            ctypes.memmove(out_addr, _reply_header(hdr.msgh_bits, hdr.msgh_remote_port, hdr.msgh_id), 24)
+            ctypes.memmove(out_addr + 24, NDR, 8)
             ctypes.c_int32.from_address(out_addr + 32).value = M.MIG_BAD_ID
             return False
-        self._run(codec, InHeadP, OutHeadP)
+        self._run_at(codec, hdr, in_addr, in_room, out_addr, out_room)
         return True
 
     def _run(self, codec: RoutineCodec, InHeadP: Any, OutHeadP: Any) -> None:
         in_addr, in_room = A.address_of(InHeadP)
         out_addr, out_room = A.address_of(OutHeadP, True)
-        hdr = M.mach_msg_header_t.from_address(in_addr)
+        self._run_at(codec, M.mach_msg_header_t.from_address(in_addr), in_addr, in_room, out_addr, out_room)
+
+    def _run_at(self, codec: RoutineCodec, hdr: Any, in_addr: int, in_room: int | None, out_addr: int,
+                out_room: int | None) -> None:
         size = hdr.msgh_size
         avail = size + M.MAX_TRAILER_SIZE if in_room is None else in_room
         raw = ctypes.string_at(in_addr, min(avail, size + M.MAX_TRAILER_SIZE + 4))
