@@ -625,3 +625,14 @@ def test_a_reply_the_kernel_refuses_gives_the_client_mig_server_died_and_the_ser
         assert s.result == 0 and not s.thread.is_alive()
     finally:
         M.mach_port_destroy(T(), mine)
+
+
+def test_the_demux_reads_no_further_than_the_buffer_it_is_given() -> None:
+    server = IFACE.server(Echo())
+    # a request whose msgh_size claims more than its buffer holds
+    req = ctypes.create_string_buffer(struct.pack("<IIIIIi", 0x1513, 120, 0, 0, 0, BASE + 2) + NDR + bytes(8), 48)
+    rep = M.mig_reply_error_t()
+    assert server.demux(M.mach_msg_header_t.from_buffer(req), rep.Head)
+    assert (rep.Head.msgh_id, rep.Head.msgh_size, rep.RetCode) == (BASE + 102, 36, M.MIG_BAD_ARGUMENTS)
+    with pytest.raises(ValueError):
+        server.demux(M.mach_msg_header_t.from_buffer(req), (ctypes.c_char * 20)())

@@ -909,6 +909,8 @@ class Server:
         out_addr, out_room = A.address_of(OutHeadP, True)
         if out_room is not None and out_room < 36:
             raise ValueError("the reply buffer holds less than a mig_reply_error_t")
+        if in_room is not None and in_room < 24:
+            raise ValueError("the request buffer holds less than a message header")
         hdr = M.mach_msg_header_t.from_address(in_addr)
         codec = self.codecs.get(hdr.msgh_id)
         if codec is None:
@@ -942,6 +944,9 @@ class Server:
             trailer = _trailer_values(rt, AKB_SERVER_ARG, raw, size)
         except _Bad as e:
             code.value = e.kr
+            return
+        except struct.error:  # a buffer shorter than its msgh_size says
+            code.value = M.MIG_BAD_ARGUMENTS
             return
         py = _py_values(codec.req, vals, False)
         py.update(trailer)
