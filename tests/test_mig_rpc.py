@@ -636,3 +636,94 @@ def test_the_demux_reads_no_further_than_the_buffer_it_is_given() -> None:
     assert (rep.Head.msgh_id, rep.Head.msgh_size, rep.RetCode) == (BASE + 102, 36, M.MIG_BAD_ARGUMENTS)
     with pytest.raises(ValueError):
         server.demux(M.mach_msg_header_t.from_buffer(req), (ctypes.c_char * 20)())
+
+
+class EchoC:
+    """The implementation in the C layer: mig's server signatures, out
+    arguments through references, a kern_return_t."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def echo_add(self, server: int, a: int, sum_: Any) -> int:
+        sum_._obj.value = a + 1
+        return 0
+
+    def echo_scalars(self, server: int, a: int, w: int, b: Any, c: Any) -> int:
+        b._obj.value = w * 2
+        c._obj.value += a
+        return 0
+
+    def echo_arrays(self, server: int, fixed: Any, data: Any, dataCnt: int, raw: Any, rawCnt: int, rfixed: Any,
+                    rdata: Any, rdataCnt: Any, rraw: Any, rrawCnt: Any) -> int:
+        ints = (ctypes.c_int * 4).from_buffer_copy(fixed)
+        ctypes.memmove(rfixed, (ctypes.c_int * 4)(*list(ints)[::-1]), 16)
+        assert rdataCnt._obj.value == 16      # the room mig's server code gives
+        ctypes.memmove(rdata, data, 4 * dataCnt)
+        rdataCnt._obj.value = dataCnt
+        ctypes.memmove(rraw, bytes(raw)[:rawCnt].upper(), rawCnt)
+        rrawCnt._obj.value = rawCnt
+        return 0
+
+    def echo_ool(self, server: int, data: int, dataCnt: int, rdata: Any, rdataCnt: Any) -> int:
+        # the request's region is the routine's: it answers with it reversed in place
+        buf = (ctypes.c_char * dataCnt).from_address(data)
+        buf[:] = bytes(buf)[::-1]
+        self.keep = ctypes.create_string_buffer(bytes(buf), dataCnt)
+        M.mach_vm_deallocate(T(), data, dataCnt)
+        rdata._obj.value = ctypes.addressof(self.keep)
+        rdataCnt._obj.value = dataCnt
+        return 0
+
+    def echo_strings(self, server: int, name: Any, path: Any, rname: Any, rpath: Any) -> int:
+        rname.value = name.value.upper()
+        rpath.value = path.value + b"/c"
+        return 0
+
+    def echo_fail(self, server: int, code: int, x: Any) -> int:
+        return code
+
+    def echo_note(self, server: int, a: int) -> int:
+        self.stop = True
+        return 0
+
+
+def c_layer_server_client() -> dict[str, Any]:
+    signal.alarm(60)
+    server = registered_port()
+    tmo = 10000
+    r = {"add": IFACE.echo_add(server, 1, timeout=tmo),
+         "scalars": IFACE.echo_scalars(server, 2, 3, 4, timeout=tmo),
+         "arrays": IFACE.echo_arrays(server, [1, 2, 3, 4], [7, 8, 9], b"abc", timeout=tmo),
+         "ool": IFACE.echo_ool(server, b"0123456789" * 500, timeout=tmo),
+         "strings": IFACE.echo_strings(server, "c", "/layer", timeout=tmo)}
+    try:
+        IFACE.echo_fail(server, M.KERN_NOT_SUPPORTED, timeout=tmo)
+    except M.MachError as e:
+        r["fail"] = e.kr
+    IFACE.echo_note(server, 0)
+    return r
+
+
+def test_a_c_layer_implementation_serves_a_client_in_another_process(port: int) -> None:
+    impl = EchoC()
+    server = IFACE.server(impl, c_layer=True)
+
+    def loop() -> None:
+        while not impl.stop:
+            assert M.mach_msg_server_once(server.demux, server.max_size, port, 0) == 0
+
+    arr = share(port)
+    th = threading.Thread(target=loop)
+    th.start()
+    try:
+        r = run_in_child(c_layer_server_client)
+    finally:
+        M.mach_ports_register(T(), arr, 0)
+        if th.is_alive():
+            impl.stop = True
+            IFACE.echo_note(port, -1)
+        th.join(10)
+    assert not th.is_alive()
+    assert r == {"add": 2, "scalars": (6, 6), "arrays": ([4, 3, 2, 1], [7, 8, 9], b"ABC"),
+                 "ool": (b"0123456789" * 500)[::-1], "strings": ("C", "/layer/c"), "fail": M.KERN_NOT_SUPPORTED}

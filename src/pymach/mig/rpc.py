@@ -555,6 +555,8 @@ class RoutineCodec:
         self.ins = [a for a in self.user_args if a is not rt.request_port and _is_in(a)]
         self.c_args = [a for a in rt.args if ak_check(a.kind, AKB_USER_ARG) and not a.name.startswith("dummy ")
                        and ak_ident(a.kind) != AKE_REPLY_PORT]
+        self.c_server_args = [a for a in rt.args if ak_check(a.kind, AKB_SERVER_ARG)
+                              and not a.name.startswith("dummy ") and ak_ident(a.kind) != AKE_REPLY_PORT]
         self.outs = [a for a in self.user_args if _is_out(a)]
         # the fast path: both messages plain scalars, no trailer, a reply
         self.plain = (not rt.simple and self.req.fast is not None and self.rep.fast is not None
@@ -884,9 +886,10 @@ class Server:
     mig_reply_error_t for an error or a bad id) into OutHeadP's buffer;
     True when the id is one of the subsystem's."""
 
-    def __init__(self, sub: Subsystem, impl: object) -> None:
+    def __init__(self, sub: Subsystem, impl: object, c_layer: bool = False) -> None:
         self.sub = sub
         self.impl = impl
+        self.c_layer = c_layer
         self.codecs = {rt.id: RoutineCodec(rt) for rt in sub.routines}
         self.max_request = max([rt.request.size for rt in sub.routines] + [36])
         self.max_reply = max([rt.reply.size for rt in sub.routines] + [36])
@@ -935,7 +938,7 @@ class Server:
         ctypes.memmove(out_addr, _reply_header(hdr.msgh_bits, hdr.msgh_remote_port, hdr.msgh_id), 24)
         ctypes.memmove(out_addr + 24, NDR, 8)
         code = ctypes.c_int32.from_address(out_addr + 32)
-        if codec.plain and (out_room is None or out_room >= rt.reply.size):
+        if codec.plain and not self.c_layer and (out_room is None or out_room >= rt.reply.size):
             self._run_plain(codec, hdr, raw, out_addr, code)
             return
         try:
@@ -948,43 +951,52 @@ class Server:
         except struct.error:  # a buffer shorter than its msgh_size says
             code.value = M.MIG_BAD_ARGUMENTS
             return
-        py = _py_values(codec.req, vals, False)
-        py.update(trailer)
-        call_args = []
-        for a in codec.server_args:
-            if a is rt.request_port:
-                call_args.append(hdr.msgh_local_port)
-            elif _is_in(a) or ak_ident(a.kind) in _TRAILER_NEEDS:
-                call_args.append(py.get(a.name))
         fn = getattr(self.impl, rt.server_name, None) or getattr(self.impl, rt.name, None)
         if fn is None:
             code.value = M.MIG_BAD_ID
             return
+        outs = [a for a in codec.server_args if _is_out(a)]
         try:
-            result = fn(*call_args)
+            if self.c_layer:
+                kr, named = _c_invoke(codec, fn, hdr.msgh_local_port, vals, trailer)
+                if kr:
+                    # a failed routine consumed nothing: mach_msg_server destroys the request
+                    code.value = kr
+                    return
+            else:
+                py = _py_values(codec.req, vals, False)
+                py.update(trailer)
+                call_args = []
+                for a in codec.server_args:
+                    if a is rt.request_port:
+                        call_args.append(hdr.msgh_local_port)
+                    elif _is_in(a) or ak_ident(a.kind) in _TRAILER_NEEDS:
+                        call_args.append(py.get(a.name))
+                result = fn(*call_args)
+                results = (list(result) if isinstance(result, tuple) else [result]) if len(outs) != 1 else [result]
+                if len(results) != len(outs) and not rt.simple:
+                    raise TypeError(f"{rt.server_name} returned {len(results)} values for {len(outs)} out arguments")
+                named = {a.name: v for a, v in zip(outs, results)}
         except M.MachError as e:
-            # a failed routine consumed nothing: mach_msg_server destroys the request
             code.value = e.kr
             return
         except Exception:  # noqa: BLE001 - the implementation's bug: printed, the routine fails
             traceback.print_exc()
             code.value = M.KERN_FAILURE
             return
-        # the request's rights are the implementation's now, and its regions were copied
-        _release_regions(codec.req, vals)
+        # the request's rights are the implementation's now; the Pythonic
+        # layer copied its regions, the C layer's implementation owns them
+        if not self.c_layer:
+            _release_regions(codec.req, vals)
         hdr.msgh_bits &= ~M.MACH_MSGH_BITS_COMPLEX
         if rt.simple:
             code.value = M.MIG_NO_REPLY
             return
-        outs = [a for a in codec.server_args if _is_out(a)]
-        results = (list(result) if isinstance(result, tuple) else [result]) if len(outs) != 1 else [result]
         keep: list[Any] = []
         try:
-            if len(results) != len(outs):
-                raise TypeError(f"{rt.server_name} returned {len(results)} values for {len(outs)} out arguments")
-            out_vals = _in_values(rt, codec.rep, {a.name: v for a, v in zip(outs, results)}, keep)
+            out_vals = _in_values(rt, codec.rep, named, keep)
             body = codec.rep.encode(out_vals, keep)
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError, struct.error):
             traceback.print_exc()
             code.value = M.KERN_FAILURE
             return
@@ -1035,6 +1047,103 @@ class Server:
             return
         ctypes.memmove(out_addr + 36, bytes(b[36:]), rep.size - 36)
         ctypes.c_uint32.from_address(out_addr + 4).value = rep.size
+
+
+def _c_scalar_type(it: IpcType) -> Any:
+    return {(1, True): ctypes.c_int8, (1, False): ctypes.c_uint8, (2, True): ctypes.c_int16,
+            (2, False): ctypes.c_uint16, (4, True): ctypes.c_int32, (4, False): ctypes.c_uint32,
+            (8, True): ctypes.c_int64, (8, False): ctypes.c_uint64}.get((_elem_bytes(it), _signed(it)))
+
+
+def _c_invoke(codec: RoutineCodec, fn: Callable[..., Any], local: int, vals: dict[str, Any],
+              trailer: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Call a C-layer implementation with mig's server signature: in
+    values by value (arrays as ctypes arrays, out-of-line data and port
+    arrays as their address, ports as names, counts and dispositions as
+    arguments of their own), out arguments through references it fills;
+    (its kern_return_t, the out values as the Pythonic layer gives them)."""
+    rt = codec.rt
+    args: list[Any] = []
+    refs: dict[str, Any] = {}
+    fields = {f.arg: f for f, _ in codec.req.fields + codec.rep.fields if f.arg}
+    for a in codec.c_server_args:
+        ident = ak_ident(a.kind)
+        it = a.itype
+        f = fields.get(a.name)
+        if a is rt.request_port:
+            args.append(local)
+        elif ident in _TRAILER_NEEDS:
+            args.append(trailer.get(a.name))
+        elif not _is_out(a) and (ident != AKE_COUNT or not _is_out(a.parent or a)):
+            v: Any = vals.get(a.name)
+            if f is not None and f.kind == "descriptor" and a.kpd_type == PORT_DESCRIPTOR and it.multiple_kpd:
+                v = (ctypes.c_uint32 * max(len(v), 1))(*v)
+            elif f is not None and f.kind == "descriptor" and a.kpd_type != PORT_DESCRIPTOR:
+                v = v[0]
+            elif f is not None and f.kind == "variable":
+                v = (ctypes.c_char * max(len(v), 1)).from_buffer_copy(v + bytes(max(1 - len(v), 0)))
+            elif f is not None and f.kind == "data":
+                v = _from_fixed(it, v) if it.number == 1 and not it.string else (
+                    ctypes.c_char * len(v)).from_buffer_copy(v)
+            args.append(v)
+        else:
+            kind = f.kind if f is not None else ("count" if ident in (AKE_COUNT, AKE_POLY) else "data")
+            init = vals.get(a.name)
+            ref: Any
+            if ident == AKE_POLY or kind == "count" or (kind == "descriptor" and a.kpd_type == PORT_DESCRIPTOR
+                                                        and not it.multiple_kpd):
+                room = _max_count(a.parent.itype) if ident == AKE_COUNT and a.parent is not None and \
+                    a.parent.itype.in_line else 0
+                ref = ctypes.c_uint32(room)
+                args.append(ctypes.byref(ref))
+            elif kind == "descriptor" and a.kpd_type == PORT_DESCRIPTOR:
+                ref = (ctypes.c_uint32 * it.kpd_number)()
+                args.append(ref)
+            elif kind == "descriptor":
+                ref = ctypes.c_void_p()
+                args.append(ctypes.byref(ref))
+            elif kind == "variable" or not (it.number == 1 and not it.string and _c_scalar_type(it) is not None):
+                size = f.size if f is not None else 0
+                ref = (ctypes.c_char * max(size, 1))()
+                if isinstance(init, bytes):
+                    ctypes.memmove(ref, init, min(len(init), size))
+                args.append(ref)
+            else:
+                ref = _c_scalar_type(it)(_from_fixed(it, init) if isinstance(init, bytes) else 0)
+                args.append(ctypes.byref(ref))
+            refs[a.name] = ref
+    kr = fn(*args)
+    if kr:
+        return int(kr), {}
+    named: dict[str, Any] = {}
+    for a in codec.server_args:
+        if not _is_out(a):
+            continue
+        it = a.itype
+        out_ref: Any = refs.get(a.name)
+        count = refs[a.count.name].value if a.count is not None and a.count.name in refs else None
+        poly = refs[a.poly.name].value if a.poly is not None and a.poly.name in refs else None
+        ref = out_ref
+        if a.kpd_type == PORT_DESCRIPTOR:
+            v = list(ref)[:count if count is not None else it.kpd_number] if it.multiple_kpd else ref.value
+        elif a.kpd_type == OOL_DESCRIPTOR:
+            n = (count or 0) * _unit(it) if it.var_array else (it.number * it.size + 7) // 8
+            v = ctypes.string_at(ref.value, n) if ref.value and n else b""
+        elif a.kpd_type == OOL_PORTS_DESCRIPTOR:
+            n = count or 0
+            v = list((ctypes.c_uint32 * n).from_address(ref.value)) if ref.value and n else []
+        elif isinstance(ref, ctypes.Array):
+            raw = bytes(memoryview(ref).cast("B"))
+            if it.string:
+                v = raw.split(b"\0", 1)[0]
+            elif it.var_array:
+                v = raw[:(count or 0) * _unit(it)]
+            else:
+                v = raw
+        else:
+            v = ref.value
+        named[a.name] = (v, poly) if poly is not None else v
+    return 0, named
 
 
 class Serving:
@@ -1114,9 +1223,10 @@ class Interface:
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"{self.subsystem.name} has no routine {name!r}")
 
-    def server(self, impl: object) -> Server:
-        """The server of ``impl`` (see Server)."""
-        return Server(self.subsystem, impl)
+    def server(self, impl: object, c_layer: bool = False) -> Server:
+        """The server of ``impl`` (see Server); ``c_layer``: its methods
+        have mig's server signature (see _c_invoke)."""
+        return Server(self.subsystem, impl, c_layer)
 
     def serve(self, impl: object, port: Any, poll_ms: int = 100) -> Serving:
         """Answer requests on ``port`` (a receive right or a port set) with
