@@ -635,7 +635,9 @@ def test_the_demux_reads_no_further_than_the_buffer_it_is_given() -> None:
     assert server.demux(M.mach_msg_header_t.from_buffer(req), rep.Head)
     assert (rep.Head.msgh_id, rep.Head.msgh_size, rep.RetCode) == (BASE + 102, 36, M.MIG_BAD_ARGUMENTS)
     with pytest.raises(ValueError):
-        server.demux(M.mach_msg_header_t.from_buffer(req), (ctypes.c_char * 20)())
+        server.demux(M.mach_msg_header_t.from_buffer(req), (ctypes.c_char * 20)())   # no room for the reply
+    with pytest.raises(ValueError):
+        server.demux((ctypes.c_char * 16)(), rep.Head)                               # no room for a header
 
 
 class EchoC:
