@@ -291,7 +291,7 @@ def test_syscalls_gives_a_count_per_case(env: dict[str, str]) -> None:
     """Every case under strace -f -c: system calls per operation, and
     which; the raw socket makes one send and one receive."""
     rows = counted(env, "--syscalls", "--lengths", "50,250")
-    assert list(rows) == ["raw", "passcred", "pipe", "bare", "mach", "pythonic", "request"]
+    assert list(rows) == ["raw", "passcred", "pipe", "bare", "mach", "pythonic", "request", "mig_hand", "mig"]
     assert all(isinstance(row["per_op"], float) and row["per_op"] > 0 for row in rows.values())
     assert rows["raw"]["calls"] == {"sendto": 1.0, "recvfrom": 1.0}
     assert rows["passcred"]["calls"] == {"sendto": 1.0, "recvmsg": 1.0}

@@ -106,6 +106,14 @@ ALLOWED: dict[str, dict[str, str]] = {
         "ctypes": "the mach_msg cases are clients of the C interface: their messages are ctypes structs, "
                   "as a C program's are",
     },
+    "mig/rpc.py": {
+        "ctypes": "MIG's stubs and servers are clients of the C interface: they build messages in ctypes "
+                  "buffers for mach_msg and write out-parameters through byref(), as mig's C code does",
+    },
+    "tools/bench_mig.py": {
+        "ctypes": "the hand-written MIG exchange is a C interface client: its request and reply are ctypes "
+                  "structs, as a C program's are",
+    },
     "tools/_callgrind.py": {
         "ctypes": "the counted cases copy the message out of and into ctypes buffers, as any mach_msg given "
                   "a C struct must (the floor), and as the C interface's callers do",

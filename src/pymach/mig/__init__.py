@@ -11,12 +11,15 @@ declares, field by field, as the LP64 C ABI lays them out.
     rt = sub.routine("my_routine")
     rt.id, rt.request.size, [(f.name, f.offset, f.size) for f in rt.reply.fields]
 
-``pymach mig --layout FILE.defs`` prints the same as JSON.
+``pymach mig --layout FILE.defs`` prints the same as JSON. ``load(path)``
+makes the subsystem's clients and servers at run time (``rpc``), and
+``pymach mig -user/-server/-header`` writes them as modules (``codegen``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from .cpp import preprocess
 from .errors import MigError
@@ -24,8 +27,11 @@ from .layout import C_TYPE_SIZES, REPLY_ERROR, Argument, Field, Layout, Routine
 from .parser import Subsystem, parse
 from .types import IpcType
 
+if TYPE_CHECKING:
+    from .rpc import Interface
+
 __all__ = ["Argument", "C_TYPE_SIZES", "Field", "IpcType", "Layout", "MigError", "REPLY_ERROR", "Routine", "Subsystem",
-           "compile_defs", "compile_text", "preprocess"]
+           "compile_defs", "compile_text", "load", "preprocess"]
 
 
 def compile_defs(path: str, include: Iterable[str] = (), defines: Mapping[str, str | None] | None = None,
@@ -45,3 +51,11 @@ def compile_defs(path: str, include: Iterable[str] = (), defines: Mapping[str, s
 def compile_text(text: str, file: str = "<defs>", c_sizes: Mapping[str, int] | None = None) -> Subsystem:
     """The subsystem that an already preprocessed text declares."""
     return parse(text, file, c_sizes)
+
+
+def load(path: str, include: Iterable[str] = (), defines: Mapping[str, str | None] | None = None,
+         undefines: Iterable[str] = (), system_cpp: bool = False) -> Interface:
+    """The client and server of the ``.defs`` file ``path``, made at run
+    time (see pymach.mig.rpc.Interface). Raises MigError."""
+    from .rpc import Interface
+    return Interface(compile_defs(path, include, defines, undefines, system_cpp))

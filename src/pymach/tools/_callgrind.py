@@ -48,6 +48,8 @@ CASES: list[tuple[str, str]] = [
     ("mach", "pymach.mach mach_msg send + receive, own port"),
     ("pythonic", "pymach SendRight.send + Port.receive"),
     ("request", "pymach request() + a thread's receive + reply.send"),
+    ("mig_hand", "MIG round trip by hand: mach_msg, a thread serves"),
+    ("mig", "MIG round trip generated: C stub, demux in a thread"),
 ]
 PIPE = "pipe"
 
@@ -223,9 +225,37 @@ def _request(n: int) -> None:
             raise CaseError(f"the server thread: {errors[:1] or 'still running'}")
 
 
+def _mig_case(n: int, generated: bool) -> None:
+    """A MIG routine with one int in and one out (pymach bench mig's),
+    called n times by hand or through the generated stub, answered by
+    a thread with a hand-written server or the generated demux."""
+    import threading
+
+    import pymach
+    from pymach.tools import bench_mig
+    errors: list[BaseException] = []
+    case = "mig" if generated else "mig_hand"
+    with pymach.Port() as port, port.make_send() as right:
+        serve = (bench_mig._generated_server if generated else bench_mig._hand_server)(n)
+
+        def server() -> None:
+            try:
+                serve(port)
+            except BaseException as e:  # pylint: disable=broad-exception-caught
+                errors.append(e)
+                port.close()  # the client's reply port gets the send-once notification
+
+        t = threading.Thread(target=server, name="bench-server", daemon=True)
+        t.start()
+        (bench_mig.generated_client if generated else bench_mig.hand_client)(right.name, case)(n)
+        t.join(60)
+        if t.is_alive() or errors:
+            raise CaseError(f"the server thread: {errors[:1] or 'still running'}")
+
+
 _RUN: dict[str, Callable[[int], None]] = {
     "raw": _raw, "passcred": _passcred, "pipe": _pipe, "bare": _bare, "mach": _mach, "pythonic": _pythonic,
-    "request": _request}
+    "request": _request, "mig_hand": lambda n: _mig_case(n, False), "mig": lambda n: _mig_case(n, True)}
 
 
 def child(argv: list[str]) -> None:

@@ -119,7 +119,7 @@ def vm_cases() -> list[tuple[str, list[Case]]]:
     ]
 
 
-SUITES = ("vm", "ipc", "shm")
+SUITES = ("vm", "ipc", "shm", "mig")
 PTRACE_OPS = 500  # ptrace sessions per sample (each stops the target for about 0.1 ms)
 
 BIG = 256 << 20  # the large remote read
@@ -410,6 +410,9 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
             results = _vm_results(n, repeat) + remote_read_cases(n, repeat, (ool_sizes or [BIG])[0])
         elif suite == "shm":
             results = _shm_results(n, repeat, (ool_sizes or [1 << 30])[0])
+        elif suite == "mig":
+            from . import bench_mig
+            results = bench_mig.results(n, repeat)
         elif breakdown:
             results = _breakdown_results(n, repeat, ool_sizes or [1 << 30], huge_dir)
         else:
@@ -553,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
                          "request)")
     a = ap.parse_args(argv)
     if a.n is None:
-        a.n = 5000 if a.suite == "ipc" and not a.breakdown else 20000
+        a.n = 5000 if a.suite in ("ipc", "mig") and not a.breakdown else 20000
     if a.n < 1 or a.repeat < 1 or a.busy < 0:
         ap.error("-n and --repeat must be at least 1, --busy at least 0")
     if a.breakdown and a.suite != "ipc" or a.ptrace and a.suite != "vm" or a.huge_dir and not a.breakdown:

@@ -3,9 +3,11 @@
 --layout FILE.defs`` prints, as JSON on stdout, the request and reply
 layouts of every routine of FILE.defs (in id order, fields as mig names
 the struct members, sizes as the LP64 C structs give them). Errors in the
-file are reported as ``file:line: message`` (exit status 1). Generating
-Python modules (``-user``, ``-server``, ``-header``) is not implemented
-yet (exit status 2)."""
+file are reported as ``file:line: message`` (exit status 1). ``-user
+FILE.py``, ``-server FILE.py`` and ``-header FILE.py`` write Python
+modules: the client (mig's stubs and the Pythonic client), the server
+(the demux over an implementation) and the messages' ctypes structs
+(see pymach.mig.codegen)."""
 
 from __future__ import annotations
 
@@ -48,27 +50,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-novouchers", action="store_true",
                     help="as mig's: no voucher code in the stubs (the layouts are the same)")
     ap.add_argument("-q", dest="quiet", action="store_true", help="no warnings")
-    ap.add_argument("-user", metavar="FILE.py", help="write the client module (not implemented yet)")
-    ap.add_argument("-server", metavar="FILE.py", help="write the server module (not implemented yet)")
-    ap.add_argument("-header", metavar="FILE.py", help="write the types module (not implemented yet)")
+    ap.add_argument("-user", metavar="FILE.py", help="write the client module")
+    ap.add_argument("-server", metavar="FILE.py", help="write the server module")
+    ap.add_argument("-header", metavar="FILE.py", help="write the messages' structs")
     ap.add_argument("--layout", action="store_true", help="print the layouts as JSON")
     ap.add_argument("--system-cpp", action="store_true",
                     help="run the system's cpp instead of pcpp, the preprocessor written in Python")
     ap.add_argument("defs", metavar="FILE.defs", help="the interface definition")
     a = ap.parse_args(argv)
-    if not a.layout:
-        print("pymach mig: generating Python modules (-user, -server, -header) is not implemented yet; "
-              "--layout prints the layouts", file=sys.stderr)
+    if not (a.layout or a.user or a.server or a.header):
+        print("pymach mig: nothing to do: give --layout, -user FILE.py, -server FILE.py or -header FILE.py",
+              file=sys.stderr)
         return 2
-    from ..mig import MigError, compile_defs
+    from ..mig import MigError, compile_text, preprocess
     try:
-        sub = compile_defs(a.defs, include=a.include, defines=dict(_define(d) for d in a.define),
-                           undefines=a.undefine, system_cpp=a.system_cpp)
+        text = preprocess(a.defs, a.include, dict(_define(d) for d in a.define), a.undefine,
+                          system_cpp=a.system_cpp)
+        sub = compile_text(text, a.defs)
     except MigError as e:
         print(e, file=sys.stderr)
         return 1
     if not a.quiet:
         for w in sub.warnings:
             print(w, file=sys.stderr)
-    print(layout_json(sub))
+    if a.layout:
+        print(layout_json(sub))
+    from ..mig import codegen
+    try:
+        for path, kind in ((a.user, "user"), (a.server, "server"), (a.header, "header")):
+            if path:
+                source = (codegen.user_module(sub, text, a.defs) if kind == "user" else
+                          codegen.server_module(sub, text, a.defs) if kind == "server" else
+                          codegen.header_module(sub, a.defs))
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(source)
+    except OSError as e:
+        print(f"pymach mig: {e}", file=sys.stderr)
+        return 1
     return 0
