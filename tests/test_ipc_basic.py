@@ -200,6 +200,40 @@ def test_too_large_with_and_without_rcv_large() -> None:
         M.mach_port_destroy(T(), port)
 
 
+def test_too_large_without_rcv_large_destroys_the_reply_right_across_fork() -> None:
+    """A message dequeued by a receive too small for it, without
+    MACH_RCV_LARGE, is destroyed with its rights (XNU's
+    mach_msg_receive_results calls ipc_kmsg_destroy): the sender's reply
+    port gets the send-once notification of the reply right it made,
+    instead of waiting for an answer that cannot come."""
+    port = new_port()
+    assert M.mach_port_insert_right(T(), port, port, M.MACH_MSG_TYPE_MAKE_SEND) == 0
+    arr = (M.mach_port_t * 1)(port)
+    assert M.mach_ports_register(T(), arr, 1) == 0
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ports = M.mach_port_array_t()
+            cnt = M.mach_msg_type_number_t()
+            assert M.mach_ports_lookup(T(), byref(ports), byref(cnt)) == 0
+            reply = new_port()
+            assert send_text(ports[0], b"ping", reply=reply, reply_disp=M.MACH_MSG_TYPE_MAKE_SEND_ONCE) == 0
+            kr, r = receive(reply, timeout=10000)
+            code = 0 if kr == 0 and r.header.msgh_id == M.MACH_NOTIFY_SEND_ONCE else 2
+        finally:
+            os._exit(code)
+    try:
+        small = M.mach_msg_empty_rcv_t()
+        kr = M.mach_msg(small.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(small), port, 10000, 0)
+        assert kr == M.MACH_RCV_TOO_LARGE
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0  # the child got the notification
+        assert receive(port, timeout=10)[0] == M.MACH_RCV_TIMED_OUT  # destroyed, not queued
+    finally:
+        M.mach_ports_register(T(), arr, 0)
+        M.mach_port_destroy(T(), port)
+
+
 @pytest.mark.parametrize("right", [M.MACH_PORT_RIGHT_SEND, M.MACH_PORT_RIGHT_SEND_ONCE, 99])
 def test_allocate_refuses_rights_it_cannot_make(right: int) -> None:
     name = M.mach_port_t(0xABC)

@@ -277,9 +277,13 @@ def raw_request(port: int, msg_id: int, body: bytes, complex_: bool = False, rep
 def answer(port: int, reply: int, server: rpc.Server) -> tuple[int, int, int, bytes] | None:
     """Serve one request; the reply's (kr, id, size, bytes), destroyed after
     reading, or None (no reply: the request was larger than the server
-    receives, and was destroyed)."""
+    receives, and was destroyed, its reply right with it: the reply port
+    then has the right's send-once notification, taken here)."""
     kr = rpc.serve_once(server, port, M.MACH_RCV_TIMEOUT, 1000)
     if kr == M.MACH_RCV_TOO_LARGE:
+        n = Raw()
+        kr = M.mach_msg(n.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(n), reply, 0, 0)
+        assert kr == M.MACH_RCV_TIMED_OUT or (kr == 0 and n.header.msgh_id == M.MACH_NOTIFY_SEND_ONCE), kr
         return None
     assert kr == 0
     r = Raw()
@@ -403,7 +407,11 @@ def test_a_request_larger_than_any_routine_takes_is_dropped_and_the_server_goes_
                                                                                    reply_port: int) -> None:
     server = IFACE.server(Echo())
     assert raw_request(port, BASE, NDR + bytes(400), False, reply_port) == 0
-    assert answer(port, reply_port, server) is None
+    kr = rpc.serve_once(server, port, M.MACH_RCV_TIMEOUT, 1000)
+    assert kr == M.MACH_RCV_TOO_LARGE
+    n = Raw()  # the request was destroyed, and its reply right with it
+    assert M.mach_msg(n.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(n), reply_port, 5000, 0) == 0
+    assert n.header.msgh_id == M.MACH_NOTIFY_SEND_ONCE
     assert raw_request(port, BASE, NDR + struct.pack("<i", 9), False, reply_port) == 0
     got = answer(port, reply_port, server)
     assert got is not None and got[3][36:40] == struct.pack("<i", 10)

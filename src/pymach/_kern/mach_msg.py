@@ -45,10 +45,16 @@ _SEND_ERRNO = {
 
 
 class TooLarge(K.MachError):
-    """MACH_RCV_TOO_LARGE, carrying the size the message needs."""
+    """MACH_RCV_TOO_LARGE, carrying the size the message needs. Without
+    MACH_RCV_LARGE the message is dequeued and destroyed, as XNU's
+    mach_msg_receive_results does (ipc_kmsg_destroy): ``msg`` is then the
+    message copied out, whose rights and regions the caller destroys
+    (mach_msg_destroy), so that a reply right sends its send-once
+    notification and no right is left under a name nobody knows."""
 
     codes = ()
     needed = 0
+    msg = b""
 
 
 class PseudoReceived(K.MachError):
@@ -261,12 +267,15 @@ def receive(space: IpcSpace, rcv_name: int, rcv_size: int, option: int, timeout_
         raise
     needed = ipc_kmsg.HEADER_SIZE + len(body) + tsize
     if needed > rcv_size:
+        err = TooLarge(K.MACH_RCV_TOO_LARGE, f"the message needs {needed} bytes")
+        err.needed = needed - tsize
         if option & MD.MACH_RCV_LARGE:
             port.put_back(rec)  # still queued: no sequence number consumed
         else:
-            rec.release()
-        err = TooLarge(K.MACH_RCV_TOO_LARGE, f"the message needs {needed} bytes")
-        err.needed = needed - tsize
+            try:
+                err.msg, _bits = ipc_kmsg.copyout(space, rec, name, port.seqno, option, addr)
+            except K.MachError:
+                pass  # copyout closed everything: nothing is left to destroy
         raise err
     msg, _bits = ipc_kmsg.copyout(space, rec, name, port.seqno, option, addr)
     return msg + _trailer(elements, tsize, port.seqno - 1, cred, port.context)

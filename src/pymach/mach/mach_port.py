@@ -514,6 +514,8 @@ def mach_msg_overwrite(msg: Any, option: Any, send_size: Any, rcv_size: Any, rcv
         try:
             data = _receive(space, u32(rcv_name), limit, opt, timeout, addr)
         except KM.TooLarge as e:
+            if e.msg:
+                _destroy_received(e.msg)  # dequeued without MACH_RCV_LARGE: XNU destroys it
             # the needed size goes in msgh_size when the buffer reaches it
             # (osfmk/ipc/mach_msg.c: mach_msg_receive_too_large)
             if limit >= 8:
