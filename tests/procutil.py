@@ -54,12 +54,41 @@ __all__ = [
 ]
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.getdents64.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+_libc.getdents64.restype = ctypes.c_ssize_t
+_DIRENT64 = struct.Struct("=QqHB")  # d_ino, d_off, d_reclen, d_type; then d_name
+
+
 def open_fds() -> set[int]:
-    # listdir opens an fd of its own, which would take the number of any fd
-    # closed meanwhile and hide one opened meanwhile: open it ourselves.
+    """The fds open in this process: the entries of /proc/self/fd, read with
+    getdents64 through an fd of our own that is left out.
+
+    Neither os.listdir(path) nor os.listdir(fd) would do: the first lists
+    the fd it opens, the second its dup of ours (closed by the time it
+    returns). Either takes the lowest free number, which moves whenever
+    another fd is opened or closed, or a thread blocks in accept(), which
+    takes a number before it has a connection to put there (the
+    introspection thread, for one)."""
     d = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return {int(n) for n in os.listdir(d)} - {d}
+        out: set[int] = set()
+        buf = ctypes.create_string_buffer(1 << 15)
+        while True:
+            n = _libc.getdents64(d, buf, len(buf))
+            if n < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), "/proc/self/fd")
+            if n == 0:
+                break
+            raw, off = buf.raw[:n], 0
+            while off < n:
+                reclen = _DIRENT64.unpack_from(raw, off)[2]
+                name = raw[off + _DIRENT64.size:off + reclen].split(b"\0", 1)[0]
+                if name.isdigit():
+                    out.add(int(name))
+                off += reclen
+        return out - {d}
     finally:
         os.close(d)
 

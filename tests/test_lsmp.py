@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -94,6 +96,91 @@ def test_another_uid_is_refused() -> None:
     while open_fds() != before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert open_fds() == before
+
+
+def _accept_slots() -> set[int]:
+    """fd numbers that open() skips though /proc/self/fd does not list them
+    (among the 64 lowest free ones): those a thread blocked in accept()
+    holds. The kernel takes the lowest free number when accept() starts and
+    fills it when a connection comes."""
+    listed = open_fds()
+    got: list[int] = []
+    try:
+        while not got or (got[-1] < max(listed) and len(got) < 64):
+            got.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    finally:
+        for fd in got:
+            os.close(fd)
+    return set(range(got[-1])) - listed - set(got)
+
+
+def _accept_slot(th: threading.Thread, srv: socket.socket, others: set[int]) -> int:
+    """The number ``th`` holds once it is blocked in accept() on ``srv``
+    (its /proc/self/task/TID/syscall: the call it is blocked in, then its
+    arguments, the first one the listening fd); ``others`` are the numbers
+    the runtime's own threads hold, the introspection thread's."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/self/task/{th.native_id}/syscall") as f:
+            fields = f.read().split()
+        if len(fields) > 1 and int(fields[1], 16) == srv.fileno():
+            break
+        time.sleep(0.01)
+    (slot,) = _accept_slots() - others
+    return slot
+
+
+def test_the_fd_census_does_not_move_with_the_number_accept_holds() -> None:
+    """The introspection thread waits in accept(), which holds the lowest
+    free number until a connection comes; once it has served one, it holds
+    the lowest free number of that moment. So when free numbers below the
+    one it held have appeared meanwhile, serving a connection moves it
+    down, as test_another_uid_is_refused's refusal does. A census of
+    /proc/self/fd that counted the fd it read it with (whose number follows
+    the free ones) saw that as a leak; open_fds() must not.
+
+    The same moves, made here on a socket of our own: the thread that
+    accepts the first connection goes back to accept() while the
+    connection and another fd still hold lower numbers, then both are
+    closed."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    clients = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) for _ in range(3)]
+    accepted: list[socket.socket] = []
+    threads: list[threading.Thread] = []
+    pads: list[int] = []
+    others = _accept_slots()
+
+    def accept_one() -> int:
+        th = threading.Thread(target=lambda: accepted.append(srv.accept()[0]), daemon=True)
+        th.start()
+        threads.append(th)
+        return _accept_slot(th, srv, others)
+    try:
+        srv.bind("")  # an abstract name of the kernel's choosing
+        srv.listen(3)
+        accept_one()
+        clients[0].connect(srv.getsockname())
+        threads[0].join(10)
+        pads.append(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+        high = accept_one()  # back in accept() above the connection and the pad
+        accepted.pop().close()
+        os.close(pads.pop())
+        before = open_fds()
+        clients[1].connect(srv.getsockname())
+        threads[1].join(10)
+        accepted.pop().close()
+        low = accept_one()
+        after = open_fds()
+        clients[2].connect(srv.getsockname())
+        threads[2].join(10)
+    finally:
+        for s in [srv, *clients, *accepted]:
+            s.close()
+        for fd in pads:
+            os.close(fd)
+    assert not any(th.is_alive() for th in threads)
+    assert low < high
+    assert after == before
 
 
 def test_region_of_a_pymach_process_merges_its_mach_attributes() -> None:
