@@ -16,6 +16,8 @@ import pymach
 import pymach.mach as M
 from pymach import Message, Port, PortSet
 
+from procutil import open_fds
+
 
 def wait_ok(pid: int) -> None:
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
@@ -178,7 +180,7 @@ def _refs(name: int, right: int) -> int:
 
 
 def _fds() -> set[int]:
-    return {int(n) for n in os.listdir("/proc/self/fd")}
+    return open_fds()
 
 
 def test_close_is_idempotent() -> None:

@@ -25,7 +25,7 @@ import pytest
 
 import pymach.mach as M
 from pymach.mach import byref
-from procutil import child_exit_code, forked, is_free, perms_at
+from procutil import child_exit_code, forked, is_free, open_fds, perms_at
 from machutil import PortMsg, PortMsgRcv, wait_blocked
 from machutil import Text as Simple
 from machutil import TextRcv as SimpleRcv
@@ -220,11 +220,11 @@ def call_reclaiming(fn, *args):  # type: ignore[no-untyped-def]
     result and the fds it left open, after closing them (so that the fd
     check of conftest stays about the test's own rights)."""
     gc.collect()
-    before = set(os.listdir("/proc/self/fd"))
+    before = open_fds()
     result = fn(*args)
     gc.collect()
     leaked = []
-    for fd in sorted(set(os.listdir("/proc/self/fd")) - before, key=int):
+    for fd in sorted(open_fds() - before):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:

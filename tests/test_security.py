@@ -40,7 +40,8 @@ import pymach.mach as M
 from machutil import (PORT_SEND, R_RECEIVE, TY_SEND, TY_SEND_ONCE, PortMsgRcv, Server, alloc_name, bp, check_in,
                       create, destroy, found, lookup_registered, register, send_port, serve_exit, server, sockdir, tfp,
                       type_kr)
-from procutil import NOBODY, ROOT_ONLY, Doomed, become_nobody, forked, run_in_child, sleep_process, stop_process
+from procutil import (NOBODY, ROOT_ONLY, Doomed, become_nobody, forked, open_fds, run_in_child, sleep_process,
+                      stop_process)
 from pymach._kern import ipc_kmsg, ipc_port
 from pymach._kern import kern_return as K
 from pymach._kern.task import SELF
@@ -54,10 +55,6 @@ OK = M.KERN_SUCCESS
 AUDIT = M.MACH_RCV_TRAILER_ELEMENTS(M.MACH_RCV_TRAILER_AUDIT)
 SEC_TRAILER = M.MACH_RCV_TRAILER_ELEMENTS(M.MACH_RCV_TRAILER_SENDER)
 SIMPLE_BITS = 0x1100  # a record's bits as the receiver sees them: local PORT_SEND
-
-
-def open_fds() -> set[int]:
-    return {int(n) for n in os.listdir("/proc/self/fd")}
 
 
 def cap_of(name: int) -> Any:
