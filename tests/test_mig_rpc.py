@@ -469,6 +469,26 @@ def test_mig_reply_port_is_per_thread_and_renewed_after_dealloc() -> None:
     assert b and b == M.mig_get_reply_port()
 
 
+def test_a_fork_child_makes_its_own_mig_reply_port() -> None:
+    """The parent's reply port is not the child's: the child's space holds
+    none of its parent's rights, so mig_get_reply_port there makes a
+    receive right of the child's own."""
+    a = M.mig_get_reply_port()
+    assert a
+
+    def child() -> tuple[int, int]:
+        b = M.mig_get_reply_port()
+        t = M.mach_port_type_t()
+        kr = M.mach_port_type(T(), b, byref(t))
+        return kr, t.value
+
+    try:
+        assert run_in_child(child) == (0, M.MACH_PORT_TYPE_RECEIVE)
+        assert M.mig_get_reply_port() == a  # the parent's is kept
+    finally:
+        M.mig_dealloc_reply_port(a)
+
+
 # -- fuzzing ------------------------------------------------------------------------------
 
 _DESC = st.one_of(

@@ -351,7 +351,16 @@ def call(bp: int, exchange: Callable[[int], int]) -> int:
 
 # -- the routines' reply ports ------------------------------------------------------------
 
-_REPLY = threading.local()  # .port: this thread's reply port, .pid: the process that made it
+_REPLY = threading.local()  # .port: this thread's reply port
+
+
+def _forget_reply_port() -> None:
+    # a fork child: only the forking thread lives on, and the reply port it
+    # held was its parent's (forgetting it here spares every call a getpid)
+    _REPLY.port = 0
+
+
+os.register_at_fork(after_in_child=_forget_reply_port)
 # (pid, name) of every thread's, for disconnect; guarded by the space's
 # lock (a fork child has a space of its own, hence a lock of its own)
 _REPLIES: list[tuple[int, int]] = []
@@ -363,13 +372,13 @@ def reply_port() -> int:
 
     Conditions: nothing locked; takes the space's lock."""
     cached: int = getattr(_REPLY, "port", 0)
-    if cached and _REPLY.pid == os.getpid():
+    if cached:
         return cached
     try:
         name = R.allocate(KT.SELF.space, MACH_PORT_RIGHT_RECEIVE)
     except OSError:
         return 0
-    _REPLY.port, _REPLY.pid = name, os.getpid()
+    _REPLY.port = name
     with KT.SELF.space.lock:
         _REPLIES.append((os.getpid(), name))
     return name
