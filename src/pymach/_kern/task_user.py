@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 from .._linux import files
 from .._linux import pidfd
@@ -175,23 +176,7 @@ def task_for_pid(target_tport: int, pid: int) -> int:
         return SELF.space.insert(SELF.task, MACH_PORT_TYPE_SEND)
     if pid < 0:
         raise _fail(K.KERN_FAILURE, f"no process {pid}")
-    fd = _open_target(pid)
-    installed = False
-    try:
-        if pidfd.exited(fd):
-            raise _fail(K.KERN_FAILURE, f"process {pid} has exited")
-        try:
-            allowed = pidfd.may_ptrace(fd)
-        except OSError as err:
-            raise _fail(K.KERN_FAILURE, f"process {pid}: {err.strerror}") from None
-        if not allowed:
-            raise _fail(K.KERN_FAILURE, f"access to process {pid} refused: {PTRACE_RULE}; {yama_note()}")
-        name = _install(pid, fd, TASK_FLAVOR_CONTROL)
-        installed = True
-        return name
-    finally:
-        if not installed:
-            files.close(fd)
+    return _grant(pid, TASK_FLAVOR_CONTROL, lambda _errno, why: _fail(K.KERN_FAILURE, why))
 
 
 def task_flavor_for_pid(target_tport: int, pid: int, flavor: int) -> int:
@@ -220,20 +205,29 @@ def task_flavor_for_pid(target_tport: int, pid: int, flavor: int) -> int:
         return task_port(SELF.task, flavor)
     if pid < 0:
         raise OSError(errno.ESRCH, f"{what}: no process {pid}")
+    return _grant(pid, flavor, lambda err, why: OSError(err, f"{what}: {why}"))
+
+
+def _grant(pid: int, flavor: int, fail: Callable[[int, str], Exception]) -> int:
+    """The name of a send right to the task port of ``flavor`` for another
+    process ``pid``, granted by PTRACE_RULE. A refusal raises ``fail(errno,
+    why)``: ESRCH (no such process), EPERM (a zombie, or access refused).
+
+    Conditions: nothing locked; takes the space's lock (_install)."""
     try:
         fd = pidfd.open_pid(pid)
     except OSError as err:
-        raise OSError(errno.ESRCH, f"{what}: no process {pid}: {err.strerror}") from None
+        raise fail(errno.ESRCH, f"no process {pid}: {err.strerror}") from None
     installed = False
     try:
         if pidfd.exited(fd):
-            raise OSError(errno.EPERM, f"{what}: process {pid} has exited")
+            raise fail(errno.EPERM, f"process {pid} has exited")
         try:
             allowed = pidfd.may_ptrace(fd)
         except OSError as err:
-            raise OSError(errno.ESRCH, f"{what}: process {pid}: {err.strerror}") from None
+            raise fail(errno.ESRCH, f"process {pid}: {err.strerror}") from None
         if not allowed:
-            raise OSError(errno.EPERM, f"{what}: access to process {pid} refused: {PTRACE_RULE}; {yama_note()}")
+            raise fail(errno.EPERM, f"access to process {pid} refused: {PTRACE_RULE}; {yama_note()}")
         name = _install(pid, fd, flavor)
         installed = True
         return name
