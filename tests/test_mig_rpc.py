@@ -12,7 +12,7 @@ import os
 import signal
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,26 @@ def share(port: int) -> Any:
     arr = (M.mach_port_t * 1)(port)
     assert M.mach_ports_register(T(), arr, 1) == 0
     return arr
+
+
+def served_in_a_thread(port: int, loop: Callable[[], None], client: Callable[[], Any],
+                       stop: Callable[[], None] = lambda: None) -> Any:
+    """Run ``loop`` (a server on ``port``) in a thread while ``client``
+    runs in a fork child, which finds ``port`` registered; then, if the
+    loop still runs, ``stop()`` and a last echo_note end it. Returns what
+    the client returned."""
+    arr = share(port)
+    th = threading.Thread(target=loop)
+    th.start()
+    try:
+        return run_in_child(client)
+    finally:
+        M.mach_ports_register(T(), arr, 0)
+        if th.is_alive():
+            stop()
+            IFACE.echo_note(port, -1)
+        th.join(10)
+        assert not th.is_alive()
 
 
 def pythonic_client() -> dict[str, Any]:
@@ -230,18 +250,7 @@ def test_c_client_and_mach_msg_server_across_processes(port: int) -> None:
             kr = M.mach_msg_server_once(demux, server.max_size, port, server.rcv_options)
             results.append(kr)
 
-    arr = share(port)
-    th = threading.Thread(target=loop)
-    th.start()
-    try:
-        r = run_in_child(c_client)
-    finally:
-        M.mach_ports_register(T(), arr, 0)
-        if th.is_alive():
-            impl.stop = True
-            IFACE.echo_note(port, -1)
-        th.join(10)
-    assert not th.is_alive()
+    r = served_in_a_thread(port, loop, c_client, lambda: setattr(impl, "stop", True))
     assert set(results) == {0}
     assert r["add"] == (0, 42)
     assert r["scalars"] == (0, 14, 13)
@@ -598,17 +607,7 @@ def test_generated_modules_serve_a_client_in_another_process(tmp_path: Path, por
         assert client.echo_note(dest, -1) == 0
         return kr, out.value, strings
 
-    arr = share(port)
-    th = threading.Thread(target=loop)
-    th.start()
-    try:
-        assert run_in_child(child) == (0, 2, ("GENERATED", "/a/x"))
-    finally:
-        M.mach_ports_register(T(), arr, 0)
-        if th.is_alive():
-            IFACE.echo_note(port, -1)
-        th.join(10)
-    assert not th.is_alive()
+    assert served_in_a_thread(port, loop, child) == (0, 2, ("GENERATED", "/a/x"))
 
 
 def test_a_routine_whose_trailer_was_not_asked_for_gets_mig_trailer_error(port: int) -> None:
@@ -743,17 +742,6 @@ def test_a_c_layer_implementation_serves_a_client_in_another_process(port: int) 
         while not impl.stop:
             assert M.mach_msg_server_once(server.demux, server.max_size, port, 0) == 0
 
-    arr = share(port)
-    th = threading.Thread(target=loop)
-    th.start()
-    try:
-        r = run_in_child(c_layer_server_client)
-    finally:
-        M.mach_ports_register(T(), arr, 0)
-        if th.is_alive():
-            impl.stop = True
-            IFACE.echo_note(port, -1)
-        th.join(10)
-    assert not th.is_alive()
+    r = served_in_a_thread(port, loop, c_layer_server_client, lambda: setattr(impl, "stop", True))
     assert r == {"add": 2, "scalars": (6, 6), "arrays": ([4, 3, 2, 1], [7, 8, 9], b"ABC"),
                  "ool": (b"0123456789" * 500)[::-1], "strings": ("C", "/layer/c"), "fail": M.KERN_NOT_SUPPORTED}
