@@ -542,6 +542,8 @@ def test_fuzzed_requests_never_crash_the_server_nor_leak(port: int, reply_port: 
                 assert 24 + len(body) > server.max_request
                 return
             code, rid, size, _data = got
+            if msg_id == BASE + 9 and rid == M.MACH_NOTIFY_SEND_ONCE:
+                return  # echo_note, a simpleroutine: no reply; the server released the reply right it was given
             assert rid == (msg_id + 100 + 2**31) % 2**32 - 2**31
             if not (BASE <= msg_id <= BASE + 11) or msg_id == BASE + 8:
                 assert code == M.MIG_BAD_ID

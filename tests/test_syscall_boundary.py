@@ -110,6 +110,10 @@ ALLOWED: dict[str, dict[str, str]] = {
         "ctypes": "MIG's stubs and servers are clients of the C interface: they build messages in ctypes "
                   "buffers for mach_msg and write out-parameters through byref(), as mig's C code does",
     },
+    "mig/kobject.py": {
+        "ctypes": "the kernel objects' servers run the C interface's routines through MIG's generated demux: "
+                  "the request and reply are ctypes buffers, as mach_msg_server's are",
+    },
     "tools/bench_mig.py": {
         "ctypes": "the hand-written MIG exchange is a C interface client: its request and reply are ctypes "
                   "structs, as a C program's are",

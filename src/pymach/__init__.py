@@ -52,6 +52,7 @@ from ._kern.vm_defs import (
     vm_page_size,
 )
 from ._linux.atfork import IMPORT_LOCK as _IMPORT_LOCK
+from ._kern import mach_msg as _km
 from ._kern import task as _KT
 from .spawn import spawn  # (bound now: the name is also its module's)
 
@@ -116,3 +117,13 @@ __all__ = [
     "VM_PROT_ALL", "VM_INHERIT_SHARE", "VM_INHERIT_COPY", "VM_INHERIT_NONE",
     "VM_BEHAVIOR_DEFAULT", "VM_BEHAVIOR_RANDOM", "VM_BEHAVIOR_SEQUENTIAL", "vm_page_size",
 ]
+
+
+def _kobject_server(msg: bytes, option: int, timeout_ms: int) -> None:
+    """A message to a kernel object: served by pymach.mig.kobject (imported
+    on the first one: the compiler's import stays off the common path)."""
+    from .mig import kobject
+    kobject.serve(msg, option, timeout_ms)
+
+
+_km.set_kobject_server(_kobject_server)

@@ -35,7 +35,7 @@ from .ipc_wire import (FLAG_BLOB, FLAG_CARRIER, FLAG_REPLY, FLAGS_AT as _FLAGS_A
 from .vm_memory_entry import MemoryEntry, check_entry
 from .ipc_space import (MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE,
                          MACH_PORT_TYPE_SEND, MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
-from .task import SELF
+from .task import SELF, Host, Task
 
 # Bound by assignment, not by import: CPython compiles NAME.method() of an
 # imported NAME as an attribute load (it takes NAME for a module), which
@@ -51,6 +51,7 @@ MAX_MSG_FDS = 1 << 16
 # XNU's IPC_KMSG_MAX_BODY_SPACE: the largest message mach_msg accepts
 MAX_SEND_SIZE = 3 * (64 << 20) // 4 - 68
 HEADER_SIZE = HDR.size
+HDR3 = struct.Struct("<III")  # bits, size and destination
 # fds a right may carry: a send right is its connection and the port's
 # queue semaphore; a receive right is every connection of the port
 _MAX_FDS = {MD.MACH_MSG_TYPE_PORT_SEND: 2, MD.MACH_MSG_TYPE_PORT_SEND_ONCE: 1, KIND_OOL: 1,
@@ -394,11 +395,12 @@ def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, 
     descriptor. MACH_SEND_INVALID_RIGHT on any failure.
 
     Conditions: nothing locked (as copyin)."""
-    if name in (0, 0xFFFFFFFF):
-        return name, 0
-    R.upgrade_reply(space, name, disp)
     if not MD.MACH_MSG_TYPE_MOVE_RECEIVE <= disp <= _SEND_DISP_MAX:
         raise _err(K.MACH_SEND_INVALID_RIGHT, f"port disposition {disp}")
+    if name in (0, 0xFFFFFFFF):
+        # no right travels, but the receiver sees the kind, as XNU writes it
+        return name, copyin_type(disp)
+    R.upgrade_reply(space, name, disp)
     if disp == MD.MACH_MSG_TYPE_MOVE_RECEIVE:
         port = R.copyin_receive(space, name, out.dest)
         if guard is not None:
@@ -427,6 +429,24 @@ def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, 
     kind, nfds = _take_send(space, name, disp, out, K.MACH_SEND_INVALID_RIGHT)
     rights.append((kind, nfds, 0, 0))
     return len(rights) - 1, kind
+
+
+def names_kobject(space: IpcSpace, msg: bytes) -> bool:
+    """Whether the message's destination is a send right (COPY_SEND or
+    MOVE_SEND) to a kernel object: a task or thread port, the host port,
+    a memory entry. Such a message goes to the kernel's MIG servers
+    (mach_msg.set_kobject_server).
+
+    Conditions: nothing locked; reads the entry without the space's lock."""
+    if len(msg) < HEADER_SIZE:
+        return False
+    bits, _size, remote = HDR3.unpack_from(msg)
+    if bits & 0x1F not in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
+        return False
+    e = space.lookup(remote)
+    if e is None or not e.type & MACH_PORT_TYPE_SEND:
+        return False
+    return isinstance(e.cap if e.cap is not None else e.object, (MemoryEntry, Task, Host))
 
 
 def _kobject(space: IpcSpace, name: int, disp: int) -> MemoryEntry | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+from typing import Callable
 
 from .._linux import epoll, unix
 from . import kern_return as K
@@ -117,6 +118,9 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int, addr: int | 
         if isinstance(dest, SendOnceCap):
             R.consume_sent(space, remote, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE)
         return
+    if _kobject_server is not None and ipc_kmsg.names_kobject(space, msg):
+        _kobject_server(msg, option, timeout_ms)
+        return
     try:
         out = ipc_kmsg.copyin(space, msg)
     except K.MachError:
@@ -154,6 +158,24 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int, addr: int | 
     if out.dealloc:
         for addr, size in out.dealloc:
             SELF.map.deallocate(addr & ~0xFFF, (addr + size + 0xFFF) & ~0xFFF)
+
+
+KobjectServer = Callable[[bytes, int, int], None]
+_kobject_server: KobjectServer | None = None
+
+
+def set_kobject_server(server: KobjectServer) -> None:
+    """Install what answers a message sent to a kernel object (a task,
+    thread or host port, a memory entry), as XNU's ipc_kobject_server
+    does: it is called with the message, the send options and the
+    timeout, in the sending thread; the MachError it raises is the send's
+    code. Until one is installed such a message to a memory entry is
+    answered MIG_BAD_ID, and one to another kernel object is refused
+    (MACH_SEND_INVALID_DEST).
+
+    Conditions: nothing locked (set once, at import of the package)."""
+    global _kobject_server
+    _kobject_server = server
 
 
 def _kobject_reply(space: IpcSpace, out: ipc_kmsg.Outgoing, reply_name: int, msg_id: int, option: int,

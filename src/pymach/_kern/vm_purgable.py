@@ -34,7 +34,7 @@ docs/deviations.md says so.
 
 from __future__ import annotations
 
-from .._linux import memfd, mm, procfs
+from .._linux import files, memfd, mm, procfs
 from . import kern_return as K
 from . import vm_defs as V
 from .vm_map import VmEntry, VmMap
@@ -214,3 +214,47 @@ def _dontneed(start: int, end: int) -> None:
                 mm.madvise(lo, hi - lo, mm.MADV_DONTNEED)
             except OSError as err:
                 raise K.MachError(K.kr_from_oserror(err), "emptying a purgeable object") from err
+
+
+def entry_purgable_control(fd: int, offset: int, size: int, is_copy: bool, purgable: bool, control: int,
+                           state: int) -> int:
+    """mach_memory_entry_purgable_control on the object a memory entry
+    names (the memfd ``fd``, the entry's [offset, offset + size)): the old
+    state for SET_STATE, the state for GET_STATE. The state lives in the
+    memfd's attribute, so every process mapping the object sees it.
+
+    In XNU's order (memory_entry_purgeable_control_internal):
+    KERN_INVALID_ARGUMENT for a control other than SET_STATE, GET_STATE and
+    SET_STATE_FROM_KERNEL, for state bits outside VM_PURGABLE_ALL_MASKS, for
+    a copy entry, for an entry that does not cover its whole object, for an
+    object that is not purgeable and for a new state of VM_PURGABLE_DENY;
+    KERN_PROTECTION_FAILURE when the object cannot be emptied through a
+    read-only entry.
+
+    Conditions: nothing locked."""
+    if control not in (V.VM_PURGABLE_SET_STATE, V.VM_PURGABLE_GET_STATE, V.VM_PURGABLE_SET_STATE_FROM_KERNEL):
+        raise K.MachError(K.KERN_INVALID_ARGUMENT, f"control {control}")
+    if control != V.VM_PURGABLE_GET_STATE and state & ~V.VM_PURGABLE_ALL_MASKS & 0xFFFFFFFF:
+        raise K.MachError(K.KERN_INVALID_ARGUMENT, f"state {state:#x}")
+    if is_copy:
+        raise K.MachError(K.KERN_INVALID_ARGUMENT, "a copy entry names no object")
+    if offset != 0 or files.size(fd) != size:
+        raise K.MachError(K.KERN_INVALID_ARGUMENT, "the entry does not cover its whole object")
+    if not purgable:
+        raise K.MachError(K.KERN_INVALID_ARGUMENT, "the object is not purgeable")
+    have = memfd.get_attr(fd, _ATTR)
+    old = int(have[:1]) if have is not None and have[:1].isdigit() else V.VM_PURGABLE_NONVOLATILE
+    if control == V.VM_PURGABLE_GET_STATE:
+        return old
+    new = state & V.VM_PURGABLE_STATE_MASK
+    if new == V.VM_PURGABLE_DENY:
+        raise K.MachError(K.KERN_INVALID_ARGUMENT, "purgeable memory cannot be made non-purgeable")
+    if new == V.VM_PURGABLE_VOLATILE and (old == V.VM_PURGABLE_EMPTY or state & V.VM_PURGABLE_DEBUG_EMPTY):
+        new = V.VM_PURGABLE_EMPTY  # what has been emptied stays empty
+    if new == V.VM_PURGABLE_EMPTY:
+        try:
+            memfd.punch_hole(fd, 0, size)
+        except OSError as err:
+            raise K.MachError(K.KERN_PROTECTION_FAILURE, "the object cannot be emptied through this entry") from err
+    memfd.set_attr(fd, _ATTR, b"%d" % new)
+    return old

@@ -1055,3 +1055,19 @@ def vm_remap_new(task: int, addr: int, size: int, mask: int, flags: int, src_tas
                                        codesign)
     return a + (src - start), (cur_out if codesign else cur), (max_out if codesign else max_prot)
 
+
+
+def memory_entry_purgable_control(entry: int, control: int, state: int) -> int:
+    """mach_memory_entry_purgable_control: set or get the state of the
+    purgeable object that the memory entry ``entry`` names, in every task
+    that maps it. Returns the state to give back.
+
+    KERN_INVALID_ARGUMENT (``entry`` names no memory entry; then as
+    vm_purgable.entry_purgable_control), KERN_PROTECTION_FAILURE,
+    MACH_SEND_INVALID_RIGHT (a name that denotes nothing).
+
+    Conditions: nothing locked; takes the space's lock for a moment."""
+    ent = port_argument(entry)
+    if not isinstance(ent, MemoryEntry):
+        raise _fail(K.KERN_INVALID_ARGUMENT, f"{entry:#x} names no memory entry")
+    return PG.entry_purgable_control(ent.fd, ent.offset, ent.size, ent.is_copy, ent.purgable, control, state)

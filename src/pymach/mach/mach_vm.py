@@ -548,6 +548,20 @@ vm_purgable_control = mach_vm_purgable_control
 
 
 @returns_kr()
+def mach_memory_entry_purgable_control(mem_entry: Any, control: Any, state: Any) -> int:
+    """Set (VM_PURGABLE_SET_STATE) or get (VM_PURGABLE_GET_STATE) the state
+    of the purgeable object a memory entry names, for every task that maps
+    it. ``state`` is in/out, as for mach_vm_purgable_control.
+
+    KERN_SUCCESS, KERN_INVALID_ARGUMENT (no memory entry, a copy entry, an
+    entry smaller than its object, an object that is not purgeable, a bad
+    control or state), KERN_PROTECTION_FAILURE, MACH_SEND_INVALID_RIGHT."""
+    st = out(state)
+    st.value = U.memory_entry_purgable_control(u32(mem_entry), i32(control), i32(st.value))
+    return 0
+
+
+@returns_kr()
 def mach_vm_map(target_task: Any, address: Any, size: Any, mask: Any, flags: Any, object: Any, offset: Any,
                 copy: Any, cur_protection: Any, max_protection: Any, inheritance: Any) -> int:
     """Map a memory entry, shared or (copy TRUE) as a snapshot taken now;
@@ -620,7 +634,7 @@ __all__ = [
     "task_name_for_pid", "pid_for_task", "task_info", "task_read_for_pid", "task_inspect_for_pid",
     "mach_task_is_self",
     "mach_make_memory_entry_64", "mach_make_memory_entry", "mach_memory_object_memory_entry_64",
-    "mach_memory_object_memory_entry", "mach_vm_purgable_control", "vm_purgable_control", "mach_vm_map", "vm_map",
+    "mach_memory_object_memory_entry", "mach_vm_purgable_control", "mach_memory_entry_purgable_control", "vm_purgable_control", "mach_vm_map", "vm_map",
     "mach_vm_remap",
     "vm_remap", "mach_vm_remap_new", "vm_remap_new",
     "mach_task_self", "mach_host_self", "mach_vm_allocate", "mach_vm_deallocate",

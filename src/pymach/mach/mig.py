@@ -91,6 +91,11 @@ def _serve(demux: Demux, request: Any, reply: Any, options: int) -> int:
     code = _return_code(rp)
     if code == K.MIG_NO_REPLY:
         rp.Head.msgh_remote_port = 0
+        if rq.Head.msgh_remote_port not in (0, 0xFFFFFFFF):
+            # a simpleroutine sent with a reply right: nobody answers on it
+            # (libsyscall's loop would keep it in the space for ever)
+            mach_port_deallocate(SELF.task_name, rq.Head.msgh_remote_port)
+            rq.Head.msgh_remote_port = 0
     elif code != 0:
         # destroy the request, but not its reply right: the reply took it
         rq.Head.msgh_remote_port = 0

@@ -37,7 +37,7 @@ from .lexer import TYPE_MAKE_SEND_ONCE, TYPE_POLYMORPHIC
 from .parser import Subsystem
 from .types import IpcType
 
-NDR = bytes([0, 0, 0, 0, 0, 0, 0, 0])          # NDR_record: little-endian, IEEE floats, ASCII
+NDR = bytes([0, 0, 0, 0, 1, 0, 0, 0])          # NDR_record: little-endian ints, ASCII, IEEE floats
 _TRAILER_NEEDS = {AKE_MSG_SEQNO: 12, AKE_SEC_TOKEN: 20, AKE_AUDIT_TOKEN: 52, AKE_CONTEXT_TOKEN: 60}
 _TRAILER_ELEMENTS = {12: M.MACH_RCV_TRAILER_SEQNO, 20: M.MACH_RCV_TRAILER_SENDER, 52: M.MACH_RCV_TRAILER_AUDIT,
                      60: M.MACH_RCV_TRAILER_CTX}
@@ -886,10 +886,11 @@ class Server:
     mig_reply_error_t for an error or a bad id) into OutHeadP's buffer;
     True when the id is one of the subsystem's."""
 
-    def __init__(self, sub: Subsystem, impl: object, c_layer: bool = False) -> None:
+    def __init__(self, sub: Subsystem, impl: object, c_layer: bool = False, kernel: bool = False) -> None:
         self.sub = sub
         self.impl = impl
-        self.c_layer = c_layer
+        self.c_layer = c_layer or kernel
+        self.kernel = kernel  # the implementation gives its out-of-line memory away (kobject.py)
         self.codecs = {rt.id: RoutineCodec(rt) for rt in sub.routines}
         self.max_request = max([rt.request.size for rt in sub.routines] + [36])
         self.max_reply = max([rt.reply.size for rt in sub.routines] + [36])
@@ -958,7 +959,7 @@ class Server:
         outs = [a for a in codec.server_args if _is_out(a)]
         try:
             if self.c_layer:
-                kr, named = _c_invoke(codec, fn, hdr.msgh_local_port, vals, trailer)
+                kr, named = _c_invoke(codec, fn, hdr.msgh_local_port, vals, trailer, self.kernel)
                 if kr:
                     # a failed routine consumed nothing: mach_msg_server destroys the request
                     code.value = kr
@@ -1056,12 +1057,14 @@ def _c_scalar_type(it: IpcType) -> Any:
 
 
 def _c_invoke(codec: RoutineCodec, fn: Callable[..., Any], local: int, vals: dict[str, Any],
-              trailer: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+              trailer: dict[str, Any], kernel: bool = False) -> tuple[int, dict[str, Any]]:
     """Call a C-layer implementation with mig's server signature: in
     values by value (arrays as ctypes arrays, out-of-line data and port
     arrays as their address, ports as names, counts and dispositions as
     arguments of their own), out arguments through references it fills;
-    (its kern_return_t, the out values as the Pythonic layer gives them)."""
+    (its kern_return_t, the out values as the Pythonic layer gives them).
+    With ``kernel`` the out-of-line memory it returns is released once
+    read, as the kernel gives its copy away with the reply."""
     rt = codec.rt
     args: list[Any] = []
     refs: dict[str, Any] = {}
@@ -1129,9 +1132,13 @@ def _c_invoke(codec: RoutineCodec, fn: Callable[..., Any], local: int, vals: dic
         elif a.kpd_type == OOL_DESCRIPTOR:
             n = (count or 0) * _unit(it) if it.var_array else (it.number * it.size + 7) // 8
             v = ctypes.string_at(ref.value, n) if ref.value and n else b""
+            if kernel and ref.value and n:
+                M.mach_vm_deallocate(M.mach_task_self(), ref.value, n)
         elif a.kpd_type == OOL_PORTS_DESCRIPTOR:
             n = count or 0
             v = list((ctypes.c_uint32 * n).from_address(ref.value)) if ref.value and n else []
+            if kernel and ref.value and n:
+                M.mach_vm_deallocate(M.mach_task_self(), ref.value, 4 * n)
         elif isinstance(ref, ctypes.Array):
             raw = bytes(memoryview(ref).cast("B"))
             if it.string:
