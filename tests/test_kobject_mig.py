@@ -323,6 +323,51 @@ def test_rights_a_routine_returns_arrive_once() -> None:
     assert _names() == before
 
 
+def test_a_right_made_for_the_request_is_made_once() -> None:
+    mp = _ours("mach_port")
+    before = _names()
+    port = M.mach_port_name_t()
+    assert mp.c.mach_port_allocate(T(), M.MACH_PORT_RIGHT_RECEIVE, byref(port)) == 0
+    for _ in range(2):
+        assert mp.c.mach_port_insert_right(T(), port.value, port.value, M.MACH_MSG_TYPE_MAKE_SEND) == 0
+    status = M.mach_port_status_t()
+    cnt = M.mach_msg_type_number_t(M.MACH_PORT_RECEIVE_STATUS_COUNT)
+    assert M.mach_port_get_attributes(T(), port.value, M.MACH_PORT_RECEIVE_STATUS, byref(status), byref(cnt)) == 0
+    refs = M.mach_port_urefs_t()
+    assert M.mach_port_get_refs(T(), port.value, M.MACH_PORT_RIGHT_SEND, byref(refs)) == 0
+    assert (status.mps_mscount, status.mps_srights, refs.value) == (2, 1, 2)
+    # inserting under another name: KERN_RIGHT_EXISTS, and the right made for the request is released
+    other = M.mach_port_name_t()
+    assert mp.c.mach_port_allocate(T(), M.MACH_PORT_RIGHT_DEAD_NAME, byref(other)) == 0
+    assert mp.c.mach_port_deallocate(T(), other.value) == 0
+    assert mp.c.mach_port_insert_right(T(), other.value, port.value, M.MACH_MSG_TYPE_MAKE_SEND) \
+        == M.mach_port_insert_right(T(), other.value, port.value, M.MACH_MSG_TYPE_MAKE_SEND) != 0
+    assert M.mach_port_get_refs(T(), port.value, M.MACH_PORT_RIGHT_SEND, byref(refs)) == 0 and refs.value == 2
+    assert M.mach_port_destroy(T(), port.value) == 0
+    assert _names() == before
+
+
+def test_memory_a_routine_returns_is_given_away() -> None:
+    vm = _ours("mach_vm")
+    a = M.mach_vm_address_t(0)
+    assert M.mach_vm_allocate(T(), byref(a), 4 * PAGE, M.VM_FLAGS_ANYWHERE) == 0
+    ctypes.memset(a.value, 0x5A, 4 * PAGE)
+    got, cnt = M.vm_offset_t(), M.mach_msg_type_number_t()
+
+    def mapped() -> int:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    assert vm.c.mach_vm_read(T(), a.value, 4 * PAGE, byref(got), byref(cnt)) == 0
+    M.mach_vm_deallocate(T(), got.value, cnt.value)
+    regions = mapped()
+    for _ in range(10):
+        assert vm.c.mach_vm_read(T(), a.value, 4 * PAGE, byref(got), byref(cnt)) == 0
+        assert cnt.value == 4 * PAGE and ctypes.string_at(got.value, 4 * PAGE) == b"\x5a" * (4 * PAGE)
+        M.mach_vm_deallocate(T(), got.value, cnt.value)
+    assert mapped() == regions
+    M.mach_vm_deallocate(T(), a.value, 4 * PAGE)
+
+
 # -- ids, destinations and bad requests --------------------------------------------------------
 
 class _Raw(ctypes.Structure):

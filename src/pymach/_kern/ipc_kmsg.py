@@ -85,7 +85,7 @@ class Outgoing:
     dest_disposition: int = 0
     receives: list[tuple[int, object]] = field(default_factory=list)  # (name, Port) moved out
     arrays: list[bytes] = field(default_factory=list)  # out-of-line port arrays, in body order
-    kobject: MemoryEntry | None = None  # a kernel object's port as the destination (no ``dest``)
+    kobject: object = None  # a kernel object's port as the destination (no ``dest``)
     reply: SendCap | None = None  # with ``kobject``: the reply right, to answer on
     reply_kind: int = 0
     used: list[SendCap] = field(default_factory=list)  # kept open until the send is over (use/done)
@@ -441,25 +441,22 @@ def names_kobject(space: IpcSpace, msg: bytes) -> bool:
     if len(msg) < HEADER_SIZE:
         return False
     bits, _size, remote = HDR3.unpack_from(msg)
-    if bits & 0x1F not in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
-        return False
-    e = space.lookup(remote)
-    if e is None or not e.type & MACH_PORT_TYPE_SEND:
-        return False
-    return isinstance(e.cap if e.cap is not None else e.object, (MemoryEntry, Task, Host))
+    return _kobject(space, remote, bits & 0x1F) is not None
 
 
-def _kobject(space: IpcSpace, name: int, disp: int) -> MemoryEntry | None:
-    """The memory entry a destination names with COPY_SEND or MOVE_SEND,
-    if it is one: a port whose receive right the kernel holds.
+def _kobject(space: IpcSpace, name: int, disp: int) -> object:
+    """The kernel object a destination names with COPY_SEND or MOVE_SEND,
+    if it is one (a memory entry, a task, thread or host port: a port
+    whose receive right the kernel holds), else None.
 
     Conditions: nothing locked; reads the entry without the space's lock."""
     if disp not in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
         return None
     e = space.lookup(name)
-    if e is None or not e.type & MACH_PORT_TYPE_SEND or not isinstance(e.cap, MemoryEntry):
+    if e is None or not e.type & MACH_PORT_TYPE_SEND:
         return None
-    return e.cap
+    obj = e.cap if e.cap is not None else e.object
+    return obj if isinstance(obj, (MemoryEntry, Task, Host)) else None
 
 
 def _take_send(space: IpcSpace, name: int, disp: int, out: Outgoing, kr: int,

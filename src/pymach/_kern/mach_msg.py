@@ -13,7 +13,7 @@ import os
 import struct
 from typing import Callable
 
-from .._linux import epoll, unix
+from .._linux import epoll, files, unix
 from . import kern_return as K
 from . import message_defs as MD
 from . import ipc_kmsg
@@ -148,16 +148,60 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int, addr: int | 
         if out.token:
             out.dest.undo_reply(out.token)  # type: ignore[union-attr]
         out.release()
+    _sent(space, out, out.kobject is not None)
+
+
+def _sent(space: IpcSpace, out: ipc_kmsg.Outgoing, destroy_receives: bool) -> None:
+    """What a message took leaves the sender: moved rights are consumed,
+    carried receive rights leave the space (or are destroyed with a message
+    the kernel drops), deallocated memory is unmapped.
+
+    Conditions: nothing locked; the space's lock (ipc_right), then the
+    map's lock."""
     for name, disp in out.moves:
         R.consume_sent(space, name, disp)
     for name, port in out.receives:
-        if out.kobject is not None:
+        if destroy_receives:
             R.destroy_carried_receive(space, name, port)  # type: ignore[arg-type]
         else:
             R.consume_receive(space, name, port)  # type: ignore[arg-type]
     if out.dealloc:
         for addr, size in out.dealloc:
             SELF.map.deallocate(addr & ~0xFFF, (addr + size + 0xFFF) & ~0xFFF)
+
+
+def deliver_to_kernel(space: IpcSpace, msg: bytes) -> bytes:
+    """A message to a kernel object (a task, thread or host port, a memory
+    entry), taken by the kernel: copied in as for any port (the same
+    MACH_SEND_* codes; moved rights consumed, carried memory copied) and
+    copied out at once into our own space, which is what the kernel holds
+    while the object's server runs. Returns the message as received: its
+    header's remote port is the reply right (a name of ours), its local
+    port the destination's name, its rights have names of ours and its
+    out-of-line memory is mapped here. A moved destination right is not
+    consumed: the server still needs its name (the caller consumes it).
+
+    Conditions: nothing locked; as copyin, then as copyout."""
+    try:
+        out = ipc_kmsg.copyin(space, msg)
+    except K.MachError:
+        raise
+    except OSError as err:
+        raise K.MachError(K.MACH_SEND_NO_BUFFER, f"copyin: {err.strerror}") from err
+    dest = HDR_REMOTE.unpack_from(msg, 8)[0]
+    try:
+        rec = Incoming(b"".join(out.buffers), [], None)
+        for fd in out.fds:  # the kernel's own references, as SCM_RIGHTS would make them
+            rec.fds.append(files.dup(fd))
+        received, _bits = ipc_kmsg.copyout(space, rec, dest, 0)
+    except BaseException:
+        out.unmove()
+        raise
+    finally:
+        out.release()
+    out.moves = [(name, disp) for name, disp in out.moves if name != dest or disp != MD.MACH_MSG_TYPE_MOVE_SEND]
+    _sent(space, out, False)
+    return received
 
 
 KobjectServer = Callable[[bytes, int, int], None]

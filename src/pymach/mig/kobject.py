@@ -11,22 +11,22 @@ answers an id no subsystem has.
 
 How one message is served:
 
-1. The message is sent, as it is, to a port made for it (its destination
-   replaced by a send-once right to that port). That is the kernel's
-   copyin: the same checks and MACH_SEND_* codes as for any port, moved
-   rights consumed, out-of-line memory copied.
-2. It is received at once into the sender's own space: the rights it
-   carried get names there and its memory is mapped. That is what the
-   kernel holds while the routine runs.
-3. The routine's C-layer function (pymach.mach: mach_vm_allocate and the
+1. The kernel takes the message (kern.mach_msg.deliver_to_kernel): it is
+   copied in as for any port (the same checks and MACH_SEND_* codes, moved
+   rights consumed, out-of-line memory copied) and copied out at once
+   into the sender's own space: the rights it carried get names there and
+   its memory is mapped. That is what the kernel holds while the routine
+   runs.
+2. The routine's C-layer function (pymach.mach: mach_vm_allocate and the
    others) runs on it through the subsystem's generated server, with the
    kernel object's name as its request port. So a routine served by
    message does exactly what the call does.
-4. What the routine did not take is released, as the kernel releases it:
+3. What the routine did not take is released, as the kernel releases it:
    the whole request when the routine fails (mach_msg_server does the
    same), its port and memory arguments when it succeeds, except a
-   polymorphic right that the routine moved into the space.
-5. The reply goes to the request's reply right, its rights moved (the
+   polymorphic right that the routine moved (XNU's message took it: on
+   failure too, when the routine had moved it already).
+4. The reply goes to the request's reply right, its rights moved (the
    kernel keeps no reference), without waiting for room in the queue: a
    reply that cannot be delivered is destroyed.
 
@@ -62,7 +62,6 @@ _HEAD = struct.Struct("<IIIIIi")
 _MOVED: Final = {M.MACH_MSG_TYPE_COPY_SEND: M.MACH_MSG_TYPE_MOVE_SEND,
                  M.MACH_MSG_TYPE_MAKE_SEND: M.MACH_MSG_TYPE_MOVE_SEND,
                  M.MACH_MSG_TYPE_MAKE_SEND_ONCE: M.MACH_MSG_TYPE_MOVE_SEND_ONCE}
-_RCV_SLACK: Final = 4096    # more than a received message grows by: its trailer
 
 _local = threading.local()
 
@@ -93,28 +92,21 @@ def _descriptors(buf: ctypes.Array[ctypes.c_char]) -> Iterator[tuple[int, int]]:
 def serve(msg: bytes, option: int, timeout_ms: int) -> None:
     """Answer one message sent to a kernel object (see the module's
     docstring). Raises MachError with the send's code when the message
-    cannot be taken (as a send to any port would fail: MACH_SEND_INVALID_RIGHT,
-    MACH_SEND_INVALID_MEMORY, MACH_SEND_INVALID_REPLY, ...); MACH_SEND_NO_BUFFER
-    when no port can be made for it.
+    cannot be taken, as a send to any port would fail
+    (MACH_SEND_INVALID_RIGHT, MACH_SEND_INVALID_MEMORY,
+    MACH_SEND_INVALID_REPLY, ...). ``option`` and ``timeout_ms`` do not
+    matter: the kernel takes a message at once and never waits to reply.
 
-    Conditions: nothing locked; runs in the sending thread, and sends,
-    receives and calls the routine as the thread itself would."""
+    Conditions: nothing locked; runs in the sending thread, and calls the
+    routine and sends the reply as the thread itself would."""
     bits, _size, dest, _reply, _voucher, msg_id = _HEAD.unpack_from(msg)
-    space, task = SELF.space, SELF.task_name
-    port = M.mach_port_t()
-    if M.mach_port_allocate(task, M.MACH_PORT_RIGHT_RECEIVE, ctypes.byref(port)):
-        raise K.MachError(K.MACH_SEND_NO_BUFFER, "no port for the kernel's copy of the message")
+    data = KM.deliver_to_kernel(SELF.space, msg)
     try:
-        taken = bytearray(msg)
-        struct.pack_into("<I", taken, 0, (bits & ~0x1F) | M.MACH_MSG_TYPE_MAKE_SEND_ONCE)
-        struct.pack_into("<I", taken, 8, port.value)
-        KM.send(space, bytes(taken), option & ~M.MACH_SEND_TIMEOUT, 0)
-        data = KM.receive(space, port.value, len(msg) + _RCV_SLACK, M.MACH_RCV_TIMEOUT, 0)
         _run(data, dest, msg_id)
     finally:
-        M.mach_port_mod_refs(task, port.value, M.MACH_PORT_RIGHT_RECEIVE, -1)
-    if bits & 0x1F == M.MACH_MSG_TYPE_MOVE_SEND:
-        M.mach_port_deallocate(task, dest)
+        if bits & 0x1F == M.MACH_MSG_TYPE_MOVE_SEND:
+            M.mach_port_deallocate(SELF.task_name, dest)
+    del option, timeout_ms
 
 
 def _run(data: bytes, dest: int, msg_id: int) -> None:
@@ -126,6 +118,8 @@ def _run(data: bytes, dest: int, msg_id: int) -> None:
     reply = ctypes.create_string_buffer(_MAX_REPLY + M.MAX_TRAILER_SIZE)
     which = _BY_ID.get(msg_id)
     server = _servers()[which] if which is not None else None
+    moved = _moved_rights(request, server, msg_id) if server is not None else []
+    held = [_held(name) for _off, name in moved]
     if server is not None:
         server.demux(head, M.mach_msg_header_t.from_buffer(reply))
     else:
@@ -138,8 +132,12 @@ def _run(data: bytes, dest: int, msg_id: int) -> None:
     head.msgh_local_port = 0
     reply_right = head.msgh_remote_port
     head.msgh_remote_port = 0
-    if code == 0 and server is not None:
-        _keep_moved(request, server, msg_id)
+    for (off, name), before in zip(moved, held):
+        # the routine took a right it was given to move when it succeeded,
+        # or when the right is no longer as it was (it fails after moving it,
+        # as XNU's traps do); else the right goes with the request
+        if code == 0 or _held(name) != before:
+            struct.pack_into("<I", request, off, 0)
     M.mach_msg_destroy(head)
     if code == M.MIG_NO_REPLY or not reply_right:
         _drop_rights(reply, complex_reply)
@@ -178,19 +176,32 @@ def _drop_rights(reply: ctypes.Array[ctypes.c_char], complex_reply: bool) -> Non
                     M.mach_port_deallocate(task, name)
 
 
-def _keep_moved(request: ctypes.Array[ctypes.c_char], server: Server, msg_id: int) -> None:
-    """Clear, in a request whose routine succeeded, the rights that the
-    routine moved into the space (a polymorphic right it was given with a
-    move disposition), so that destroying the request leaves them."""
+def _moved_rights(request: ctypes.Array[ctypes.c_char], server: Server, msg_id: int) -> list[tuple[int, int]]:
+    """(offset, name) of each right of the request that its routine is given
+    with a disposition to move: a polymorphic port argument."""
     if not M.mach_msg_header_t.from_buffer(request).msgh_bits & M.MACH_MSGH_BITS_COMPLEX:
-        return
-    codec = server.codecs[msg_id]
+        return []
+    codec = server.codecs.get(msg_id)
+    if codec is None:
+        return []
     args = [arg for f, arg in codec.req.fields if f.kind == "descriptor"]
+    out = []
     for (off, dtype), arg in zip(_descriptors(request), args):
-        if arg is None or arg.poly is None:
-            continue
-        if dtype == M.MACH_MSG_PORT_DESCRIPTOR and arg.kpd_type == PORT_DESCRIPTOR:
-            struct.pack_into("<I", request, off, 0)
+        if arg is not None and arg.poly is not None and dtype == M.MACH_MSG_PORT_DESCRIPTOR \
+                and arg.kpd_type == PORT_DESCRIPTOR:
+            name = struct.unpack_from("<I", request, off)[0]
+            if name not in (0, 0xFFFFFFFF):
+                out.append((off, name))
+    return out
+
+
+def _held(name: int) -> tuple[int, int]:
+    """What ``name`` holds: (its type, its send right's user references)."""
+    kind, refs = M.mach_port_type_t(), M.mach_port_urefs_t()
+    if M.mach_port_type(SELF.task_name, name, ctypes.byref(kind)):
+        return 0, 0
+    M.mach_port_get_refs(SELF.task_name, name, M.MACH_PORT_RIGHT_SEND, ctypes.byref(refs))
+    return kind.value, refs.value
 
 
 def _bad_id(head: M.mach_msg_header_t, reply: ctypes.Array[ctypes.c_char]) -> None:
