@@ -14,6 +14,12 @@ the layout engine computes:
   mach_msg_server, and ``serve(impl, port)``;
 - the header module: the routines' ids, ``<subsystem>_MSG_COUNT`` and the
   ``__Request__<routine>_t`` / ``__Reply__<routine>_t`` ctypes structs.
+
+``-static`` writes a module of another kind: self-contained (it imports
+``struct`` and ``typing`` only, and compiles nothing when imported), with
+each routine's id, its messages' layouts as constants, struct.Struct
+packers and the stubs that build requests (``static_module``), for code
+that may import nothing above it, such as pymach's kernel.
 """
 
 from __future__ import annotations
@@ -136,7 +142,7 @@ def header_module(sub: Subsystem, source: str) -> str:
     return text
 
 
-# -- -static: a self-contained module (the standard library's struct only) ----------------------------
+# -- -static: a self-contained module (struct and typing only) ----------------------------
 
 # what a trailer-less message's parts are, as struct formats and value names
 _HEADER_NAMES = ("msgh_bits", "msgh_size", "msgh_remote_port", "msgh_local_port", "msgh_voucher_port", "msgh_id")
@@ -361,7 +367,7 @@ def _bytes(rt: Routine, f: Field) -> bool:
 
 def static_module(sub: Subsystem, source: str) -> str:
     """The ``-static`` module's source: self-contained (the standard
-    library's struct only), for code that may import nothing of the
+    library's struct and typing only), for code that may import nothing of the
     compiler, such as the kernel's. For each routine ``<routine>_id``,
     ``<routine>_request`` and (but for a simpleroutine) ``<routine>_reply``
     (Message objects: layout constants and a struct.Struct packer), and,

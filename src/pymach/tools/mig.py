@@ -8,7 +8,7 @@ FILE.py``, ``-server FILE.py`` and ``-header FILE.py`` write Python
 modules: the client (mig's stubs and the Pythonic client), the server
 (the demux over an implementation) and the messages' ctypes structs
 (see pymach.mig.codegen); ``-static FILE.py`` a self-contained module
-(the standard library's struct only, no compiler at import): the ids,
+(struct and typing only, no compiler at import): the ids,
 the layouts and struct packers of the messages."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-server", metavar="FILE.py", help="write the server module")
     ap.add_argument("-header", metavar="FILE.py", help="write the messages' structs")
     ap.add_argument("-static", metavar="FILE.py",
-                    help="write a self-contained module (struct only): ids, layouts, packers")
+                    help="write a self-contained module (the standard library only): ids, layouts, packers")
     ap.add_argument("--layout", action="store_true", help="print the layouts as JSON")
     ap.add_argument("--system-cpp", action="store_true",
                     help="run the system's cpp instead of pcpp, the preprocessor written in Python")
