@@ -1,9 +1,9 @@
 """<servers/bootstrap.h>: the bootstrap routines with C names and
 kern_return_t results, and this process's bootstrap port.
 
-Each routine is a MIG-style request to the bootstrap port with a
-MAKE_SEND_ONCE reply port, answered with a return code (the layouts are in
-bootstrap_defs).
+Each routine is a MIG request to the bootstrap port with a
+MAKE_SEND_ONCE reply port, answered with a return code (the messages are
+those of pymach's bootstrap.defs: bootstrap_mig, bootstrap_defs).
 
 As a C program has ``bootstrap_port`` before main() runs, a pymach program
 has ``bootstrap_port`` (``from pymach.mach import *``): a constant, the name
@@ -43,13 +43,16 @@ the routines still accept it as the bootstrap port, so a C program's
 ``bootstrap_port`` keeps working with them.
 
 The connection, its reconnection and the routines' reply ports are the
-kernel's (pymach._kern.bootstrap_port); this module lays out the requests
-and reads the replies.
+kernel's (pymach._kern.bootstrap_port); this module sends the requests
+that the stubs generated from pymach's bootstrap.defs build
+(bootstrap_mig) and reads the replies with the generated layouts
+(bootstrap_defs' structs).
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from ctypes import sizeof
 from typing import Any, Final
 
@@ -59,6 +62,7 @@ from .._kern import message_defs as MD
 from .._kern.ipc_notify import MACH_NOTIFY_SEND_ONCE
 from .._kern.task import BOOTSTRAP_PORT_NAME
 from . import bootstrap_defs as D
+from . import bootstrap_mig as BMIG
 from ._args import i32, set_out, u32
 from .bootstrap_defs import (BOOTSTRAP_MAX_CMD_LEN, BOOTSTRAP_MAX_LOOKUP_COUNT, BOOTSTRAP_MAX_NAME_LEN,  # noqa: F401
                              BOOTSTRAP_BAD_COUNT, BOOTSTRAP_NAME_IN_USE, BOOTSTRAP_NO_CHILDREN, BOOTSTRAP_NO_MEMORY,
@@ -68,9 +72,6 @@ from .bootstrap_defs import (BOOTSTRAP_MAX_CMD_LEN, BOOTSTRAP_MAX_LOOKUP_COUNT, 
                              bootstrap_status_t, cmd_t, name_t)
 from .mach_port import mach_msg
 from .mig import mach_msg_destroy, mig_reply_error_t
-from .notify import NDR_record_t
-
-_NDR: Final = NDR_record_t.from_buffer_copy(D.NDR_RECORD)  # (copied into each request, never changed)
 
 bootstrap_port: Final = BOOTSTRAP_PORT_NAME
 """This task's bootstrap port: <servers/bootstrap.h>'s global, connected on
@@ -113,8 +114,9 @@ def bootstrap_port_disconnect() -> None:
 
 # -- the exchange -----------------------------------------------------------------------
 
-def _exchange(dest: int, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_reply_buffer_t) -> int:
-    """Send ``req`` to ``dest`` with this thread's MAKE_SEND_ONCE reply port
+def _exchange(dest: int, build: Callable[[int, int], bytes], msg_id: int, rcv: D.bootstrap_reply_buffer_t) -> int:
+    """Send the request that ``build(dest, reply_port)`` makes (a stub of
+    bootstrap_mig) to ``dest`` with this thread's MAKE_SEND_ONCE reply port
     and receive the reply into ``rcv``. MIG's codes: MIG_SERVER_DIED when
     the reply right died unanswered, MIG_REPLY_MISMATCH for a stray reply."""
     reply = BP.reply_port()
@@ -122,15 +124,9 @@ def _exchange(dest: int, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_re
         return K.KERN_RESOURCE_SHORTAGE
     ok = False
     try:
-        h = req.Head
-        h.msgh_bits = MD.MACH_MSGH_BITS(MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MAKE_SEND_ONCE) | (
-            h.msgh_bits & MD.MACH_MSGH_BITS_COMPLEX)
-        h.msgh_size = sizeof(req)
-        h.msgh_remote_port = dest
-        h.msgh_local_port = reply
-        h.msgh_voucher_port = 0
-        h.msgh_id = msg_id
-        kr = mach_msg(h, MD.MACH_SEND_MSG, sizeof(req), 0, 0, MD.MACH_MSG_TIMEOUT_NONE, 0)
+        msg = build(dest, reply)
+        req = ctypes.create_string_buffer(msg, len(msg))
+        kr = mach_msg(req, MD.MACH_SEND_MSG, len(msg), 0, 0, MD.MACH_MSG_TIMEOUT_NONE, 0)
         if kr:
             return kr
         kr = mach_msg(rcv.Head, MD.MACH_RCV_MSG, 0, sizeof(rcv), reply, MD.MACH_MSG_TIMEOUT_NONE, 0)
@@ -149,20 +145,10 @@ def _exchange(dest: int, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_re
             BP.discard_reply_port(reply)  # a reply may still come to it: the next call starts afresh
 
 
-def _call(bp: Any, req: ctypes.Structure, msg_id: int, rcv: D.bootstrap_reply_buffer_t) -> int:
+def _call(bp: Any, build: Callable[[int, int], bytes], msg_id: int, rcv: D.bootstrap_reply_buffer_t) -> int:
     """_exchange with the bootstrap port ``bp``, reconnected once if it is
     this process's and turns out dead (kern.bootstrap_port.call)."""
-    return BP.call(u32(bp), lambda dest: _exchange(dest, req, msg_id, rcv))
-
-
-def _name_request(service_name: Any) -> D.bootstrap_name_request_t | None:
-    raw = D.encode_name(service_name)
-    if raw is None:
-        return None
-    req = D.bootstrap_name_request_t()
-    req.NDR = _NDR
-    req.service_name = raw
-    return req
+    return BP.call(u32(bp), lambda dest: _exchange(dest, build, msg_id, rcv))
 
 
 def _ret_code(rcv: D.bootstrap_reply_buffer_t, success_ok: bool = False) -> int:
@@ -194,13 +180,13 @@ def _port_reply(rcv: D.bootstrap_reply_buffer_t, disposition: int, sp: Any) -> i
 
 # -- the routines ---------------------------------------------------------------------------
 
-def _name_to_port(bp: Any, service_name: Any, msg_id: int, kind: int, sp: Any) -> int:
+def _name_to_port(bp: Any, service_name: Any, stub: Callable[..., bytes], msg_id: int, kind: int, sp: Any) -> int:
     """A routine that sends a name and gets a right of ``kind`` into ``sp``."""
-    req = _name_request(service_name)
-    if req is None:
+    raw = D.encode_name(service_name)
+    if raw is None:
         return K.KERN_INVALID_ARGUMENT
     rcv = D.bootstrap_reply_buffer_t()
-    kr = _call(bp, req, msg_id, rcv)
+    kr = _call(bp, lambda dest, reply: stub(dest, raw, reply_port=reply), msg_id, rcv)
     return kr or _port_reply(rcv, kind, sp)
 
 
@@ -215,7 +201,8 @@ def bootstrap_check_in(bp: Any, service_name: Any, sp: Any) -> int:
     from another uid), BOOTSTRAP_NO_MEMORY, KERN_INVALID_ARGUMENT (a name
     that is empty, longer than 127 bytes or holds a NUL), and the
     MACH_SEND_* / MIG_* codes of the exchange."""
-    return _name_to_port(bp, service_name, D.BOOTSTRAP_CHECK_IN_ID, MD.MACH_MSG_TYPE_PORT_RECEIVE, sp)
+    return _name_to_port(bp, service_name, BMIG.bootstrap_check_in, D.BOOTSTRAP_CHECK_IN_ID,
+                         MD.MACH_MSG_TYPE_PORT_RECEIVE, sp)
 
 
 def bootstrap_create_service(bp: Any, service_name: Any, sp: Any) -> int:
@@ -226,7 +213,8 @@ def bootstrap_create_service(bp: Any, service_name: Any, sp: Any) -> int:
     BOOTSTRAP_SUCCESS, BOOTSTRAP_NAME_IN_USE (the name exists),
     BOOTSTRAP_NOT_PRIVILEGED, BOOTSTRAP_NO_MEMORY, KERN_INVALID_ARGUMENT,
     and the MACH_SEND_* / MIG_* codes of the exchange."""
-    return _name_to_port(bp, service_name, D.BOOTSTRAP_CREATE_SERVICE_ID, MD.MACH_MSG_TYPE_PORT_SEND, sp)
+    return _name_to_port(bp, service_name, BMIG.bootstrap_create_service, D.BOOTSTRAP_CREATE_SERVICE_ID,
+                         MD.MACH_MSG_TYPE_PORT_SEND, sp)
 
 
 def bootstrap_register(bp: Any, service_name: Any, sp: Any) -> int:
@@ -242,16 +230,10 @@ def bootstrap_register(bp: Any, service_name: Any, sp: Any) -> int:
     raw = D.encode_name(service_name)
     if raw is None:
         return K.KERN_INVALID_ARGUMENT
-    req = D.bootstrap_register_request_t()
-    req.Head.msgh_bits = MD.MACH_MSGH_BITS_COMPLEX
-    req.msgh_body.msgh_descriptor_count = 1
-    req.service_port.name = u32(sp)
-    req.service_port.disposition = MD.MACH_MSG_TYPE_COPY_SEND
-    req.service_port.type = MD.MACH_MSG_PORT_DESCRIPTOR
-    req.NDR = _NDR
-    req.service_name = raw
+    right = u32(sp)
     rcv = D.bootstrap_reply_buffer_t()
-    kr = _call(bp, req, D.BOOTSTRAP_REGISTER_ID, rcv)
+    kr = _call(bp, lambda dest, reply: BMIG.bootstrap_register(dest, raw, right, reply_port=reply),
+               D.BOOTSTRAP_REGISTER_ID, rcv)
     return kr or _ret_code(rcv, success_ok=True)
 
 
@@ -262,7 +244,8 @@ def bootstrap_look_up(bp: Any, service_name: Any, sp: Any) -> int:
     BOOTSTRAP_SUCCESS, BOOTSTRAP_UNKNOWN_SERVICE, BOOTSTRAP_NOT_PRIVILEGED,
     KERN_INVALID_ARGUMENT, and the MACH_SEND_* / MIG_* codes of the
     exchange."""
-    return _name_to_port(bp, service_name, D.BOOTSTRAP_LOOK_UP_ID, MD.MACH_MSG_TYPE_PORT_SEND, sp)
+    return _name_to_port(bp, service_name, BMIG.bootstrap_look_up, D.BOOTSTRAP_LOOK_UP_ID,
+                         MD.MACH_MSG_TYPE_PORT_SEND, sp)
 
 
 def bootstrap_status(bp: Any, service_name: Any, service_active: Any) -> int:
@@ -275,11 +258,11 @@ def bootstrap_status(bp: Any, service_name: Any, service_active: Any) -> int:
     BOOTSTRAP_SUCCESS, BOOTSTRAP_UNKNOWN_SERVICE, BOOTSTRAP_NOT_PRIVILEGED,
     KERN_INVALID_ARGUMENT, and the MACH_SEND_* / MIG_* codes of the
     exchange."""
-    req = _name_request(service_name)
-    if req is None:
+    raw = D.encode_name(service_name)
+    if raw is None:
         return K.KERN_INVALID_ARGUMENT
     rcv = D.bootstrap_reply_buffer_t()
-    kr = _call(bp, req, D.BOOTSTRAP_STATUS_ID, rcv)
+    kr = _call(bp, lambda dest, reply: BMIG.bootstrap_status(dest, raw, reply_port=reply), D.BOOTSTRAP_STATUS_ID, rcv)
     if kr:
         return kr
     h = rcv.Head
@@ -300,9 +283,8 @@ def bootstrap_list(bp: Any, services: Any, servicesCnt: Any) -> int:
 
     BOOTSTRAP_SUCCESS, BOOTSTRAP_NOT_PRIVILEGED, BOOTSTRAP_NO_MEMORY, and
     the MACH_SEND_* / MIG_* codes of the exchange."""
-    req = D.bootstrap_list_request_t()
     rcv = D.bootstrap_reply_buffer_t()
-    kr = _call(bp, req, D.BOOTSTRAP_LIST_ID, rcv)
+    kr = _call(bp, lambda dest, reply: BMIG.bootstrap_list(dest, reply_port=reply), D.BOOTSTRAP_LIST_ID, rcv)
     if kr:
         return kr
     h = rcv.Head

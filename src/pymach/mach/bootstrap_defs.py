@@ -3,15 +3,19 @@ and the server (pymach.servers.bootstrap) agree on, in one place.
 
 - The codes and types of <servers/bootstrap.h> (launchd's
   liblaunch/bootstrap.h) and the strings of its bootstrap_strerror.
-- The messages, laid out as MIG lays them out for LP64 (pack 4): the
-  classic bootstrap subsystem's request ids (subsystem 400: check_in 402,
-  register 403, look_up 404, status 407, create_service 410), replies at
-  id + 100, an NDR record before inline data, the name inline as a
-  128-byte name_t, rights in port descriptors. A successful reply that
-  carries a port is a complex message with no return code; a failure is a
-  mig_reply_error_t (<mach/mig_errors.h>), as MIG servers send it.
-  ``bootstrap_list`` (420) is pymach's: it answers ``pymach bootstrap
-  list`` with an out-of-line array of bootstrap_service_info_t.
+- The messages: those of pymach's bootstrap.defs (pymach/defs), which
+  `pymach mig -static` compiles into bootstrap_mig (its ids, layouts and
+  struct packers; tests/test_mig_own_defs.py checks that the module is
+  what the .defs gives). The classic bootstrap subsystem's request ids
+  (subsystem 400: check_in 402, register 403, look_up 404, status 407,
+  create_service 410), replies at id + 100, an NDR record before inline
+  data, the name inline as a 128-byte name_t, rights in port descriptors.
+  A successful reply that carries a port is a complex message with no
+  return code; a failure is a mig_reply_error_t (<mach/mig_errors.h>),
+  as MIG servers send it. ``bootstrap_list`` (420) is pymach's: it
+  answers ``pymach bootstrap list`` with an out-of-line array of
+  bootstrap_service_info_t. The ctypes structs here are the generated
+  layouts under the names the client and the server use.
 - The rule for names: 1 to 127 bytes, no NUL (see docs/deviations.md).
 """
 
@@ -21,11 +25,10 @@ import ctypes
 from typing import Any, Final
 
 from .._kern.bootstrap_port import BOOTSTRAP_NO_MEMORY, BOOTSTRAP_NOT_PRIVILEGED
-from .message import (mach_msg_audit_trailer_t, mach_msg_body_t, mach_msg_header_t, mach_msg_ool_descriptor_t,
-                      mach_msg_port_descriptor_t)
+from . import bootstrap_mig as BMIG
+from ._layouts import message_fields
+from .message import mach_msg_audit_trailer_t, mach_msg_header_t
 from .mig import mig_reply_error_t
-from .notify import NDR_record_t
-from .types import kern_return_t, mach_msg_type_number_t
 
 # <servers/bootstrap.h>
 BOOTSTRAP_MAX_NAME_LEN: Final = 128
@@ -75,16 +78,16 @@ def strerror(r: int) -> str:
     return text if text is not None else mach_error_string(r)
 
 
-# -- request ids: the classic subsystem 400 (bootstrap.defs) ---------------------------
+# -- request ids: the classic subsystem 400 (pymach's bootstrap.defs) ---------------------
 
-BOOTSTRAP_SUBSYSTEM: Final = 400
-BOOTSTRAP_CHECK_IN_ID: Final = 402
-BOOTSTRAP_REGISTER_ID: Final = 403
-BOOTSTRAP_LOOK_UP_ID: Final = 404
-BOOTSTRAP_STATUS_ID: Final = 407
-BOOTSTRAP_CREATE_SERVICE_ID: Final = 410
-BOOTSTRAP_LIST_ID: Final = 420  # pymach's: the table, for `pymach bootstrap list`
-REPLY_ID_OFFSET: Final = 100  # MIG: a reply's id is the request's plus 100
+BOOTSTRAP_SUBSYSTEM: Final = BMIG.BASE
+BOOTSTRAP_CHECK_IN_ID: Final = BMIG.bootstrap_check_in_id
+BOOTSTRAP_REGISTER_ID: Final = BMIG.bootstrap_register_id
+BOOTSTRAP_LOOK_UP_ID: Final = BMIG.bootstrap_look_up_id
+BOOTSTRAP_STATUS_ID: Final = BMIG.bootstrap_status_id
+BOOTSTRAP_CREATE_SERVICE_ID: Final = BMIG.bootstrap_create_service_id
+BOOTSTRAP_LIST_ID: Final = BMIG.bootstrap_list_id  # pymach's: the table, for `pymach bootstrap list`
+REPLY_ID_OFFSET: Final = BMIG.REPLY_ID_DELTA  # MIG: a reply's id is the request's plus 100
 ROUTINE_NAMES: Final = {
     BOOTSTRAP_CHECK_IN_ID: "bootstrap_check_in",
     BOOTSTRAP_REGISTER_ID: "bootstrap_register",
@@ -95,52 +98,51 @@ ROUTINE_NAMES: Final = {
 }
 
 # NDR_record: MIG and interface versions 0, little-endian ints, ASCII, IEEE floats
-NDR_RECORD: Final = bytes([0, 0, 0, 0, 1, 0, 0, 0])
+NDR_RECORD: Final = BMIG.NDR_RECORD
 
 
-# -- messages (pack 4, as MIG's __MigPackStructs) ---------------------------------------
+# -- messages: the generated layouts as ctypes structs (pack 4, as MIG's __MigPackStructs) --
 
 class bootstrap_name_request_t(ctypes.Structure):
-    """check_in, look_up, status and create_service: the name only."""
+    """check_in, look_up, status and create_service: the name only
+    (``__Request__bootstrap_check_in_t``; the four are laid out alike)."""
 
     _pack_ = 4
-    _fields_ = [("Head", mach_msg_header_t), ("NDR", NDR_record_t), ("service_name", name_t)]
+    _fields_ = message_fields(BMIG.bootstrap_check_in_request)
 
 
 class bootstrap_register_request_t(ctypes.Structure):
     """register: the service's send right (COPY_SEND), then the name."""
 
     _pack_ = 4
-    _fields_ = [("Head", mach_msg_header_t), ("msgh_body", mach_msg_body_t),
-                ("service_port", mach_msg_port_descriptor_t), ("NDR", NDR_record_t), ("service_name", name_t)]
+    _fields_ = message_fields(BMIG.bootstrap_register_request)
 
 
 class bootstrap_list_request_t(ctypes.Structure):
     """list: no arguments."""
 
     _pack_ = 4
-    _fields_ = [("Head", mach_msg_header_t)]
+    _fields_ = message_fields(BMIG.bootstrap_list_request)
 
 
 class bootstrap_port_reply_t(ctypes.Structure):
     """The successful reply of check_in (the receive right), look_up and
-    create_service (a send right)."""
+    create_service (a send right): ``__Reply__bootstrap_check_in_t``."""
 
     _pack_ = 4
-    _fields_ = [("Head", mach_msg_header_t), ("msgh_body", mach_msg_body_t),
-                ("service_port", mach_msg_port_descriptor_t)]
+    _fields_ = message_fields(BMIG.bootstrap_check_in_reply)
 
 
 class bootstrap_status_reply_t(ctypes.Structure):
     _pack_ = 4
-    _fields_ = [("Head", mach_msg_header_t), ("NDR", NDR_record_t), ("RetCode", kern_return_t),
-                ("service_active", bootstrap_status_t)]
+    _fields_ = message_fields(BMIG.bootstrap_status_reply, types={"service_active": bootstrap_status_t})
 
 
 class bootstrap_service_info_t(ctypes.Structure):
-    """One service in a bootstrap_list reply. ``pid`` is the process that
-    checked in or registered, as the request's audit trailer showed it; 0
-    when nobody has (a service made by bootstrap_create_service)."""
+    """One service in a bootstrap_list reply (bootstrap.defs: struct[34] of
+    uint32_t). ``pid`` is the process that checked in or registered, as the
+    request's audit trailer showed it; 0 when nobody has (a service made by
+    bootstrap_create_service)."""
 
     _pack_ = 4
     _fields_ = [("service_name", name_t), ("service_active", bootstrap_status_t), ("pid", ctypes.c_int)]
@@ -151,9 +153,7 @@ bootstrap_service_array_t = ctypes.POINTER(bootstrap_service_info_t)
 
 class bootstrap_list_reply_t(ctypes.Structure):
     _pack_ = 4
-    _fields_ = [("Head", mach_msg_header_t), ("msgh_body", mach_msg_body_t),
-                ("services", mach_msg_ool_descriptor_t), ("NDR", NDR_record_t),
-                ("servicesCnt", mach_msg_type_number_t)]
+    _fields_ = message_fields(BMIG.bootstrap_list_reply)
 
 
 class bootstrap_reply_buffer_t(ctypes.Union):
@@ -161,14 +161,17 @@ class bootstrap_reply_buffer_t(ctypes.Union):
 
     _pack_ = 4
     _fields_ = [("Head", mach_msg_header_t),
-                ("bytes", ctypes.c_char * (max(ctypes.sizeof(c) for c in (
-                    mig_reply_error_t, bootstrap_port_reply_t, bootstrap_status_reply_t,
-                    bootstrap_list_reply_t)) + ctypes.sizeof(mach_msg_audit_trailer_t)))]
+                ("bytes", ctypes.c_char * (max([ctypes.sizeof(mig_reply_error_t)] + [
+                    m.size for m in (BMIG.bootstrap_check_in_reply, BMIG.bootstrap_register_reply,
+                                     BMIG.bootstrap_look_up_reply, BMIG.bootstrap_status_reply,
+                                     BMIG.bootstrap_create_service_reply, BMIG.bootstrap_list_reply)])
+                                           + ctypes.sizeof(mach_msg_audit_trailer_t)))]
 
 
 # the largest request, with its trailer: a server's receive buffer holds it
-MAX_REQUEST_SIZE: Final = max(ctypes.sizeof(c) for c in (
-    bootstrap_name_request_t, bootstrap_register_request_t, bootstrap_list_request_t))
+MAX_REQUEST_SIZE: Final = max(m.size for m in (
+    BMIG.bootstrap_check_in_request, BMIG.bootstrap_register_request, BMIG.bootstrap_look_up_request,
+    BMIG.bootstrap_status_request, BMIG.bootstrap_create_service_request, BMIG.bootstrap_list_request))
 
 
 # -- names ----------------------------------------------------------------------------
@@ -207,12 +210,6 @@ def decode_field(field: bytes) -> bytes | None:
     if nul <= 0:
         return None
     return field[:nul]
-
-
-def name_field(struct: ctypes.Structure) -> bytes:
-    """The raw 128 bytes of a message's ``service_name`` field."""
-    off = type(struct).service_name.offset
-    return ctypes.string_at(ctypes.addressof(struct) + off, BOOTSTRAP_MAX_NAME_LEN)
 
 
 def text(name: bytes) -> str:

@@ -1,9 +1,12 @@
 """The bootstrap server: a per-user daemon that binds service names to
 ports (``pymach bootstrap serve``).
 
-It is a MIG-style server written against the C interface, on one thread,
-so requests are handled one at a time in the order they are received:
-of concurrent registrations of one name exactly one wins.
+It is a MIG server written against the C interface, on one thread, so
+requests are handled one at a time in the order they are received: of
+concurrent registrations of one name exactly one wins. Its messages are
+those of pymach's bootstrap.defs: it reads the requests and builds the
+replies with the layouts and packers that `pymach mig -static` generated
+from it (pymach.mach.bootstrap_mig).
 
 State is the ServiceTable: each name's port, as a right of the server's.
 A service made by bootstrap_create_service is a port whose receive right
@@ -38,16 +41,22 @@ import threading
 import time
 from ctypes import byref, sizeof
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from .. import mach as M
 from .._kern.task import SELF
 from ..mach import bootstrap_defs as D
+from ..mach import bootstrap_mig as BMIG
 from .._linux import files, process, rendezvous
 
 _AUDIT = M.MACH_RCV_TRAILER_ELEMENTS(M.MACH_RCV_TRAILER_AUDIT)
 _RCV_SIZE = 512  # more than the largest request and its trailer: larger messages are dropped
 _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+# the reply that carries a port, by request id
+_PORT_REPLIES = {D.BOOTSTRAP_CHECK_IN_ID: BMIG.bootstrap_check_in_reply,
+                 D.BOOTSTRAP_LOOK_UP_ID: BMIG.bootstrap_look_up_reply,
+                 D.BOOTSTRAP_CREATE_SERVICE_ID: BMIG.bootstrap_create_service_reply}
 
 
 class NoMemory(Exception):
@@ -483,14 +492,16 @@ class BootstrapServer:
     def _reply(self, msg_id: int, reply_to: int, reply_kind: int, r: Reply) -> None:
         """Send the reply (MACH_SEND_TIMEOUT 0: a client that does not read
         never blocks us); release the reply right if it could not go."""
-        msg: ctypes.Structure
-        complex_ = 0
+        bits = M.MACH_MSGH_BITS(reply_kind, 0)
         if r.kr:
-            msg = M.mig_reply_error_t(RetCode=r.kr)
-            msg.NDR = M.NDR_record_t.from_buffer_copy(D.NDR_RECORD)
+            err = M.mig_reply_error_t(RetCode=r.kr)
+            err.NDR = M.NDR_record_t.from_buffer_copy(D.NDR_RECORD)
+            err.Head.msgh_bits, err.Head.msgh_size = bits, sizeof(err)
+            err.Head.msgh_remote_port, err.Head.msgh_id = reply_to, msg_id + D.REPLY_ID_OFFSET
+            data = bytes(err)
         elif r.value is not None:
-            msg = D.bootstrap_status_reply_t(RetCode=0, service_active=r.value)
-            msg.NDR = M.NDR_record_t.from_buffer_copy(D.NDR_RECORD)
+            data = BMIG.bootstrap_status_reply.pack(msgh_bits=bits, msgh_remote_port=reply_to, RetCode=0,
+                                                    service_active=r.value)
         elif r.table is not None:
             records = (D.bootstrap_service_info_t * max(1, len(r.table)))()
             for i, (name, status, pid) in enumerate(r.table):
@@ -498,31 +509,18 @@ class BootstrapServer:
                 records[i].service_active = status
                 records[i].pid = pid
             # (``records`` lives until this function returns: the send copies it)
-            msg = D.bootstrap_list_reply_t(servicesCnt=len(r.table))
-            msg.msgh_body.msgh_descriptor_count = 1
-            msg.services.address = ctypes.addressof(records) if r.table else None
-            msg.services.size = sizeof(D.bootstrap_service_info_t) * len(r.table)
-            msg.services.copy = M.MACH_MSG_VIRTUAL_COPY
-            msg.services.type = M.MACH_MSG_OOL_DESCRIPTOR
-            msg.NDR = M.NDR_record_t.from_buffer_copy(D.NDR_RECORD)
-            complex_ = M.MACH_MSGH_BITS_COMPLEX
+            data = BMIG.bootstrap_list_reply.pack(
+                msgh_bits=bits | M.MACH_MSGH_BITS_COMPLEX, msgh_remote_port=reply_to,
+                services=ctypes.addressof(records) if r.table else 0,
+                services_size=sizeof(D.bootstrap_service_info_t) * len(r.table), servicesCnt=len(r.table))
         elif r.disposition:
-            msg = D.bootstrap_port_reply_t()
-            msg.msgh_body.msgh_descriptor_count = 1
-            msg.service_port.name = r.port
-            msg.service_port.disposition = r.disposition
-            msg.service_port.type = M.MACH_MSG_PORT_DESCRIPTOR
-            complex_ = M.MACH_MSGH_BITS_COMPLEX
+            data = _PORT_REPLIES[msg_id].pack(msgh_bits=bits | M.MACH_MSGH_BITS_COMPLEX, msgh_remote_port=reply_to,
+                                              service_port=r.port, service_port_disposition=r.disposition)
         else:
-            msg = M.mig_reply_error_t(RetCode=0)
-            msg.NDR = M.NDR_record_t.from_buffer_copy(D.NDR_RECORD)
-        h = msg.Head
-        h.msgh_bits = M.MACH_MSGH_BITS(reply_kind, 0) | complex_
-        h.msgh_size = sizeof(msg)
-        h.msgh_remote_port = reply_to
-        h.msgh_id = msg_id + D.REPLY_ID_OFFSET
-        sent = bytes(msg)
-        kr = M.mach_msg(h, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, sizeof(msg), 0, 0, 0, 0)
+            data = BMIG.bootstrap_register_reply.pack(msgh_bits=bits, msgh_remote_port=reply_to, RetCode=0,
+                                                   msgh_id=msg_id + D.REPLY_ID_OFFSET)
+        msg = ctypes.create_string_buffer(data, len(data))
+        kr = M.mach_msg(msg, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, len(data), 0, 0, 0, 0)
         if kr == M.KERN_SUCCESS:
             if r.sent is not None:
                 r.sent()
@@ -530,11 +528,11 @@ class BootstrapServer:
         self.log(f"could not reply to {D.ROUTINE_NAMES.get(msg_id, msg_id)}: {M.mach_error_string(kr)}")
         if r.failed is not None:
             r.failed()
-        if bytes(msg) != sent:
+        if msg.raw != data:
             # XNU's pseudo-receive gave the reply back in received form
             # (MACH_SEND_TIMED_OUT: its rights are ours again, the
             # send-once right under a new name): destroy it as such
-            M.mach_msg_destroy(h)
+            M.mach_msg_destroy(msg)
             return
         if kr == M.MACH_SEND_NO_BUFFER and not r.kr:
             # the answer's right could not be made (out of fds): say so
@@ -545,26 +543,27 @@ class BootstrapServer:
     # -- the routines -------------------------------------------------------------------------------------
 
     @staticmethod
-    def _name_of(buf: ctypes.Array[ctypes.c_char], layout: type[ctypes.Structure]) -> tuple[int, bytes]:
-        """(kr, name) of a request with ``layout``: MIG's size and shape
-        checks (MIG_BAD_ARGUMENTS), then the name rule (a name field with no
-        NUL is MIG_BAD_ARGUMENTS, an empty one KERN_INVALID_ARGUMENT)."""
+    def _name_of(buf: ctypes.Array[ctypes.c_char], msg: BMIG.Message) -> tuple[int, bytes, dict[str, Any]]:
+        """(kr, name, values) of a request that the generated Message
+        ``msg`` lays out: MIG's size and shape checks (MIG_BAD_ARGUMENTS),
+        then the name rule (a name field with no NUL is MIG_BAD_ARGUMENTS,
+        an empty one KERN_INVALID_ARGUMENT)."""
         hdr = M.mach_msg_header_t.from_buffer(buf)
-        complex_ = layout is D.bootstrap_register_request_t
-        if hdr.msgh_size != sizeof(layout) or bool(hdr.msgh_bits & M.MACH_MSGH_BITS_COMPLEX) != complex_:
-            return M.MIG_BAD_ARGUMENTS, b""
-        field = D.name_field(layout.from_buffer(buf))
+        if hdr.msgh_size != msg.size or bool(hdr.msgh_bits & M.MACH_MSGH_BITS_COMPLEX) != msg.complex:
+            return M.MIG_BAD_ARGUMENTS, b"", {}
+        values = msg.unpack(buf)
+        field = values["service_name"]
         name = D.decode_field(field)
         if name is None:
-            return (M.KERN_INVALID_ARGUMENT if field[:1] == b"\0" else M.MIG_BAD_ARGUMENTS), b""
-        return M.KERN_SUCCESS, name
+            return (M.KERN_INVALID_ARGUMENT if field[:1] == b"\0" else M.MIG_BAD_ARGUMENTS), b"", values
+        return M.KERN_SUCCESS, name, values
 
     def _check_in(self, buf: ctypes.Array[ctypes.c_char], pid: int) -> Reply:
         """bootstrap_check_in: the receive right, made now for a new name.
 
         BOOTSTRAP_SUCCESS, BOOTSTRAP_SERVICE_ACTIVE, BOOTSTRAP_NO_MEMORY,
         KERN_INVALID_ARGUMENT, MIG_BAD_ARGUMENTS."""
-        kr, name = self._name_of(buf, D.bootstrap_name_request_t)
+        kr, name, _ = self._name_of(buf, BMIG.bootstrap_check_in_request)
         if kr:
             return Reply(kr)
         t = self.table
@@ -598,7 +597,7 @@ class BootstrapServer:
 
         BOOTSTRAP_SUCCESS, BOOTSTRAP_NAME_IN_USE, BOOTSTRAP_NO_MEMORY,
         KERN_INVALID_ARGUMENT, MIG_BAD_ARGUMENTS."""
-        kr, name = self._name_of(buf, D.bootstrap_name_request_t)
+        kr, name, _ = self._name_of(buf, BMIG.bootstrap_create_service_request)
         if kr:
             return Reply(kr)
         t = self.table
@@ -617,7 +616,7 @@ class BootstrapServer:
 
         BOOTSTRAP_SUCCESS, BOOTSTRAP_UNKNOWN_SERVICE,
         KERN_INVALID_ARGUMENT, MIG_BAD_ARGUMENTS."""
-        kr, name = self._name_of(buf, D.bootstrap_name_request_t)
+        kr, name, _ = self._name_of(buf, BMIG.bootstrap_look_up_request)
         if kr:
             return Reply(kr)
         svc = self.table.lookup(name)
@@ -630,7 +629,7 @@ class BootstrapServer:
 
         BOOTSTRAP_SUCCESS, BOOTSTRAP_UNKNOWN_SERVICE,
         KERN_INVALID_ARGUMENT, MIG_BAD_ARGUMENTS."""
-        kr, name = self._name_of(buf, D.bootstrap_name_request_t)
+        kr, name, _ = self._name_of(buf, BMIG.bootstrap_status_request)
         if kr:
             return Reply(kr)
         svc = self.table.peek(name)
@@ -645,12 +644,10 @@ class BootstrapServer:
         KERN_INVALID_ARGUMENT,
         MIG_BAD_ARGUMENTS, MIG_TYPE_ERROR (the descriptor is not a send
         right)."""
-        req = D.bootstrap_register_request_t.from_buffer(buf)
-        kr, name = self._name_of(buf, D.bootstrap_register_request_t)
-        d = req.service_port
-        right = d.name
-        if not kr and (req.msgh_body.msgh_descriptor_count != 1 or d.type != M.MACH_MSG_PORT_DESCRIPTOR or (
-                M.MACH_PORT_VALID(right) and d.disposition != M.MACH_MSG_TYPE_PORT_SEND)):
+        kr, name, v = self._name_of(buf, BMIG.bootstrap_register_request)
+        right = v.get("service_port", 0)
+        if not kr and (v["msgh_body"] != 1 or v["service_port_type"] != M.MACH_MSG_PORT_DESCRIPTOR or (
+                M.MACH_PORT_VALID(right) and v["service_port_disposition"] != M.MACH_MSG_TYPE_PORT_SEND)):
             kr = M.MIG_TYPE_ERROR
         if kr:
             self._release_body(buf)
@@ -690,7 +687,7 @@ class BootstrapServer:
 
         BOOTSTRAP_SUCCESS, MIG_BAD_ARGUMENTS."""
         hdr = M.mach_msg_header_t.from_buffer(buf)
-        if hdr.msgh_size != sizeof(D.bootstrap_list_request_t) or hdr.msgh_bits & M.MACH_MSGH_BITS_COMPLEX:
+        if hdr.msgh_size != BMIG.bootstrap_list_request.size or hdr.msgh_bits & M.MACH_MSGH_BITS_COMPLEX:
             return Reply(M.MIG_BAD_ARGUMENTS)
         t = self.table
         rows = [(svc.name, t.status(svc), svc.pid) for svc in sorted(t.by_name.values(), key=lambda s: s.name)]

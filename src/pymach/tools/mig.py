@@ -7,11 +7,14 @@ file are reported as ``file:line: message`` (exit status 1). ``-user
 FILE.py``, ``-server FILE.py`` and ``-header FILE.py`` write Python
 modules: the client (mig's stubs and the Pythonic client), the server
 (the demux over an implementation) and the messages' ctypes structs
-(see pymach.mig.codegen)."""
+(see pymach.mig.codegen); ``-static FILE.py`` a self-contained module
+(struct and typing only, no compiler at import): the ids,
+the layouts and struct packers of the messages."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ._cli import ArgumentParser
@@ -53,13 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-user", metavar="FILE.py", help="write the client module")
     ap.add_argument("-server", metavar="FILE.py", help="write the server module")
     ap.add_argument("-header", metavar="FILE.py", help="write the messages' structs")
+    ap.add_argument("-static", metavar="FILE.py",
+                    help="write a self-contained module (the standard library only): ids, layouts, packers")
     ap.add_argument("--layout", action="store_true", help="print the layouts as JSON")
     ap.add_argument("--system-cpp", action="store_true",
                     help="run the system's cpp instead of pcpp, the preprocessor written in Python")
     ap.add_argument("defs", metavar="FILE.defs", help="the interface definition")
     a = ap.parse_args(argv)
-    if not (a.layout or a.user or a.server or a.header):
-        print("pymach mig: nothing to do: give --layout, -user FILE.py, -server FILE.py or -header FILE.py",
+    if not (a.layout or a.user or a.server or a.header or a.static):
+        print("pymach mig: nothing to do: give --layout, -user FILE.py, -server FILE.py, -header FILE.py "
+              "or -static FILE.py",
               file=sys.stderr)
         return 2
     from ..mig import MigError, compile_text, preprocess
@@ -77,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         print(layout_json(sub))
     from ..mig import codegen
     try:
-        for path, kind in ((a.user, "user"), (a.server, "server"), (a.header, "header")):
+        for path, kind in ((a.user, "user"), (a.server, "server"), (a.header, "header"), (a.static, "static")):
             if path:
                 source = (codegen.user_module(sub, text, a.defs) if kind == "user" else
                           codegen.server_module(sub, text, a.defs) if kind == "server" else
-                          codegen.header_module(sub, a.defs))
+                          codegen.header_module(sub, a.defs) if kind == "header" else
+                          codegen.static_module(sub, os.path.basename(a.defs)))
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(source)
     except OSError as e:
