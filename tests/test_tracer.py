@@ -8,6 +8,7 @@ stopped."""
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import mmap
 import os
 import signal
@@ -62,7 +63,9 @@ def _run(target: Callable[[], int], decide: Callable[[Tracer, Stop], int | None]
         os.close(go_w)
         os.close(rep_r)
         os.read(go_r, 1)  # until the tracer has seized us
-        signal.signal(signal.SIGSEGV, signal.SIG_DFL)  # (not Python's faulthandler)
+        faulthandler.disable()  # the faults end as the kernel ends them
+        for sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+            signal.signal(sig, signal.SIG_DFL)
         box: list[int] = []
         t = threading.Thread(target=lambda: box.append(target()))
         t.start()
@@ -178,3 +181,60 @@ def test_detach_lets_every_thread_go() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(st) == 0
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3
+
+
+# -- each fault as the Mach exception XNU gives ----------------------------------------------
+
+from pymach._kern import exc_codes as X  # noqa: E402
+from pymach._kern import kern_return as K  # noqa: E402
+
+UD2 = b"\x0f\x0b\xc3"
+DIV0 = b"\x31\xc9\xb8\x01\x00\x00\x00\x99\xf7\xf9\xc3"  # xor ecx,ecx; mov eax,1; cdq; idiv ecx; ret
+
+
+def _bus_page() -> int:
+    """A shared mapping of an empty file: its page is past the file's end."""
+    import tempfile
+    f = tempfile.TemporaryFile()
+    _libc.mmap.restype = ctypes.c_void_p
+    addr = _libc.mmap(None, mmap.PAGESIZE, 3, 1, f.fileno(), 0)  # PROT_READ|WRITE, MAP_SHARED
+    assert addr not in (None, ctypes.c_void_p(-1).value)
+    _FILES.append(f)
+    return int(addr)
+
+
+_FILES: list[object] = []
+
+CASES = {
+    "unmapped": (lambda: _code(STORE)(0x10, 1), signal.SIGSEGV, (X.EXC_BAD_ACCESS, K.KERN_INVALID_ADDRESS, 0x10)),
+    "protected": (lambda: _code(STORE)(_none_page(), 1), signal.SIGSEGV,
+                  (X.EXC_BAD_ACCESS, K.KERN_PROTECTION_FAILURE, None)),
+    "non-canonical": (lambda: _code(STORE)(0x8000_0000_0000_0000, 1), signal.SIGSEGV,
+                      (X.EXC_BAD_ACCESS, X.EXC_I386_GPFLT, 0)),
+    "past the file": (lambda: _code(STORE)(_bus_page(), 1), signal.SIGBUS,
+                      (X.EXC_BAD_ACCESS, K.KERN_MEMORY_ERROR, None)),
+    "ud2": (lambda: _code(UD2)(0, 0), signal.SIGILL, (X.EXC_BAD_INSTRUCTION, X.EXC_I386_INVOP, 0)),
+    "division": (lambda: _code(DIV0)(0, 0), signal.SIGFPE, (X.EXC_ARITHMETIC, X.EXC_I386_DIV, 0)),
+    "int3": (lambda: _code(BREAK)(0, 0), signal.SIGTRAP, (X.EXC_BREAKPOINT, X.EXC_I386_BPT, 0)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_fault_is_the_exception_xnu_raises(case: str) -> None:
+    fault, signo, want = CASES[case]
+
+    def target() -> int:
+        fault()
+        return 0
+
+    status, stops = _run(target, lambda tr, st: None)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signo
+    (st,) = [s for s in stops if s.kind == "signal"]
+    exc, code, sub = X.exception_of(st.signo, st.code, st.addr)
+    assert (exc, code) == want[:2]
+    assert sub == (st.addr if want[2] is None else want[2]) and (want[2] is not None or sub)
+
+
+def test_a_signal_a_process_sends_is_exc_software() -> None:
+    assert X.exception_of(signal.SIGUSR1, 0, 0) == (X.EXC_SOFTWARE, X.EXC_SOFT_SIGNAL, signal.SIGUSR1)
+    assert X.exception_of(signal.SIGSEGV, -6, 0) == (X.EXC_SOFTWARE, X.EXC_SOFT_SIGNAL, signal.SIGSEGV)
