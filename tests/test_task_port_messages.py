@@ -545,6 +545,34 @@ def test_move_send_consumes_copy_send_keeps_and_make_send_is_refused(server: int
         stop_process(p)
 
 
+def test_a_send_that_times_out_consumes_nothing_and_closes_its_pidfds() -> None:
+    """A full queue: the send of task ports times out, MOVE_SEND takes
+    nothing, and the pidfds made for the message are closed."""
+    p = start_sleep()
+    port = alloc_name(M.MACH_PORT_RIGHT_RECEIVE)
+    try:
+        assert M.mach_port_insert_right(T(), port, port, M.MACH_MSG_TYPE_MAKE_SEND) == 0
+        lim = M.mach_port_limits_t(1)
+        assert M.mach_port_set_attributes(T(), port, M.MACH_PORT_LIMITS_INFO, byref(lim), 1) == 0
+        assert send_ports(port, []) == 0  # the queue is full
+        t = task_for_pid(p.pid)
+        before, task_refs = pidfds(), refs(T())
+        m = PortsMsg()
+        m.header.msgh_bits = M.MACH_MSGH_BITS(COPY_SEND, 0) | M.MACH_MSGH_BITS_COMPLEX
+        m.header.msgh_size = ctypes.sizeof(m.header) + 4 + 24
+        m.header.msgh_remote_port = port
+        m.body.msgh_descriptor_count = 2
+        for d, name in zip(m.ports, (t, T())):
+            d.name, d.disposition, d.type = name, MOVE_SEND, M.MACH_MSG_PORT_DESCRIPTOR
+        kr = M.mach_msg(m.header, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, m.header.msgh_size, 0, 0, 0, 0)
+        assert kr == M.MACH_SEND_TIMED_OUT
+        assert (refs(t), refs(T()), pidfds()) == (1, task_refs, before)
+        M.mach_port_deallocate(T(), t)
+    finally:
+        M.mach_port_destroy(T(), port)
+        stop_process(p)
+
+
 # -- threads and the host --------------------------------------------------------------------------
 
 def test_thread_ports_travel_and_answer_thread_get_state(server: int) -> None:

@@ -158,8 +158,9 @@ class Message:
     """A message: ``id`` (msgh_id, an int32), ``data`` (bytes-like, kept
     as bytes), ``rights`` (SendRight, SendOnceRight, MemoryEntry or Task,
     one port descriptor each: a Task travels as a copy of its task port's
-    send right and arrives as a Task of the same process and flavor), ``ool`` (bytes-like out-of-line buffers; on receipt, memoryviews
-    of copy-on-write mappings). On receipt also ``reply`` (the right to
+    send right and arrives as a Task of the same process and flavor),
+    ``ool`` (bytes-like out-of-line buffers; on receipt, memoryviews of
+    copy-on-write mappings). On receipt also ``reply`` (the right to
     answer with), ``seqno`` and the sender's kernel-verified ``pid``,
     ``uid`` and ``gid``.
 
