@@ -40,7 +40,14 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "SendRight, and a received message wraps memory entries as MemoryEntry. With Task and Region in "
         "pymach/task.py and the rights in pymach/ipc.py, one of these references has to point up; task.py "
         "sits above ipc.py (as _kern/vm_user.py, which makes and maps memory entries, sits above the IPC "
-        "modules), and MemoryEntry.map() is the one place ipc.py reaches up, to build the Region it returns.",
+        "modules), and MemoryEntry.map() is one of the two places ipc.py reaches up, to build the Region it "
+        "returns.",
+    ("pymach.ipc", "pymach.task", "_task_class"):
+        "The other one: a task port travels in a Message's rights as the pymach.Task the user holds (Mach's "
+        "task port is a send right), and a received task port comes out as a Task, as a received memory "
+        "entry comes out as a MemoryEntry. Task is built on the rights of ipc.py (Region.memory_entry, "
+        "vm_remap), so it stays above them, and the message code reaches up for the class, in this one "
+        "function.",
 }
 
 

@@ -200,6 +200,8 @@ CORE_TESTS: dict[str, str] = {
     "test_pythonic_input.py": "the space's rights after bad input to the Pythonic layer (ipc_right)",
     "test_receive_wakeup.py": "a receiver inside the kernel's Port.dequeue when the port goes",
     "test_security.py": "records forged below the runtime (ipc_kmsg, ipc_port)",
+    "test_task_port_messages.py": "hand-made records carrying task and thread ports (ipc_kmsg), and the space's "
+                                  "rows of received task ports (introspect)",
     "test_vm_remote.py": "the mapping of another task's memory (vm_map_foreign)",
     "test_vm_remote_inject.py": "fault injection into remote VM operations (vm_remote)",
 }

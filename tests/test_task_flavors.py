@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from machutil import alloc_name, send_port
+from machutil import PortMsgRcv, alloc_name, send_port
 from procutil import NOBODY, forked, sleep_process, stop_process
 from pymach import mach as M
 from pymach.mach import byref, cast
@@ -328,18 +328,29 @@ def test_remap_new_from_another_process_through_a_read_port():
             sync()
 
 
-def test_a_read_port_cannot_travel_to_be_upgraded():
-    """Task ports do not travel in messages: a read port named in a
-    message is refused, so no receiver can get it, let alone more."""
+def test_a_read_port_travels_as_a_read_port():
+    """A task port travels in a message as the port it is: our read port
+    sent to a port of ours comes back under the read port's name (not
+    mach_task_self()'s), and MAKE_SEND on it is refused. Across processes:
+    tests/test_task_port_messages.py."""
     r = M.mach_port_t()
     assert M.task_get_special_port(T(), M.TASK_READ_PORT, byref(r)) == 0
     dest = alloc_name(M.MACH_PORT_RIGHT_RECEIVE)
     try:
         assert M.mach_port_insert_right(T(), dest, dest, M.MACH_MSG_TYPE_MAKE_SEND) == 0
-        assert send_port(dest, r.value, M.MACH_MSG_TYPE_COPY_SEND) == M.MACH_SEND_INVALID_RIGHT
-        assert send_port(dest, r.value, M.MACH_MSG_TYPE_MOVE_SEND) == M.MACH_SEND_INVALID_RIGHT
+        assert send_port(dest, r.value, M.MACH_MSG_TYPE_MAKE_SEND) == M.MACH_SEND_INVALID_RIGHT
+        before, after = M.mach_port_urefs_t(), M.mach_port_urefs_t()
+        assert M.mach_port_get_refs(T(), r.value, M.MACH_PORT_RIGHT_SEND, byref(before)) == 0
+        assert send_port(dest, r.value, M.MACH_MSG_TYPE_COPY_SEND) == 0
+        got = PortMsgRcv()
+        assert M.mach_msg(got.header, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, ctypes.sizeof(got), dest, 5000, 0) == 0
+        assert got.port.name == r.value and got.port.name != T()
+        assert M.mach_port_get_refs(T(), r.value, M.MACH_PORT_RIGHT_SEND, byref(after)) == 0
+        assert after.value == before.value + 1
+        buf = ctypes.create_string_buffer(8)
+        assert M.mach_vm_write(r.value, ctypes.addressof(buf), ctypes.addressof(buf), 8) == M.KERN_INVALID_ARGUMENT
     finally:
-        M.mach_port_deallocate(T(), r.value)
+        M.mach_port_mod_refs(T(), r.value, M.MACH_PORT_RIGHT_SEND, -2)
         M.mach_port_mod_refs(T(), dest, M.MACH_PORT_RIGHT_SEND, -1)
         M.mach_port_mod_refs(T(), dest, M.MACH_PORT_RIGHT_RECEIVE, -1)
 

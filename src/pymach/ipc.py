@@ -4,7 +4,8 @@ SendOnceRight, PortSet and Message.
 Rights are context managers; ``close()`` releases our reference and is
 idempotent. ``fileno()`` polls readable when a message may be waiting, for
 selectors and asyncio. A message carries bytes, rights (in port
-descriptors) and out-of-line memory (copy-on-write on receipt).
+descriptors: send and send-once rights, memory entries, and tasks) and
+out-of-line memory (copy-on-write on receipt).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from ._kern import message_defs as MD
 from ._kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME,
                              MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
                              MACH_PORT_TYPE_SEND_ONCE, MPO_CONTEXT_AS_GUARD)
-from ._kern.task import SELF
+from ._kern.task import SELF, Task as KTask, Thread as KThread
 from ._kern import vm_defs as V
 from ._kern.vm_memory_entry import MemoryEntry as KMemoryEntry
 from ._kern.vm_user import PAGE_MASK, vm_deallocate, vm_make_memory_entry, vm_map_enter_mem_object
 from .mach._args import address_of
 
 if TYPE_CHECKING:
-    from .task import Region
+    from .task import Region, Task
 
 __all__ = ["Port", "SendRight", "SendOnceRight", "PortSet", "Message", "MemoryEntry", "request",
            "register_ports", "registered_ports"]
@@ -149,14 +150,17 @@ class _Right:
 
 
 Sendable = Union["SendRight", "SendOnceRight"]
+Carried = Union["SendRight", "SendOnceRight", "Task"]  # what a Message's rights hold
 
 
 @dataclass
 class Message:
     """A message: ``id`` (msgh_id, an int32), ``data`` (bytes-like, kept
-    as bytes), ``rights`` (SendRight or SendOnceRight, one port descriptor
-    each), ``ool`` (bytes-like out-of-line buffers; on receipt, memoryviews
-    of copy-on-write mappings). On receipt also ``reply`` (the right to
+    as bytes), ``rights`` (SendRight, SendOnceRight, MemoryEntry or Task,
+    one port descriptor each: a Task travels as a copy of its task port's
+    send right and arrives as a Task of the same process and flavor),
+    ``ool`` (bytes-like out-of-line buffers; on receipt, memoryviews of
+    copy-on-write mappings). On receipt also ``reply`` (the right to
     answer with), ``seqno`` and the sender's kernel-verified ``pid``,
     ``uid`` and ``gid``.
 
@@ -166,7 +170,7 @@ class Message:
 
     data: bytes = b""
     id: int = 0
-    rights: list[Sendable] = field(default_factory=list)
+    rights: list[Carried] = field(default_factory=list)
     ool: list[bytes | bytearray | memoryview] = field(default_factory=list)
     reply: Sendable | None = None
     seqno: int = 0
@@ -208,14 +212,23 @@ class Message:
             self.reply.close()
 
 
-def _rights_list(rights: object, call: str, param: str) -> list[Sendable]:
+def _rights_list(rights: object, call: str, param: str) -> list[Carried]:
     if not isinstance(rights, (list, tuple)):
-        raise C.type_error(call, param, "a list of SendRight or SendOnceRight", rights)
+        raise C.type_error(call, param, "a list of SendRight, SendOnceRight or Task", rights)
     for i, r in enumerate(rights):
-        if not isinstance(r, SendRight):
+        if not isinstance(r, SendRight) and not isinstance(r, _task_class()):
             hint = " (a Port sends its make_send())" if isinstance(r, Port) else ""
-            raise C.type_error(call, f"{param}[{i}]", "SendRight or SendOnceRight" + hint, r)
+            raise C.type_error(call, f"{param}[{i}]", "SendRight, SendOnceRight or Task" + hint, r)
     return list(rights)
+
+
+def _task_class() -> "type[Task]":
+    """pymach.Task. pymach.task is above this module (its Task and Region
+    use the rights and memory entries defined here): a message that
+    carries a task reaches up to it, to check what is sent and to wrap
+    what arrives."""
+    from .task import Task
+    return Task
 
 
 def _ool_list(ool: object, call: str, param: str) -> list[bytes | bytearray | memoryview]:
@@ -227,7 +240,7 @@ def _ool_list(ool: object, call: str, param: str) -> list[bytes | bytearray | me
     return list(ool)
 
 
-def _fields(msg: Message, call: str, prefix: str) -> tuple[bytes, int, list[Sendable],
+def _fields(msg: Message, call: str, prefix: str) -> tuple[bytes, int, list[Carried],
                                                          list[bytes | bytearray | memoryview]]:
     """A Message's fields, checked, for ``call`` (where the parameters are
     called ``prefix`` + the field's name)."""
@@ -243,7 +256,7 @@ def _fields(msg: Message, call: str, prefix: str) -> tuple[bytes, int, list[Send
     return data, msg_id, rights, ool
 
 
-def _encode(right: "SendRight", data: bytes, msg_id: int, rights: list[Sendable],
+def _encode(right: "SendRight", data: bytes, msg_id: int, rights: list[Carried],
             ool: list[bytes | bytearray | memoryview], reply: int, reply_disp: int) -> tuple[bytes, list[object]]:
     keep: list[object] = []
     body = bytearray()
@@ -252,7 +265,8 @@ def _encode(right: "SendRight", data: bytes, msg_id: int, rights: list[Sendable]
         body += struct.pack("<I", len(rights) + len(ool))
         for r in rights:
             disp = MD.MACH_MSG_TYPE_MOVE_SEND_ONCE if isinstance(r, SendOnceRight) else MD.MACH_MSG_TYPE_COPY_SEND
-            body += PORT_DESC.pack(r.name, 0, 0, 0, disp, MD.MACH_MSG_PORT_DESCRIPTOR)
+            name = r.name if isinstance(r, SendRight) else r.port  # a Task: a copy of its task port
+            body += PORT_DESC.pack(name, 0, 0, 0, disp, MD.MACH_MSG_PORT_DESCRIPTOR)
         for buf in ool:
             raw = C.data(buf, right._call("send"), "msg.ool")
             keep.append(raw)
@@ -340,12 +354,16 @@ def _decode_general(raw: bytes) -> Message:
     return msg
 
 
-def _wrap(name: int, kind: int) -> "Sendable":
+def _wrap(name: int, kind: int) -> Carried:
     if kind == MD.MACH_MSG_TYPE_PORT_SEND_ONCE:
         return SendOnceRight(name)
     e = SELF.space.lookup(name)
     if e is not None and isinstance(e.cap, KMemoryEntry):
         return MemoryEntry(name)
+    if e is not None and isinstance(e.object, KTask) and not isinstance(e.object, KThread):
+        # a task port, of any flavor (our own task's included): the
+        # reference the message brought is the Task's to release
+        return _task_class()(name, owned=True)
     return SendRight(name)
 
 

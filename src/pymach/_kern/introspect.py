@@ -21,7 +21,7 @@ from .ipc_port import Port, ReplyCap, SendCap, SendOnceCap
 from .ipc_pset import PortSet
 from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_DNREQUEST, MACH_PORT_TYPE_PORT_SET,
                         MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND, MACH_PORT_TYPE_SEND_ONCE)
-from .task import SELF, Host, Task
+from .task import SELF, Host, Task, Thread
 from .vm_memory_entry import MemoryEntry
 
 address = _transport.address
@@ -66,8 +66,12 @@ def ports(space: Any) -> list[dict[str, Any]]:
                        mscount=obj.mscount, connections=len(obj.ends))
         elif isinstance(obj, PortSet):
             row.update(object="port-set", members=len(obj.members))
+        elif isinstance(obj, Thread):
+            row.update(object="thread", pid=obj.pid, tid=obj.tid, flavor=obj.flavor_name)
         elif isinstance(obj, Task):
-            row.update(object="task", pid=obj.pid)
+            # our own task's ports, or another process's (from task_for_pid
+            # or a message), each flavor a port of its own
+            row.update(object="task", pid=obj.pid, flavor=obj.flavor_name, own=obj.map is not None)
         elif isinstance(obj, Host):
             row.update(object="host")
         elif isinstance(cap, MemoryEntry):

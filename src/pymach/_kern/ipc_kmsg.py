@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .._linux import eventfd, files, memfd, mm, unix
+from .._linux import eventfd, files, memfd, mm, pidfd, unix
 from . import kern_return as K
 from . import message_defs as MD
 from . import vm_defs as V
@@ -31,11 +31,11 @@ from . import ipc_right as R
 from . import ipc_wire
 from .ipc_port import Incoming, Port, ReplyCap, SendCap, SendOnceCap, done, use
 from .ipc_wire import (FLAG_BLOB, FLAG_CARRIER, FLAG_REPLY, FLAGS_AT as _FLAGS_AT, KIND_BACK, KIND_BLOB,  # noqa: F401
-                       KIND_ENTRY, KIND_NONE, KIND_OOL, MAGIC, MAX_RECORD)
+                       KIND_ENTRY, KIND_HOST, KIND_NONE, KIND_OOL, KIND_TASK, KIND_THREAD, MAGIC, MAX_RECORD)
 from .vm_memory_entry import MemoryEntry, check_entry
 from .ipc_space import (MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE,
-                         MACH_PORT_TYPE_SEND, MACH_PORT_TYPE_SEND_ONCE, IpcSpace)
-from .task import SELF, Host, Task
+                         MACH_PORT_TYPE_SEND, MACH_PORT_TYPE_SEND_ONCE, IpcEntry, IpcSpace)
+from .task import SELF, TASK_FLAVOR_MAX, Host, Task, Thread
 
 # Bound by assignment, not by import: CPython compiles NAME.method() of an
 # imported NAME as an attribute load (it takes NAME for a module), which
@@ -55,7 +55,8 @@ HDR3 = struct.Struct("<III")  # bits, size and destination
 # fds a right may carry: a send right is its connection and the port's
 # queue semaphore; a receive right is every connection of the port
 _MAX_FDS = {MD.MACH_MSG_TYPE_PORT_SEND: 2, MD.MACH_MSG_TYPE_PORT_SEND_ONCE: 1, KIND_OOL: 1,
-            MD.MACH_MSG_TYPE_PORT_RECEIVE: 1 << 16, KIND_NONE: 0, KIND_BLOB: 1, KIND_BACK: 0, KIND_ENTRY: 2}
+            MD.MACH_MSG_TYPE_PORT_RECEIVE: 1 << 16, KIND_NONE: 0, KIND_BLOB: 1, KIND_BACK: 0, KIND_ENTRY: 2,
+            KIND_TASK: 1, KIND_THREAD: 1, KIND_HOST: 0}
 _SEND_DISP_MIN = MD.MACH_MSG_TYPE_MOVE_SEND
 _SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
@@ -411,24 +412,56 @@ def _copyin_port(space: IpcSpace, name: int, disp: int, rights: list[tuple[int, 
         out.fds.extend(fds)
         return len(rights) - 1, MD.MACH_MSG_TYPE_PORT_RECEIVE
     e = space.lookup(name)
+    if (e is not None and e.type & MACH_PORT_TYPE_SEND and not isinstance(e.cap, SendCap)
+            and disp in (MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND)):
+        # a kernel object's port. A task whose process exited is dead by
+        # now (kern.task), and travels as a dead name does, below
+        R.check_dead(space, name, e)
+        if e.type & MACH_PORT_TYPE_SEND:
+            return _copyin_kobject(name, e, disp, rights, out)
     if e is not None and e.type & MACH_PORT_TYPE_DEAD_NAME and disp in (
             MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND, MD.MACH_MSG_TYPE_MOVE_SEND_ONCE):
         # a dead name travels as MACH_PORT_DEAD
         if disp != MD.MACH_MSG_TYPE_COPY_SEND:
             out.moves.append((name, MD.MACH_MSG_TYPE_MOVE_SEND))
         return 0xFFFFFFFF, MD.MACH_MSG_TYPE_PORT_SEND
-    if e is not None and isinstance(e.cap, MemoryEntry) and disp in (
-            MD.MACH_MSG_TYPE_COPY_SEND, MD.MACH_MSG_TYPE_MOVE_SEND):
-        ent = e.cap
-        if disp == MD.MACH_MSG_TYPE_MOVE_SEND:
-            out.moves.append((name, disp))
-        fds = ent.wire_fds()  # the memfd, and a copy entry's parts if it has several
-        out.fds.extend(fds)
-        rights.append((KIND_ENTRY, len(fds), *ent.wire()))
-        return len(rights) - 1, MD.MACH_MSG_TYPE_PORT_SEND
     kind, nfds = _take_send(space, name, disp, out, K.MACH_SEND_INVALID_RIGHT)
     rights.append((kind, nfds, 0, 0))
     return len(rights) - 1, kind
+
+
+def _copyin_kobject(name: int, e: IpcEntry, disp: int, rights: list[tuple[int, int, int, int]],
+                    out: Outgoing) -> tuple[int, int]:
+    """Copy in a send right (COPY_SEND or MOVE_SEND) to a kernel object:
+    a memory entry travels as its memfd (KIND_ENTRY), a task as a pidfd
+    of its process and the port's flavor (KIND_TASK), a thread as that
+    pidfd and its tid (KIND_THREAD), the host as itself (KIND_HOST). The
+    pidfd is ours to close after the send: a duplicate, or for our own
+    task a pidfd of our own process made now. MACH_SEND_INVALID_RIGHT for
+    any other object.
+
+    Conditions: nothing locked (as copyin); reads the entry without the
+    space's lock."""
+    obj = e.object
+    if isinstance(e.cap, MemoryEntry):
+        fds = e.cap.wire_fds()  # the memfd, and a copy entry's parts if it has several
+        out.fds.extend(fds)
+        rights.append((KIND_ENTRY, len(fds), *e.cap.wire()))
+    elif isinstance(obj, Task):
+        fd = pidfd.open_pid(obj.pid) if obj.map is not None else files.dup(obj.pidfd)
+        out.owned.append(fd)
+        out.fds.append(fd)
+        if isinstance(obj, Thread):
+            rights.append((KIND_THREAD, 1, obj.tid, obj.flavor))
+        else:
+            rights.append((KIND_TASK, 1, 0, obj.flavor))
+    elif isinstance(obj, Host):
+        rights.append((KIND_HOST, 0, 0, 0))
+    else:
+        raise _err(K.MACH_SEND_INVALID_RIGHT, f"{name:#x} names a kernel object that cannot travel")
+    if disp == MD.MACH_MSG_TYPE_MOVE_SEND:
+        out.moves.append((name, disp))
+    return len(rights) - 1, MD.MACH_MSG_TYPE_PORT_SEND
 
 
 def names_kobject(space: IpcSpace, msg: bytes) -> bool:
@@ -644,11 +677,14 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int, option: i
         del rec.fds[k:]
         if rights[0][0] == KIND_BACK and rec.rconn is None:
             raise _err(K.MACH_RCV_BODY_ERROR, "a back-channel reply right with no reply connection")
+        if rights[0][0] in _KOBJECT_FDS:
+            raise _err(K.MACH_RCV_BODY_ERROR, "a kernel object's port as the reply right")
         body = bytearray(body_in)
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             _check_body(body, rights, arrays)
         elif arrays or len(rights) > 1:
             raise _err(K.MACH_RCV_BODY_ERROR, "rights or port arrays in a simple message")
+        pids: dict[int, int] = {}  # the process of each task or thread port's pidfd
         for i, fds in fd_of.items():  # every fd is what its right says, before any is used
             kind, _n, size, _aux = rights[i]
             if kind == MD.MACH_MSG_TYPE_PORT_SEND:
@@ -666,6 +702,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int, option: i
                 _check_ool(fds[0], size)
             elif kind == KIND_ENTRY:
                 check_entry(fds, size, _aux)
+            elif kind in (KIND_TASK, KIND_THREAD):
+                pids[i] = _check_task(fds[0], kind, size, _aux)
             else:
                 raise _err(K.MACH_RCV_BODY_ERROR, f"unknown right kind {kind}")
     except BaseException:
@@ -681,6 +719,9 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int, option: i
                 assert rec.rconn is not None
                 names[i] = R.copyout_reply(space, rec.rconn, aux)
                 continue
+            if kind == KIND_HOST:
+                names[i] = space.insert(SELF.host, MACH_PORT_TYPE_SEND)  # our own host, as mach_host_self()
+                continue
             if not n and kind != MD.MACH_MSG_TYPE_PORT_RECEIVE:
                 continue  # (a receive right with no connection carries no fd)
             fds = fd_of.pop(i, [])
@@ -691,6 +732,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int, option: i
                 names[i] = R.copyout_receive(space, ports[i])
             elif kind == KIND_ENTRY:
                 names[i] = R.copyout_entry(space, MemoryEntry.from_wire(fds, size, aux), coalesce=True)
+            elif kind in (KIND_TASK, KIND_THREAD):
+                names[i] = R.copyout_task(space, fds[0], pids[i], aux, size)
             elif kind == KIND_OOL:
                 try:
                     regions[i] = _map_ool(fds[0], size)
@@ -802,10 +845,33 @@ def _check_slot(idx: int, kind: int, rights: list[tuple[int, int, int, int]]) ->
     if idx >= len(rights):
         raise _err(K.MACH_RCV_BODY_ERROR, "a port slot names no right of its kind")
     have = rights[idx][0]
-    if have == KIND_ENTRY and kind == MD.MACH_MSG_TYPE_PORT_SEND:
-        return  # a memory entry is received as a send right
+    if have in _KOBJECT_FDS and kind == MD.MACH_MSG_TYPE_PORT_SEND:
+        # a kernel object's port is received as a send right
+        fds = _KOBJECT_FDS[have]
+        if fds is not None and rights[idx][1] != fds:
+            raise _err(K.MACH_RCV_BODY_ERROR, "a kernel object's port without its fd")
+        return
     if have not in _PORT_KINDS or have != kind:
         raise _err(K.MACH_RCV_BODY_ERROR, "a port slot names no right of its kind")
+
+
+# the kinds of kernel objects' ports, and the fds each carries (None: 1 or 2)
+_KOBJECT_FDS = {KIND_ENTRY: None, KIND_TASK: 1, KIND_THREAD: 1, KIND_HOST: 0}
+
+
+def _check_task(fd: int, kind: int, size: int, aux: int) -> int:
+    """A task or thread port that arrived in a message: a pidfd of a
+    process (not of one thread), a flavor, and for a thread a tid (the
+    receiver checks at copyout that it is a thread of that process).
+    Returns the pid the pidfd is bound to (_linux/pidfd.py pid_of: -1
+    once reaped). MACH_RCV_BODY_ERROR otherwise."""
+    tid_ok = size == 0 if kind == KIND_TASK else 0 < size <= 0x7FFFFFFF
+    if aux > TASK_FLAVOR_MAX or not tid_ok:
+        raise _err(K.MACH_RCV_BODY_ERROR, "a task or thread port of no flavor or thread")
+    try:
+        return pidfd.pid_of(fd)
+    except (OSError, ValueError):
+        raise _err(K.MACH_RCV_BODY_ERROR, "a task or thread port that is not a process's pidfd") from None
 
 
 def _check_ool(fd: int, size: int) -> None:

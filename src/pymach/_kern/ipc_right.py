@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .._linux import epoll, files, sockdiag
+from .._linux import epoll, files, pidfd, sockdiag
 from . import ipc_notify
 from . import kern_return as K
 from . import message_defs as MD
@@ -23,7 +23,7 @@ from .ipc_space import (MACH_PORT_RIGHT_DEAD_NAME, MACH_PORT_RIGHT_LABELH, MACH_
                         MACH_PORT_TYPE_DNREQUEST, MACH_PORT_TYPE_SEND_ONCE, MACH_PORT_UREFS_MAX, IpcEntry,
                         IpcSpace)
 from .ipc_pset import PortSet
-from .task import Task
+from .task import SELF, Task, Thread
 from .vm_memory_entry import MemoryEntry
 from . import ipc_space
 from .ipc_space import (MACH_PORT_QLIMIT_MAX, MPO_CONTEXT_AS_GUARD, MPO_INSERT_SEND_RIGHT, MPO_QLIMIT)
@@ -175,7 +175,7 @@ def _drop_cap(space: IpcSpace, name: int, e: IpcEntry) -> None:
         cap.close()
     elif isinstance(cap, Task):
         for k in list(e.keys):
-            if isinstance(k, tuple) and k[:1] == ("task",):
+            if isinstance(k, tuple) and k[:1] in (("task",), ("thread",)):
                 space._by_key.pop(k, None)
                 e.keys.remove(k)
         cap.close()  # another process's task: its pidfd
@@ -580,6 +580,63 @@ def copyout_entry(space: IpcSpace, ent: MemoryEntry, coalesce: bool = False) -> 
         name, e = space.alloc(ent, MACH_PORT_TYPE_SEND, 1, key=None if name else key)
         e.cap = ent
         return name
+
+
+def copyout_task(space: IpcSpace, fd: int, pid: int, flavor: int, tid: int = 0) -> int:
+    """Install a send right to the task port of ``flavor`` (with ``tid``,
+    to that thread's port) whose process arrived in a message as the
+    pidfd ``fd``, bound to ``pid`` when the record was checked
+    (_linux/pidfd.py pid_of). ``fd`` is taken: kept by the new right, or
+    closed. Returns the name, or MACH_PORT_DEAD.
+
+    Our own process gives our own task's port of that flavor, under the
+    name mach_task_self() (or the flavored port) already has, with one
+    more user reference. Another process's task coalesces, as XNU's
+    copyout of a send right does, with the one we hold for the same
+    process and flavor (the key task_for_pid installs it under). The key
+    is the pid, which is only safe because of the order of the checks:
+    ``pid`` was read from the received pidfd first, then the task we hold
+    under that pid is asked (through its own pidfd) whether its process
+    still lives. If it does, it was alive when ``pid`` was read, and a pid
+    names one process at a time until that process is reaped: the two
+    pidfds are bound to the same process, whatever pids were reused
+    before. If it does not, check_dead makes it a dead name (its key
+    goes) and the received task gets a name of its own.
+
+    A process that has exited (reaped, a zombie, or in a pid namespace
+    we cannot see) or a thread that has exited is a port that died in
+    flight: MACH_PORT_DEAD, as XNU's ipc_kmsg_copyout_object gives for a
+    dead port.
+
+    Conditions: nothing locked; asks the pidfd and /proc with nothing
+    locked, then takes the space's lock (check_dead under it)."""
+    try:
+        dead = pid <= 0 or pidfd.exited(fd) or (tid > 0 and not pidfd.has_thread(pid, fd, tid))
+    except BaseException:
+        _close(fd)
+        raise
+    if dead or (not tid and pid == SELF.task.pid):
+        _close(fd)
+        return 0xFFFFFFFF if dead else space.insert(SELF.task.flavored(flavor), MACH_PORT_TYPE_SEND)
+    key: tuple[object, ...] = ("thread", pid, tid, flavor) if tid else ("task", pid, flavor)
+    kept = False  # the new right holds fd
+    try:
+        with space.lock:
+            name = space.name_for(key)
+            e = space.lookup(name) if name else None
+            if e is not None:
+                check_dead(space, name, e)
+                if isinstance(e.cap, Task) and e.type & MACH_PORT_TYPE_SEND:
+                    e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
+                    return name
+            obj = Thread(pid, tid, fd, flavor) if tid else Task(pid, None, fd, flavor)
+            name, e = space.alloc(obj, MACH_PORT_TYPE_SEND, 1, key=key)
+            e.cap = obj
+            kept = True
+            return name
+    finally:
+        if not kept:  # coalesced, or an error
+            _close(fd)
 
 
 def copyout_reply(space: IpcSpace, rconn: Shared, token: int) -> int:

@@ -29,6 +29,11 @@ KIND_OOL: Final = 1
 KIND_BLOB: Final = 2  # an inline body too large for a record, in a sealed memfd
 KIND_BACK: Final = 3  # a reply right answered on the sender's reply connection (aux: token)
 KIND_ENTRY: Final = 4  # a memory entry: its memfd (size and aux: MemoryEntry.wire)
+# A send right to a kernel object of a task (ipc_kmsg._copyin_kobject). The
+# receiver learns the process from the pidfd itself, never from the record
+KIND_TASK: Final = 5  # a task port: a pidfd of its process (aux: TASK_FLAVOR_*)
+KIND_THREAD: Final = 6  # a thread port: a pidfd of its process (size: the tid, aux: its flavor)
+KIND_HOST: Final = 7  # the host port: no fd (the receiver's own host)
 
 # flags (the low byte of the flags word)
 FLAG_NOTIFY: Final = 1  # a notification made by a runtime

@@ -78,6 +78,11 @@ class Task:
         return f"<Task pid={self.pid}{what}>"
 
     @property
+    def flavor_name(self) -> str:
+        """"control", "read", "inspect" or "name"."""
+        return _FLAVOR_NAMES[self.flavor]
+
+    @property
     def name_only(self) -> bool:
         """A task name port (task_name_for_pid, TASK_NAME_PORT)."""
         return self.flavor == TASK_FLAVOR_NAME

@@ -54,6 +54,58 @@ def exited(pidfd: int) -> bool:
 ExitPoll = select.poll  # the type of exit_poll's poll set
 
 
+# PIDFD_THREAD (Linux 6.9): a pidfd of one thread, not of a process. It is
+# O_EXCL in the fd's flags, as /proc/self/fdinfo shows them (in octal).
+PIDFD_THREAD = os.O_EXCL
+
+
+def pid_of(pidfd: int) -> int:
+    """The pid, in our pid namespace, of the process a received pidfd is
+    bound to, from ``/proc/self/fdinfo/N`` (its ``Pid:`` line, Linux 5.3):
+    -1 once the process has been reaped, 0 when it lives in a pid
+    namespace we cannot see. A zombie still shows its pid.
+
+    ValueError when ``pidfd`` is not a pidfd (only a pidfd's fdinfo has a
+    ``Pid:`` line), or is a pidfd of one thread (PIDFD_THREAD); OSError
+    when the fd is not open.
+
+    With pidfs (Linux 6.9) every pidfd of a process also has the same
+    inode number, never reused (its 64-bit identity); older kernels give
+    all pidfds one anonymous inode, so the inode proves nothing there."""
+    with open(f"/proc/self/fdinfo/{pidfd}", "rb") as f:
+        text = f.read().decode("ascii", "replace")
+    pid = flags = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "Pid":
+            pid = int(value)
+        elif key == "flags":
+            flags = int(value, 8)
+    if pid is None or flags is None:
+        raise ValueError(f"fd {pidfd} is not a pidfd")
+    if flags & PIDFD_THREAD:
+        raise ValueError(f"fd {pidfd} is a pidfd of one thread")
+    return pid
+
+
+def has_thread(pid: int, pidfd: int, tid: int) -> bool:
+    """Whether ``tid`` is a thread of the process behind ``pidfd`` now:
+    /proc/PID/task/TID, looked up through a directory fd confirmed with
+    the pidfd (open_proc_dir), so a reused pid is never asked. False when
+    the process or the thread has exited."""
+    try:
+        d = open_proc_dir(pid, pidfd)
+    except OSError:
+        return False
+    try:
+        os.stat(f"task/{tid}", dir_fd=d)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(d)
+
+
 def exit_poll(pidfd: int) -> ExitPoll:
     """A poll set over ``pidfd`` alone, kept to ask exited() again and
     again: ``bool(p.poll(0))`` is True once the process has exited. It

@@ -1,7 +1,8 @@
 """pymach lsmp PID: the ports of a pymach process, as macOS lsmp lists
 them: each name, its rights and user references, and for receive rights
 the queue limit, the messages queued, the sequence number and the
-make-send count. It asks the process itself (servers/introspect.py).
+make-send count; for a task, thread or memory entry, what it names. It
+asks the process itself (servers/introspect.py).
 PID is read as C's strtoul(s, NULL, 0) reads it."""
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         rights = "+".join(r["rights"]) + (" (dnreq)" if r["dnrequest"] else "")
         detail = r["object"]
         if "pid" in r:
-            detail += f" (pid {r['pid']})"
+            what = [f"pid {r['pid']}"] + ([f"tid {r['tid']}"] if "tid" in r else [])
+            if r.get("flavor", "control") != "control":
+                what.append(r["flavor"])  # a read, inspect or name port
+            detail += f" ({', '.join(what)})"
         if "size" in r:
             detail += f" ({r['size']} bytes at offset {r['offset']:#x})"
         print(f"  {r['name']:#010x} {rights:<16} {r['urefs']:>5} "
