@@ -202,6 +202,8 @@ CORE_TESTS: dict[str, str] = {
     "test_security.py": "records forged below the runtime (ipc_kmsg, ipc_port)",
     "test_task_port_messages.py": "hand-made records carrying task and thread ports (ipc_kmsg), and the space's "
                                   "rows of received task ports (introspect)",
+    "test_tracer.py": "the fault tracer (_linux.tracer) and the exception each fault is (kern.exc_codes), below "
+                      "any exception port",
     "test_vm_remote.py": "the mapping of another task's memory (vm_map_foreign)",
     "test_vm_remote_inject.py": "fault injection into remote VM operations (vm_remote)",
 }
