@@ -45,11 +45,13 @@ Kernel facts this module relies on:
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 import struct
 from dataclasses import dataclass
 
+from .libc import c_int, c_ulong, fn
 from .ptrace import (PTRACE_CONT, PTRACE_DETACH, PTRACE_EVENT_STOP, PTRACE_GETREGS, PTRACE_INTERRUPT,
                      PTRACE_SEIZE, PTRACE_SETREGS, WALL, _call, thread_ids, user_regs_struct)
 
@@ -61,6 +63,21 @@ PTRACE_EVENT_CLONE = 3
 SI_KERNEL = 0x80
 FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP})
 _STOPS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+
+
+PR_SET_PTRACER = 0x59616D61  # "Yama"
+_prctl = fn("prctl", c_int, c_int, c_ulong, c_ulong, c_ulong, c_ulong)
+
+
+def allow_tracer(pid: int) -> None:
+    """Let process ``pid`` trace us (prctl PR_SET_PTRACER). Under Yama's
+    ptrace_scope 1 only an ancestor may trace a process, unless the process
+    names its tracer so; without Yama the call fails with EINVAL and
+    nothing is needed."""
+    if _prctl(PR_SET_PTRACER, pid, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        if err != errno.EINVAL:
+            raise OSError(err, os.strerror(err))
 
 
 @dataclass

@@ -10,7 +10,8 @@ the layout engine computes:
   ``<subsystem>`` (``<subsystem>.echo_add(port, a) -> sum``);
 - the server module: ``<subsystem>_server(InHeadP, OutHeadP)`` and
   ``<subsystem>_server_routine(InHeadP)`` over the object that
-  ``implementation`` names (set it first), ``<subsystem>_max_size`` for
+  ``implementation`` names (set it first; ``c_layer = True`` when its
+  routines have mig's server signature, as a C program's do), ``<subsystem>_max_size`` for
   mach_msg_server, and ``serve(impl, port)``;
 - the header module: the routines' ids, ``<subsystem>_MSG_COUNT`` and the
   ``__Request__<routine>_t`` / ``__Reply__<routine>_t`` ctypes structs.
@@ -60,6 +61,7 @@ def server_module(sub: Subsystem, text: str, source: str) -> str:
 from typing import Any as _Any
 
 implementation: object = None  # the object whose methods are the routines
+c_layer = False  # True: they have mig's server signature (kern_return_t, out-parameters by reference)
 {sub.name}_max_size = max(max(rt.request.size for rt in _IFACE.subsystem.routines),
                           max(rt.reply.size for rt in _IFACE.subsystem.routines), 36)
 _servers: dict[int, _Any] = {{}}
@@ -69,9 +71,9 @@ def _server() -> _Any:
     if implementation is None:
         raise RuntimeError("set {{__name__}}.implementation to the routines' implementation first")
     s = _servers.get(id(implementation))
-    if s is None or s.impl is not implementation:
+    if s is None or s.impl is not implementation or s.c_layer != c_layer:
         _servers.clear()
-        s = _servers[id(implementation)] = _IFACE.server(implementation)
+        s = _servers[id(implementation)] = _IFACE.server(implementation, c_layer)
     return s
 
 
@@ -90,7 +92,7 @@ def serve(impl: object, port: _Any, poll_ms: int = 100) -> _Any:
     return _IFACE.serve(impl, port, poll_ms)
 
 
-__all__ = ["implementation", "{demux}", "{sub.name}_server_routine", "{sub.name}_max_size", "serve"]
+__all__ = ["implementation", "c_layer", "{demux}", "{sub.name}_server_routine", "{sub.name}_max_size", "serve"]
 '''
 
 
