@@ -507,6 +507,20 @@ def test_a_fork_child_inherits_the_task_ports_not_the_threads(port: int) -> None
         M.mach_port_deallocate(T(), me)
 
 
+def test_a_fork_child_holds_no_right_of_its_parents_threads_ports(port: int) -> None:
+    me = M.mach_thread_self()
+    try:
+        assert M.thread_set_exception_ports(me, M.EXC_MASK_ALL, port, M.EXCEPTION_DEFAULT, 0) == OK
+        with Doomed(_child) as d:
+            d.ready()
+            # the child lives on; clearing here releases the last send right
+            assert M.thread_set_exception_ports(me, M.EXC_MASK_ALL, 0, 0, 0) == OK
+            assert M.mach_port_deallocate(T(), port) == OK
+            assert not status(port).mps_srights
+    finally:
+        M.mach_port_deallocate(T(), me)
+
+
 def _receive(port: int) -> int:
     class Rcv(ctypes.Structure):
         _fields_ = [("header", M.mach_msg_header_t), ("body", ctypes.c_char * 256)]

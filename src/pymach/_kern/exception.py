@@ -203,7 +203,7 @@ def _ident(obj: Task) -> tuple[int, int, int]:
     thread. KERN_FAILURE when it is gone (XNU: the task or thread is no
     longer active).
 
-    Conditions: nothing locked."""
+    Conditions: the table lock is held (_actions); takes no lock."""
     tid = obj.tid if isinstance(obj, Thread) else 0
     start = procfs.start_time(obj.pid, tid or None)
     # asked after the read: the start time belongs to the process the port names
