@@ -12,7 +12,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Callable, Final, Hashable, Protocol
 
-from .._linux import files, pidfd
+from .._linux import files, pidfd, procfs
 from .._linux.pidfd import ExitPoll
 from . import kern_return as K
 from .ipc_space import MACH_PORT_TYPE_SEND, IpcEntry, IpcSpace
@@ -153,6 +153,30 @@ class Thread(Task):
         return f"<Thread {self.tid} of pid {self.pid}>"
 
 
+class OwnThread(Thread):
+    """A thread of our own process (mach_thread_self, task_threads on our
+    own task): its tid and its start time, which tell it from a later
+    thread that reuses the tid. It holds no fd: it lives while
+    /proc/self/task/TID shows the same start time."""
+
+    __slots__ = ("start",)
+
+    def __init__(self, pid: int, tid: int, start: int, flavor: int = TASK_FLAVOR_CONTROL) -> None:
+        super().__init__(pid, tid, -1, flavor)
+        self.start = start
+
+    def __repr__(self) -> str:
+        return f"<Thread {self.tid} of our pid {self.pid}>"
+
+    def alive(self) -> bool:
+        """While the thread runs (a fork child's copy of a port is dropped
+        with the parent's space)."""
+        return procfs.start_time(self.pid, self.tid) == self.start
+
+    def exited(self) -> bool:
+        return not self.alive()
+
+
 def _has_cap_ipc_lock() -> bool:
     try:
         with open("/proc/self/status") as f:
@@ -182,8 +206,18 @@ SETTABLE_SPECIAL_PORTS = (TASK_BOOTSTRAP_PORT, TASK_ACCESS_PORT, TASK_DEBUG_CONT
                           TASK_RESOURCE_NOTIFY_PORT)
 
 # environment variable through which pymach.spawn hands a child its
-# inherited ports: "kind:index=fd/fd,..." (kind "special" or "registered")
+# inherited ports: "kind:index=fd/fd,..." (kind "special" or "registered");
+# a task exception port is "exception:MASK.BEHAVIOR.FLAVOR=fd/fd", MASK the
+# exception types it handles with that behavior and flavor
 INHERIT_ENV = "PYMACH_INHERIT_PORTS"
+
+# <mach/i386/exception.h>: the exception types, 0 (illegal) included
+EXC_TYPES_COUNT: Final = 14
+
+# an exception action (XNU's struct exception_action): a send capability
+# of its own (or None), the behavior, the thread state flavor
+ExcAction = tuple[object | None, int, int]
+NO_ACTION: Final[ExcAction] = (None, 0, 0)
 
 # The name our space keeps for the bootstrap port, what a C program has in
 # bootstrap_port: index 3, first generation, after the names of the task
@@ -297,7 +331,7 @@ class _Self:
 
     Importing pymach builds nothing that holds an fd or a thread: the first
     read of ``space``, ``task``, ``task_name``, ``host``, ``host_name``,
-    ``special`` or ``registered`` builds them all (the space with the names
+    ``special``, ``registered`` or ``exc_actions`` builds them all (the space with the names
     of the task, the host and the bootstrap port), adopts the ports the task
     inherited, and then runs the callbacks given to ``on_first_use``. After
     that they are plain attributes: reading them costs what it always did.
@@ -307,7 +341,9 @@ class _Self:
 
     ``special`` and ``registered`` hold send capabilities (each owning its
     fd) that are not names in the space: the special ports and the
-    mach_ports_register array. A fork child inherits them, as on Mach, and
+    mach_ports_register array. ``exc_actions`` is the task's exception
+    actions (kern.exception), one per exception type, each with a send
+    capability of its own. A fork child inherits them all, as on Mach, and
     pymach.spawn passes them down to a new program."""
 
     # built on first use (see _build)
@@ -318,6 +354,7 @@ class _Self:
     host_name: int
     special: dict[int, object]
     registered: list[object]
+    exc_actions: list[ExcAction]
 
     def __init__(self) -> None:
         self.map = VmMap()  # an empty table until something is mapped
@@ -352,9 +389,9 @@ class _Self:
         with self._building:
             if self._built:
                 return
-            special, registered = _adopt(self._inherited)
+            special, registered, exc_actions = _adopt(self._inherited)
             self._inherited = []
-            self.special, self.registered = special, registered
+            self.special, self.registered, self.exc_actions = special, registered, exc_actions
             self._new_space()
             self._built = True
             # a class without __getattr__ from now on: CPython specializes
@@ -419,6 +456,17 @@ class _Self:
                     mine = cap.wire_fds()  # type: ignore[attr-defined]
                     fds.extend(mine)
                     items.append(f"{kind}:{idx}=" + "/".join(map(str, mine)))
+        # the exception actions, one item per capability (the table copies
+        # one for each type it handles)
+        by_cap: dict[int, tuple[object, int, int, int]] = {}
+        for i, (cap, behavior, flavor) in enumerate(list(self.exc_actions)):
+            if cap is not None:
+                _c, mask, _b, _f = by_cap.get(id(cap), (cap, 0, behavior, flavor))
+                by_cap[id(cap)] = (cap, mask | (1 << i), behavior, flavor)
+        for cap, mask, behavior, flavor in by_cap.values():
+            mine = cap.wire_fds()  # type: ignore[attr-defined]
+            fds.extend(mine)
+            items.append(f"exception:{mask}.{behavior & 0xFFFFFFFF}.{flavor}=" + "/".join(map(str, mine)))
         return ({INHERIT_ENV: ",".join(items)} if items else {}), fds
 
 
@@ -438,9 +486,13 @@ else:
             return object.__getattribute__(self, attr)
 
 
-def _claim_inherited() -> list[tuple[str, int, list[int], list[int]]]:
+_Claim = tuple[str, tuple[int, ...], list[int], list[int]]
+
+
+def _claim_inherited() -> list[_Claim]:
     """Take the ports pymach.spawn handed us out of the environment:
-    (kind, index, fds, their inodes) each. Their fds stop being
+    (kind, index (for an exception port: mask, behavior, flavor), fds,
+    their inodes) each. Their fds stop being
     inheritable, so that a program we start does not get them, and the
     environment entry goes, so that it does not name them to anyone. No fd
     is made or wrapped here: _adopt does that on first use."""
@@ -450,7 +502,7 @@ def _claim_inherited() -> list[tuple[str, int, list[int], list[int]]]:
         try:
             what, fds_s = item.split("=")
             kind, idx_s = what.split(":")
-            fds, idx = [int(x) for x in fds_s.split("/")], int(idx_s)
+            fds, idx = [int(x) for x in fds_s.split("/")], tuple(int(x) for x in idx_s.split("."))
             inos = [files.inode(fd) for fd in fds]
             for fd in fds:
                 files.close_on_exec(fd)
@@ -460,29 +512,40 @@ def _claim_inherited() -> list[tuple[str, int, list[int], list[int]]]:
     return out
 
 
-def _adopt(claims: list[tuple[str, int, list[int], list[int]]]) -> tuple[dict[int, object], list[object]]:
-    """The special and registered ports, as send capabilities, from the
-    ports _claim_inherited took."""
+def _adopt(claims: list[_Claim]) -> tuple[dict[int, object], list[object], list[ExcAction]]:
+    """The special and registered ports and the exception actions, as
+    send capabilities, from the ports _claim_inherited took."""
     from .ipc_port import SendCap
     special: dict[int, object] = {}
     registered: list[object] = [None] * TASK_PORT_REGISTER_MAX
-    for kind, idx, fds, inos in claims:
+    exc_actions: list[ExcAction] = [NO_ACTION] * EXC_TYPES_COUNT
+    for kind, idxs, fds, inos in claims:
         try:
             if [files.inode(fd) for fd in fds] != inos:
                 continue  # closed by the program meanwhile, the number reused: not ours any more
             cap = SendCap.adopt(fds)
         except (ValueError, OSError):
             continue
-        if kind == "special" and idx in SETTABLE_SPECIAL_PORTS:
+        idx = idxs[0]
+        if kind == "exception" and len(idxs) == 3 and 0 < idx < 1 << EXC_TYPES_COUNT and not idx & 1:
+            behavior = (idxs[1] + (1 << 31)) % (1 << 32) - (1 << 31)  # an int, as C has it
+            for i in range(1, EXC_TYPES_COUNT):
+                if idx & (1 << i):
+                    exc_actions[i] = (cap.dup(), behavior, idxs[2])
+            cap.close()
+        elif len(idxs) != 1:
+            cap.close()
+        elif kind == "special" and idx in SETTABLE_SPECIAL_PORTS:
             special[idx] = cap
         elif kind == "registered" and 0 <= idx < TASK_PORT_REGISTER_MAX:
             registered[idx] = cap
         else:
             cap.close()
-    return special, registered
+    return special, registered, exc_actions
 
 
 # the names of the state _Self builds on first use
-_BUILT: Final = frozenset(("space", "task", "task_name", "host", "host_name", "special", "registered"))
+_BUILT: Final = frozenset(("space", "task", "task_name", "host", "host_name", "special", "registered",
+                           "exc_actions"))
 
 SELF = _Unbuilt()

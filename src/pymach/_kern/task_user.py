@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Callable
 
 from .._linux import files
@@ -21,8 +22,8 @@ from .._linux import procfs
 from . import kern_return as K
 from . import ipc_right as R
 from .ipc_space import MACH_PORT_TYPE_SEND, MACH_PORT_UREFS_MAX
-from .task import (SELF, TASK_FLAVOR_CONTROL, TASK_FLAVOR_INSPECT, TASK_FLAVOR_NAME, TASK_FLAVOR_READ, Task,
-                   Thread)
+from .task import (SELF, TASK_FLAVOR_CONTROL, TASK_FLAVOR_INSPECT, TASK_FLAVOR_NAME, TASK_FLAVOR_READ, OwnThread,
+                   Task, Thread)
 from .vm_map import VmMap
 from .vm_map_foreign import ForeignMap
 
@@ -451,15 +452,27 @@ def task_resume(name: int) -> None:
 
 
 def task_threads(name: int) -> list[int]:
-    """A send right (a name) for each thread of another task, through a
-    task port of at least the inspect flavor (task.defs: task_inspect_t);
-    each thread port has the task port's flavor, as XNU's
+    """A send right (a name) for each thread of a task, through a task
+    port of at least the inspect flavor (task.defs: task_inspect_t); each
+    thread port has the task port's flavor, as XNU's
     task_threads_from_user gives (THREAD_FLAVOR_* has the numbers of
-    TASK_FLAVOR_*). KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED,
+    TASK_FLAVOR_*). Our own task's threads are ports too (the name
+    mach_thread_self gives in each of them): they take exception ports,
+    but their state is not read or set (KERN_NOT_SUPPORTED: tracing our
+    own process would deadlock). KERN_INVALID_ARGUMENT,
     MACH_SEND_INVALID_DEST.
 
     Conditions: nothing locked; takes the space's lock for each thread."""
     from . import vm_remote
+    t = task_of(name, flavor=TASK_FLAVOR_INSPECT)
+    if t.map is not None:
+        names = []
+        for tid in procfs.thread_ids("self"):
+            try:
+                names.append(_own_thread_port(tid, t.flavor))
+            except K.MachError:
+                continue  # it exited meanwhile
+        return names
     t = _other(name, TASK_FLAVOR_INSPECT)
     names = []
     for tid in vm_remote.task_threads(t.pid, t.pidfd):
@@ -477,6 +490,43 @@ def task_threads(name: int) -> list[int]:
             e.cap = th
             names.append(n)
     return names
+
+
+def _own_thread_port(tid: int, flavor: int) -> int:
+    """A send right (a name, one more user reference) to the port of our
+    own thread ``tid`` of ``flavor``, coalesced with the one we hold: one
+    port per thread and flavor, as XNU's. KERN_FAILURE when there is no
+    such thread.
+
+    Conditions: nothing locked; takes the space's lock."""
+    s = SELF
+    pid = s.task.pid
+    start = procfs.start_time(pid, tid)
+    if start is None:
+        raise _fail(K.KERN_FAILURE, f"no thread {tid}")
+    key = ("thread", pid, tid, flavor)
+    with s.space.lock:
+        found = s.space.name_for(key)
+        e = s.space.lookup(found) if found else None
+        if e is not None and isinstance(e.cap, OwnThread) and e.cap.start == start:
+            e.urefs = min(e.urefs + 1, MACH_PORT_UREFS_MAX)
+            return found
+        if e is not None:
+            R.check_dead(s.space, found, e)  # the thread that had the tid is gone: a dead name
+            if key in e.keys:
+                e.keys.remove(key)  # the key goes to the new thread's port
+        th = OwnThread(pid, tid, start, flavor)
+        n, e = s.space.alloc(th, MACH_PORT_TYPE_SEND, 1, key=key)
+        e.cap = th
+        return n
+
+
+def thread_self() -> int:
+    """mach_thread_self: a send right (a name, one more user reference
+    each call, as XNU's) to the calling thread's port.
+
+    Conditions: nothing locked; takes the space's lock."""
+    return _own_thread_port(threading.get_native_id(), TASK_FLAVOR_CONTROL)
 
 
 def thread_of(name: int, flavor: int = TASK_FLAVOR_CONTROL) -> Thread:
@@ -499,4 +549,16 @@ def thread_of(name: int, flavor: int = TASK_FLAVOR_CONTROL) -> Thread:
     if e.object.flavor > flavor:
         raise _fail(K.KERN_INVALID_ARGUMENT, f"{name:#x} is a thread {_FLAVORS[e.object.flavor]} port")
     return e.object
+
+
+def traced_thread_of(name: int, flavor: int = TASK_FLAVOR_CONTROL) -> Thread:
+    """thread_of, for a routine that traces the thread (its state): a
+    thread of our own process is KERN_NOT_SUPPORTED, as our own task is
+    for task_suspend.
+
+    Conditions: as thread_of."""
+    th = thread_of(name, flavor)
+    if isinstance(th, OwnThread):
+        raise _fail(K.KERN_NOT_SUPPORTED, "reading or setting the state of a thread of our own process")
+    return th
 

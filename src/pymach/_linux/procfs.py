@@ -9,6 +9,7 @@ protection. A file opened read-only and mapped MAP_SHARED has no ``mw``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 
@@ -132,3 +133,27 @@ def task_state(pid: int) -> tuple[str, str, int]:
     comm = stat[stat.index("(") + 1:stat.rindex(")")]
     f3 = stat[stat.rindex(")") + 2:].split()  # [0] is field 3 (state); flags is field 9
     return comm, f3[0], int(f3[6])
+
+
+def start_time(pid: int | str, tid: int | None = None) -> int | None:
+    """When process ``pid`` (or its thread ``tid``) started, in clock ticks
+    since boot: field 22 of /proc/PID/stat (or /proc/PID/task/TID/stat).
+    Linux reuses pids and tids, but a reused one starts later, so (id,
+    start time) names one process or thread for good. None when there is
+    none (it exited, or it was never there)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    try:
+        with open(path) as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # [0] is field 3: field 22 is [19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def thread_ids(pid: int | str = "self") -> list[int]:
+    """The tids of process ``pid``'s threads (/proc/PID/task), in order;
+    empty when it is gone."""
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if t.isdigit())
+    except OSError:
+        return []

@@ -22,6 +22,14 @@ thread_act_array_t = ctypes.POINTER(thread_act_t)
 thread_state_flavor_t = ctypes.c_int
 
 
+def mach_thread_self() -> int:
+    """The name of a send right to the calling thread's port, one more
+    user reference each call, as XNU's (release it with
+    mach_port_deallocate). It takes exception ports; its state is not
+    read or set (KERN_NOT_SUPPORTED: tracing our own process)."""
+    return TU.thread_self()
+
+
 @returns_kr()
 def task_suspend(target_task: Any) -> int:
     """Stop the task's threads (counted). KERN_SUCCESS, KERN_FAILURE,
@@ -42,8 +50,9 @@ def task_resume(target_task: Any) -> int:
 def task_threads(target_task: Any, act_list: Any, act_listCnt: Any) -> int:
     """The task's threads, as an array of thread ports in new memory
     (release it with vm_deallocate, and each port with
-    mach_port_deallocate); an ``act_list`` too narrow for an address is a
-    TypeError. KERN_SUCCESS, KERN_INVALID_ARGUMENT, KERN_NOT_SUPPORTED,
+    mach_port_deallocate); our own task's too (the ports mach_thread_self
+    gives in each thread). An ``act_list`` too narrow for an address is a
+    TypeError. KERN_SUCCESS, KERN_INVALID_ARGUMENT,
     MACH_SEND_INVALID_DEST."""
     list_out = out_address(act_list)
     # (not returns_kr: the array is made after the code is known, and a
@@ -69,7 +78,7 @@ def thread_get_state(target_act: Any, flavor: Any, old_state: Any, old_stateCnt:
     where, n = counted(old_state, cnt.value)
     if i32(flavor) != x86_THREAD_STATE64 or n < x86_THREAD_STATE64_COUNT:
         return K.KERN_INVALID_ARGUMENT
-    th = TU.thread_of(u32(target_act), THREAD_FLAVOR_READ)  # thread_read_t
+    th = TU.traced_thread_of(u32(target_act), THREAD_FLAVOR_READ)  # thread_read_t
     st = vm_remote.thread_get_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64)
     ctypes.memmove(where, ctypes.addressof(st), ctypes.sizeof(st))
     cnt.value = x86_THREAD_STATE64_COUNT
@@ -86,13 +95,13 @@ def thread_set_state(target_act: Any, flavor: Any, new_state: Any, new_stateCnt:
     if i32(flavor) != x86_THREAD_STATE64 or n < x86_THREAD_STATE64_COUNT:
         return K.KERN_INVALID_ARGUMENT
     st = x86_thread_state64_t.from_buffer_copy(ctypes.string_at(where, ctypes.sizeof(x86_thread_state64_t)))
-    th = TU.thread_of(u32(target_act))
+    th = TU.traced_thread_of(u32(target_act))
     vm_remote.thread_set_state(th.pid, th.pidfd, th.tid, x86_THREAD_STATE64, st)
     return 0
 
 
 __all__ = [
-    "task_suspend", "task_resume", "task_threads", "thread_get_state", "thread_set_state",
+    "mach_thread_self", "task_suspend", "task_resume", "task_threads", "thread_get_state", "thread_set_state",
     "thread_act_t", "thread_act_array_t", "thread_state_flavor_t", "x86_THREAD_STATE64",
     "x86_THREAD_STATE64_COUNT", "x86_thread_state64_t",
 ]
