@@ -11,6 +11,7 @@ _IFACE = _Interface(_compile_text(_DEFS, 'exc.defs'))
 from typing import Any as _Any
 
 implementation: object = None  # the object whose methods are the routines
+c_layer = False  # True: they have mig's server signature (kern_return_t, out-parameters by reference)
 exc_max_size = max(max(rt.request.size for rt in _IFACE.subsystem.routines),
                           max(rt.reply.size for rt in _IFACE.subsystem.routines), 36)
 _servers: dict[int, _Any] = {}
@@ -20,9 +21,9 @@ def _server() -> _Any:
     if implementation is None:
         raise RuntimeError("set {__name__}.implementation to the routines' implementation first")
     s = _servers.get(id(implementation))
-    if s is None or s.impl is not implementation:
+    if s is None or s.impl is not implementation or s.c_layer != c_layer:
         _servers.clear()
-        s = _servers[id(implementation)] = _IFACE.server(implementation)
+        s = _servers[id(implementation)] = _IFACE.server(implementation, c_layer)
     return s
 
 
@@ -41,4 +42,4 @@ def serve(impl: object, port: _Any, poll_ms: int = 100) -> _Any:
     return _IFACE.serve(impl, port, poll_ms)
 
 
-__all__ = ["implementation", "exc_server", "exc_server_routine", "exc_max_size", "serve"]
+__all__ = ["implementation", "c_layer", "exc_server", "exc_server_routine", "exc_max_size", "serve"]
