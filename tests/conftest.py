@@ -21,6 +21,8 @@ def pymach_in_use() -> None:
     that they do not count as the leak of the test that happens to be first."""
     from pymach.lowlevel import SELF
     SELF.space  # pylint: disable=pointless-statement  # the first use
+    from machutil import start_watcher
+    start_watcher()  # the notification watcher's epoll and pipe, made on first need
 
 
 @pytest.fixture(autouse=True)

@@ -52,6 +52,7 @@ from ._kern.vm_defs import (
     vm_page_size,
 )
 from ._linux.atfork import IMPORT_LOCK as _IMPORT_LOCK
+from ._kern import exception as _exception
 from ._kern import mach_msg as _km
 from ._kern import task as _KT
 from .spawn import spawn  # (bound now: the name is also its module's)
@@ -127,3 +128,13 @@ def _kobject_server(msg: bytes, option: int, timeout_ms: int) -> None:
 
 
 _km.set_kobject_server(_kobject_server)
+
+
+def _exception_actions_changed(pid: int, level: int, tid: int, changes: list[tuple[int, list[int], int, int]]) -> None:
+    """Exception actions changed: pymach.exc_tracer tells the task's tracer
+    (imported with the first action: nothing is traced before)."""
+    from . import exc_tracer
+    exc_tracer.on_change(pid, level, tid, changes)
+
+
+_exception.set_change_hook(_exception_actions_changed)

@@ -24,36 +24,13 @@ here (docs/deviations.md).
 
 from __future__ import annotations
 
-import signal
 from typing import Final
 
+from .._linux.tracer import SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP
 from . import kern_return as K
-
-# <mach/exception_types.h>
-EXC_BAD_ACCESS: Final = 1
-EXC_BAD_INSTRUCTION: Final = 2
-EXC_ARITHMETIC: Final = 3
-EXC_EMULATION: Final = 4
-EXC_SOFTWARE: Final = 5
-EXC_BREAKPOINT: Final = 6
-EXC_SYSCALL: Final = 7
-EXC_MACH_SYSCALL: Final = 8
-EXC_RPC_ALERT: Final = 9
-EXC_CRASH: Final = 10
-EXC_RESOURCE: Final = 11
-EXC_GUARD: Final = 12
-EXC_CORPSE_NOTIFY: Final = 13
-EXC_SOFT_SIGNAL: Final = 0x10003  # EXC_SOFTWARE's code for a Unix signal
-
-# <mach/i386/exception.h>
-EXC_I386_INVOP: Final = 1
-EXC_I386_DIV: Final = 1
-EXC_I386_INTO: Final = 2
-EXC_I386_SSEEXTERR: Final = 8
-EXC_I386_SGL: Final = 1
-EXC_I386_BPT: Final = 2
-EXC_I386_GPFLT: Final = 13
-EXC_I386_ALIGNFLT: Final = 17
+from .exception import (EXC_ARITHMETIC, EXC_BAD_ACCESS, EXC_BAD_INSTRUCTION, EXC_BREAKPOINT, EXC_I386_ALIGNFLT,
+                        EXC_I386_BPT, EXC_I386_DIV, EXC_I386_GPFLT, EXC_I386_INTO, EXC_I386_INVOP, EXC_I386_SGL,
+                        EXC_I386_SSEEXTERR, EXC_SOFT_SIGNAL, EXC_SOFTWARE)
 
 # <asm-generic/siginfo.h>
 SI_KERNEL: Final = 0x80
@@ -66,7 +43,7 @@ TRAP_BRKPT: Final = 1
 TRAP_TRACE: Final = 2
 TRAP_HWBKPT: Final = 4
 
-_FAULTS: Final = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP})
+_FAULTS: Final = frozenset({SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP})
 
 
 def exception_of(signo: int, code: int, addr: int) -> tuple[int, int, int]:
@@ -74,19 +51,19 @@ def exception_of(signo: int, code: int, addr: int) -> tuple[int, int, int]:
     its siginfo's si_signo, si_code and si_addr (see the module's table)."""
     if code <= 0 or signo not in _FAULTS:
         return EXC_SOFTWARE, EXC_SOFT_SIGNAL, signo
-    if signo == signal.SIGSEGV:
+    if signo == SIGSEGV:
         if code == SEGV_MAPERR:
             return EXC_BAD_ACCESS, K.KERN_INVALID_ADDRESS, addr
         if code == SI_KERNEL:
             return EXC_BAD_ACCESS, EXC_I386_GPFLT, 0
         return EXC_BAD_ACCESS, K.KERN_PROTECTION_FAILURE, addr
-    if signo == signal.SIGBUS:
+    if signo == SIGBUS:
         if code == BUS_ADRALN:
             return EXC_BAD_ACCESS, EXC_I386_ALIGNFLT, addr
         return EXC_BAD_ACCESS, K.KERN_MEMORY_ERROR, addr
-    if signo == signal.SIGILL:
+    if signo == SIGILL:
         return EXC_BAD_INSTRUCTION, EXC_I386_INVOP, 0
-    if signo == signal.SIGFPE:
+    if signo == SIGFPE:
         if code == FPE_INTDIV:
             return EXC_ARITHMETIC, EXC_I386_DIV, 0
         if code == FPE_INTOVF:
@@ -96,8 +73,3 @@ def exception_of(signo: int, code: int, addr: int) -> tuple[int, int, int]:
     if code in (SI_KERNEL, TRAP_BRKPT):
         return EXC_BREAKPOINT, EXC_I386_BPT, 0
     return EXC_BREAKPOINT, EXC_I386_SGL, 0
-
-
-def mask_of(exception: int) -> int:
-    """EXC_MASK_<exception>: the bit of an exception type in a mask."""
-    return 1 << exception

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Final
+from typing import Callable, Final
 
 from .._linux import procfs
 from . import ipc_right as R
@@ -222,7 +222,29 @@ def _prune() -> list[object]:
         if not table.alive():
             del _tables[ident]
             out.extend(cap for cap, _b, _f in table.actions if cap is not None)
+            if any(cap is not None for cap, _b, _f in table.actions):
+                _dropped.append(ident)
     return out
+
+
+_dropped: list[tuple[int, int, int]] = []  # tables _prune dropped, for the tracer to hear of (the table lock)
+
+
+def _tell_dropped() -> None:
+    """Tell the tracer of the tables _prune dropped: their actions are gone.
+
+    Conditions: nothing locked; takes the table lock for a moment."""
+    with _lock:
+        dropped = list(_dropped)
+        _dropped.clear()
+    if _on_change is None:
+        return
+    for pid, tid, _start in dropped:
+        try:
+            _on_change(pid, LEVEL_THREAD if tid else LEVEL_TASK, tid,
+                       [(i, [], 0, 0) for i in range(FIRST_EXCEPTION, EXC_TYPES_COUNT)])
+        except OSError:
+            pass  # its tracer is gone with it
 
 
 def _sweep() -> None:
@@ -233,6 +255,7 @@ def _sweep() -> None:
     with _lock:
         gone = _prune()
     _close(gone)
+    _tell_dropped()
 
 
 def _target(kind: str, name: int) -> Task | Host:
@@ -344,6 +367,66 @@ def _close(caps: list[object]) -> None:
         cap.close()  # type: ignore[attr-defined]
 
 
+# -- the tracer -------------------------------------------------------------------------
+
+# (pid, level, tid, [(exception type, fds of the send right or [], behavior, flavor)])
+ChangeHook = Callable[[int, int, int, list[tuple[int, list[int], int, int]]], None]
+_on_change: ChangeHook | None = None
+LEVEL_TASK: Final = 0
+LEVEL_THREAD: Final = 1
+LEVEL_HOST: Final = 2
+
+
+def set_change_hook(hook: ChangeHook) -> None:
+    """Install what turns faults into exception messages: it is told each
+    change of the actions (pymach.exc_tracer, installed by the package).
+
+    Conditions: nothing locked (set once, at import of the package)."""
+    global _on_change
+    _on_change = hook
+
+
+def _changed(obj: Task | Host, actions: list[ExcAction], mask: int) -> None:
+    """Tell the tracer the actions of the types in ``mask`` as they now
+    are. KERN_FAILURE when no tracer can trace the task.
+
+    Conditions: nothing locked; the table's rights stay open meanwhile
+    (a change made by another thread after ours is told after it)."""
+    if _on_change is None:
+        return
+    if isinstance(obj, Host):
+        pid, level, tid = os.getpid(), LEVEL_HOST, 0
+    elif isinstance(obj, Thread):
+        pid, level, tid = obj.pid, LEVEL_THREAD, obj.tid
+    else:
+        pid, level, tid = (os.getpid() if obj.map is not None else obj.pid), LEVEL_TASK, 0
+    changes = []
+    for i in range(FIRST_EXCEPTION, EXC_TYPES_COUNT):
+        if mask & (1 << i):
+            cap, behavior, flavor = actions[i]
+            fds = cap.wire_fds() if cap is not None else []  # type: ignore[attr-defined]
+            changes.append((i, fds, behavior, flavor))
+    try:
+        _on_change(pid, level, tid, changes)
+    except OSError as err:
+        raise K.MachError(K.KERN_FAILURE, f"no tracer for process {pid}: {err}") from err
+
+
+def _undo(actions: list[ExcAction], before: list[ExcAction], now: list[ExcAction], old: list[object]) -> None:
+    """Put back the actions a change replaced, when no tracer could take
+    it: the call fails, and nothing changed. The rights it made go to
+    ``old``, to be released.
+
+    Conditions: nothing locked; takes the table lock."""
+    with _lock:
+        for i, (was, made) in enumerate(zip(before, now)):
+            if was is not made:
+                if actions[i] is made:
+                    actions[i] = was
+                if made[0] is not None:
+                    old.append(made[0])
+
+
 # -- the routines ---------------------------------------------------------------------
 
 def set_ports(kind: str, target: int, mask: int, new_port: int, behavior: int, flavor: int) -> None:
@@ -374,16 +457,22 @@ def set_ports(kind: str, target: int, mask: int, new_port: int, behavior: int, f
             old = _prune()
             actions = _actions(obj, create=True)
             assert actions is not None
+            before = list(actions)
             for i in range(FIRST_EXCEPTION, EXC_TYPES_COUNT):
                 if mask & (1 << i):
-                    was = actions[i][0]
-                    if was is not None:
-                        old.append(was)
                     actions[i] = (cap.dup() if cap is not None else None, behavior, flavor)
+            now = list(actions)
+        try:
+            _changed(obj, now, mask & 0xFFFFFFFF)
+        except K.MachError:
+            _undo(actions, before, now, old)
+            raise
+        old.extend(c for (c, _b, _f), (n, _b2, _f2) in zip(before, now) if c is not None and c is not n)
     finally:
         if cap is not None:
             old.append(cap)  # (the call's own copy: "consume send right")
         _close(old)
+        _tell_dropped()
 
 
 def get_ports(kind: str, target: int, mask: int, room: int) -> list[Entry]:
@@ -411,6 +500,7 @@ def get_ports(kind: str, target: int, mask: int, room: int) -> list[Entry]:
         found = _coalesce(actions or [], mask, room, stop_when_full=False)
         caps = [(m, cap.dup() if cap is not None else None, b, f) for m, cap, b, f in found]  # type: ignore
     _close(gone)
+    _tell_dropped()
     return [(m, _name(cap), b, f) for m, cap, b, f in caps]
 
 
@@ -440,16 +530,23 @@ def swap_ports(kind: str, target: int, mask: int, new_port: int, behavior: int, 
             done = 0
             for m, _c, _b, _f in found:
                 done |= m
+            before = list(actions)
             for i in range(FIRST_EXCEPTION, EXC_TYPES_COUNT):
                 if done & (1 << i):
-                    was = actions[i][0]
-                    if was is not None:
-                        old.append(was)
                     actions[i] = (cap.dup() if cap is not None else None, behavior, flavor)
+            now = list(actions)
+        try:
+            _changed(obj, now, done)
+        except K.MachError:
+            _undo(actions, before, now, old)
+            got = []
+            raise
+        old.extend(c for (c, _b, _f), (n, _b2, _f2) in zip(before, now) if c is not None and c is not n)
     finally:
         if cap is not None:
             old.append(cap)
         _close(old)
+        _tell_dropped()
     return [(m, _name(c), b, f) for m, c, b, f in got]
 
 

@@ -48,6 +48,7 @@ import ctypes
 import errno
 import os
 import signal
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -61,7 +62,9 @@ PTRACE_LISTEN = 0x4208
 PTRACE_O_TRACECLONE = 0x8
 PTRACE_EVENT_CLONE = 3
 SI_KERNEL = 0x80
-FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP})
+SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP = (int(signal.SIGSEGV), int(signal.SIGBUS), int(signal.SIGILL),
+                                            int(signal.SIGFPE), int(signal.SIGTRAP))
+FAULTS = frozenset({SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP})
 _STOPS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 
 
@@ -206,3 +209,58 @@ class Tracer:
             except ProcessLookupError:
                 pass
         self.tids.clear()
+
+
+# -- the channel between a task and its tracer -----------------------------------------
+
+# one update: level, tid, exception type, behavior, flavor, and whether a
+# send right's fds come with it (SCM_RIGHTS)
+UPDATE = struct.Struct("<iiiiii")
+
+
+class Channel:
+    """A SOCK_SEQPACKET connection between a task and its tracer process:
+    one record per update, a send right's fds beside it, a one-byte answer
+    per record."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    def pair(cls) -> "tuple[Channel, socket.socket]":
+        """Our end, and the tracer's (to pass to it, then close here)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        return cls(ours), theirs
+
+    @classmethod
+    def adopt(cls, fd: int) -> "Channel":
+        return cls(socket.socket(fileno=fd))
+
+    def send(self, data: bytes, fds: list[int] | None = None) -> None:
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
+        self.sock.sendmsg([data], anc)
+
+    def recv(self, timeout: float | None = None) -> tuple[bytes, list[int]]:
+        """A record and the fds that came with it; b"" when the peer is gone."""
+        self.sock.settimeout(timeout)
+        try:
+            data, anc, _flags, _addr = self.sock.recvmsg(256, socket.CMSG_SPACE(16 * 4))
+        except OSError:
+            return b"", []
+        fds: list[int] = []
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(struct.unpack(f"{len(payload) // 4}i", payload[:len(payload) // 4 * 4]))
+        return data, fds
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def exit_now(code: int) -> None:
+    """End the tracer at once (os._exit): the kernel detaches every tracee,
+    and a thread stopped on a fault nobody answered gets its signal."""
+    os._exit(code)

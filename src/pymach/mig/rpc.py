@@ -974,7 +974,8 @@ class Server:
                     elif _is_in(a) or ak_ident(a.kind) in _TRAILER_NEEDS:
                         call_args.append(py.get(a.name))
                 result = fn(*call_args)
-                results = (list(result) if isinstance(result, tuple) else [result]) if len(outs) != 1 else [result]
+                results = ([] if result is None else list(result) if isinstance(result, tuple) else [result]) \
+                    if len(outs) != 1 else [result]
                 if len(results) != len(outs) and not rt.simple:
                     raise TypeError(f"{rt.server_name} returned {len(results)} values for {len(outs)} out arguments")
                 named = {a.name: v for a, v in zip(outs, results)}
@@ -1036,7 +1037,8 @@ class Server:
             code.value = M.KERN_FAILURE
             return
         n = len(codec.rep_names)
-        results = [result] if n == 1 else list(result) if isinstance(result, tuple) else [result]
+        results = [result] if n == 1 else [] if result is None else list(result) if isinstance(result, tuple) \
+            else [result]
         try:
             if len(results) != n:
                 raise TypeError(f"{rt.server_name} returned {len(results)} values for {n} out arguments")
