@@ -52,6 +52,16 @@ def test_pythonic_vm_protect_catches_the_fault() -> None:
     assert "(os/kern) protection failure (kr=0x2)" in p.stdout
 
 
+def test_vm_protect_caught_prints_hello_after_its_handler_lifts_the_protection() -> None:
+    p = run("-m", "pymach.examples.vm_protect_caught")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    caught, hello = p.stdout.splitlines()
+    assert caught.startswith("caught EXC_BAD_ACCESS ((os/kern) protection failure) at 0x")
+    assert caught.endswith("800: lifting the protection")  # the string's first byte: the page + 2048
+    assert hello == "Hello, Mach!"
+    assert p.stderr == ""
+
+
 def _processes_mentioning(text: str) -> list[int]:
     """The pids whose environment holds ``text``."""
     found = []

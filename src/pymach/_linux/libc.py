@@ -53,3 +53,20 @@ c_int = ctypes.c_int
 c_long = ctypes.c_long
 c_ulong = ctypes.c_ulong
 c_ssize_t = ctypes.c_ssize_t
+
+
+_printf = fn("printf", ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_fflush = fn("fflush", ctypes.c_int, ctypes.c_void_p)
+
+
+def printf_string(fmt: bytes, ptr: int) -> int:
+    """The C library's printf(fmt, ptr) with one ``%s`` argument read from
+    the address ``ptr``, then fflush(NULL). The C code reads the string
+    itself, without Python's interpreter lock (ctypes releases it around a
+    CDLL call), so a fault there stops only the calling thread: another
+    thread of the process, an exception handler, can run meanwhile. A read
+    by ctypes.string_at would fault holding the lock, and no Python thread
+    could run until it is released."""
+    n: int = _printf(fmt, ptr)
+    _fflush(None)
+    return n

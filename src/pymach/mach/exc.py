@@ -175,7 +175,7 @@ def host_swap_exception_ports(host_priv: Any, exception_mask: Any, new_port: Any
                  old_behaviors, old_flavors)
 
 
-__all__ = E.__all__ + [
+__all__ = [
     "exception_type_t", "exception_data_type_t", "mach_exception_data_type_t", "exception_behavior_t",
     "exception_data_t", "mach_exception_data_t", "exception_mask_t", "exception_handler_t", "exception_port_t",
     "exception_mask_array_t", "exception_behavior_array_t", "exception_flavor_array_t",
@@ -184,3 +184,4 @@ __all__ = E.__all__ + [
     "thread_set_exception_ports", "thread_get_exception_ports", "thread_swap_exception_ports",
     "host_set_exception_ports", "host_get_exception_ports", "host_swap_exception_ports",
 ]
+__all__ += E.__all__

@@ -1086,7 +1086,12 @@ def _c_invoke(codec: RoutineCodec, fn: Callable[..., Any], local: int, vals: dic
             elif f is not None and f.kind == "descriptor" and a.kpd_type != PORT_DESCRIPTOR:
                 v = v[0]
             elif f is not None and f.kind == "variable":
-                v = (ctypes.c_char * max(len(v), 1)).from_buffer_copy(v + bytes(max(1 - len(v), 0)))
+                # an array of its element's C type, as mig's server passes it
+                et = _c_scalar_type(it.element) if it.element is not None and not it.string else None
+                if et is None or ctypes.sizeof(et) == 1 or len(v) % ctypes.sizeof(et):
+                    et = ctypes.c_char  # bytes and strings: a char array
+                v = (et * max(len(v) // ctypes.sizeof(et), 1)).from_buffer_copy(
+                    v + bytes(max(ctypes.sizeof(et) - len(v), 0)))
             elif f is not None and f.kind == "data":
                 v = _from_fixed(it, v) if it.number == 1 and not it.string else (
                     ctypes.c_char * len(v)).from_buffer_copy(v)

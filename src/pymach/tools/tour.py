@@ -61,6 +61,14 @@ def vm_protect() -> bool:
     rc = _run("pymach.examples.vm_protect_pythonic", "VM_PROT_NONE")
     ok = ok and rc == 2
     print()
+    _say("On Mach the fault is not a signal first: it is a message to the task's exception port. "
+         "vm_protect_caught is the same program with a handler: a thread serving an exception port "
+         "with mach_msg_server and the generated mach_exc_server, set with task_set_exception_ports "
+         "for EXC_MASK_BAD_ACCESS. pymach's exception tracer (a process that ptrace-seizes the task) "
+         "turns the fault into mach_exception_raise_state_identity; the handler lifts the protection "
+         "and answers KERN_SUCCESS, and the faulting instruction runs again.")
+    ok = _run("pymach.examples.vm_protect_caught") == 0 and ok
+    print()
     return ok
 
 
