@@ -321,3 +321,45 @@ class _Plain:
     def catch_exception_raise(self, port: int, thread: int, task: int, exception: int, code: list[int]) -> None:
         self.h.seen.append(("default", exception, list(code), False, bool(thread)))
         raise M.MachError(M.KERN_FAILURE, "recorded")  # (the server destroys the request)
+
+
+# -- the Pythonic layer -------------------------------------------------------------------
+
+def test_catch_exceptions_calls_a_python_handler_whose_answer_is_the_reply() -> None:
+    import pymach
+
+    def child() -> tuple[bytes, list[str], int]:
+        page = _page(M.VM_PROT_NONE)
+        seen: list[str] = []
+
+        def handler(exc: pymach.MachException) -> Any:
+            seen.append(f"{exc.name}:{exc.address == page + 8}:{exc.code == M.KERN_PROTECTION_FAILURE}")
+            assert M.mach_vm_protect(exc.task, page, PAGE, 0, M.VM_PROT_DEFAULT) == 0
+            return True
+
+        with pymach.catch_exceptions(None, pymach.EXC_MASK_BAD_ACCESS, handler):
+            ctypes.memmove(page + 8, b"caught", 6)
+        # the setting is gone with the catcher: a fault now ends as the signal would
+        status = child_exit_code(lambda: ctypes.memmove(_page(M.VM_PROT_NONE), b"x", 1))
+        return ctypes.string_at(page + 8, 6), seen, status
+
+    text, seen, status = run_in_child(child)
+    assert text == b"caught" and seen == ["EXC_BAD_ACCESS:True:True"] and status == -signal.SIGSEGV
+
+
+def test_a_python_handler_can_change_the_registers_or_decline() -> None:
+    import pymach
+
+    def child() -> tuple[int, int]:
+        def skip(exc: pymach.MachException) -> Any:
+            return {"rip": exc.state["rip"] + 2}  # past idiv ecx
+
+        with pymach.catch_exceptions(pymach.Task.self(), pymach.EXC_MASK_ARITHMETIC, skip):
+            _code(DIV0)(0, 0)
+
+        def declines() -> None:
+            with pymach.catch_exceptions(None, pymach.EXC_MASK_ARITHMETIC, lambda exc: None):
+                _code(DIV0)(0, 0)
+        return 1, child_exit_code(declines)
+
+    assert run_in_child(child) == (1, -signal.SIGFPE)

@@ -51,6 +51,16 @@ from ._kern.vm_defs import (
     VM_PROT_WRITE,
     vm_page_size,
 )
+from ._kern.exception import (
+    EXC_ARITHMETIC,
+    EXC_BAD_ACCESS,
+    EXC_BAD_INSTRUCTION,
+    EXC_BREAKPOINT,
+    EXC_MASK_ARITHMETIC,
+    EXC_MASK_BAD_ACCESS,
+    EXC_MASK_BAD_INSTRUCTION,
+    EXC_MASK_BREAKPOINT,
+)
 from ._linux.atfork import IMPORT_LOCK as _IMPORT_LOCK
 from ._kern import exception as _exception
 from ._kern import mach_msg as _km
@@ -63,6 +73,7 @@ if _typing.TYPE_CHECKING:
                       registered_ports, request)
     from ._kern.mach_msg import TooLarge
     from .task import Region, RegionInfo, Task
+    from .exceptions import Catcher, MachException, catch_exceptions
 
 # Importing pymach loads the constants, the errors and the task's state,
 # none of which holds an fd or a thread. The rest of the Pythonic layer
@@ -74,6 +85,7 @@ _LAZY = {
     "SendRight": ".ipc", "register_ports": ".ipc", "registered_ports": ".ipc", "request": ".ipc",
     "BootstrapError": ".bootstrap",
     "Region": ".task", "RegionInfo": ".task", "Task": ".task",
+    "Catcher": ".exceptions", "MachException": ".exceptions", "catch_exceptions": ".exceptions",
 }
 
 
@@ -117,6 +129,9 @@ __all__ = [
     "VM_PROT_NONE", "VM_PROT_READ", "VM_PROT_WRITE", "VM_PROT_EXECUTE", "VM_PROT_DEFAULT",
     "VM_PROT_ALL", "VM_INHERIT_SHARE", "VM_INHERIT_COPY", "VM_INHERIT_NONE",
     "VM_BEHAVIOR_DEFAULT", "VM_BEHAVIOR_RANDOM", "VM_BEHAVIOR_SEQUENTIAL", "vm_page_size",
+    "catch_exceptions", "Catcher", "MachException", "EXC_BAD_ACCESS", "EXC_BAD_INSTRUCTION", "EXC_ARITHMETIC",
+    "EXC_BREAKPOINT", "EXC_MASK_BAD_ACCESS", "EXC_MASK_BAD_INSTRUCTION", "EXC_MASK_ARITHMETIC",
+    "EXC_MASK_BREAKPOINT",
 ]
 
 
