@@ -350,3 +350,12 @@ def test_instructions_without_valgrind_says_so_and_exits_2(env: dict[str, str], 
     assert p.stdout == ""
     assert p.stderr.strip() == ("pymach bench ipc --instructions: valgrind is not installed (on Debian: apt-get "
                                 "install valgrind); nothing was counted")
+
+
+def test_bench_exc_smoke() -> None:
+    # every case of `pymach bench exc` runs its faults and times them (no timing is asserted)
+    from pymach.tools import bench_exc
+    (block,) = bench_exc.results(20, 1)
+    rows = block["rows"]
+    assert isinstance(rows, list) and [r["case"] for r in rows] == [c for c, _ in bench_exc.CASES]
+    assert all(r["ns_per_op"] > 0 and r["per_s"] > 0 for r in rows)

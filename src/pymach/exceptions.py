@@ -82,13 +82,12 @@ class _Serve:
                                                   code: list[int], flavor: int,
                                                   old_state: list[int]) -> tuple[int, list[int]]:
         exc = MachException(exception, list(code), list(old_state), thread, task)
-        try:
-            answer = self.handler(exc)
-        finally:
-            for p in (thread, task):
-                R.deallocate(SELF.space, p)
+        answer = self.handler(exc)
         if answer is None or answer is False:
+            # a routine that fails takes nothing: the server destroys the request, its ports with it
             raise K.MachError(K.KERN_FAILURE, "the handler passes the fault on")
+        for p in (thread, task):
+            R.deallocate(SELF.space, p)
         new = list(old_state)
         if isinstance(answer, dict):
             for n, v in answer.items():

@@ -1,4 +1,4 @@
-"""The pymach command: ``pymach tour``, ``bench``, ``bootstrap``, ``lsmp``, ``vmmap``, ``vm`` and ``mig``.
+"""The pymach command: ``pymach tour``, ``bench``, ``bootstrap``, ``lsmp``, ``vmmap``, ``vm``, ``mig`` and ``catch``.
 
 Every number on the command line is read as C's ``strtoul(s, NULL, 0)``
 reads it (``strtoul``): ``0x10``, ``020`` and ``16`` are the same number,
@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                     "explained), bench (benchmarks against bare Linux peers), bootstrap (the "
                     "bootstrap server: serve, list, status), lsmp PID (the ports of a pymach process), "
                     "vmmap PID (a process's regions), vm read|write PID ADDR (another process's memory), "
-                    "mig (the Mach Interface Generator: .defs files in, layouts out). "
+                    "mig (the Mach Interface Generator: .defs files in, layouts out), catch (run a "
+                    "program with pymach as its exception handler and report its crash). "
                     "Numbers are read as C's strtoul(s, NULL, 0) reads them: 0x10, 020 and 16 are equal.")
     ap.add_argument("--version", action=_Version, help="pymach's version, Python's and the kernel's")
-    ap.add_argument("command", choices=["tour", "bench", "bootstrap", "lsmp", "vmmap", "vm", "mig"],
+    ap.add_argument("command", choices=["tour", "bench", "bootstrap", "lsmp", "vmmap", "vm", "mig", "catch"],
                     help="what to run")
     ap.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command")
     if not argv:
@@ -111,5 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "mig":
         from .mig import main as mig
         return mig(rest)
+    if a.command == "catch":
+        from .catch import main as catch
+        return catch(rest)
     from .bench import main as bench
     return bench(rest)
