@@ -363,3 +363,88 @@ def test_a_python_handler_can_change_the_registers_or_decline() -> None:
         return 1, child_exit_code(declines)
 
     assert run_in_child(child) == (1, -signal.SIGFPE)
+
+
+# -- every behavior, with and without MACH_EXCEPTION_CODES; every type; threads; the host --
+
+class _Narrow:
+    """exc.defs' messages (32-bit codes): skip the faulting instruction."""
+
+    def __init__(self, skip: int) -> None:
+        self.skip = skip
+        self.seen: list[tuple[str, int, list[int]]] = []
+
+    def catch_exception_raise(self, port: int, thread: int, task: int, exception: int, code: list[int]) -> None:
+        self.seen.append(("default", exception, list(code)))
+        raise M.MachError(M.KERN_FAILURE, "declined")
+
+    def catch_exception_raise_state(self, port: int, exception: int, code: list[int], flavor: int,
+                                    old_state: list[int]) -> tuple[int, list[int]]:
+        self.seen.append(("state", exception, list(code)))
+        return flavor, _skip(old_state, self.skip)
+
+    def catch_exception_raise_state_identity(self, port: int, thread: int, task: int, exception: int,
+                                             code: list[int], flavor: int,
+                                             old_state: list[int]) -> tuple[int, list[int]]:
+        self.seen.append(("identity", exception, list(code)))
+        M.mach_port_deallocate(T(), thread)
+        M.mach_port_deallocate(T(), task)
+        return flavor, _skip(old_state, self.skip)
+
+
+UD2_SKIP = 2
+
+
+@pytest.mark.parametrize("behavior", [M.EXCEPTION_STATE, M.EXCEPTION_STATE_IDENTITY])
+def test_the_32_bit_messages(behavior: int) -> None:
+    def child() -> list[Any]:
+        h = _Narrow(UD2_SKIP)
+        port = _port()
+        serving = exc_server.serve(h, port)
+        assert M.task_set_exception_ports(T(), M.EXC_MASK_BAD_INSTRUCTION, port, behavior,
+                                          M.x86_THREAD_STATE64) == 0
+        _code(UD2)(0, 0)  # ud2 is skipped: the function returns
+        M.task_set_exception_ports(T(), M.EXC_MASK_BAD_INSTRUCTION, 0, M.EXCEPTION_DEFAULT, 0)
+        serving.stop()
+        M.mach_port_destroy(T(), port)
+        return h.seen
+
+    (seen,) = run_in_child(child)
+    assert seen[1:] == (M.EXC_BAD_INSTRUCTION, [M.EXC_I386_INVOP, 0])
+
+
+UD2 = b"\x0f\x0b\xc3"
+
+
+def test_a_thread_made_after_the_set_is_caught() -> None:
+    import threading
+
+    def child() -> tuple[bytes, int]:
+        page = _page(M.VM_PROT_NONE)
+        h = Handler(lift=page)
+        stop = _catching(M.EXC_MASK_BAD_ACCESS, M.EXCEPTION_STATE_IDENTITY | M.MACH_EXCEPTION_CODES, h)
+        t = threading.Thread(target=lambda: ctypes.memmove(page, b"late", 4))
+        t.start()
+        t.join(30)
+        stop()
+        return ctypes.string_at(page, 4), len(h.seen)
+
+    assert run_in_child(child) == (b"late", 1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="host_set_exception_ports needs host_priv")
+def test_the_host_level_catches_what_the_task_does_not() -> None:
+    def child() -> tuple[bytes, int]:
+        page = _page(M.VM_PROT_NONE)
+        h = Handler(lift=page)
+        port = _port()
+        serving = mach_exc_server.serve(h, port)
+        assert M.host_set_exception_ports(M.mach_host_self(), M.EXC_MASK_BAD_ACCESS, port,
+                                          M.EXCEPTION_DEFAULT | M.MACH_EXCEPTION_CODES, 0) == 0
+        ctypes.memmove(page, b"host", 4)
+        M.host_set_exception_ports(M.mach_host_self(), M.EXC_MASK_BAD_ACCESS, 0, M.EXCEPTION_DEFAULT, 0)
+        serving.stop()
+        M.mach_port_destroy(T(), port)
+        return ctypes.string_at(page, 4), len(h.seen)
+
+    assert run_in_child(child) == (b"host", 1)
