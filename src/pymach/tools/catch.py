@@ -136,8 +136,11 @@ def _report(pid: int, task: pymach.Task, exc: pymach.MachException) -> dict[str,
 
 
 def _row(r: dict[str, Any]) -> str:
-    return (f"{r.get('type', '?'):<24} {r.get('start', 0):016x}-{r.get('end', 0):016x} "
-            f"[{r.get('size', '')}] {r.get('protection', '')}/{r.get('max_protection', '')} {r.get('path', '')}")
+    """A region as vmmap prints it."""
+    from .vmmap import human
+    return (f"{r.get('type', '?'):<20} {r.get('start', 0):016x}-{r.get('end', 0):016x} "
+            f"[{human(int(r.get('vsize', 0))):>6}] {r.get('protection', '')}/{r.get('max_protection', '')} "
+            f"SM={r.get('share_mode', '')} {r.get('detail', '')}").rstrip()
 
 
 def render(rep: dict[str, Any]) -> str:
