@@ -448,3 +448,31 @@ def test_the_host_level_catches_what_the_task_does_not() -> None:
         return ctypes.string_at(page, 4), len(h.seen)
 
     assert run_in_child(child) == (b"host", 1)
+
+
+def test_a_signal_a_process_sends_is_exc_software_for_a_task_that_asks() -> None:
+    h = Handler()
+    declines = Handler(kr=M.KERN_FAILURE)
+    port, port2 = _port(), _port()
+    serving, serving2 = mach_exc_server.serve(h, port), mach_exc_server.serve(declines, port2)
+    assert M.mach_ports_register(T(), (M.mach_port_t * 2)(port, port2), 2) == 0
+    try:
+        def child(which: int) -> Callable[[], None]:
+            def run() -> None:
+                ports, n = M.mach_port_array_t(), M.mach_msg_type_number_t()
+                assert M.mach_ports_lookup(T(), byref(ports), byref(n)) == 0
+                assert M.task_set_exception_ports(T(), M.EXC_MASK_SOFTWARE, ports[which],
+                                                  M.EXCEPTION_DEFAULT | M.MACH_EXCEPTION_CODES, 0) == 0
+                os.kill(os.getpid(), signal.SIGUSR1)  # its default action ends the process
+            return run
+
+        assert child_exit_code(child(0)) == 0  # the handler answered KERN_SUCCESS: the signal is discarded
+        assert child_exit_code(child(1)) == -signal.SIGUSR1  # declined: delivered
+        assert [(s[1], s[2]) for s in h.seen] == [(M.EXC_SOFTWARE, [M.EXC_SOFT_SIGNAL, signal.SIGUSR1])]
+        assert len(declines.seen) == 1
+    finally:
+        M.mach_ports_register(T(), (M.mach_port_t * 1)(), 0)
+        serving.stop()
+        serving2.stop()
+        M.mach_port_destroy(T(), port)
+        M.mach_port_destroy(T(), port2)

@@ -8,7 +8,9 @@ its own (``python -m pymach.exc_tracer PID FD``) that ptrace-seizes every
 thread of the task (pymach._linux.tracer) and, for each fault,
 
 1. finds the action for the fault's exception type: the thread's, then
-   the task's, then the host's (XNU's exception_triage);
+   the task's, then the host's (XNU's exception_triage); a signal that a
+   process sent (kill) is EXC_SOFTWARE with EXC_SOFT_SIGNAL, for a task
+   that set a port for it;
 2. sends the message of the action's behavior (exc.defs, or mach_exc.defs
    with MACH_EXCEPTION_CODES) to its port, through the generated client,
    with the thread and task ports and/or the thread's state;
@@ -318,7 +320,10 @@ def main(argv: list[str]) -> int:
             if stop.tid == pid:
                 return 0
             continue
-        if stop.fault:
+        if stop.fault or (stop.kind == "signal" and stop.signo not in TR.STOP_SIGNALS
+                          and actions.chain(stop.tid, X.EXC_SOFTWARE)):
+            # a fault, or a signal a process sent: EXC_SOFTWARE (EXC_SOFT_SIGNAL,
+            # the signal) for a task that asked for it; KERN_SUCCESS discards it
             tr.resume(stop, _deliver(tr, stop, actions, ports))
         else:
             tr.resume(stop, stop.signo if stop.kind == "signal" else 0)

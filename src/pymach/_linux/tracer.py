@@ -66,6 +66,7 @@ SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP = (int(signal.SIGSEGV), int(signal.SIGB
                                             int(signal.SIGFPE), int(signal.SIGTRAP))
 FAULTS = frozenset({SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP})
 _STOPS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+STOP_SIGNALS = frozenset(int(s) for s in _STOPS)  # job control: never an exception
 
 
 PR_SET_PTRACER = 0x59616D61  # "Yama"
