@@ -450,7 +450,7 @@ def test_the_host_level_catches_what_the_task_does_not() -> None:
     assert run_in_child(child) == (b"host", 1)
 
 
-def test_a_signal_a_process_sends_is_exc_software_for_a_task_that_asks() -> None:
+def test_a_faults_signal_a_process_sends_is_exc_software_for_a_task_that_asks() -> None:
     h = Handler()
     declines = Handler(kr=M.KERN_FAILURE)
     port, port2 = _port(), _port()
@@ -463,12 +463,12 @@ def test_a_signal_a_process_sends_is_exc_software_for_a_task_that_asks() -> None
                 assert M.mach_ports_lookup(T(), byref(ports), byref(n)) == 0
                 assert M.task_set_exception_ports(T(), M.EXC_MASK_SOFTWARE, ports[which],
                                                   M.EXCEPTION_DEFAULT | M.MACH_EXCEPTION_CODES, 0) == 0
-                os.kill(os.getpid(), signal.SIGUSR1)  # its default action ends the process
+                os.kill(os.getpid(), signal.SIGSEGV)  # a fault's signal with no fault: its default ends us
             return run
 
         assert child_exit_code(child(0)) == 0  # the handler answered KERN_SUCCESS: the signal is discarded
-        assert child_exit_code(child(1)) == -signal.SIGUSR1  # declined: delivered
-        assert [(s[1], s[2]) for s in h.seen] == [(M.EXC_SOFTWARE, [M.EXC_SOFT_SIGNAL, signal.SIGUSR1])]
+        assert child_exit_code(child(1)) == -signal.SIGSEGV  # declined: delivered
+        assert [(s[1], s[2]) for s in h.seen] == [(M.EXC_SOFTWARE, [M.EXC_SOFT_SIGNAL, signal.SIGSEGV])]
         assert len(declines.seen) == 1
     finally:
         M.mach_ports_register(T(), (M.mach_port_t * 1)(), 0)
@@ -476,3 +476,42 @@ def test_a_signal_a_process_sends_is_exc_software_for_a_task_that_asks() -> None
         serving2.stop()
         M.mach_port_destroy(T(), port)
         M.mach_port_destroy(T(), port2)
+
+
+# -- pymach.spawn: the program's faults go to the task's ports from its first instruction --
+
+SPAWNED_SETS_ITS_OWN = """
+import ctypes, mmap, pymach
+page = mmap.mmap(-1, 4096)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(page))
+task = pymach.Task.self()
+task.protect(addr, 4096, pymach.VM_PROT_READ)
+def handler(exc):
+    task.protect(addr, 4096, pymach.VM_PROT_DEFAULT)
+    return True
+with pymach.catch_exceptions(task, pymach.EXC_MASK_BAD_ACCESS, handler):
+    ctypes.memmove(addr, b"own", 3)
+print(page[:3].decode())
+"""
+
+
+def test_a_spawned_program_inherits_the_ports_and_its_faults_are_caught() -> None:
+    import sys
+
+    import pymach
+
+    def child() -> tuple[int, list[Any], int, str]:
+        h = Handler(kr=M.KERN_FAILURE)  # records, declines: the program dies of its fault
+        stop = _catching(M.EXC_MASK_BAD_ACCESS, M.EXCEPTION_DEFAULT | M.MACH_EXCEPTION_CODES, h)
+        p = pymach.spawn([sys.executable, "-c", "import ctypes; ctypes.string_at(16)"])
+        faulted = p.wait(60)
+        # a pymach program adopts the tracer its parent started, and sets ports of its own
+        q = pymach.spawn([sys.executable, "-c", SPAWNED_SETS_ITS_OWN], stdout=subprocess.PIPE, text=True)
+        out, _err = q.communicate(timeout=60)
+        stop()
+        return faulted, h.seen, q.returncode, out
+
+    faulted, seen, rc, out = run_in_child(child)
+    assert faulted == -signal.SIGSEGV
+    assert [(s[1], s[2]) for s in seen] == [(M.EXC_BAD_ACCESS, [M.KERN_INVALID_ADDRESS, 16])]
+    assert (rc, out) == (0, "own\n")

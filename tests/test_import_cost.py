@@ -150,6 +150,9 @@ SPAWNED = """\
 before = state()
 spec = os.environ.get('PYMACH_INHERIT_PORTS', '')
 inherited = [int(fd) for item in spec.split(',') if item for fd in item.split('=')[1].split('/')]
+# the registered port's fds first (the task may pass special ports too: its bootstrap port)
+ours = [int(fd) for item in spec.split(',') if item.startswith('registered:1=') for fd in item.split('=')[1].split('/')]
+inherited = ours + [fd for fd in inherited if fd not in ours]
 import pymach
 after = state()
 claimed = ['PYMACH_INHERIT_PORTS' not in os.environ, all(not os.get_inheritable(fd) for fd in inherited)]

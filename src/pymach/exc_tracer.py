@@ -8,9 +8,9 @@ its own (``python -m pymach.exc_tracer PID FD``) that ptrace-seizes every
 thread of the task (pymach._linux.tracer) and, for each fault,
 
 1. finds the action for the fault's exception type: the thread's, then
-   the task's, then the host's (XNU's exception_triage); a signal that a
-   process sent (kill) is EXC_SOFTWARE with EXC_SOFT_SIGNAL, for a task
-   that set a port for it;
+   the task's, then the host's (XNU's exception_triage); a fault's signal
+   that a process sent (kill -SEGV) is EXC_SOFTWARE with EXC_SOFT_SIGNAL,
+   for a task that set a port for it; other signals pass untouched;
 2. sends the message of the action's behavior (exc.defs, or mach_exc.defs
    with MACH_EXCEPTION_CODES) to its port, through the generated client,
    with the thread and task ports and/or the thread's state;
@@ -35,15 +35,19 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 from ._kern import exc_codes as X
+from ._kern import exception as E
+from ._kern import kern_return as K
 from ._kern import ipc_notify as N
 from ._kern import ipc_right as R
 from ._kern import task_user as TU
 from ._kern.task import SELF
 from ._kern.vm_remote import x86_THREAD_STATE64, x86_THREAD_STATE64_COUNT
 from ._linux import epoll as EP
+from ._linux import files
 from ._linux import tracer as TR
 
 UPDATE: Final = TR.UPDATE
@@ -174,6 +178,22 @@ def _deliver(tr: TR.Tracer, stop: TR.Stop, actions: Actions, ports: _Ports) -> i
     return stop.signo
 
 
+ENV: Final = "PYMACH_EXC_TRACER"  # a spawned program's channel to the tracer its parent started
+
+
+def _start_tracer(pid: int, theirs: Any) -> Any:
+    """``python -m pymach.exc_tracer PID FD``, running this very pymach."""
+    import subprocess
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    env.pop(ENV, None)
+    try:
+        return subprocess.Popen([sys.executable, "-m", "pymach.exc_tracer", str(pid), str(theirs.fileno())],
+                                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
+    finally:
+        theirs.close()
+
+
 class Link:
     """The task's end of its tracer: starts it, allows it to trace us, and
     sends it each change of the actions.
@@ -181,25 +201,25 @@ class Link:
     Conditions: ``lock`` serializes updates (each waits for the tracer's
     answer, so that a fault right after a set is caught)."""
 
-    def __init__(self, pid: int) -> None:
-        import subprocess
+    def __init__(self, pid: int, chan: TR.Channel | None = None) -> None:
         self.pid = pid
         self.lock = threading.Lock()
         self.active: set[tuple[int, int, int]] = set()  # (level, tid, exception type) with a port
+        self.proc: Any = None
+        if chan is not None:
+            self.chan = chan  # a channel to a tracer that is already tracing us (adopt)
+            return
         chan, theirs = TR.Channel.pair()
-        # the tracer runs this very pymach, wherever it was imported from
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
-        try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "pymach.exc_tracer", str(pid), str(theirs.fileno())],
-                                         pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
-        finally:
-            theirs.close()
+        self.proc = _start_tracer(pid, theirs)
         self.chan = chan
         if pid == os.getpid():
             TR.allow_tracer(self.proc.pid)
-        chan.send(b"G")
-        answer, _fds = chan.recv(60)
+        self.start()
+
+    def start(self) -> None:
+        """Let the tracer seize the task and wait until it has."""
+        self.chan.send(b"G")
+        answer, _fds = self.chan.recv(60)
         if answer != b"R":
             self.close()
             raise PermissionError(answer[1:].decode(errors="replace") or "the exception tracer did not start")
@@ -221,11 +241,65 @@ class Link:
         Conditions: not on the watcher's thread with its lock held."""
         N.WATCHER.unwatch(self.chan.fileno())
         self.chan.close()
+        if self.proc is None:
+            return
         try:
             self.proc.wait(30)
         except Exception:  # noqa: BLE001 - a tracer that hangs is killed
             self.proc.kill()
             self.proc.wait()
+
+
+def spawn_traced(args: list[str], popen: Callable[..., Any], pass_fds: tuple[int, ...],
+                 env: dict[str, str]) -> Any:
+    """pymach.spawn for a task with exception actions: the program starts
+    held (a shell waits on a pipe before it execs it), a tracer of its own
+    seizes it with the task's actions, and then it runs; a fault before its
+    first instruction is caught as much as one after. The program keeps
+    the channel to that tracer (``PYMACH_EXC_TRACER``): a pymach program
+    adopts it, so that the actions it sets later go to the same tracer.
+    A program its tracer cannot trace runs untraced, and says so.
+
+    Conditions: nothing locked; waits for the tracer to start."""
+    r, w = files.pipe()
+    chan, theirs = TR.Channel.pair()
+    try:
+        proc = popen(["/bin/sh", "-c", f'read _ < /dev/fd/{r}; exec "$@"', "sh", *args],
+                     pass_fds=pass_fds + (r, chan.fileno()), env=dict(env, **{ENV: str(chan.fileno())}))
+    except BaseException:
+        files.close_all([r, w])
+        chan.close()
+        theirs.close()
+        raise
+    files.close(r)
+    try:
+        link = Link(proc.pid, chan)
+        link.proc = _start_tracer(proc.pid, theirs)
+        threading.Thread(target=link.proc.wait, daemon=True).start()  # reaped when it ends
+        link.start()
+        for i, (cap, behavior, flavor) in enumerate(SELF.exc_actions):
+            if cap is not None:
+                link.update(LEVEL_TASK, 0, i, cap.wire_fds(), behavior, flavor)  # type: ignore[attr-defined]
+    except (OSError, K.MachError) as err:
+        print(f"pymach: the spawned program's faults are not caught: {err}", file=sys.stderr)
+    finally:
+        chan.close()  # the program holds its own copy
+        files.write(w, b"\n")
+        files.close(w)
+    return proc
+
+
+def _adopt() -> Link | None:
+    """The channel to the tracer our parent started for us (pymach.spawn),
+    as the link to our own tracer, with the actions we inherited."""
+    fd = os.environ.pop(ENV, None)
+    if fd is None or not fd.isdigit():
+        return None
+    link = Link(os.getpid(), TR.Channel.adopt(int(fd)))
+    for i, (cap, _b, _f) in enumerate(SELF.exc_actions):
+        if cap is not None:
+            link.active.add((LEVEL_TASK, 0, i))
+    return link
 
 
 _links: dict[int, Link] = {}
@@ -243,6 +317,11 @@ def on_change(pid: int, level: int, tid: int, changes: list[tuple[int, list[int]
     tracer (its start, each acknowledgement)."""
     with _links_lock:
         link = _links.get(pid)
+        if link is None and pid == os.getpid() and ENV in os.environ:
+            adopted = _adopt()
+            if adopted is not None:
+                link = _links[pid] = adopted
+                N.WATCHER.watch(adopted.chan.fileno(), EP.EPOLLHUP | EP.EPOLLRDHUP, lambda: _gone(pid, adopted))
         if link is None:
             if not any(fds for _e, fds, _b, _f in changes):
                 return
@@ -320,10 +399,11 @@ def main(argv: list[str]) -> int:
             if stop.tid == pid:
                 return 0
             continue
-        if stop.fault or (stop.kind == "signal" and stop.signo not in TR.STOP_SIGNALS
-                          and actions.chain(stop.tid, X.EXC_SOFTWARE)):
-            # a fault, or a signal a process sent: EXC_SOFTWARE (EXC_SOFT_SIGNAL,
-            # the signal) for a task that asked for it; KERN_SUCCESS discards it
+        if stop.fault or (stop.kind == "signal" and stop.signo in TR.FAULTS
+                          and actions.chain(stop.tid, E.EXC_SOFTWARE)):
+            # a fault; or a fault's signal that a process sent, which has no
+            # hardware meaning: EXC_SOFTWARE (EXC_SOFT_SIGNAL, the signal) for
+            # a task that asked for it; KERN_SUCCESS discards it
             tr.resume(stop, _deliver(tr, stop, actions, ports))
         else:
             tr.resume(stop, stop.signo if stop.kind == "signal" else 0)

@@ -17,11 +17,20 @@ if TYPE_CHECKING:
 
 def spawn(args: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:  # type: ignore[type-arg]
     """subprocess.Popen(args, ...) with our special and registered ports
-    passed down. Other Popen arguments (env, pass_fds, ...) are honoured."""
+    passed down, and our task's exception ports (the program's faults go to
+    them from its first instruction). Other Popen arguments (env,
+    pass_fds, ...) are honoured."""
     with IMPORT_LOCK:  # imported on first use, which a fork waits for (see _linux/atfork.py)
         import subprocess
     env_add, fds = KT.SELF.inheritance()
     env = dict(popen_kwargs.pop("env", None) or os.environ)
     env.update(env_add)
     pass_fds = tuple(popen_kwargs.pop("pass_fds", ())) + tuple(fds)
+    if any(cap is not None for cap, _b, _f in KT.SELF.exc_actions):
+        # the task's exception ports are the program's too: its faults are
+        # caught from its first instruction (pymach.exc_tracer)
+        from .exc_tracer import spawn_traced
+        proc: subprocess.Popen = spawn_traced(  # type: ignore[type-arg]
+            list(args), lambda a, **kw: subprocess.Popen(a, **kw, **popen_kwargs), pass_fds, env)
+        return proc
     return subprocess.Popen(list(args), env=env, pass_fds=pass_fds, **popen_kwargs)

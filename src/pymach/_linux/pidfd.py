@@ -169,3 +169,20 @@ def send_signal(pidfd: int, sig: int) -> None:
     """Send ``sig`` to the process behind ``pidfd``. ProcessLookupError
     when it has exited; other OSError (EPERM) when the kernel refuses."""
     signal.pidfd_send_signal(pidfd, sig)
+
+
+def wait_exit(pid: int, poll: float = 1.0) -> None:
+    """Wait until process ``pid`` (not necessarily our child) has exited:
+    its pidfd polls readable then. Returns at once if it is gone already;
+    KeyboardInterrupt ends the wait."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        while not select.select([fd], [], [], poll)[0]:
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        os.close(fd)

@@ -92,3 +92,22 @@ def raise_fd_limit() -> None:
     """Raise the soft RLIMIT_NOFILE to the hard limit."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def signal_name(sig: int) -> str:
+    """SIGSEGV for 11, and so on."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def die_of(sig: int) -> None:
+    """End this process by ``sig``, as another process that died of it
+    ended: the default action (no handler of ours, no core file of ours:
+    RLIMIT_CORE 0). Returns only for a signal whose default is not to end
+    the process."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+    os.kill(os.getpid(), sig)

@@ -51,6 +51,7 @@ import signal
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from .libc import c_int, c_ulong, fn
 from .ptrace import (PTRACE_CONT, PTRACE_DETACH, PTRACE_EVENT_STOP, PTRACE_GETREGS, PTRACE_INTERRUPT,
@@ -210,6 +211,25 @@ class Tracer:
             except ProcessLookupError:
                 pass
         self.tids.clear()
+
+
+# -- a function that faults on purpose ------------------------------------------------
+
+STORE = b"\x48\x89\x37\xc3"  # mov [rdi], rsi ; ret: 3 bytes of store, then return
+
+
+def store_function() -> Any:
+    """A C function ``store(address, value)`` of 4 bytes (``mov [rdi], rsi;
+    ret``), in an executable page of its own: a write whose fault and whose
+    instruction length (3 bytes) are known, for the exception benchmark.
+    Called through ctypes, it runs without Python's lock."""
+    import mmap
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(STORE)
+    fn = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p, ctypes.c_long)(
+        ctypes.addressof(ctypes.c_char.from_buffer(page)))
+    fn._page = page  # type: ignore[attr-defined]  # (the page lives as long as the function)
+    return fn
 
 
 # -- the channel between a task and its tracer -----------------------------------------

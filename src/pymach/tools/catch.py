@@ -24,18 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import select
-import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pymach
 from .._kern import exception as E
 from .._kern import kern_return as K
 from .._kern import task_user as TU
+from .._linux import files, pidfd, process
+from .._linux.tracer import SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGTRAP
 from ._cli import PID, ArgumentParser
 from .vmmap import rows_for
 
@@ -48,9 +46,8 @@ _REGS = ("rax", "rbx", "rcx", "rdx", "rdi", "rsi", "rbp", "rsp", "r8", "r9", "r1
 def _signal_of(exc: pymach.MachException) -> int:
     """The signal the fault becomes when nobody handles it."""
     if exc.type == E.EXC_BAD_ACCESS:
-        return signal.SIGBUS if exc.code == K.KERN_MEMORY_ERROR else signal.SIGSEGV
-    return {E.EXC_BAD_INSTRUCTION: signal.SIGILL, E.EXC_ARITHMETIC: signal.SIGFPE,
-            E.EXC_BREAKPOINT: signal.SIGTRAP}.get(exc.type, signal.SIGSEGV)
+        return SIGBUS if exc.code == K.KERN_MEMORY_ERROR else SIGSEGV
+    return {E.EXC_BAD_INSTRUCTION: SIGILL, E.EXC_ARITHMETIC: SIGFPE, E.EXC_BREAKPOINT: SIGTRAP}.get(exc.type, SIGSEGV)
 
 
 def _region(pid: int, addr: int) -> dict[str, Any]:
@@ -125,7 +122,7 @@ def _report(pid: int, task: pymach.Task, exc: pymach.MachException) -> dict[str,
     sig = _signal_of(exc)
     return {
         "process": comm, "pid": pid, "path": path,
-        "exception": exc.name, "signal": signal.Signals(sig).name,
+        "exception": exc.name, "signal": process.signal_name(sig),
         "codes": [exc.code, exc.subcode],
         "code_name": _KR_NAMES.get(exc.code, "") if exc.type == E.EXC_BAD_ACCESS else "",
         "thread": tid,
@@ -177,11 +174,8 @@ def _end_as(status: int) -> int:
     """Exit as the program did: the same code, or the same signal."""
     if status >= 0:
         return status
-    sig = -status
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the program's death, not a core of ours
-    signal.signal(sig, signal.SIG_DFL)
-    os.kill(os.getpid(), sig)
-    return 128 + sig  # (a signal whose default is not to die)
+    process.die_of(-status)
+    return 128 - status  # (a signal whose default is not to end the process)
 
 
 def main(argv: list[str]) -> int:
@@ -201,14 +195,15 @@ def main(argv: list[str]) -> int:
     reports: list[dict[str, Any]] = []
     child = None
     if prog:
-        r, w = os.pipe()
+        r, w = files.pipe()
         try:
-            child = subprocess.Popen(["/bin/sh", "-c", 'read _ <&3; exec "$@"', "sh", *prog], pass_fds=[r])
+            child = subprocess.Popen(["/bin/sh", "-c", f'read _ < /dev/fd/{r}; exec "$@"', "sh", *prog],
+                                     pass_fds=[r])
         except OSError as e:
             print(f"pymach catch: {e}", file=sys.stderr)
             return 1
         finally:
-            os.close(r)
+            files.close(r)
         pid = child.pid
     else:
         pid = a.pid
@@ -217,7 +212,7 @@ def main(argv: list[str]) -> int:
     except pymach.MachError as e:
         print(f"pymach catch: cannot catch process {pid}: {e}", file=sys.stderr)
         if child is not None:
-            os.close(w)
+            files.close(w)
             child.wait()
         return 1
 
@@ -231,11 +226,12 @@ def main(argv: list[str]) -> int:
     try:
         with task, pymach.catch_exceptions(task, MASK, handler):
             if child is not None:
-                os.write(w, b"go\n")
-                os.close(w)
+                files.write(w, b"go\n")
+                files.close(w)
                 status = child.wait()
             else:
-                status = _wait_for_exit(pid)
+                pidfd.wait_exit(pid)
+                status = 0
     except pymach.MachError as e:
         print(f"pymach catch: cannot catch process {pid}: {e}", file=sys.stderr)
         if child is not None:
@@ -248,20 +244,3 @@ def main(argv: list[str]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     return _end_as(status) if child is not None else 0
-
-
-def _wait_for_exit(pid: int) -> int:
-    """Wait for a process that is not our child to exit (its pidfd polls readable)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return 0
-    try:
-        while not select.select([fd], [], [], 1.0)[0]:
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        os.close(fd)
-    time.sleep(0)
-    return 0
