@@ -45,7 +45,7 @@ from ._kern import ipc_notify as N
 from ._kern import ipc_right as R
 from ._kern import task_user as TU
 from ._kern.task import SELF
-from ._kern.vm_remote import x86_THREAD_STATE64, x86_THREAD_STATE64_COUNT
+from ._kern.vm_remote import STATE_FIELDS, linux_name, x86_THREAD_STATE64, x86_THREAD_STATE64_COUNT
 from ._linux import epoll as EP
 from ._linux import files
 from ._linux import tracer as TR
@@ -58,8 +58,6 @@ EXCEPTION_DEFAULT: Final = 1
 EXCEPTION_STATE: Final = 2
 EXCEPTION_STATE_IDENTITY: Final = 3
 MACH_EXCEPTION_CODES: Final = 0x80000000
-_STATE_FIELDS: Final = ("rax", "rbx", "rcx", "rdx", "rdi", "rsi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
-                        "r13", "r14", "r15", "rip", "eflags", "cs", "fs", "gs")
 
 
 class Actions:
@@ -109,8 +107,8 @@ def _read_updates(chan: TR.Channel, actions: Actions) -> None:
 def _state(regs: Any) -> list[int]:
     """x86_THREAD_STATE64 of the registers, as natural_t words."""
     words: list[int] = []
-    for n in _STATE_FIELDS:
-        v = getattr(regs, n)
+    for n in STATE_FIELDS:
+        v = getattr(regs, linux_name(n))
         words += [v & 0xFFFFFFFF, v >> 32]
     return words
 
@@ -118,9 +116,9 @@ def _state(regs: Any) -> list[int]:
 def _apply(regs: Any, words: list[int]) -> Any:
     """The registers with a new x86_THREAD_STATE64 (cs, fs, gs kept)."""
     new = regs.copy()
-    for i, n in enumerate(_STATE_FIELDS):
+    for i, n in enumerate(STATE_FIELDS):
         if n not in ("cs", "fs", "gs"):
-            setattr(new, n, words[2 * i] | words[2 * i + 1] << 32)
+            setattr(new, linux_name(n), words[2 * i] | words[2 * i + 1] << 32)
     new.orig_rax = (1 << 64) - 1  # resume at rip, not in a system call
     return new
 

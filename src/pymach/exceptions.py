@@ -34,10 +34,9 @@ from ._kern import kern_return as K
 from ._kern.ipc_space import MACH_PORT_RIGHT_RECEIVE
 from ._kern.message_defs import MACH_MSG_TYPE_MAKE_SEND
 from ._kern.task import SELF
+from ._kern import vm_remote as VR
 from ._kern.vm_remote import x86_THREAD_STATE64
 
-_STATE_FIELDS = ("rax", "rbx", "rcx", "rdx", "rdi", "rsi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
-                 "r13", "r14", "r15", "rip", "rflags", "cs", "fs", "gs")
 _NAMES = {v: k for k, v in vars(E).items() if k.startswith("EXC_") and not k.startswith(("EXC_MASK", "EXC_I386",
                                                                                             "EXC_MACF", "EXC_SOFT",
                                                                                             "EXC_TYPES"))
@@ -58,8 +57,8 @@ class MachException:
         self.code = codes[0] if codes else 0
         self.subcode = codes[1] if len(codes) > 1 else 0
         self.address = self.subcode if exc_type == E.EXC_BAD_ACCESS else 0
-        self.state = {n: state[2 * i] | state[2 * i + 1] << 32 for i, n in enumerate(_STATE_FIELDS)} \
-            if len(state) >= 2 * len(_STATE_FIELDS) else {}
+        self.state = {n: state[2 * i] | state[2 * i + 1] << 32 for i, n in enumerate(VR.STATE_FIELDS)} \
+            if len(state) >= 2 * len(VR.STATE_FIELDS) else {}
         self.thread = thread
         self.task = task
 
@@ -91,7 +90,7 @@ class _Serve:
         new = list(old_state)
         if isinstance(answer, dict):
             for n, v in answer.items():
-                i = _STATE_FIELDS.index(n)
+                i = VR.STATE_FIELDS.index(n)
                 new[2 * i], new[2 * i + 1] = v & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF
         return flavor, new
 

@@ -121,13 +121,7 @@ def send(space: IpcSpace, msg: bytes, option: int, timeout_ms: int, addr: int | 
     if _kobject_server is not None and ipc_kmsg.names_kobject(space, msg):
         _kobject_server(msg, option, timeout_ms)
         return
-    try:
-        out = ipc_kmsg.copyin(space, msg)
-    except K.MachError:
-        raise
-    except OSError as err:
-        # making a right or a memfd for the message ran out of fds or memory
-        raise K.MachError(K.MACH_SEND_NO_BUFFER, f"copyin: {err.strerror}") from err
+    out = _copyin(space, msg)
     try:
         if out.kobject is not None:
             _kobject_reply(space, out, HDR_REMOTE.unpack_from(msg, 12)[0], HDR_ID.unpack_from(msg, 20)[0],
@@ -170,6 +164,19 @@ def _sent(space: IpcSpace, out: ipc_kmsg.Outgoing, destroy_receives: bool) -> No
             SELF.map.deallocate(addr & ~0xFFF, (addr + size + 0xFFF) & ~0xFFF)
 
 
+def _copyin(space: IpcSpace, msg: bytes) -> ipc_kmsg.Outgoing:
+    """ipc_kmsg.copyin, with running out of fds or memory while making a
+    right or a memfd for the message as MACH_SEND_NO_BUFFER.
+
+    Conditions: as ipc_kmsg.copyin."""
+    try:
+        return ipc_kmsg.copyin(space, msg)
+    except K.MachError:
+        raise
+    except OSError as err:
+        raise K.MachError(K.MACH_SEND_NO_BUFFER, f"copyin: {err.strerror}") from err
+
+
 def deliver_to_kernel(space: IpcSpace, msg: bytes) -> bytes:
     """A message to a kernel object (a task, thread or host port, a memory
     entry), taken by the kernel: copied in as for any port (the same
@@ -182,12 +189,7 @@ def deliver_to_kernel(space: IpcSpace, msg: bytes) -> bytes:
     consumed: the server still needs its name (the caller consumes it).
 
     Conditions: nothing locked; as copyin, then as copyout."""
-    try:
-        out = ipc_kmsg.copyin(space, msg)
-    except K.MachError:
-        raise
-    except OSError as err:
-        raise K.MachError(K.MACH_SEND_NO_BUFFER, f"copyin: {err.strerror}") from err
+    out = _copyin(space, msg)
     dest = HDR_REMOTE.unpack_from(msg, 8)[0]
     try:
         rec = Incoming(b"".join(out.buffers), [], None)

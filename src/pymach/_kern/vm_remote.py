@@ -403,7 +403,7 @@ def task_threads(pid: int, pidfd: int) -> list[int]:
 x86_THREAD_STATE64 = 4
 x86_THREAD_STATE64_COUNT = 42  # in natural_t (uint32) units: 21 uint64
 
-_STATE_FIELDS = ("rax", "rbx", "rcx", "rdx", "rdi", "rsi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
+STATE_FIELDS = ("rax", "rbx", "rcx", "rdx", "rdi", "rsi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
                  "r13", "r14", "r15", "rip", "rflags", "cs", "fs", "gs")
 
 
@@ -411,16 +411,17 @@ class x86_thread_state64_t(ctypes.Structure):
     """XNU's _STRUCT_X86_THREAD_STATE64 (<mach/i386/_structs.h>), with the
     __DARWIN_UNIX03 field names: ``state.__rip`` as in C."""
 
-    _fields_ = [("__" + n, ctypes.c_uint64) for n in _STATE_FIELDS]
+    _fields_ = [("__" + n, ctypes.c_uint64) for n in STATE_FIELDS]
 
     def as_dict(self) -> dict[str, int]:
-        return {n: getattr(self, "__" + n) for n in _STATE_FIELDS}
+        return {n: getattr(self, "__" + n) for n in STATE_FIELDS}
 
 
 assert ctypes.sizeof(x86_thread_state64_t) == x86_THREAD_STATE64_COUNT * 4
 
 
-def _linux_name(n: str) -> str:
+def linux_name(n: str) -> str:
+    """The user_regs_struct name of an x86_THREAD_STATE64 field."""
     return "eflags" if n == "rflags" else n
 
 
@@ -446,8 +447,8 @@ def thread_get_state(pid: int, pidfd: int, tid: int, flavor: int = x86_THREAD_ST
         assert s.saved is not None
         regs = s.saved
     st = x86_thread_state64_t()
-    for n in _STATE_FIELDS:
-        setattr(st, "__" + n, getattr(regs, _linux_name(n)))
+    for n in STATE_FIELDS:
+        setattr(st, "__" + n, getattr(regs, linux_name(n)))
     return st
 
 
@@ -475,10 +476,10 @@ def thread_set_state(pid: int, pidfd: int, tid: int, flavor: int, state: x86_thr
         assert s.saved is not None
         regs = s.saved.copy()
         changed = False
-        for n in _STATE_FIELDS:
+        for n in STATE_FIELDS:
             if n in ("cs", "fs", "gs"):
                 continue
-            ln = _linux_name(n)
+            ln = linux_name(n)
             if getattr(regs, ln) != new[n]:
                 changed = True
                 setattr(regs, ln, new[n])

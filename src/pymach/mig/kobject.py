@@ -49,7 +49,7 @@ from .._kern.task import SELF
 from .kernel import (mach_port_server, mach_vm_server, memory_entry_server, task_server, thread_act_server,
                      vm_map_server)
 from .layout import PORT_DESCRIPTOR
-from .rpc import NDR, Server
+from .rpc import NDR, Server, _reply_header
 
 _MODULES: Final = (mach_vm_server, vm_map_server, mach_port_server, task_server, thread_act_server,
                    memory_entry_server)
@@ -206,9 +206,8 @@ def _held(name: int) -> tuple[int, int]:
 
 def _bad_id(head: M.mach_msg_header_t, reply: ctypes.Array[ctypes.c_char]) -> None:
     """The mig_reply_error_t of an id no subsystem has: MIG_BAD_ID."""
-    rid = (head.msgh_id + 100 + (1 << 31)) % (1 << 32) - (1 << 31)
-    struct.pack_into("<IIIIIi8si", reply, 0, M.MACH_MSGH_BITS(M.MACH_MSGH_BITS_REMOTE(head.msgh_bits), 0), 36,
-                     head.msgh_remote_port, 0, 0, rid, NDR, M.MIG_BAD_ID)
+    ctypes.memmove(reply, _reply_header(head.msgh_bits, head.msgh_remote_port, head.msgh_id) + NDR
+                   + struct.pack("<i", M.MIG_BAD_ID), 36)
 
 
 __all__ = ["SUBSYSTEMS", "serve", "served"]
