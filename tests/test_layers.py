@@ -185,6 +185,7 @@ CORE_TESTS: dict[str, str] = {
     "machutil.py": "helpers that wait for the notification watcher (ipc_notify) of the core's tests",
     "test_layers.py": "the kernel's import directions and exports",
     "test_hot_path.py": "counts the attribute names of the kernel's ports (ipc_port.Port), which the message path reads",
+    "test_host_info.py": "host statistics' fields computed from given /proc/vmstat and /proc/meminfo text (host)",
     "test_ipc_fuzz.py": "feeds records straight to a port's receiving end (ipc_port, ipc_kmsg)",
     "test_ipc_reply_channel.py": "the wire flags and back-channel rights of reply channels",
     "test_ipc_untrusted.py": "hand-made records checked by ipc_kmsg's copyout",

@@ -37,3 +37,8 @@ def sleep_until_ns(clock: int, deadline: int) -> None:
         if left <= 0:
             return
         time.sleep(left / 1e9)
+
+
+def resolution_ns(clock: int) -> int:
+    """The clock's resolution in nanoseconds (clock_getres)."""
+    return round(time.clock_getres(clock) * 1e9) or 1

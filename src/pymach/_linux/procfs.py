@@ -1,4 +1,5 @@
-"""/proc/PID/maps and /proc/PID/smaps.
+"""/proc/PID/maps and /proc/PID/smaps; the machine's counters in
+/proc/vmstat, /proc/meminfo, /proc/stat and /proc/loadavg.
 
 Each maps line is one VMA: ``start-end perms offset dev inode path``. perms
 is rwx plus ``p`` (private, copy-on-write) or ``s`` (shared). smaps adds
@@ -157,3 +158,63 @@ def thread_ids(pid: int | str = "self") -> list[int]:
         return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if t.isdigit())
     except OSError:
         return []
+
+
+def read_counters(path: str) -> dict[str, int]:
+    """A ``name value`` file (/proc/vmstat) or a ``Name: value kB`` one
+    (/proc/meminfo) as a dict; the units are the file's own (pages or
+    events in /proc/vmstat, KiB in /proc/meminfo). OSError when it cannot
+    be read."""
+    with open(path) as f:
+        return parse_counters(f.read())
+
+
+def parse_counters(text: str) -> dict[str, int]:
+    """The name-value pairs of /proc/vmstat or /proc/meminfo text."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.replace(":", " ").split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def read_cpu_ticks() -> list[tuple[str, list[int]]]:
+    """/proc/stat's cpu lines: ("cpu", the machine's sums) first, then
+    ("cpuN", ...) for each online CPU. The columns are user, nice, system,
+    idle, iowait, irq, softirq, steal... in USER_HZ ticks (1/100 s on
+    every Linux architecture: the kernel converts to it). OSError when
+    it cannot be read."""
+    with open("/proc/stat") as f:
+        return parse_cpu_ticks(f.read())
+
+
+def parse_cpu_ticks(text: str) -> list[tuple[str, list[int]]]:
+    """The cpu lines of /proc/stat text."""
+    return [(p[0], [int(x) for x in p[1:]]) for p in (line.split() for line in text.splitlines())
+            if p and p[0].startswith("cpu")]
+
+
+def read_loadavg() -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages, as getloadavg(3) reads them
+    (sysinfo's, finer than /proc/loadavg's two decimals)."""
+    return os.getloadavg()
+
+
+def physical_cores() -> int:
+    """Distinct (physical id, core id) pairs in /proc/cpuinfo: the cores,
+    as against the logical CPUs; 0 when the file does not say."""
+    cores: set[tuple[str, str]] = set()
+    package = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    package = value.strip()
+                elif key == "core id":
+                    cores.add((package, value.strip()))
+    except OSError:
+        return 0
+    return len(cores)

@@ -50,6 +50,7 @@ from .thread_act import *  # noqa: F401,F403
 from .._kern.exception import *  # noqa: F401,F403
 from .exc import *  # noqa: F401,F403
 from .clock import *  # noqa: F401,F403
+from .host import *  # noqa: F401,F403
 from .mig import *  # noqa: F401,F403
 from .bootstrap import *  # noqa: F401,F403
 from .bootstrap import bootstrap_port as bootstrap_port
