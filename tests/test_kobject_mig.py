@@ -414,7 +414,7 @@ def _entry() -> int:
 def test_ids_no_subsystem_has_get_mig_bad_id(which: str) -> None:
     dest = {"task": T(), "host": M.mach_host_self()}.get(which) or _entry()
     try:
-        for msg_id in (0, 4830, 3299, 3499, 3699, 4901, 200, -1, 0x7FFFFFFF):
+        for msg_id in (0, 4830, 3299, 3499, 3699, 4901, 201, 1002, -1, 0x7FFFFFFF):
             kr, rid, size, code = _call(dest, msg_id)
             assert (kr, rid, size, code) == (0, (msg_id + 100 + 2**31) % 2**32 - 2**31, 36, M.MIG_BAD_ID), msg_id
     finally:

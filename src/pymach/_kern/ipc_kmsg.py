@@ -36,6 +36,7 @@ from .vm_memory_entry import MemoryEntry, check_entry
 from .ipc_space import (MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE,
                          MACH_PORT_TYPE_SEND, MACH_PORT_TYPE_SEND_ONCE, IpcEntry, IpcSpace)
 from .task import SELF, TASK_FLAVOR_MAX, Host, Task, Thread
+from .clock import CLOCKS, Clock
 
 # Bound by assignment, not by import: CPython compiles NAME.method() of an
 # imported NAME as an attribute load (it takes NAME for a module), which
@@ -435,7 +436,8 @@ def _copyin_kobject(name: int, e: IpcEntry, disp: int, rights: list[tuple[int, i
     """Copy in a send right (COPY_SEND or MOVE_SEND) to a kernel object:
     a memory entry travels as its memfd (KIND_ENTRY), a task as a pidfd
     of its process and the port's flavor (KIND_TASK), a thread as that
-    pidfd and its tid (KIND_THREAD), the host as itself (KIND_HOST). The
+    pidfd and its tid (KIND_THREAD), the host or one of its clocks as
+    itself (KIND_HOST, its size saying which). The
     pidfd is ours to close after the send: a duplicate, or for our own
     task a pidfd of our own process made now. MACH_SEND_INVALID_RIGHT for
     any other object.
@@ -457,6 +459,8 @@ def _copyin_kobject(name: int, e: IpcEntry, disp: int, rights: list[tuple[int, i
             rights.append((KIND_TASK, 1, 0, obj.flavor))
     elif isinstance(obj, Host):
         rights.append((KIND_HOST, 0, 0, 0))
+    elif isinstance(obj, Clock):
+        rights.append((KIND_HOST, 0, 1 + obj.id, 0))  # a service of the host: size says which clock
     else:
         raise _err(K.MACH_SEND_INVALID_RIGHT, f"{name:#x} names a kernel object that cannot travel")
     if disp == MD.MACH_MSG_TYPE_MOVE_SEND:
@@ -466,7 +470,7 @@ def _copyin_kobject(name: int, e: IpcEntry, disp: int, rights: list[tuple[int, i
 
 def names_kobject(space: IpcSpace, msg: bytes) -> bool:
     """Whether the message's destination is a send right (COPY_SEND or
-    MOVE_SEND) to a kernel object: a task or thread port, the host port,
+    MOVE_SEND) to a kernel object: a task or thread port, the host port, a clock,
     a memory entry. Such a message goes to the kernel's MIG servers
     (mach_msg.set_kobject_server).
 
@@ -479,7 +483,7 @@ def names_kobject(space: IpcSpace, msg: bytes) -> bool:
 
 def _kobject(space: IpcSpace, name: int, disp: int) -> object:
     """The kernel object a destination names with COPY_SEND or MOVE_SEND,
-    if it is one (a memory entry, a task, thread or host port: a port
+    if it is one (a memory entry, a task, thread, host or clock port: a port
     whose receive right the kernel holds), else None.
 
     Conditions: nothing locked; reads the entry without the space's lock."""
@@ -489,7 +493,7 @@ def _kobject(space: IpcSpace, name: int, disp: int) -> object:
     if e is None or not e.type & MACH_PORT_TYPE_SEND:
         return None
     obj = e.cap if e.cap is not None else e.object
-    return obj if isinstance(obj, (MemoryEntry, Task, Host)) else None
+    return obj if isinstance(obj, (MemoryEntry, Task, Host, Clock)) else None
 
 
 def _take_send(space: IpcSpace, name: int, disp: int, out: Outgoing, kr: int,
@@ -720,7 +724,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int, option: i
                 names[i] = R.copyout_reply(space, rec.rconn, aux)
                 continue
             if kind == KIND_HOST:
-                names[i] = space.insert(SELF.host, MACH_PORT_TYPE_SEND)  # our own host, as mach_host_self()
+                # our own host, as mach_host_self(), or one of its clocks
+                names[i] = space.insert(CLOCKS[size - 1] if size else SELF.host, MACH_PORT_TYPE_SEND)
                 continue
             if not n and kind != MD.MACH_MSG_TYPE_PORT_RECEIVE:
                 continue  # (a receive right with no connection carries no fd)
@@ -850,6 +855,8 @@ def _check_slot(idx: int, kind: int, rights: list[tuple[int, int, int, int]]) ->
         fds = _KOBJECT_FDS[have]
         if fds is not None and rights[idx][1] != fds:
             raise _err(K.MACH_RCV_BODY_ERROR, "a kernel object's port without its fd")
+        if have == KIND_HOST and not 0 <= rights[idx][2] <= len(CLOCKS):
+            raise _err(K.MACH_RCV_BODY_ERROR, "a host service that is neither the host nor a clock")
         return
     if have not in _PORT_KINDS or have != kind:
         raise _err(K.MACH_RCV_BODY_ERROR, "a port slot names no right of its kind")

@@ -33,7 +33,7 @@ KIND_ENTRY: Final = 4  # a memory entry: its memfd (size and aux: MemoryEntry.wi
 # receiver learns the process from the pidfd itself, never from the record
 KIND_TASK: Final = 5  # a task port: a pidfd of its process (aux: TASK_FLAVOR_*)
 KIND_THREAD: Final = 6  # a thread port: a pidfd of its process (size: the tid, aux: its flavor)
-KIND_HOST: Final = 7  # the host port: no fd (the receiver's own host)
+KIND_HOST: Final = 7  # the host port or a clock: no fd (the receiver's own; size: 0, or 1 + the clock id)
 
 # flags (the low byte of the flags word)
 FLAG_NOTIFY: Final = 1  # a notification made by a runtime

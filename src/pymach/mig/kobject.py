@@ -1,11 +1,12 @@
 """The kernel objects' MIG servers, as XNU's ipc_kobject_server.
 
 A message whose destination is a send right to a kernel object (a task
-port of any flavor, a thread port, the host port, a memory entry) is not
+port of any flavor, a thread port, the host port, a clock, a memory entry) is not
 queued anywhere: the kernel answers it, in the sending thread, before
 mach_msg's send returns. Its id chooses the routine among the subsystems
 pymach serves (mach_vm 4800, vm_map 3800, mach_port 3200, task 3400,
-thread_act 3600, memory_entry 4900: the ``.defs`` files in pymach/defs,
+thread_act 3600, memory_entry 4900, mach_host 200, clock 1000: the
+``.defs`` files in pymach/defs,
 with XNU's ids and layouts); any other id is answered MIG_BAD_ID, as XNU
 answers an id no subsystem has.
 
@@ -46,13 +47,13 @@ from .. import mach as M
 from .._kern import kern_return as K
 from .._kern import mach_msg as KM
 from .._kern.task import SELF
-from .kernel import (mach_port_server, mach_vm_server, memory_entry_server, task_server, thread_act_server,
-                     vm_map_server)
+from .kernel import (clock_server, mach_host_server, mach_port_server, mach_vm_server, memory_entry_server,
+                     task_server, thread_act_server, vm_map_server)
 from .layout import PORT_DESCRIPTOR
 from .rpc import NDR, Server, _reply_header
 
 _MODULES: Final = (mach_vm_server, vm_map_server, mach_port_server, task_server, thread_act_server,
-                   memory_entry_server)
+                   memory_entry_server, mach_host_server, clock_server)
 SUBSYSTEMS: Final = tuple(m._IFACE.subsystem for m in _MODULES)
 # id -> the subsystem that has it
 _BY_ID: Final = {rt.id: i for i, sub in enumerate(SUBSYSTEMS) for rt in sub.routines}
