@@ -909,11 +909,15 @@ _LOCAL = _Local()
 
 def release_reply_port() -> None:
     """Destroy this thread's reply port, as mig_dealloc_reply_port does;
-    the next request() makes a new one. Raises nothing."""
+    the next request() makes a new one. The free reply ports of
+    request_async's pool are destroyed too. Raises nothing."""
     h = _LOCAL.reply
     if h is not None and not h.busy:
         _LOCAL.reply = None
         h.drop()
+    if _POOL_SPACE[0] is SELF.space:
+        while _POOL:
+            _POOL.pop().close()
 
 
 def request(dest: SendRight, msg: Message | bytes, *, id: int = 0, timeout: float | None = None) -> Message:
@@ -993,10 +997,13 @@ def request(dest: SendRight, msg: Message | bytes, *, id: int = 0, timeout: floa
 async def request_async(dest: SendRight, msg: Message | bytes, *, id: int = 0,
                         timeout: float | None = None) -> Message:
     """As request, on the running asyncio loop (send_async, then
-    receive_async, ``timeout`` seconds for each). Each request has a reply
-    port of its own, made for it and destroyed when it ends, whatever the
-    outcome: a request cancelled or timed out leaves no port and no fd, and
-    a reply that comes later is destroyed with the port (its rights
+    receive_async, ``timeout`` seconds for each). Reply ports come from a
+    pool of the task's (at most _POOL_MAX, shared by every loop and
+    thread): a request takes one, or makes one when none is free, and
+    gives it back only after it got its reply. A request that fails in
+    any way (an error, a timeout, a cancellation) destroys its port, as
+    MIG's stubs do (mig_dealloc_reply_port): it leaves no port and no fd,
+    and a reply that comes later is destroyed with the port (its rights
     released). A send that must wait for room is tried again with a new
     reply port each time, so a reply right made for a send that failed
     leaves nothing behind on the port that gets the reply.
@@ -1007,7 +1014,7 @@ async def request_async(dest: SendRight, msg: Message | bytes, *, id: int = 0,
     if not isinstance(dest, SendRight):
         raise C.type_error("request_async()", "dest", "SendRight or SendOnceRight", dest)
     C.timeout_ms(timeout, "request_async()")
-    ports = [Port()]
+    ports = [_pooled_port()]
     try:
         try:
             dest.send(msg, id=id, reply=ports[0], timeout=0)
@@ -1021,10 +1028,43 @@ async def request_async(dest: SendRight, msg: Message | bytes, *, id: int = 0,
                 dest.send(msg, id=id, reply=ports[-1], timeout=0)
 
             await _aio().send(_cap(dest), attempt, timeout)
-        return await ports[-1].receive_async(timeout)
-    finally:
+        reply = await ports[-1].receive_async(timeout)
+    except BaseException:
         for p in ports:
             p.close()
+        raise
+    for p in ports[:-1]:
+        p.close()
+    _give_back(ports[-1])
+    return reply
+
+
+# request_async's reply ports: free ones, and the space they belong to (a
+# fork child starts with none: its parent's names are not its own)
+_POOL: list[Port] = []
+_POOL_MAX = 32
+_POOL_SPACE: list[object] = [None]
+
+
+def _pooled_port() -> Port:
+    """A free reply port of the pool, or a new one. Raises MachError
+    (KERN_NO_SPACE, KERN_RESOURCE_SHORTAGE)."""
+    if _POOL_SPACE[0] is not SELF.space:
+        _POOL.clear()
+        _POOL_SPACE[0] = SELF.space
+    try:
+        return _POOL.pop()
+    except IndexError:
+        return Port()
+
+
+def _give_back(port: Port) -> None:
+    """A reply port whose request got its reply: free again (destroyed
+    when the pool is full)."""
+    if len(_POOL) < _POOL_MAX and _POOL_SPACE[0] is SELF.space:
+        _POOL.append(port)
+    else:
+        port.close()
 
 
 def _aio() -> Any:
