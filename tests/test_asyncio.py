@@ -190,6 +190,32 @@ def test_send_async_waits_on_a_full_queue_without_blocking_the_loop(run: Any) ->
     assert want == [b"%d" % i for i in range(M.MACH_PORT_QLIMIT_DEFAULT + 1)]
 
 
+def test_send_async_sees_the_port_die_while_it_waits(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pymach.aio, "_LOOK_AGAIN", 3600.0)  # only the hang-up can tell it
+    def child(sync: Callable[[], None]) -> None:
+        to = inherited()
+        with Port() as mine, mine.make_send() as s:
+            to.send(Message(b"here", rights=[s.copy()]))
+            sync()  # the parent filled our queue and waits to send one more
+        # our exit takes the port: its queue is not drained here, so no place frees
+
+    async def main() -> int:
+        with Port() as p, p.make_send() as s, registered(s):
+            with forked(child) as sync:
+                with await _server_right(p) as peer:
+                    for _ in range(M.MACH_PORT_QLIMIT_DEFAULT):
+                        peer.send(b"fill")
+                    waiting = asyncio.ensure_future(peer.send_async(b"more"))
+                    await asyncio.sleep(0.01)
+                    await asyncio.to_thread(sync)  # the child exits: the port dies
+                    # the waiting sender learns it from its connection's hang-up
+                    with pytest.raises(pymach.MachError) as e:
+                        await waiting
+                    return e.value.kr
+
+    assert run(main) == M.MACH_SEND_INVALID_DEST
+
+
 def test_a_cancelled_receive_loses_no_message(run: Any) -> None:
     async def main() -> list[bytes]:
         out = []

@@ -22,9 +22,10 @@ What the loop watches (``loop.add_reader``), per object and loop:
 - a send right's full queue: the queue semaphore, the eventfd that counts
   the port's free places for every sender (a read takes a place, a
   receive gives one back); it polls readable when a place is free. The
-  port dying does not signal it, so a waiting sender also looks again
-  every second (as a blocked sync sender does), and then sees the dead
-  port.
+  port dying does not signal it: the sending end's hang-up does, watched
+  beside it. A sender killed after a place woke it would leave the place
+  to nobody, so a waiting sender also looks again every second (as a
+  blocked sync sender does).
 
 Fairness: one reader per object and loop, and a FIFO queue of waiters.
 A readable fd wakes the first waiter only; it tries, and on success the
@@ -42,7 +43,7 @@ from typing import Any, Callable, TypeVar
 
 from ._kern import ipc_port
 from ._kern import kern_return as K
-from ._linux import files
+from ._linux import files, unix
 
 _T = TypeVar("_T")
 
@@ -161,14 +162,35 @@ def _set_watch(loop: asyncio.AbstractEventLoop, kset: Any) -> _Watch:
 
 
 def _sem_watch(loop: asyncio.AbstractEventLoop, cap: Any) -> _Watch:
-    """The watch of a send right's queue semaphore on ``loop``."""
+    """The watch of a send right's queue semaphore on ``loop``, and of its
+    connection's hang-up (the port died): a dup of the sending end, which
+    polls readable only when its peer, the port's receiving end, is gone
+    (nothing is ever written back on it)."""
     key = (loop, cap)
     w = _WATCHES.get(key)
     if w is not None:
         return w
     fd = files.dup(cap.efd)
-    w = _WATCHES[key] = _Watch(loop, key, fd, lambda: files.close(fd))
-    return w
+    try:
+        end = files.dup(cap.tx.fileno())
+    except OSError:
+        end = -1  # closed meanwhile: the next try says so
+
+    def hung() -> None:
+        loop.remove_reader(end)  # once: the waiters see the dead port in turn
+        if unix.send_end_dead(end):
+            watch.wake()
+
+    def done() -> None:
+        files.close(fd)
+        if end >= 0:
+            loop.remove_reader(end)
+            files.close(end)
+
+    watch = _WATCHES[key] = _Watch(loop, key, fd, done)
+    if end >= 0:
+        loop.add_reader(end, hung)
+    return watch
 
 
 async def _wait(watch: _Watch, attempt: Callable[[], _T], timeout: float | None, timed_out: int,
@@ -265,4 +287,15 @@ async def send(cap: Any, attempt: Callable[[], _T], timeout: float | None) -> _T
         watch.arm = lambda: None  # type: ignore[method-assign]
         return await _wait(watch, attempt, timeout, K.MACH_SEND_TIMED_OUT, look_again=_BACKOFF * 5)
     watch = _sem_watch(loop, cap)
-    return await _wait(watch, attempt, timeout, K.MACH_SEND_TIMED_OUT, look_again=_LOOK_AGAIN)
+
+    def attempt_or_dead() -> _T:
+        try:
+            return attempt()
+        except K.MachError as e:
+            # a try finds no place before it would find the port dead
+            # (take_slot): as a blocked sync sender, say so
+            if e.kr == K.MACH_SEND_TIMED_OUT and cap.dead():
+                raise K.MachError(K.MACH_SEND_INVALID_DEST, "the port died while we waited") from None
+            raise
+
+    return await _wait(watch, attempt_or_dead, timeout, K.MACH_SEND_TIMED_OUT, look_again=_LOOK_AGAIN)
