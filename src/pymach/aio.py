@@ -58,8 +58,8 @@ _BACKOFF = 0.002
 
 class _Watch:
     """One loop's waiters on one object's fd: a reader while someone waits,
-    and the FIFO queue of waiting futures (True: try now; False: the
-    deadline passed)."""
+    and the FIFO queue of waiting futures (each set when its waiter is to
+    try: by its turn, its deadline or its next look)."""
 
     __slots__ = ("loop", "key", "fd", "_done", "waiters", "reading", "woken")
 
@@ -124,12 +124,16 @@ _WATCHES: dict[tuple[object, object], _Watch] = {}
 
 
 def _port_watch(loop: asyncio.AbstractEventLoop, kport: Any) -> _Watch:
-    """The watch of a kernel Port on ``loop``, made on first use."""
+    """The watch of a kernel Port on ``loop``, made on first use. Raises
+    MachError (MACH_RCV_PORT_CHANGED: the port left the task)."""
     key = (loop, kport)
     w = _WATCHES.get(key)
     if w is not None:
         return w
-    fd = files.dup(kport.fileno())
+    try:
+        fd = files.dup(kport.fileno())
+    except OSError:  # its epoll set closed: the port was destroyed or sent away meanwhile
+        raise K.MachError(K.MACH_RCV_PORT_CHANGED, "the port left the task") from None
     hooks = ipc_port.ASYNC_WAKE.setdefault(kport, [])
 
     def hook() -> None:  # any thread, the port's lock perhaps held: only schedules
@@ -146,6 +150,10 @@ def _port_watch(loop: asyncio.AbstractEventLoop, kport: Any) -> _Watch:
 
     watch = _WATCHES[key] = _Watch(loop, key, fd, done)
     hooks.append(hook)
+    if kport.destroyed or kport.held:
+        # changed between the caller's try and the hook (another thread):
+        # what the epoll set may not show, looked at once more
+        loop.call_soon(watch.wake)
     return watch
 
 
