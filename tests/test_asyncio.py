@@ -154,6 +154,35 @@ def test_request_async_against_a_server_in_another_process(run: Any) -> None:
     assert open_fds() == before
 
 
+def test_requests_that_wait_for_room_get_their_own_replies(run: Any) -> None:
+    n = M.MACH_PORT_QLIMIT_DEFAULT + 3  # three wait for room, and try again as places free
+
+    def child(sync: Callable[[], None]) -> int:
+        to = inherited()
+        with Port() as srv, srv.make_send() as s:
+            to.send(Message(b"server", rights=[s.copy()]))
+            sync()  # the queue is full and more requests wait
+            for _ in range(n):
+                m = srv.receive(timeout=WAIT)
+                assert m.reply is not None
+                m.reply.send(m.data.upper(), id=m.id)
+        return n
+
+    async def main() -> list[tuple[bytes, int]]:
+        with Port() as p, p.make_send() as s, registered(s):
+            with forked(child) as sync:
+                with await _server_right(p) as srv:
+                    reqs = [asyncio.ensure_future(pymach.request_async(srv, b"r%d" % i, id=i, timeout=WAIT))
+                            for i in range(n)]
+                    await asyncio.sleep(0.02)
+                    assert not any(r.done() for r in reqs)
+                    await asyncio.to_thread(sync)
+                    replies = await asyncio.gather(*reqs)
+        return [(r.data, r.id) for r in replies]
+
+    assert run(main) == [(b"R%d" % i, i) for i in range(n)]
+
+
 def test_send_async_waits_on_a_full_queue_without_blocking_the_loop(run: Any) -> None:
     def child(sync: Callable[[], None]) -> list[bytes]:
         to = inherited()

@@ -1004,9 +1004,9 @@ async def request_async(dest: SendRight, msg: Message | bytes, *, id: int = 0,
     any way (an error, a timeout, a cancellation) destroys its port, as
     MIG's stubs do (mig_dealloc_reply_port): it leaves no port and no fd,
     and a reply that comes later is destroyed with the port (its rights
-    released). A send that must wait for room is tried again with a new
-    reply port each time, so a reply right made for a send that failed
-    leaves nothing behind on the port that gets the reply.
+    released). A send that must wait for room is tried again with the
+    same reply port, emptied after each failed try of what the reply right
+    made for it left (_drain).
 
     Raises as request: TypeError, ValueError, MachError
     (MACH_SEND_INVALID_DEST, MACH_SEND_TIMED_OUT, MACH_RCV_TIMED_OUT,
@@ -1014,29 +1014,44 @@ async def request_async(dest: SendRight, msg: Message | bytes, *, id: int = 0,
     if not isinstance(dest, SendRight):
         raise C.type_error("request_async()", "dest", "SendRight or SendOnceRight", dest)
     C.timeout_ms(timeout, "request_async()")
-    ports = [_pooled_port()]
+    port = _pooled_port()
     try:
         try:
-            dest.send(msg, id=id, reply=ports[0], timeout=0)
+            dest.send(msg, id=id, reply=port, timeout=0)
         except K.MachError as e:
             if e.kr != K.MACH_SEND_TIMED_OUT or timeout == 0:
                 raise
+            _drain(port)
 
             def attempt() -> None:
-                ports[-1].close()  # it may hold what the failed send left
-                ports.append(Port())
-                dest.send(msg, id=id, reply=ports[-1], timeout=0)
+                try:
+                    dest.send(msg, id=id, reply=port, timeout=0)
+                except K.MachError:
+                    _drain(port)
+                    raise
 
             await _aio().send(_cap(dest), attempt, timeout)
-        reply = await ports[-1].receive_async(timeout)
+        reply = await port.receive_async(timeout)
     except BaseException:
-        for p in ports:
-            p.close()
+        port.close()
         raise
-    for p in ports[:-1]:
-        p.close()
-    _give_back(ports[-1])
+    _give_back(port)
     return reply
+
+
+def _drain(port: Port) -> None:
+    """Destroy what a send that failed left on its reply port: a reply
+    right with a connection of its own that was made and not sent closes
+    unused, which is a send-once notification on the port (as XNU's
+    destroyed message gives one). Nobody else holds a right to the port,
+    so whatever it holds is that."""
+    while True:
+        try:
+            port.receive(0).release()
+        except K.MachError as e:
+            if e.kr == K.MACH_RCV_TIMED_OUT:
+                return
+            raise
 
 
 # request_async's reply ports: free ones, and the space they belong to (a
