@@ -398,3 +398,11 @@ def test_bench_aio_prints_its_figures(env: dict[str, str]) -> None:
                             r"peak RSS [\d.]+ MiB", line) for line in lines), p.stdout
     assert any(re.fullmatch(r"  pymach.request_async, asyncio's loop +[\d.]+ +[\d.]+x +[\d,]+/s", line)
                for line in lines), p.stdout
+
+
+def test_bench_aio_reports_a_failing_request_not_a_rate(env: dict[str, str]) -> None:
+    # the third request_async of a client process raises: that client
+    # dies, and the echo block gives no figure
+    p = bench(env, "aio", "-n", "100", "--repeat", "1",
+              inject=("pymach.ipc", "request_async", 3, "OSError(5, 'injected')"))
+    expect_failure(p, r"clients: a client process failed")

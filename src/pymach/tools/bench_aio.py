@@ -150,7 +150,11 @@ def _client_process(tasks: int, requests: int, ready_w: int, go_r: int, res_w: i
 
     files.write(ready_w, b"r")
     files.read(go_r, 1)
-    done, failed = asyncio.run(main())
+    try:
+        done, failed = asyncio.run(main())
+    except BaseException:
+        files.write(res_w, _RESULT.pack(-1, 0))  # the parent stops now; the traceback goes to stderr
+        raise
     files.write(res_w, _RESULT.pack(done, failed))
 
 
@@ -212,7 +216,11 @@ def echo(clients: int, processes: int, requests: int) -> dict[str, object]:
         th.start()
         t0 = time.perf_counter()
         files.write(go_w, b"g" * len(per))
-        results = [_RESULT.unpack(_read_exact(res_r, _RESULT.size)) for _ in per]
+        results = []
+        for _ in per:
+            results.append(_RESULT.unpack(_read_exact(res_r, _RESULT.size)))
+            if results[-1][0] < 0:
+                fail("clients", "a client process failed (its traceback is on stderr)")
         took = time.perf_counter() - t0
         sampling.set()
         th.join(_DEADLINE)
