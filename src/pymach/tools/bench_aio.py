@@ -67,8 +67,20 @@ def _serve_async(port: Any) -> None:  # pragma: no cover - a child
             if m.id == STOP:
                 break
             if m.reply is not None:
-                m.reply.send(m.data, id=m.id)  # a send-once right: never waits for a place
+                _answer(m)
     asyncio.run(serve())
+
+
+def _answer(m: Any) -> None:
+    """Echo ``m`` on its reply right (a send-once right: it never waits for
+    a place). A client that went away meanwhile (its reply port destroyed:
+    MACH_SEND_INVALID_DEST) is no error of the server's."""
+    import pymach
+    try:
+        m.reply.send(m.data, id=m.id)
+    except pymach.MachError as e:
+        if e.kr != pymach.mach.MACH_SEND_INVALID_DEST:
+            raise
 
 
 def _serve_sync(port: Any) -> None:  # pragma: no cover - a child
@@ -78,7 +90,7 @@ def _serve_sync(port: Any) -> None:  # pragma: no cover - a child
         if m.id == STOP:
             return
         if m.reply is not None:
-            m.reply.send(m.data, id=m.id)
+            _answer(m)
 
 
 def _fork(body: Callable[[], None]) -> int:
@@ -226,12 +238,21 @@ def echo(clients: int, processes: int, requests: int) -> dict[str, object]:
         th.join(_DEADLINE)
         peak[0] = max(peak[0], _fd_count(server.pid))
         rss = _peak_rss_kib(server.pid)
-    finally:
+    except BaseException:
         sampling.set()
         for pid in pids:
             process.reap(pid)
         files.close_all([fd for pair in pipes for fd in pair])
-        server.stop()
+        try:
+            server.stop()
+        except (OSError, RuntimeError):
+            pass  # what failed first is what the run reports
+        raise
+    sampling.set()
+    for pid in pids:
+        process.reap(pid)
+    files.close_all([fd for pair in pipes for fd in pair])
+    server.stop()
     done = sum(r[0] for r in results)
     failed = sum(r[1] for r in results)
     if failed or done != clients * requests:
