@@ -117,6 +117,22 @@ def test_receive_async_and_async_for_until_the_port_dies(run: Any) -> None:
     assert all(pid != os.getpid() for _, _, pid in got)
 
 
+def test_a_receive_waiting_when_the_right_goes_gets_port_changed(run: Any) -> None:
+    async def main() -> list[int]:
+        codes = []
+        with Port() as a, Port() as b:
+            for right in (a, PortSet([b])):
+                waiting = asyncio.ensure_future(right.receive_async(timeout=WAIT))
+                await asyncio.sleep(0.005)
+                right.close()
+                with pytest.raises(pymach.MachError) as e:
+                    await waiting
+                codes.append(e.value.kr)
+        return codes
+
+    assert run(main) == [M.MACH_RCV_PORT_CHANGED, M.MACH_RCV_PORT_CHANGED]  # as a sync receive gets
+
+
 def _echo_server(count: int) -> Callable[[Callable[[], None]], int]:
     """A child that answers ``count`` requests on a port of its own, whose
     send right it gives the parent (in a message to the registered right)."""

@@ -688,7 +688,8 @@ class _Receiver(_Right):
         queued for the next receive.
 
         Raises as receive: MACH_RCV_TIMED_OUT after ``timeout`` seconds,
-        MACH_RCV_INVALID_NAME once closed (or destroyed while it waits)."""
+        MACH_RCV_INVALID_NAME once closed, MACH_RCV_PORT_CHANGED when the
+        right is destroyed or sent away while it waits."""
         C.timeout_ms(timeout, self._call("receive_async"))
         try:
             return self.receive(0, max_size)
@@ -700,7 +701,16 @@ class _Receiver(_Right):
             C.fail(K.MACH_RCV_INVALID_NAME, self._call("receive_async"), f"{self.name:#x}")
         aio = _aio()
         wait = aio.receive_set if isinstance(self, PortSet) else aio.receive_port
-        msg: Message = await wait(ent.object, lambda: self.receive(0, max_size), timeout)
+        obj: Any = ent.object  # the kernel's Port or PortSet
+        try:
+            msg: Message = await wait(obj, lambda: self.receive(0, max_size), timeout)
+        except K.MachError as err:
+            if err.kr == K.MACH_RCV_INVALID_NAME and obj.destroyed:
+                # as a sync receive that waits when the right goes (XNU's
+                # ipc_mqueue_changed: THREAD_RESTART)
+                raise C.named(K.MachError(K.MACH_RCV_PORT_CHANGED, "destroyed while we waited"),
+                              self._call("receive_async")) from None
+            raise
         return msg
 
     def __aiter__(self) -> Self:
