@@ -359,3 +359,50 @@ def test_bench_exc_smoke() -> None:
     rows = block["rows"]
     assert isinstance(rows, list) and [r["case"] for r in rows] == [c for c, _ in bench_exc.CASES]
     assert all(r["ns_per_op"] > 0 and r["per_s"] > 0 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def uvloop_started() -> None:
+    """uvloop's first loop opens a pipe for the life of the process: made
+    before the test's fd baseline (bench aio runs a uvloop case when it imports)."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    import asyncio
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+        r.run(asyncio.sleep(0))
+
+
+def test_bench_aio_smoke(uvloop_started: None) -> None:
+    # `pymach bench aio`'s two blocks, tiny: the echo server with a few
+    # clients, and each round-trip case (no timing is asserted)
+    from pymach.tools import bench_aio
+    echo, trips = bench_aio.results(20, 1, clients=6, processes=2)
+    (row,) = echo["rows"]  # type: ignore[misc]
+    assert row["requests"] == 6 and row["per_s"] > 0
+    assert row["server_fds_peak"] >= row["server_fds_before"] > 0 and row["server_rss_peak_kib"] > 0
+    cases = [r["case"] for r in trips["rows"]]  # type: ignore[attr-defined]
+    assert cases[:2] == ["pymach.request (sync)", "pymach.request_async, asyncio's loop"]
+    assert all(r["ns_per_op"] > 0 and r["per_s"] > 0 for r in trips["rows"])  # type: ignore[attr-defined]
+    assert trips["rows"][0]["ratio"] == 1.0  # type: ignore[index]
+
+
+def test_bench_aio_prints_its_figures(env: dict[str, str]) -> None:
+    p = bench(env, "aio", "-n", "100", "--repeat", "1")
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr[-2000:])
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("pymach bench aio: Python ")
+    assert any(re.fullmatch(r"  1000 clients \(4 processes x 250 tasks\), 1 requests each: [\d,]+ requests/s "
+                            r"\(1,000 in [\d.]+ s\); the server: \d+ fds at the peak \(\d+ before\), "
+                            r"peak RSS [\d.]+ MiB", line) for line in lines), p.stdout
+    assert any(re.fullmatch(r"  pymach.request_async, asyncio's loop +[\d.]+ +[\d.]+x +[\d,]+/s", line)
+               for line in lines), p.stdout
+
+
+def test_bench_aio_reports_a_failing_request_not_a_rate(env: dict[str, str]) -> None:
+    # the third request_async of a client process raises: that client
+    # dies, and the echo block gives no figure
+    p = bench(env, "aio", "-n", "100", "--repeat", "1",
+              inject=("pymach.ipc", "request_async", 3, "OSError(5, 'injected')"))
+    expect_failure(p, r"clients: a client process failed")

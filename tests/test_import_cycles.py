@@ -64,6 +64,9 @@ DEFERRED: dict[tuple[str, str, str], str] = {
         "import pymach loads kern.task for SELF and must stay within its time budget: ipc_port (with "
         "ipc_notify and _linux.unix, epoll and eventfd) is loaded on SELF's first use, when the inherited "
         "ports become send capabilities, not at import. kern.task is above ipc_port: no cycle.",
+    ("pymach.ipc", "pymach.aio", "_aio"):
+        "pymach.aio imports asyncio (some 20 modules, tens of ms): only a program that awaits a port loads "
+        "it, on its first asynchronous call. aio imports nothing of ipc (it is below it): no cycle.",
 }
 
 

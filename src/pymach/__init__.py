@@ -70,7 +70,7 @@ from .spawn import spawn  # (bound now: the name is also its module's)
 if _typing.TYPE_CHECKING:
     from .bootstrap import BootstrapError
     from .ipc import (MemoryEntry, Message, Port, PortSet, SendOnceRight, SendRight, register_ports,
-                      registered_ports, request)
+                      registered_ports, request, request_async)
     from ._kern.mach_msg import TooLarge
     from .task import Region, RegionInfo, Task
     from .exceptions import Catcher, MachException, catch_exceptions
@@ -83,6 +83,7 @@ _LAZY = {
     "TooLarge": "._kern.mach_msg",
     "MemoryEntry": ".ipc", "Message": ".ipc", "Port": ".ipc", "PortSet": ".ipc", "SendOnceRight": ".ipc",
     "SendRight": ".ipc", "register_ports": ".ipc", "registered_ports": ".ipc", "request": ".ipc",
+    "request_async": ".ipc",
     "BootstrapError": ".bootstrap",
     "Region": ".task", "RegionInfo": ".task", "Task": ".task",
     "Catcher": ".exceptions", "MachException": ".exceptions", "catch_exceptions": ".exceptions",
@@ -121,7 +122,7 @@ _KT.SELF.on_first_use(_start_introspection)
 __version__ = "0.1.0"
 
 __all__ = [
-    "Port", "PortSet", "SendRight", "SendOnceRight", "Message", "MemoryEntry", "request", "spawn",
+    "Port", "PortSet", "SendRight", "SendOnceRight", "Message", "MemoryEntry", "request", "request_async", "spawn",
     "register_ports", "registered_ports", "BootstrapError",
     "Task", "Region", "RegionInfo", "MachError", "InvalidAddressError", "InvalidArgumentError",
     "InvalidNameError", "KernFailureError", "MachTimeoutError", "NoAccessError", "NoSpaceError",

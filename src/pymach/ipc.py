@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .task import Region, Task
 
 __all__ = ["Port", "SendRight", "SendOnceRight", "PortSet", "Message", "MemoryEntry", "request",
-           "register_ports", "registered_ports"]
+           "request_async", "register_ports", "registered_ports"]
 
 HDR, OOL_DESC, PORT_DESC = MD.HDR, MD.OOL_DESC, MD.PORT_DESC  # bound by assignment: see _kern/ipc_kmsg.py
 _AUDIT = MD.MACH_RCV_TRAILER_ELEMENTS(MD.MACH_RCV_TRAILER_AUDIT)
@@ -63,6 +63,7 @@ _NUMBER = (int, float)
 _TIMEOUT_MAX = C.TIMEOUT_MAX
 _new = object.__new__
 _ID_MIN, _ID_MAX = C.MSG_ID.lo, C.MSG_ID.hi
+_ENDED = (K.MACH_RCV_INVALID_NAME, K.MACH_RCV_PORT_DIED, K.MACH_RCV_PORT_CHANGED)  # what ends ``async for``
 _NONE: list[Any] = []  # no rights, no out-of-line buffers (never changed)
 _RIGHT_WORDS = ((MACH_PORT_TYPE_RECEIVE, "receive"), (MACH_PORT_TYPE_SEND, "send"),
                 (MACH_PORT_TYPE_SEND_ONCE, "send-once"), (MACH_PORT_TYPE_PORT_SET, "port-set"),
@@ -402,6 +403,26 @@ class SendRight(_Right):
             return
         _send(self, msg, id, reply, timeout, reply_once)
 
+    async def send_async(self, msg: Message | bytes, *, id: int = 0, reply: "Port | None" = None,
+                         timeout: float | None = None, reply_once: bool = True) -> None:
+        """As send, on the running asyncio loop: a full queue waits without
+        blocking the loop (pymach.aio: the loop watches the port's queue
+        semaphore, and the send is tried again, with a timeout of 0, when a
+        place frees). Cancelled while it waits, nothing was sent.
+
+        Raises as send: MACH_SEND_TIMED_OUT after ``timeout`` seconds,
+        MACH_SEND_INVALID_DEST when the port dies meanwhile (seen within
+        a second)."""
+        C.timeout_ms(timeout, self._call("send_async"))
+        try:
+            self.send(msg, id=id, reply=reply, timeout=0, reply_once=reply_once)
+            return
+        except K.MachError as e:
+            if e.kr != K.MACH_SEND_TIMED_OUT or timeout == 0:
+                raise
+        await _aio().send(_cap(self), lambda: self.send(msg, id=id, reply=reply, timeout=0, reply_once=reply_once),
+                          timeout)
+
     def _disposition(self) -> int:
         return self._disp
 
@@ -658,6 +679,54 @@ class _Receiver(_Right):
             raise C.named(e, self._call("receive"))
         return _decode(raw)
 
+    async def receive_async(self, timeout: float | None = None, max_size: int = 1 << 20) -> Message:
+        """As receive, on the running asyncio loop, with no thread: the
+        loop watches the port's fd (pymach.aio) and the receive is tried
+        again, with a timeout of 0, when it polls readable. Waiters on one
+        port and loop are served in turn (first come, first served).
+        Cancelled while it waits, it took nothing: the message stays
+        queued for the next receive.
+
+        Raises as receive: MACH_RCV_TIMED_OUT after ``timeout`` seconds,
+        MACH_RCV_INVALID_NAME once closed, MACH_RCV_PORT_CHANGED when the
+        right is destroyed or sent away while it waits."""
+        C.timeout_ms(timeout, self._call("receive_async"))
+        try:
+            return self.receive(0, max_size)
+        except K.MachError as e:
+            if e.kr != K.MACH_RCV_TIMED_OUT or timeout == 0:
+                raise
+        ent = SELF.space.lookup(self.name)
+        if ent is None:
+            C.fail(K.MACH_RCV_INVALID_NAME, self._call("receive_async"), f"{self.name:#x}")
+        aio = _aio()
+        wait = aio.receive_set if isinstance(self, PortSet) else aio.receive_port
+        obj: Any = ent.object  # the kernel's Port or PortSet
+        try:
+            msg: Message = await wait(obj, lambda: self.receive(0, max_size), timeout)
+        except K.MachError as err:
+            if err.kr == K.MACH_RCV_INVALID_NAME and obj.destroyed:
+                # as a sync receive that waits when the right goes (XNU's
+                # ipc_mqueue_changed: THREAD_RESTART)
+                raise C.named(K.MachError(K.MACH_RCV_PORT_CHANGED, "destroyed while we waited"),
+                              self._call("receive_async")) from None
+            raise
+        return msg
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Message:
+        """``async for message in port``: the next message, until the
+        right is destroyed or closed (MACH_RCV_INVALID_NAME,
+        MACH_RCV_PORT_DIED, MACH_RCV_PORT_CHANGED end the loop)."""
+        try:
+            return await self.receive_async()
+        except K.MachError as e:
+            if e.kr in _ENDED:
+                raise StopAsyncIteration from None
+            raise
+
     def fileno(self) -> int:
         """An fd that polls readable when a message may be waiting.
         Raises InvalidNameError (KERN_INVALID_NAME) once closed."""
@@ -850,11 +919,15 @@ _LOCAL = _Local()
 
 def release_reply_port() -> None:
     """Destroy this thread's reply port, as mig_dealloc_reply_port does;
-    the next request() makes a new one. Raises nothing."""
+    the next request() makes a new one. The free reply ports of
+    request_async's pool are destroyed too. Raises nothing."""
     h = _LOCAL.reply
     if h is not None and not h.busy:
         _LOCAL.reply = None
         h.drop()
+    if _POOL_SPACE[0] is SELF.space:
+        while _POOL:
+            _POOL.pop().close()
 
 
 def request(dest: SendRight, msg: Message | bytes, *, id: int = 0, timeout: float | None = None) -> Message:
@@ -929,6 +1002,106 @@ def request(dest: SendRight, msg: Message | bytes, *, id: int = 0, timeout: floa
         raise
     h.busy = False
     return reply
+
+
+async def request_async(dest: SendRight, msg: Message | bytes, *, id: int = 0,
+                        timeout: float | None = None) -> Message:
+    """As request, on the running asyncio loop (send_async, then
+    receive_async, ``timeout`` seconds for each). Reply ports come from a
+    pool of the task's (at most _POOL_MAX, shared by every loop and
+    thread): a request takes one, or makes one when none is free, and
+    gives it back only after it got its reply. A request that fails in
+    any way (an error, a timeout, a cancellation) destroys its port, as
+    MIG's stubs do (mig_dealloc_reply_port): it leaves no port and no fd,
+    and a reply that comes later is destroyed with the port (its rights
+    released). A send that must wait for room is tried again with the
+    same reply port, emptied after each failed try of what the reply right
+    made for it left (_drain).
+
+    Raises as request: TypeError, ValueError, MachError
+    (MACH_SEND_INVALID_DEST, MACH_SEND_TIMED_OUT, MACH_RCV_TIMED_OUT,
+    MACH_RCV_TOO_LARGE, KERN_NO_SPACE, KERN_RESOURCE_SHORTAGE)."""
+    if not isinstance(dest, SendRight):
+        raise C.type_error("request_async()", "dest", "SendRight or SendOnceRight", dest)
+    C.timeout_ms(timeout, "request_async()")
+    port = _pooled_port()
+    try:
+        try:
+            dest.send(msg, id=id, reply=port, timeout=0)
+        except K.MachError as e:
+            if e.kr != K.MACH_SEND_TIMED_OUT or timeout == 0:
+                raise
+            _drain(port)
+
+            def attempt() -> None:
+                try:
+                    dest.send(msg, id=id, reply=port, timeout=0)
+                except K.MachError:
+                    _drain(port)
+                    raise
+
+            await _aio().send(_cap(dest), attempt, timeout)
+        reply = await port.receive_async(timeout)
+    except BaseException:
+        port.close()
+        raise
+    _give_back(port)
+    return reply
+
+
+def _drain(port: Port) -> None:
+    """Destroy what a send that failed left on its reply port: a reply
+    right with a connection of its own that was made and not sent closes
+    unused, which is a send-once notification on the port (as XNU's
+    destroyed message gives one). Nobody else holds a right to the port,
+    so whatever it holds is that."""
+    while True:
+        try:
+            port.receive(0).release()
+        except K.MachError as e:
+            if e.kr == K.MACH_RCV_TIMED_OUT:
+                return
+            raise
+
+
+# request_async's reply ports: free ones, and the space they belong to (a
+# fork child starts with none: its parent's names are not its own)
+_POOL: list[Port] = []
+_POOL_MAX = 32
+_POOL_SPACE: list[object] = [None]
+
+
+def _pooled_port() -> Port:
+    """A free reply port of the pool, or a new one. Raises MachError
+    (KERN_NO_SPACE, KERN_RESOURCE_SHORTAGE)."""
+    if _POOL_SPACE[0] is not SELF.space:
+        _POOL.clear()
+        _POOL_SPACE[0] = SELF.space
+    try:
+        return _POOL.pop()
+    except IndexError:
+        return Port()
+
+
+def _give_back(port: Port) -> None:
+    """A reply port whose request got its reply: free again (destroyed
+    when the pool is full)."""
+    if len(_POOL) < _POOL_MAX and _POOL_SPACE[0] is SELF.space:
+        _POOL.append(port)
+    else:
+        port.close()
+
+
+def _aio() -> Any:
+    """pymach.aio, loaded by the first asynchronous call (it imports asyncio)."""
+    from . import aio
+    return aio
+
+
+def _cap(right: SendRight) -> object:
+    """The send capability behind ``right``'s name, or None."""
+    e = SELF.space.lookup(right.name)
+    return None if e is None else e.cap
 
 
 def register_ports(*rights: SendRight | None) -> None:

@@ -86,6 +86,20 @@ _DIRECT_BACKOFF = 8
 # whose holder is busy, not asleep (s): see Port._wait_turn.
 _BUSY_TURN = 0.001
 
+# Event loops that wait on a port's epoll set without a thread in it
+# (pymach.aio), by port: each callable tells its loop to look again. They
+# are called when the port changes in a way its epoll set does not show: it
+# left the task (destroyed or moved: its epoll set no longer wakes anyone),
+# or messages wait in ``held`` (drained by the watcher thread, put back,
+# given back by a failed move). A callable must not block or raise.
+ASYNC_WAKE: "dict[Port, list[Callable[[], None]]]" = {}
+
+
+def _wake_async(port: "Port") -> None:
+    """Conditions: any; takes no lock (the callables only schedule)."""
+    for wake in list(ASYNC_WAKE.get(port, ())):
+        wake()
+
 
 def control_record(flags: int, nfds: int) -> bytes:
     """A control record: a wire header with no message in it."""
@@ -1162,6 +1176,8 @@ class Port:
             self._rcv_release()
             if self.held and self.sets:
                 self._kick_sets()
+            if self.held and ASYNC_WAKE:
+                _wake_async(self)
 
     def _take(self, fd: int, once: bool, n: int, fds: list[int],
               cred: tuple[int, int, int] | None) -> Incoming | None:
@@ -1446,6 +1462,8 @@ class Port:
             self.held.appendleft(rec)
             self.seqno -= 1
         self._kick_sets()
+        if ASYNC_WAKE:
+            _wake_async(self)
 
     def _kick_sets(self) -> None:
         """Messages wait in ``held``, which our epoll set does not show: a
@@ -1486,6 +1504,8 @@ class Port:
         connections are closed, so a task at its fd limit has room for it.
 
         Conditions: the port's lock is held and ``destroyed`` is set."""
+        if ASYNC_WAKE:
+            _wake_async(self)  # loops waiting on the port see it gone
         if not self.rcv_lock.locked():
             self._close_ep()
             return
@@ -1689,6 +1709,8 @@ class Port:
             if self.rcv_lock.locked():
                 self._nudge()
         self._kick_sets()
+        if ASYNC_WAKE:
+            _wake_async(self)
 
     def _nudge(self) -> None:
         """Wake the receiver asleep in our epoll set, once: an eventfd whose

@@ -119,7 +119,7 @@ def vm_cases() -> list[tuple[str, list[Case]]]:
     ]
 
 
-SUITES = ("vm", "ipc", "shm", "mig", "exc")
+SUITES = ("vm", "ipc", "shm", "mig", "exc", "aio")
 PTRACE_OPS = 500  # ptrace sessions per sample (each stops the target for about 0.1 ms)
 
 BIG = 256 << 20  # the large remote read
@@ -416,6 +416,9 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
         elif suite == "exc":
             from . import bench_exc
             results = bench_exc.results(n, repeat)
+        elif suite == "aio":
+            from . import bench_aio
+            results = bench_aio.results(n, repeat)
         elif breakdown:
             results = _breakdown_results(n, repeat, ool_sizes or [1 << 30], huge_dir)
         else:
@@ -436,11 +439,19 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
     for r in results:
         if r.get("stat") == "median":
             took = f"median of {r['repeat']} round{'s' if r['repeat'] != 1 else ''} x {r['ops']}"
+        elif r.get("stat") == "once":
+            took = f"one run, {r['ops']:,} requests"
         else:
             took = f"best of {r['repeat']}" + (f" x {r['ops']}" if r["ops"] > 1 else "")
         print(f"\n{r['benchmark']} ({took})")
         if r["rows"] and "ratio_pipe" in r["rows"][0]:
             _print_peers(r["rows"])
+            continue
+        if r["rows"] and "server_fds_peak" in r["rows"][0]:
+            for row in r["rows"]:
+                print(f"  {row['case']}: {row['per_s']:,} requests/s ({row['requests']:,} in "
+                      f"{row['seconds']:.2f} s); the server: {row['server_fds_peak']} fds at the peak "
+                      f"({row['server_fds_before']} before), peak RSS {row['server_rss_peak_kib'] / 1024:.1f} MiB")
             continue
         print(f"  {'case':<46} {'ns/op':>10} {'ratio':>7}")
         for row in r["rows"]:
@@ -532,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="pymach bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("suite", choices=SUITES, help="what to measure")
     ap.add_argument("-n", type=int, help="operations per sample (default 20000; the round trips and one-way "
-                                         "messages of ipc: 5000)")
+                                         "messages of ipc: 5000; aio: 2000 round trips, and n / 100 requests "
+                                         "per echo client)")
     ap.add_argument("--repeat", type=int, default=7,
                     help="samples; the best is reported (ipc round trips and one-way: rounds; the median)")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
@@ -561,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
                          "request)")
     a = ap.parse_args(argv)
     if a.n is None:
-        a.n = 500 if a.suite == "exc" else 5000 if a.suite in ("ipc", "mig") and not a.breakdown else 20000
+        a.n = (500 if a.suite == "exc" else 2000 if a.suite == "aio"
+               else 5000 if a.suite in ("ipc", "mig") and not a.breakdown else 20000)
     if a.n < 1 or a.repeat < 1 or a.busy < 0:
         ap.error("-n and --repeat must be at least 1, --busy at least 0")
     if a.breakdown and a.suite != "ipc" or a.ptrace and a.suite != "vm" or a.huge_dir and not a.breakdown:
