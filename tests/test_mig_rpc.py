@@ -12,6 +12,7 @@ import os
 import signal
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,12 @@ def test_pythonic_client_and_server_across_processes(port: int) -> None:
     try:
         with IFACE.serve(impl, port, poll_ms=50) as s:
             r = run_in_child(pythonic_client)
+            # the client's last message is a simpleroutine, with no reply to
+            # wait for: the server may not have taken it off the queue yet
+            # when the child is gone (stopping the server then would drop it)
+            deadline = time.monotonic() + 10
+            while not impl.notes and time.monotonic() < deadline:
+                time.sleep(0.01)
         assert s.result == 0
     finally:
         M.mach_ports_register(T(), arr, 0)
