@@ -329,6 +329,11 @@ def on_change(pid: int, level: int, tid: int, changes: list[tuple[int, list[int]
         try:
             for exc, fds, behavior, flavor in changes:
                 link.update(level, tid, exc, fds, behavior, flavor)
+        except OSError:
+            # the tracer is gone or going (its task exited): wait for it, so
+            # that the rights it held are released when this call returns
+            link.active.clear()
+            raise
         finally:
             if not link.active:
                 link.close()
@@ -340,11 +345,12 @@ def _gone(pid: int, link: Link) -> None:
     tracer died). Its link goes.
 
     Conditions: the watcher's thread, nothing locked; takes the links'
-    lock."""
+    lock and waits for the tracer under it, so that a change for the same
+    task finds the tracer gone, and the rights it held released."""
     with _links_lock:
         if _links.get(pid) is link:
             del _links[pid]
-    link.close()
+        link.close()
 
 
 def _forked() -> None:
