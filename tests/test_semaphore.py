@@ -242,6 +242,22 @@ def test_create_and_destroy_by_message_on_the_task_port() -> None:
     assert M.semaphore_signal(s) == M.KERN_INVALID_NAME  # the request moved our right
 
 
+def test_lsmp_shows_it() -> None:
+    import json
+    sem = pymach.Semaphore(1)
+    assert sem.wait(0) is True
+    w = _Waiter(lambda: sem.wait(10))  # a blocked wait: our lock description, an epoll instance
+    sem.signal()
+    assert w.result() is True
+    sem.signal()
+    out = subprocess.run([sys.executable, "-m", "pymach", "lsmp", "--json", str(os.getpid())], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    (row,) = [r for r in json.loads(out.stdout)["ports"] if r["name"] == sem.name]
+    assert (row["object"], row["count"], row["destroyed"]) == ("semaphore", 1, False)
+    sem.destroy()
+
+
 # -- across tasks
 
 

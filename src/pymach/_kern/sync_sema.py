@@ -79,7 +79,7 @@ class Semaphore:
     """The kernel object: its three fds and this process's view of them."""
 
     __slots__ = ("count_fd", "wake_fd", "state_fd", "ino", "_page", "_lock_fd", "_mutex", "_mine",
-                 "_users", "_closing", "__weakref__")
+                 "_users", "_closing", "_pool", "__weakref__")
 
     def __init__(self, count_fd: int, wake_fd: int, state_fd: int) -> None:
         """Take over the three fds (closed on failure). KERN_RESOURCE_SHORTAGE
@@ -92,6 +92,9 @@ class Semaphore:
         # stay until the last ends, when the right goes meanwhile (close)
         self._users = 0
         self._closing = False
+        # epoll instances of waits that ended, for the next (Wait): an
+        # instance costs four system calls to make and set up
+        self._pool: list[sema.Waiting] = []
         try:
             self.ino = files.inode(state_fd)
             self._page = sema.Page(state_fd)
@@ -131,6 +134,15 @@ class Semaphore:
         are taken over)."""
         return cls(fds[0], fds[1], fds[2])
 
+    def count(self) -> int | None:
+        """The count, read without taking it (None: unreadable)."""
+        return eventfd.count(self.count_fd)
+
+    def held_fds(self) -> list[int]:
+        """Every fd this handle holds: the three, our lock description,
+        the epoll instances of waits that ended."""
+        return [*self.wire_fds(), self._lock_fd, *(w.fileno() for w in list(self._pool))]
+
     def owner(self) -> int:
         return int(self._page.words[_OWNER])
 
@@ -164,6 +176,9 @@ class Semaphore:
         self._close()
 
     def _close(self) -> None:
+        pool, self._pool = self._pool, []
+        for waiting in pool:
+            waiting.close()
         self._page.close()
         fds = [fd for fd in (self.count_fd, self.wake_fd, self.state_fd, self._lock_fd) if fd >= 0]
         self.count_fd = self.wake_fd = self.state_fd = self._lock_fd = -1
@@ -382,10 +397,14 @@ class Wait:
         self.gen = sem._page.words[_GEN]
         self.took = False  # check() took the count
         try:
-            self._waiting = sema.Waiting(sem.count_fd, sem.wake_fd)
-        except OSError as err:
-            sem._unregister(self.slot)
-            raise _err(K.kr_from_oserror(err), "a semaphore wait") from err
+            # a used instance may report an edge from before: check() sorts it out
+            self._waiting = sem._pool.pop()
+        except IndexError:
+            try:
+                self._waiting = _new_waiting(sem)
+            except BaseException:
+                sem._unregister(self.slot)
+                raise
 
     def fileno(self) -> int:
         return self._waiting.fileno()
@@ -414,10 +433,18 @@ class Wait:
         without a code, as a cancelled coroutine; then KERN_ABORTED).
 
         Conditions: nothing locked; takes the mutex."""
-        self._waiting.close()
+        self.sem._pool.append(self._waiting)
         if self.sem._unregister(self.slot) and kr in (None, K.KERN_OPERATION_TIMED_OUT, K.KERN_ABORTED):
             return K.KERN_SUCCESS
         return K.KERN_ABORTED if kr is None else kr
+
+
+def _new_waiting(sem: Semaphore) -> sema.Waiting:
+    """KERN_RESOURCE_SHORTAGE (no fd)."""
+    try:
+        return sema.Waiting(sem.count_fd, sem.wake_fd)
+    except OSError as err:
+        raise _err(K.kr_from_oserror(err), "a semaphore wait") from err
 
 
 def _signalled(s: Semaphore) -> bool:

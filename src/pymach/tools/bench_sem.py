@@ -21,12 +21,14 @@ multiprocessing.Semaphore and the round trips per second."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 _CHILD = """\
 import pickle, sys
@@ -89,7 +91,7 @@ def _peer(a: object, b: object, n: int) -> None:  # pragma: no cover - the child
 
 
 def _posix_peer(names: list[str], n: int) -> None:  # pragma: no cover - the child
-    import posix_ipc  # type: ignore[import-not-found]
+    posix_ipc = _posix_ipc()
     a, b = (posix_ipc.Semaphore(nm) for nm in names)
     _peer(a, b, n)
 
@@ -101,7 +103,7 @@ def _fork_case(n: int, posix: bool) -> float:
     ctx = multiprocessing.get_context("fork")
     cleanup: Callable[[], None] = lambda: None  # noqa: E731
     if posix:
-        import posix_ipc
+        posix_ipc = _posix_ipc()
         names = [f"/pymach-bench-{os.getpid()}-{x}" for x in "ab"]
         a, b = (posix_ipc.Semaphore(nm, posix_ipc.O_CREX, initial_value=0) for nm in names)
 
@@ -134,12 +136,16 @@ def _fork_case(n: int, posix: bool) -> float:
         cleanup()
 
 
-def _posix_ipc_installed() -> bool:
+def _posix_ipc() -> Any:
+    """The posix_ipc module, or None when it is not installed."""
     try:
-        import posix_ipc  # type: ignore[import-not-found]  # noqa: F401
+        return importlib.import_module("posix_ipc")
     except ImportError:
-        return False
-    return True
+        return None
+
+
+def _posix_ipc_installed() -> bool:
+    return _posix_ipc() is not None
 
 
 def cases() -> list[tuple[str, Callable[[int], float]]]:
