@@ -224,21 +224,34 @@ class Semaphore:
         """Take a waiter slot for thread ``tid``. KERN_RESOURCE_SHORTAGE
         when SLOTS waiters wait already.
 
-        Conditions: nothing locked; takes the mutex."""
-        fd = self._enter()
-        try:
-            w = self._page.words
+        The slot's lock is taken without the mutex (the kernel gives a
+        byte's lock to one description); the slot's words are written
+        once it is ours, its tid last: a signaller passes over a slot
+        whose tid is 0.
+
+        Conditions: nothing locked; takes the semaphore's threading lock,
+        and the mutex for a slot never used before (the high-water mark)."""
+        with self._mutex:
+            if self._lock_fd < 0:
+                self._lock_fd = sema.reopen(self.state_fd)
+            fd, w = self._lock_fd, self._page.words
             for i in range(SLOTS):
                 if i not in self._mine and sema.lock(fd, SLOT_LOCK + i, False):
-                    self._mine[i] = tid
-                    w[_SLOT0 + 2 * i] = tid
+                    w[_SLOT0 + 2 * i] = 0  # (a waiter that was killed leaves its words)
                     w[_SLOT0 + 2 * i + 1] = 0
-                    if w[_HIWATER] <= i:
-                        w[_HIWATER] = i + 1
-                    return i
-        finally:
-            self._leave(fd)
-        raise _err(K.KERN_RESOURCE_SHORTAGE, f"more than {SLOTS} waiters on one semaphore")
+                    w[_SLOT0 + 2 * i] = tid
+                    self._mine[i] = tid
+                    break
+            else:
+                raise _err(K.KERN_RESOURCE_SHORTAGE, f"more than {SLOTS} waiters on one semaphore")
+        if w[_HIWATER] <= i:
+            fd = self._enter()
+            try:
+                if w[_HIWATER] <= i:
+                    w[_HIWATER] = i + 1
+            finally:
+                self._leave(fd)
+        return i
 
     def _unregister(self, slot: int) -> bool:
         """Give the slot back; True if semaphore_signal_thread chose it
@@ -294,7 +307,8 @@ class Semaphore:
             if w[_DESTROYED]:
                 raise _err(K.KERN_TERMINATED, "the semaphore is destroyed")
             for i in self._live_slots(fd):
-                if w[_SLOT0 + 2 * i + 1] == 0 and (tid == 0 or w[_SLOT0 + 2 * i] == tid):
+                waiter = w[_SLOT0 + 2 * i]
+                if waiter and w[_SLOT0 + 2 * i + 1] == 0 and (tid == 0 or waiter == tid):
                     w[_SLOT0 + 2 * i + 1] = 1
                     break
             else:

@@ -112,19 +112,29 @@ def reopen(fd: int) -> int:
     return os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
 
 
+_packed: dict[tuple[int, int], bytes] = {}  # (type, offset) -> its struct flock, made once
+
+
+def _flock(typ: int, off: int) -> bytes:
+    f = _packed.get((typ, off))
+    if f is None:
+        f = _packed[typ, off] = _FLOCK.pack(typ, os.SEEK_SET, off, 1, 0)
+    return f
+
+
 def lock(fd: int, off: int, wait: bool) -> bool:
     """Write-lock the byte at ``off`` for the description of ``fd``;
     with ``wait``, until it is free. False if another description holds it
     (without ``wait``)."""
     try:
-        fcntl.fcntl(fd, F_OFD_SETLKW if wait else F_OFD_SETLK, _FLOCK.pack(_WRLCK, os.SEEK_SET, off, 1, 0))
+        fcntl.fcntl(fd, F_OFD_SETLKW if wait else F_OFD_SETLK, _flock(_WRLCK, off))
     except (BlockingIOError, PermissionError):
         return False
     return True
 
 
 def unlock(fd: int, off: int) -> None:
-    fcntl.fcntl(fd, F_OFD_SETLK, _FLOCK.pack(_UNLCK, os.SEEK_SET, off, 1, 0))
+    fcntl.fcntl(fd, F_OFD_SETLK, _flock(_UNLCK, off))
 
 
 def locked_from(fd: int, off: int, length: int) -> int:
