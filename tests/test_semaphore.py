@@ -79,9 +79,15 @@ class _Waiter(InThread):
 @pytest.fixture(autouse=True, scope="module")
 def _runtime_made() -> None:
     """What lives as long as the process is made before a test's fd
-    baseline: the notification watcher, this thread's MIG reply port."""
+    baseline: the notification watcher, this thread's MIG reply port,
+    uvloop's pipe."""
     start_watcher()
     M.mig_get_reply_port()
+    try:  # libuv's process-wide pipe, made by its first loop
+        import uvloop
+    except ImportError:
+        return
+    uvloop.new_event_loop().close()
 
 
 # -- the C layer, in one task
@@ -410,7 +416,15 @@ def test_pythonic_semaphore() -> None:
         sem.signal()
 
 
-def test_wait_async_on_the_loop() -> None:
+def _uvloop() -> Callable[[], asyncio.AbstractEventLoop]:
+    uvloop = pytest.importorskip("uvloop")
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("loop_factory", [pytest.param(lambda: asyncio.new_event_loop, id="asyncio"),
+                                          pytest.param(_uvloop, id="uvloop")])
+def test_wait_async_on_the_loop(loop_factory: Callable[[], Callable[[], asyncio.AbstractEventLoop]]) -> None:
+    factory = loop_factory()
     sem = pymach.Semaphore()
 
     async def main() -> list[object]:
@@ -435,7 +449,8 @@ def test_wait_async_on_the_loop() -> None:
         out.append(e.value.kr)
         return out
 
-    assert asyncio.run(main()) == [True, False, True, M.KERN_TERMINATED]
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert runner.run(main()) == [True, False, True, M.KERN_TERMINATED]
     sem._live = False
 
 
