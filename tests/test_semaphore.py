@@ -14,6 +14,7 @@ import ctypes
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -262,6 +263,64 @@ def test_lsmp_shows_it() -> None:
     (row,) = [r for r in json.loads(out.stdout)["ports"] if r["name"] == sem.name]
     assert (row["object"], row["count"], row["destroyed"]) == ("semaphore", 1, False)
     sem.destroy()
+
+
+# -- semaphores in records are untrusted
+
+
+def _semaphore_record() -> bytes:
+    from pymach._kern import ipc_kmsg as KM
+    body = struct.pack("<I", 1) + KM.PORT_DESC.pack(1, 0, 0, 0, M.MACH_MSG_TYPE_PORT_SEND,
+                                                    M.MACH_MSG_PORT_DESCRIPTOR) + struct.pack("<I", 0)
+    rights = KM.RIGHT.pack(KM.KIND_NONE, 0, 0, 0) + KM.RIGHT.pack(KM.KIND_SEMAPHORE, 3, 0, 0)
+    bits = M.MACH_MSGH_BITS_SET(0, M.MACH_MSG_TYPE_PORT_SEND, 0, M.MACH_MSGH_BITS_COMPLEX)
+    return KM.WIRE.pack(KM.MAGIC, bits, 7, len(body), 2, 3, 0, 0) + rights + body
+
+
+def _state(sealed: bool = True, size: int = 4096) -> int:
+    import fcntl
+    fd = os.memfd_create("forged", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    if sealed:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    return fd
+
+
+@pytest.mark.parametrize("case", ["counter_as_count", "semaphore_as_wake", "unsealed_state", "short_state",
+                                  "pipe", "good"])
+def test_forged_semaphores_are_refused(case: str) -> None:
+    import socket
+    from pymach._kern.ipc_port import SendCap
+    from pymach._kern.task import SELF
+    sem_fd = lambda: os.eventfd(0, os.EFD_SEMAPHORE)  # noqa: E731
+    fds = {"counter_as_count": lambda: [os.eventfd(0), os.eventfd(0), _state()],
+           "semaphore_as_wake": lambda: [sem_fd(), sem_fd(), _state()],
+           "unsealed_state": lambda: [sem_fd(), os.eventfd(0), _state(sealed=False)],
+           "short_state": lambda: [sem_fd(), os.eventfd(0), _state(size=100)],
+           "pipe": lambda: [sem_fd(), *os.pipe()],
+           "good": lambda: [sem_fd(), os.eventfd(0), _state()]}[case]()
+    with pymach.Port() as port, port.make_send() as send:
+        try:
+            ie = SELF.space.lookup(port.name)
+            assert ie is not None and isinstance(ie.cap, SendCap)
+            ie.cap.sock.sendmsg([_semaphore_record()],
+                               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", *fds))])
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if case == "good":
+            m = port.receive(timeout=2)
+            (sem,) = m.rights
+            assert isinstance(sem, pymach.Semaphore)
+            sem.signal()
+            assert sem.wait(0) is True
+            m.release()
+        else:
+            with pytest.raises(pymach.MachError) as e:
+                port.receive(timeout=2)
+            assert e.value.kr == M.MACH_RCV_BODY_ERROR
+        send.send(b"next")
+        assert port.receive(timeout=2).data == b"next"
 
 
 # -- across tasks
