@@ -42,6 +42,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "sits above ipc.py (as _kern/vm_user.py, which makes and maps memory entries, sits above the IPC "
         "modules), and MemoryEntry.map() is one of the two places ipc.py reaches up, to build the Region it "
         "returns.",
+    ("pymach.ipc", "pymach.semaphore", "_semaphore_class"):
+        "A received semaphore comes out of a Message as the pymach.Semaphore the user holds, as a task "
+        "port comes out as a Task; Semaphore is a SendRight of ipc.py, so ipc.py reaches up to wrap it.",
     ("pymach.ipc", "pymach.task", "_task_class"):
         "The other one: a task port travels in a Message's rights as the pymach.Task the user holds (Mach's "
         "task port is a send right), and a received task port comes out as a Task, as a received memory "

@@ -195,6 +195,7 @@ CORE_TESTS: dict[str, str] = {
     "test_memory_entry.py": "the kernel's memory entry objects behind a send right",
     "test_memory_entry_regions.py": "hand-made records carrying a copy entry's table (ipc_kmsg, vm_memory_entry)",
     "test_notify_failure.py": "fault injection into the notification path",
+    "test_semaphore.py": "hand-made records carrying a semaphore's fds, checked by ipc_kmsg's copyout (sync_sema)",
     "test_mig_own_defs.py": "the kernel's notification stubs generated from notify.defs (notify_mig) and the records "
                             "ipc_notify makes of them",
     "test_ptrace_inject.py": "fault injection into remote control by ptrace (vm_remote)",

@@ -73,6 +73,7 @@ if _typing.TYPE_CHECKING:
                       registered_ports, request, request_async)
     from ._kern.mach_msg import TooLarge
     from .task import Region, RegionInfo, Task
+    from .semaphore import Semaphore
     from .exceptions import Catcher, MachException, catch_exceptions
 
 # Importing pymach loads the constants, the errors and the task's state,
@@ -86,6 +87,7 @@ _LAZY = {
     "request_async": ".ipc",
     "BootstrapError": ".bootstrap",
     "Region": ".task", "RegionInfo": ".task", "Task": ".task",
+    "Semaphore": ".semaphore",
     "Catcher": ".exceptions", "MachException": ".exceptions", "catch_exceptions": ".exceptions",
 }
 
@@ -124,7 +126,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Port", "PortSet", "SendRight", "SendOnceRight", "Message", "MemoryEntry", "request", "request_async", "spawn",
     "register_ports", "registered_ports", "BootstrapError",
-    "Task", "Region", "RegionInfo", "MachError", "InvalidAddressError", "InvalidArgumentError",
+    "Task", "Region", "RegionInfo", "Semaphore", "MachError", "InvalidAddressError", "InvalidArgumentError",
     "InvalidNameError", "KernFailureError", "MachTimeoutError", "NoAccessError", "NoSpaceError",
     "NotSupportedError", "ProtectionFailureError", "ResourceShortageError", "TooLarge", "mach_error_string",
     "VM_PROT_NONE", "VM_PROT_READ", "VM_PROT_WRITE", "VM_PROT_EXECUTE", "VM_PROT_DEFAULT",

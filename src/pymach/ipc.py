@@ -30,10 +30,12 @@ from ._kern.ipc_space import (MACH_PORT_RIGHT_PORT_SET, MACH_PORT_RIGHT_RECEIVE,
 from ._kern.task import SELF, Task as KTask, Thread as KThread
 from ._kern import vm_defs as V
 from ._kern.vm_memory_entry import MemoryEntry as KMemoryEntry
+from ._kern.sync_sema import Semaphore as KSemaphore
 from ._kern.vm_user import PAGE_MASK, vm_deallocate, vm_make_memory_entry, vm_map_enter_mem_object
 from .mach._args import address_of
 
 if TYPE_CHECKING:
+    from .semaphore import Semaphore
     from .task import Region, Task
 
 __all__ = ["Port", "SendRight", "SendOnceRight", "PortSet", "Message", "MemoryEntry", "request",
@@ -232,6 +234,13 @@ def _task_class() -> "type[Task]":
     return Task
 
 
+def _semaphore_class() -> "type[Semaphore]":
+    """pymach.Semaphore, which is a SendRight of this module: a received
+    semaphore comes out as one, as a task port comes out as a Task."""
+    from .semaphore import Semaphore
+    return Semaphore
+
+
 def _ool_list(ool: object, call: str, param: str) -> list[bytes | bytearray | memoryview]:
     if not isinstance(ool, (list, tuple)):
         raise C.type_error(call, param, "a list of bytes-like buffers", ool)
@@ -361,6 +370,8 @@ def _wrap(name: int, kind: int) -> Carried:
     e = SELF.space.lookup(name)
     if e is not None and isinstance(e.cap, KMemoryEntry):
         return MemoryEntry(name)
+    if e is not None and isinstance(e.cap, KSemaphore):
+        return _semaphore_class()._of_name(name)
     if e is not None and isinstance(e.object, KTask) and not isinstance(e.object, KThread):
         # a task port, of any flavor (our own task's included): the
         # reference the message brought is the Task's to release

@@ -6,6 +6,7 @@ program's pymach claims them at import and adopts them on first use."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ._linux.atfork import IMPORT_LOCK
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 def spawn(args: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:  # type: ignore[type-arg]
     """subprocess.Popen(args, ...) with our special and registered ports
     passed down, and our task's exception ports (the program's faults go to
-    them from its first instruction). Other Popen arguments (env,
+    them from its first instruction), and the fds of every pymach.Semaphore
+    pickled so far (the program unpickles them). Other Popen arguments (env,
     pass_fds, ...) are honoured."""
     with IMPORT_LOCK:  # imported on first use, which a fork waits for (see _linux/atfork.py)
         import subprocess
@@ -26,6 +28,9 @@ def spawn(args: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen:  # type
     env = dict(popen_kwargs.pop("env", None) or os.environ)
     env.update(env_add)
     pass_fds = tuple(popen_kwargs.pop("pass_fds", ())) + tuple(fds)
+    sema = sys.modules.get("pymach._kern.sync_sema")  # loaded if any Semaphore was pickled
+    if sema is not None:
+        pass_fds += tuple(sema.spawn_fds())  # pickled Semaphores: the program unpickles them
     if any(cap is not None for cap, _b, _f in KT.SELF.exc_actions):
         # the task's exception ports are the program's too: its faults are
         # caught from its first instruction (pymach.exc_tracer)

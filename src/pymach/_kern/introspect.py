@@ -23,6 +23,7 @@ from .ipc_space import (MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_DNREQUEST, MACH
                         MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND, MACH_PORT_TYPE_SEND_ONCE)
 from .task import SELF, Host, Task, Thread
 from .vm_memory_entry import MemoryEntry
+from .sync_sema import Semaphore
 
 address = _transport.address
 query = _transport.query
@@ -76,6 +77,8 @@ def ports(space: Any) -> list[dict[str, Any]]:
             row.update(object="host")
         elif isinstance(cap, MemoryEntry):
             row.update(object="memory-entry", size=cap.size, offset=cap.offset, protection=cap.protection)
+        elif isinstance(cap, Semaphore):
+            row.update(object="semaphore", count=cap.count(), destroyed=cap.destroyed())
         elif isinstance(cap, ReplyCap):
             row.update(object="reply (back-channel send-once)")
         elif isinstance(cap, SendOnceCap):
@@ -137,6 +140,8 @@ def held_fds(space: Any, vm_map: Any) -> dict[str, Any]:
                     fds |= {o.ep.fileno(), o.wake}
                 elif isinstance(o, MemoryEntry):
                     fds.update(o.wire_fds())
+                elif isinstance(o, Semaphore):
+                    fds.update(o.held_fds())
                 elif isinstance(o, Task):
                     fds.add(o.pidfd)  # another process's task (our own holds none)
             fds.discard(-1)

@@ -31,8 +31,10 @@ from . import ipc_right as R
 from . import ipc_wire
 from .ipc_port import Incoming, Port, ReplyCap, SendCap, SendOnceCap, done, use
 from .ipc_wire import (FLAG_BLOB, FLAG_CARRIER, FLAG_REPLY, FLAGS_AT as _FLAGS_AT, KIND_BACK, KIND_BLOB,  # noqa: F401
-                       KIND_ENTRY, KIND_HOST, KIND_NONE, KIND_OOL, KIND_TASK, KIND_THREAD, MAGIC, MAX_RECORD)
+                       KIND_ENTRY, KIND_HOST, KIND_NONE, KIND_OOL, KIND_SEMAPHORE, KIND_TASK, KIND_THREAD, MAGIC,
+                       MAX_RECORD)
 from .vm_memory_entry import MemoryEntry, check_entry
+from .sync_sema import Semaphore, check_wire as check_semaphore
 from .ipc_space import (MACH_PORT_RIGHT_RECEIVE, MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_RECEIVE,
                          MACH_PORT_TYPE_SEND, MACH_PORT_TYPE_SEND_ONCE, IpcEntry, IpcSpace)
 from .task import SELF, TASK_FLAVOR_MAX, Host, Task, Thread
@@ -57,7 +59,7 @@ HDR3 = struct.Struct("<III")  # bits, size and destination
 # queue semaphore; a receive right is every connection of the port
 _MAX_FDS = {MD.MACH_MSG_TYPE_PORT_SEND: 2, MD.MACH_MSG_TYPE_PORT_SEND_ONCE: 1, KIND_OOL: 1,
             MD.MACH_MSG_TYPE_PORT_RECEIVE: 1 << 16, KIND_NONE: 0, KIND_BLOB: 1, KIND_BACK: 0, KIND_ENTRY: 2,
-            KIND_TASK: 1, KIND_THREAD: 1, KIND_HOST: 0}
+            KIND_TASK: 1, KIND_THREAD: 1, KIND_HOST: 0, KIND_SEMAPHORE: 3}
 _SEND_DISP_MIN = MD.MACH_MSG_TYPE_MOVE_SEND
 _SEND_DISP_MAX = MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
@@ -437,7 +439,8 @@ def _copyin_kobject(name: int, e: IpcEntry, disp: int, rights: list[tuple[int, i
     a memory entry travels as its memfd (KIND_ENTRY), a task as a pidfd
     of its process and the port's flavor (KIND_TASK), a thread as that
     pidfd and its tid (KIND_THREAD), the host or one of its clocks as
-    itself (KIND_HOST, its size saying which). The
+    itself (KIND_HOST, its size saying which), a semaphore as its three
+    fds (KIND_SEMAPHORE). The
     pidfd is ours to close after the send: a duplicate, or for our own
     task a pidfd of our own process made now. MACH_SEND_INVALID_RIGHT for
     any other object.
@@ -461,6 +464,10 @@ def _copyin_kobject(name: int, e: IpcEntry, disp: int, rights: list[tuple[int, i
         rights.append((KIND_HOST, 0, 0, 0))
     elif isinstance(obj, Clock):
         rights.append((KIND_HOST, 0, 1 + obj.id, 0))  # a service of the host: size says which clock
+    elif isinstance(e.cap, Semaphore):
+        fds = e.cap.wire_fds()  # shared by every holder: the same count, waiters and state
+        out.fds.extend(fds)
+        rights.append((KIND_SEMAPHORE, len(fds), 0, 0))
     else:
         raise _err(K.MACH_SEND_INVALID_RIGHT, f"{name:#x} names a kernel object that cannot travel")
     if disp == MD.MACH_MSG_TYPE_MOVE_SEND:
@@ -493,7 +500,7 @@ def _kobject(space: IpcSpace, name: int, disp: int) -> object:
     if e is None or not e.type & MACH_PORT_TYPE_SEND:
         return None
     obj = e.cap if e.cap is not None else e.object
-    return obj if isinstance(obj, (MemoryEntry, Task, Host, Clock)) else None
+    return obj if isinstance(obj, (MemoryEntry, Task, Host, Clock, Semaphore)) else None
 
 
 def _take_send(space: IpcSpace, name: int, disp: int, out: Outgoing, kr: int,
@@ -708,6 +715,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int, option: i
                 check_entry(fds, size, _aux)
             elif kind in (KIND_TASK, KIND_THREAD):
                 pids[i] = _check_task(fds[0], kind, size, _aux)
+            elif kind == KIND_SEMAPHORE:
+                check_semaphore(fds)
             else:
                 raise _err(K.MACH_RCV_BODY_ERROR, f"unknown right kind {kind}")
     except BaseException:
@@ -739,6 +748,8 @@ def copyout(space: IpcSpace, rec: Incoming, rcv_name: int, seqno: int, option: i
                 names[i] = R.copyout_entry(space, MemoryEntry.from_wire(fds, size, aux), coalesce=True)
             elif kind in (KIND_TASK, KIND_THREAD):
                 names[i] = R.copyout_task(space, fds[0], pids[i], aux, size)
+            elif kind == KIND_SEMAPHORE:
+                names[i] = R.copyout_entry(space, Semaphore.from_wire(fds), coalesce=True)
             elif kind == KIND_OOL:
                 try:
                     regions[i] = _map_ool(fds[0], size)
@@ -863,7 +874,7 @@ def _check_slot(idx: int, kind: int, rights: list[tuple[int, int, int, int]]) ->
 
 
 # the kinds of kernel objects' ports, and the fds each carries (None: 1 or 2)
-_KOBJECT_FDS = {KIND_ENTRY: None, KIND_TASK: 1, KIND_THREAD: 1, KIND_HOST: 0}
+_KOBJECT_FDS = {KIND_ENTRY: None, KIND_TASK: 1, KIND_THREAD: 1, KIND_HOST: 0, KIND_SEMAPHORE: 3}
 
 
 def _check_task(fd: int, kind: int, size: int, aux: int) -> int:

@@ -8,7 +8,8 @@ of the process always match the rights its space holds.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Hashable
+from typing import Final, Protocol, runtime_checkable
 
 from .._linux import epoll, files, pidfd, sockdiag
 from . import ipc_notify
@@ -38,6 +39,18 @@ _RIGHT_TYPE = {
     MACH_PORT_RIGHT_PORT_SET: MACH_PORT_TYPE_PORT_SET,
     MACH_PORT_RIGHT_DEAD_NAME: MACH_PORT_TYPE_DEAD_NAME,
 }
+
+
+@runtime_checkable
+class _Keyed(Protocol):
+    """A kernel object held as a send right that coalesces by its key and
+    travels as fds: a semaphore (kern.sync_sema)."""
+
+    def key(self) -> Hashable: ...
+
+    def wire_fds(self) -> list[int]: ...
+
+    def close(self) -> None: ...
 
 
 def _err(kr: int, what: str) -> K.MachError:
@@ -179,6 +192,12 @@ def _drop_cap(space: IpcSpace, name: int, e: IpcEntry) -> None:
                 space._by_key.pop(k, None)
                 e.keys.remove(k)
         cap.close()  # another process's task: its pidfd
+    elif isinstance(cap, _Keyed):  # a semaphore (kern.sync_sema, which is above this module)
+        skey = cap.key()
+        if skey in e.keys:
+            space._by_key.pop(skey, None)
+            e.keys.remove(skey)
+        cap.close()
     e.cap = None
 
 
@@ -557,8 +576,9 @@ def copyout_send(space: IpcSpace, fds: list[int], send_once: bool) -> int:
         return name
 
 
-def copyout_entry(space: IpcSpace, ent: MemoryEntry, coalesce: bool = False) -> int:
-    """Install a send right to a memory entry; returns its name.
+def copyout_entry(space: IpcSpace, ent: "MemoryEntry | _Keyed", coalesce: bool = False) -> int:
+    """Install a send right to a memory entry (or a semaphore: the same
+    rules); returns its name.
 
     A new entry (``coalesce`` False) always gets a fresh name, as each
     mach_make_memory_entry_64 makes a new port. An entry received in a

@@ -34,6 +34,7 @@ KIND_ENTRY: Final = 4  # a memory entry: its memfd (size and aux: MemoryEntry.wi
 KIND_TASK: Final = 5  # a task port: a pidfd of its process (aux: TASK_FLAVOR_*)
 KIND_THREAD: Final = 6  # a thread port: a pidfd of its process (size: the tid, aux: its flavor)
 KIND_HOST: Final = 7  # the host port or a clock: no fd (the receiver's own; size: 0, or 1 + the clock id)
+KIND_SEMAPHORE: Final = 8  # a semaphore: its count, wake-up and state fds (_kern/sync_sema.py)
 
 # flags (the low byte of the flags word)
 FLAG_NOTIFY: Final = 1  # a notification made by a runtime

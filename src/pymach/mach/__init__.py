@@ -55,6 +55,7 @@ from .mig import *  # noqa: F401,F403
 from .bootstrap import *  # noqa: F401,F403
 from .bootstrap import bootstrap_port as bootstrap_port
 from .types import *  # noqa: F401,F403
+from .semaphore import *  # noqa: F401,F403
 
 # <stdint.h>
 int8_t = _ctypes.c_int8

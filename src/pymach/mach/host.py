@@ -30,7 +30,7 @@ from .._kern.clock import (CALENDAR_CLOCK, CLOCK_ALARM_CURRES, CLOCK_ALARM_MAXRE
 from ._args import counted, i32, out, out_address, set_out, store, u32
 from ._errors import returns_kr
 from .mach_port import _ool_array
-from .types import integer_t, natural_t
+from .types import integer_t, mach_timespec_t, natural_t
 
 host_flavor_t = integer_t
 processor_flavor_t = ctypes.c_int
@@ -43,15 +43,6 @@ clock_serv_t = natural_t
 host_info_t = ctypes.POINTER(integer_t)
 host_info64_t = ctypes.POINTER(integer_t)
 processor_info_array_t = ctypes.POINTER(integer_t)
-
-
-class mach_timespec_t(ctypes.Structure):
-    """<mach/clock_types.h>: a clock's time (tv_sec is unsigned)."""
-
-    _fields_ = [("tv_sec", ctypes.c_uint), ("tv_nsec", clock_res_t)]
-
-
-mach_timespec = mach_timespec_t
 
 
 class host_basic_info(ctypes.Structure):
@@ -232,7 +223,7 @@ def clock_get_attributes(clock_serv: Any, flavor: Any, clock_attr: Any, clock_at
 __all__ = [
     "host_flavor_t", "processor_flavor_t", "clock_id_t", "clock_flavor_t",
     "clock_res_t", "host_t", "host_name_port_t", "clock_serv_t", "host_info_t", "host_info64_t",
-    "processor_info_array_t", "mach_timespec_t", "mach_timespec", "host_basic_info", "vm_statistics64",
+    "processor_info_array_t", "host_basic_info", "vm_statistics64",
     "vm_statistics", "host_cpu_load_info", "host_load_info", "processor_basic_info", "processor_cpu_load_info",
     "host_basic_info_data_t", "vm_statistics64_data_t", "vm_statistics_data_t", "host_cpu_load_info_data_t",
     "host_load_info_data_t", "processor_basic_info_data_t", "processor_cpu_load_info_data_t",

@@ -321,3 +321,13 @@ mach_thread_flavor_t = natural_t
 THREAD_FLAVOR_CONTROL = 0
 THREAD_FLAVOR_READ = 1
 THREAD_FLAVOR_INSPECT = 2
+
+
+class mach_timespec_t(ctypes.Structure):
+    """<mach/clock_types.h>'s mach_timespec: seconds and nanoseconds
+    (clock_res_t), a relative time for semaphore_timedwait."""
+
+    _fields_ = [("tv_sec", ctypes.c_uint), ("tv_nsec", ctypes.c_int)]
+
+
+mach_timespec = mach_timespec_t

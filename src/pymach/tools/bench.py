@@ -119,7 +119,7 @@ def vm_cases() -> list[tuple[str, list[Case]]]:
     ]
 
 
-SUITES = ("vm", "ipc", "shm", "mig", "exc", "aio")
+SUITES = ("vm", "ipc", "shm", "mig", "exc", "aio", "sem")
 PTRACE_OPS = 500  # ptrace sessions per sample (each stops the target for about 0.1 ms)
 
 BIG = 256 << 20  # the large remote read
@@ -419,6 +419,9 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
         elif suite == "aio":
             from . import bench_aio
             results = bench_aio.results(n, repeat)
+        elif suite == "sem":
+            from . import bench_sem
+            results = bench_sem.results(n, repeat)
         elif breakdown:
             results = _breakdown_results(n, repeat, ool_sizes or [1 << 30], huge_dir)
         else:
@@ -573,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                          "request)")
     a = ap.parse_args(argv)
     if a.n is None:
-        a.n = (500 if a.suite == "exc" else 2000 if a.suite == "aio"
+        a.n = (500 if a.suite == "exc" else 2000 if a.suite in ("aio", "sem")
                else 5000 if a.suite in ("ipc", "mig") and not a.breakdown else 20000)
     if a.n < 1 or a.repeat < 1 or a.busy < 0:
         ap.error("-n and --repeat must be at least 1, --busy at least 0")

@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             detail += f" ({', '.join(what)})"
         if "size" in r:
             detail += f" ({r['size']} bytes at offset {r['offset']:#x})"
+        if r.get("object") == "semaphore":
+            detail += " (destroyed)" if r["destroyed"] else f" (count {r['count']})"
         print(f"  {r['name']:#010x} {rights:<16} {r['urefs']:>5} "
               f"{(r['qlimit'] if port else '-'):>6} {(r['msgcount'] if port else '-'):>8} "
               f"{(r['seqno'] if port else '-'):>6} {(r['mscount'] if port else '-'):>7}  {detail}")
