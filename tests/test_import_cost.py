@@ -94,8 +94,10 @@ def test_a_first_use_after_the_import_sends_and_receives_and_starts_the_introspe
               "                          capture_output=True, text=True, timeout=60)\n"
               "    names = [row['name'] for row in json.loads(lsmp.stdout)['ports']] if lsmp.returncode == 0 else []\n"
               "    report(before, after, got=[m.data.decode(), m.id, m.pid == os.getpid()], port=p.name,\n"
-              "           names=names, lsmp=lsmp.stderr, used=[t.name for t in threading.enumerate()])\n")
+              "           names=names, lsmp=lsmp.stderr, used=[t.name for t in threading.enumerate()],\n"
+              "           asyncio='asyncio' in sys.modules)\n")
     assert_free(out)
+    assert out["asyncio"] is False  # a program that never awaits does not pay for asyncio's import
     assert out["got"] == ["hello", 7, True]
     assert "pymach-introspect" in out["used"]  # type: ignore[operator]
     assert out["port"] in out["names"], out["lsmp"]  # type: ignore[operator]

@@ -18,7 +18,6 @@ task.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -172,6 +171,7 @@ async def _wait_on_loop(s: SEMA.Semaphore, timeout: float | None, call: str) -> 
     """Wait for ``s`` on the running loop: the Wait's epoll fd is watched
     with add_reader; each time it is readable its changes are taken and
     the wait is checked again."""
+    import asyncio  # (here: a program that never awaits does not load asyncio)
     loop = asyncio.get_running_loop()
     w = SEMA.Wait(s)
     kr: int | None = None

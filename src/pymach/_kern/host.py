@@ -21,7 +21,6 @@ Where the numbers come from:
 from __future__ import annotations
 
 import os
-import platform
 import struct
 from typing import Final
 
@@ -126,7 +125,7 @@ def page_size(name: int) -> int:
 def cpu_kind() -> tuple[int, int]:
     """(cpu_type, cpu_subtype) of this machine, as <mach/machine.h> names
     them; KERN_NOT_SUPPORTED on an architecture macOS never ran on."""
-    m = platform.machine()
+    m = os.uname().machine
     if m in ("x86_64", "AMD64"):
         return CPU_TYPE_X86_64, CPU_SUBTYPE_X86_64_ALL
     if m in ("aarch64", "arm64"):
