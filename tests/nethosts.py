@@ -89,8 +89,8 @@ def make_certs(directory: str, ips: list[str]) -> natsconf.TLSFiles:
         f.write(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n")
     ossl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
          "-out", "node.pem", "-days", "2", "-extfile", "node.ext")
-    j = lambda name: os.path.join(directory, name)  # noqa: E731
-    return natsconf.TLSFiles(cert=j("node.pem"), key=j("node.key"), ca=j("ca.pem"))
+    return natsconf.TLSFiles(cert=os.path.join(directory, "node.pem"), key=os.path.join(directory, "node.key"),
+                             ca=os.path.join(directory, "ca.pem"))
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -287,7 +287,8 @@ class Hosts:
         self.fallback = netns_refusal()
         self._tmp = tempfile.mkdtemp(prefix="pmnet-")
         os.chmod(self._tmp, 0o700)
-        ips = ["127.0.0.1"] if self.fallback else ["127.0.0.1", HUB_IP]
+        ips = ["127.0.0.1"] if self.fallback else ["127.0.0.1", HUB_IP] + [f"{SUBNET}.{10 + i}"
+                                                                          for i in range(1, self.n + 1)]
         self.tls = make_certs(self._tmp, ips)
         self.accounts = {a: natsconf.new_account(a) for a in self.account_names}
         if self.fallback is None:

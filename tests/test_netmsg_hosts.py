@@ -164,7 +164,9 @@ def test_message_crosses_hub(hosts: nethosts.Hosts) -> None:
         h1.run(nc1.flush())
         assert h3.run(sub.next_msg(timeout=10)).data == b"hello from host1"
         if not hosts.fallback:
-            assert h1.address != h3.address
+            # host 1's namespace has its own address, not host 3's
+            addrs = h1.exec(["ip", "-br", "-4", "addr"]).stdout
+            assert h1.address in addrs and h3.address not in addrs, addrs
             leafs = hosts.monitor(None, "leafz")["leafs"]
             assert {lf["ip"] for lf in leafs} == {h.address for h in hosts.hosts}
     finally:
@@ -430,3 +432,64 @@ def test_hub_holds_a_rewritten_leaf_to_its_host(hosts: nethosts.Hosts) -> None:
         if nc2 is not None:
             h2.run(nc2.close())
         server.stop()
+
+
+def test_cluster_of_three(hosts: nethosts.Hosts) -> None:
+    """The cluster layout: a node per host (beside the leaves, on other
+    ports), routes over TLS between the hosts' addresses; a message crosses
+    from host 1's node to host 3's, and host 2 is held to its subjects on
+    its node."""
+    names = [h.name for h in hosts.hosts]
+    proxy = {ME: {h.name: natsconf.new_user(h.name) for h in hosts.hosts}}
+    if hosts.fallback:
+        ports = {h.name: (nethosts.Hosts._free_port(), nethosts.Hosts._free_port(), nethosts.Hosts._free_port())
+                 for h in hosts.hosts}
+    else:
+        ports = {n: (4224, 8224, 6222) for n in names}
+    servers = []
+    try:
+        for h in hosts.hosts:
+            client, http, route = ports[h.name]
+            text = natsconf.cluster_config(
+                host=h.name, cluster_listen=(h.address, route), tls=hosts.tls,
+                routes=[f"tls://{o.address}:{ports[o.name][2]}" for o in hosts.hosts if o is not h],
+                users={ME: {n: proxy[ME][n].public_key for n in names}},
+                client=("127.0.0.1", client), http=("127.0.0.1", http))
+            server = nethosts.Server(f"cluster-{h.name}", h.ns, hosts.write(f"cluster-{h.name}.conf", text),
+                                     hosts.path(f"cluster-{h.name}.log"), client, http)
+            hosts.start_server(server, h.thread)
+            servers.append(server)
+        for h, server in zip(hosts.hosts, servers):
+            def peers(h: nethosts.Host = h, server: nethosts.Server = server) -> int:
+                routez = h.call(nethosts._http_json, f"http://127.0.0.1:{server.http_port}/routez")
+                return len({r.get("remote_name") for r in routez.get("routes") or []})
+            hosts.wait_until(lambda: peers() == 2, f"{h.name}'s routes", server)
+
+        import nats
+        h1, h2, h3 = hosts[1], hosts[2], hosts[3]
+
+        async def connect(h: nethosts.Host, **kw: Any) -> Any:
+            return await nats.connect(f"nats://127.0.0.1:{ports[h.name][0]}", nkeys_seed_str=proxy[ME][h.name].seed,
+                                      inbox_prefix=f"_INBOX.{h.name}", allow_reconnect=False, connect_timeout=2,
+                                      **kw)
+
+        errs = Errors()
+        nc1, nc2, nc3 = h1.run(connect(h1)), h2.run(connect(h2, error_cb=errs.cb)), h3.run(connect(h3))
+        try:
+            sub = h3.run(nc3.subscribe("pm.host3.in.1"))
+            h3.run(nc3.flush())
+            path_ready(h1, nc1, h3, sub, "pm.host3.in.1")
+            h1.run(nc1.publish("pm.host3.in.1", b"over the routes"))
+            h1.run(nc1.flush())
+            assert h3.run(sub.next_msg(timeout=10)).data == b"over the routes"
+
+            async def spy() -> str:
+                await nc2.subscribe("pm.host3.>")
+                await nc2.flush()
+                return await errs.next()
+            assert "permissions violation for subscription" in h2.run(spy())
+        finally:
+            close_all((h1, nc1), (h2, nc2), (h3, nc3))
+    finally:
+        for server in servers:
+            server.stop()

@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "Account", "Identity", "NkeysUnavailable", "TLSFiles", "check_host", "cluster_config",
@@ -179,9 +179,6 @@ def tls_block(cert: str, key: str, ca: str, verify: bool = True, timeout: float 
 
 
 # -- rendering ---------------------------------------------------------------
-
-Value = Union[str, int, float, bool, Mapping[str, Any], Sequence[Any]]
-
 
 def _value(v: Any, indent: int) -> str:
     pad = "  " * indent
