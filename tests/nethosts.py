@@ -197,11 +197,15 @@ class Server:
                 proc.wait(timeout=5)
 
     def log_text(self) -> str:
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        """The server's log, after what it wrote to stderr."""
+        text = ""
+        for path in (self.log + ".err", self.log):
+            try:
+                with open(path, errors="replace") as f:
+                    text += f.read()
+            except OSError:
+                pass
+        return text
 
 
 @dataclass
@@ -404,8 +408,9 @@ class Hosts:
 
     def _start_server(self, server: Server, thread: NsThread) -> None:
         assert self._exe
-        server.proc = subprocess.Popen(server.argv(self._exe), stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(server.log + ".err", "ab") as err:   # what it says before its log is open
+            server.proc = subprocess.Popen(server.argv(self._exe), stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL, stderr=err)
         self.wait_until(lambda: self._healthy(server, thread), f"{server.name} up", server)
 
     def start_server(self, server: Server, thread: NsThread) -> None:

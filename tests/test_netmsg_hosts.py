@@ -318,38 +318,48 @@ def test_leaf_link_requires_tls(hosts: nethosts.Hosts) -> None:
 
 
 def test_partition_and_heal(hosts: nethosts.Hosts) -> None:
-    """Cutting host 2's link stops its traffic; healing it restores it.
+    """Cutting host 2's link stops its traffic both ways; healing it
+    restores it.
 
     What NATS does: the hub and host 2's leaf each notice the dead link by
-    missed pings (ping_interval 1 s, ping_max 2), the hub drops host 2's
-    interest, and messages published for host 2 meanwhile are dropped: NATS
-    core does not queue them. Once the link is back, host 2's leaf reconnects
-    (every second) and traffic flows again; what was published during the cut
-    never arrives. This is why the proxy numbers its frames and retransmits.
+    missed pings (ping_interval 1 s, ping_max 2: "Stale Connection" in both
+    logs), the hub drops host 2's interest, and messages published for host 2
+    meanwhile are dropped, as are host 2's own: NATS core does not queue
+    them. Once the link is back, host 2's leaf reconnects (it retries every
+    second) and traffic flows again; what was published during the cut never
+    arrives. This is why the proxy numbers its frames and retransmits.
     """
     h1, h2 = hosts[1], hosts[2]
     nc1 = h1.run(h1.connect(ME))
     nc2 = h2.run(h2.connect(ME))
     try:
-        sub = h2.run(nc2.subscribe("pm.host2.in.3"))
+        sub2 = h2.run(nc2.subscribe("pm.host2.in.3"))
         h2.run(nc2.flush())
-        path_ready(h1, nc1, h2, sub, "pm.host2.in.3")
+        sub1 = h1.run(nc1.subscribe("pm.host1.in.3"))
+        h1.run(nc1.flush())
+        path_ready(h1, nc1, h2, sub2, "pm.host2.in.3")
+        path_ready(h2, nc2, h1, sub1, "pm.host1.in.3")
+        created = h2.server.log_text().count("Leafnode connection created")
         hosts.cut(h2)
         try:
             hosts.wait_leaf_down(h2)
             for i in range(5):
                 h1.run(nc1.publish("pm.host2.in.3", b"during %d" % i))
+                h2.run(nc2.publish("pm.host1.in.3", b"during %d" % i))
             h1.run(nc1.flush())
             # host 2's local client is untouched: its server is still there
             h2.run(nc2.flush())
         finally:
             hosts.heal(h2)
         hosts.wait_leaf_up(h2)
-        seen = path_ready(h1, nc1, h2, sub, "pm.host2.in.3")
+        log = h2.server.log_text()
+        assert "Leafnode connection closed" in log
+        assert log.count("Leafnode connection created") >= created + len(hosts.account_names)
+        seen = path_ready(h1, nc1, h2, sub2, "pm.host2.in.3") + path_ready(h2, nc2, h1, sub1, "pm.host1.in.3")
         assert not [m for m in seen if m.startswith(b"during")], seen
         h1.run(nc1.publish("pm.host2.in.3", b"after"))
         h1.run(nc1.flush())
-        assert h2.run(sub.next_msg(timeout=10)).data == b"after"
+        assert h2.run(sub2.next_msg(timeout=10)).data == b"after"
     finally:
         close_all((h1, nc1), (h2, nc2))
 
