@@ -1,0 +1,1 @@
+"""pymach netmsg: ports across hosts, on NATS."""
