@@ -1,0 +1,376 @@
+"""Ports across hosts, on one machine: one NATS server, two bootstrap
+servers and two netmsg proxies, "hostA" (this process's host) and "hostB"
+(where tests/netmsg_peer.py serves), brought up once for the module.
+Plus the frames' own tests (pymach.netmsg.wire)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("nats")
+
+import pymach.mach as M  # noqa: E402
+from pymach import Message, MemoryEntry, Port, SendOnceRight, SendRight, bootstrap, net, request  # noqa: E402
+from pymach._kern import bootstrap_port as BP  # noqa: E402
+from pymach._kern import message_defs as MD  # noqa: E402
+from pymach._kern import netname_port as NP  # noqa: E402
+from pymach.mach import byref, mach_port_t  # noqa: E402
+from pymach.mach import netname as N  # noqa: E402
+from pymach.netmsg import wire as W  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SRC = str(HERE.parent / "src")
+PEER_NAMES = ["echo.b", "echo.b2", "still.b"]
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, *, ready_fd: bool = False,
+                 stdin: bool = False) -> None:
+        self.log = log
+        r, w = os.pipe()
+        argv = args + (["--ready-fd", str(w)] if ready_fd else [])
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(argv, env=env, pass_fds=(w,) if ready_fd else (),
+                                         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE if not ready_fd else out, stderr=out)
+        os.close(w)
+        try:
+            src = r if ready_fd else self.proc.stdout.fileno()  # type: ignore[union-attr]
+            assert select.select([src], [], [], 30)[0], f"{args} did not start: {log.read_text()}"
+            line = os.read(src, 64)
+            assert line.startswith(b"ready"), f"{args}: {line!r} {log.read_text()}"
+        finally:
+            os.close(r)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None and not f.closed:
+                f.close()
+
+
+class Hosts:
+    def __init__(self, tmp: Path, url: str, token: str, path_a: str, path_b: str) -> None:
+        self.tmp, self.url, self.token, self.path_a, self.path_b = tmp, url, token, path_a, path_b
+        self.procs: list[Proc] = []
+
+    def env(self, path: str) -> dict[str, str]:
+        return dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=path, PYMACH_NO_AUTOSTART="1", PYTHONPATH=SRC,
+                    PYMACH_NETMSG_TOKEN=self.token)
+
+    def peer(self, *names: str, host: str = "b") -> Proc:
+        p = Proc([sys.executable, str(HERE / "netmsg_peer.py"), *names],
+                 self.env(self.path_b if host == "b" else self.path_a), self.tmp / "peer.log", stdin=True)
+        self.procs.append(p)
+        return p
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+    from machutil import Server
+    from pymach.netmsg import server
+    tmp = tmp_path_factory.mktemp("netmsg")
+    nats = server.start(directory=tmp / "nats")
+    started: list[Any] = []
+    try:
+        with bootstrap.private_server(serve=False) as a:
+            bs_a = Server(a.path, log=str(tmp / "bootstrap-a.log"))
+            started.append(bs_a)
+            path_b = os.path.join(a.directory, "b.sock")
+            bs_b = Server(path_b, log=str(tmp / "bootstrap-b.log"))
+            started.append(bs_b)
+            h = Hosts(tmp, nats.url, nats.token, a.path, path_b)
+            for name, path in (("hostA", a.path), ("hostB", path_b)):
+                started.append(Proc([sys.executable, "-m", "pymach", "netmsg", "serve", "--nats", nats.url,
+                                     "--host", name, "-v"], h.env(path), tmp / f"proxy-{name}.log", ready_fd=True))
+            started.append(h.peer(*PEER_NAMES))
+            # connected before the tests' fd baselines: the name server port,
+            # and the reply port of the netname routines with its first exchange
+            assert net.version().startswith("pymach netmsg 1 hostA ")
+            try:
+                yield h
+            finally:
+                NP.forget()
+                for p in reversed(h.procs):
+                    p.stop()
+    finally:
+        for s in reversed(started):
+            s.stop()
+        nats.stop()
+
+
+# -- the name service ------------------------------------------------------------------------------------
+
+def test_the_c_layer_looks_up_a_port_of_another_host_and_calls_it(hosts: Hosts) -> None:
+    port = mach_port_t()
+    assert N.netname_look_up(M.name_server_port, "hostB", "echo.b", byref(port)) == N.NETNAME_SUCCESS
+    reply = mach_port_t()
+    task = M.mach_task_self()
+    assert M.mach_port_allocate(task, M.MACH_PORT_RIGHT_RECEIVE, byref(reply)) == 0
+    try:
+        msg = M.mach_msg_header_t()
+        msg.msgh_bits = M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_TYPE_MAKE_SEND_ONCE)
+        msg.msgh_size = ctypes.sizeof(msg)
+        msg.msgh_remote_port = port.value
+        msg.msgh_local_port = reply.value
+        msg.msgh_id = 7
+        assert M.mach_msg(msg, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, msg.msgh_size, 0, 0, 10000, 0) == 0
+        buf = (ctypes.c_char * 256)()
+        assert M.mach_msg(buf, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, 256, reply, 10000, 0) == 0
+        h = M.mach_msg_header_t.from_buffer(buf)
+        assert h.msgh_id == 107 and buf.raw[28:33] == b"echo:"
+    finally:
+        M.mach_port_destroy(task, reply)
+        M.mach_port_deallocate(task, port)
+
+
+def test_the_pythonic_layer_looks_up_any_host_and_requests(hosts: Hosts) -> None:
+    with net.look_up("echo.b", host="*") as echo:
+        r = request(echo, b"ping", id=3, timeout=10)
+        assert (r.id, r.data) == (103, b"echo:ping")
+        r.release()
+    assert net.version().startswith("pymach netmsg 1 hostA ")
+
+
+def test_a_name_checked_in_here_is_found_here(hosts: Hosts) -> None:
+    with Port() as port, port.make_send() as right:
+        net.check_in("local.a", right)
+        try:
+            with net.look_up("local.a") as found:
+                assert found.name == port.name  # the port itself, no proxy in between
+        finally:
+            net.check_out("local.a")
+
+
+def test_netname_codes(hosts: Hosts) -> None:
+    p = mach_port_t()
+    sp = M.name_server_port
+    assert N.netname_look_up(sp, "", "no.such.name", byref(p)) == N.NETNAME_NOT_CHECKED_IN
+    assert N.netname_look_up(sp, "*", "no.such.name", byref(p)) == N.NETNAME_NOT_CHECKED_IN
+    assert N.netname_look_up(sp, "hostB", "no.such.name", byref(p)) == N.NETNAME_NOT_CHECKED_IN
+    assert N.netname_look_up(sp, "hostZ", "echo.b", byref(p)) == N.NETNAME_NO_SUCH_HOST
+    assert N.netname_look_up(sp, "", "x" * 80, byref(p)) == M.KERN_INVALID_ARGUMENT
+    assert N.netname_check_out(sp, "no.such.name", 0) == N.NETNAME_NOT_CHECKED_IN
+    with Port() as port, port.make_send() as right, Port() as sig, sig.make_send() as sig_right, \
+            Port() as other, other.make_send() as other_right:
+        assert N.netname_check_in(sp, "mine.a", sig_right.name, right.name) == N.NETNAME_SUCCESS
+        assert N.netname_check_in(sp, "mine.a", other_right.name, right.name) == N.NETNAME_NOT_YOURS
+        assert N.netname_check_out(sp, "mine.a", other_right.name) == N.NETNAME_NOT_YOURS
+        assert N.netname_check_out(sp, "mine.a", sig_right.name) == N.NETNAME_SUCCESS
+    assert N.netname_check_in(sp, "null.a", 0, 0) == N.NETNAME_INVALID_PORT
+    with pytest.raises(net.NetnameError) as ei:
+        net.look_up("echo.b", host="nohost")
+    assert ei.value.kr == N.NETNAME_NO_SUCH_HOST
+
+
+def test_without_a_proxy_the_name_server_port_is_null_and_look_up_fails_at_once(hosts: Hosts) -> None:
+    p = mach_port_t()
+    assert N.netname_look_up(M.MACH_PORT_NULL, "", "echo.b", byref(p)) == M.MACH_SEND_INVALID_DEST
+    # a process whose bootstrap server has no proxy: status says so
+    env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=str(hosts.tmp / "nobody.sock"), PYMACH_NO_AUTOSTART="1",
+               PYTHONPATH=SRC)
+    out = subprocess.run([sys.executable, "-m", "pymach", "netmsg", "status"], env=env, capture_output=True,
+                         timeout=60)
+    assert out.returncode == 1 and b"no proxy" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "pymach", "netmsg", "status"], env=hosts.env(hosts.path_b),
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith(b"pymach netmsg 1 hostB "), out
+
+
+# -- rights, memory ----------------------------------------------------------------------------------------
+
+def test_a_send_right_carried_there_and_back_is_the_port_itself(hosts: Hosts) -> None:
+    with Port() as port, net.look_up("echo.b", "hostB") as echo:
+        with port.make_send() as right:
+            r = request(echo, Message(b"carry", rights=[right]), timeout=10)
+        try:
+            assert r.data == b"echo:carry" and len(r.rights) == 1
+            back = r.rights[0]
+            assert type(back) is SendRight and back.name == port.name
+            back.send(b"home", id=5, timeout=5)
+            m = port.receive(5)
+            assert (m.id, m.data) == (5, b"home")
+        finally:
+            r.release()
+
+
+def test_a_send_once_right_goes_there_and_back_once(hosts: Hosts) -> None:
+    with Port() as port, net.look_up("echo.b", "hostB") as echo:
+        r = request(echo, Message(b"so", rights=[port.make_send_once()]), timeout=10)
+        try:
+            so = r.rights[0]
+            assert type(so) is SendOnceRight
+            so.send(b"once", id=9, timeout=5)
+            m = port.receive(5)
+            assert (m.id, m.data) == (9, b"once")
+        finally:
+            r.release()
+
+
+def test_a_right_to_a_port_here_reaches_there_and_messages_come_back_in_order(hosts: Hosts) -> None:
+    n = 200
+    with Port() as port, net.look_up("echo.b", "hostB") as echo:
+        with port.make_send() as right:
+            r = request(echo, Message(b"fifo:%d" % n, rights=[right]), timeout=30)
+        r.release()
+        got = []
+        for _ in range(n):
+            m = port.receive(10)
+            got.append((m.id, m.data))
+        assert got == [(i, b"%d" % i) for i in range(n)]
+
+
+@pytest.mark.parametrize("size", [1024, 3 << 20])
+def test_out_of_line_memory_is_copied_across(hosts: Hosts, size: int) -> None:
+    data = os.urandom(size)
+    with net.look_up("echo.b", "hostB") as echo:
+        r = request(echo, Message(b"ool", ool=[data]), timeout=30)
+        try:
+            assert len(r.ool) == 1 and bytes(r.ool[0]) == data
+        finally:
+            r.release()
+
+
+def test_a_memory_entry_arrives_as_a_copy(hosts: Hosts) -> None:
+    with MemoryEntry.create(8192) as entry, net.look_up("echo.b", "hostB") as echo:
+        with entry.map() as region:
+            region.write(b"shared?")
+            with entry.copy() as carried:
+                r = request(echo, Message(b"entry", rights=[carried]), timeout=10)
+            try:
+                back = r.rights[0]
+                assert type(back) is MemoryEntry and back.name != entry.name and back.size == 8192
+                with back.map() as copy:
+                    assert copy.read(0, 7) == b"shared?"
+                    copy.write(b"changed")
+                assert region.read(0, 7) == b"shared?"
+            finally:
+                r.release()
+
+
+def test_a_receive_right_does_not_cross_hosts(hosts: Hosts) -> None:
+    task = M.mach_task_self()
+    port, reply = mach_port_t(), mach_port_t()
+    dest = mach_port_t()
+    assert N.netname_look_up(M.name_server_port, "hostB", "echo.b", byref(dest)) == 0
+    for p in (port, reply):
+        assert M.mach_port_allocate(task, M.MACH_PORT_RIGHT_RECEIVE, byref(p)) == 0
+    try:
+        raw = struct.pack("<IIIIIiI", M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_TYPE_MAKE_SEND_ONCE)
+                          | M.MACH_MSGH_BITS_COMPLEX, 40, dest.value, reply.value, 0, 11, 1)
+        raw += MD.PORT_DESC.pack(port.value, 0, 0, 0, M.MACH_MSG_TYPE_MOVE_RECEIVE, M.MACH_MSG_PORT_DESCRIPTOR)
+        buf = ctypes.create_string_buffer(raw, 256)
+        assert M.mach_msg(buf, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, len(raw), 0, 0, 5000, 0) == 0
+        assert M.mach_msg(buf, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, 256, reply, 10000, 0) == 0
+        r = M.mig_reply_error_t.from_buffer(buf)
+        assert (r.Head.msgh_id, r.RetCode) == (111, M.MACH_SEND_INVALID_RIGHT)
+    finally:
+        M.mach_port_destroy(task, reply)
+        M.mach_port_deallocate(task, dest)
+
+
+# -- guarantees ---------------------------------------------------------------------------------------------
+
+def test_a_full_remote_queue_blocks_the_sender(hosts: Hosts) -> None:
+    """still.b never receives: its queue, the credits in flight and the
+    proxy port's queue fill, then a send times out as at a full local
+    port."""
+    with net.look_up("still.b", "hostB") as still:
+        sent = 0
+        with pytest.raises(M.MachError) as ei:
+            while sent < 200:
+                still.send(b"x", timeout=0.5)
+                sent += 1
+        assert ei.value.kr == M.MACH_SEND_TIMED_OUT
+        assert sent < 200
+
+
+def _wait(pred: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_killed_servers_port_is_a_dead_name_here(hosts: Hosts) -> None:
+    peer = hosts.peer("echo.doomed")
+    with net.look_up("echo.doomed", "hostB") as doomed:
+        r = request(doomed, b"alive", timeout=10)
+        r.release()
+        peer.stop(kill=True)
+        assert _wait(lambda: doomed.dead)
+        with pytest.raises(M.MachError) as ei:
+            doomed.send(b"x", timeout=1)
+        assert ei.value.kr == M.MACH_SEND_INVALID_DEST
+
+
+def test_no_senders_when_the_last_remote_holder_lets_go(hosts: Hosts) -> None:
+    task = M.mach_task_self()
+    prev = mach_port_t()
+    with Port() as port, Port() as notify, net.look_up("echo.b", "hostB") as echo:
+        with port.make_send() as right:
+            r = request(echo, Message(b"hold", rights=[right]), timeout=10)
+        r.release()  # the right that came back (the port's own name)
+        assert M.mach_port_request_notification(task, port.name, M.MACH_NOTIFY_NO_SENDERS, 0, notify.name,
+                                                M.MACH_MSG_TYPE_MAKE_SEND_ONCE, byref(prev)) == 0
+        m = notify.receive(10)  # the peer released its copy: hostB's proxy let go, then hostA's
+        assert m.id == M.MACH_NOTIFY_NO_SENDERS
+        m.release()
+
+
+# -- the frames ---------------------------------------------------------------------------------------------
+
+def test_frames_round_trip_and_chunk() -> None:
+    r = W.Ref("hostA", 5, 7, 0, W.PORT_SEND)
+    m = W.Encoded(3, W.PORT_SEND, W.Ref("b", 1, 2, 0, W.PORT_SEND_ONCE),
+                  [(W.D_PORT, r), (W.D_OOL, (1, b"x" * 10)), (W.D_PORT, None), (W.D_ENTRY, (3, b"e"))], b"abc")
+    assert W.decode(W.encode(m)) == m
+    payload = os.urandom(5000)
+    frames = W.chunks("h", 9, r, 4, payload, 300)
+    assert all(len(f) <= 300 for f in frames) and len(frames) > 10
+    ra = W.Reassembly(len(payload))
+    got = [ra.add(W.unpack(f)) for f in frames]
+    assert got[-1] == payload and got[:-1] == [None] * (len(frames) - 1)
+    for kind in (W.ACK, W.DEAD, W.DROP):
+        f = W.Frame(kind, "h", 1, 2, 3, 0, 4, credits=5, count=6, right=W.PORT_SEND)
+        g = W.unpack(W.pack(f))
+        assert (g.kind, g.src_host, g.src_incarnation, g.incarnation, g.port_id) == (kind, "h", 1, 2, 3)
+
+
+def test_bad_frames_are_refused() -> None:
+    good = W.pack(W.Frame(W.ACK, "h", 1, 2, 3, 0, 4, credits=5))
+    for bad in (b"", good[:-1], good + b"x", b"XXXX" + good[4:], good[:5] + b"\x09" + good[6:]):
+        with pytest.raises(W.WireError):
+            W.unpack(bad)
+    with pytest.raises(W.WireError):
+        W.decode(b"\x11\0\0\0\0\0\0\0\xff\xff\xff\xff\0")
+    with pytest.raises(W.WireError):
+        W.chunks("h", 1, W.Ref("h", 1, 1), 0, b"x", 10)
+    ra = W.Reassembly(10)
+    with pytest.raises(W.WireError):
+        ra.add(W.Frame(W.MSG, "h", 1, total=10, offset=5, chunk=b"x"))
+    assert W.valid_host("host-B_1") and not W.valid_host("a.b") and not W.valid_host("")
