@@ -22,9 +22,6 @@ pytest.importorskip("nats")
 
 import pymach.mach as M  # noqa: E402
 from pymach import Message, MemoryEntry, Port, SendOnceRight, SendRight, bootstrap, net, request  # noqa: E402
-from pymach._kern import bootstrap_port as BP  # noqa: E402
-from pymach._kern import message_defs as MD  # noqa: E402
-from pymach._kern import netname_port as NP  # noqa: E402
 from pymach.mach import byref, mach_port_t  # noqa: E402
 from pymach.mach import netname as N  # noqa: E402
 from pymach.netmsg import wire as W  # noqa: E402
@@ -112,7 +109,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
             try:
                 yield h
             finally:
-                NP.forget()
+                N.name_server_port_disconnect()
                 for p in reversed(h.procs):
                     p.stop()
     finally:
@@ -280,7 +277,7 @@ def test_a_receive_right_does_not_cross_hosts(hosts: Hosts) -> None:
     try:
         raw = struct.pack("<IIIIIiI", M.MACH_MSGH_BITS(M.MACH_MSG_TYPE_COPY_SEND, M.MACH_MSG_TYPE_MAKE_SEND_ONCE)
                           | M.MACH_MSGH_BITS_COMPLEX, 40, dest.value, reply.value, 0, 11, 1)
-        raw += MD.PORT_DESC.pack(port.value, 0, 0, 0, M.MACH_MSG_TYPE_MOVE_RECEIVE, M.MACH_MSG_PORT_DESCRIPTOR)
+        raw += struct.pack("<IIBBBB", port.value, 0, 0, 0, M.MACH_MSG_TYPE_MOVE_RECEIVE, M.MACH_MSG_PORT_DESCRIPTOR)
         buf = ctypes.create_string_buffer(raw, 256)
         assert M.mach_msg(buf, M.MACH_SEND_MSG | M.MACH_SEND_TIMEOUT, len(raw), 0, 0, 5000, 0) == 0
         assert M.mach_msg(buf, M.MACH_RCV_MSG | M.MACH_RCV_TIMEOUT, 0, 256, reply, 10000, 0) == 0

@@ -113,6 +113,12 @@ def get_name_server_port() -> int:
     return NP.get(_look_up_proxy)
 
 
+def name_server_port_disconnect() -> None:
+    """Release the kept send right to the proxy: the next use looks it up
+    again (a program that changes bootstrap servers)."""
+    NP.forget()
+
+
 def __getattr__(attr: str) -> int:
     if attr == "name_server_port":
         return get_name_server_port()
@@ -263,5 +269,5 @@ __all__ = [
     "NETNAME_SUCCESS", "NETNAME_PENDING", "NETNAME_NOT_YOURS", "NETNAME_NOT_CHECKED_IN", "NETNAME_NO_SUCH_HOST",
     "NETNAME_HOST_NOT_FOUND", "NETNAME_INVALID_PORT", "NETNAME_NAME_LEN", "netname_name_t",
     "netname_check_in", "netname_look_up", "netname_check_out", "netname_version", "netname_strerror",
-    "get_name_server_port",
+    "get_name_server_port", "name_server_port_disconnect",
 ]
