@@ -339,6 +339,47 @@ def test_no_senders_when_the_last_remote_holder_lets_go(hosts: Hosts) -> None:
         m.release()
 
 
+def test_a_restarted_hosts_old_ports_are_dead_names_here(hosts: Hosts) -> None:
+    """hostC's proxy is killed and started again: a new incarnation. A
+    right got from the old one is a dead name here once a message finds
+    the new one refusing it; the new one serves new check-ins."""
+    from machutil import Server
+    path_c = str(hosts.tmp / "c.sock")
+    bs_c = Server(path_c, log=str(hosts.tmp / "bootstrap-c.log"))
+    proxies: list[Proc] = []
+
+    def proxy() -> Proc:
+        p = Proc([sys.executable, "-m", "pymach", "netmsg", "serve", "--nats", hosts.url, "--host", "hostC"],
+                 hosts.env(path_c), hosts.tmp / "proxy-hostC.log", ready_fd=True)
+        proxies.append(p)
+        return p
+
+    try:
+        first = proxy()
+        peer = Proc([sys.executable, str(HERE / "netmsg_peer.py"), "echo.c"], hosts.env(path_c),
+                    hosts.tmp / "peer-c.log", stdin=True)
+        try:
+            with net.look_up("echo.c", "hostC") as old:
+                request(old, b"hi", timeout=10).release()
+                first.stop(kill=True)
+                peer.stop()
+                proxy()
+                peer = Proc([sys.executable, str(HERE / "netmsg_peer.py"), "echo.c"], hosts.env(path_c),
+                            hosts.tmp / "peer-c.log", stdin=True)
+                old.send(b"to the old incarnation", timeout=5)
+                assert _wait(lambda: old.dead)
+                with net.look_up("echo.c", "hostC") as new:
+                    r = request(new, b"again", timeout=10)
+                    assert r.data == b"echo:again"
+                    r.release()
+        finally:
+            peer.stop()
+    finally:
+        for p in proxies:
+            p.stop()
+        bs_c.stop()
+
+
 # -- the frames ---------------------------------------------------------------------------------------------
 
 def test_frames_round_trip_and_chunk() -> None:
