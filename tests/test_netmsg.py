@@ -380,6 +380,51 @@ def test_a_restarted_hosts_old_ports_are_dead_names_here(hosts: Hosts) -> None:
         bs_c.stop()
 
 
+def test_duplicates_are_dropped_early_frames_wait_and_old_incarnations_are_fenced(hosts: Hosts) -> None:
+    """A host of the test's own ("hostX", speaking NATS directly) looks up a
+    port of hostA and sends it frames out of order and twice: the port
+    gets each message once, in sequence order. Then hostX "restarts" (a
+    new incarnation): frames of the old one are dropped."""
+    import asyncio
+    import nats as nats_client
+
+    def msg(inc: int, ref: W.Ref, seq: int, msg_id: int) -> bytes:
+        payload = W.encode(W.Encoded(msg_id, W.PORT_SEND, inline=b"%4d" % msg_id))
+        (frame,) = W.chunks("hostX", inc, ref, seq, payload, 1 << 20)
+        return frame
+
+    with Port() as port, port.make_send() as right:
+        net.check_in("frames.a", right)
+        try:
+            async def run() -> None:
+                nc = await nats_client.connect(hosts.url, token=hosts.token)
+                try:
+                    r = await nc.request("pm.hostA.lookup", b"hostX\0frames.a", timeout=5)
+                    code, raw = r.data[:4], r.data[4:]
+                    assert code == b"\0\0\0\0"
+                    ref = W.unpack_ref(raw)
+                    assert ref is not None and ref.host == "hostA"
+                    for inc, seq, msg_id in ((1, 0, 0), (1, 0, 0), (1, 2, 2), (1, 1, 1), (1, 1, 1), (1, 3, 3),
+                                             (2, 0, 10), (1, 4, 4), (2, 1, 11)):
+                        await nc.publish("pm.hostA.in", msg(inc, ref, seq, msg_id))
+                    # a body that is not whole words is refused (its place in the sequence kept)
+                    bad = W.encode(W.Encoded(99, W.PORT_SEND, inline=b"odd"))
+                    await nc.publish("pm.hostA.in", W.chunks("hostX", 2, ref, 2, bad, 1 << 20)[0])
+                    await nc.publish("pm.hostA.in", msg(2, ref, 3, 13))
+                    await nc.flush()
+                finally:
+                    await nc.close()
+
+            asyncio.run(run())
+            got = [port.receive(10).id for _ in range(7)]
+            assert got == [0, 1, 2, 3, 10, 11, 13]
+            with pytest.raises(M.MachError) as ei:
+                port.receive(0)  # nothing more: no duplicate, nothing of the fenced incarnation
+            assert ei.value.kr == M.MACH_RCV_TIMED_OUT
+        finally:
+            net.check_out("frames.a")
+
+
 # -- the frames ---------------------------------------------------------------------------------------------
 
 def test_frames_round_trip_and_chunk() -> None:

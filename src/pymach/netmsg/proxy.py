@@ -473,6 +473,8 @@ class Proxy:
         del ib.chunks[f.seq]
         try:
             enc = W.decode(payload)
+            if len(enc.inline) % 4:
+                raise W.WireError(f"an inline body of {len(enc.inline)} bytes (Mach bodies are whole words)")
         except W.WireError as err:
             log.warning("netmsg: a bad message from %s: %s", f.src_host, err)
             enc = None
