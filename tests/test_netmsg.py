@@ -457,3 +457,40 @@ def test_bad_frames_are_refused() -> None:
     with pytest.raises(W.WireError):
         ra.add(W.Frame(W.MSG, "h", 1, total=10, offset=5, chunk=b"x"))
     assert W.valid_host("host-B_1") and not W.valid_host("a.b") and not W.valid_host("")
+
+
+def test_the_embedded_server_is_joined_and_wants_its_token(tmp_path: Path) -> None:
+    """join_or_start: the first call starts a server on 127.0.0.1 and
+    writes the state file (0600); the next joins it; stop removes it."""
+    import asyncio
+    import nats as nats_client
+    from pymach.netmsg import server
+    state = tmp_path / "state.json"
+    url, token, srv = server.join_or_start(state)
+    assert srv is not None
+    try:
+        assert url.startswith("nats://127.0.0.1:") and len(token) == 64
+        assert state.stat().st_mode & 0o777 == 0o600
+        assert (srv.directory / "nats.conf").stat().st_mode & 0o777 == 0o600
+        assert server.join_or_start(state) == (url, token, None)
+
+        async def connect(tok: str) -> bool:
+            nc = await nats_client.connect(url, token=tok, allow_reconnect=False, connect_timeout=5)
+            await nc.close()
+            return True
+
+        assert asyncio.run(connect(token))
+        # refused (in a child: nats-py leaves the socket of a refused connection open)
+        code = ("import asyncio, nats, sys\n"
+                "async def main():\n"
+                "    try:\n"
+                "        await nats.connect(sys.argv[1], token=sys.argv[2] or None, allow_reconnect=False)\n"
+                "    except Exception:\n"
+                "        sys.exit(3)\n"
+                "asyncio.run(main())\n")
+        for wrong in ("not-the-token", ""):
+            out = subprocess.run([sys.executable, "-c", code, url, wrong], capture_output=True, timeout=60)
+            assert out.returncode == 3, out
+    finally:
+        srv.stop()
+    assert not state.exists() and server.read_state(state) is None
