@@ -9,7 +9,10 @@ Services by name prefix:
   the rights and out-of-line buffers it got; a request whose data is
   b"fifo:N" replies without the right it carries, then sends N
   messages (ids 0..N-1) to it;
-- still...: never receives (its queue fills: qlimit across hosts).
+- still...: never receives (its queue fills: qlimit across hosts);
+- bootstrap:NAME: no port of its own: the send right that NAME has at
+  this host's bootstrap server (waited for), checked in on the network as
+  NAME (a local service made reachable from other hosts).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import sys
 import threading
 
-from pymach import Message, Port, SendRight, net
+import time
+
+from pymach import Message, Port, SendRight, bootstrap, net
 
 
 def echo(port: Port) -> None:
@@ -43,6 +48,20 @@ def echo(port: Port) -> None:
 def main(names: list[str]) -> None:
     ports = []
     for name in names:
+        if name.startswith("bootstrap:"):
+            name = name.partition(":")[2]
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    right = bootstrap.look_up(name)
+                    break
+                except bootstrap.BootstrapError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            with right:
+                net.check_in(name, right)
+            continue
         port = Port()
         ports.append(port)
         with port.make_send() as right:

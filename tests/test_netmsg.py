@@ -288,6 +288,41 @@ def test_a_receive_right_does_not_cross_hosts(hosts: Hosts) -> None:
         M.mach_port_deallocate(task, dest)
 
 
+def test_the_books_client_on_hostA_maps_a_copy_of_the_servers_entry_on_hostB(hosts: Hosts) -> None:
+    """shm_ipc_server runs on hostB (checked in at hostB's bootstrap server,
+    then on the network); its name is registered at hostA's bootstrap
+    server with the right net.look_up gives; the unmodified shm_ipc_client
+    runs on hostA. The entry arrives as a copy: what a client writes stays
+    in its copy, the next client reads the server's page unchanged."""
+    service = "com.osxbook.SHMServer"
+    env_b = dict(hosts.env(hosts.path_b), PYTHONUNBUFFERED="1")
+    server = subprocess.Popen([sys.executable, "-m", "pymach.examples.shm_ipc_server"], env=env_b,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert server.stdout is not None and server.stdout.readline().startswith(b"memory allocated at 0x")
+        bridge = hosts.peer("bootstrap:" + service)
+        with net.look_up(service, "hostB") as right:
+            bootstrap.register(service, right)
+        bridge.stop()  # the name stays: hostA's bootstrap server holds the right
+        env_a = hosts.env(hosts.path_a)
+        out = []
+        for args in (["Hello, hostA!"], []):
+            p = subprocess.run([sys.executable, "-m", "pymach.examples.shm_ipc_client", *args], env=env_a,
+                               capture_output=True, text=True, timeout=60)
+            assert p.returncode == 0 and p.stderr == "", p
+            out.append(p.stdout.splitlines()[1:])
+        assert out == [["Hello, Mach!", 'writing "Hello, hostA!" to shared memory'], ["Hello, Mach!"]]
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
 # -- guarantees ---------------------------------------------------------------------------------------------
 
 def test_a_full_remote_queue_blocks_the_sender(hosts: Hosts) -> None:
