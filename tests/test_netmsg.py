@@ -74,8 +74,9 @@ class Hosts:
         self.procs: list[Proc] = []
 
     def env(self, path: str) -> dict[str, str]:
+        # retries every 0.25 s, 8 times: a home that never acknowledges is dead in about 2 s
         return dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=path, PYMACH_NO_AUTOSTART="1", PYTHONPATH=SRC,
-                    PYMACH_NETMSG_TOKEN=self.token)
+                    PYMACH_NETMSG_TOKEN=self.token, PYMACH_NETMSG_RETRY="0.25,8")
 
     def peer(self, *names: str, host: str = "b") -> Proc:
         p = Proc([sys.executable, str(HERE / "netmsg_peer.py"), *names],
@@ -458,6 +459,48 @@ def test_duplicates_are_dropped_early_frames_wait_and_old_incarnations_are_fence
             assert ei.value.kr == M.MACH_RCV_TIMED_OUT
         finally:
             net.check_out("frames.a")
+
+
+def test_a_home_that_does_not_acknowledge_gets_the_message_again_then_its_port_is_dead(hosts: Hosts) -> None:
+    """"hostX" (the test's NATS client, on a loop in a thread) answers a
+    look-up with a port of its own and never acknowledges: hostA's proxy
+    sends the message again and again, then takes the port for dead."""
+    import asyncio
+    import threading
+    import nats as nats_client
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    seen: list[tuple[str, int, int]] = []
+
+    async def start() -> Any:
+        nc = await nats_client.connect(hosts.url, token=hosts.token)
+
+        async def on_lookup(m: Any) -> None:
+            await nc.publish(m.reply, struct.pack("<i", 0) + W.pack_ref(W.Ref("hostX", 77, 5)))
+
+        async def on_frame(m: Any) -> None:
+            f = W.unpack(m.data)
+            seen.append((f.src_host, f.kind, f.seq))
+
+        await nc.subscribe("pm.hostX.lookup", cb=on_lookup)
+        await nc.subscribe("pm.hostX.in", cb=on_frame)
+        await nc.flush()
+        return nc
+
+    nc = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        with net.look_up("silent", "hostX") as right:
+            right.send(b"1234", id=1, timeout=5)
+            assert _wait(lambda: right.dead)
+        sent = [x for x in seen if x[1] == W.MSG]
+        assert sent[0] == ("hostA", W.MSG, 0) and len(sent) >= 3 and set(sent) == {sent[0]}
+    finally:
+        asyncio.run_coroutine_threadsafe(nc.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 # -- the frames ---------------------------------------------------------------------------------------------

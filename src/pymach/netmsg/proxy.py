@@ -77,6 +77,11 @@ log = logging.getLogger("pymach.netmsg")
 WINDOW: Final = 8          # credits an import starts with: messages in flight per (host, port)
 RCV_MAX: Final = 64 << 20  # the largest inline message forwarded
 REQUEST_TIMEOUT: Final = 2.0
+# a message its home has not acknowledged (received, not yet delivered) for
+# RETRY_AFTER seconds is sent again, RETRIES times; then its port is taken
+# for dead here ($PYMACH_NETMSG_RETRY: "SECONDS,TRIES")
+RETRY_AFTER: Final = 1.0
+RETRIES: Final = 10
 DROP_DELAY: Final = 0.05     # s: between a proxy port's no-senders and the DROP to its home
 
 HDR: Final = MD.HDR
@@ -92,7 +97,8 @@ class Export:
     name: int                 # our right to the local port
     kind: int                 # W.PORT_SEND or W.PORT_SEND_ONCE
     sent: dict[str, int] = field(default_factory=dict)   # references given to each host
-    queue: asyncio.Queue[tuple[str, int, bytes | None, list[Any]]] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[tuple[str, int, int], int, bytes | None, list[Any]]] = field(
+        default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     busy: bool = False
     closing: bool = False
@@ -108,6 +114,15 @@ class Import:
     made: int = 0             # make-sends given out
     received: int = 0         # references the home gave us
     in_set: bool = True
+
+
+@dataclass
+class Outstanding:
+    """A forwarded message its home has not acknowledged yet."""
+
+    frames: list[bytes]
+    sent: float
+    tries: int = 0
 
 
 @dataclass
@@ -147,6 +162,9 @@ class Proxy:
         self.service = 0
         self.notify = 0
         self.tasks: set[asyncio.Task[Any]] = set()
+        # forwarded, not yet acknowledged: port (home host, incarnation, id, generation) → seq → frames
+        self.outstanding: dict[tuple[str, int, int, int], dict[int, Outstanding]] = {}
+        self.retry_after, self.retries = _retry_setting()
 
     # -- life ----------------------------------------------------------------------------
 
@@ -173,8 +191,10 @@ class Proxy:
             if self.ready is not None:
                 self.ready()
             receiver = asyncio.ensure_future(self._receive_loop())
+            retrier = asyncio.ensure_future(self._retry_loop())
             await self.stopping.wait()
             receiver.cancel()
+            retrier.cancel()
             try:
                 await receiver
             except (asyncio.CancelledError, K.MachError):
@@ -373,9 +393,36 @@ class Proxy:
         seq = imp.seq
         imp.seq += 1
         subject = _frames(to)
-        for frame in W.chunks(self.host, self.incarnation, imp.ref, seq, payload, self.limit):
+        frames = W.chunks(self.host, self.incarnation, imp.ref, seq, payload, self.limit)
+        for frame in frames:
             self._publish(subject, frame)
+        loop = asyncio.get_running_loop()
+        self.outstanding.setdefault(imp.ref.port, {})[seq] = Outstanding(frames, loop.time())
         self._after_send(imp)
+
+    async def _retry_loop(self) -> None:
+        """Send again what its home has not acknowledged in RETRY_AFTER
+        seconds (the home drops what it has seen); after RETRIES tries the
+        port is taken for dead: its proxy port is destroyed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.retry_after / 2)
+            now = loop.time()
+            for port, pending in list(self.outstanding.items()):
+                for o in pending.values():
+                    if now - o.sent < self.retry_after:
+                        continue
+                    if o.tries >= self.retries:
+                        log.warning("netmsg: %s does not acknowledge: its port is dead here", port[0])
+                        del self.outstanding[port]
+                        imp = self.imports.get(port)
+                        if imp is not None:
+                            self._drop_import(imp, publish=False)
+                        break
+                    o.tries += 1
+                    o.sent = now
+                    for frame in o.frames:
+                        self._publish(_frames(port[0]), frame)
 
     def _after_send(self, imp: Import) -> None:
         if imp.kind == W.PORT_SEND_ONCE:
@@ -434,6 +481,8 @@ class Proxy:
                 e.sent.pop(f.src_host, None)
             for key in [k for k in self.inbound if k[0] == f.src_host and k[1] == known]:
                 del self.inbound[key]
+            for port in [p for p in self.outstanding if p[0] == f.src_host and p[1] == known]:
+                del self.outstanding[port]
         return True
 
     async def _on_frame(self, m: Any) -> None:
@@ -458,7 +507,13 @@ class Proxy:
         key = (f.src_host, f.src_incarnation, f.port_id)
         ib = self.inbound.setdefault(key, Inbound())
         if f.seq < ib.expected or f.seq in ib.early:
-            return  # a duplicate
+            # a duplicate (our acknowledgement was lost, or is on its way):
+            # acknowledge what is delivered again, take nothing
+            if ib.expected and f.offset == 0:
+                self._publish(_frames(f.src_host), self._frame(
+                    W.ACK, incarnation=self.incarnation, port_id=f.port_id, generation=f.generation,
+                    seq=ib.expected - 1, credits=0))
+            return
         ra = ib.chunks.get(f.seq)
         if ra is None:
             ra = ib.chunks[f.seq] = W.Reassembly(f.total)
@@ -482,29 +537,37 @@ class Proxy:
             ib.early[f.seq] = W.Encoded(0, W.PORT_SEND)  # keeps the order going: delivered as nothing
         else:
             ib.early[f.seq] = enc
+        accepted = False
         while ib.expected in ib.early:
             enc = ib.early.pop(ib.expected)
             # the rights it carries are resolved now, in the order frames
             # came (a DROP after it cannot take a right it brings home)
             keep: list[Any] = []
             built = self._build(e, enc, keep) if enc.msg_id or enc.descriptors or enc.inline or enc.reply else None
-            e.queue.put_nowait((f.src_host, ib.expected, built, keep))
+            e.queue.put_nowait((key, ib.expected, built, keep))
             ib.expected += 1
+            accepted = True
+        if accepted:
+            # received (in order, up to expected - 1): the sender may forget
+            # them; the credits come back as each is delivered
+            self._publish(_frames(f.src_host), self._frame(
+                W.ACK, incarnation=self.incarnation, port_id=f.port_id, generation=f.generation,
+                seq=ib.expected - 1, credits=0))
         if e.task is None:
             e.task = asyncio.ensure_future(self._deliver_loop(e))
 
     async def _deliver_loop(self, e: Export) -> None:
         while True:
-            src, seq, raw, keep = await e.queue.get()
+            key, seq, raw, keep = await e.queue.get()
             e.busy = True
             if raw is not None:
                 await self._deliver(e, raw, keep)
             e.busy = False
+            self._publish(_frames(key[0]), self._frame(W.ACK, incarnation=self.incarnation, port_id=e.port_id,
+                                                       seq=seq, credits=1))
             if e.kind == W.PORT_SEND_ONCE:
                 self.exports.pop(e.port_id, None)
                 return
-            self._publish(_frames(src), self._frame(W.ACK, incarnation=self.incarnation, port_id=e.port_id,
-                                                    seq=seq, credits=1))
             if e.closing and e.queue.empty():
                 self._deallocate(e.name)
                 return
@@ -592,13 +655,21 @@ class Proxy:
 
     def _on_ctl(self, f: W.Frame) -> None:
         if f.kind == W.ACK:
-            imp = self.imports.get((f.src_host, f.incarnation, f.port_id, f.generation))
+            port = (f.src_host, f.incarnation, f.port_id, f.generation)
+            pending = self.outstanding.get(port)
+            if pending is not None:
+                for seq in [s for s in pending if s <= f.seq]:
+                    del pending[seq]
+                if not pending:
+                    del self.outstanding[port]
+            imp = self.imports.get(port)
             if imp is not None:
                 imp.credits += f.credits
                 if imp.credits > 0 and not imp.in_set:
                     R.insert_member(self.space, imp.name, self.pset)
                     imp.in_set = True
         elif f.kind == W.DEAD:
+            self.outstanding.pop((f.src_host, f.incarnation, f.port_id, f.generation), None)
             imp = self.imports.get((f.src_host, f.incarnation, f.port_id, f.generation))
             if imp is not None:
                 self._drop_import(imp, publish=False)
@@ -780,6 +851,18 @@ class Proxy:
 
 
 MACH_PORT_RIGHT_SEND_TYPE: Final = 1 << (16 + MACH_PORT_RIGHT_SEND)  # MACH_PORT_TYPE_SEND
+
+
+def _retry_setting() -> tuple[float, int]:
+    import os
+    raw = os.environ.get("PYMACH_NETMSG_RETRY", "")
+    try:
+        after, tries = raw.split(",")
+        if float(after) > 0 and int(tries) > 0:
+            return float(after), int(tries)
+    except ValueError:
+        pass
+    return RETRY_AFTER, RETRIES
 
 
 def _frames(host: str) -> str:
