@@ -21,13 +21,13 @@ message (or its send-once notification, forwarded as a DROP).
 
 Guarantees kept here:
 
-- FIFO and no duplicates per (sender incarnation, port): each forwarded
+- FIFO and exactly once per (sender incarnation, port): each forwarded
   message carries the next sequence number of its import; the home
   delivers in order, holds back what comes early and drops what it has
-  seen;
+  seen, and acknowledges what it received; what is not acknowledged is sent
+  again, and after RETRIES tries its port is taken for dead;
 - qlimit: an import holds credits (WINDOW at first); each forwarded
-  message takes one, each delivery acknowledged by the home gives one
-  back. Without credit the proxy port leaves the port set, so its queue
+  message takes one, each delivery into the real port gives one back. Without credit the proxy port leaves the port set, so its queue
   fills and local senders block or time out (MACH_SEND_TIMED_OUT) at it,
   as at a local port;
 - dead names: the home's dead-name notification becomes DEAD frames to
@@ -38,8 +38,8 @@ Guarantees kept here:
   DEAD, and frames from an incarnation of a host older than the last one
   seen are dropped (and its proxy ports destroyed).
 
-Not done yet: retransmission after a NATS outage, leases (a silent host is
-not declared dead), moving receive rights (refused: see docs/netmsg.md).
+Not done yet: leases (a silent host is not declared dead), moving receive
+rights (refused: see docs/netmsg.md).
 """
 
 from __future__ import annotations
