@@ -517,13 +517,13 @@ def test_frames_round_trip_and_chunk() -> None:
     got = [ra.add(W.unpack(f)) for f in frames]
     assert got[-1] == payload and got[:-1] == [None] * (len(frames) - 1)
     for kind in (W.ACK, W.DEAD, W.DROP):
-        f = W.Frame(kind, "h", 1, 2, 3, 0, 4, credits=5, count=6, right=W.PORT_SEND)
+        f = W.Frame(kind, "h", 1, 2, 3, 0, 4, delivered=5, count=6, right=W.PORT_SEND)
         g = W.unpack(W.pack(f))
         assert (g.kind, g.src_host, g.src_incarnation, g.incarnation, g.port_id) == (kind, "h", 1, 2, 3)
 
 
 def test_bad_frames_are_refused() -> None:
-    good = W.pack(W.Frame(W.ACK, "h", 1, 2, 3, 0, 4, credits=5))
+    good = W.pack(W.Frame(W.ACK, "h", 1, 2, 3, 0, 4, delivered=5))
     for bad in (b"", good[:-1], good + b"x", b"XXXX" + good[4:], good[:5] + b"\x09" + good[6:]):
         with pytest.raises(W.WireError):
             W.unpack(bad)

@@ -109,8 +109,11 @@ class Import:
     ref: W.Ref
     name: int                 # the local proxy port (receive right)
     kind: int
-    credits: int = WINDOW
+    credits: int = WINDOW     # WINDOW - (sent - delivered)
     seq: int = 0              # the next sequence number to send
+    delivered: int = 0        # how many the home has delivered
+    last: list[bytes] = field(default_factory=list)  # the frames of the last message sent
+    probed: float = 0.0
     made: int = 0             # make-sends given out
     received: int = 0         # references the home gave us
     in_set: bool = True
@@ -130,6 +133,7 @@ class Inbound:
     """What a home keeps per (sender host, incarnation, port)."""
 
     expected: int = 0
+    delivered: int = 0
     early: dict[int, W.Encoded] = field(default_factory=dict)
     chunks: dict[int, W.Reassembly] = field(default_factory=dict)
 
@@ -398,6 +402,8 @@ class Proxy:
             self._publish(subject, frame)
         loop = asyncio.get_running_loop()
         self.outstanding.setdefault(imp.ref.port, {})[seq] = Outstanding(frames, loop.time())
+        imp.last = frames
+        imp.probed = loop.time()
         self._after_send(imp)
 
     async def _retry_loop(self) -> None:
@@ -423,6 +429,14 @@ class Proxy:
                     o.sent = now
                     for frame in o.frames:
                         self._publish(_frames(port[0]), frame)
+            # a port out of credit whose credits may have been lost with an
+            # ACK: its last message again, which the home answers (as a
+            # duplicate) with an ACK of what it has delivered
+            for imp in list(self.imports.values()):
+                if not imp.in_set and imp.last and now - imp.probed >= self.retry_after:
+                    imp.probed = now
+                    for frame in imp.last:
+                        self._publish(_frames(imp.ref.host), frame)
 
     def _after_send(self, imp: Import) -> None:
         if imp.kind == W.PORT_SEND_ONCE:
@@ -512,7 +526,7 @@ class Proxy:
             if ib.expected and f.offset == 0:
                 self._publish(_frames(f.src_host), self._frame(
                     W.ACK, incarnation=self.incarnation, port_id=f.port_id, generation=f.generation,
-                    seq=ib.expected - 1, credits=0))
+                    seq=ib.expected - 1, delivered=ib.delivered))
             return
         ra = ib.chunks.get(f.seq)
         if ra is None:
@@ -549,10 +563,10 @@ class Proxy:
             accepted = True
         if accepted:
             # received (in order, up to expected - 1): the sender may forget
-            # them; the credits come back as each is delivered
+            # them; its credits come back as they are delivered
             self._publish(_frames(f.src_host), self._frame(
                 W.ACK, incarnation=self.incarnation, port_id=f.port_id, generation=f.generation,
-                seq=ib.expected - 1, credits=0))
+                seq=ib.expected - 1, delivered=ib.delivered))
         if e.task is None:
             e.task = asyncio.ensure_future(self._deliver_loop(e))
 
@@ -563,8 +577,11 @@ class Proxy:
             if raw is not None:
                 await self._deliver(e, raw, keep)
             e.busy = False
+            ib = self.inbound.get(key)
+            if ib is not None:
+                ib.delivered = seq + 1
             self._publish(_frames(key[0]), self._frame(W.ACK, incarnation=self.incarnation, port_id=e.port_id,
-                                                       seq=seq, credits=1))
+                                                       seq=seq, delivered=seq + 1))
             if e.kind == W.PORT_SEND_ONCE:
                 self.exports.pop(e.port_id, None)
                 return
@@ -664,7 +681,8 @@ class Proxy:
                     del self.outstanding[port]
             imp = self.imports.get(port)
             if imp is not None:
-                imp.credits += f.credits
+                imp.delivered = max(imp.delivered, f.delivered)
+                imp.credits = WINDOW - (imp.seq - imp.delivered)
                 if imp.credits > 0 and not imp.in_set:
                     R.insert_member(self.space, imp.name, self.pset)
                     imp.in_set = True

@@ -9,7 +9,9 @@ A frame is a header and a body by kind::
   host: dest (incarnation u64, port id u64, generation u32), seq u64,
   total u32 (the encoded message's length), offset u32, then the chunk.
 - ACK: home → sender: the port (incarnation, id, generation), the highest
-  seq delivered in order, and credits granted (u32).
+  seq received in order, and how many of the sender's messages the home
+  has delivered to the port (u32, cumulative: a lost ACK is made good by
+  the next one).
 - DEAD: home → holder: the port died (its name).
 - DROP: holder → home: the holder released ``count`` references (u32) it
   was given to the port; ``kind`` PORT_SEND or PORT_SEND_ONCE.
@@ -93,7 +95,7 @@ class Frame:
     total: int = 0
     offset: int = 0
     chunk: bytes = b""
-    credits: int = 0
+    delivered: int = 0
     count: int = 0
     right: int = 0
 
@@ -145,7 +147,7 @@ def pack(f: Frame) -> bytes:
         if f.kind == MSG:
             return head + _MSG.pack(f.incarnation, f.port_id, f.generation, f.seq, f.total, f.offset) + f.chunk
         if f.kind == ACK:
-            return head + _ACK.pack(f.incarnation, f.port_id, f.generation, f.seq, f.credits)
+            return head + _ACK.pack(f.incarnation, f.port_id, f.generation, f.seq, f.delivered)
         if f.kind == DEAD:
             return head + _PORTID.pack(f.incarnation, f.port_id, f.generation)
         if f.kind == DROP:
@@ -177,7 +179,7 @@ def unpack(buf: bytes | memoryview) -> Frame:
             raise WireError("a chunk outside its message")
         return f
     if kind == ACK:
-        (f.incarnation, f.port_id, f.generation, f.seq, f.credits), off = _unpack(_ACK, buf, off)
+        (f.incarnation, f.port_id, f.generation, f.seq, f.delivered), off = _unpack(_ACK, buf, off)
     elif kind == DEAD:
         (f.incarnation, f.port_id, f.generation), off = _unpack(_PORTID, buf, off)
     elif kind == DROP:
