@@ -69,9 +69,18 @@ class Proc:
 
 
 class Hosts:
-    def __init__(self, tmp: Path, url: str, token: str, path_a: str, path_b: str) -> None:
-        self.tmp, self.url, self.token, self.path_a, self.path_b = tmp, url, token, path_a, path_b
+    def __init__(self, tmp: Path, nats: Any, path_a: str, path_b: str) -> None:
+        self.tmp, self.nats, self.path_a, self.path_b = tmp, nats, path_a, path_b
+        self.url, self.token = nats.url, nats.token
         self.procs: list[Proc] = []
+
+    def restart_nats(self) -> None:
+        """Stop the NATS server and start it again on the same port (the
+        proxies reconnect)."""
+        from pymach.netmsg import server
+        port = int(self.url.rpartition(":")[2])
+        self.nats.stop()
+        self.nats = server.start(directory=self.tmp / "nats-again", port=port, token=self.token)
 
     def env(self, path: str) -> dict[str, str]:
         # retries every 0.25 s, 8 times: a home that never acknowledges is dead in about 2 s
@@ -99,7 +108,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
             path_b = os.path.join(a.directory, "b.sock")
             bs_b = Server(path_b, log=str(tmp / "bootstrap-b.log"))
             started.append(bs_b)
-            h = Hosts(tmp, nats.url, nats.token, a.path, path_b)
+            h = Hosts(tmp, nats, a.path, path_b)
             for name, path in (("hostA", a.path), ("hostB", path_b)):
                 started.append(Proc([sys.executable, "-m", "pymach", "netmsg", "serve", "--nats", nats.url,
                                      "--host", name, "-v"], h.env(path), tmp / f"proxy-{name}.log", ready_fd=True))
@@ -117,6 +126,8 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
         for s in reversed(started):
             s.stop()
         nats.stop()
+        if "h" in locals():
+            h.nats.stop()
 
 
 # -- the name service ------------------------------------------------------------------------------------
@@ -501,6 +512,24 @@ def test_a_home_that_does_not_acknowledge_gets_the_message_again_then_its_port_i
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def test_fifo_and_exactly_once_across_a_nats_server_restart(hosts: Hosts) -> None:
+    """hostB's peer sends 300 messages to a port here; the NATS server is
+    stopped and started again while they flow (credits hold most of them
+    back at hostB): every message arrives once, in order."""
+    n = 300
+    with Port() as port, net.look_up("echo.b", "hostB") as echo:
+        with port.make_send() as right:
+            r = request(echo, Message(b"fifo:%d" % n, rights=[right]), timeout=30)
+        r.release()
+        got = [port.receive(10).id for _ in range(50)]
+        hosts.restart_nats()
+        got += [port.receive(30).id for _ in range(n - 50)]
+        assert got == list(range(n))
+        with pytest.raises(M.MachError) as ei:
+            port.receive(0.5)  # no duplicate behind them
+        assert ei.value.kr == M.MACH_RCV_TIMED_OUT
 
 
 # -- the frames ---------------------------------------------------------------------------------------------

@@ -414,6 +414,12 @@ class Proxy:
         while True:
             await asyncio.sleep(self.retry_after / 2)
             now = loop.time()
+            if not self.nc.is_connected:
+                # our own outage: nothing is counted against the homes
+                for pending in self.outstanding.values():
+                    for o in pending.values():
+                        o.sent = now
+                continue
             for port, pending in list(self.outstanding.items()):
                 for o in pending.values():
                     if now - o.sent < self.retry_after:

@@ -107,19 +107,22 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def start(*, directory: Path | None = None, timeout: float = 10.0, max_payload: int = MAX_PAYLOAD) -> Embedded:
-    """Start a nats-server on 127.0.0.1 with a fresh token; return once it
-    accepts clients. ``directory`` (made 0700) holds its config, ports
-    file and log; default: a new one under runtime_dir(). Raises
-    ServerError when it does not come up within ``timeout`` seconds."""
+def start(*, directory: Path | None = None, timeout: float = 10.0, max_payload: int = MAX_PAYLOAD,
+          port: int = -1, token: str | None = None) -> Embedded:
+    """Start a nats-server on 127.0.0.1 with a fresh token (or ``token``)
+    on a port it picks (or ``port``: a server started again where clients
+    reconnect); return once it accepts clients. ``directory`` (made 0700)
+    holds its config, ports file and log; default: a new one under
+    runtime_dir(). Raises ServerError when it does not come up within
+    ``timeout`` seconds."""
     import tempfile
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="nats-", dir=runtime_dir()))
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    token = secrets.token_hex(32)
+    token = token or secrets.token_hex(32)
     conf = directory / "nats.conf"
     _write_private(conf, "\n".join([
-        "listen: 127.0.0.1:-1",
+        f"listen: 127.0.0.1:{int(port)}",
         f"ports_file_dir: {json.dumps(str(directory))}",
         f"max_payload: {max_payload}",
         "authorization {",
