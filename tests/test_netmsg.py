@@ -532,6 +532,27 @@ def test_fifo_and_exactly_once_across_a_nats_server_restart(hosts: Hosts) -> Non
         assert ei.value.kr == M.MACH_RCV_TIMED_OUT
 
 
+def test_a_message_that_dies_at_its_home_gives_back_the_rights_it_carried(hosts: Hosts) -> None:
+    """still.k's queue is full (5 messages), so the next message, which
+    carries a send right to a port here, waits at hostB's proxy; SIGKILL
+    ends still.k: the message is destroyed there, hostB gives the reference
+    back and the port here gets its no-senders notification."""
+    task = M.mach_task_self()
+    prev = mach_port_t()
+    peer = hosts.peer("still.k")
+    with Port() as port, Port() as notify, net.look_up("still.k", "hostB") as still:
+        for _ in range(M.MACH_PORT_QLIMIT_DEFAULT):
+            still.send(b"fill", timeout=5)
+        with port.make_send() as right:
+            still.send(Message(b"carry", rights=[right]), timeout=5)
+        assert M.mach_port_request_notification(task, port.name, M.MACH_NOTIFY_NO_SENDERS, 0, notify.name,
+                                                M.MACH_MSG_TYPE_MAKE_SEND_ONCE, byref(prev)) == 0
+        peer.stop(kill=True)
+        m = notify.receive(10)
+        assert m.id == M.MACH_NOTIFY_NO_SENDERS
+        m.release()
+
+
 # -- the frames ---------------------------------------------------------------------------------------------
 
 def test_frames_round_trip_and_chunk() -> None:

@@ -297,8 +297,8 @@ class Proxy:
         e = self.exports.pop(pid)
         for host in e.sent:
             self._publish(_frames(host), self._frame(W.DEAD, incarnation=self.incarnation, port_id=pid))
-        if e.task is not None:
-            e.task.cancel()
+        # what is queued for it fails to be delivered, and its rights are
+        # released (_deliver); then its delivery task ends
         self._destroy(name)
 
     # -- forwarding out ------------------------------------------------------------------
@@ -594,6 +594,8 @@ class Proxy:
             if e.closing and e.queue.empty():
                 self._deallocate(e.name)
                 return
+            if self.exports.get(e.port_id) is not e and e.queue.empty():
+                return  # the port died: nothing more comes for it
 
     def _import(self, ref: W.Ref, keep: list[Any]) -> tuple[int, int]:
         """(name, disposition) to put in a message for the reference ``ref``."""
@@ -620,11 +622,13 @@ class Proxy:
                                        MD.MACH_MSG_TYPE_MAKE_SEND_ONCE)
             imp.made += 1
             imp.received += 1
+            keep.append(("import", imp))
             return imp.name, MD.MACH_MSG_TYPE_MAKE_SEND
         name = R.allocate(self.space, MACH_PORT_RIGHT_RECEIVE)
         imp = Import(ref, name, W.PORT_SEND_ONCE)
         self.import_by_name[name] = imp
         R.insert_member(self.space, name, self.pset)
+        keep.append(("so-import", imp))
         return name, MD.MACH_MSG_TYPE_MAKE_SEND_ONCE
 
     def _build(self, e: Export, enc: W.Encoded, keep: list[Any]) -> bytes:
@@ -670,11 +674,32 @@ class Proxy:
             # the message carried is released
             # (a send that fails consumes nothing: new entries are ours to drop)
             log.info("netmsg: delivery to port %d failed: %s", e.port_id, err)
-            for k in keep:
-                if isinstance(k, tuple) and k[0] == "entry":
-                    self._destroy(k[1])
-                elif isinstance(k, tuple):
-                    self._deallocate(k[1])
+            self._release(keep)
+
+    def _release(self, keep: list[Any]) -> None:
+        """Release what a message that was not delivered carried, as
+        mach_msg_destroy would: our own rights, new entries, and the
+        references of proxy ports it would have given out (their homes
+        get them back: DROP)."""
+        for k in keep:
+            if not isinstance(k, tuple):
+                continue  # an out-of-line buffer
+            what, obj = k
+            if what == "entry":
+                self._destroy(obj)
+            elif what in ("send", "so"):
+                self._deallocate(obj)  # a send-once right: its port gets the send-once notification
+            elif not isinstance(obj, Import) or self.import_by_name.get(obj.name) is not obj:
+                continue  # a proxy port already gone
+            elif what == "import":
+                obj.made -= 1
+                if obj.made <= 0:
+                    self._drop_import(obj)
+            else:
+                self._publish(_frames(obj.ref.host), self._frame(
+                    W.DROP, incarnation=obj.ref.incarnation, port_id=obj.ref.port_id,
+                    generation=obj.ref.generation, right=W.PORT_SEND_ONCE, count=1))
+                self._drop_import(obj, publish=False)
 
     def _on_ctl(self, f: W.Frame) -> None:
         if f.kind == W.ACK:
