@@ -451,7 +451,9 @@ def test_duplicates_are_dropped_early_frames_wait_and_old_incarnations_are_fence
                     assert code == b"\0\0\0\0"
                     ref = W.unpack_ref(raw)
                     assert ref is not None and ref.host == "hostA"
-                    for inc, seq, msg_id in ((1, 0, 0), (1, 0, 0), (1, 2, 2), (1, 1, 1), (1, 1, 1), (1, 3, 3),
+                    # (seq 1000: further ahead than credits allow, not kept)
+                    for inc, seq, msg_id in ((1, 0, 0), (1, 0, 0), (1, 2, 2), (1, 1000, 1000), (1, 1, 1), (1, 1, 1),
+                                             (1, 3, 3),
                                              (2, 0, 10), (1, 4, 4), (2, 1, 11)):
                         await nc.publish("pm.hostA.in", msg(inc, ref, seq, msg_id))
                     # a body that is not whole words is refused (its place in the sequence kept)
@@ -622,3 +624,36 @@ def test_the_embedded_server_is_joined_and_wants_its_token(tmp_path: Path) -> No
     finally:
         srv.stop()
     assert not state.exists() and server.read_state(state) is None
+
+
+def test_any_bytes_are_a_frame_or_a_wire_error() -> None:
+    """Untrusted input: unpack and decode give a value or WireError, never
+    another exception, for any bytes (and for a good frame cut or flipped
+    anywhere)."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    good = [W.pack(W.Frame(W.ACK, "h", 1, 2, 3, 0, 4, delivered=5)),
+            W.chunks("hostA", 7, W.Ref("hostB", 1, 2), 3, W.encode(W.Encoded(
+                5, W.PORT_SEND, W.Ref("hostA", 7, 9, 0, W.PORT_SEND_ONCE),
+                [(W.D_PORT, W.Ref("c", 1, 1)), (W.D_OOL, (1, b"abc")), (W.D_ENTRY, (3, b"zz"))], b"data")),
+                1 << 20)[0]]
+
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(st.one_of(st.binary(max_size=200),
+                                st.tuples(st.sampled_from(good), st.integers(0, 199), st.integers(0, 255)).map(
+                                    lambda t: t[0][:t[1] % len(t[0])] + bytes([t[2]]) + t[0][t[1] % len(t[0]) + 1:]),
+                                st.tuples(st.sampled_from(good), st.integers(0, 199)).map(
+                                    lambda t: t[0][:t[1] % len(t[0])])))
+    def check(data: bytes) -> None:
+        try:
+            f = W.unpack(data)
+        except W.WireError:
+            return
+        if f.kind == W.MSG and f.offset == 0 and len(f.chunk) == f.total:
+            try:
+                W.decode(f.chunk)
+            except W.WireError:
+                pass
+
+    check()

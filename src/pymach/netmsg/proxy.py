@@ -75,6 +75,7 @@ from . import wire as W
 log = logging.getLogger("pymach.netmsg")
 
 WINDOW: Final = 8          # credits an import starts with: messages in flight per (host, port)
+AHEAD: Final = 4 * WINDOW  # a home keeps no message further ahead of the next expected than this
 RCV_MAX: Final = 64 << 20  # the largest inline message forwarded
 REQUEST_TIMEOUT: Final = 2.0
 # a message its home has not acknowledged (received, not yet delivered) for
@@ -533,6 +534,10 @@ class Proxy:
                 self._publish(_frames(f.src_host), self._frame(
                     W.ACK, incarnation=self.incarnation, port_id=f.port_id, generation=f.generation,
                     seq=ib.expected - 1, delivered=ib.delivered))
+            return
+        if f.seq >= ib.expected + AHEAD:
+            # further ahead than credits let an honest sender be: not kept
+            log.warning("netmsg: %s sent seq %d, expected %d: dropped", f.src_host, f.seq, ib.expected)
             return
         ra = ib.chunks.get(f.seq)
         if ra is None:
