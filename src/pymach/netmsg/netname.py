@@ -3,11 +3,12 @@ subsystem 1040): the requests decoded and the replies built with the
 layouts of pymach's netname.defs (pymach.mach.netname_mig), the names
 this host has checked in, and the look-up subjects on NATS.
 
-Names checked in here live in ``Names``: name → (port, signature), the
-rights held by the proxy. A look-up of another host asks that host's proxy
-on ``pm.<host>.lookup``; a look-up for any host ("*") asks
-``pm.names.<hex of the name>``, which each proxy subscribes to for the
-names it holds.
+Names checked in here are Entry values: the port's send right and the
+signature, held by the proxy. A look-up of another host asks that host's
+proxy on ``pm.<host>.lookup`` (which exports the port to the asker); a
+look-up for any host ("*") first asks ``pm.names.<hex of the name>``,
+which each proxy subscribes to for the names it holds and answers with its
+host name.
 """
 
 from __future__ import annotations

@@ -852,15 +852,23 @@ class Proxy:
             if host != "*":
                 return NN.error_reply(reply, rbits, msg_id, NN.NETNAME_NOT_CHECKED_IN)
         if host == "*":
-            subject, missing = NN.names_subject(name), NN.NETNAME_NOT_CHECKED_IN
-        elif not W.valid_host(host):
+            # which host has it (the first to answer; nothing is exported
+            # yet, so the others' answers cost nothing), then ask that one
+            try:
+                m = await self.nc.request(NN.names_subject(name), self.host.encode() + b"\0" + name.encode(),
+                                          timeout=REQUEST_TIMEOUT)
+            except (NoRespondersError, NatsTimeout):
+                return NN.error_reply(reply, rbits, msg_id, NN.NETNAME_NOT_CHECKED_IN)
+            host = m.data.decode("utf-8", "replace")
+            if not W.valid_host(host) or host == self.host:
+                return NN.error_reply(reply, rbits, msg_id, NN.NETNAME_NOT_CHECKED_IN)
+        if not W.valid_host(host):
             return NN.error_reply(reply, rbits, msg_id, NN.NETNAME_NO_SUCH_HOST)
-        else:
-            subject, missing = NN.lookup_subject(host), NN.NETNAME_NO_SUCH_HOST
         try:
-            m = await self.nc.request(subject, self.host.encode() + b"\0" + name.encode(), timeout=REQUEST_TIMEOUT)
+            m = await self.nc.request(NN.lookup_subject(host), self.host.encode() + b"\0" + name.encode(),
+                                      timeout=REQUEST_TIMEOUT)
         except NoRespondersError:
-            return NN.error_reply(reply, rbits, msg_id, missing)
+            return NN.error_reply(reply, rbits, msg_id, NN.NETNAME_NO_SUCH_HOST)
         except NatsTimeout:
             return NN.error_reply(reply, rbits, msg_id, NN.NETNAME_HOST_NOT_FOUND)
         code, refb = NN.unpack_lookup_reply(m.data)
@@ -896,12 +904,13 @@ class Proxy:
             await self.nc.publish(m.reply, out)
 
     async def _on_lookup_any(self, m: Any) -> None:
-        requester = m.data.partition(b"\0")[0].decode("utf-8", "replace")
-        if requester == self.host:
+        """A "*" look-up: our host name if we have the name (the asker then
+        asks us by name, and only then is the port exported)."""
+        requester, _, raw = m.data.partition(b"\0")
+        if requester.decode("utf-8", "replace") == self.host or not m.reply:
             return  # our own "*" look-up: answered locally already
-        out = self._answer_lookup(m.data)
-        if out is not None and m.reply and NN.unpack_lookup_reply(out)[0] == 0:
-            await self.nc.publish(m.reply, out)
+        if self._live_entry(raw.decode("utf-8", "surrogateescape")) is not None:
+            await self.nc.publish(m.reply, self.host.encode())
 
 
 MACH_PORT_RIGHT_SEND_TYPE: Final = 1 << (16 + MACH_PORT_RIGHT_SEND)  # MACH_PORT_TYPE_SEND
