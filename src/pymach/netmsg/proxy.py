@@ -39,7 +39,8 @@ Guarantees kept here:
   seen are dropped (and its proxy ports destroyed).
 
 Not done yet: leases (a silent host is not declared dead), moving receive
-rights (refused: see docs/netmsg.md).
+rights (refused), lending references when a right is passed on to a third
+host (see docs/netmsg.md).
 """
 
 from __future__ import annotations
