@@ -626,6 +626,33 @@ def test_the_embedded_server_is_joined_and_wants_its_token(tmp_path: Path) -> No
     assert not state.exists() and server.read_state(state) is None
 
 
+def test_serve_without_nats_starts_the_embedded_server_and_stops_it(tmp_path: Path) -> None:
+    """``pymach netmsg serve`` alone: the embedded server starts, its state
+    file names it, and SIGTERM to the proxy stops both (nothing left)."""
+    import json
+    from machutil import Server
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    bs = Server(str(tmp_path / "e.sock"), log=str(tmp_path / "bootstrap-e.log"))
+    try:
+        env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=str(tmp_path / "e.sock"), PYMACH_NO_AUTOSTART="1",
+                   PYTHONPATH=SRC, XDG_RUNTIME_DIR=str(xdg))
+        proxy = Proc([sys.executable, "-m", "pymach", "netmsg", "serve", "--host", "hostE"], env,
+                     tmp_path / "proxy-hostE.log", ready_fd=True)
+        try:
+            state = xdg / "pymach" / "netmsg-nats.json"
+            nats_pid = json.loads(state.read_text())["pid"]
+            assert Path(f"/proc/{nats_pid}").exists()
+            out = subprocess.run([sys.executable, "-m", "pymach", "netmsg", "status"], env=env,
+                                 capture_output=True, timeout=60)
+            assert out.stdout.startswith(b"pymach netmsg 1 hostE "), out
+        finally:
+            proxy.stop()
+        assert proxy.proc.returncode == 0, (tmp_path / "proxy-hostE.log").read_text()
+        assert not Path(f"/proc/{nats_pid}").exists() and not state.exists()
+    finally:
+        bs.stop()
+
 def test_any_bytes_are_a_frame_or_a_wire_error() -> None:
     """Untrusted input: unpack and decode give a value or WireError, never
     another exception, for any bytes (and for a good frame cut or flipped
