@@ -536,9 +536,10 @@ def test_fifo_and_exactly_once_across_a_nats_server_restart(hosts: Hosts) -> Non
 
 def test_a_message_that_dies_at_its_home_gives_back_the_rights_it_carried(hosts: Hosts) -> None:
     """still.k's queue is full (5 messages), so the next message, which
-    carries a send right to a port here, waits at hostB's proxy; SIGKILL
-    ends still.k: the message is destroyed there, hostB gives the reference
-    back and the port here gets its no-senders notification."""
+    carries a send right to a port here, waits at hostB's proxy (or is still
+    on its way when still.k dies); SIGKILL ends still.k: the message is
+    destroyed there, hostB gives the reference back and the port here gets
+    its no-senders notification."""
     task = M.mach_task_self()
     prev = mach_port_t()
     peer = hosts.peer("still.k")

@@ -521,10 +521,9 @@ class Proxy:
             self._on_ctl(f)
 
     def _on_msg(self, f: W.Frame) -> None:
-        e = self.exports.get(f.port_id)
-        if f.incarnation != self.incarnation or e is None:
-            self._publish(_frames(f.src_host), self._frame(
-                W.DEAD, incarnation=f.incarnation, port_id=f.port_id, generation=f.generation))
+        e = self.exports.get(f.port_id) if f.incarnation == self.incarnation else None
+        if e is None:
+            self._refused(f)
             return
         key = (f.src_host, f.src_incarnation, f.port_id)
         ib = self.inbound.setdefault(key, Inbound())
@@ -581,6 +580,46 @@ class Proxy:
                 seq=ib.expected - 1, delivered=ib.delivered))
         if e.task is None:
             e.task = asyncio.ensure_future(self._deliver_loop(e))
+
+    def _refused(self, f: W.Frame) -> None:
+        """A message for a port that is gone (or of an older incarnation of
+        this host): DEAD to its sender, and the references it carried given
+        back to their homes, as if it had been destroyed here."""
+        self._publish(_frames(f.src_host), self._frame(
+            W.DEAD, incarnation=f.incarnation, port_id=f.port_id, generation=f.generation))
+        key = (f.src_host, f.src_incarnation, f.port_id)
+        ib = self.inbound.setdefault(key, Inbound())
+        if f.seq < ib.expected or f.seq >= ib.expected + AHEAD:
+            return  # seen (its references given back then), or not believable
+        ra = ib.chunks.get(f.seq)
+        if ra is None:
+            ra = ib.chunks[f.seq] = W.Reassembly(f.total)
+        try:
+            payload = ra.add(f)
+        except W.WireError:
+            del ib.chunks[f.seq]
+            return
+        if payload is None:
+            return
+        del ib.chunks[f.seq]
+        ib.expected = max(ib.expected, f.seq + 1)
+        try:
+            enc = W.decode(payload)
+        except W.WireError:
+            return
+        refs = [enc.reply] + [v for k, v in enc.descriptors if k == W.D_PORT]
+        for ref in refs:
+            if not isinstance(ref, W.Ref):
+                continue
+            if ref.host != self.host:
+                self._publish(_frames(ref.host), self._frame(
+                    W.DROP, incarnation=ref.incarnation, port_id=ref.port_id, generation=ref.generation,
+                    right=ref.kind, count=1))
+            elif ref.incarnation == self.incarnation:
+                mine = self.exports.get(ref.port_id)
+                if mine is not None and mine.kind == W.PORT_SEND_ONCE:
+                    del self.exports[ref.port_id]
+                    self._deallocate(mine.name)  # its port gets the send-once notification
 
     async def _deliver_loop(self, e: Export) -> None:
         while True:
