@@ -99,7 +99,7 @@ class Export:
     name: int                 # our right to the local port
     kind: int                 # W.PORT_SEND or W.PORT_SEND_ONCE
     sent: dict[str, int] = field(default_factory=dict)   # references given to each host
-    queue: asyncio.Queue[tuple[tuple[str, int, int], int, bytes | None, list[Any]]] = field(
+    queue: asyncio.Queue[tuple[tuple[str, int, int, int], int, bytes | None, list[Any]]] = field(
         default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     busy: bool = False
@@ -157,7 +157,7 @@ class Proxy:
         self.export_by_name: dict[int, int] = {}      # local name → port id (send rights)
         self.imports: dict[tuple[str, int, int, int], Import] = {}
         self.import_by_name: dict[int, Import] = {}
-        self.inbound: dict[tuple[str, int, int], Inbound] = {}
+        self.inbound: dict[tuple[str, int, int, int], Inbound] = {}  # (sender, its incarnation, port's)
         self.peers: dict[str, int] = {}               # host → its incarnation
         self.fenced: set[tuple[str, int]] = set()
         self.names: dict[str, NN.Entry] = {}
@@ -301,6 +301,8 @@ class Proxy:
             self._publish(_frames(host), self._frame(W.DEAD, incarnation=self.incarnation, port_id=pid))
         # what is queued for it fails to be delivered, and its rights are
         # released (_deliver); then its delivery task ends
+        if e.task is not None and not e.busy and e.queue.empty():
+            e.task.cancel()
         self._destroy(name)
 
     # -- forwarding out ------------------------------------------------------------------
@@ -525,7 +527,7 @@ class Proxy:
         if e is None:
             self._refused(f)
             return
-        key = (f.src_host, f.src_incarnation, f.port_id)
+        key = (f.src_host, f.src_incarnation, f.incarnation, f.port_id)
         ib = self.inbound.setdefault(key, Inbound())
         if f.seq < ib.expected or f.seq in ib.early:
             # a duplicate (our acknowledgement was lost, or is on its way):
@@ -580,6 +582,8 @@ class Proxy:
                 seq=ib.expected - 1, delivered=ib.delivered))
         if e.task is None:
             e.task = asyncio.ensure_future(self._deliver_loop(e))
+            self.tasks.add(e.task)  # (the loop holds tasks weakly)
+            e.task.add_done_callback(self._done)
 
     def _refused(self, f: W.Frame) -> None:
         """A message for a port that is gone (or of an older incarnation of
@@ -587,7 +591,7 @@ class Proxy:
         back to their homes, as if it had been destroyed here."""
         self._publish(_frames(f.src_host), self._frame(
             W.DEAD, incarnation=f.incarnation, port_id=f.port_id, generation=f.generation))
-        key = (f.src_host, f.src_incarnation, f.port_id)
+        key = (f.src_host, f.src_incarnation, f.incarnation, f.port_id)
         ib = self.inbound.setdefault(key, Inbound())
         if f.seq < ib.expected or f.seq >= ib.expected + AHEAD:
             return  # seen (its references given back then), or not believable
