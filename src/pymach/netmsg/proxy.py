@@ -178,8 +178,10 @@ class Proxy:
         """Connect to NATS, check in at the bootstrap server, serve until
         stop(); everything released on the way out."""
         from .. import bootstrap
+        # replies to our requests come to _INBOX.<host>.*: a server's
+        # permissions can keep every host to its own inbox
         opts: dict[str, Any] = {"name": f"pymach-netmsg-{self.host}", "max_reconnect_attempts": -1,
-                                "reconnect_time_wait": 0.2}
+                                "reconnect_time_wait": 0.2, "inbox_prefix": f"_INBOX.{self.host}"}
         if self.token:
             opts["token"] = self.token
         self.nc = await nats.connect(self.url, **opts)
