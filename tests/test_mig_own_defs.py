@@ -36,6 +36,7 @@ APPLE = json.loads((Path(__file__).resolve().parent / "data" / "mig_apple_layout
 GENERATED = [
     (PKG / "_kern" / "notify_mig.py", ["-DKERNEL_USER", "notify.defs"]),
     (PKG / "mach" / "bootstrap_mig.py", ["bootstrap.defs"]),
+    (PKG / "mach" / "netname_mig.py", ["netname.defs"]),
 ]
 
 
@@ -226,6 +227,23 @@ def test_the_bootstrap_stubs_build_mig_requests() -> None:
         BMIG.bootstrap_look_up(1, b"x" * 129)
     with pytest.raises(TypeError):
         BMIG.bootstrap_look_up_request.pack(no_such_field=1)
+
+
+# -- netname.defs -----------------------------------------------------------------------------------------
+
+def test_netname_defs_is_mach_3s_subsystem_1040() -> None:
+    """netname_check_in 1040, netname_look_up 1041, netname_check_out 1042,
+    netname_version 1043 (Mach 3's netmsgserver), names in 80 bytes."""
+    from pymach.mach import netname_mig as NMIG
+    assert (NMIG.BASE, NMIG.netname_check_in_id, NMIG.netname_look_up_id, NMIG.netname_check_out_id,
+            NMIG.netname_version_id) == (1040, 1040, 1041, 1042, 1043)
+    lay = {k: (m.size, [f[:3] for f in m.fields]) for k, m in _messages(NMIG).items()}
+    assert lay["netname_look_up_request"] == (192, [("Head", 0, 24), ("NDR", 24, 8), ("host_name", 32, 80),
+                                                    ("port_name", 112, 80)])
+    assert lay["netname_check_in_request"] == (140, [("Head", 0, 24), ("msgh_body", 24, 4), ("signature", 28, 12),
+                                                     ("port_id", 40, 12), ("NDR", 52, 8), ("port_name", 60, 80)])
+    assert lay["netname_look_up_reply"] == (40, [("Head", 0, 24), ("msgh_body", 24, 4), ("port_id", 28, 12)])
+    assert lay["netname_version_reply"][0] == 116
 
 
 # -- the -static output kind ---------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_natsconf_identities_and_permissions() -> None:
     assert a.name == "someone" and a.public_key.startswith("A")
     p = natsconf.host_permissions("host1")
     assert p["subscribe"]["allow"] == ["pm.host1.>", "pm.names.>", "_INBOX.host1.>"]
-    assert p["publish"]["allow"] == ["pm.*.in.>", "pm.*.ctl", "pm.names.>"]
+    assert p["publish"]["allow"] == ["pm.*.in", "pm.*.in.>", "pm.*.ctl", "pm.*.lookup", "pm.names.>"]
     assert p["allow_responses"]["max"] == 1
     for bad in ("a.b", "h*", ">", "", "x y", "h" * 65):
         with pytest.raises(ValueError):

@@ -56,6 +56,16 @@ from .bootstrap import *  # noqa: F401,F403
 from .bootstrap import bootstrap_port as bootstrap_port
 from .types import *  # noqa: F401,F403
 from .semaphore import *  # noqa: F401,F403
+from .netname import *  # noqa: F401,F403
+
+
+def __getattr__(attr: str) -> int:
+    # name_server_port: the netmsg proxy's port, looked up on first read
+    if attr == "name_server_port":
+        from .netname import get_name_server_port
+        return get_name_server_port()
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
 
 # <stdint.h>
 int8_t = _ctypes.c_int8

@@ -138,6 +138,13 @@ def new_account(name: str | None = None) -> Account:
     return Account(name=name, public_key=public)
 
 
+# what a proxy sends to other hosts: frames to a host's ports (pm.H.in, the
+# proxy's one subject, and pm.H.in.> kept for per-port subjects), control,
+# look-ups by host (pm.H.lookup) and the name service's "*" look-ups
+_TO_HOSTS = [f"{SUBJECT_ROOT}.*.in", f"{SUBJECT_ROOT}.*.in.>", f"{SUBJECT_ROOT}.*.ctl", f"{SUBJECT_ROOT}.*.lookup",
+             f"{SUBJECT_ROOT}.names.>"]
+
+
 def host_permissions(host: str) -> dict[str, Any]:
     """The permissions of ``host``'s proxy user on its own server.
 
@@ -147,7 +154,7 @@ def host_permissions(host: str) -> dict[str, Any]:
     received (``allow_responses``)."""
     check_host(host)
     return {
-        "publish": {"allow": [f"{SUBJECT_ROOT}.*.in.>", f"{SUBJECT_ROOT}.*.ctl", f"{SUBJECT_ROOT}.names.>"]},
+        "publish": {"allow": _TO_HOSTS},
         "subscribe": {"allow": [f"{SUBJECT_ROOT}.{host}.>", f"{SUBJECT_ROOT}.names.>", f"_INBOX.{host}.>"]},
         "allow_responses": {"max": 1, "expires": "1m"},
     }
@@ -163,8 +170,7 @@ def leaf_permissions(host: str) -> dict[str, Any]:
     replies from its proxy (host_permissions)."""
     check_host(host)
     return {
-        "publish": {"allow": [f"{SUBJECT_ROOT}.*.in.>", f"{SUBJECT_ROOT}.*.ctl", f"{SUBJECT_ROOT}.names.>",
-                              "_INBOX.*.>"]},
+        "publish": {"allow": [*_TO_HOSTS, "_INBOX.*.>"]},
         "subscribe": {"allow": [f"{SUBJECT_ROOT}.{host}.>", f"{SUBJECT_ROOT}.names.>", f"_INBOX.{host}.>"]},
     }
 

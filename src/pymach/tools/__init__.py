@@ -1,5 +1,5 @@
 """The pymach command: ``pymach tour``, ``bench``, ``bootstrap``, ``lsmp``, ``vmmap``, ``vm``, ``mig``,
-``catch`` and ``vm_stat``.
+``catch``, ``vm_stat`` and ``netmsg``.
 
 Every number on the command line is read as C's ``strtoul(s, NULL, 0)``
 reads it (``strtoul``): ``0x10``, ``020`` and ``16`` are the same number,
@@ -85,11 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                     "vmmap PID (a process's regions), vm read|write PID ADDR (another process's memory), "
                     "mig (the Mach Interface Generator: .defs files in, layouts out), catch (run a "
                     "program with pymach as its exception handler and report its crash), vm_stat [INTERVAL] "
-                    "(the machine's virtual memory statistics, as macOS's vm_stat prints them). "
+                    "(the machine's virtual memory statistics, as macOS's vm_stat prints them), netmsg (ports "
+                    "across hosts: serve, status). "
                     "Numbers are read as C's strtoul(s, NULL, 0) reads them: 0x10, 020 and 16 are equal.")
     ap.add_argument("--version", action=_Version, help="pymach's version, Python's and the kernel's")
     ap.add_argument("command", help="what to run",
-                    choices=["tour", "bench", "bootstrap", "lsmp", "vmmap", "vm", "mig", "catch", "vm_stat"])
+                    choices=["tour", "bench", "bootstrap", "lsmp", "vmmap", "vm", "mig", "catch", "vm_stat", "netmsg"])
     ap.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the command")
     if not argv:
         ap.print_help()
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "catch":
         from .catch import main as catch
         return catch(rest)
+    if a.command == "netmsg":
+        from .netmsg import main as netmsg
+        return netmsg(rest)
     if a.command == "vm_stat":
         from .vm_stat import main as vm_stat
         return vm_stat(rest)

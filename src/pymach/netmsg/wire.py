@@ -1,0 +1,310 @@
+"""The frames that netmsg proxies send each other over NATS: pure struct
+code, no I/O, every length checked against the bytes received.
+
+A frame is a header and a body by kind::
+
+    magic "PMN1" | version u8 | kind u8 | reserved u16 | src incarnation u64 | src host (u8 length + utf-8)
+
+- MSG: one chunk of an encoded Mach message to a port of the receiving
+  host: dest (incarnation u64, port id u64, generation u32), seq u64,
+  total u32 (the encoded message's length), offset u32, then the chunk.
+- ACK: home → sender: the port (incarnation, id, generation), the highest
+  seq received in order, and how many of the sender's messages the home
+  has delivered to the port (u32, cumulative: a lost ACK is made good by
+  the next one).
+- DEAD: home → holder: the port died (its name).
+- DROP: holder → home: the holder released ``count`` references (u32) it
+  was given to the port; ``kind`` PORT_SEND or PORT_SEND_ONCE.
+
+An encoded Mach message (the payload of MSG frames)::
+
+    bits u32 (remote and local dispositions only) | msgh_id i32 | ndesc u32 | reply ref | descriptors | inline
+
+A port reference (``Ref``) names a port by its home: host, incarnation,
+port id, generation, and the right it stands for (PORT_SEND 17,
+PORT_SEND_ONCE 18; 0 for no port). Descriptors: PORT (a Ref), OOL (copy
+flag u8, length u32, the bytes), ENTRY (a memory entry's protection u32,
+length u32, the bytes: it arrives as a new entry holding a copy).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+MAGIC: Final = b"PMN1"
+VERSION: Final = 1
+
+MSG: Final = 1
+ACK: Final = 2
+DEAD: Final = 3
+DROP: Final = 4
+KINDS: Final = frozenset((MSG, ACK, DEAD, DROP))
+
+PORT_SEND: Final = 17
+PORT_SEND_ONCE: Final = 18
+
+D_PORT: Final = 1
+D_OOL: Final = 2
+D_ENTRY: Final = 3
+
+_HEAD: Final = struct.Struct("<4sBBHQB")
+_PORTID: Final = struct.Struct("<QQI")
+_MSG: Final = struct.Struct("<QQIQII")
+_ACK: Final = struct.Struct("<QQIQI")
+_DROP: Final = struct.Struct("<QQIBI")
+_REF: Final = struct.Struct("<QQIB")
+_MHEAD: Final = struct.Struct("<IiI")
+_OOL: Final = struct.Struct("<BI")
+_ENTRY: Final = struct.Struct("<II")
+
+HOST_MAX: Final = 255
+MAX_PORT_ID: Final = (1 << 64) - 1
+
+
+class WireError(ValueError):
+    """A frame or an encoded message that is not well formed."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A port's network name and the right a reference stands for."""
+
+    host: str
+    incarnation: int
+    port_id: int
+    generation: int = 0
+    kind: int = PORT_SEND
+
+    @property
+    def port(self) -> tuple[str, int, int, int]:
+        return (self.host, self.incarnation, self.port_id, self.generation)
+
+
+@dataclass
+class Frame:
+    kind: int
+    src_host: str
+    src_incarnation: int
+    # MSG, ACK, DEAD, DROP: the port (at its home)
+    incarnation: int = 0
+    port_id: int = 0
+    generation: int = 0
+    seq: int = 0
+    total: int = 0
+    offset: int = 0
+    chunk: bytes = b""
+    delivered: int = 0
+    count: int = 0
+    right: int = 0
+
+
+@dataclass
+class Encoded:
+    """A Mach message as it travels: ``remote_kind`` is the disposition of
+    the destination right the sender used (PORT_SEND or PORT_SEND_ONCE),
+    ``reply`` the right in msgh_local_port, ``descriptors`` a list of
+    (D_PORT, Ref | None) / (D_OOL, (copy, bytes)) / (D_ENTRY, (prot, bytes))."""
+
+    msg_id: int
+    remote_kind: int
+    reply: Ref | None = None
+    descriptors: list[tuple[int, object]] = field(default_factory=list)
+    inline: bytes = b""
+
+
+def valid_host(name: str) -> bool:
+    """A host name as netmsg takes it: 1 to 64 of letters, digits, '-' and
+    '_' (it is a token of NATS subjects)."""
+    return 0 < len(name) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
+
+
+def _host(name: str) -> bytes:
+    raw = name.encode()
+    if not raw or len(raw) > HOST_MAX:
+        raise WireError(f"a host name is 1 to {HOST_MAX} bytes: {name!r}")
+    return raw
+
+
+def _take(buf: bytes | memoryview, off: int, n: int) -> tuple[bytes, int]:
+    if n < 0 or off + n > len(buf):
+        raise WireError(f"truncated: {n} bytes wanted at {off} of {len(buf)}")
+    return bytes(buf[off:off + n]), off + n
+
+
+def _unpack(s: struct.Struct, buf: bytes | memoryview, off: int) -> tuple[tuple[Any, ...], int]:
+    if off + s.size > len(buf):
+        raise WireError(f"truncated: {s.size} bytes wanted at {off} of {len(buf)}")
+    return s.unpack_from(buf, off), off + s.size
+
+
+def pack(f: Frame) -> bytes:
+    """The bytes of a frame. Raises WireError for a field out of range."""
+    host = _host(f.src_host)
+    try:
+        head = _HEAD.pack(MAGIC, VERSION, f.kind, 0, f.src_incarnation, len(host)) + host
+        if f.kind == MSG:
+            return head + _MSG.pack(f.incarnation, f.port_id, f.generation, f.seq, f.total, f.offset) + f.chunk
+        if f.kind == ACK:
+            return head + _ACK.pack(f.incarnation, f.port_id, f.generation, f.seq, f.delivered)
+        if f.kind == DEAD:
+            return head + _PORTID.pack(f.incarnation, f.port_id, f.generation)
+        if f.kind == DROP:
+            return head + _DROP.pack(f.incarnation, f.port_id, f.generation, f.right, f.count)
+    except struct.error as e:
+        raise WireError(str(e)) from None
+    raise WireError(f"no such frame kind: {f.kind}")
+
+
+def unpack(buf: bytes | memoryview) -> Frame:
+    """The frame in ``buf``. Raises WireError for anything malformed: a bad
+    magic or version, an unknown kind, a truncated or oversized body, a
+    chunk that does not fit its message."""
+    (magic, version, kind, _r, inc, hlen), off = _unpack(_HEAD, buf, 0)
+    if magic != MAGIC or version != VERSION:
+        raise WireError("not a netmsg frame of this version")
+    raw, off = _take(buf, off, hlen)
+    try:
+        host = raw.decode()
+    except UnicodeDecodeError:
+        raise WireError("a host name that is not utf-8") from None
+    if not host:
+        raise WireError("an empty host name")
+    f = Frame(kind, host, inc)
+    if kind == MSG:
+        (f.incarnation, f.port_id, f.generation, f.seq, f.total, f.offset), off = _unpack(_MSG, buf, off)
+        f.chunk = bytes(buf[off:])
+        if f.offset + len(f.chunk) > f.total or (not f.chunk and f.total):
+            raise WireError("a chunk outside its message")
+        return f
+    if kind == ACK:
+        (f.incarnation, f.port_id, f.generation, f.seq, f.delivered), off = _unpack(_ACK, buf, off)
+    elif kind == DEAD:
+        (f.incarnation, f.port_id, f.generation), off = _unpack(_PORTID, buf, off)
+    elif kind == DROP:
+        (f.incarnation, f.port_id, f.generation, f.right, f.count), off = _unpack(_DROP, buf, off)
+        if f.right not in (PORT_SEND, PORT_SEND_ONCE):
+            raise WireError(f"a DROP of right {f.right}")
+    else:
+        raise WireError(f"no such frame kind: {kind}")
+    if off != len(buf):
+        raise WireError("trailing bytes after the frame")
+    return f
+
+
+def chunks(src_host: str, src_incarnation: int, dest: Ref, seq: int, payload: bytes, limit: int) -> list[bytes]:
+    """The MSG frames that carry ``payload`` to ``dest``, each at most
+    ``limit`` bytes long."""
+    head = len(_HEAD.pack(MAGIC, 0, 0, 0, 0, 0)) + len(_host(src_host)) + _MSG.size
+    room = limit - head
+    if room < 1:
+        raise WireError(f"a payload limit of {limit} bytes leaves no room for a chunk")
+    if len(payload) > 0xFFFFFFFF:
+        raise WireError("a message over 4 GiB")
+    out = []
+    for off in range(0, max(len(payload), 1), room):
+        out.append(pack(Frame(MSG, src_host, src_incarnation, dest.incarnation, dest.port_id, dest.generation, seq,
+                              len(payload), off, payload[off:off + room])))
+    return out
+
+
+def _pack_ref(r: Ref | None) -> bytes:
+    if r is None:
+        return b"\0"
+    host = _host(r.host)
+    return bytes([len(host)]) + host + _REF.pack(r.incarnation, r.port_id, r.generation, r.kind)
+
+
+def _unpack_ref(buf: bytes | memoryview, off: int) -> tuple[Ref | None, int]:
+    raw, off = _take(buf, off, 1)
+    if not raw[0]:
+        return None, off
+    host, off = _take(buf, off, raw[0])
+    (inc, pid, gen, kind), off = _unpack(_REF, buf, off)
+    if kind not in (PORT_SEND, PORT_SEND_ONCE):
+        raise WireError(f"a port reference of right {kind}")
+    try:
+        return Ref(host.decode(), inc, pid, gen, kind), off
+    except UnicodeDecodeError:
+        raise WireError("a host name that is not utf-8") from None
+
+
+def encode(m: Encoded) -> bytes:
+    """The bytes of an encoded message."""
+    out = [_MHEAD.pack(m.remote_kind, m.msg_id, len(m.descriptors)), _pack_ref(m.reply)]
+    for kind, value in m.descriptors:
+        out.append(bytes([kind]))
+        if kind == D_PORT:
+            assert value is None or isinstance(value, Ref)
+            out.append(_pack_ref(value))
+        elif kind in (D_OOL, D_ENTRY):
+            assert isinstance(value, tuple)
+            flag, data = value
+            out.append((_OOL.pack(flag, len(data)) if kind == D_OOL else _ENTRY.pack(flag, len(data))))
+            out.append(bytes(data))
+        else:
+            raise WireError(f"no such descriptor kind: {kind}")
+    out.append(m.inline)
+    return b"".join(out)
+
+
+def decode(buf: bytes | memoryview) -> Encoded:
+    """The message in ``buf``. Raises WireError for anything malformed."""
+    (remote_kind, msg_id, n), off = _unpack(_MHEAD, buf, 0)
+    if remote_kind not in (PORT_SEND, PORT_SEND_ONCE):
+        raise WireError(f"a destination right of kind {remote_kind}")
+    if n > len(buf):
+        raise WireError(f"{n} descriptors in {len(buf)} bytes")
+    reply, off = _unpack_ref(buf, off)
+    m = Encoded(msg_id, remote_kind, reply)
+    for _ in range(n):
+        raw, off = _take(buf, off, 1)
+        kind = raw[0]
+        if kind == D_PORT:
+            ref, off = _unpack_ref(buf, off)
+            m.descriptors.append((D_PORT, ref))
+        elif kind in (D_OOL, D_ENTRY):
+            (flag, size), off = _unpack(_OOL if kind == D_OOL else _ENTRY, buf, off)
+            data, off = _take(buf, off, size)
+            m.descriptors.append((kind, (flag, data)))
+        else:
+            raise WireError(f"no such descriptor kind: {kind}")
+    m.inline = bytes(buf[off:])
+    return m
+
+
+class Reassembly:
+    """The chunks of one message as they come (in order: NATS keeps one
+    publisher's order on one subscription)."""
+
+    __slots__ = ("total", "parts", "have")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.parts: list[bytes] = []
+        self.have = 0
+
+    def add(self, f: Frame) -> bytes | None:
+        """Add a chunk; the whole payload once complete. Raises WireError
+        for a chunk out of order or of another length."""
+        if f.total != self.total or f.offset != self.have:
+            raise WireError(f"chunk at {f.offset} of {f.total}, expected at {self.have} of {self.total}")
+        self.parts.append(f.chunk)
+        self.have += len(f.chunk)
+        if self.have == self.total:
+            return b"".join(self.parts)
+        return None
+
+
+def pack_ref(r: Ref | None) -> bytes:
+    """A port reference alone (netname look-up answers)."""
+    return _pack_ref(r)
+
+
+def unpack_ref(buf: bytes | memoryview) -> Ref | None:
+    """The port reference that is all of ``buf``. Raises WireError."""
+    r, off = _unpack_ref(buf, 0)
+    if off != len(buf):
+        raise WireError("trailing bytes after a port reference")
+    return r
