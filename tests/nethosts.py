@@ -18,8 +18,16 @@ fixture) builds:
   (setns on the thread): ``host.run(coro)`` runs a coroutine there, so a
   nats-py client made in it connects, and reconnects, from inside the host.
 
-Everything is torn down on exit, even after a failure: servers killed and
-reaped, loops closed, namespaces deleted.
+- on demand (``hosts.start_proxies(account)``), per host: a private
+  bootstrap server (its socket in the host's own directory) and a netmsg
+  proxy (``pymach netmsg serve --nats nats://127.0.0.1:4222 --nkey-seed
+  FILE``), both run with ``ip netns exec`` in the host's namespace;
+  ``host.agent()`` starts a task there (tests/netmsg_agent.py, driven by
+  JSON lines) that uses that host's bootstrap server and proxy.
+
+Everything is torn down on exit, even after a failure: agents, proxies and
+bootstrap servers stopped, servers killed and reaped, loops closed,
+namespaces deleted.
 
 Where ``ip netns`` is refused (not root, no CAP_SYS_ADMIN) or
 PYMACH_TEST_NO_NETNS=1 is set, the hosts fall back to separate nats-servers on
@@ -37,6 +45,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -48,6 +57,9 @@ from typing import Any, TypeVar
 import pytest
 
 from pymach.netmsg import natsconf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(os.path.dirname(HERE), "src")
 
 T = TypeVar("T")
 
@@ -208,6 +220,90 @@ class Server:
         return text
 
 
+class Proc:
+    """A program started by a test: ``ready_fd`` programs write "ready" on
+    an fd passed to them, the others print "ready" on stdout."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: str, *, ready_fd: bool = False) -> None:
+        self.log = log
+        r, w = os.pipe()
+        full = argv + (["--ready-fd", str(w)] if ready_fd else [])
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(full, env=env, pass_fds=(w,) if ready_fd else (),
+                                         stdin=subprocess.DEVNULL if ready_fd else subprocess.PIPE,
+                                         stdout=out if ready_fd else subprocess.PIPE, stderr=out)
+        os.close(w)
+        try:
+            src = r if ready_fd else self.proc.stdout.fileno()  # type: ignore[union-attr]
+            deadline = time.monotonic() + STEP
+            import select
+            while not select.select([src], [], [], 0.1)[0]:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{argv} did not start: {self.log_text()}")
+            line = os.read(src, 64) if ready_fd else self.proc.stdout.readline()  # type: ignore[union-attr]
+            if not line.startswith(b"ready"):
+                self.stop()
+                raise RuntimeError(f"{argv}: {line!r} {self.log_text()}")
+        finally:
+            os.close(r)
+
+    def log_text(self) -> str:
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None and not f.closed:
+                f.close()
+
+
+class AgentError(Exception):
+    def __init__(self, text: str, kr: int | None) -> None:
+        super().__init__(text)
+        self.kr = kr
+
+
+class Agent(Proc):
+    """tests/netmsg_agent.py on a host: ``agent(op, args...)`` sends one
+    command and returns its answer (raises AgentError with ``kr``)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: str) -> None:
+        super().__init__(argv, env, log)
+
+    def __call__(self, *cmd: Any, timeout: float = STEP) -> Any:
+        import select
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(list(cmd)).encode() + b"\n")
+        self.proc.stdin.flush()
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            raise TimeoutError(f"agent: no answer to {cmd}: {self.log_text()}")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"agent exited: {self.log_text()}")
+        if not line.strip():
+            raise RuntimeError(f"agent: {line!r} for {cmd}")
+        out = json.loads(line)
+        if "error" in out:
+            raise AgentError(out["error"], out["kr"])
+        return out["ok"]
+
+
 @dataclass
 class Host:
     """A host: its namespace, its address, its leaf server, its loop thread
@@ -238,6 +334,51 @@ class Host:
         """Run a command inside this host's namespace."""
         full = ["ip", "netns", "exec", self.ns, *argv] if self.ns else argv
         return subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+
+    procs: list[Proc] = field(default_factory=list)
+    directory: str = ""
+
+    def ns_argv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *argv] if self.ns else argv
+
+    def env(self, socket_path: str, **extra: str) -> dict[str, str]:
+        env = dict(os.environ, PYMACH_BOOTSTRAP_SOCKET=socket_path, PYMACH_NO_AUTOSTART="1", PYTHONPATH=SRC,
+                   PYMACH_AGENT_HOST=self.name)
+        env.pop("PYMACH_NETMSG_TOKEN", None)
+        env.update(extra)
+        return env
+
+    def start_bootstrap(self, tag: str) -> str:
+        """A private bootstrap server of this host (``tag`` names it: one
+        per account); returns its socket path."""
+        path = os.path.join(self.directory, f"{tag}.sock")
+        self.procs.append(Proc(self.ns_argv([sys.executable, "-m", "pymach", "bootstrap", "serve", "-v"]),
+                               self.env(path), os.path.join(self.directory, f"bootstrap-{tag}.log"),
+                               ready_fd=True))
+        return path
+
+    def start_proxy(self, socket_path: str, seed_file: str | None, tag: str, *args: str) -> Proc:
+        """``pymach netmsg serve`` on this host for the bootstrap server at
+        ``socket_path``, authenticated by the nkey seed in ``seed_file``."""
+        argv = [sys.executable, "-m", "pymach", "netmsg", "serve", "--nats", self.url, "--host", self.name, "-v",
+                *(["--nkey-seed", seed_file] if seed_file else []), *args]
+        p = Proc(self.ns_argv(argv), self.env(socket_path, PYMACH_NETMSG_RETRY="0.25,8"),
+                 os.path.join(self.directory, f"proxy-{tag}.log"), ready_fd=True)
+        self.procs.append(p)
+        return p
+
+    def agent(self, socket_path: str) -> Agent:
+        """A task on this host (tests/netmsg_agent.py) using the bootstrap
+        server at ``socket_path``."""
+        a = Agent(self.ns_argv([sys.executable, os.path.join(HERE, "netmsg_agent.py")]), self.env(socket_path),
+                  os.path.join(self.directory, "agent.log"))
+        self.procs.append(a)
+        return a
+
+    def stop_procs(self) -> None:
+        procs, self.procs = self.procs, []
+        for p in reversed(procs):
+            p.stop()
 
     async def connect(self, account: str, **kw: Any) -> Any:
         """A nats-py client of this host's proxy user in ``account`` (run it
@@ -307,6 +448,8 @@ class Hosts:
             server = Server(name, ns, self._path(f"{name}.conf"), self._path(f"{name}.log"), port, http)
             host = Host(name, i, ns, "127.0.0.1" if self.fallback else f"{SUBNET}.{10 + i}", server,
                         NsThread(ns))
+            host.directory = self._path(name)
+            os.mkdir(host.directory, 0o700)
             for a in self.account_names:
                 host.users[a] = natsconf.new_user(name)
                 host.uplinks[a] = natsconf.new_user(name)
@@ -356,6 +499,11 @@ class Hosts:
         """Stop every server, close every loop, delete every namespace and
         the temporary directory; each step runs even if one before failed."""
         errors: list[BaseException] = []
+        for h in self.hosts:
+            try:
+                h.stop_procs()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
         for s in [h.server for h in self.hosts] + ([self.hub] if self.hub else []):
             try:
                 s.stop()
@@ -452,6 +600,20 @@ class Hosts:
                 tail = server.log_text()[-2000:] if server else ""
                 raise TimeoutError(f"waiting for {what}\n{tail}")
             time.sleep(0.02)
+
+    def seed_file(self, host: Host, account: str) -> str:
+        """A file (mode 0600) holding ``host``'s proxy nkey seed in ``account``."""
+        return self.write(os.path.join(host.name, f"{account}.seed"), host.users[account].seed + "\n")
+
+    def start_proxies(self, account: str, *args: str) -> dict[str, str]:
+        """A bootstrap server and a proxy of ``account`` on every host:
+        host name → the bootstrap socket path its tasks use."""
+        out = {}
+        for h in self.hosts:
+            path = h.start_bootstrap(account)
+            h.start_proxy(path, self.seed_file(h, account), account, *args)
+            out[h.name] = path
+        return out
 
     def cut(self, host: Host) -> None:
         """Take ``host``'s link to the hub down (its veth on the bridge)."""

@@ -49,11 +49,13 @@ import asyncio
 import logging
 import secrets
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import nats
+import nats.errors
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 from .. import aio
@@ -85,6 +87,9 @@ REQUEST_TIMEOUT: Final = 2.0
 RETRY_AFTER: Final = 1.0
 RETRIES: Final = 10
 DROP_DELAY: Final = 0.05     # s: between a proxy port's no-senders and the DROP to its home
+# a host not heard from for LEASE seconds is dead here; every host we deal
+# with gets a BEAT every LEASE / 3 seconds (pymach netmsg serve --lease)
+LEASE: Final = 3.0
 
 HDR: Final = MD.HDR
 PORT_DESC: Final = MD.PORT_DESC
@@ -144,10 +149,12 @@ class Proxy:
     """The proxy of ``host``: ``await run()`` serves until ``stop()``."""
 
     def __init__(self, host: str, url: str, token: str | None = None, *,
-                 ready: Callable[[], None] | None = None) -> None:
+                 ready: Callable[[], None] | None = None, nkey_seed: str | None = None,
+                 lease: float | None = None) -> None:
         self.host = host
         self.url = url
         self.token = token
+        self.nkey_seed = nkey_seed
         self.incarnation = secrets.randbits(63) | 1
         self.ready = ready
         self.space = SELF.space
@@ -171,6 +178,8 @@ class Proxy:
         # forwarded, not yet acknowledged: port (home host, incarnation, id, generation) → seq → frames
         self.outstanding: dict[tuple[str, int, int, int], dict[int, Outstanding]] = {}
         self.retry_after, self.retries = _retry_setting()
+        self.lease = lease if lease is not None and lease > 0 else LEASE
+        self.heard: dict[str, float] = {}             # host → when we last had a frame from it
 
     # -- life ----------------------------------------------------------------------------
 
@@ -184,7 +193,22 @@ class Proxy:
                                 "reconnect_time_wait": 0.2, "inbox_prefix": f"_INBOX.{self.host}"}
         if self.token:
             opts["token"] = self.token
-        self.nc = await nats.connect(self.url, **opts)
+        if self.nkey_seed:
+            opts["nkeys_seed_str"] = self.nkey_seed
+        errors: list[Exception] = []
+
+        async def error_cb(e: Exception) -> None:
+            errors.append(e)
+            log.warning("netmsg: nats: %s", e)
+
+        # a server that refuses us at first (no such identity, a wrong seed)
+        # is an error at once; once in, we reconnect for ever
+        opts["max_reconnect_attempts"] = 2
+        try:
+            self.nc = await nats.connect(self.url, error_cb=error_cb, **opts)
+        except nats.errors.NoServersError:
+            raise ConnectionRefusedError(f"{self.url}: {errors[-1] if errors else 'no server'}") from None
+        self.nc.options["max_reconnect_attempts"] = -1
         self.limit = int(self.nc.max_payload)
         try:
             self.pset = R.allocate(self.space, MACH_PORT_RIGHT_PORT_SET)
@@ -200,9 +224,11 @@ class Proxy:
                 self.ready()
             receiver = asyncio.ensure_future(self._receive_loop())
             retrier = asyncio.ensure_future(self._retry_loop())
+            leaser = asyncio.ensure_future(self._lease_loop())
             await self.stopping.wait()
             receiver.cancel()
             retrier.cancel()
+            leaser.cancel()
             try:
                 await receiver
             except (asyncio.CancelledError, K.MachError):
@@ -312,6 +338,7 @@ class Proxy:
     def _export(self, name: int, kind: int, to: str) -> NW.Ref:
         """The network name of the right ``name`` (just received, ours now)
         sent to host ``to``."""
+        self.heard.setdefault(to, time.monotonic())  # its lease starts now
         if kind == NW.PORT_SEND_ONCE:
             pid = self.next_id
             self.next_id += 1
@@ -519,6 +546,9 @@ class Proxy:
             return
         if not self._fence(f):
             return
+        self.heard[f.src_host] = time.monotonic()
+        if f.kind == NW.BEAT:
+            return
         if f.kind == NW.MSG:
             self._on_msg(f)
         else:
@@ -661,6 +691,7 @@ class Proxy:
             R.mod_refs(self.space, e.name, MACH_PORT_RIGHT_SEND, 1)  # the message's own
             keep.append(("send", e.name))
             return e.name, MD.MACH_MSG_TYPE_MOVE_SEND
+        self.heard.setdefault(ref.host, time.monotonic())  # its lease starts now
         if ref.kind == NW.PORT_SEND:
             imp = self.imports.get(ref.port)
             if imp is None:
@@ -792,14 +823,104 @@ class Proxy:
             else:
                 e.sent.pop(f.src_host, None)
             if not e.sent:
-                del self.exports[f.port_id]
-                self.export_by_name.pop(e.name, None)
-                if e.busy or not e.queue.empty():
-                    e.closing = True  # released once what is queued for it is delivered
-                else:
-                    if e.task is not None:
-                        e.task.cancel()
-                    self._deallocate(e.name)
+                self._release_export(e)
+
+    def _release_export(self, e: Export) -> None:
+        """No host holds a reference to ``e`` any more: our right goes (the
+        port sees no-senders if it was the last), once what is queued for
+        it is delivered."""
+        del self.exports[e.port_id]
+        self.export_by_name.pop(e.name, None)
+        if e.busy or not e.queue.empty():
+            e.closing = True  # released once what is queued for it is delivered
+        else:
+            if e.task is not None:
+                e.task.cancel()
+            self._deallocate(e.name)
+
+    # -- leases --------------------------------------------------------------------------
+
+    def _partners(self) -> set[str]:
+        """Every host we deal with: those we heard from (not declared dead),
+        hold references of, gave references to, or owe messages."""
+        out = {h for h, inc in self.peers.items() if (h, inc) not in self.fenced}
+        for e in self.exports.values():
+            out.update(e.sent)
+        out.update(i.ref.host for i in self.import_by_name.values())
+        out.update(p[0] for p in self.outstanding)
+        out.discard(self.host)
+        return out
+
+    async def _lease_loop(self) -> None:
+        """Beat every lease / 3 to each partner; a partner not heard from
+        for the lease is dead here (_host_dead). If none is heard any more,
+        it is we who are cut off: the others take us for dead, so we come
+        back as a new incarnation (_renew)."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            partners = self._partners()
+            beat = self._frame(NW.BEAT)
+            for host in partners:
+                self._publish(_frames(host), beat)
+            now = time.monotonic()
+            expired = {h for h in partners if now - self.heard.setdefault(h, now) > self.lease}
+            if not expired:
+                continue
+            if expired == partners:
+                self._renew(expired)
+            else:
+                for host in expired:
+                    self._host_dead(host)
+
+    def _host_dead(self, host: str) -> None:
+        """``host`` is lost: its incarnation is fenced (nothing more of it is
+        taken), its ports are dead names here, the references it held on
+        our ports are dropped (no-senders if it held the last), the
+        send-once rights it held give their send-once notifications."""
+        log.warning("netmsg: %s not heard from for %.1f s: dead here", host, self.lease)
+        inc = self.peers.get(host)
+        if inc is not None:
+            self.fenced.add((host, inc))
+        self.heard.pop(host, None)
+        for imp in [i for i in self.import_by_name.values() if i.ref.host == host]:
+            self._drop_import(imp, publish=False)
+        for e in list(self.exports.values()):
+            if host not in e.sent:
+                continue
+            del e.sent[host]
+            if e.kind == NW.PORT_SEND_ONCE:
+                del self.exports[e.port_id]
+                self._deallocate(e.name)  # its port gets the send-once notification
+            elif not e.sent:
+                self._release_export(e)
+        for key in [k for k in self.inbound if k[0] == host]:
+            del self.inbound[key]
+        for port in [p for p in self.outstanding if p[0] == host]:
+            del self.outstanding[port]
+
+    def _renew(self, hosts: set[str]) -> None:
+        """We heard nobody for the lease: every partner is dead here, and we
+        take a new incarnation (the others have fenced the old one; our
+        ports of it are dead names there), so that we can deal with them
+        afresh once the network heals. Names checked in here stay."""
+        for host in hosts:
+            self._host_dead(host)
+        for e in list(self.exports.values()):
+            if e.kind == NW.PORT_SEND_ONCE:
+                del self.exports[e.port_id]
+                self._deallocate(e.name)
+            else:
+                self._release_export(e)
+        old = self.incarnation
+        self.incarnation = secrets.randbits(63) | 1
+        # their incarnations are not fenced from the new one: what they
+        # send that names our old incarnation is refused as it is after a
+        # restart
+        self.fenced -= {(h, self.peers[h]) for h in hosts if h in self.peers}
+        for h in hosts:
+            self.peers.pop(h, None)
+        log.warning("netmsg: no host heard from for %.1f s: incarnation %016x is now %016x",
+                    self.lease, old, self.incarnation)
 
     # -- the name service ----------------------------------------------------------------
 
@@ -1034,13 +1155,38 @@ def default_host() -> str:
     return name[:64] or "localhost"
 
 
+def read_seed(path: str) -> str:
+    """The nkey seed in the file ``path``, which must be ours and readable
+    by nobody else (mode 0600 or narrower): it is this host's identity.
+    Raises ValueError saying what is wrong."""
+    import os
+    from pathlib import Path
+    try:
+        st = os.stat(path)
+        text = Path(path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"the nkey seed {path}: {e}") from None
+    if st.st_uid != os.getuid():
+        raise ValueError(f"the nkey seed {path} belongs to uid {st.st_uid}, not to us")
+    if st.st_mode & 0o077:
+        raise ValueError(f"the nkey seed {path} has mode {st.st_mode & 0o777:04o}: others may read it "
+                         f"(chmod 600 {path})")
+    if not (text.startswith("SU") and text.isalnum()):
+        raise ValueError(f"{path} does not hold a user nkey seed (SU...)")
+    return text
+
+
 def serve(host: str | None = None, url: str | None = None, *, token: str | None = None,
-          ready_fd: int | None = None, verbose: bool = False) -> int:
+          ready_fd: int | None = None, verbose: bool = False, nkey_seed: str | None = None,
+          lease: float | None = None) -> int:
     """``pymach netmsg serve``: run the proxy of ``host`` until SIGTERM or
     SIGINT. Without ``url``, join this machine's embedded NATS server or
     start it (server.join_or_start; stopped again on the way out if we
     started it). ``token``: the NATS token for ``url`` (default
-    $PYMACH_NETMSG_TOKEN). ``ready_fd``: "ready" is written there once
+    $PYMACH_NETMSG_TOKEN). ``nkey_seed``: the path of a file (mode 0600)
+    holding this host's nkey seed, our identity at ``url`` instead of a
+    token. ``lease``: seconds without a beat before another host is taken
+    for dead (default LEASE). ``ready_fd``: "ready" is written there once
     the proxy is checked in and subscribed. Returns the exit status."""
     import os
     import sys
@@ -1052,6 +1198,17 @@ def serve(host: str | None = None, url: str | None = None, *, token: str | None 
     if not NW.valid_host(host):
         print(f"pymach netmsg: {host!r} is not a host name (1 to 64 of letters, digits, '-', '_')", file=sys.stderr)
         return 2
+    seed = None
+    if nkey_seed is not None:
+        if url is None:
+            print("pymach netmsg: --nkey-seed needs --nats URL (the embedded server uses its token)",
+                  file=sys.stderr)
+            return 2
+        try:
+            seed = read_seed(nkey_seed)
+        except ValueError as e:
+            print(f"pymach netmsg: {e}", file=sys.stderr)
+            return 2
     embedded = None
     if url is None:
         try:
@@ -1059,7 +1216,7 @@ def serve(host: str | None = None, url: str | None = None, *, token: str | None 
         except server.ServerError as e:
             print(f"pymach netmsg: {e}", file=sys.stderr)
             return 1
-    elif token is None:
+    elif token is None and seed is None:
         token = os.environ.get("PYMACH_NETMSG_TOKEN") or None
 
     def ready() -> None:
@@ -1074,11 +1231,14 @@ def serve(host: str | None = None, url: str | None = None, *, token: str | None 
             loop.add_signal_handler(sig, proxy.stop)
         await proxy.run()
 
-    proxy = Proxy(host, url, token, ready=ready)
+    proxy = Proxy(host, url, token, ready=ready, nkey_seed=seed, lease=lease)
     try:
         asyncio.run(main())
     except (OSError, K.MachError) as e:
         print(f"pymach netmsg: {e}", file=sys.stderr)
+        return 1
+    except nats.errors.Error as e:
+        print(f"pymach netmsg: {url}: {e}", file=sys.stderr)
         return 1
     finally:
         if embedded is not None:

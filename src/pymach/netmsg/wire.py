@@ -15,6 +15,7 @@ A frame is a header and a body by kind::
 - DEAD: home → holder: the port died (its name).
 - DROP: holder → home: the holder released ``count`` references (u32) it
   was given to the port; ``kind`` PORT_SEND or PORT_SEND_ONCE.
+- BEAT: a lease beat (the header alone): the sender's incarnation is alive.
 
 An encoded Mach message (the payload of MSG frames)::
 
@@ -40,7 +41,8 @@ MSG: Final = 1
 ACK: Final = 2
 DEAD: Final = 3
 DROP: Final = 4
-KINDS: Final = frozenset((MSG, ACK, DEAD, DROP))
+BEAT: Final = 5
+KINDS: Final = frozenset((MSG, ACK, DEAD, DROP, BEAT))
 
 PORT_SEND: Final = 17
 PORT_SEND_ONCE: Final = 18
@@ -152,6 +154,8 @@ def pack(f: Frame) -> bytes:
             return head + _PORTID.pack(f.incarnation, f.port_id, f.generation)
         if f.kind == DROP:
             return head + _DROP.pack(f.incarnation, f.port_id, f.generation, f.right, f.count)
+        if f.kind == BEAT:
+            return head
     except struct.error as e:
         raise WireError(str(e)) from None
     raise WireError(f"no such frame kind: {f.kind}")
@@ -186,7 +190,7 @@ def unpack(buf: bytes | memoryview) -> Frame:
         (f.incarnation, f.port_id, f.generation, f.right, f.count), off = _unpack(_DROP, buf, off)
         if f.right not in (PORT_SEND, PORT_SEND_ONCE):
             raise WireError(f"a DROP of right {f.right}")
-    else:
+    elif kind != BEAT:
         raise WireError(f"no such frame kind: {kind}")
     if off != len(buf):
         raise WireError("trailing bytes after the frame")
