@@ -11,9 +11,14 @@ Commands ([name, args...]); rights are kept in a table under handles (ints):
   rights it carried; a request "hold" keeps the rights it carried (in the
   agent's table: answered with their handles);
 - ["look_up", NAME, HOST]: net.look_up: the handle of the send right;
-- ["request", H, DATA, [H...]]: request on handle H carrying copies of
-  the send rights of handles [H...]: the reply's data, and the handles of
-  the rights it carried;
+- ["request", H, DATA, [H...], ONCE]: request on handle H carrying copies of
+  the send rights of handles [H...] (send rights made from ports; send-once
+  rights with ONCE true): the reply's data, and the handles of the rights
+  it carried;
+- ["port"]: a new port (received by nobody but "receive");
+- ["arm_no_senders", H]: port H asks for its no-senders notification (on
+  itself);
+- ["receive", H, SECONDS]: the id of the next message on port H;
 - ["dead", H]: whether handle H is a dead name now;
 - ["wait_dead", H, SECONDS]: poll until it is (True) or SECONDS pass (False);
 - ["release", H]: drop handle H.
@@ -78,13 +83,35 @@ def command(cmd: list[Any]) -> Any:
         return keep(net.look_up(cmd[1], host=cmd[2]))
     if op == "request":
         target = rights[cmd[1]]
-        carried = [rights[h].copy() if isinstance(rights[h], SendRight) else rights[h].make_send()
+        once = len(cmd) > 4 and cmd[4]
+        carried = [rights[h].copy() if isinstance(rights[h], SendRight)
+                   else rights[h].make_send_once() if once else rights[h].make_send()
                    for h in (cmd[3] if len(cmd) > 3 else [])]
-        r = request(target, Message(data=cmd[2].encode(), rights=carried), timeout=10)
+        try:
+            r = request(target, Message(data=cmd[2].encode(), rights=carried), timeout=10)
+        finally:
+            for c in carried:
+                c.close()  # a send right travels as a copy: ours goes (no-op for a moved one)
         out = {"data": r.data.decode(), "rights": [keep(x) for x in r.rights]}
         r.rights = []
         r.release()
         return out
+    if op == "port":
+        return keep(Port())
+    if op == "arm_no_senders":
+        import pymach.mach as M
+        prev = M.mach_port_t()
+        port = rights[cmd[1]]
+        kr = M.mach_port_request_notification(M.mach_task_self(), port.name, M.MACH_NOTIFY_NO_SENDERS, 0,
+                                              port.name, M.MACH_MSG_TYPE_MAKE_SEND_ONCE, M.byref(prev))
+        if kr:
+            raise MachError(kr, "mach_port_request_notification")
+        return None
+    if op == "receive":
+        m = rights[cmd[1]].receive(float(cmd[2]))
+        msg_id = m.id
+        m.release()
+        return msg_id
     if op == "dead":
         return bool(rights[cmd[1]].dead)
     if op == "wait_dead":

@@ -177,3 +177,39 @@ def test_a_cut_off_host_is_dead_after_the_lease_and_fenced_when_it_heals(net: Ne
     assert not a2("dead", fresh1) and not a1("dead", fresh3)
     for a, h in ((a2, to1), (a1, to3), (a2, fresh1), (a1, fresh3)):
         a("release", h)
+
+
+def test_a_lost_holder_host_gives_no_senders_and_send_once_notifications(net: Net) -> None:
+    """Host 3 holds the only send right to a port of host 1, and a
+    send-once right to another; host 3's link is cut: after the lease host
+    1's proxy drops host 3's references, so the first port gets its
+    no-senders notification and the second its send-once notification."""
+    a1 = net[1]
+    svc3 = _retry(lambda: a1("look_up", "svc.h3", "host3"), "look-up of host 3", 20)
+    held = a1("port")
+    once = a1("port")
+    assert a1("request", svc3, "hold", [held])["data"].startswith("echo:host3:hold")
+    assert a1("request", svc3, "hold", [once], True)["data"].startswith("echo:host3:hold")
+    a1("arm_no_senders", held)
+    net.hosts.cut(net.hosts[3])
+    try:
+        assert a1("receive", held, LEASE + 5, timeout=LEASE + 10) == 70  # MACH_NOTIFY_NO_SENDERS
+        assert a1("receive", once, LEASE + 5, timeout=LEASE + 10) == 71  # MACH_NOTIFY_SEND_ONCE
+        assert a1("wait_dead", svc3, LEASE + 5, timeout=LEASE + 10)
+    finally:
+        net.hosts.heal(net.hosts[3])
+    net.hosts.wait_leaf_up(net.hosts[3])
+    fresh = _retry(lambda: a1("look_up", "svc.h3", "host3"), "look-up of host 3", 20)
+    assert a1("request", fresh, "again")["data"] == "echo:host3:again"
+    for h in (svc3, held, once, fresh):
+        a1("release", h)
+
+
+def test_the_proxies_stay_within_their_hosts_permissions(net: Net) -> None:
+    """Everything above ran under natsconf.host_permissions on each leaf
+    server (and leaf_permissions at the hub): no proxy was refused a
+    subject (the proxies log what the server reports)."""
+    for h in net.hosts.hosts:
+        for p in h.procs:
+            text = p.log_text().lower()
+            assert "violation" not in text, text
