@@ -183,8 +183,11 @@ def test_a_lost_holder_host_gives_no_senders_and_send_once_notifications(net: Ne
     """Host 3 holds the only send right to a port of host 1, and a
     send-once right to another; host 3's link is cut: after the lease host
     1's proxy drops host 3's references, so the first port gets its
-    no-senders notification and the second its send-once notification."""
+    no-senders notification and the second its send-once notification.
+    Host 1 still hears host 2 (it holds a right of host 2's), so it is host
+    3 alone that is dead for it (no new incarnation of host 1)."""
     a1 = net[1]
+    svc2 = a1("look_up", "svc.h2", "host2")
     svc3 = _retry(lambda: a1("look_up", "svc.h3", "host3"), "look-up of host 3", 20)
     held = a1("port")
     once = a1("port")
@@ -201,7 +204,8 @@ def test_a_lost_holder_host_gives_no_senders_and_send_once_notifications(net: Ne
     net.hosts.wait_leaf_up(net.hosts[3])
     fresh = _retry(lambda: a1("look_up", "svc.h3", "host3"), "look-up of host 3", 20)
     assert a1("request", fresh, "again")["data"] == "echo:host3:again"
-    for h in (svc3, held, once, fresh):
+    assert not a1("dead", svc2) and a1("request", svc2, "still")["data"] == "echo:host2:still"
+    for h in (svc3, held, once, fresh, svc2):
         a1("release", h)
 
 
