@@ -516,6 +516,91 @@ def test_a_home_that_does_not_acknowledge_gets_the_message_again_then_its_port_i
         loop.close()
 
 
+def test_a_host_silent_for_the_lease_is_fenced_and_comes_back_as_a_new_incarnation(hosts: Hosts) -> None:
+    """Two hosts of the test's own, "hostV" and "hostW" (NATS clients),
+    look up a port of hostA; both beat, then hostV falls silent. Once hostA
+    stops beating hostV (it took hostV for dead after the lease), a message
+    from hostV's same incarnation is dropped, although the port is still
+    exported (hostW holds it) and the message is the first of hostV's
+    sequence (its state at hostA was dropped with hostV). A new incarnation of hostV looks the port up again and is
+    heard."""
+    import asyncio
+    import threading
+    import nats as nats_client
+    from pymach.netmsg.proxy import LEASE
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    beats: list[float] = []
+    beating = {"hostV": True, "hostW": True}
+
+    def msg(host: str, inc: int, ref: W.Ref, seq: int, msg_id: int) -> bytes:
+        payload = W.encode(W.Encoded(msg_id, W.PORT_SEND, inline=b"%4d" % msg_id))
+        (frame,) = W.chunks(host, inc, ref, seq, payload, 1 << 20)
+        return frame
+
+    async def start() -> Any:
+        nc = await nats_client.connect(hosts.url, token=hosts.token)
+
+        async def on_frame(m: Any) -> None:
+            if W.unpack(m.data).kind == W.BEAT:
+                beats.append(time.monotonic())
+
+        async def beat() -> None:
+            while True:
+                for host, inc in (("hostV", 1), ("hostW", 1)):
+                    if beating[host]:
+                        await nc.publish("pm.hostA.in", W.pack(W.Frame(W.BEAT, host, inc)))
+                await asyncio.sleep(0.3)
+
+        await nc.subscribe("pm.hostV.in", cb=on_frame)
+        await nc.flush()
+        asyncio.ensure_future(beat())
+        return nc
+
+    def run(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+
+    async def look_up(host: str) -> W.Ref:
+        r = await nc.request("pm.hostA.lookup", host.encode() + b"\0fence.a", timeout=5)
+        ref = W.unpack_ref(r.data[4:])
+        assert r.data[:4] == b"\0\0\0\0" and ref is not None
+        return ref
+
+    async def send(frame: bytes) -> None:
+        await nc.publish("pm.hostA.in", frame)
+        await nc.flush()
+
+    nc = run(start())
+    try:
+        with Port() as port, port.make_send() as right:
+            net.check_in("fence.a", right)
+            try:
+                ref = run(look_up("hostV"))
+                assert run(look_up("hostW")) == ref  # one export, held by both
+                assert _wait(lambda: len(beats) >= 2)  # hostA beats hostV: a partner
+                beating["hostV"] = False
+                # hostA stops beating hostV once it is dead there
+                assert _wait(lambda: time.monotonic() - beats[-1] > 1.6 * LEASE / 3, LEASE + 5)
+                run(send(msg("hostV", 1, ref, 0, 2)))
+                with pytest.raises(M.MachError) as ei:
+                    port.receive(1)
+                assert ei.value.kr == M.MACH_RCV_TIMED_OUT
+                beating["hostV"] = True
+                ref2 = run(look_up("hostV"))
+                run(send(msg("hostV", 2, ref2, 0, 3)))
+                assert port.receive(10).id == 3
+            finally:
+                net.check_out("fence.a")
+    finally:
+        beating["hostV"] = beating["hostW"] = False
+        run(nc.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
 def test_fifo_and_exactly_once_across_a_nats_server_restart(hosts: Hosts) -> None:
     """hostB's peer sends 300 messages to a port here; the NATS server is
     stopped and started again while they flow (credits hold most of them
