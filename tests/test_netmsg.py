@@ -658,6 +658,11 @@ def test_frames_round_trip_and_chunk() -> None:
         f = W.Frame(kind, "h", 1, 2, 3, 0, 4, delivered=5, count=6, right=W.PORT_SEND)
         g = W.unpack(W.pack(f))
         assert (g.kind, g.src_host, g.src_incarnation, g.incarnation, g.port_id) == (kind, "h", 1, 2, 3)
+    beat = W.pack(W.Frame(W.BEAT, "h", 7))
+    g = W.unpack(beat)
+    assert (g.kind, g.src_host, g.src_incarnation) == (W.BEAT, "h", 7)
+    with pytest.raises(W.WireError):
+        W.unpack(beat + b"\0")  # a beat has no body
 
 
 def test_bad_frames_are_refused() -> None:

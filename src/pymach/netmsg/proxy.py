@@ -38,9 +38,14 @@ Guarantees kept here:
   DEAD, and frames from an incarnation of a host older than the last one
   seen are dropped (and its proxy ports destroyed).
 
-Not done yet: leases (a silent host is not declared dead), moving receive
-rights (refused), lending references when a right is passed on to a third
-host (see docs/netmsg.md).
+- leases: BEAT frames every lease / 3 to each host we deal with; a host
+  not heard from for the lease is dead here (its incarnation fenced, its
+  ports dead names, its references on our ports dropped); a proxy that
+  hears none of them is the one cut off and takes a new incarnation.
+
+Not done yet: moving receive rights (refused), lending references when a
+right is passed on to a third host, a partial partition's two sides
+meeting again without a restart (see docs/netmsg.md).
 """
 
 from __future__ import annotations
