@@ -90,6 +90,9 @@ SETS_THE_SOCKET = {
                    "its environment, kill and restart), on the socket of a private_server(serve=False) block",
     "test_bootstrap.py": "a spawned child's socket points into the test's private directory where nobody "
                          "listens, to prove that it reaches the server by the port it inherited",
+    "nethosts.py": "each host namespace runs a bootstrap server of its own (its socket in the host's "
+                   "directory, started with ip netns exec), and the proxy and tasks of that host get its socket "
+                   "in their environment",
     "test_netmsg.py": "two netmsg hosts on one machine are two bootstrap servers: the proxies and the peer of "
                       "hostB get their host's socket in their environment (hostA's is a private_server block)",
     "test_security.py": "where the socket lives without an override (PYMACH_BOOTSTRAP_SOCKET empty, "
