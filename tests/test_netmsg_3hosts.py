@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -217,3 +218,35 @@ def test_the_proxies_stay_within_their_hosts_permissions(net: Net) -> None:
         for p in h.procs:
             text = p.log_text().lower()
             assert "violation" not in text, text
+
+
+def test_serve_checks_its_seed_file_and_lease(tmp_path: Path) -> None:
+    """The seed file must be ours, 0600 or narrower, and hold a user seed;
+    --nkey-seed wants --nats; a lease out of range is refused (each a
+    clear message, exit status 2), before anything is connected."""
+    from pymach.netmsg import natsconf
+    from pymach.netmsg.proxy import read_seed
+    seed = natsconf.new_user("host1").seed
+    good = os.path.join(tmp_path, "good.seed")
+    with open(good, "w") as f:
+        f.write(seed + "\n")
+    os.chmod(good, 0o600)
+    assert read_seed(good) == seed
+    os.chmod(good, 0o640)
+    with pytest.raises(ValueError, match="mode 0640"):
+        read_seed(good)
+    os.chmod(good, 0o600)
+    bad = os.path.join(tmp_path, "bad.seed")
+    with open(bad, "w") as f:
+        f.write("not a seed\n")
+    os.chmod(bad, 0o600)
+    with pytest.raises(ValueError, match="nkey seed"):
+        read_seed(bad)
+    with pytest.raises(ValueError, match="No such file"):
+        read_seed(os.path.join(tmp_path, "missing.seed"))
+    env = dict(os.environ, PYTHONPATH=nethosts.SRC, PYMACH_NO_AUTOSTART="1")
+    for args, text in ((["--nkey-seed", good], "--nkey-seed needs --nats"),
+                       (["--nats", "nats://127.0.0.1:1", "--lease", "0"], "a lease of 0.0 s")):
+        r = subprocess.run([sys.executable, "-m", "pymach", "netmsg", "serve", *args], env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and text in r.stderr, r.stderr

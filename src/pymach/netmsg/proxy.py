@@ -1203,6 +1203,9 @@ def serve(host: str | None = None, url: str | None = None, *, token: str | None 
     if not NW.valid_host(host):
         print(f"pymach netmsg: {host!r} is not a host name (1 to 64 of letters, digits, '-', '_')", file=sys.stderr)
         return 2
+    if lease is not None and not 0.1 <= lease <= 3600:
+        print(f"pymach netmsg: a lease of {lease} s: give 0.1 to 3600 seconds", file=sys.stderr)
+        return 2
     seed = None
     if nkey_seed is not None:
         if url is None:
