@@ -4,7 +4,8 @@ run on, in one run.
 Two hosts, A and B, each a network namespace that the benchmark makes
 (``ip netns``), joined by a veth pair (10.249.0.1 and 10.249.0.2), with
 their loopbacks up; nothing is added to the machine's own namespace. A
-NATS server runs in A (on 10.249.0.1; max_payload 8 MiB, a token); each
+NATS server runs in A (on 10.249.0.1; the embedded server's max_payload
+and max_pending, a token); each
 host has a bootstrap server of its own and a netmsg proxy joined to that
 NATS server from its namespace. In B a peer process (``python -m
 pymach.tools.bench_net peer``) checks in an echo port and a sink port on
@@ -166,10 +167,12 @@ class Setup:
         return line
 
     def _nats(self, exe: str) -> None:
+        from pymach.netmsg import server
         conf = os.path.join(self.dir, "nats.conf")
         port = NATS_PORT if self.refused is None else -1
         with open(conf, "w") as f:
-            f.write(f'listen: "{self.ip_a}:{port}"\nports_file_dir: "{self.dir}"\nmax_payload: {8 << 20}\n'
+            f.write(f'listen: "{self.ip_a}:{port}"\nports_file_dir: "{self.dir}"\nmax_payload: {server.MAX_PAYLOAD}\n'
+                    f'max_pending: {server.MAX_PENDING}\n'
                     f'authorization {{\n  token: "{self.token}"\n}}\n')
         os.chmod(conf, 0o600)
         self._spawn(self.ns_a, [exe, "-c", conf, "-l", os.path.join(self.dir, "nats.log")], dict(os.environ),
