@@ -9,6 +9,8 @@ Services by name prefix:
   the rights and out-of-line buffers it got; a request whose data is
   b"fifo:N" replies without the right it carries, then sends N
   messages (ids 0..N-1) to it;
+- hash...: replies to each request (id + 100) with, for each out-of-line
+  buffer it got, its length (u64) and its SHA-256, and releases them;
 - still...: never receives (its queue fills: qlimit across hosts);
 - bootstrap:NAME: no port of its own: the send right that NAME has at
   this host's bootstrap server (waited for), checked in on the network as
@@ -17,6 +19,8 @@ Services by name prefix:
 
 from __future__ import annotations
 
+import hashlib
+import struct
 import sys
 import threading
 
@@ -45,6 +49,19 @@ def echo(port: Port) -> None:
         m.release()
 
 
+def hash_ool(port: Port) -> None:
+    while True:
+        try:
+            m = port.receive()
+        except OSError:
+            return
+        out = b"".join(struct.pack("<Q", len(r)) + hashlib.sha256(r).digest() for r in m.ool)
+        if m.reply is not None:
+            m.reply.send(Message(data=out, id=m.id + 100), timeout=10)
+            m.reply = None
+        m.release()
+
+
 def main(names: list[str]) -> None:
     ports = []
     for name in names:
@@ -68,6 +85,8 @@ def main(names: list[str]) -> None:
             net.check_in(name, right)
         if name.startswith("echo"):
             threading.Thread(target=echo, args=(port,), daemon=True).start()
+        elif name.startswith("hash"):
+            threading.Thread(target=hash_ool, args=(port,), daemon=True).start()
     print("ready", flush=True)
     sys.stdin.read()
 

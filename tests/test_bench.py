@@ -406,3 +406,72 @@ def test_bench_aio_reports_a_failing_request_not_a_rate(env: dict[str, str]) -> 
     p = bench(env, "aio", "-n", "100", "--repeat", "1",
               inject=("pymach.ipc", "request_async", 3, "OSError(5, 'injected')"))
     expect_failure(p, r"clients: a client process failed")
+
+
+# -- bench net: two hosts in network namespaces (or on 127.0.0.1), a NATS server, two proxies ---------------
+
+def _net_ready() -> None:
+    pytest.importorskip("nats")
+    from pymach.netmsg import server
+    try:
+        server.binary()
+    except server.ServerError as e:
+        pytest.skip(str(e))
+
+
+def _net_leftovers(tag: str) -> list[str]:
+    """Namespaces, processes and directories of a bench net run still there."""
+    left = []
+    if shutil.which("ip"):
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+        left += [line for line in out.splitlines() if tag and tag in line]
+    out = subprocess.run(["pgrep", "-af", "pymach.tools.bench_net peer|--host bench[AB]"], capture_output=True,
+                         text=True, timeout=30).stdout
+    left += out.splitlines()
+    import tempfile
+    left += [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("pymach-bench-net-")]
+    return left
+
+
+@pytest.mark.parametrize("netns", [True, False], ids=["netns", "127.0.0.1"])
+def test_bench_net_prints_its_figures_and_leaves_nothing(env: dict[str, str], netns: bool) -> None:
+    _net_ready()
+    e = dict(env) if netns else dict(env, PYMACH_BENCH_NO_NETNS="1")
+    p = bench(e, "net", "-n", "20", "--repeat", "2", "--ool-mib", "1")
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr[-2000:])
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("pymach bench net: Python "), p.stdout
+    note = lines[3]
+    m = re.fullmatch(r"  hosts A and B: network namespaces (pmbA\d+) and pmbB\d+, a veth pair \(10\.249\.0\.1, "
+                     r"10\.249\.0\.2\); the NATS server in A; this process measures from A", note)
+    if netns and m is None:  # ip netns is refused here: the fallback says why
+        assert "processes on 127.0.0.1 in this namespace (no network namespaces: ip netns" in note, note
+    if not netns:
+        assert "(no network namespaces: PYMACH_BENCH_NO_NETNS=1)" in note, note
+    for title in ("round trip of 128 B, host A to host B and back (median of 2 rounds x 20)",
+                  "one-way messages of 128 B, host A to host B (median of 2 rounds x 20)",
+                  "out-of-line bandwidth, 1 MiB messages, host A to host B (GB/s; ratio of bandwidth) "
+                  "(median of 2 rounds x 1)"):
+        assert title in lines, p.stdout
+    num = r" +[\d.]+ +[\d.]+x"
+    for case, tail in (("raw TCP echo (baseline)", num + r" +[\d.]+x"),
+                       ("NATS request/reply alone (nats-py)", num + r" +1\.00x"),
+                       ("pymach.request through the proxies", num + r" +[\d.]+x"),
+                       ("NATS publish alone (nats-py, baseline)", r" +[\d.]+ +1\.00x +[\d,]+"),
+                       ("SendRight.send through the proxies", num + r" +[\d,]+"),
+                       ("raw TCP (baseline)", r" +[\d.]+ +1\.00x"),
+                       ("out-of-line through the proxies", num)):
+        assert any(re.fullmatch("  " + re.escape(case) + tail, line) for line in lines), (case, p.stdout)
+    assert _net_leftovers(m.group(1) if m else "") == []
+
+
+def test_bench_net_reports_a_failing_look_up_and_tears_down(env: dict[str, str]) -> None:
+    # the second look-up (the sink's, host B's proxy answering) raises: no
+    # figure, and the hosts are gone all the same
+    _net_ready()
+    p = bench(env, "net", "-n", "20", "--repeat", "1", "--ool-mib", "1",
+              inject=("pymach.net", "look_up", 2, "OSError(5, 'injected')"))
+    assert p.returncode == 1 and "FAILED, no figure is reported: OSError: [Errno 5] injected" in p.stderr, \
+        (p.returncode, p.stdout, p.stderr[-2000:])
+    assert p.stdout == ""
+    assert _net_leftovers("pmbA") == []

@@ -124,7 +124,7 @@ class Import:
     credits: int = WINDOW     # WINDOW - (sent - delivered)
     seq: int = 0              # the next sequence number to send
     delivered: int = 0        # how many the home has delivered
-    last: list[bytes] = field(default_factory=list)  # the frames of the last message sent
+    last: list[bytes] = field(default_factory=list)  # the first frame of the last message sent
     probed: float = 0.0
     made: int = 0             # make-sends given out
     received: int = 0         # references the home gave us
@@ -440,7 +440,7 @@ class Proxy:
             self._publish(subject, frame)
         loop = asyncio.get_running_loop()
         self.outstanding.setdefault(imp.ref.port, {})[seq] = Outstanding(frames, loop.time())
-        imp.last = frames
+        imp.last = frames[:1]  # a probe: its first frame, which the home answers as a duplicate with an ACK
         imp.probed = loop.time()
         self._after_send(imp)
 
@@ -481,6 +481,9 @@ class Proxy:
                     imp.probed = now
                     for frame in imp.last:
                         self._publish(_frames(imp.ref.host), frame)
+            # these names would keep the last message looked at (its frames)
+            # until the next round finds another
+            pending, o, imp, frame = {}, None, None, b""  # type: ignore[assignment]
 
     def _after_send(self, imp: Import) -> None:
         if imp.kind == NW.PORT_SEND_ONCE:
@@ -668,6 +671,7 @@ class Proxy:
             e.busy = True
             if raw is not None:
                 await self._deliver(e, raw, keep)
+            del raw, keep  # (delivered: its buffers go now, not when the next message comes)
             e.busy = False
             ib = self.inbound.get(key)
             if ib is not None:

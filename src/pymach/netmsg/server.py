@@ -35,6 +35,11 @@ from typing import Final
 STATE_NAME: Final = "netmsg-nats.json"
 # the largest payload the embedded server accepts (NATS's default is 1 MiB)
 MAX_PAYLOAD: Final = 8 << 20
+# what the server buffers for one client before it drops it as a slow
+# consumer (NATS's default is 64 MiB): one out-of-line message is sent as
+# its chunks back to back, and a receiving proxy slower than the sending
+# one has the whole of it pending at the server
+MAX_PENDING: Final = 1 << 30
 
 
 class ServerError(RuntimeError):
@@ -125,6 +130,7 @@ def start(*, directory: Path | None = None, timeout: float = 10.0, max_payload: 
         f"listen: 127.0.0.1:{int(port)}",
         f"ports_file_dir: {json.dumps(str(directory))}",
         f"max_payload: {max_payload}",
+        f"max_pending: {MAX_PENDING}",
         "authorization {",
         f"  token: {json.dumps(token)}",
         "}",

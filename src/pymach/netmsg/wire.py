@@ -96,7 +96,7 @@ class Frame:
     seq: int = 0
     total: int = 0
     offset: int = 0
-    chunk: bytes = b""
+    chunk: bytes | memoryview = b""
     delivered: int = 0
     count: int = 0
     right: int = 0
@@ -129,13 +129,13 @@ def _host(name: str) -> bytes:
     return raw
 
 
-def _take(buf: bytes | memoryview, off: int, n: int) -> tuple[bytes, int]:
+def _take(buf: bytes | bytearray | memoryview, off: int, n: int) -> tuple[bytes, int]:
     if n < 0 or off + n > len(buf):
         raise WireError(f"truncated: {n} bytes wanted at {off} of {len(buf)}")
     return bytes(buf[off:off + n]), off + n
 
 
-def _unpack(s: struct.Struct, buf: bytes | memoryview, off: int) -> tuple[tuple[Any, ...], int]:
+def _unpack(s: struct.Struct, buf: bytes | bytearray | memoryview, off: int) -> tuple[tuple[Any, ...], int]:
     if off + s.size > len(buf):
         raise WireError(f"truncated: {s.size} bytes wanted at {off} of {len(buf)}")
     return s.unpack_from(buf, off), off + s.size
@@ -178,7 +178,7 @@ def unpack(buf: bytes | memoryview) -> Frame:
     f = Frame(kind, host, inc)
     if kind == MSG:
         (f.incarnation, f.port_id, f.generation, f.seq, f.total, f.offset), off = _unpack(_MSG, buf, off)
-        f.chunk = bytes(buf[off:])
+        f.chunk = memoryview(buf)[off:]  # (not a copy: Reassembly copies it into the message)
         if f.offset + len(f.chunk) > f.total or (not f.chunk and f.total):
             raise WireError("a chunk outside its message")
         return f
@@ -207,9 +207,10 @@ def chunks(src_host: str, src_incarnation: int, dest: Ref, seq: int, payload: by
     if len(payload) > 0xFFFFFFFF:
         raise WireError("a message over 4 GiB")
     out = []
+    whole = memoryview(payload)  # (slices of it are not copies: each chunk is copied once, into its frame)
     for off in range(0, max(len(payload), 1), room):
         out.append(pack(Frame(MSG, src_host, src_incarnation, dest.incarnation, dest.port_id, dest.generation, seq,
-                              len(payload), off, payload[off:off + room])))
+                              len(payload), off, whole[off:off + room])))
     return out
 
 
@@ -220,7 +221,7 @@ def _pack_ref(r: Ref | None) -> bytes:
     return bytes([len(host)]) + host + _REF.pack(r.incarnation, r.port_id, r.generation, r.kind)
 
 
-def _unpack_ref(buf: bytes | memoryview, off: int) -> tuple[Ref | None, int]:
+def _unpack_ref(buf: bytes | bytearray | memoryview, off: int) -> tuple[Ref | None, int]:
     raw, off = _take(buf, off, 1)
     if not raw[0]:
         return None, off
@@ -253,7 +254,7 @@ def encode(m: Encoded) -> bytes:
     return b"".join(out)
 
 
-def decode(buf: bytes | memoryview) -> Encoded:
+def decode(buf: bytes | bytearray | memoryview) -> Encoded:
     """The message in ``buf``. Raises WireError for anything malformed."""
     (remote_kind, msg_id, n), off = _unpack(_MHEAD, buf, 0)
     if remote_kind not in (PORT_SEND, PORT_SEND_ONCE):
@@ -280,24 +281,32 @@ def decode(buf: bytes | memoryview) -> Encoded:
 
 class Reassembly:
     """The chunks of one message as they come (in order: NATS keeps one
-    publisher's order on one subscription)."""
+    publisher's order on one subscription), copied into one buffer of the
+    message's length. A chunk it already has (the message sent again by a
+    sender that had no acknowledgement yet, while its first sending is
+    still arriving) is skipped: the second sending carries the assembly on
+    where the first one is."""
 
-    __slots__ = ("total", "parts", "have")
+    __slots__ = ("total", "buf", "have")
 
     def __init__(self, total: int) -> None:
         self.total = total
-        self.parts: list[bytes] = []
+        self.buf = bytearray(total)
         self.have = 0
 
-    def add(self, f: Frame) -> bytes | None:
+    def add(self, f: Frame) -> bytearray | None:
         """Add a chunk; the whole payload once complete. Raises WireError
-        for a chunk out of order or of another length."""
-        if f.total != self.total or f.offset != self.have:
+        for a chunk of another length or past a gap (a chunk lost)."""
+        n = len(f.chunk)
+        if f.total != self.total or f.offset > self.have:
             raise WireError(f"chunk at {f.offset} of {f.total}, expected at {self.have} of {self.total}")
-        self.parts.append(f.chunk)
-        self.have += len(f.chunk)
+        if f.offset + n <= self.have:
+            return None  # had
+        skip = self.have - f.offset
+        self.buf[self.have:f.offset + n] = memoryview(f.chunk)[skip:]
+        self.have = f.offset + n
         if self.have == self.total:
-            return b"".join(self.parts)
+            return self.buf
         return None
 
 

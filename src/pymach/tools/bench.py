@@ -119,7 +119,7 @@ def vm_cases() -> list[tuple[str, list[Case]]]:
     ]
 
 
-SUITES = ("vm", "ipc", "shm", "mig", "exc", "aio", "sem")
+SUITES = ("vm", "ipc", "shm", "mig", "exc", "aio", "sem", "net")
 PTRACE_OPS = 500  # ptrace sessions per sample (each stops the target for about 0.1 ms)
 
 BIG = 256 << 20  # the large remote read
@@ -422,6 +422,9 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
         elif suite == "sem":
             from . import bench_sem
             results = bench_sem.results(n, repeat)
+        elif suite == "net":
+            from . import bench_net
+            results = bench_net.results(n, repeat, (ool_sizes or [bench_net.OOL])[0])
         elif breakdown:
             results = _breakdown_results(n, repeat, ool_sizes or [1 << 30], huge_dir)
         else:
@@ -447,6 +450,11 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
         else:
             took = f"best of {r['repeat']}" + (f" x {r['ops']}" if r["ops"] > 1 else "")
         print(f"\n{r['benchmark']} ({took})")
+        if r.get("note"):
+            print(f"  {r['note']}")
+        if r.get("net"):
+            _print_net(r["rows"])
+            continue
         if r["rows"] and "ratio_pipe" in r["rows"][0]:
             _print_peers(r["rows"])
             continue
@@ -473,6 +481,23 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
             else:
                 print(f"  {row['case']:<46} {row['ns_per_op']:>10.1f} {row['ratio']:>6.2f}x")
     return 0
+
+
+def _print_net(rows: list[dict[str, Any]]) -> None:
+    """A block of bench net: round trips (ratios to raw TCP and to NATS),
+    one-way messages (and per second) or bandwidth (GB/s)."""
+    if "ratio_nats" in rows[0]:
+        print(f"  {'case':<46} {'ns/op':>10} {'vs TCP':>7} {'vs NATS':>8}")
+        for row in rows:
+            print(f"  {row['case']:<46} {row['ns_per_op']:>10.1f} {row['ratio']:>6.2f}x {row['ratio_nats']:>7.2f}x")
+    elif "per_s" in rows[0]:
+        print(f"  {'case':<46} {'ns/op':>10} {'ratio':>7} {'msg/s':>10}")
+        for row in rows:
+            print(f"  {row['case']:<46} {row['ns_per_op']:>10.1f} {row['ratio']:>6.2f}x {row['per_s']:>10,}")
+    else:
+        print(f"  {'case':<46} {'GB/s':>10} {'ratio':>7}")
+        for row in rows:
+            print(f"  {row['case']:<46} {row['gbps']:>10.3f} {row['ratio']:>6.2f}x")
 
 
 def _print_peers(rows: list[dict[str, Any]]) -> None:
@@ -553,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--ool-mib", type=int, action="append",
                     help="size of the out-of-line handoff (ipc; repeat it for several sizes), of the "
-                         "mapped memory entry (shm; default 1024) or of the large remote read (vm; default 256)")
+                         "mapped memory entry (shm; default 1024), of the large remote read (vm; default 256) or of "
+                         "the out-of-line messages across hosts (net; default 16)")
     ap.add_argument("--breakdown", action="store_true",
                     help="ipc: what one message costs, piece by piece, and the steps of the out-of-line handoff")
     ap.add_argument("--huge-dir", metavar="DIR",
@@ -576,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
                          "request)")
     a = ap.parse_args(argv)
     if a.n is None:
-        a.n = (500 if a.suite == "exc" else 2000 if a.suite in ("aio", "sem")
+        a.n = (500 if a.suite == "exc" else 1000 if a.suite == "net" else 2000 if a.suite in ("aio", "sem")
                else 5000 if a.suite in ("ipc", "mig") and not a.breakdown else 20000)
     if a.n < 1 or a.repeat < 1 or a.busy < 0:
         ap.error("-n and --repeat must be at least 1, --busy at least 0")
@@ -607,12 +633,15 @@ def main(argv: list[str] | None = None) -> int:
         from .bench_ipc import huge_pages_in
         if not huge_pages_in(a.huge_dir):
             ap.error(f"--huge-dir {a.huge_dir}: not on a tmpfs mounted with huge=always")
-    default = [256] if a.suite == "vm" else [1024]
+    default = [256] if a.suite == "vm" else [16] if a.suite == "net" else [1024]
     try:
         if count:
             return count_run(count, lengths, cases, a.json)
         return run(a.suite, a.n, a.repeat, a.json, [m << 20 for m in a.ool_mib or default],
                    a.breakdown, a.ptrace, a.busy, a.huge_dir)
+    except KeyboardInterrupt:
+        print(f"pymach bench {a.suite}: interrupted, no figure is reported", file=sys.stderr)
+        return 130
     except (BenchError, OSError, EOFError) as e:  # (MachError is an OSError)
         what = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
         mode = f" --{count}" if count else ""
