@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import select
 import struct
 import subprocess
 import sys
@@ -26,46 +25,7 @@ from pymach.mach import byref, mach_port_t  # noqa: E402
 from pymach.mach import netname as N  # noqa: E402
 from pymach.netmsg import wire as W  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-SRC = str(HERE.parent / "src")
-PEER_NAMES = ["echo.b", "echo.b2", "still.b"]
-
-
-class Proc:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path, *, ready_fd: bool = False,
-                 stdin: bool = False) -> None:
-        self.log = log
-        r, w = os.pipe()
-        argv = args + (["--ready-fd", str(w)] if ready_fd else [])
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(argv, env=env, pass_fds=(w,) if ready_fd else (),
-                                         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE if not ready_fd else out, stderr=out)
-        os.close(w)
-        try:
-            src = r if ready_fd else self.proc.stdout.fileno()  # type: ignore[union-attr]
-            assert select.select([src], [], [], 30)[0], f"{args} did not start: {log.read_text()}"
-            line = os.read(src, 64)
-            assert line.startswith(b"ready"), f"{args}: {line!r} {log.read_text()}"
-        finally:
-            os.close(r)
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc.poll() is None:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None and not f.closed:
-                f.close()
+from netmsgutil import HERE, PEER_NAMES, SRC, Proc  # noqa: E402
 
 
 class Hosts:

@@ -25,7 +25,7 @@ pytest.importorskip("nats")
 
 from pymach import Message, bootstrap, net, request  # noqa: E402
 
-from test_netmsg import HERE, SRC, Proc  # noqa: E402
+from netmsgutil import HERE, SRC, Proc  # noqa: E402
 
 BIG = 256 << 20
 

@@ -95,6 +95,8 @@ SETS_THE_SOCKET = {
                    "in their environment",
     "test_netmsg.py": "two netmsg hosts on one machine are two bootstrap servers: the proxies and the peer of "
                       "hostB get their host's socket in their environment (hostA's is a private_server block)",
+    "test_netmsg_ool.py": "the same two hosts as test_netmsg.py, at the proxies' default retry pace: the "
+                          "proxies and the peer of hostB get their host's socket in their environment",
     "test_security.py": "where the socket lives without an override (PYMACH_BOOTSTRAP_SOCKET empty, "
                         "XDG_RUNTIME_DIR) is what those tests check",
 }
