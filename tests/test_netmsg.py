@@ -260,23 +260,29 @@ def test_a_receive_right_does_not_cross_hosts(hosts: Hosts) -> None:
         M.mach_port_deallocate(task, dest)
 
 
+def _netmsg(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pymach", "netmsg", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
 def test_the_books_client_on_hostA_maps_a_copy_of_the_servers_entry_on_hostB(hosts: Hosts) -> None:
-    """shm_ipc_server runs on hostB (checked in at hostB's bootstrap server,
-    then on the network); its name is registered at hostA's bootstrap
-    server with the right net.look_up gives; the unmodified shm_ipc_client
-    runs on hostA. The entry arrives as a copy: what a client writes stays
-    in its copy, the next client reads the server's page unchanged."""
+    """The unmodified shm_ipc_server runs on hostB (checked in at hostB's
+    bootstrap server); ``pymach netmsg export`` checks its name in on the
+    network there, ``pymach netmsg import`` registers it at hostA's
+    bootstrap server; the unmodified shm_ipc_client runs on hostA. The
+    entry arrives as a copy: what a client writes stays in its copy, the
+    next client reads the server's page unchanged. When the server stops,
+    the name goes on both hosts."""
     service = "com.osxbook.SHMServer"
-    env_b = dict(hosts.env(hosts.path_b), PYTHONUNBUFFERED="1")
+    env_a, env_b = hosts.env(hosts.path_a), dict(hosts.env(hosts.path_b), PYTHONUNBUFFERED="1")
     server = subprocess.Popen([sys.executable, "-m", "pymach.examples.shm_ipc_server"], env=env_b,
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert server.stdout is not None and server.stdout.readline().startswith(b"memory allocated at 0x")
-        bridge = hosts.peer("bootstrap:" + service)
-        with net.look_up(service, "hostB") as right:
-            bootstrap.register(service, right)
-        bridge.stop()  # the name stays: hostA's bootstrap server holds the right
-        env_a = hosts.env(hosts.path_a)
+        # the server checks in right after it prints
+        assert _wait(lambda: _netmsg(env_b, "export", service).returncode == 0)
+        p = _netmsg(env_a, "import", service, "--host", "hostB")
+        assert (p.returncode, p.stdout, p.stderr) == (0, f"imported {service} from hostB as {service}\n", ""), p
         out = []
         for args in (["Hello, hostA!"], []):
             p = subprocess.run([sys.executable, "-m", "pymach.examples.shm_ipc_client", *args], env=env_a,
@@ -284,6 +290,9 @@ def test_the_books_client_on_hostA_maps_a_copy_of_the_servers_entry_on_hostB(hos
             assert p.returncode == 0 and p.stderr == "", p
             out.append(p.stdout.splitlines()[1:])
         assert out == [["Hello, Mach!", 'writing "Hello, hostA!" to shared memory'], ["Hello, Mach!"]]
+        # importing it again: the name is taken while the remote port lives
+        p = _netmsg(env_a, "import", service, "--host", "hostB")
+        assert p.returncode == 1 and "bootstrap_register" in p.stderr, p
     finally:
         server.terminate()
         try:
@@ -293,6 +302,31 @@ def test_the_books_client_on_hostA_maps_a_copy_of_the_servers_entry_on_hostB(hos
             server.wait()
         if server.stdout is not None:
             server.stdout.close()
+    # the server's port is dead: hostB's proxy tells hostA's, whose proxy
+    # port dies, and hostA's bootstrap server frees the name
+    def gone() -> bool:
+        try:
+            bootstrap.status(service)
+        except bootstrap.BootstrapError as e:
+            return e.kr == bootstrap.BOOTSTRAP_UNKNOWN_SERVICE
+        return False
+    assert _wait(gone)
+    p = _netmsg(env_a, "import", service, "--host", "hostB")
+    assert p.returncode == 3 and "not checked in" in p.stderr.lower(), p
+
+
+def test_export_and_import_say_what_is_missing(hosts: Hosts) -> None:
+    env_a, env_b = hosts.env(hosts.path_a), hosts.env(hosts.path_b)
+    p = _netmsg(env_b, "export", "no.such.service")
+    assert p.returncode == 3 and "bootstrap_look_up('no.such.service')" in p.stderr, p
+    p = _netmsg(env_a, "import", "echo.b", "--host", "hostZ")
+    assert p.returncode == 4 and "hostZ" in p.stderr, p
+    p = _netmsg(env_a, "import", "x" * 80)
+    assert p.returncode == 2 and "79 bytes" in p.stderr, p
+    nobody = dict(env_a, PYMACH_BOOTSTRAP_SOCKET=str(hosts.tmp / "nobody.sock"))
+    for args in (["export", "echo.b"], ["import", "echo.b", "--host", "hostB"]):
+        p = _netmsg(nobody, *args)
+        assert p.returncode == 1 and "no proxy" in p.stderr, p
 
 
 # -- guarantees ---------------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                     "mig (the Mach Interface Generator: .defs files in, layouts out), catch (run a "
                     "program with pymach as its exception handler and report its crash), vm_stat [INTERVAL] "
                     "(the machine's virtual memory statistics, as macOS's vm_stat prints them), netmsg (ports "
-                    "across hosts: serve, status). "
+                    "across hosts: serve, status, export, import). "
                     "Numbers are read as C's strtoul(s, NULL, 0) reads them: 0x10, 020 and 16 are equal.")
     ap.add_argument("--version", action=_Version, help="pymach's version, Python's and the kernel's")
     ap.add_argument("command", help="what to run",
