@@ -323,6 +323,8 @@ def test_export_and_import_say_what_is_missing(hosts: Hosts) -> None:
     assert p.returncode == 4 and "hostZ" in p.stderr, p
     p = _netmsg(env_a, "import", "x" * 80)
     assert p.returncode == 2 and "79 bytes" in p.stderr, p
+    p = _netmsg(env_a, "import", "echo.b", "--host", "hostB", "--as", "y" * 128)
+    assert p.returncode == 2 and "bootstrap_register" in p.stderr, p
     nobody = dict(env_a, PYMACH_BOOTSTRAP_SOCKET=str(hosts.tmp / "nobody.sock"))
     for args in (["export", "echo.b"], ["import", "echo.b", "--host", "hostB"]):
         p = _netmsg(nobody, *args)
