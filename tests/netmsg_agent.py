@@ -13,8 +13,10 @@ Commands ([name, args...]); rights are kept in a table under handles (ints):
 - ["look_up", NAME, HOST]: net.look_up: the handle of the send right;
 - ["request", H, DATA, [H...], ONCE]: request on handle H carrying copies of
   the send rights of handles [H...] (send rights made from ports; send-once
-  rights with ONCE true): the reply's data, and the handles of the rights
-  it carried;
+  rights with ONCE true; a send-once right held moves, its handle goes):
+  the reply's data, and the handles of the rights it carried;
+- ["send", H, DATA, ID]: a one-way message on handle H (the right stays
+  ours, a send-once right excepted);
 - ["port"]: a new port (received by nobody but "receive");
 - ["arm_no_senders", H]: port H asks for its no-senders notification (on
   itself);
@@ -33,7 +35,7 @@ import threading
 import time
 from typing import Any
 
-from pymach import MachError, Message, Port, SendRight, net, request
+from pymach import MachError, Message, Port, SendOnceRight, SendRight, net, request
 
 HOST = os.environ.get("PYMACH_AGENT_HOST", "?")
 rights: dict[int, Any] = {}
@@ -84,7 +86,8 @@ def command(cmd: list[Any]) -> Any:
     if op == "request":
         target = rights[cmd[1]]
         once = len(cmd) > 4 and cmd[4]
-        carried = [rights[h].copy() if isinstance(rights[h], SendRight)
+        carried = [rights.pop(h) if isinstance(rights[h], SendOnceRight)
+                   else rights[h].copy() if isinstance(rights[h], SendRight)
                    else rights[h].make_send_once() if once else rights[h].make_send()
                    for h in (cmd[3] if len(cmd) > 3 else [])]
         try:
@@ -96,6 +99,12 @@ def command(cmd: list[Any]) -> Any:
         r.rights = []
         r.release()
         return out
+    if op == "send":
+        right = rights[cmd[1]]
+        right.send(Message(data=cmd[2].encode(), id=int(cmd[3])), timeout=10)
+        if isinstance(right, SendOnceRight):
+            del rights[cmd[1]]
+        return None
     if op == "port":
         return keep(Port())
     if op == "arm_no_senders":
