@@ -10,6 +10,8 @@ Commands ([name, args...]); rights are kept in a table under handles (ints):
   request is answered (id + 100) with b"echo:<host>:" + data and the
   rights it carried; a request "hold" keeps the rights it carried (in the
   agent's table: answered with their handles);
+- ["check_in", NAME, H] / ["check_out", NAME]: net.check_in of the send
+  right of handle H (copied) / net.check_out;
 - ["look_up", NAME, HOST]: net.look_up: the handle of the send right;
 - ["request", H, DATA, [H...], ONCE]: request on handle H carrying copies of
   the send rights of handles [H...] (send rights made from ports; send-once
@@ -81,6 +83,12 @@ def command(cmd: list[Any]) -> Any:
             net.check_in(cmd[1], right)
         threading.Thread(target=serve_loop, args=(port,), daemon=True).start()
         return keep(port)
+    if op == "check_in":
+        net.check_in(cmd[1], rights[cmd[2]])
+        return None
+    if op == "check_out":
+        net.check_out(cmd[1])
+        return None
     if op == "look_up":
         return keep(net.look_up(cmd[1], host=cmd[2]))
     if op == "request":

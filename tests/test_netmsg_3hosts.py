@@ -145,6 +145,35 @@ def test_a_send_right_passed_on_to_a_third_host_is_lent_by_its_home(net: Net) ->
         a1("release", h)
 
 
+def test_a_right_checked_in_on_a_third_host_is_lent_by_its_home(net: Net) -> None:
+    """Host 2 checks in its right to a port of host 1; host 3 looks it up
+    (host 3's right names the port at host 1); host 2 checks it out and
+    lets go: host 3 still reaches the port. Once host 3 lets go too, the
+    port gets its no-senders notification, once."""
+    a1, a2, a3 = net[1], net[2], net[3]
+    svc2 = a1("look_up", "svc.h2", "host2")
+    mine = a1("port")
+    on2 = _held(a1("request", svc2, "hold", [mine]), "host2")
+    a1("arm_no_senders", mine)
+    a2("check_in", "lent.h2", on2)
+    on3 = a3("look_up", "lent.h2", "host2")
+    a2("check_out", "lent.h2")
+    a2("release", on2)
+    import time
+    time.sleep(0.3)  # (as above: host 2's DROP goes before its next request to host 1)
+    svc1 = a2("look_up", "svc.h1", "host1")
+    assert a2("request", svc1, "after-drop")["data"] == "echo:host1:after-drop"
+    a2("release", svc1)
+    a3("send", on3, "looked-up", 4322)
+    assert a1("receive", mine, 5) == 4322
+    a3("release", on3)
+    assert a1("receive", mine, 5) == 70  # MACH_NOTIFY_NO_SENDERS
+    with pytest.raises(nethosts.AgentError):
+        a1("receive", mine, 0.5)
+    for h in (mine, svc2):
+        a1("release", h)
+
+
 def test_a_send_once_right_passed_on_to_a_third_host_is_answered_once(net: Net) -> None:
     """Host 1's send-once right goes host 1 → host 2 → host 3 (moved each
     time); host 3 answers on it: host 1 gets that message, once, and no

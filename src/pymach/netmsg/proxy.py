@@ -554,8 +554,7 @@ class Proxy:
             self.peers[f.src_host] = f.src_incarnation
             for imp in [i for i in self.imports.values() if i.ref.host == f.src_host and i.ref.incarnation == known]:
                 self._drop_import(imp, publish=False)
-            for e in self.exports.values():
-                e.sent.pop(f.src_host, None)
+            self._forget_holder(f.src_host)
             for key in [k for k in self.inbound if k[0] == f.src_host and k[1] == known]:
                 del self.inbound[key]
             for port in [p for p in self.outstanding if p[0] == f.src_host and p[1] == known]:
@@ -866,13 +865,10 @@ class Proxy:
                 self._publish(_frames(to), self._frame(
                     NW.DEAD, incarnation=f.incarnation, port_id=f.port_id, generation=f.generation))
             return
-        known = self.peers.get(to)
-        gone = (to, f.to_incarnation) in self.fenced or bool(
-            f.to_incarnation and known is not None and known != f.to_incarnation)
         if e.kind != NW.PORT_SEND or f.right != NW.PORT_SEND:
             return  # (send-once rights are passed on through their holder: not lent)
-        if gone:
-            return  # that host's references were dropped with it
+        if (to, f.to_incarnation or self.peers.get(to)) in self.fenced:
+            return  # that host is dead here: its references were dropped with it
         self.heard.setdefault(to, time.monotonic())  # its lease starts now
         left = e.sent.get(to, 0) + f.count
         if left:
@@ -941,6 +937,17 @@ class Proxy:
         self.heard.pop(host, None)
         for imp in [i for i in self.import_by_name.values() if i.ref.host == host]:
             self._drop_import(imp, publish=False)
+        self._forget_holder(host)
+        for key in [k for k in self.inbound if k[0] == host]:
+            del self.inbound[key]
+        for port in [p for p in self.outstanding if p[0] == host]:
+            del self.outstanding[port]
+
+    def _forget_holder(self, host: str) -> None:
+        """The references ``host`` (an incarnation of it that is gone) held
+        on our ports are dropped: a port it held the last of sees
+        no-senders, a send-once right it held gives its send-once
+        notification."""
         for e in list(self.exports.values()):
             if host not in e.sent:
                 continue
@@ -950,10 +957,6 @@ class Proxy:
                 self._deallocate(e.name)  # its port gets the send-once notification
             elif not e.sent:
                 self._release_export(e)
-        for key in [k for k in self.inbound if k[0] == host]:
-            del self.inbound[key]
-        for port in [p for p in self.outstanding if p[0] == host]:
-            del self.outstanding[port]
 
     def _renew(self, hosts: set[str]) -> None:
         """We heard nobody for the lease: every partner is dead here, and we
