@@ -43,9 +43,16 @@ Guarantees kept here:
   ports dead names, its references on our ports dropped); a proxy that
   hears none of them is the one cut off and takes a new incarnation.
 
-Not done yet: moving receive rights (refused), lending references when a
-right is passed on to a third host, a partial partition's two sides
-meeting again without a restart (see docs/netmsg.md).
+- a send right passed on to a third host names the port at its home;
+  its holder sends the home a LEND (count the third host) before the
+  right leaves, ahead of its own DROP; a home's count for a host may go
+  below zero while a LEND is on its way, and the home releases its right
+  only when every host's count is zero.
+
+Not done yet: moving receive rights (refused), naming a send-once right
+passed on to a third host at its home (it goes through its holder), a
+partial partition's two sides meeting again without a restart (see
+docs/netmsg.md).
 """
 
 from __future__ import annotations
