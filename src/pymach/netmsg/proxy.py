@@ -561,7 +561,8 @@ class Proxy:
             self.peers[f.src_host] = f.src_incarnation
             for imp in [i for i in self.imports.values() if i.ref.host == f.src_host and i.ref.incarnation == known]:
                 self._drop_import(imp, publish=False)
-            self._forget_holder(f.src_host)
+            for e in self.exports.values():
+                e.sent.pop(f.src_host, None)
             for key in [k for k in self.inbound if k[0] == f.src_host and k[1] == known]:
                 del self.inbound[key]
             for port in [p for p in self.outstanding if p[0] == f.src_host and p[1] == known]:
