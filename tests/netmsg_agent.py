@@ -10,11 +10,15 @@ Commands ([name, args...]); rights are kept in a table under handles (ints):
   request is answered (id + 100) with b"echo:<host>:" + data and the
   rights it carried; a request "hold" keeps the rights it carried (in the
   agent's table: answered with their handles);
+- ["check_in", NAME, H] / ["check_out", NAME]: net.check_in of the send
+  right of handle H (copied) / net.check_out;
 - ["look_up", NAME, HOST]: net.look_up: the handle of the send right;
 - ["request", H, DATA, [H...], ONCE]: request on handle H carrying copies of
   the send rights of handles [H...] (send rights made from ports; send-once
-  rights with ONCE true): the reply's data, and the handles of the rights
-  it carried;
+  rights with ONCE true; a send-once right held moves, its handle goes):
+  the reply's data, and the handles of the rights it carried;
+- ["send", H, DATA, ID]: a one-way message on handle H (the right stays
+  ours, a send-once right excepted);
 - ["port"]: a new port (received by nobody but "receive");
 - ["arm_no_senders", H]: port H asks for its no-senders notification (on
   itself);
@@ -33,7 +37,7 @@ import threading
 import time
 from typing import Any
 
-from pymach import MachError, Message, Port, SendRight, net, request
+from pymach import MachError, Message, Port, SendOnceRight, SendRight, net, request
 
 HOST = os.environ.get("PYMACH_AGENT_HOST", "?")
 rights: dict[int, Any] = {}
@@ -79,12 +83,19 @@ def command(cmd: list[Any]) -> Any:
             net.check_in(cmd[1], right)
         threading.Thread(target=serve_loop, args=(port,), daemon=True).start()
         return keep(port)
+    if op == "check_in":
+        net.check_in(cmd[1], rights[cmd[2]])
+        return None
+    if op == "check_out":
+        net.check_out(cmd[1])
+        return None
     if op == "look_up":
         return keep(net.look_up(cmd[1], host=cmd[2]))
     if op == "request":
         target = rights[cmd[1]]
         once = len(cmd) > 4 and cmd[4]
-        carried = [rights[h].copy() if isinstance(rights[h], SendRight)
+        carried = [rights.pop(h) if isinstance(rights[h], SendOnceRight)
+                   else rights[h].copy() if isinstance(rights[h], SendRight)
                    else rights[h].make_send_once() if once else rights[h].make_send()
                    for h in (cmd[3] if len(cmd) > 3 else [])]
         try:
@@ -96,6 +107,12 @@ def command(cmd: list[Any]) -> Any:
         r.rights = []
         r.release()
         return out
+    if op == "send":
+        right = rights[cmd[1]]
+        right.send(Message(data=cmd[2].encode(), id=int(cmd[3])), timeout=10)
+        if isinstance(right, SendOnceRight):
+            del rights[cmd[1]]
+        return None
     if op == "port":
         return keep(Port())
     if op == "arm_no_senders":

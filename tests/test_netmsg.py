@@ -654,6 +654,14 @@ def test_frames_round_trip_and_chunk() -> None:
         f = W.Frame(kind, "h", 1, 2, 3, 0, 4, delivered=5, count=6, right=W.PORT_SEND)
         g = W.unpack(W.pack(f))
         assert (g.kind, g.src_host, g.src_incarnation, g.incarnation, g.port_id) == (kind, "h", 1, 2, 3)
+    lend = W.Frame(W.LEND, "h", 1, 2, 3, 0, right=W.PORT_SEND, count=1, to_host="host3", to_incarnation=9)
+    g = W.unpack(W.pack(lend))
+    assert (g.kind, g.incarnation, g.port_id, g.right, g.count, g.to_host, g.to_incarnation) == (
+        W.LEND, 2, 3, W.PORT_SEND, 1, "host3", 9)
+    for bad in (W.pack(lend)[:-1], W.pack(lend) + b"x",
+                W.pack(W.Frame(W.LEND, "h", 1, 2, 3, right=W.PORT_SEND_ONCE, count=1, to_host="x"))):
+        with pytest.raises(W.WireError):
+            W.unpack(bad)
     beat = W.pack(W.Frame(W.BEAT, "h", 7))
     g = W.unpack(beat)
     assert (g.kind, g.src_host, g.src_incarnation) == (W.BEAT, "h", 7)

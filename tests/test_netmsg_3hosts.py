@@ -92,9 +92,7 @@ def test_c_layer_look_up_across_the_hub(net: Net) -> None:
 
 def test_a_right_goes_from_host1_to_host3_through_host2(net: Net) -> None:
     """Host 1 sends host 2's service a send right to its own port; host 2
-    gives it back in the reply (the port itself at home). A right of a
-    host-1 port carried on to host 3 is not lent yet (docs/netmsg.md):
-    not tested here."""
+    gives it back in the reply (the port itself at home)."""
     a1 = net[1]
     h2 = a1("look_up", "svc.h2", "host2")
     mine = a1("serve", "mine.h1")
@@ -103,6 +101,95 @@ def test_a_right_goes_from_host1_to_host3_through_host2(net: Net) -> None:
     back = out["rights"][0]
     assert a1("request", back, "home")["data"] == "echo:host1:home"
     for h in (back, h2):
+        a1("release", h)
+
+
+def _held(out: dict[str, object], host: str) -> int:
+    """The handle a "hold" request's answer names."""
+    data = out["data"]
+    assert isinstance(data, str) and data.startswith(f"echo:{host}:hold"), data
+    return int(data[len(f"echo:{host}:hold"):])
+
+
+def test_a_send_right_passed_on_to_a_third_host_is_lent_by_its_home(net: Net) -> None:
+    """Host 1's port right goes host 1 → host 2 → host 3; host 2 lets go of
+    its right (and of every right it had of host 1's port): host 3 still
+    sends to the port and host 1 receives (host 1 counted host 3 when host
+    2 passed the right on). Once host 3 lets go too, the port gets its
+    no-senders notification, once."""
+    a1, a2, a3 = net[1], net[2], net[3]
+    svc2 = a1("look_up", "svc.h2", "host2")
+    svc3 = a2("look_up", "svc.h3", "host3")
+    mine = a1("port")
+    on2 = _held(a1("request", svc2, "hold", [mine]), "host2")
+    a1("arm_no_senders", mine)  # (now: host 1's proxy holds a send right)
+    on3 = _held(a2("request", svc3, "hold", [on2]), "host3")
+    a2("release", on2)
+    a2("release", svc3)
+    # host 2's proxy gives its references back after its no-senders (and a
+    # short delay); a request of host 2's to host 1 after that comes behind
+    # the DROP (one subject per host, in order)
+    import time
+    time.sleep(0.3)
+    svc1 = a2("look_up", "svc.h1", "host1")
+    assert a2("request", svc1, "after-drop")["data"] == "echo:host1:after-drop"
+    a2("release", svc1)
+    a3("send", on3, "from3", 4321)
+    assert a1("receive", mine, 5) == 4321
+    assert not a3("dead", on3)
+    a3("release", on3)
+    assert a1("receive", mine, 5) == 70  # MACH_NOTIFY_NO_SENDERS
+    with pytest.raises(nethosts.AgentError):
+        a1("receive", mine, 0.5)  # once
+    for h in (mine, svc2):
+        a1("release", h)
+
+
+def test_a_right_checked_in_on_a_third_host_is_lent_by_its_home(net: Net) -> None:
+    """Host 2 checks in its right to a port of host 1; host 3 looks it up
+    (host 3's right names the port at host 1); host 2 checks it out and
+    lets go: host 3 still reaches the port. Once host 3 lets go too, the
+    port gets its no-senders notification, once."""
+    a1, a2, a3 = net[1], net[2], net[3]
+    svc2 = a1("look_up", "svc.h2", "host2")
+    mine = a1("port")
+    on2 = _held(a1("request", svc2, "hold", [mine]), "host2")
+    a1("arm_no_senders", mine)
+    a2("check_in", "lent.h2", on2)
+    on3 = a3("look_up", "lent.h2", "host2")
+    a2("check_out", "lent.h2")
+    a2("release", on2)
+    import time
+    time.sleep(0.3)  # (as above: host 2's DROP goes before its next request to host 1)
+    svc1 = a2("look_up", "svc.h1", "host1")
+    assert a2("request", svc1, "after-drop")["data"] == "echo:host1:after-drop"
+    a2("release", svc1)
+    a3("send", on3, "looked-up", 4322)
+    assert a1("receive", mine, 5) == 4322
+    a3("release", on3)
+    assert a1("receive", mine, 5) == 70  # MACH_NOTIFY_NO_SENDERS
+    with pytest.raises(nethosts.AgentError):
+        a1("receive", mine, 0.5)
+    for h in (mine, svc2):
+        a1("release", h)
+
+
+def test_a_send_once_right_passed_on_to_a_third_host_is_answered_once(net: Net) -> None:
+    """Host 1's send-once right goes host 1 → host 2 → host 3 (moved each
+    time); host 3 answers on it: host 1 gets that message, once, and no
+    send-once notification after it."""
+    a1, a2, a3 = net[1], net[2], net[3]
+    svc2 = a1("look_up", "svc.h2", "host2")
+    svc3 = a2("look_up", "svc.h3", "host3")
+    port = a1("port")
+    on2 = _held(a1("request", svc2, "hold", [port], True), "host2")
+    on3 = _held(a2("request", svc3, "hold", [on2]), "host3")
+    a3("send", on3, "answer", 1234)
+    assert a1("receive", port, 5) == 1234
+    with pytest.raises(nethosts.AgentError):
+        a1("receive", port, 0.5)  # once: no second message, no send-once notification
+    a2("release", svc3)
+    for h in (port, svc2):
         a1("release", h)
 
 

@@ -43,9 +43,16 @@ Guarantees kept here:
   ports dead names, its references on our ports dropped); a proxy that
   hears none of them is the one cut off and takes a new incarnation.
 
-Not done yet: moving receive rights (refused), lending references when a
-right is passed on to a third host, a partial partition's two sides
-meeting again without a restart (see docs/netmsg.md).
+- a send right passed on to a third host names the port at its home;
+  its holder sends the home a LEND (count the third host) before the
+  right leaves, ahead of its own DROP; a home's count for a host may go
+  below zero while a LEND is on its way, and the home releases its right
+  only when every host's count is zero.
+
+Not done yet: moving receive rights (refused), naming a send-once right
+passed on to a third host at its home (it goes through its holder), a
+partial partition's two sides meeting again without a restart (see
+docs/netmsg.md).
 """
 
 from __future__ import annotations
@@ -340,9 +347,12 @@ class Proxy:
 
     # -- forwarding out ------------------------------------------------------------------
 
-    def _export(self, name: int, kind: int, to: str) -> NW.Ref:
+    def _export(self, name: int, kind: int, to: str, to_inc: int = 0) -> NW.Ref:
         """The network name of the right ``name`` (just received, ours now)
-        sent to host ``to``."""
+        sent to host ``to`` (of incarnation ``to_inc``, 0 if not known).
+
+        A right to a port of a third host is named at its home, which is
+        told first (_lend)."""
         self.heard.setdefault(to, time.monotonic())  # its lease starts now
         if kind == NW.PORT_SEND_ONCE:
             pid = self.next_id
@@ -353,6 +363,8 @@ class Proxy:
         if imp is not None and imp.kind == NW.PORT_SEND:
             # a send right to one of our proxy ports: the remote port itself
             R.mod_refs(self.space, name, MACH_PORT_RIGHT_SEND, -1)
+            if to != imp.ref.host:
+                self._lend(imp.ref, NW.PORT_SEND, to, to_inc)
             return NW.Ref(*imp.ref.port, kind=NW.PORT_SEND)
         known = self.export_by_name.get(name)
         if known is not None:
@@ -368,6 +380,16 @@ class Proxy:
                                    MD.MACH_MSG_TYPE_MAKE_SEND_ONCE)
         e.sent[to] = e.sent.get(to, 0) + 1
         return NW.Ref(self.host, self.incarnation, pid, 0, NW.PORT_SEND)
+
+    def _lend(self, ref: NW.Ref, kind: int, to: str, to_inc: int) -> None:
+        """Tell the home of ``ref`` that host ``to`` gets a reference to it
+        (one more: ours stays counted until our own DROP). Published before
+        the message that carries the right, and before any DROP of ours
+        (frames from one proxy to one host keep their order), so the home
+        counts ``to`` before it can release the port for our DROP."""
+        self._publish(_frames(ref.host), self._frame(
+            NW.LEND, incarnation=ref.incarnation, port_id=ref.port_id, generation=ref.generation, right=kind,
+            count=1, to_host=to, to_incarnation=to_inc))
 
     def _destroy_carried(self, raw: bytes) -> None:
         """Release every right and region a received message brought."""
@@ -409,8 +431,9 @@ class Proxy:
             self._after_send(imp)
             return
         enc = NW.Encoded(msg_id, MD.MACH_MSGH_BITS_LOCAL(bits))
+        to_inc = imp.ref.incarnation
         if remote:
-            enc.reply = self._export(remote, MD.MACH_MSGH_BITS_REMOTE(bits), to)
+            enc.reply = self._export(remote, MD.MACH_MSGH_BITS_REMOTE(bits), to, to_inc)
         off = HDR.size
         if bits & MD.MACH_MSGH_BITS_COMPLEX:
             (n,) = _U32.unpack_from(raw, off)
@@ -425,7 +448,7 @@ class Proxy:
                     if ent is not None and isinstance(ent.cap, KMemoryEntry) and b == MD.MACH_MSG_TYPE_PORT_SEND:
                         enc.descriptors.append((NW.D_ENTRY, _entry_copy(a)))
                         continue
-                    enc.descriptors.append((NW.D_PORT, self._export(a, b, to)))
+                    enc.descriptors.append((NW.D_PORT, self._export(a, b, to, to_inc)))
                 else:
                     enc.descriptors.append((NW.D_OOL, (1, bytes(view(a, b)) if a else b"")))
                     if a:
@@ -826,13 +849,42 @@ class Proxy:
                 del self.exports[f.port_id]
                 self._deallocate(e.name)
                 return
+            # (a count below zero: a host lent references gave them back
+            # before its lender's LEND came; the port is kept until it does)
             left = e.sent.get(f.src_host, 0) - f.count
-            if left > 0:
+            if left:
                 e.sent[f.src_host] = left
             else:
                 e.sent.pop(f.src_host, None)
             if not e.sent:
                 self._release_export(e)
+        elif f.kind == NW.LEND:
+            self._on_lend(f)
+
+    def _on_lend(self, f: NW.Frame) -> None:
+        """A holder of our port passes its right on to host ``f.to_host``:
+        count that host (see _lend)."""
+        e = self.exports.get(f.port_id) if f.incarnation == self.incarnation else None
+        to = f.to_host
+        if e is None or not NW.valid_host(to) or to == self.host:
+            if e is None and NW.valid_host(to) and to != self.host:
+                # the port is gone (or never was ours): the new holder's
+                # proxy port is a dead name at once, not at its first message
+                self._publish(_frames(to), self._frame(
+                    NW.DEAD, incarnation=f.incarnation, port_id=f.port_id, generation=f.generation))
+            return
+        if e.kind != NW.PORT_SEND or f.right != NW.PORT_SEND:
+            return  # (send-once rights are passed on through their holder: not lent)
+        if (to, f.to_incarnation or self.peers.get(to)) in self.fenced:
+            return  # that host is dead here: its references were dropped with it
+        self.heard.setdefault(to, time.monotonic())  # its lease starts now
+        left = e.sent.get(to, 0) + f.count
+        if left:
+            e.sent[to] = left
+        else:
+            e.sent.pop(to, None)
+        if not e.sent:
+            self._release_export(e)
 
     def _release_export(self, e: Export) -> None:
         """No host holds a reference to ``e`` any more: our right goes (the
@@ -893,6 +945,17 @@ class Proxy:
         self.heard.pop(host, None)
         for imp in [i for i in self.import_by_name.values() if i.ref.host == host]:
             self._drop_import(imp, publish=False)
+        self._forget_holder(host)
+        for key in [k for k in self.inbound if k[0] == host]:
+            del self.inbound[key]
+        for port in [p for p in self.outstanding if p[0] == host]:
+            del self.outstanding[port]
+
+    def _forget_holder(self, host: str) -> None:
+        """The references ``host`` (an incarnation of it that is gone) held
+        on our ports are dropped: a port it held the last of sees
+        no-senders, a send-once right it held gives its send-once
+        notification."""
         for e in list(self.exports.values()):
             if host not in e.sent:
                 continue
@@ -902,10 +965,6 @@ class Proxy:
                 self._deallocate(e.name)  # its port gets the send-once notification
             elif not e.sent:
                 self._release_export(e)
-        for key in [k for k in self.inbound if k[0] == host]:
-            del self.inbound[key]
-        for port in [p for p in self.outstanding if p[0] == host]:
-            del self.outstanding[port]
 
     def _renew(self, hosts: set[str]) -> None:
         """We heard nobody for the lease: every partner is dead here, and we
@@ -1071,7 +1130,7 @@ class Proxy:
         if ent is None:
             return NN.pack_lookup_reply(NN.NETNAME_NOT_CHECKED_IN)
         R.mod_refs(self.space, ent.port, MACH_PORT_RIGHT_SEND, 1)  # the export's own reference
-        ref = self._export(ent.port, NW.PORT_SEND, host)
+        ref = self._export(ent.port, NW.PORT_SEND, host, self.peers.get(host, 0))
         return NN.pack_lookup_reply(NN.NETNAME_SUCCESS, NW.pack_ref(ref))
 
     async def _on_lookup(self, m: Any) -> None:

@@ -16,6 +16,11 @@ A frame is a header and a body by kind::
 - DROP: holder → home: the holder released ``count`` references (u32) it
   was given to the port; ``kind`` PORT_SEND or PORT_SEND_ONCE.
 - BEAT: a lease beat (the header alone): the sender's incarnation is alive.
+- LEND: holder → home, before the holder sends a send right to the port
+  on to a third host: the port, the right (PORT_SEND), ``count`` u32
+  (references that are the third host's now, besides the holder's own),
+  the third host's incarnation u64 (0: not known) and name (u8 length +
+  utf-8).
 
 An encoded Mach message (the payload of MSG frames)::
 
@@ -42,7 +47,8 @@ ACK: Final = 2
 DEAD: Final = 3
 DROP: Final = 4
 BEAT: Final = 5
-KINDS: Final = frozenset((MSG, ACK, DEAD, DROP, BEAT))
+LEND: Final = 6
+KINDS: Final = frozenset((MSG, ACK, DEAD, DROP, BEAT, LEND))
 
 PORT_SEND: Final = 17
 PORT_SEND_ONCE: Final = 18
@@ -56,6 +62,7 @@ _PORTID: Final = struct.Struct("<QQI")
 _MSG: Final = struct.Struct("<QQIQII")
 _ACK: Final = struct.Struct("<QQIQI")
 _DROP: Final = struct.Struct("<QQIBI")
+_LEND: Final = struct.Struct("<QQIBIQB")
 _REF: Final = struct.Struct("<QQIB")
 _MHEAD: Final = struct.Struct("<IiI")
 _OOL: Final = struct.Struct("<BI")
@@ -100,6 +107,9 @@ class Frame:
     delivered: int = 0
     count: int = 0
     right: int = 0
+    # LEND: the host the right goes on to
+    to_host: str = ""
+    to_incarnation: int = 0
 
 
 @dataclass
@@ -156,6 +166,10 @@ def pack(f: Frame) -> bytes:
             return head + _DROP.pack(f.incarnation, f.port_id, f.generation, f.right, f.count)
         if f.kind == BEAT:
             return head
+        if f.kind == LEND:
+            to = _host(f.to_host)
+            return head + _LEND.pack(f.incarnation, f.port_id, f.generation, f.right, f.count, f.to_incarnation,
+                                     len(to)) + to
     except struct.error as e:
         raise WireError(str(e)) from None
     raise WireError(f"no such frame kind: {f.kind}")
@@ -190,6 +204,18 @@ def unpack(buf: bytes | memoryview) -> Frame:
         (f.incarnation, f.port_id, f.generation, f.right, f.count), off = _unpack(_DROP, buf, off)
         if f.right not in (PORT_SEND, PORT_SEND_ONCE):
             raise WireError(f"a DROP of right {f.right}")
+    elif kind == LEND:
+        (f.incarnation, f.port_id, f.generation, f.right, f.count, f.to_incarnation, tlen), off = _unpack(
+            _LEND, buf, off)
+        if f.right != PORT_SEND:
+            raise WireError(f"a LEND of right {f.right}")
+        raw, off = _take(buf, off, tlen)
+        try:
+            f.to_host = raw.decode()
+        except UnicodeDecodeError:
+            raise WireError("a host name that is not utf-8") from None
+        if not f.to_host:
+            raise WireError("an empty host name")
     elif kind != BEAT:
         raise WireError(f"no such frame kind: {kind}")
     if off != len(buf):
