@@ -56,7 +56,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from netmsgutil import stop_process
 from pymach.netmsg import natsconf
+from pymach.tools import bench_net
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
@@ -110,20 +112,9 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def netns_refusal() -> str | None:
-    """None if this process may make network namespaces, else why not."""
-    if os.environ.get("PYMACH_TEST_NO_NETNS") == "1":
-        return "PYMACH_TEST_NO_NETNS=1"
-    if shutil.which("ip") is None:
-        return "no ip command"
-    probe = f"pmprobe{os.getpid()}"
-    try:
-        r = _ip("netns", "add", probe, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"ip netns add: {exc}"
-    if r.returncode != 0:
-        return f"ip netns add refused: {r.stderr.strip()}"
-    _ip("netns", "del", probe, check=False)
-    return None
+    """None if this process may make network namespaces, else why not
+    (PYMACH_TEST_NO_NETNS=1 forces the 127.0.0.1 fallback)."""
+    return bench_net.netns_refusal("PYMACH_TEST_NO_NETNS")
 
 
 class NsThread:
@@ -256,21 +247,7 @@ class Proc:
             return ""
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc.poll() is None:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None and not f.closed:
-                f.close()
+        stop_process(self.proc, kill)
 
 
 class AgentError(Exception):

@@ -34,18 +34,24 @@ class Proc:
             os.close(r)
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc.poll() is None:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None and not f.closed:
-                f.close()
+        stop_process(self.proc, kill)
+
+
+def stop_process(proc: "subprocess.Popen[bytes]", kill: bool = False) -> None:
+    """Stop a test's process (SIGTERM, or SIGKILL with ``kill``; SIGKILL
+    after 10 s), reap it and close its pipes."""
+    if proc.poll() is None:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for f in (proc.stdin, proc.stdout):
+        if f is not None and not f.closed:
+            f.close()

@@ -65,13 +65,15 @@ def _ip(*args: str) -> None:
         raise BenchError(f"ip {' '.join(args)}: {r.stderr.strip()}")
 
 
-def netns_refusal() -> str | None:
-    """None if this process may make network namespaces, else why not."""
-    if os.environ.get("PYMACH_BENCH_NO_NETNS") == "1":
-        return "PYMACH_BENCH_NO_NETNS=1"
+def netns_refusal(off_switch: str = "PYMACH_BENCH_NO_NETNS") -> str | None:
+    """None if this process may make network namespaces, else why not
+    (``off_switch`` set to 1 in the environment: the caller's way to say
+    no). Probes with a namespace made and deleted at once."""
+    if os.environ.get(off_switch) == "1":
+        return f"{off_switch}=1"
     if shutil.which("ip") is None:
         return "no ip command"
-    probe = f"pmbprobe{os.getpid()}"
+    probe = f"pmprobe{os.getpid()}"
     try:
         r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=STEP)
     except (OSError, subprocess.SubprocessError) as e:
