@@ -322,6 +322,32 @@ def _exchange(msg: bytes, reply_msg: Any, reply_port: int) -> dict[str, Any]:
     return dict(reply_msg.unpack(rcv))
 
 
+def test_a_right_moved_back_while_its_sender_finishes_keeps_its_count(echo: tuple[ModuleType, Any]) -> None:
+    """The server thread's reply moves a send right (MOVE_SEND) that the
+    client thread, in the same task, receives under the same name while
+    the send is still consuming the moved reference: the two counts must
+    not cross (a lost update left the name with no send right, about once
+    in a thousand round trips)."""
+    _mod, iface = echo
+    task = T()
+    port, other = M.mach_port_t(), M.mach_port_t()
+    for p in (port, other):
+        assert M.mach_port_allocate(task, M.MACH_PORT_RIGHT_RECEIVE, byref(p)) == 0
+    assert M.mach_port_insert_right(task, port, port, M.MACH_MSG_TYPE_MAKE_SEND) == 0
+    lost = 0
+    try:
+        with iface.serve(Echo(), port.value):
+            for _ in range(3000):
+                name, _disp = iface.echo_poly(port.value, (other.value, M.MACH_MSG_TYPE_MAKE_SEND))
+                assert name == other.value
+                lost += M.mach_port_deallocate(task, other) != 0
+    finally:
+        M.mach_port_destroy(task, other)
+        M.mach_port_destroy(task, port)
+        M.mig_dealloc_reply_port(M.mig_get_reply_port())  # the client's, made by its first request
+    assert lost == 0
+
+
 def test_static_stubs_talk_to_a_generated_server(echo: tuple[ModuleType, Any]) -> None:
     """Requests that the -static stubs build are served by the run-time
     server of the same .defs, and the replies read back with the -static

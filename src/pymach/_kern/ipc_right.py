@@ -248,8 +248,8 @@ def get_refs(space: IpcSpace, name: int, right: int) -> int:
 # -- releasing ---------------------------------------------------------------
 
 def _release_send(space: IpcSpace, name: int, e: IpcEntry, n: int = 1) -> None:
-    """Conditions: the space's lock is held, except from consume_sent (the
-    message path); may close the right (the watcher's and the use lock)."""
+    """Conditions: the space's lock is held; may close the right (the
+    watcher's and the use lock)."""
     if e.urefs >= MACH_PORT_UREFS_MAX and n < MACH_PORT_UREFS_MAX:
         return  # pegged: only a delta of -MACH_PORT_UREFS_MAX releases it
     e.urefs -= n
@@ -521,17 +521,25 @@ def consume_sent(space: IpcSpace, name: int, disposition: int) -> None:
     """After a successful send: MOVE_SEND drops a user reference and
     MOVE_SEND_ONCE the whole right.
 
-    Conditions: nothing locked (the message path); changes the entry without
-    the space's lock (space.remove and dealloc_name take it for the name
-    alone); may close the right (the watcher's and the use lock) and send a
+    Conditions: nothing locked (the message path). MOVE_SEND takes the
+    space's lock: another thread may be copying out a send right to the
+    same port under the same name (a reply that brings the right back) and
+    adding a reference, and the two counts must not cross. MOVE_SEND_ONCE
+    changes the entry without it (space.remove and dealloc_name take it
+    for the name alone: a send-once right is never coalesced). Either may
+    close the right (the watcher's and the use lock) and send a
     port-deleted notification (never waits: the use lock, or the watcher's
     lock if the send fails)."""
+    if disposition == MD.MACH_MSG_TYPE_MOVE_SEND:
+        with space.lock:
+            e = space.lookup(name)
+            if e is not None:
+                _release_send(space, name, e)
+        return
     e = space.lookup(name)
     if e is None:
         return
-    if disposition == MD.MACH_MSG_TYPE_MOVE_SEND:
-        _release_send(space, name, e)
-    elif disposition == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE:
+    if disposition == MD.MACH_MSG_TYPE_MOVE_SEND_ONCE:
         _drop_cap(space, name, e)
         space.remove(name)  # (dealloc_name inlined: every reply comes here)
         if e.dnrequest is not None:
