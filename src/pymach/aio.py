@@ -74,7 +74,9 @@ class _Watch:
         self.woken: asyncio.Future[bool] | None = None  # told to try, not yet done trying
 
     def arm(self) -> None:
-        if not self.reading and self.woken is None and self.waiters:
+        """Watch the fd while someone waits (a watch with no fd, -1, only
+        looks again: its waiters' timers wake them)."""
+        if self.fd >= 0 and not self.reading and self.woken is None and self.waiters:
             self.loop.add_reader(self.fd, self.ready)
             self.reading = True
 
@@ -292,7 +294,6 @@ async def send(cap: Any, attempt: Callable[[], _T], timeout: float | None) -> _T
         # no queue semaphore (a send-once right, a kernel object): only
         # the connection can be full; look again every few milliseconds
         watch = _Watch(loop, (loop, object()), -1, lambda: None)
-        watch.arm = lambda: None  # type: ignore[method-assign]
         return await _wait(watch, attempt, timeout, K.MACH_SEND_TIMED_OUT, look_again=_BACKOFF * 5)
     watch = _sem_watch(loop, cap)
 
