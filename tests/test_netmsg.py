@@ -23,6 +23,7 @@ import pymach.mach as M  # noqa: E402
 from pymach import Message, MemoryEntry, Port, SendOnceRight, SendRight, bootstrap, net, request  # noqa: E402
 from pymach.mach import byref, mach_port_t  # noqa: E402
 from pymach.mach import netname as N  # noqa: E402
+from pymach.netmsg import netname as NN  # noqa: E402
 from pymach.netmsg import wire as W  # noqa: E402
 
 from netmsgutil import HERE, PEER_NAMES, SRC, Proc  # noqa: E402
@@ -427,7 +428,8 @@ def test_duplicates_are_dropped_early_frames_wait_and_old_incarnations_are_fence
     """A host of the test's own ("hostX", speaking NATS directly) looks up a
     port of hostA and sends it frames out of order and twice: the port
     gets each message once, in sequence order. Then hostX "restarts" (a
-    new incarnation): frames of the old one are dropped."""
+    new incarnation, which looked the port up too): frames of the old one
+    are dropped."""
     import asyncio
     import nats as nats_client
 
@@ -442,11 +444,17 @@ def test_duplicates_are_dropped_early_frames_wait_and_old_incarnations_are_fence
             async def run() -> None:
                 nc = await nats_client.connect(hosts.url, token=hosts.token)
                 try:
-                    r = await nc.request("pm.hostA.lookup", b"hostX\0frames.a", timeout=5)
+                    r = await nc.request("pm.hostA.lookup", NN.pack_lookup_request("hostX", 1, "frames.a"),
+                                         timeout=5)
                     code, raw = r.data[:4], r.data[4:]
                     assert code == b"\0\0\0\0"
                     ref = W.unpack_ref(raw)
                     assert ref is not None and ref.host == "hostA"
+                    # the next incarnation looks it up too (references are
+                    # counted per incarnation: the first one's go when it is fenced)
+                    r2 = await nc.request("pm.hostA.lookup", NN.pack_lookup_request("hostX", 2, "frames.a"),
+                                          timeout=5)
+                    assert W.unpack_ref(r2.data[4:]) == ref
                     # (seq 1000: further ahead than credits allow, not kept)
                     for inc, seq, msg_id in ((1, 0, 0), (1, 0, 0), (1, 2, 2), (1, 1000, 1000), (1, 1, 1), (1, 1, 1),
                                              (1, 3, 3),
@@ -512,14 +520,160 @@ def test_a_home_that_does_not_acknowledge_gets_the_message_again_then_its_port_i
         loop.close()
 
 
+def test_a_message_of_many_chunks_goes_out_a_window_at_a_time(hosts: Hosts) -> None:
+    """"hostX" (the test's NATS client) answers a look-up with a port of its
+    own and then holds the chunks of a 40 MiB message back (more than
+    two windows of chunks, whatever the server's payload limit): hostA's proxy
+    publishes the chunk window and no more, sends the window again from
+    where hostX said it was when nothing moves, goes on as hostX reports
+    progress (MORE), and takes no MORE or ACK meant for another
+    incarnation of it. So no NATS buffer ever holds more than a window."""
+    import asyncio
+    import threading
+    import nats as nats_client
+    from pymach.netmsg.proxy import CHUNK_WINDOW
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    frames: list[W.Frame] = []
+    ref = W.Ref("hostX", 77, 6)
+
+    async def start() -> Any:
+        nc = await nats_client.connect(hosts.url, token=hosts.token)
+
+        async def on_lookup(m: Any) -> None:
+            await nc.publish(m.reply, struct.pack("<i", 0) + W.pack_ref(ref))
+
+        async def on_frame(m: Any) -> None:
+            f = W.unpack(m.data)
+            if f.kind == W.MSG:
+                f.chunk = len(f.chunk)  # type: ignore[assignment]  # (its length: the bytes are not kept)
+                frames.append(f)
+
+        await nc.subscribe("pm.hostX.lookup", cb=on_lookup)
+        await nc.subscribe("pm.hostX.in", cb=on_frame)
+        await nc.flush()
+        return nc
+
+    def run(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+
+    def tell(kind: int, **kw: Any) -> None:
+        async def go() -> None:
+            await nc.publish("pm.hostA.in", W.pack(W.Frame(kind, "hostX", ref.incarnation, ref.incarnation,
+                                                           ref.port_id, **kw)))
+            await nc.flush()
+        run(go())
+
+    def resent(n: int) -> None:
+        """Wait until the proxy has sent the window again ``n`` times more
+        (it does so after 0.25 s without progress)."""
+        start = len(frames)
+        assert _wait(lambda: len(frames) >= start + n * window), (len(frames), start)
+
+    nc = run(start())
+    size = 40 << 20
+    try:
+        window = max(2, CHUNK_WINDOW // nc.max_payload)
+        with net.look_up("paced", "hostX") as right:
+            right.send(Message(b"", ool=[b"\xab" * size]), timeout=5)
+            assert _wait(lambda: len(frames) >= window)
+            room = frames[0].chunk
+            inc = frames[0].src_incarnation
+            assert frames[0].total > size and room * window < size  # (many windows' worth)
+            resent(1)
+            assert {f.offset for f in frames} == {i * room for i in range(window)}
+            # hostX holds two chunks: two more go out
+            tell(W.MORE, seq=0, have=2 * room, to_incarnation=inc)
+            assert _wait(lambda: max(f.offset for f in frames) == (window + 1) * room)
+            # progress meant for another incarnation of hostA is not taken
+            tell(W.MORE, seq=0, have=frames[0].total - 1, to_incarnation=inc ^ 1)
+            tell(W.ACK, seq=0, delivered=1, to_incarnation=inc ^ 1)
+            start = len(frames)
+            resent(1)
+            later = frames[start:]
+            assert {f.offset for f in later} == {i * room for i in range(2, window + 2)}, \
+                sorted({f.offset // room for f in later})
+            tell(W.DEAD)
+            assert _wait(lambda: right.dead)
+    finally:
+        run(nc.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_a_proxy_told_that_it_is_fenced_takes_a_new_incarnation(hosts: Hosts) -> None:
+    """"hostX" (the test's NATS client) gives hostA a port, then says that
+    it declared hostA dead (FENCED): first naming another incarnation of
+    hostA (nothing happens), then hostA's own. hostA takes a new
+    incarnation: its proxy port for hostX's port is a dead name, and a
+    look-up made afresh works."""
+    import asyncio
+    import threading
+    import nats as nats_client
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    ref = W.Ref("hostX", 78, 1)
+    asked: list[tuple[str, int, str]] = []
+
+    async def start() -> Any:
+        nc = await nats_client.connect(hosts.url, token=hosts.token)
+
+        async def on_lookup(m: Any) -> None:
+            req = NN.unpack_lookup_request(m.data)
+            assert req is not None
+            asked.append(req)
+            await nc.publish(m.reply, struct.pack("<i", 0) + W.pack_ref(ref))
+
+        await nc.subscribe("pm.hostX.lookup", cb=on_lookup)
+        await nc.flush()
+        return nc
+
+    def run(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+
+    def fenced(inc: int) -> None:
+        async def go() -> None:
+            await nc.publish("pm.hostA.in", W.pack(W.Frame(W.FENCED, "hostX", ref.incarnation, inc)))
+            await nc.flush()
+        run(go())
+
+    def incarnation() -> int:
+        return int(net.version().split()[-1], 16)
+
+    nc = run(start())
+    try:
+        first = incarnation()
+        with net.look_up("fenced.x", "hostX") as right:
+            assert asked == [("hostA", first, "fenced.x")]
+            fenced(first ^ 1)
+            assert right.send(b"", id=1, timeout=5) is None and incarnation() == first and not right.dead
+            fenced(first)
+            assert _wait(lambda: right.dead)
+        second = incarnation()
+        assert second != first
+        with net.look_up("fenced.x", "hostX") as again:
+            assert asked[-1] == ("hostA", second, "fenced.x") and not again.dead
+    finally:
+        run(nc.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
 def test_a_host_silent_for_the_lease_is_fenced_and_comes_back_as_a_new_incarnation(hosts: Hosts) -> None:
     """Two hosts of the test's own, "hostV" and "hostW" (NATS clients),
     look up a port of hostA; both beat, then hostV falls silent. Once hostA
     stops beating hostV (it took hostV for dead after the lease), a message
     from hostV's same incarnation is dropped, although the port is still
     exported (hostW holds it) and the message is the first of hostV's
-    sequence (its state at hostA was dropped with hostV). A new incarnation of hostV looks the port up again and is
-    heard."""
+    sequence (its state at hostA was dropped with hostV), and hostV is told
+    that it is fenced (FENCED, naming its incarnation). A new incarnation
+    of hostV looks the port up again and is heard."""
     import asyncio
     import threading
     import nats as nats_client
@@ -529,6 +683,7 @@ def test_a_host_silent_for_the_lease_is_fenced_and_comes_back_as_a_new_incarnati
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     beats: list[float] = []
+    told: list[int] = []
     beating = {"hostV": True, "hostW": True}
 
     def msg(host: str, inc: int, ref: W.Ref, seq: int, msg_id: int) -> bytes:
@@ -540,8 +695,11 @@ def test_a_host_silent_for_the_lease_is_fenced_and_comes_back_as_a_new_incarnati
         nc = await nats_client.connect(hosts.url, token=hosts.token)
 
         async def on_frame(m: Any) -> None:
-            if W.unpack(m.data).kind == W.BEAT:
+            f = W.unpack(m.data)
+            if f.kind == W.BEAT:
                 beats.append(time.monotonic())
+            elif f.kind == W.FENCED:
+                told.append(f.incarnation)
 
         async def beat() -> None:
             while True:
@@ -558,8 +716,8 @@ def test_a_host_silent_for_the_lease_is_fenced_and_comes_back_as_a_new_incarnati
     def run(coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
 
-    async def look_up(host: str) -> W.Ref:
-        r = await nc.request("pm.hostA.lookup", host.encode() + b"\0fence.a", timeout=5)
+    async def look_up(host: str, inc: int = 1) -> W.Ref:
+        r = await nc.request("pm.hostA.lookup", NN.pack_lookup_request(host, inc, "fence.a"), timeout=5)
         ref = W.unpack_ref(r.data[4:])
         assert r.data[:4] == b"\0\0\0\0" and ref is not None
         return ref
@@ -583,8 +741,9 @@ def test_a_host_silent_for_the_lease_is_fenced_and_comes_back_as_a_new_incarnati
                 with pytest.raises(M.MachError) as ei:
                     port.receive(1)
                 assert ei.value.kr == M.MACH_RCV_TIMED_OUT
+                assert _wait(lambda: told == [1])  # (once a lease at most)
                 beating["hostV"] = True
-                ref2 = run(look_up("hostV"))
+                ref2 = run(look_up("hostV", 2))
                 run(send(msg("hostV", 2, ref2, 0, 3)))
                 assert port.receive(10).id == 3
             finally:
@@ -662,6 +821,12 @@ def test_frames_round_trip_and_chunk() -> None:
                 W.pack(W.Frame(W.LEND, "h", 1, 2, 3, right=W.PORT_SEND_ONCE, count=1, to_host="x"))):
         with pytest.raises(W.WireError):
             W.unpack(bad)
+    ack = W.unpack(W.pack(W.Frame(W.ACK, "h", 1, 2, 3, 0, 4, delivered=5, to_incarnation=8)))
+    assert (ack.seq, ack.delivered, ack.to_incarnation) == (4, 5, 8)
+    more = W.unpack(W.pack(W.Frame(W.MORE, "h", 1, 2, 3, 0, 4, have=1 << 20, gap=1, to_incarnation=8)))
+    assert (more.kind, more.seq, more.have, more.gap, more.to_incarnation) == (W.MORE, 4, 1 << 20, 1, 8)
+    fenced = W.unpack(W.pack(W.Frame(W.FENCED, "h", 1, 77)))
+    assert (fenced.kind, fenced.incarnation) == (W.FENCED, 77)
     beat = W.pack(W.Frame(W.BEAT, "h", 7))
     g = W.unpack(beat)
     assert (g.kind, g.src_host, g.src_incarnation) == (W.BEAT, "h", 7)
@@ -680,7 +845,7 @@ def test_bad_frames_are_refused() -> None:
         W.chunks("h", 1, W.Ref("h", 1, 1), 0, b"x", 10)
     ra = W.Reassembly(10)
     with pytest.raises(W.WireError):
-        ra.add(W.Frame(W.MSG, "h", 1, total=10, offset=5, chunk=b"x"))
+        ra.add(W.Frame(W.MSG, "h", 1, total=11, offset=0, chunk=b"x"))  # a chunk of another message
     assert W.valid_host("host-B_1") and not W.valid_host("a.b") and not W.valid_host("")
 
 

@@ -341,3 +341,24 @@ def write_memory(fd: int, addr: int, length: int, offset: int) -> None:
     done = 0
     while done < length:
         done += os.pwrite(fd, buf[done:], offset + done)
+
+
+_M_MMAP_THRESHOLD = -3
+_M_TRIM_THRESHOLD = -1
+
+
+def large_buffers_mapped(threshold: int = 256 << 10) -> None:
+    """Have glibc's malloc give every block of ``threshold`` bytes or more
+    its own mapping, unmapped when freed. By default the threshold moves
+    up to the size of the last such block freed (up to 32 MiB), after
+    which MiB-sized buffers come from the heap, which keeps what it grew
+    by as long as one small block lives above it: a process that streams
+    large buffers would hold tens of MiB it no longer uses. (Setting it
+    turns the moving threshold off.) Nothing happens under another C
+    library."""
+    try:
+        mallopt = fn("mallopt", c_int, c_int, c_int)
+    except AttributeError:
+        return
+    mallopt(_M_MMAP_THRESHOLD, threshold)
+    mallopt(_M_TRIM_THRESHOLD, 2 * threshold)

@@ -78,6 +78,23 @@ class Entry:
     signature: int
 
 
+def pack_lookup_request(host: str, incarnation: int, name: str) -> bytes:
+    """A look-up on ``pm.<host>.lookup``: the asking host and incarnation
+    (the port is exported to that incarnation) and the name."""
+    return b"%s\0%016x\0%s" % (host.encode(), incarnation, name.encode())
+
+
+def unpack_lookup_request(data: bytes) -> tuple[str, int, str] | None:
+    """(host, incarnation, name) of a look-up; None if malformed."""
+    parts = data.split(b"\0", 2)
+    if len(parts) != 3 or len(parts[1]) != 16:
+        return None
+    try:
+        return parts[0].decode(), int(parts[1], 16), parts[2].decode("utf-8", "surrogateescape")
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
 def pack_lookup_reply(code: int, ref: bytes = b"") -> bytes:
     """A look-up's answer on NATS: the code, then the port's wire Ref."""
     return _LOOKUP_REPLY.pack(code) + ref

@@ -41,7 +41,16 @@ Guarantees kept here:
 - leases: BEAT frames every lease / 3 to each host we deal with; a host
   not heard from for the lease is dead here (its incarnation fenced, its
   ports dead names, its references on our ports dropped); a proxy that
-  hears none of them is the one cut off and takes a new incarnation.
+  hears none of them is the one cut off and takes a new incarnation;
+- partitions: a host declared dead gets a BEAT every lease for
+  DEAD_BEAT_FOR, and whatever a fenced incarnation sends is answered with
+  FENCED; a proxy told so takes a new incarnation (both sides of a
+  partial partition do, once it heals);
+- chunks: a message of several chunks has at most CHUNK_WINDOW bytes in
+  flight beyond what its home reports holding (MORE), so NATS's buffers
+  (and its slow-consumer limit) never see more;
+- references are counted per (host, incarnation): a restarted host's old
+  references go with its old incarnation.
 
 - a send right passed on to a third host names the port at its home;
   its holder sends the home a LEND (count the third host) before the
@@ -50,9 +59,8 @@ Guarantees kept here:
   only when every host's count is zero.
 
 Not done yet: moving receive rights (refused), naming a send-once right
-passed on to a third host at its home (it goes through its holder), a
-partial partition's two sides meeting again without a restart (see
-docs/netmsg.md).
+passed on to a third host at its home (it goes through its holder); see
+docs/netmsg.md.
 """
 
 from __future__ import annotations
@@ -102,6 +110,13 @@ DROP_DELAY: Final = 0.05     # s: between a proxy port's no-senders and the DROP
 # a host not heard from for LEASE seconds is dead here; every host we deal
 # with gets a BEAT every LEASE / 3 seconds (pymach netmsg serve --lease)
 LEASE: Final = 3.0
+# a host declared dead still gets a BEAT every LEASE for DEAD_BEAT_FOR
+# seconds: if it was only cut off, it hears that it is fenced (FENCED) once
+# the network heals, and takes a new incarnation
+DEAD_BEAT_FOR: Final = 600.0
+# bytes of a message of several chunks in flight ahead of what its home
+# holds (MORE frames say how much): NATS's buffers never hold more
+CHUNK_WINDOW: Final = 8 << 20
 
 HDR: Final = MD.HDR
 PORT_DESC: Final = MD.PORT_DESC
@@ -115,7 +130,8 @@ class Export:
     port_id: int
     name: int                 # our right to the local port
     kind: int                 # NW.PORT_SEND or NW.PORT_SEND_ONCE
-    sent: dict[str, int] = field(default_factory=dict)   # references given to each host
+    # references given to each host incarnation
+    sent: dict[tuple[str, int], int] = field(default_factory=dict)
     queue: asyncio.Queue[tuple[tuple[str, int, int, int], int, bytes | None, list[Any]]] = field(
         default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
@@ -140,10 +156,18 @@ class Import:
 
 @dataclass
 class Outstanding:
-    """A forwarded message its home has not acknowledged yet."""
+    """A forwarded message its home has not acknowledged yet: its payload
+    goes out a chunk at a time (_pump), never more than the chunk window
+    ahead of what the home said it holds (``acked`` chunks)."""
 
-    frames: list[bytes]
-    sent: float
+    ref: NW.Ref
+    seq: int
+    payload: bytes
+    room: int                 # payload bytes a chunk
+    count: int                # chunks
+    next: int = 0             # the next chunk to publish
+    acked: int = 0            # chunks the home holds
+    sent: float = 0.0         # when a chunk of it last went out or was acknowledged (0: none yet)
     tries: int = 0
 
 
@@ -192,6 +216,9 @@ class Proxy:
         self.retry_after, self.retries = _retry_setting()
         self.lease = lease if lease is not None and lease > 0 else LEASE
         self.heard: dict[str, float] = {}             # host → when we last had a frame from it
+        self.dead: dict[str, float] = {}              # host declared dead → when
+        self.told: dict[tuple[str, int], float] = {}  # fenced incarnation → when we last told it so
+        self.window = 1                               # chunks in flight per port (set once connected)
 
     # -- life ----------------------------------------------------------------------------
 
@@ -201,8 +228,11 @@ class Proxy:
         from .. import bootstrap
         # replies to our requests come to _INBOX.<host>.*: a server's
         # permissions can keep every host to its own inbox
+        # (what is published while the connection is down waits in the
+        # client's buffer: room for the chunk windows of a few ports)
         opts: dict[str, Any] = {"name": f"pymach-netmsg-{self.host}", "max_reconnect_attempts": -1,
-                                "reconnect_time_wait": 0.2, "inbox_prefix": f"_INBOX.{self.host}"}
+                                "reconnect_time_wait": 0.2, "inbox_prefix": f"_INBOX.{self.host}",
+                                "pending_size": 4 * CHUNK_WINDOW}
         if self.token:
             opts["token"] = self.token
         if self.nkey_seed:
@@ -222,6 +252,7 @@ class Proxy:
             raise ConnectionRefusedError(f"{self.url}: {errors[-1] if errors else 'no server'}") from None
         self.nc.options["max_reconnect_attempts"] = -1
         self.limit = int(self.nc.max_payload)
+        self.window = max(2, CHUNK_WINDOW // self.limit)
         try:
             self.pset = R.allocate(self.space, MACH_PORT_RIGHT_PORT_SET)
             self.notify = R.allocate(self.space, MACH_PORT_RIGHT_RECEIVE)
@@ -337,7 +368,7 @@ class Proxy:
         if pid is None:
             return
         e = self.exports.pop(pid)
-        for host in e.sent:
+        for host in {h for h, _inc in e.sent}:
             self._publish(_frames(host), self._frame(NW.DEAD, incarnation=self.incarnation, port_id=pid))
         # what is queued for it fails to be delivered, and its rights are
         # released (_deliver); then its delivery task ends
@@ -347,9 +378,10 @@ class Proxy:
 
     # -- forwarding out ------------------------------------------------------------------
 
-    def _export(self, name: int, kind: int, to: str, to_inc: int = 0) -> NW.Ref:
+    def _export(self, name: int, kind: int, to: str, to_inc: int) -> NW.Ref:
         """The network name of the right ``name`` (just received, ours now)
-        sent to host ``to`` (of incarnation ``to_inc``, 0 if not known).
+        sent to host ``to`` of incarnation ``to_inc`` (the references are
+        counted per incarnation: a DROP comes from the one they went to).
 
         A right to a port of a third host is named at its home, which is
         told first (_lend)."""
@@ -357,7 +389,7 @@ class Proxy:
         if kind == NW.PORT_SEND_ONCE:
             pid = self.next_id
             self.next_id += 1
-            self.exports[pid] = Export(pid, name, kind, {to: 1})
+            self.exports[pid] = Export(pid, name, kind, {(to, to_inc): 1})
             return NW.Ref(self.host, self.incarnation, pid, 0, kind)
         imp = self.import_by_name.get(name)
         if imp is not None and imp.kind == NW.PORT_SEND:
@@ -378,7 +410,7 @@ class Proxy:
             self.export_by_name[name] = pid
             R.request_notification(self.space, name, MACH_NOTIFY_DEAD_NAME, 0, self.notify,
                                    MD.MACH_MSG_TYPE_MAKE_SEND_ONCE)
-        e.sent[to] = e.sent.get(to, 0) + 1
+        e.sent[(to, to_inc)] = e.sent.get((to, to_inc), 0) + 1
         return NW.Ref(self.host, self.incarnation, pid, 0, NW.PORT_SEND)
 
     def _lend(self, ref: NW.Ref, kind: int, to: str, to_inc: int) -> None:
@@ -455,22 +487,41 @@ class Proxy:
                         vm_deallocate(SELF.task_name, a, b)
         enc.inline = raw[off:size]
         payload = NW.encode(enc)
+        del raw, enc
         seq = imp.seq
         imp.seq += 1
-        subject = _frames(to)
-        frames = NW.chunks(self.host, self.incarnation, imp.ref, seq, payload, self.limit)
-        for frame in frames:
-            self._publish(subject, frame)
-        loop = asyncio.get_running_loop()
-        self.outstanding.setdefault(imp.ref.port, {})[seq] = Outstanding(frames, loop.time())
-        imp.last = frames[:1]  # a probe: its first frame, which the home answers as a duplicate with an ACK
-        imp.probed = loop.time()
+        room = NW.chunk_room(self.host, self.limit)
+        o = Outstanding(imp.ref, seq, payload, room, NW.chunk_count(len(payload), room))
+        self.outstanding.setdefault(imp.ref.port, {})[seq] = o
+        self._pump(imp.ref.port)
+        # a probe: its first frame, which the home answers as a duplicate with an ACK
+        imp.last = [NW.chunk(self.host, self.incarnation, imp.ref, seq, payload, room, 0)]
+        imp.probed = asyncio.get_running_loop().time()
         self._after_send(imp)
+
+    def _pump(self, port: tuple[str, int, int, int]) -> None:
+        """Publish the chunks of the messages outstanding for ``port``, in
+        order, while fewer than the chunk window are in flight."""
+        pending = self.outstanding.get(port)
+        if not pending:
+            return
+        flight = sum(o.next - o.acked for o in pending.values())
+        now = asyncio.get_running_loop().time()
+        subject = _frames(port[0])
+        for o in pending.values():  # (in seq order: inserted so)
+            while o.next < o.count and flight < self.window:
+                self._publish(subject, NW.chunk(self.host, self.incarnation, o.ref, o.seq, o.payload, o.room, o.next))
+                o.next += 1
+                o.sent = now
+                flight += 1
+            if o.next < o.count:
+                return
 
     async def _retry_loop(self) -> None:
         """Send again what its home has not acknowledged in RETRY_AFTER
-        seconds (the home drops what it has seen); after RETRIES tries the
-        port is taken for dead: its proxy port is destroyed."""
+        seconds, from the chunk the home holds up to (the home drops what
+        it has seen); after RETRIES tries without progress the port is
+        taken for dead: its proxy port is destroyed."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.retry_after / 2)
@@ -482,20 +533,21 @@ class Proxy:
                         o.sent = now
                 continue
             for port, pending in list(self.outstanding.items()):
-                for o in pending.values():
-                    if now - o.sent < self.retry_after:
-                        continue
-                    if o.tries >= self.retries:
-                        log.warning("netmsg: %s does not acknowledge: its port is dead here", port[0])
-                        del self.outstanding[port]
-                        imp = self.imports.get(port)
-                        if imp is not None:
-                            self._drop_import(imp, publish=False)
-                        break
+                late = [o for o in pending.values() if o.sent and now - o.sent >= self.retry_after]
+                if not late:
+                    continue
+                if any(o.tries >= self.retries for o in late):
+                    log.warning("netmsg: %s does not acknowledge: its port is dead here", port[0])
+                    del self.outstanding[port]
+                    imp = self.imports.get(port)
+                    if imp is not None:
+                        self._drop_import(imp, publish=False)
+                    continue
+                for o in late:
                     o.tries += 1
-                    o.sent = now
-                    for frame in o.frames:
-                        self._publish(_frames(port[0]), frame)
+                for o in pending.values():
+                    o.next = o.acked
+                self._pump(port)
             # a port out of credit whose credits may have been lost with an
             # ACK: its last message again, which the home answers (as a
             # duplicate) with an ACK of what it has delivered
@@ -506,7 +558,7 @@ class Proxy:
                         self._publish(_frames(imp.ref.host), frame)
             # these names would keep the last message looked at (its frames)
             # until the next round finds another
-            pending, o, imp, frame = {}, None, None, b""  # type: ignore[assignment]
+            pending, late, o, imp, frame = {}, [], None, None, b""  # type: ignore[assignment]
 
     def _after_send(self, imp: Import) -> None:
         if imp.kind == NW.PORT_SEND_ONCE:
@@ -549,8 +601,10 @@ class Proxy:
     # -- forwarding in -------------------------------------------------------------------
 
     def _fence(self, f: NW.Frame) -> bool:
-        """False for a frame of an incarnation that is no longer its host's."""
+        """False for a frame of an incarnation that is no longer its host's
+        (which is told so: FENCED)."""
         if (f.src_host, f.src_incarnation) in self.fenced:
+            self._tell_fenced(f.src_host, f.src_incarnation)
             return False
         known = self.peers.get(f.src_host)
         if known is None:
@@ -561,19 +615,34 @@ class Proxy:
             self.peers[f.src_host] = f.src_incarnation
             for imp in [i for i in self.imports.values() if i.ref.host == f.src_host and i.ref.incarnation == known]:
                 self._drop_import(imp, publish=False)
-            for e in self.exports.values():
-                e.sent.pop(f.src_host, None)
+            self._forget_holder(f.src_host, known)
             for key in [k for k in self.inbound if k[0] == f.src_host and k[1] == known]:
                 del self.inbound[key]
             for port in [p for p in self.outstanding if p[0] == f.src_host and p[1] == known]:
                 del self.outstanding[port]
+        self.dead.pop(f.src_host, None)
         return True
+
+    def _tell_fenced(self, host: str, inc: int) -> None:
+        """Tell the incarnation ``inc`` of ``host``, which we declared dead,
+        that it is (once a lease at most, whatever it sends)."""
+        now = time.monotonic()
+        if now - self.told.get((host, inc), -self.lease) >= self.lease:
+            self.told[(host, inc)] = now
+            self._publish(_frames(host), self._frame(NW.FENCED, incarnation=inc))
 
     async def _on_frame(self, m: Any) -> None:
         try:
             f = NW.unpack(m.data)
         except NW.WireError as bad:
             log.warning("netmsg: a bad frame on %s: %s", m.subject, bad)
+            return
+        if f.kind == NW.FENCED:
+            # (taken even from a host we fenced: both sides of a partition
+            # may have declared the other dead)
+            if f.incarnation == self.incarnation and f.src_host != self.host:
+                log.warning("netmsg: %s declared us dead: a new incarnation", f.src_host)
+                self._renew(self._partners())
             return
         if not self._fence(f):
             return
@@ -596,9 +665,7 @@ class Proxy:
             # a duplicate (our acknowledgement was lost, or is on its way):
             # acknowledge what is delivered again, take nothing
             if ib.expected and f.offset == 0:
-                self._publish(_frames(f.src_host), self._frame(
-                    NW.ACK, incarnation=self.incarnation, port_id=f.port_id, generation=f.generation,
-                    seq=ib.expected - 1, delivered=ib.delivered))
+                self._ack(f, ib)
             return
         if f.seq >= ib.expected + AHEAD:
             # further ahead than credits let an honest sender be: not kept
@@ -607,6 +674,7 @@ class Proxy:
         ra = ib.chunks.get(f.seq)
         if ra is None:
             ra = ib.chunks[f.seq] = NW.Reassembly(f.total)
+        have = ra.have
         try:
             payload = ra.add(f)
         except NW.WireError as err:
@@ -614,6 +682,12 @@ class Proxy:
             del ib.chunks[f.seq]
             return
         if payload is None:
+            if ra.have != have or f.offset > have:
+                # how far we are (or where the gap is): the sender's window
+                # moves on (or goes back there)
+                self._publish(_frames(f.src_host), self._frame(
+                    NW.MORE, incarnation=self.incarnation, port_id=f.port_id, generation=f.generation, seq=f.seq,
+                    have=ra.have, gap=int(ra.have == have), to_incarnation=f.src_incarnation))
             return
         del ib.chunks[f.seq]
         try:
@@ -640,20 +714,27 @@ class Proxy:
         if accepted:
             # received (in order, up to expected - 1): the sender may forget
             # them; its credits come back as they are delivered
-            self._publish(_frames(f.src_host), self._frame(
-                NW.ACK, incarnation=self.incarnation, port_id=f.port_id, generation=f.generation,
-                seq=ib.expected - 1, delivered=ib.delivered))
+            self._ack(f, ib)
         if e.task is None:
             e.task = asyncio.ensure_future(self._deliver_loop(e))
             self.tasks.add(e.task)  # (the loop holds tasks weakly)
             e.task.add_done_callback(self._done)
 
+    def _ack(self, f: NW.Frame, ib: Inbound) -> None:
+        self._publish(_frames(f.src_host), self._frame(
+            NW.ACK, incarnation=self.incarnation, port_id=f.port_id, generation=f.generation,
+            seq=ib.expected - 1, delivered=ib.delivered, to_incarnation=f.src_incarnation))
+
     def _refused(self, f: NW.Frame) -> None:
         """A message for a port that is gone (or of an older incarnation of
         this host): DEAD to its sender, and the references it carried given
-        back to their homes, as if it had been destroyed here."""
+        back to their homes, as if it had been destroyed here. (References
+        sent to an older incarnation of this host are not ours to give
+        back: their homes forget them when they hear this one.)"""
         self._publish(_frames(f.src_host), self._frame(
             NW.DEAD, incarnation=f.incarnation, port_id=f.port_id, generation=f.generation))
+        if f.incarnation != self.incarnation:
+            return
         key = (f.src_host, f.src_incarnation, f.incarnation, f.port_id)
         ib = self.inbound.setdefault(key, Inbound())
         if f.seq < ib.expected or f.seq >= ib.expected + AHEAD:
@@ -700,7 +781,7 @@ class Proxy:
             if ib is not None:
                 ib.delivered = seq + 1
             self._publish(_frames(key[0]), self._frame(NW.ACK, incarnation=self.incarnation, port_id=e.port_id,
-                                                       seq=seq, delivered=seq + 1))
+                                                       seq=seq, delivered=seq + 1, to_incarnation=key[1]))
             if e.kind == NW.PORT_SEND_ONCE:
                 self.exports.pop(e.port_id, None)
                 return
@@ -723,6 +804,9 @@ class Proxy:
             R.mod_refs(self.space, e.name, MACH_PORT_RIGHT_SEND, 1)  # the message's own
             keep.append(("send", e.name))
             return e.name, MD.MACH_MSG_TYPE_MOVE_SEND
+        if (ref.host, ref.incarnation) in self.fenced:
+            self._tell_fenced(ref.host, ref.incarnation)
+            return 0, 0  # a port of an incarnation declared dead: a null port
         self.heard.setdefault(ref.host, time.monotonic())  # its lease starts now
         if ref.kind == NW.PORT_SEND:
             imp = self.imports.get(ref.port)
@@ -816,7 +900,21 @@ class Proxy:
                 self._drop_import(obj, publish=False)
 
     def _on_ctl(self, f: NW.Frame) -> None:
-        if f.kind == NW.ACK:
+        if f.kind in (NW.ACK, NW.MORE) and f.to_incarnation != self.incarnation:
+            return  # an answer to an older incarnation of ours
+        if f.kind == NW.MORE:
+            o = self.outstanding.get((f.src_host, f.incarnation, f.port_id, f.generation), {}).get(f.seq)
+            if o is None:
+                return
+            held = o.count if f.have >= len(o.payload) else f.have // o.room
+            if held > o.acked:
+                o.acked = held
+                o.tries = 0
+                o.sent = asyncio.get_running_loop().time()
+            if f.gap:
+                o.next = min(o.next, o.acked)  # a chunk was lost: from where the home is
+            self._pump(o.ref.port)
+        elif f.kind == NW.ACK:
             port = (f.src_host, f.incarnation, f.port_id, f.generation)
             pending = self.outstanding.get(port)
             if pending is not None:
@@ -824,6 +922,8 @@ class Proxy:
                     del pending[seq]
                 if not pending:
                     del self.outstanding[port]
+                else:
+                    self._pump(port)
             imp = self.imports.get(port)
             if imp is not None:
                 imp.delivered = max(imp.delivered, f.delivered)
@@ -851,11 +951,12 @@ class Proxy:
                 return
             # (a count below zero: a host lent references gave them back
             # before its lender's LEND came; the port is kept until it does)
-            left = e.sent.get(f.src_host, 0) - f.count
+            holder = (f.src_host, f.src_incarnation)
+            left = e.sent.get(holder, 0) - f.count
             if left:
-                e.sent[f.src_host] = left
+                e.sent[holder] = left
             else:
-                e.sent.pop(f.src_host, None)
+                e.sent.pop(holder, None)
             if not e.sent:
                 self._release_export(e)
         elif f.kind == NW.LEND:
@@ -875,14 +976,15 @@ class Proxy:
             return
         if e.kind != NW.PORT_SEND or f.right != NW.PORT_SEND:
             return  # (send-once rights are passed on through their holder: not lent)
-        if (to, f.to_incarnation or self.peers.get(to)) in self.fenced:
+        holder = (to, f.to_incarnation)
+        if holder in self.fenced:
             return  # that host is dead here: its references were dropped with it
         self.heard.setdefault(to, time.monotonic())  # its lease starts now
-        left = e.sent.get(to, 0) + f.count
+        left = e.sent.get(holder, 0) + f.count
         if left:
-            e.sent[to] = left
+            e.sent[holder] = left
         else:
-            e.sent.pop(to, None)
+            e.sent.pop(holder, None)
         if not e.sent:
             self._release_export(e)
 
@@ -902,11 +1004,11 @@ class Proxy:
     # -- leases --------------------------------------------------------------------------
 
     def _partners(self) -> set[str]:
-        """Every host we deal with: those we heard from (not declared dead),
-        hold references of, gave references to, or owe messages."""
-        out = {h for h, inc in self.peers.items() if (h, inc) not in self.fenced}
+        """Every host we deal with: those we hold references of, gave
+        references to, or owe messages."""
+        out: set[str] = set()
         for e in self.exports.values():
-            out.update(e.sent)
+            out.update(h for h, _inc in e.sent)
         out.update(i.ref.host for i in self.import_by_name.values())
         out.update(p[0] for p in self.outstanding)
         out.discard(self.host)
@@ -917,13 +1019,22 @@ class Proxy:
         for the lease is dead here (_host_dead). If none is heard any more,
         it is we who are cut off: the others take us for dead, so we come
         back as a new incarnation (_renew)."""
+        rounds = 0
         while True:
             await asyncio.sleep(self.lease / 3)
+            rounds += 1
             partners = self._partners()
             beat = self._frame(NW.BEAT)
             for host in partners:
                 self._publish(_frames(host), beat)
             now = time.monotonic()
+            if rounds % 3 == 0:
+                # the hosts declared dead, in case they were only cut off
+                for host, when in list(self.dead.items()):
+                    if now - when > DEAD_BEAT_FOR or host in partners:
+                        del self.dead[host]
+                    else:
+                        self._publish(_frames(host), beat)
             expired = {h for h in partners if now - self.heard.setdefault(h, now) > self.lease}
             if not expired:
                 continue
@@ -943,6 +1054,7 @@ class Proxy:
         if inc is not None:
             self.fenced.add((host, inc))
         self.heard.pop(host, None)
+        self.dead[host] = time.monotonic()
         for imp in [i for i in self.import_by_name.values() if i.ref.host == host]:
             self._drop_import(imp, publish=False)
         self._forget_holder(host)
@@ -951,15 +1063,17 @@ class Proxy:
         for port in [p for p in self.outstanding if p[0] == host]:
             del self.outstanding[port]
 
-    def _forget_holder(self, host: str) -> None:
-        """The references ``host`` (an incarnation of it that is gone) held
+    def _forget_holder(self, host: str, inc: int | None = None) -> None:
+        """The references ``host`` (its incarnation ``inc``; None: any) held
         on our ports are dropped: a port it held the last of sees
         no-senders, a send-once right it held gives its send-once
         notification."""
         for e in list(self.exports.values()):
-            if host not in e.sent:
+            gone = [k for k in e.sent if k[0] == host and (inc is None or k[1] == inc)]
+            if not gone:
                 continue
-            del e.sent[host]
+            for k in gone:
+                del e.sent[k]
             if e.kind == NW.PORT_SEND_ONCE:
                 del self.exports[e.port_id]
                 self._deallocate(e.name)  # its port gets the send-once notification
@@ -967,12 +1081,15 @@ class Proxy:
                 self._release_export(e)
 
     def _renew(self, hosts: set[str]) -> None:
-        """We heard nobody for the lease: every partner is dead here, and we
-        take a new incarnation (the others have fenced the old one; our
-        ports of it are dead names there), so that we can deal with them
-        afresh once the network heals. Names checked in here stay."""
+        """We heard nobody for the lease (or a host told us that it declared
+        us dead): every partner is dead here, and we take a new incarnation
+        (the others have fenced the old one; our ports of it are dead
+        names there), so that we can deal with them afresh once the
+        network heals. Names checked in here stay."""
         for host in hosts:
             self._host_dead(host)
+        self.inbound.clear()
+        self.outstanding.clear()
         for e in list(self.exports.values()):
             if e.kind == NW.PORT_SEND_ONCE:
                 del self.exports[e.port_id]
@@ -987,8 +1104,8 @@ class Proxy:
         self.fenced -= {(h, self.peers[h]) for h in hosts if h in self.peers}
         for h in hosts:
             self.peers.pop(h, None)
-        log.warning("netmsg: no host heard from for %.1f s: incarnation %016x is now %016x",
-                    self.lease, old, self.incarnation)
+            self.dead.pop(h, None)
+        log.warning("netmsg: incarnation %016x is now %016x", old, self.incarnation)
 
     # -- the name service ----------------------------------------------------------------
 
@@ -1100,7 +1217,8 @@ class Proxy:
         if not NW.valid_host(host):
             return NN.error_reply(reply, rbits, msg_id, NN.NETNAME_NO_SUCH_HOST)
         try:
-            m = await self.nc.request(NN.lookup_subject(host), self.host.encode() + b"\0" + name.encode(),
+            m = await self.nc.request(NN.lookup_subject(host), NN.pack_lookup_request(self.host, self.incarnation,
+                                                                                      name),
                                       timeout=REQUEST_TIMEOUT)
         except NoRespondersError:
             return NN.error_reply(reply, rbits, msg_id, NN.NETNAME_NO_SUCH_HOST)
@@ -1113,7 +1231,10 @@ class Proxy:
             ref = None
         if ref is None:
             return NN.error_reply(reply, rbits, msg_id, code or NN.NETNAME_HOST_NOT_FOUND)
-        self._fence(NW.Frame(NW.ACK, ref.host, ref.incarnation))
+        if not self._fence(NW.Frame(NW.ACK, ref.host, ref.incarnation)):
+            # an incarnation we declared dead (told so now): it comes back
+            # as a new one, which a look-up then finds
+            return NN.error_reply(reply, rbits, msg_id, NN.NETNAME_HOST_NOT_FOUND)
         keep: list[Any] = []
         port, disp = self._import(ref, keep)
         if not port:
@@ -1121,16 +1242,18 @@ class Proxy:
         return NN.port_reply(reply, rbits, port, disp)
 
     def _answer_lookup(self, data: bytes) -> bytes | None:
-        requester, _, raw = data.partition(b"\0")
-        host = requester.decode("utf-8", "replace")
-        if not NW.valid_host(host):
+        req = NN.unpack_lookup_request(data)
+        if req is None or not NW.valid_host(req[0]) or req[0] == self.host:
             return None
-        name = raw.decode("utf-8", "surrogateescape")
+        host, inc, name = req
+        if (host, inc) in self.fenced:
+            self._tell_fenced(host, inc)
+            return NN.pack_lookup_reply(NN.NETNAME_HOST_NOT_FOUND)
         ent = self._live_entry(name)
         if ent is None:
             return NN.pack_lookup_reply(NN.NETNAME_NOT_CHECKED_IN)
         R.mod_refs(self.space, ent.port, MACH_PORT_RIGHT_SEND, 1)  # the export's own reference
-        ref = self._export(ent.port, NW.PORT_SEND, host, self.peers.get(host, 0))
+        ref = self._export(ent.port, NW.PORT_SEND, host, inc)
         return NN.pack_lookup_reply(NN.NETNAME_SUCCESS, NW.pack_ref(ref))
 
     async def _on_lookup(self, m: Any) -> None:
@@ -1258,8 +1381,9 @@ def serve(host: str | None = None, url: str | None = None, *, token: str | None 
     the proxy is checked in and subscribed. Returns the exit status."""
     import os
     import sys
-    from .._linux import files, process
+    from .._linux import files, mm, process
     from . import server
+    mm.large_buffers_mapped()  # chunks of a MiB come and go: each its own mapping, returned when freed
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(message)s")
     host = host or default_host()

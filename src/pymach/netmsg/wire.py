@@ -9,9 +9,17 @@ A frame is a header and a body by kind::
   host: dest (incarnation u64, port id u64, generation u32), seq u64,
   total u32 (the encoded message's length), offset u32, then the chunk.
 - ACK: home → sender: the port (incarnation, id, generation), the highest
-  seq received in order, and how many of the sender's messages the home
-  has delivered to the port (u32, cumulative: a lost ACK is made good by
-  the next one).
+  seq received in order, how many of the sender's messages the home has
+  delivered to the port (u32, cumulative: a lost ACK is made good by the
+  next one), and the sender's incarnation it answers (u64: an ACK meant
+  for an older incarnation of the sender is not taken).
+- MORE: home → sender, while a message of several chunks comes in: the
+  port, its seq, how many of its bytes the home holds (u32, from the
+  start, without a gap), ``gap`` (u8: 1 when a chunk came past a gap, so
+  the sender goes back to ``have``), the sender's incarnation (u64). The
+  sender keeps a few chunks in flight ahead of ``have`` and no more.
+- FENCED: to a host whose incarnation (u64) the sender has declared dead:
+  that incarnation is not heard here any more; it takes a new one.
 - DEAD: home → holder: the port died (its name).
 - DROP: holder → home: the holder released ``count`` references (u32) it
   was given to the port; ``kind`` PORT_SEND or PORT_SEND_ONCE.
@@ -48,7 +56,9 @@ DEAD: Final = 3
 DROP: Final = 4
 BEAT: Final = 5
 LEND: Final = 6
-KINDS: Final = frozenset((MSG, ACK, DEAD, DROP, BEAT, LEND))
+MORE: Final = 7
+FENCED: Final = 8
+KINDS: Final = frozenset((MSG, ACK, DEAD, DROP, BEAT, LEND, MORE, FENCED))
 
 PORT_SEND: Final = 17
 PORT_SEND_ONCE: Final = 18
@@ -60,7 +70,9 @@ D_ENTRY: Final = 3
 _HEAD: Final = struct.Struct("<4sBBHQB")
 _PORTID: Final = struct.Struct("<QQI")
 _MSG: Final = struct.Struct("<QQIQII")
-_ACK: Final = struct.Struct("<QQIQI")
+_ACK: Final = struct.Struct("<QQIQIQ")
+_MORE: Final = struct.Struct("<QQIQIBQ")
+_FENCED: Final = struct.Struct("<Q")
 _DROP: Final = struct.Struct("<QQIBI")
 _LEND: Final = struct.Struct("<QQIBIQB")
 _REF: Final = struct.Struct("<QQIB")
@@ -105,9 +117,12 @@ class Frame:
     offset: int = 0
     chunk: bytes | memoryview = b""
     delivered: int = 0
+    have: int = 0             # MORE: bytes of message ``seq`` the home holds
+    gap: int = 0              # MORE: 1 after a chunk past a gap
     count: int = 0
     right: int = 0
-    # LEND: the host the right goes on to
+    # LEND: the host the right goes on to (and its incarnation); ACK, MORE:
+    # the incarnation of the sender answered; FENCED: ``incarnation``
     to_host: str = ""
     to_incarnation: int = 0
 
@@ -159,7 +174,12 @@ def pack(f: Frame) -> bytes:
         if f.kind == MSG:
             return head + _MSG.pack(f.incarnation, f.port_id, f.generation, f.seq, f.total, f.offset) + f.chunk
         if f.kind == ACK:
-            return head + _ACK.pack(f.incarnation, f.port_id, f.generation, f.seq, f.delivered)
+            return head + _ACK.pack(f.incarnation, f.port_id, f.generation, f.seq, f.delivered, f.to_incarnation)
+        if f.kind == MORE:
+            return head + _MORE.pack(f.incarnation, f.port_id, f.generation, f.seq, f.have, f.gap,
+                                     f.to_incarnation)
+        if f.kind == FENCED:
+            return head + _FENCED.pack(f.incarnation)
         if f.kind == DEAD:
             return head + _PORTID.pack(f.incarnation, f.port_id, f.generation)
         if f.kind == DROP:
@@ -197,7 +217,13 @@ def unpack(buf: bytes | memoryview) -> Frame:
             raise WireError("a chunk outside its message")
         return f
     if kind == ACK:
-        (f.incarnation, f.port_id, f.generation, f.seq, f.delivered), off = _unpack(_ACK, buf, off)
+        (f.incarnation, f.port_id, f.generation, f.seq, f.delivered, f.to_incarnation), off = _unpack(
+            _ACK, buf, off)
+    elif kind == MORE:
+        (f.incarnation, f.port_id, f.generation, f.seq, f.have, f.gap, f.to_incarnation), off = _unpack(
+            _MORE, buf, off)
+    elif kind == FENCED:
+        (f.incarnation,), off = _unpack(_FENCED, buf, off)
     elif kind == DEAD:
         (f.incarnation, f.port_id, f.generation), off = _unpack(_PORTID, buf, off)
     elif kind == DROP:
@@ -223,21 +249,36 @@ def unpack(buf: bytes | memoryview) -> Frame:
     return f
 
 
+def chunk_room(src_host: str, limit: int) -> int:
+    """How many payload bytes a MSG frame from ``src_host`` carries when
+    frames are at most ``limit`` bytes long."""
+    room = limit - (_HEAD.size + len(_host(src_host)) + _MSG.size)
+    if room < 1:
+        raise WireError(f"a payload limit of {limit} bytes leaves no room for a chunk")
+    return room
+
+
+def chunk_count(payload_len: int, room: int) -> int:
+    """How many MSG frames carry a payload of ``payload_len`` bytes."""
+    if payload_len > 0xFFFFFFFF:
+        raise WireError("a message over 4 GiB")
+    return max(1, -(-payload_len // room))
+
+
+def chunk(src_host: str, src_incarnation: int, dest: Ref, seq: int, payload: bytes, room: int, index: int) -> bytes:
+    """MSG frame number ``index`` of ``payload`` (``room`` bytes a frame;
+    the slice is not a copy: the chunk is copied once, into its frame)."""
+    off = index * room
+    return pack(Frame(MSG, src_host, src_incarnation, dest.incarnation, dest.port_id, dest.generation, seq,
+                      len(payload), off, memoryview(payload)[off:off + room]))
+
+
 def chunks(src_host: str, src_incarnation: int, dest: Ref, seq: int, payload: bytes, limit: int) -> list[bytes]:
     """The MSG frames that carry ``payload`` to ``dest``, each at most
     ``limit`` bytes long."""
-    head = len(_HEAD.pack(MAGIC, 0, 0, 0, 0, 0)) + len(_host(src_host)) + _MSG.size
-    room = limit - head
-    if room < 1:
-        raise WireError(f"a payload limit of {limit} bytes leaves no room for a chunk")
-    if len(payload) > 0xFFFFFFFF:
-        raise WireError("a message over 4 GiB")
-    out = []
-    whole = memoryview(payload)  # (slices of it are not copies: each chunk is copied once, into its frame)
-    for off in range(0, max(len(payload), 1), room):
-        out.append(pack(Frame(MSG, src_host, src_incarnation, dest.incarnation, dest.port_id, dest.generation, seq,
-                              len(payload), off, whole[off:off + room])))
-    return out
+    room = chunk_room(src_host, limit)
+    return [chunk(src_host, src_incarnation, dest, seq, payload, room, i)
+            for i in range(chunk_count(len(payload), room))]
 
 
 def _pack_ref(r: Ref | None) -> bytes:
@@ -311,7 +352,9 @@ class Reassembly:
     message's length. A chunk it already has (the message sent again by a
     sender that had no acknowledgement yet, while its first sending is
     still arriving) is skipped: the second sending carries the assembly on
-    where the first one is."""
+    where the first one is. A chunk past a gap (one before it lost) is
+    not taken: ``have`` stays where the gap is, for the sender to go back
+    to."""
 
     __slots__ = ("total", "buf", "have")
 
@@ -321,13 +364,14 @@ class Reassembly:
         self.have = 0
 
     def add(self, f: Frame) -> bytearray | None:
-        """Add a chunk; the whole payload once complete. Raises WireError
-        for a chunk of another length or past a gap (a chunk lost)."""
+        """Add a chunk; the whole payload once complete, None until then
+        (and for a chunk past a gap: ``have`` does not move). Raises
+        WireError for a chunk of a message of another length."""
         n = len(f.chunk)
-        if f.total != self.total or f.offset > self.have:
-            raise WireError(f"chunk at {f.offset} of {f.total}, expected at {self.have} of {self.total}")
-        if f.offset + n <= self.have:
-            return None  # had
+        if f.total != self.total:
+            raise WireError(f"chunk of a message of {f.total} bytes, expected {self.total}")
+        if f.offset > self.have or f.offset + n <= self.have:
+            return None  # past a gap, or had
         skip = self.have - f.offset
         self.buf[self.have:f.offset + n] = memoryview(f.chunk)[skip:]
         self.have = f.offset + n
