@@ -343,22 +343,17 @@ def write_memory(fd: int, addr: int, length: int, offset: int) -> None:
         done += os.pwrite(fd, buf[done:], offset + done)
 
 
-_M_MMAP_THRESHOLD = -3
-_M_TRIM_THRESHOLD = -1
+try:
+    _malloc_trim = fn("malloc_trim", c_int, c_size_t)
+except AttributeError:  # another C library
+    _malloc_trim = None
 
 
-def large_buffers_mapped(threshold: int = 256 << 10) -> None:
-    """Have glibc's malloc give every block of ``threshold`` bytes or more
-    its own mapping, unmapped when freed. By default the threshold moves
-    up to the size of the last such block freed (up to 32 MiB), after
-    which MiB-sized buffers come from the heap, which keeps what it grew
-    by as long as one small block lives above it: a process that streams
-    large buffers would hold tens of MiB it no longer uses. (Setting it
-    turns the moving threshold off.) Nothing happens under another C
-    library."""
-    try:
-        mallopt = fn("mallopt", c_int, c_int, c_int)
-    except AttributeError:
-        return
-    mallopt(_M_MMAP_THRESHOLD, threshold)
-    mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
+def release_free_heap() -> None:
+    """Give the pages of free heap memory back to the kernel
+    (malloc_trim(0)): glibc's malloc keeps what the heap grew by while
+    one small block lives above it, so a process that has just let go of
+    tens of MiB of MiB-sized buffers would go on holding them. Nothing
+    happens under another C library."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)

@@ -89,6 +89,7 @@ from .._kern.task import SELF
 from .._kern.vm_defs import VM_PROT_READ, VM_PROT_WRITE
 from .._kern.vm_memory_entry import MemoryEntry as KMemoryEntry
 from .._kern.vm_user import vm_deallocate
+from .._linux import mm
 from .._linux.mm import view
 from ..mach import netname_mig as NMIG
 from ..mach._args import address_of
@@ -218,7 +219,6 @@ class Proxy:
         self.heard: dict[str, float] = {}             # host → when we last had a frame from it
         self.dead: dict[str, float] = {}              # host declared dead → when
         self.told: dict[tuple[str, int], float] = {}  # fenced incarnation → when we last told it so
-        self.window = 1                               # chunks in flight per port (set once connected)
 
     # -- life ----------------------------------------------------------------------------
 
@@ -252,7 +252,6 @@ class Proxy:
             raise ConnectionRefusedError(f"{self.url}: {errors[-1] if errors else 'no server'}") from None
         self.nc.options["max_reconnect_attempts"] = -1
         self.limit = int(self.nc.max_payload)
-        self.window = max(2, CHUNK_WINDOW // self.limit)
         try:
             self.pset = R.allocate(self.space, MACH_PORT_RIGHT_PORT_SET)
             self.notify = R.allocate(self.space, MACH_PORT_RIGHT_RECEIVE)
@@ -501,21 +500,27 @@ class Proxy:
 
     def _pump(self, port: tuple[str, int, int, int]) -> None:
         """Publish the chunks of the messages outstanding for ``port``, in
-        order, while fewer than the chunk window are in flight."""
+        order, while they stay within CHUNK_WINDOW bytes in flight (two
+        chunks at least)."""
         pending = self.outstanding.get(port)
         if not pending:
             return
-        flight = sum(o.next - o.acked for o in pending.values())
+        frames = nbytes = 0
+        for o in pending.values():
+            frames += o.next - o.acked
+            nbytes += min(o.next * o.room, len(o.payload)) - min(o.acked * o.room, len(o.payload))
         now = asyncio.get_running_loop().time()
         subject = _frames(port[0])
         for o in pending.values():  # (in seq order: inserted so)
-            while o.next < o.count and flight < self.window:
+            while o.next < o.count:
+                size = min(o.room, len(o.payload) - o.next * o.room)
+                if frames >= 2 and nbytes + size > CHUNK_WINDOW:
+                    return
                 self._publish(subject, NW.chunk(self.host, self.incarnation, o.ref, o.seq, o.payload, o.room, o.next))
                 o.next += 1
                 o.sent = now
-                flight += 1
-            if o.next < o.count:
-                return
+                frames += 1
+                nbytes += size
 
     async def _retry_loop(self) -> None:
         """Send again what its home has not acknowledged in RETRY_AFTER
@@ -773,9 +778,13 @@ class Proxy:
         while True:
             key, seq, raw, keep = await e.queue.get()
             e.busy = True
+            large = False
             if raw is not None:
+                large = len(raw) + sum(len(k) for k in keep if isinstance(k, (bytes, bytearray))) > 1 << 20
                 await self._deliver(e, raw, keep)
             del raw, keep  # (delivered: its buffers go now, not when the next message comes)
+            if large:
+                mm.release_free_heap()
             e.busy = False
             ib = self.inbound.get(key)
             if ib is not None:
@@ -918,12 +927,15 @@ class Proxy:
             port = (f.src_host, f.incarnation, f.port_id, f.generation)
             pending = self.outstanding.get(port)
             if pending is not None:
+                large = False
                 for seq in [s for s in pending if s <= f.seq]:
-                    del pending[seq]
+                    large |= pending.pop(seq).count > 1
                 if not pending:
                     del self.outstanding[port]
                 else:
                     self._pump(port)
+                if large:
+                    mm.release_free_heap()  # (its chunks came and went: the heap keeps them otherwise)
             imp = self.imports.get(port)
             if imp is not None:
                 imp.delivered = max(imp.delivered, f.delivered)
@@ -1381,9 +1393,8 @@ def serve(host: str | None = None, url: str | None = None, *, token: str | None 
     the proxy is checked in and subscribed. Returns the exit status."""
     import os
     import sys
-    from .._linux import files, mm, process
+    from .._linux import files, process
     from . import server
-    mm.large_buffers_mapped()  # chunks of a MiB come and go: each its own mapping, returned when freed
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(message)s")
     host = host or default_host()
