@@ -66,6 +66,7 @@ docs/netmsg.md.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import secrets
 import struct
@@ -217,6 +218,8 @@ class Proxy:
         self.retry_after, self.retries = _retry_setting()
         self.lease = lease if lease is not None and lease > 0 else LEASE
         self.heard: dict[str, float] = {}             # host → when we last had a frame from it
+        self.outbox: collections.deque[tuple[str, bytes]] = collections.deque()
+        self.draining = False
         self.dead: dict[str, float] = {}              # host declared dead → when
         self.told: dict[tuple[str, int], float] = {}  # fenced incarnation → when we last told it so
 
@@ -315,7 +318,26 @@ class Proxy:
             pass
 
     def _publish(self, subject: str, data: bytes) -> None:
-        self._spawn(self.nc.publish(subject, data))
+        """Publish ``data`` on ``subject`` after what was published before
+        (one task drains the outbox: not a task per frame)."""
+        self.outbox.append((subject, data))
+        if not self.draining:
+            self.draining = True
+            self._spawn(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self.outbox:
+                subject, data = self.outbox.popleft()
+                try:
+                    await self.nc.publish(subject, data)
+                except nats.errors.Error as e:
+                    # (the client's buffer is full while it reconnects:
+                    # the frame is lost, as one the network lost)
+                    log.info("netmsg: publish on %s: %s", subject, e)
+                del data
+        finally:
+            self.draining = False
 
     def _frame(self, kind: int, **kw: Any) -> bytes:
         return NW.pack(NW.Frame(kind, self.host, self.incarnation, **kw))
@@ -707,20 +729,31 @@ class Proxy:
         else:
             ib.early[f.seq] = enc
         accepted = False
+        # nothing waits for the port: deliver here, while it has room (not
+        # a task switch away)
+        idle = not e.busy and e.queue.empty()
         while ib.expected in ib.early:
             enc = ib.early.pop(ib.expected)
             # the rights it carries are resolved now, in the order frames
             # came (a DROP after it cannot take a right it brings home)
             keep: list[Any] = []
             built = self._build(e, enc, keep) if enc.msg_id or enc.descriptors or enc.inline or enc.reply else None
-            e.queue.put_nowait((key, ib.expected, built, keep))
+            del enc
+            if idle and (built is None or self._deliver_now(e, built, keep)):
+                ib.delivered = ib.expected + 1
+                if e.kind == NW.PORT_SEND_ONCE:
+                    self.exports.pop(e.port_id, None)
+            else:
+                idle = False
+                e.queue.put_nowait((key, ib.expected, built, keep))
             ib.expected += 1
             accepted = True
         if accepted:
             # received (in order, up to expected - 1): the sender may forget
-            # them; its credits come back as they are delivered
+            # them; its credits come back as they are delivered (this ACK
+            # counts those delivered already)
             self._ack(f, ib)
-        if e.task is None:
+        if e.task is None and not e.queue.empty():
             e.task = asyncio.ensure_future(self._deliver_loop(e))
             self.tasks.add(e.task)  # (the loop holds tasks weakly)
             e.task.add_done_callback(self._done)
@@ -774,13 +807,28 @@ class Proxy:
                     del self.exports[ref.port_id]
                     self._deallocate(mine.name)  # its port gets the send-once notification
 
+    def _deliver_now(self, e: Export, raw: bytes, keep: list[Any]) -> bool:
+        """Deliver ``raw`` if the port has room now: False if it has none
+        (the message waits in the port's queue); True if it is delivered,
+        or failed for good (the port is gone: what it carried is released)."""
+        try:
+            KM.send(self.space, raw, MD.MACH_SEND_MSG | MD.MACH_SEND_TIMEOUT, 0)
+        except K.MachError as err:
+            if err.kr == K.MACH_SEND_TIMED_OUT:
+                return False
+            log.info("netmsg: delivery to port %d failed: %s", e.port_id, err)
+            self._release(keep)
+        if _large(raw, keep):
+            mm.release_free_heap()
+        return True
+
     async def _deliver_loop(self, e: Export) -> None:
         while True:
             key, seq, raw, keep = await e.queue.get()
             e.busy = True
             large = False
             if raw is not None:
-                large = len(raw) + sum(len(k) for k in keep if isinstance(k, (bytes, bytearray))) > 1 << 20
+                large = _large(raw, keep)
                 await self._deliver(e, raw, keep)
             del raw, keep  # (delivered: its buffers go now, not when the next message comes)
             if large:
@@ -1296,6 +1344,11 @@ def _retry_setting() -> tuple[float, int]:
     except ValueError:
         pass
     return RETRY_AFTER, RETRIES
+
+
+def _large(raw: bytes, keep: list[Any]) -> bool:
+    """Whether a message and its out-of-line buffers come to over a MiB."""
+    return len(raw) + sum(len(k) for k in keep if isinstance(k, (bytes, bytearray))) > 1 << 20
 
 
 def _frames(host: str) -> str:

@@ -450,6 +450,8 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
     for r in results:
         if r.get("stat") == "median":
             took = f"median of {r['repeat']} round{'s' if r['repeat'] != 1 else ''} x {r['ops']}"
+        elif r.get("stat") == "once" and r.get("net"):
+            took = "one run"
         elif r.get("stat") == "once":
             took = f"one run, {r['ops']:,} requests"
         else:
@@ -490,8 +492,13 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
 
 def _print_net(rows: list[dict[str, Any]]) -> None:
     """A block of bench net: round trips (ratios to raw TCP and to NATS),
-    one-way messages (and per second) or bandwidth (GB/s)."""
-    if "ratio_nats" in rows[0]:
+    one-way messages (and per second), bandwidth (GB/s) or NATS messages
+    per operation."""
+    if "msgs" in rows[0]:
+        print(f"  {'case':<46} {'msgs/op':>10} {'bytes/op':>12}")
+        for row in rows:
+            print(f"  {row['case']:<46} {row['msgs']:>10.2f} {row['bytes']:>12,}")
+    elif "ratio_nats" in rows[0]:
         print(f"  {'case':<46} {'ns/op':>10} {'vs TCP':>7} {'vs NATS':>8}")
         for row in rows:
             print(f"  {row['case']:<46} {row['ns_per_op']:>10.1f} {row['ratio']:>6.2f}x {row['ratio_nats']:>7.2f}x")

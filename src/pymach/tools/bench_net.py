@@ -103,6 +103,7 @@ class Setup:
             self.ns_a = self.ns_b = ""
             self.ip_a = self.ip_b = "127.0.0.1"
         self.nats_url = ""
+        self.monitor_url = ""
         self.tcp_port = TCP_PORT
 
     def describe(self) -> str:
@@ -173,7 +174,8 @@ class Setup:
         conf = os.path.join(self.dir, "nats.conf")
         port = NATS_PORT if self.refused is None else -1
         with open(conf, "w") as f:
-            f.write(f'listen: "{self.ip_a}:{port}"\nports_file_dir: "{self.dir}"\nmax_payload: {server.MAX_PAYLOAD}\n'
+            f.write(f'listen: "{self.ip_a}:{port}"\nhttp: "{self.ip_a}:-1"\nports_file_dir: "{self.dir}"\n'
+                    f'max_payload: {server.MAX_PAYLOAD}\n'
                     f'max_pending: {server.MAX_PENDING}\n'
                     f'authorization {{\n  token: "{self.token}"\n}}\n')
         os.chmod(conf, 0o600)
@@ -186,7 +188,9 @@ class Setup:
             if ports:
                 import json
                 with open(os.path.join(self.dir, ports[0])) as f:
-                    self.nats_url = json.load(f)["nats"][0]
+                    urls = json.load(f)
+                self.nats_url = urls["nats"][0]
+                self.monitor_url = urls["monitoring"][0]
                 break
             if p.poll() is not None or time.monotonic() > deadline:
                 fail("nats-server", f"it did not start (see {self.dir}/nats.log)")
@@ -381,6 +385,20 @@ def _measure(setup: Setup, n: int, repeat: int, ool: int) -> list[dict[str, Any]
                               ("SendRight.send through the proxies", lambda: timed(mach_send, n))], repeat)
         bw = _median_rounds([("raw TCP (baseline)", lambda: timed(tcp_bulk, k)),
                              ("out-of-line through the proxies", lambda: timed(mach_ool, k))], repeat)
+
+        def counted(fn: Callable[[], None], ops: int) -> tuple[float, float]:
+            """NATS messages and bytes the server took in per operation."""
+            before = _varz(setup.monitor_url)
+            fn()
+            after = _varz(setup.monitor_url)
+            return (after["in_msgs"] - before["in_msgs"]) / ops, (after["in_bytes"] - before["in_bytes"]) / ops
+
+        counts = [(c, counted(fn, ops)) for c, fn, ops in (
+            ("NATS request/reply alone (nats-py)", nats_rtt, n),
+            ("pymach.request through the proxies", mach_rtt, n),
+            ("NATS publish alone (nats-py)", nats_pub, n),
+            ("SendRight.send through the proxies", mach_send, n),
+            (f"out-of-line {ool >> 20} MiB through the proxies", mach_ool, k))]
     finally:
         for right in rights:
             right.close()
@@ -403,7 +421,19 @@ def _measure(setup: Setup, n: int, repeat: int, ool: int) -> list[dict[str, Any]
                       "bandwidth)", "stat": "median", "net": True, "repeat": repeat, "ops": k,
          "rows": [{"case": c, "ns_per_op": round(ns, 1), "gbps": round(ool / ns, 3),
                    "ratio": round(base_bw / ns, 2)} for c, ns in bw]},
+        {"benchmark": "NATS messages per operation (the server's in_msgs and in_bytes, one more run of each case; "
+                      "lease beats and a sample's closing sync request included)", "stat": "once", "net": True,
+         "ops": n, "rows": [{"case": c, "msgs": round(m, 2), "bytes": round(b)} for c, (m, b) in counts]},
     ]
+
+
+def _varz(url: str) -> dict[str, int]:
+    """The NATS server's counters (its monitoring endpoint)."""
+    import json
+    import urllib.request
+    with urllib.request.urlopen(url + "/varz", timeout=10) as r:
+        v = json.load(r)
+    return {"in_msgs": int(v["in_msgs"]), "in_bytes": int(v["in_bytes"])}
 
 
 # -- the peer, on host B ---------------------------------------------------------------------------------------
