@@ -22,6 +22,7 @@ pytest.importorskip("nkeys", reason="nkeys is in the net extra: pip install 'pym
 pytest.importorskip("nats", reason="nats-py is in the net extra: pip install 'pymach[net]'")
 
 import nethosts  # noqa: E402
+from pymach.mach import MACH_SEND_INVALID_DEST  # noqa: E402
 from pymach.mach.netname import NETNAME_NO_SUCH_HOST  # noqa: E402
 
 ME = "pmuser"
@@ -190,6 +191,29 @@ def test_a_send_once_right_passed_on_to_a_third_host_is_answered_once(net: Net) 
         a1("receive", port, 0.5)  # once: no second message, no send-once notification
     a2("release", svc3)
     for h in (port, svc2):
+        a1("release", h)
+
+
+def test_a_killed_remote_task_s_port_is_a_dead_name_at_once_not_after_a_lease(net: Net) -> None:
+    """A second task on host 3 serves a name; host 1 looks it up and calls
+    it; the task is killed (SIGKILL). Host 3's proxy sees its port die (the
+    local EOF: a dead-name notification) and tells host 1, whose right is a
+    dead name then, while host 3 itself stays alive and heard (host 1's
+    right to host 3's other service still works: no lease ran out)."""
+    a1 = net[1]
+    h3 = net.hosts[3]
+    doomed = h3.agent(net.sockets["host3"])
+    doomed("serve", "doomed.h3")
+    other = a1("look_up", "svc.h3", "host3")
+    right = a1("look_up", "doomed.h3", "host3")
+    assert a1("request", right, "alive")["data"] == "echo:host3:alive"
+    doomed.stop(kill=True)
+    assert a1("wait_dead", right, LEASE + 5, timeout=LEASE + 10)
+    with pytest.raises(nethosts.AgentError) as ei:
+        a1("send", right, "late", 1)
+    assert ei.value.kr == MACH_SEND_INVALID_DEST
+    assert not a1("dead", other) and a1("request", other, "still")["data"] == "echo:host3:still"
+    for h in (right, other):
         a1("release", h)
 
 
