@@ -179,7 +179,7 @@ class Inbound:
 
     expected: int = 0
     delivered: int = 0
-    early: dict[int, NW.Encoded] = field(default_factory=dict)
+    early: dict[int, NW.Encoded | None] = field(default_factory=dict)  # None: a bad message (not delivered)
     chunks: dict[int, NW.Reassembly] = field(default_factory=dict)
 
 
@@ -724,10 +724,7 @@ class Proxy:
         except NW.WireError as err:
             log.warning("netmsg: a bad message from %s: %s", f.src_host, err)
             enc = None
-        if enc is None:
-            ib.early[f.seq] = NW.Encoded(0, NW.PORT_SEND)  # keeps the order going: delivered as nothing
-        else:
-            ib.early[f.seq] = enc
+        ib.early[f.seq] = enc  # (None keeps the order going: nothing is delivered in its place)
         accepted = False
         # nothing waits for the port: deliver here, while it has room (not
         # a task switch away)
@@ -737,7 +734,7 @@ class Proxy:
             # the rights it carries are resolved now, in the order frames
             # came (a DROP after it cannot take a right it brings home)
             keep: list[Any] = []
-            built = self._build(e, enc, keep) if enc.msg_id or enc.descriptors or enc.inline or enc.reply else None
+            built = self._build(e, enc, keep) if enc is not None else None
             del enc
             if idle and (built is None or self._deliver_now(e, built, keep)):
                 ib.delivered = ib.expected + 1
