@@ -386,7 +386,11 @@ def test_no_senders_when_the_last_remote_holder_lets_go(hosts: Hosts) -> None:
 def test_a_restarted_hosts_old_ports_are_dead_names_here(hosts: Hosts) -> None:
     """hostC's proxy is killed and started again: a new incarnation. A
     right got from the old one is a dead name here once a message finds
-    the new one refusing it; the new one serves new check-ins."""
+    the new one refusing it; the new one serves new check-ins. The old
+    incarnation held the only send right to a port of ours (in a message
+    queued at hostC): once hostA hears the new incarnation, that
+    reference is dropped and the port gets its no-senders notification
+    (references are counted per incarnation)."""
     from machutil import Server
     path_c = str(hosts.tmp / "c.sock")
     bs_c = Server(path_c, log=str(hosts.tmp / "bootstrap-c.log"))
@@ -400,11 +404,18 @@ def test_a_restarted_hosts_old_ports_are_dead_names_here(hosts: Hosts) -> None:
 
     try:
         first = proxy()
-        peer = Proc([sys.executable, str(HERE / "netmsg_peer.py"), "echo.c"], hosts.env(path_c),
+        peer = Proc([sys.executable, str(HERE / "netmsg_peer.py"), "echo.c", "still.c"], hosts.env(path_c),
                     hosts.tmp / "peer-c.log", stdin=True)
         try:
-            with net.look_up("echo.c", "hostC") as old:
+            with net.look_up("echo.c", "hostC") as old, Port() as mine, Port() as notify:
                 request(old, b"hi", timeout=10).release()
+                with net.look_up("still.c", "hostC") as still, mine.make_send() as right:
+                    still.send(Message(b"hold", rights=[right]), timeout=10)  # (a copy: ours goes at the end)
+                    request(old, b"after", timeout=10).release()  # (ordered after it at hostC's proxy)
+                prev = mach_port_t()
+                assert M.mach_port_request_notification(M.mach_task_self(), mine.name, M.MACH_NOTIFY_NO_SENDERS, 0,
+                                                        notify.name, M.MACH_MSG_TYPE_MAKE_SEND_ONCE,
+                                                        byref(prev)) == 0
                 first.stop(kill=True)
                 peer.stop()
                 proxy()
@@ -412,6 +423,9 @@ def test_a_restarted_hosts_old_ports_are_dead_names_here(hosts: Hosts) -> None:
                             hosts.tmp / "peer-c.log", stdin=True)
                 old.send(b"to the old incarnation", timeout=5)
                 assert _wait(lambda: old.dead)
+                m = notify.receive(10)
+                assert m.id == M.MACH_NOTIFY_NO_SENDERS
+                m.release()
                 with net.look_up("echo.c", "hostC") as new:
                     r = request(new, b"again", timeout=10)
                     assert r.data == b"echo:again"
