@@ -14,7 +14,8 @@ Commands ([name, args...]); rights are kept in a table under handles (ints):
   right of handle H (copied; for a port, a send right made from it) /
   net.check_out;
 - ["look_up", NAME, HOST]: net.look_up: the handle of the send right;
-- ["request", H, DATA, [H...], ONCE]: request on handle H carrying copies of
+- ["request", H, DATA, [H...], ONCE, SECONDS]: request on handle H (within
+  SECONDS, 10 if not given) carrying copies of
   the send rights of handles [H...] (send rights made from ports; send-once
   rights with ONCE true; a send-once right held moves, its handle goes):
   the reply's data, and the handles of the rights it carried;
@@ -27,6 +28,9 @@ Commands ([name, args...]); rights are kept in a table under handles (ints):
 - ["dead", H]: whether handle H is a dead name now;
 - ["wait_dead", H, SECONDS]: poll until it is (True) or SECONDS pass (False);
 - ["release", H]: drop handle H;
+- ["version"]: net.version() ("VERSION HOST INCARNATION");
+- ["ping", NAME, HOST, DATA, SECONDS]: a fresh look-up of NAME on HOST and
+  one request on it (within SECONDS): the reply's data;
 - ["hash_serve", NAME]: a port checked in as NAME, served by a thread: each
   request is answered (id + 100) with, per out-of-line region it carried,
   its length (u64) and SHA-256, and one out-of-line region of SIZE bytes
@@ -198,7 +202,8 @@ def command(cmd: list[Any]) -> Any:
                    else rights[h].make_send_once() if once else rights[h].make_send()
                    for h in (cmd[3] if len(cmd) > 3 else [])]
         try:
-            r = request(target, Message(data=cmd[2].encode(), rights=carried), timeout=10)
+            r = request(target, Message(data=cmd[2].encode(), rights=carried),
+                        timeout=float(cmd[5]) if len(cmd) > 5 else 10)
         finally:
             for c in carried:
                 c.close()  # a send right travels as a copy: ours goes (no-op for a moved one)
@@ -240,6 +245,14 @@ def command(cmd: list[Any]) -> Any:
     if op == "release":
         rights.pop(cmd[1]).close()
         return None
+    if op == "version":
+        return net.version()
+    if op == "ping":
+        with net.look_up(cmd[1], host=cmd[2]) as right:
+            r = request(right, Message(data=pad(cmd[3])), timeout=float(cmd[4]))
+        data = bytes(r.data).rstrip(b"\0").decode()
+        r.release()
+        return data
     if op == "hash_serve":
         port = Port()
         with port.make_send() as right:
