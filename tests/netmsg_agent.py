@@ -34,7 +34,8 @@ Commands ([name, args...]); rights are kept in a table under handles (ints):
 - ["hash_serve", NAME]: a port checked in as NAME, served by a thread: each
   request is answered (id + 100) with, per out-of-line region it carried,
   its length (u64) and SHA-256, and one out-of-line region of SIZE bytes
-  (the request's data is "SIZE") made by ool_bytes from those digests;
+  (the request's data is "SIZE"; none for 0) made by ool_bytes from those
+  digests;
 - ["ool_request", H, SIZE, REPLY_SIZE]: a request on handle H carrying
   SIZE random bytes out of line (made here, and gone once sent); answers
   whether the reply named their length and hash and carried the
@@ -118,7 +119,8 @@ def hash_loop(port: Port) -> None:
         size = int(bytes(m.data).rstrip(b"\0") or b"0")
         if m.reply is not None:
             try:
-                m.reply.send(Message(data=out, id=m.id + 100, ool=[ool_bytes(out, size)]), timeout=10)
+                m.reply.send(Message(data=out, id=m.id + 100, ool=[ool_bytes(out, size)] if size else []),
+                             timeout=10)
             except MachError:
                 pass
             m.reply = None
