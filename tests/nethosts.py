@@ -24,6 +24,9 @@ fixture) builds:
   FILE``), both run with ``ip netns exec`` in the host's namespace;
   ``host.agent()`` starts a task there (tests/netmsg_agent.py, driven by
   JSON lines) that uses that host's bootstrap server and proxy.
+- ``restart(host)`` / ``restart_hub()`` stop a leaf's (the hub's)
+  nats-server and start it again on the same configuration;
+  ``proxies[account][host]`` is the proxy process (its pid for /proc).
 
 Everything is torn down on exit, even after a failure: agents, proxies and
 bootstrap servers stopped, servers killed and reaped, loops closed,
