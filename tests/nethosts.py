@@ -24,15 +24,28 @@ fixture) builds:
   FILE``), both run with ``ip netns exec`` in the host's namespace;
   ``host.agent()`` starts a task there (tests/netmsg_agent.py, driven by
   JSON lines) that uses that host's bootstrap server and proxy.
+- ``restart(host)`` / ``restart_hub()`` stop a leaf's (the hub's)
+  nats-server and start it again on the same configuration;
+  ``proxies[account][host]`` is the proxy process (its pid for /proc).
 
 Everything is torn down on exit, even after a failure: agents, proxies and
 bootstrap servers stopped, servers killed and reaped, loops closed,
 namespaces deleted.
 
+``Hosts(n, topology="cluster")`` joins the hosts' servers as a NATS cluster
+instead (natsconf.cluster_config: a full mesh of routes over TLS between
+the hosts' addresses on the bridge, port 6222; every node lists every
+host's proxy users): no hub server runs, the hub namespace only holds the
+bridge. ``cut_between(a, b)`` / ``heal_between(a, b)`` put (and take away)
+a blackhole route to each other's address in both hosts' namespaces, so
+those two cannot reach each other while both still reach the rest (NATS
+routes do not relay through a third server): a partial partition.
+
 Where ``ip netns`` is refused (not root, no CAP_SYS_ADMIN) or
 PYMACH_TEST_NO_NETNS=1 is set, the hosts fall back to separate nats-servers on
 127.0.0.1 ports in this namespace (``Hosts.fallback`` says why); a link cannot
-be cut there, and ``cut``/``heal`` raise ``pytest.skip``.
+be cut there, and ``cut``/``heal`` raise ``pytest.skip`` (a cluster is
+not made there: ``Hosts(topology="cluster")`` skips).
 """
 
 from __future__ import annotations
@@ -334,12 +347,14 @@ class Host:
                                ready_fd=True))
         return path
 
-    def start_proxy(self, socket_path: str, seed_file: str | None, tag: str, *args: str) -> Proc:
+    def start_proxy(self, socket_path: str, seed_file: str | None, tag: str, *args: str,
+                    retry: str = "0.25,8") -> Proc:
         """``pymach netmsg serve`` on this host for the bootstrap server at
-        ``socket_path``, authenticated by the nkey seed in ``seed_file``."""
+        ``socket_path``, authenticated by the nkey seed in ``seed_file``
+        (``retry``: its PYMACH_NETMSG_RETRY, "SECONDS,TRIES")."""
         argv = [sys.executable, "-m", "pymach", "netmsg", "serve", "--nats", self.url, "--host", self.name, "-v",
                 *(["--nkey-seed", seed_file] if seed_file else []), *args]
-        p = Proc(self.ns_argv(argv), self.env(socket_path, PYMACH_NETMSG_RETRY="0.25,8"),
+        p = Proc(self.ns_argv(argv), self.env(socket_path, PYMACH_NETMSG_RETRY=retry),
                  os.path.join(self.directory, f"proxy-{tag}.log"), ready_fd=True)
         self.procs.append(p)
         return p
@@ -370,8 +385,12 @@ class Host:
 class Hosts:
     """N hosts joined as leaves to a hub; see the module docstring."""
 
-    def __init__(self, n: int = 3, accounts: tuple[str, ...] = ("pmuser", "pmother")) -> None:
+    def __init__(self, n: int = 3, accounts: tuple[str, ...] = ("pmuser", "pmother"),
+                 topology: str = "hub") -> None:
+        if topology not in ("hub", "cluster"):
+            raise ValueError(f"topology {topology!r}: hub or cluster")
         self.n = n
+        self.topology = topology
         self.account_names = accounts
         self.fallback: str | None = None
         self.hosts: list[Host] = []
@@ -381,6 +400,7 @@ class Hosts:
         self._tmp: str | None = None
         self._exe = nats_server_path()
         self.prefix = f"pm{os.getpid()}"
+        self.proxies: dict[str, dict[str, Proc]] = {}  # account → host name → its proxy
 
     # -- life cycle ----------------------------------------------------------
 
@@ -407,6 +427,8 @@ class Hosts:
         except natsconf.NkeysUnavailable as exc:
             pytest.skip(str(exc))
         self.fallback = netns_refusal()
+        if self.fallback and self.topology == "cluster":
+            pytest.skip(f"a cluster whose routes can be cut needs network namespaces ({self.fallback})")
         self._tmp = tempfile.mkdtemp(prefix="pmnet-")
         os.chmod(self._tmp, 0o700)
         ips = ["127.0.0.1"] if self.fallback else ["127.0.0.1", HUB_IP] + [f"{SUBNET}.{10 + i}"
@@ -431,6 +453,9 @@ class Hosts:
                 host.users[a] = natsconf.new_user(name)
                 host.uplinks[a] = natsconf.new_user(name)
             self.hosts.append(host)
+        if self.topology == "cluster":
+            self._start_cluster()
+            return
         leaf_port = self._free_port() if self.fallback else 7422
         self.hub_leaf_url = f"tls://{'127.0.0.1' if self.fallback else HUB_IP}:{leaf_port}"
         self.hub = Server("hub", hub_ns, self._path("hub.conf"), self._path("hub.log"),
@@ -446,6 +471,31 @@ class Hosts:
             self._start_server(h.server, h.thread)
         for h in self.hosts:
             self.wait_leaf_up(h)
+
+    ROUTE_PORT = 6222
+
+    def cluster_text(self, h: Host) -> str:
+        return natsconf.cluster_config(
+            host=h.name, cluster_listen=(h.address, self.ROUTE_PORT), tls=self.tls,
+            routes=[f"tls://{o.address}:{self.ROUTE_PORT}" for o in self.hosts if o is not h],
+            users={a: {o.name: o.users[a].public_key for o in self.hosts} for a in self.account_names},
+            client=("127.0.0.1", h.server.client_port), http=("127.0.0.1", h.server.http_port))
+
+    def _start_cluster(self) -> None:
+        for h in self.hosts:
+            self._write(h.server.conf, self.cluster_text(h))
+            self._start_server(h.server, h.thread)
+        for h in self.hosts:
+            self.wait_routes(h, {o.name for o in self.hosts if o is not h})
+
+    def routes(self, host: Host) -> set[str]:
+        """The hosts whose nodes ``host``'s node has a route to (cluster)."""
+        routez = self.monitor(host, "routez")
+        return {str(r.get("remote_name", "")).removeprefix("pm-") for r in routez.get("routes") or []}
+
+    def wait_routes(self, host: Host, want: set[str]) -> None:
+        """Until ``host``'s node has routes to exactly the hosts ``want``."""
+        self.wait_until(lambda: self.routes(host) == want, f"{host.name}'s routes to {sorted(want)}", host.server)
 
     def leaf_text(self, h: Host) -> str:
         return natsconf.leaf_config(
@@ -582,13 +632,15 @@ class Hosts:
         """A file (mode 0600) holding ``host``'s proxy nkey seed in ``account``."""
         return self.write(os.path.join(host.name, f"{account}.seed"), host.users[account].seed + "\n")
 
-    def start_proxies(self, account: str, *args: str) -> dict[str, str]:
+    def start_proxies(self, account: str, *args: str, retry: str = "0.25,8") -> dict[str, str]:
         """A bootstrap server and a proxy of ``account`` on every host:
-        host name → the bootstrap socket path its tasks use."""
+        host name → the bootstrap socket path its tasks use (``retry``: the
+        proxies' PYMACH_NETMSG_RETRY)."""
         out = {}
         for h in self.hosts:
             path = h.start_bootstrap(account)
-            h.start_proxy(path, self.seed_file(h, account), account, *args)
+            self.proxies.setdefault(account, {})[h.name] = h.start_proxy(
+                path, self.seed_file(h, account), account, *args, retry=retry)
             out[h.name] = path
         return out
 
@@ -611,6 +663,31 @@ class Hosts:
         self._start_server(host.server, host.thread)
         self.wait_leaf_up(host)
 
+    def restart_hub(self) -> None:
+        """Stop the hub's nats-server and start it again on the same
+        configuration; returns when every leaf has joined it again."""
+        assert self.hub is not None and self.hub_thread is not None, "no hub in a cluster"
+        self.hub.stop()
+        self._start_server(self.hub, self.hub_thread)
+        for h in self.hosts:
+            self.wait_leaf_up(h)
+
+    def _blackhole(self, a: Host, b: Host, verb: str) -> None:
+        if self.fallback or a.ns is None or b.ns is None:
+            pytest.skip(f"no route to cut without network namespaces ({self.fallback})")
+        for x, y in ((a, b), (b, a)):
+            _ip("-n", x.ns, "route", verb, "blackhole", f"{y.address}/32", check=verb == "add")
+
+    def cut_between(self, a: Host, b: Host) -> None:
+        """``a`` and ``b`` can no longer reach each other (a blackhole route
+        to the other's address in each one's namespace); both still reach
+        every other host."""
+        self._blackhole(a, b, "add")
+
+    def heal_between(self, a: Host, b: Host) -> None:
+        """Take cut_between's routes away."""
+        self._blackhole(a, b, "del")
+
 
 def _http_ok(url: str) -> bool:
     try:
@@ -625,9 +702,9 @@ def _http_json(url: str) -> dict[str, Any]:
         return dict(json.load(r))
 
 
-def hosts_fixture(n: int = 3) -> Iterator[Hosts]:
+def hosts_fixture(n: int = 3, topology: str = "hub") -> Iterator[Hosts]:
     """Body of a module-scoped fixture: ``yield from hosts_fixture()``."""
-    with Hosts(n) as hosts:
+    with Hosts(n, topology=topology) as hosts:
         if hosts.fallback:
             import warnings
             warnings.warn(f"network namespaces unavailable ({hosts.fallback}): hosts are nats-servers on "
