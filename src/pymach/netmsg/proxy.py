@@ -100,6 +100,9 @@ from . import wire as NW
 log = logging.getLogger("pymach.netmsg")
 
 WINDOW: Final = 8          # credits an import starts with: messages in flight per (host, port)
+# bytes of messages in flight per (host, port), not delivered yet: a home
+# holds no more than this (and one message) for a sender's port
+BYTE_WINDOW: Final = 64 << 20
 AHEAD: Final = 4 * WINDOW  # a home keeps no message further ahead of the next expected than this
 RCV_MAX: Final = 64 << 20  # the largest inline message forwarded
 REQUEST_TIMEOUT: Final = 2.0
@@ -149,6 +152,8 @@ class Import:
     credits: int = WINDOW     # WINDOW - (sent - delivered)
     seq: int = 0              # the next sequence number to send
     delivered: int = 0        # how many the home has delivered
+    sizes: collections.deque[int] = field(default_factory=collections.deque)  # of those not delivered
+    inflight: int = 0         # their bytes
     last: list[bytes] = field(default_factory=list)  # the first frame of the last message sent
     probed: float = 0.0
     made: int = 0             # make-sends given out
@@ -374,10 +379,7 @@ class Proxy:
             elif msg_id == MACH_NOTIFY_NO_SENDERS and not remote and size == 36:
                 self._no_senders(imp, _U32.unpack_from(raw, 32)[0])
             elif msg_id == MACH_NOTIFY_SEND_ONCE and not remote and size == 24 and imp.kind == NW.PORT_SEND_ONCE:
-                self._publish(_frames(imp.ref.host), self._frame(
-                    NW.DROP, incarnation=imp.ref.incarnation, port_id=imp.ref.port_id,
-                    generation=imp.ref.generation, right=NW.PORT_SEND_ONCE, count=1))
-                self._drop_import(imp)
+                self._drop_import(imp)  # (its home's send-once right goes: its port is notified there)
             else:
                 self._forward(imp, raw)
 
@@ -481,7 +483,8 @@ class Proxy:
                 except K.MachError:
                     pass
             self._destroy_carried(HDR.pack(bits, size, remote, 0, 0, msg_id) + raw[HDR.size:])
-            self._after_send(imp)
+            if imp.kind == NW.PORT_SEND_ONCE:
+                self._drop_import(imp)  # used up here: the home's send-once right goes (notified there)
             return
         enc = NW.Encoded(msg_id, MD.MACH_MSGH_BITS_LOCAL(bits))
         to_inc = imp.ref.incarnation
@@ -518,7 +521,7 @@ class Proxy:
         # a probe: its first frame, which the home answers as a duplicate with an ACK
         imp.last = [NW.chunk(self.host, self.incarnation, imp.ref, seq, payload, room, 0)]
         imp.probed = asyncio.get_running_loop().time()
-        self._after_send(imp)
+        self._after_send(imp, len(payload))
 
     def _pump(self, port: tuple[str, int, int, int]) -> None:
         """Publish the chunks of the messages outstanding for ``port``, in
@@ -587,12 +590,17 @@ class Proxy:
             # until the next round finds another
             pending, late, o, imp, frame = {}, [], None, None, b""  # type: ignore[assignment]
 
-    def _after_send(self, imp: Import) -> None:
+    def _after_send(self, imp: Import, size: int) -> None:
+        """A message of ``size`` bytes went to ``imp``'s home: one credit
+        and its bytes are taken; without credit (or over BYTE_WINDOW) the
+        proxy port leaves the port set until ACKs give them back."""
         if imp.kind == NW.PORT_SEND_ONCE:
             self._drop_import(imp, publish=False)  # used: the home gives its right back itself
             return
         imp.credits -= 1
-        if imp.credits <= 0 and imp.in_set:
+        imp.sizes.append(size)
+        imp.inflight += size
+        if (imp.credits <= 0 or imp.inflight >= BYTE_WINDOW) and imp.in_set:
             R.extract_member(self.space, imp.name, self.pset)
             imp.in_set = False
 
@@ -617,12 +625,15 @@ class Proxy:
         self._drop_import(imp)
 
     def _drop_import(self, imp: Import, publish: bool = True) -> None:
+        """Destroy the proxy port of ``imp``; with ``publish``, give its
+        home back the references we had (a DROP)."""
         self.imports.pop(imp.ref.port, None)
         self.import_by_name.pop(imp.name, None)
-        if publish and imp.kind == NW.PORT_SEND and imp.received:
+        count = imp.received if imp.kind == NW.PORT_SEND else 1
+        if publish and count:
             self._publish(_frames(imp.ref.host), self._frame(
                 NW.DROP, incarnation=imp.ref.incarnation, port_id=imp.ref.port_id, generation=imp.ref.generation,
-                right=NW.PORT_SEND, count=imp.received))
+                right=imp.kind, count=count))
         self._destroy(imp.name)
 
     # -- forwarding in -------------------------------------------------------------------
@@ -948,10 +959,7 @@ class Proxy:
                 if obj.made <= 0:
                     self._drop_import(obj)
             else:
-                self._publish(_frames(obj.ref.host), self._frame(
-                    NW.DROP, incarnation=obj.ref.incarnation, port_id=obj.ref.port_id,
-                    generation=obj.ref.generation, right=NW.PORT_SEND_ONCE, count=1))
-                self._drop_import(obj, publish=False)
+                self._drop_import(obj)
 
     def _on_ctl(self, f: NW.Frame) -> None:
         if f.kind in (NW.ACK, NW.MORE) and f.to_incarnation != self.incarnation:
@@ -983,9 +991,11 @@ class Proxy:
                     mm.release_free_heap()  # (its chunks came and went: the heap keeps them otherwise)
             imp = self.imports.get(port)
             if imp is not None:
+                for _ in range(min(f.delivered - imp.delivered, len(imp.sizes))):
+                    imp.inflight -= imp.sizes.popleft()
                 imp.delivered = max(imp.delivered, f.delivered)
                 imp.credits = WINDOW - (imp.seq - imp.delivered)
-                if imp.credits > 0 and not imp.in_set:
+                if imp.credits > 0 and imp.inflight < BYTE_WINDOW and not imp.in_set:
                     R.insert_member(self.space, imp.name, self.pset)
                     imp.in_set = True
         elif f.kind == NW.DEAD:
