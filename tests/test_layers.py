@@ -204,6 +204,7 @@ CORE_TESTS: dict[str, str] = {
     "test_pythonic_input.py": "the space's rights after bad input to the Pythonic layer (ipc_right)",
     "test_receive_wakeup.py": "a receiver inside the kernel's Port.dequeue when the port goes",
     "test_security.py": "records forged below the runtime (ipc_kmsg, ipc_port)",
+    "test_send_once_target.py": "which receive right a send-once right sends to (ipc_right.send_once_target)",
     "test_task_port_messages.py": "hand-made records carrying task and thread ports (ipc_kmsg), and the space's "
                                   "rows of received task ports (introspect)",
     "test_tracer.py": "the fault tracer (_linux.tracer) and the exception each fault is (kern.exc_codes), below "

@@ -922,7 +922,7 @@ def test_frames_round_trip_and_chunk() -> None:
     assert (g.kind, g.incarnation, g.port_id, g.right, g.count, g.to_host, g.to_incarnation) == (
         W.LEND, 2, 3, W.PORT_SEND, 1, "host3", 9)
     for bad in (W.pack(lend)[:-1], W.pack(lend) + b"x",
-                W.pack(W.Frame(W.LEND, "h", 1, 2, 3, right=W.PORT_SEND_ONCE, count=1, to_host="x"))):
+                W.pack(W.Frame(W.LEND, "h", 1, 2, 3, right=0, count=1, to_host="x"))):
         with pytest.raises(W.WireError):
             W.unpack(bad)
     ack = W.unpack(W.pack(W.Frame(W.ACK, "h", 1, 2, 3, 0, 4, delivered=5, to_incarnation=8)))

@@ -194,6 +194,55 @@ def test_a_send_once_right_passed_on_to_a_third_host_is_answered_once(net: Net) 
         a1("release", h)
 
 
+def test_a_send_once_right_passed_on_to_a_third_host_is_named_at_its_home(net: Net) -> None:
+    """Host 1's send-once right goes host 1 → host 2 → host 3; then host 2
+    is cut off. Host 3 answers on the right all the same: it names the
+    port at its home, host 1 (host 2 told host 1 it passed the right on),
+    so the answer does not go through host 2."""
+    a1, a2, a3 = net[1], net[2], net[3]
+    svc2 = a1("look_up", "svc.h2", "host2")
+    svc3 = a2("look_up", "svc.h3", "host3")
+    port = a1("port")
+    on2 = _held(a1("request", svc2, "hold", [port], True), "host2")
+    on3 = _held(a2("request", svc3, "hold", [on2]), "host3")
+    net.hosts.cut(net.hosts[2])
+    try:
+        a3("send", on3, "answer", 4321)
+        assert a1("receive", port, 5) == 4321
+        with pytest.raises(nethosts.AgentError):
+            a1("receive", port, 0.5)  # once: no second message, no send-once notification
+    finally:
+        net.hosts.heal(net.hosts[2])
+    net.hosts.wait_leaf_up(net.hosts[2])
+    # (host 2 and the others take each other for dead meanwhile: they meet
+    # again as new incarnations before the next test)
+    _reach(a1, "svc.h2", "host2")
+    _reach(a2, "svc.h3", "host3")
+    a2("release", svc3)
+    for h in (port, svc2):
+        a1("release", h)
+
+
+def _reach(a: nethosts.Agent, name: str, host: str, timeout: float = 20) -> None:
+    """A fresh look-up of ``name`` at ``host`` and a request on it, until
+    both work (after a heal the hosts may still be renewing)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        h = None
+        try:
+            h = a("look_up", name, host)
+            a("request", h, "back", [], False, 2)
+            return
+        except nethosts.AgentError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+        finally:
+            if h is not None:
+                a("release", h)
+
+
 def test_a_killed_remote_task_s_port_is_a_dead_name_at_once_not_after_a_lease(net: Net) -> None:
     """A second task on host 3 serves a name; host 1 looks it up and calls
     it; the task is killed (SIGKILL). Host 3's proxy sees its port die (the

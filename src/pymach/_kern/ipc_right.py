@@ -1385,6 +1385,43 @@ def copyout_receive(space: IpcSpace, port: Port) -> int:
         return space.alloc(port, MACH_PORT_TYPE_RECEIVE, 0, key=id(port))[0]
 
 
+def send_once_target(space: IpcSpace, name: int, receivers: list[int]) -> int:
+    """Which of the receive rights ``receivers`` (names in ``space``) the
+    send-once right ``name`` sends to: its name, or 0 for none of them
+    (or when ``name`` is not a send-once right).
+
+    Sameness is proven by the kernel (sockdiag), as copyout_receive does:
+    a send-once right is a connection of its own, whose receiving end the
+    port keeps; the right goes to the port when its sending end is the
+    peer of one of those ends. (A send-once right that travels over a
+    reply connection is matched by none: 0.)
+
+    Conditions: nothing locked; takes the space's lock, then under it
+    each port's lock in turn."""
+    ends: dict[int, int] = {}
+    with space.lock:
+        e = space.lookup(name)
+        if e is None or not e.type & MACH_PORT_TYPE_SEND_ONCE or not isinstance(e.object, SendOnceCap) \
+                or isinstance(e.object, ReplyCap):
+            return 0
+        tx = e.object.ino
+        for r in receivers:
+            re = space.lookup(r)
+            if re is None or not isinstance(re.object, Port):
+                continue
+            port = re.object
+            with port.lock:
+                for fd, (_sock, once) in port.ends.items():
+                    if once:
+                        ends[files.inode(fd)] = r
+    if not ends:
+        return 0
+    for rx, peer in sockdiag.peers(ends).items():
+        if peer == tx:
+            return ends[rx]
+    return 0
+
+
 def _send_port_destroyed(space: IpcSpace, name: int, e: IpcEntry, port: Port) -> bool:
     """A receive right with a port-destroyed request is not destroyed: it
     travels to the request's port, with its queue, its make-send count and

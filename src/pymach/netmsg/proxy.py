@@ -27,17 +27,17 @@ Guarantees kept here:
   seen, and acknowledges what it received; what is not acknowledged is sent
   again, and after RETRIES tries its port is taken for dead;
 - qlimit: an import holds credits (WINDOW at first); each forwarded
-  message takes one, each delivery into the real port gives one back. Without credit the proxy port leaves the port set, so its queue
-  fills and local senders block or time out (MACH_SEND_TIMED_OUT) at it,
-  as at a local port;
+  message takes one, each delivery into the real port gives one back;
+  without credit (or with BYTE_WINDOW bytes undelivered) the proxy port
+  leaves the port set, so its queue fills and local senders block or time
+  out (MACH_SEND_TIMED_OUT) at it, as at a local port;
 - dead names: the home's dead-name notification becomes DEAD frames to
   every host holding a reference; they destroy their proxy ports, so
   holders see dead names;
 - incarnations: a proxy that restarts has a new random incarnation; a
   frame for a port of an old incarnation of this host is answered with
   DEAD, and frames from an incarnation of a host older than the last one
-  seen are dropped (and its proxy ports destroyed).
-
+  seen are dropped (and its proxy ports destroyed);
 - leases: BEAT frames every lease / 3 to each host we deal with; a host
   not heard from for the lease is dead here (its incarnation fenced, its
   ports dead names, its references on our ports dropped); a proxy that
@@ -50,17 +50,17 @@ Guarantees kept here:
   flight beyond what its home reports holding (MORE), so NATS's buffers
   (and its slow-consumer limit) never see more;
 - references are counted per (host, incarnation): a restarted host's old
-  references go with its old incarnation.
-
+  references go with its old incarnation;
 - a send right passed on to a third host names the port at its home;
   its holder sends the home a LEND (count the third host) before the
   right leaves, ahead of its own DROP; a home's count for a host may go
   below zero while a LEND is on its way, and the home releases its right
-  only when every host's count is zero.
+  only when every host's count is zero;
+- a send-once right passed on to a third host is named at its home too
+  (the kernel tells which proxy port it goes to), which is told of the
+  new holder (LEND) and takes it as the right's only holder.
 
-Not done yet: moving receive rights (refused), naming a send-once right
-passed on to a third host at its home (it goes through its holder); see
-docs/netmsg.md.
+Not done yet: moving receive rights (refused); see docs/netmsg.md.
 """
 
 from __future__ import annotations
@@ -410,6 +410,17 @@ class Proxy:
         told first (_lend)."""
         self.heard.setdefault(to, time.monotonic())  # its lease starts now
         if kind == NW.PORT_SEND_ONCE:
+            imp = self._send_once_import(name)
+            if imp is not None:
+                # a send-once right to one of our proxy ports: the remote
+                # right itself, passed on (its home learns the new holder
+                # first); our proxy port goes without a word (its home's
+                # right is the new holder's now)
+                if to != imp.ref.host:
+                    self._lend(imp.ref, NW.PORT_SEND_ONCE, to, to_inc)
+                self._drop_import(imp, publish=False)
+                self._deallocate(name)  # (a dead name now: no notification)
+                return imp.ref
             pid = self.next_id
             self.next_id += 1
             self.exports[pid] = Export(pid, name, kind, {(to, to_inc): 1})
@@ -436,9 +447,18 @@ class Proxy:
         e.sent[(to, to_inc)] = e.sent.get((to, to_inc), 0) + 1
         return NW.Ref(self.host, self.incarnation, pid, 0, NW.PORT_SEND)
 
+    def _send_once_import(self, name: int) -> Import | None:
+        """The send-once import whose proxy port the send-once right
+        ``name`` sends to, if any."""
+        once = {i.name: i for i in self.import_by_name.values() if i.kind == NW.PORT_SEND_ONCE}
+        if not once:
+            return None
+        return once.get(R.send_once_target(self.space, name, list(once)))
+
     def _lend(self, ref: NW.Ref, kind: int, to: str, to_inc: int) -> None:
         """Tell the home of ``ref`` that host ``to`` gets a reference to it
-        (one more: ours stays counted until our own DROP). Published before
+        (a send right: one more, ours stays counted until our own DROP; a
+        send-once right: ``to`` holds it instead of us). Published before
         the message that carries the right, and before any DROP of ours
         (frames from one proxy to one host keep their order), so the home
         counts ``to`` before it can release the port for our DROP."""
@@ -1041,9 +1061,19 @@ class Proxy:
                 self._publish(_frames(to), self._frame(
                     NW.DEAD, incarnation=f.incarnation, port_id=f.port_id, generation=f.generation))
             return
-        if e.kind != NW.PORT_SEND or f.right != NW.PORT_SEND:
-            return  # (send-once rights are passed on through their holder: not lent)
         holder = (to, f.to_incarnation)
+        if e.kind == NW.PORT_SEND_ONCE:
+            if f.right != NW.PORT_SEND_ONCE or (f.src_host, f.src_incarnation) not in e.sent:
+                return  # not from its holder
+            if holder in self.fenced:
+                del self.exports[e.port_id]
+                self._deallocate(e.name)  # passed on to a host that is dead here: its port is notified
+                return
+            self.heard.setdefault(to, time.monotonic())  # its lease starts now
+            e.sent = {holder: 1}
+            return
+        if f.right != NW.PORT_SEND:
+            return
         if holder in self.fenced:
             return  # that host is dead here: its references were dropped with it
         self.heard.setdefault(to, time.monotonic())  # its lease starts now

@@ -24,9 +24,10 @@ A frame is a header and a body by kind::
 - DROP: holder → home: the holder released ``count`` references (u32) it
   was given to the port; ``kind`` PORT_SEND or PORT_SEND_ONCE.
 - BEAT: a lease beat (the header alone): the sender's incarnation is alive.
-- LEND: holder → home, before the holder sends a send right to the port
-  on to a third host: the port, the right (PORT_SEND), ``count`` u32
-  (references that are the third host's now, besides the holder's own),
+- LEND: holder → home, before the holder sends a right to the port on to
+  a third host: the port, the right (PORT_SEND: ``count`` u32 references
+  that are the third host's now, besides the holder's own; PORT_SEND_ONCE:
+  the third host holds the right instead of the holder),
   the third host's incarnation u64 (0: not known) and name (u8 length +
   utf-8).
 
@@ -233,7 +234,7 @@ def unpack(buf: bytes | memoryview) -> Frame:
     elif kind == LEND:
         (f.incarnation, f.port_id, f.generation, f.right, f.count, f.to_incarnation, tlen), off = _unpack(
             _LEND, buf, off)
-        if f.right != PORT_SEND:
+        if f.right not in (PORT_SEND, PORT_SEND_ONCE):
             raise WireError(f"a LEND of right {f.right}")
         raw, off = _take(buf, off, tlen)
         try:
