@@ -27,6 +27,7 @@ from pymach.netmsg import netname as NN  # noqa: E402
 from pymach.netmsg import wire as W  # noqa: E402
 
 from netmsgutil import HERE, PEER_NAMES, SRC, Proc  # noqa: E402
+from procutil import ROOT_ONLY, become_nobody, run_in_child  # noqa: E402
 
 
 class Hosts:
@@ -238,6 +239,36 @@ def test_a_memory_entry_arrives_as_a_copy(hosts: Hosts) -> None:
                 assert region.read(0, 7) == b"shared?"
             finally:
                 r.release()
+
+
+@ROOT_ONLY
+def test_another_user_gets_nothing_of_the_proxy(hosts: Hosts) -> None:
+    """A process that becomes nobody (a child of ours) reaches neither our
+    proxy's name service (our bootstrap server does not serve it, so its
+    name_server_port is MACH_PORT_NULL and netname_look_up fails with
+    MACH_SEND_INVALID_DEST) nor our NATS server without the token (an
+    authorization violation): each fails at once."""
+    def child() -> list[str]:
+        import asyncio
+        import nats as nats_client
+        from pymach.mach import netname
+        become_nobody()
+        out = []
+        netname.name_server_port_disconnect()
+        port = M.mach_port_t()
+        out.append(f"{M.name_server_port:#x}")
+        out.append(f"{N.netname_look_up(M.name_server_port, 'hostB', 'echo.b', byref(port)):#x}")
+        try:
+            asyncio.run(asyncio.wait_for(nats_client.connect(hosts.url, allow_reconnect=False, connect_timeout=5),
+                                         10))
+            out.append("connected")
+        except Exception as e:  # noqa: BLE001
+            out.append(str(e))
+        return out
+
+    got = run_in_child(child)
+    assert got[:2] == ["0x0", f"{M.MACH_SEND_INVALID_DEST:#x}"], got  # no name server port: MACH_PORT_NULL
+    assert "authorization violation" in got[2].lower(), got
 
 
 def test_a_receive_right_does_not_cross_hosts(hosts: Hosts) -> None:

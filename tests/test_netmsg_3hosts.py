@@ -266,6 +266,24 @@ def test_a_killed_remote_task_s_port_is_a_dead_name_at_once_not_after_a_lease(ne
         a1("release", h)
 
 
+def test_no_senders_when_the_last_remote_holder_is_killed(net: Net) -> None:
+    """A task on host 3 holds the only send right to a port of host 1 and
+    is killed (SIGKILL): host 3's proxy port for it loses its last sender,
+    host 3's proxy gives the reference back, and the port on host 1 gets
+    its no-senders notification (host 3 itself stays alive: no lease)."""
+    a1 = net[1]
+    holder = net.hosts[3].agent(net.sockets["host3"])
+    holder("serve", "holder.h3")
+    svc = a1("look_up", "holder.h3", "host3")
+    port = a1("port")
+    assert a1("request", svc, "hold", [port])["data"].startswith("echo:host3:hold")
+    a1("arm_no_senders", port)
+    holder.stop(kill=True)
+    assert a1("receive", port, 10, timeout=20) == 70  # MACH_NOTIFY_NO_SENDERS
+    for h in (svc, port):
+        a1("release", h)
+
+
 def test_another_users_proxy_cannot_reach_our_names(net: Net) -> None:
     """Another account's proxy on host 2 (its own bootstrap server and
     nkey): our names on host 1 and 3 do not exist for it."""
