@@ -412,6 +412,25 @@ def test_a_killed_servers_port_is_a_dead_name_here(hosts: Hosts) -> None:
         assert ei.value.kr == M.MACH_SEND_INVALID_DEST
 
 
+def test_the_homes_sequence_state_of_reply_ports_is_forgotten(hosts: Hosts) -> None:
+    """Every request's reply right is exported by hostA's proxy as a port
+    of its own, which hostB's reply reaches once; hostA keeps that port's
+    sequence state only until no copy of the reply can still come (the
+    retransmission horizon and a lease), then forgets it: a proxy serving
+    requests for days does not grow by one entry per request."""
+    import re
+    log = hosts.tmp / "proxy-hostA.log"
+
+    def forgotten() -> int:
+        return sum(int(n) for n in re.findall(r"forgot the sequences of (\d+) ports", log.read_text()))
+
+    before = forgotten()
+    with net.look_up("echo.b", "hostB") as echo:
+        for i in range(30):
+            request(echo, b"%d" % i, timeout=10).release()
+    assert _wait(lambda: forgotten() >= before + 30, 30), forgotten() - before
+
+
 def test_no_senders_when_the_last_remote_holder_lets_go(hosts: Hosts) -> None:
     task = M.mach_task_self()
     prev = mach_port_t()

@@ -186,6 +186,7 @@ class Inbound:
     delivered: int = 0
     early: dict[int, NW.Encoded | None] = field(default_factory=dict)  # None: a bad message (not delivered)
     chunks: dict[int, NW.Reassembly] = field(default_factory=dict)
+    gone: float = 0.0         # when its port was first found gone (0: not gone)
 
 
 class Proxy:
@@ -598,6 +599,7 @@ class Proxy:
                 for o in pending.values():
                     o.next = o.acked
                 self._pump(port)
+            self._sweep_inbound(now)
             # a port out of credit whose credits may have been lost with an
             # ACK: its last message again, which the home answers (as a
             # duplicate) with an ACK of what it has delivered
@@ -609,6 +611,26 @@ class Proxy:
             # these names would keep the last message looked at (its frames)
             # until the next round finds another
             pending, late, o, imp, frame = {}, [], None, None, b""  # type: ignore[assignment]
+
+    def _sweep_inbound(self, now: float) -> None:
+        """Forget the sequence state of ports that are gone (a reply
+        port's export goes after its one message: one per request) once no
+        sender can still be sending them a message again: after its
+        retransmissions would have ended (RETRIES x RETRY_AFTER) and a
+        lease more. Until then a late copy is still known for one (not
+        delivered, its references not given back twice)."""
+        horizon = self.retry_after * (self.retries + 1) + self.lease
+        forgot = 0
+        for key, ib in list(self.inbound.items()):
+            if key[2] == self.incarnation and key[3] in self.exports:
+                ib.gone = 0.0
+            elif not ib.gone:
+                ib.gone = now
+            elif now - ib.gone > horizon:
+                del self.inbound[key]
+                forgot += 1
+        if forgot:
+            log.info("netmsg: forgot the sequences of %d ports gone (%d kept)", forgot, len(self.inbound))
 
     def _after_send(self, imp: Import, size: int) -> None:
         """A message of ``size`` bytes went to ``imp``'s home: one credit
