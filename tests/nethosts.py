@@ -294,6 +294,19 @@ class Agent(Proc):
         return out["ok"]
 
 
+class Agents:
+    """A task (an Agent) on each of ``hosts``, on its bootstrap server at
+    ``sockets[host name]``: ``agents[i]`` is host i's."""
+
+    def __init__(self, hosts: Hosts, sockets: dict[str, str]) -> None:
+        self.hosts = hosts
+        self.sockets = sockets
+        self.agents = {h.name: h.agent(sockets[h.name]) for h in hosts.hosts}
+
+    def __getitem__(self, i: int) -> Agent:
+        return self.agents[f"host{i}"]
+
+
 @dataclass
 class Host:
     """A host: its namespace, its address, its leaf server, its loop thread

@@ -26,7 +26,7 @@ from pymach.mach import netname as N  # noqa: E402
 from pymach.netmsg import netname as NN  # noqa: E402
 from pymach.netmsg import wire as W  # noqa: E402
 
-from netmsgutil import HERE, PEER_NAMES, SRC, Proc  # noqa: E402
+from netmsgutil import HERE, PEER_NAMES, SRC, FakeHost, Proc  # noqa: E402
 from procutil import ROOT_ONLY, become_nobody, run_in_child  # noqa: E402
 
 
@@ -558,42 +558,17 @@ def test_a_home_that_does_not_acknowledge_gets_the_message_again_then_its_port_i
     """"hostX" (the test's NATS client, on a loop in a thread) answers a
     look-up with a port of its own and never acknowledges: hostA's proxy
     sends the message again and again, then takes the port for dead."""
-    import asyncio
-    import threading
-    import nats as nats_client
-
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     seen: list[tuple[str, int, int]] = []
 
-    async def start() -> Any:
-        nc = await nats_client.connect(hosts.url, token=hosts.token)
+    async def on_frame(nc: Any, f: W.Frame) -> None:
+        seen.append((f.src_host, f.kind, f.seq))
 
-        async def on_lookup(m: Any) -> None:
-            await nc.publish(m.reply, struct.pack("<i", 0) + W.pack_ref(W.Ref("hostX", 77, 5)))
-
-        async def on_frame(m: Any) -> None:
-            f = W.unpack(m.data)
-            seen.append((f.src_host, f.kind, f.seq))
-
-        await nc.subscribe("pm.hostX.lookup", cb=on_lookup)
-        await nc.subscribe("pm.hostX.in", cb=on_frame)
-        await nc.flush()
-        return nc
-
-    nc = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
+    with FakeHost(hosts.url, hosts.token, "hostX", W.Ref("hostX", 77, 5), on_frame):
         with net.look_up("silent", "hostX") as right:
             right.send(b"1234", id=1, timeout=5)
             assert _wait(lambda: right.dead)
         sent = [x for x in seen if x[1] == W.MSG]
         assert sent[0] == ("hostA", W.MSG, 0) and len(sent) >= 3 and set(sent) == {sent[0]}
-    finally:
-        asyncio.run_coroutine_threadsafe(nc.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def test_a_message_of_many_chunks_goes_out_a_window_at_a_time(hosts: Hosts) -> None:
@@ -604,43 +579,18 @@ def test_a_message_of_many_chunks_goes_out_a_window_at_a_time(hosts: Hosts) -> N
     where hostX said it was when nothing moves, goes on as hostX reports
     progress (MORE), and takes no MORE or ACK meant for another
     incarnation of it. So no NATS buffer ever holds more than a window."""
-    import asyncio
-    import threading
-    import nats as nats_client
     from pymach.netmsg.proxy import CHUNK_WINDOW
 
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     frames: list[W.Frame] = []
     ref = W.Ref("hostX", 77, 6)
 
-    async def start() -> Any:
-        nc = await nats_client.connect(hosts.url, token=hosts.token)
-
-        async def on_lookup(m: Any) -> None:
-            await nc.publish(m.reply, struct.pack("<i", 0) + W.pack_ref(ref))
-
-        async def on_frame(m: Any) -> None:
-            f = W.unpack(m.data)
-            if f.kind == W.MSG:
-                f.chunk = len(f.chunk)  # type: ignore[assignment]  # (its length: the bytes are not kept)
-                frames.append(f)
-
-        await nc.subscribe("pm.hostX.lookup", cb=on_lookup)
-        await nc.subscribe("pm.hostX.in", cb=on_frame)
-        await nc.flush()
-        return nc
-
-    def run(coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+    async def on_frame(nc: Any, f: W.Frame) -> None:
+        if f.kind == W.MSG:
+            f.chunk = len(f.chunk)  # type: ignore[assignment]  # (its length: the bytes are not kept)
+            frames.append(f)
 
     def tell(kind: int, **kw: Any) -> None:
-        async def go() -> None:
-            await nc.publish("pm.hostA.in", W.pack(W.Frame(kind, "hostX", ref.incarnation, ref.incarnation,
-                                                           ref.port_id, **kw)))
-            await nc.flush()
-        run(go())
+        x.send("pm.hostA.in", W.pack(W.Frame(kind, "hostX", ref.incarnation, ref.incarnation, ref.port_id, **kw)))
 
     def resent(n: int) -> None:
         """Wait until the proxy has sent the window again ``n`` times more
@@ -648,10 +598,9 @@ def test_a_message_of_many_chunks_goes_out_a_window_at_a_time(hosts: Hosts) -> N
         start = len(frames)
         assert _wait(lambda: len(frames) >= start + n * window), (len(frames), start)
 
-    nc = run(start())
     size = 40 << 20
-    try:
-        window = max(2, CHUNK_WINDOW // nc.max_payload)
+    with FakeHost(hosts.url, hosts.token, "hostX", ref, on_frame) as x:
+        window = max(2, CHUNK_WINDOW // x.nc.max_payload)
         with net.look_up("paced", "hostX") as right:
             right.send(Message(b"", ool=[b"\xab" * size]), timeout=5)
             assert _wait(lambda: len(frames) >= window)
@@ -673,11 +622,6 @@ def test_a_message_of_many_chunks_goes_out_a_window_at_a_time(hosts: Hosts) -> N
                 sorted({f.offset // room for f in later})
             tell(W.DEAD)
             assert _wait(lambda: right.dead)
-    finally:
-        run(nc.close())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def test_a_sender_keeps_no_more_than_the_byte_window_undelivered(hosts: Hosts) -> None:
@@ -687,50 +631,28 @@ def test_a_sender_keeps_no_more_than_the_byte_window_undelivered(hosts: Hosts) -
     while fewer than BYTE_WINDOW bytes are undelivered, however many
     credits it has left: the fourth waits (through a probe of the third)
     until hostX reports one delivered."""
-    import asyncio
-    import threading
-    import nats as nats_client
     from pymach.netmsg.proxy import BYTE_WINDOW, WINDOW
 
     size = 24 << 20
     assert 3 * size >= BYTE_WINDOW > 2 * size and WINDOW > 4
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     ref = W.Ref("hostX", 79, 2)
     seen: list[tuple[int, int, bool]] = []  # (seq, offset, whether it is the last) of each chunk
     delivered = [0]
 
-    async def start() -> Any:
-        nc = await nats_client.connect(hosts.url, token=hosts.token)
-
-        async def on_lookup(m: Any) -> None:
-            await nc.publish(m.reply, struct.pack("<i", 0) + W.pack_ref(ref))
-
-        async def on_frame(m: Any) -> None:
-            f = W.unpack(m.data)
-            if f.kind != W.MSG:
-                return
-            end = f.offset + len(f.chunk)
-            seen.append((f.seq, f.offset, end == f.total))
-            kind = W.ACK if end == f.total else W.MORE
-            await nc.publish("pm.hostA.in", W.pack(W.Frame(
-                kind, "hostX", ref.incarnation, ref.incarnation, ref.port_id, seq=f.seq, have=end,
-                delivered=delivered[0], to_incarnation=f.src_incarnation)))
-
-        await nc.subscribe("pm.hostX.lookup", cb=on_lookup)
-        await nc.subscribe("pm.hostX.in", cb=on_frame)
-        await nc.flush()
-        return nc
-
-    def run(coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+    async def on_frame(nc: Any, f: W.Frame) -> None:
+        if f.kind != W.MSG:
+            return
+        end = f.offset + len(f.chunk)
+        seen.append((f.seq, f.offset, end == f.total))
+        kind = W.ACK if end == f.total else W.MORE
+        await nc.publish("pm.hostA.in", W.pack(W.Frame(
+            kind, "hostX", ref.incarnation, ref.incarnation, ref.port_id, seq=f.seq, have=end,
+            delivered=delivered[0], to_incarnation=f.src_incarnation)))
 
     def whole(seq: int) -> bool:
         return any(s == seq and last for s, _o, last in seen)
 
-    nc = run(start())
-    try:
+    with FakeHost(hosts.url, hosts.token, "hostX", ref, on_frame) as x:
         big = b"\xcd" * size
         with net.look_up("bytes.x", "hostX") as right:
             for i in range(4):
@@ -743,19 +665,9 @@ def test_a_sender_keeps_no_more_than_the_byte_window_undelivered(hosts: Hosts) -
             assert not any(s == 3 for s, _o, _t in seen)
             delivered[0] = 1
             inc = int(net.version().split()[-1], 16)
-
-            async def ack() -> None:
-                await nc.publish("pm.hostA.in", W.pack(W.Frame(
-                    W.ACK, "hostX", ref.incarnation, ref.incarnation, ref.port_id, seq=2, delivered=1,
-                    to_incarnation=inc)))
-                await nc.flush()
-            run(ack())
+            x.send("pm.hostA.in", W.pack(W.Frame(W.ACK, "hostX", ref.incarnation, ref.incarnation, ref.port_id,
+                                                 seq=2, delivered=1, to_incarnation=inc)))
             assert _wait(lambda: any(s == 3 for s, _o, _t in seen))
-    finally:
-        run(nc.close())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def test_a_proxy_told_that_it_is_fenced_takes_a_new_incarnation(hosts: Hosts) -> None:
@@ -764,46 +676,18 @@ def test_a_proxy_told_that_it_is_fenced_takes_a_new_incarnation(hosts: Hosts) ->
     hostA (nothing happens), then hostA's own. hostA takes a new
     incarnation: its proxy port for hostX's port is a dead name, and a
     look-up made afresh works."""
-    import asyncio
-    import threading
-    import nats as nats_client
-
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     ref = W.Ref("hostX", 78, 1)
-    asked: list[tuple[str, int, str]] = []
-
-    async def start() -> Any:
-        nc = await nats_client.connect(hosts.url, token=hosts.token)
-
-        async def on_lookup(m: Any) -> None:
-            req = NN.unpack_lookup_request(m.data)
-            assert req is not None
-            asked.append(req)
-            await nc.publish(m.reply, struct.pack("<i", 0) + W.pack_ref(ref))
-
-        await nc.subscribe("pm.hostX.lookup", cb=on_lookup)
-        await nc.flush()
-        return nc
-
-    def run(coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
-
-    def fenced(inc: int) -> None:
-        async def go() -> None:
-            await nc.publish("pm.hostA.in", W.pack(W.Frame(W.FENCED, "hostX", ref.incarnation, inc)))
-            await nc.flush()
-        run(go())
 
     def incarnation() -> int:
         return int(net.version().split()[-1], 16)
 
-    nc = run(start())
-    try:
+    with FakeHost(hosts.url, hosts.token, "hostX", ref) as x:
+        def fenced(inc: int) -> None:
+            x.send("pm.hostA.in", W.pack(W.Frame(W.FENCED, "hostX", ref.incarnation, inc)))
+
         first = incarnation()
         with net.look_up("fenced.x", "hostX") as right:
-            assert asked == [("hostA", first, "fenced.x")]
+            assert x.asked == [("hostA", first, "fenced.x")]
             fenced(first ^ 1)
             assert right.send(b"", id=1, timeout=5) is None and incarnation() == first and not right.dead
             fenced(first)
@@ -811,12 +695,7 @@ def test_a_proxy_told_that_it_is_fenced_takes_a_new_incarnation(hosts: Hosts) ->
         second = incarnation()
         assert second != first
         with net.look_up("fenced.x", "hostX") as again:
-            assert asked[-1] == ("hostA", second, "fenced.x") and not again.dead
-    finally:
-        run(nc.close())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+            assert x.asked[-1] == ("hostA", second, "fenced.x") and not again.dead
 
 
 def test_a_host_silent_for_the_lease_is_fenced_and_comes_back_as_a_new_incarnation(hosts: Hosts) -> None:
@@ -829,13 +708,8 @@ def test_a_host_silent_for_the_lease_is_fenced_and_comes_back_as_a_new_incarnati
     that it is fenced (FENCED, naming its incarnation). A new incarnation
     of hostV looks the port up again and is heard."""
     import asyncio
-    import threading
-    import nats as nats_client
     from pymach.netmsg.proxy import LEASE
 
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     beats: list[float] = []
     told: list[int] = []
     beating = {"hostV": True, "hostW": True}
@@ -845,69 +719,53 @@ def test_a_host_silent_for_the_lease_is_fenced_and_comes_back_as_a_new_incarnati
         (frame,) = W.chunks(host, inc, ref, seq, payload, 1 << 20)
         return frame
 
-    async def start() -> Any:
-        nc = await nats_client.connect(hosts.url, token=hosts.token)
+    async def on_frame(nc: Any, f: W.Frame) -> None:
+        if f.kind == W.BEAT:
+            beats.append(time.monotonic())
+        elif f.kind == W.FENCED:
+            told.append(f.incarnation)
 
-        async def on_frame(m: Any) -> None:
-            f = W.unpack(m.data)
-            if f.kind == W.BEAT:
-                beats.append(time.monotonic())
-            elif f.kind == W.FENCED:
-                told.append(f.incarnation)
+    async def beat() -> None:
+        while any(beating.values()):
+            for host, inc in (("hostV", 1), ("hostW", 1)):
+                if beating[host]:
+                    await x.nc.publish("pm.hostA.in", W.pack(W.Frame(W.BEAT, host, inc)))
+            await asyncio.sleep(0.3)
 
-        async def beat() -> None:
-            while True:
-                for host, inc in (("hostV", 1), ("hostW", 1)):
-                    if beating[host]:
-                        await nc.publish("pm.hostA.in", W.pack(W.Frame(W.BEAT, host, inc)))
-                await asyncio.sleep(0.3)
-
-        await nc.subscribe("pm.hostV.in", cb=on_frame)
-        await nc.flush()
+    async def start_beating() -> None:
         asyncio.ensure_future(beat())
-        return nc
-
-    def run(coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
 
     async def look_up(host: str, inc: int = 1) -> W.Ref:
-        r = await nc.request("pm.hostA.lookup", NN.pack_lookup_request(host, inc, "fence.a"), timeout=5)
+        r = await x.nc.request("pm.hostA.lookup", NN.pack_lookup_request(host, inc, "fence.a"), timeout=5)
         ref = W.unpack_ref(r.data[4:])
         assert r.data[:4] == b"\0\0\0\0" and ref is not None
         return ref
 
-    async def send(frame: bytes) -> None:
-        await nc.publish("pm.hostA.in", frame)
-        await nc.flush()
-
-    nc = run(start())
-    try:
-        with Port() as port, port.make_send() as right:
-            net.check_in("fence.a", right)
-            try:
-                ref = run(look_up("hostV"))
-                assert run(look_up("hostW")) == ref  # one export, held by both
-                assert _wait(lambda: len(beats) >= 2)  # hostA beats hostV: a partner
-                beating["hostV"] = False
-                # hostA stops beating hostV once it is dead there
-                assert _wait(lambda: time.monotonic() - beats[-1] > 1.6 * LEASE / 3, LEASE + 5)
-                run(send(msg("hostV", 1, ref, 0, 2)))
-                with pytest.raises(M.MachError) as ei:
-                    port.receive(1)
-                assert ei.value.kr == M.MACH_RCV_TIMED_OUT
-                assert _wait(lambda: told == [1])  # (once a lease at most)
-                beating["hostV"] = True
-                ref2 = run(look_up("hostV", 2))
-                run(send(msg("hostV", 2, ref2, 0, 3)))
-                assert port.receive(10).id == 3
-            finally:
-                net.check_out("fence.a")
-    finally:
-        beating["hostV"] = beating["hostW"] = False
-        run(nc.close())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with FakeHost(hosts.url, hosts.token, "hostV", on_frame=on_frame) as x:
+        try:
+            x.run(start_beating())
+            with Port() as port, port.make_send() as right:
+                net.check_in("fence.a", right)
+                try:
+                    ref = x.run(look_up("hostV"))
+                    assert x.run(look_up("hostW")) == ref  # one export, held by both
+                    assert _wait(lambda: len(beats) >= 2)  # hostA beats hostV: a partner
+                    beating["hostV"] = False
+                    # hostA stops beating hostV once it is dead there
+                    assert _wait(lambda: time.monotonic() - beats[-1] > 1.6 * LEASE / 3, LEASE + 5)
+                    x.send("pm.hostA.in", msg("hostV", 1, ref, 0, 2))
+                    with pytest.raises(M.MachError) as ei:
+                        port.receive(1)
+                    assert ei.value.kr == M.MACH_RCV_TIMED_OUT
+                    assert _wait(lambda: told == [1])  # (once a lease at most)
+                    beating["hostV"] = True
+                    ref2 = x.run(look_up("hostV", 2))
+                    x.send("pm.hostA.in", msg("hostV", 2, ref2, 0, 3))
+                    assert port.receive(10).id == 3
+                finally:
+                    net.check_out("fence.a")
+        finally:
+            beating["hostV"] = beating["hostW"] = False
 
 
 def test_fifo_and_exactly_once_across_a_nats_server_restart(hosts: Hosts) -> None:

@@ -30,14 +30,8 @@ OTHER = "pmother"
 LEASE = 1.5
 
 
-class Net:
-    def __init__(self, hosts: nethosts.Hosts, sockets: dict[str, str]) -> None:
-        self.hosts = hosts
-        self.sockets = sockets
-        self.agents = {h.name: h.agent(sockets[h.name]) for h in hosts.hosts}
-
-    def __getitem__(self, i: int) -> nethosts.Agent:
-        return self.agents[f"host{i}"]
+class Net(nethosts.Agents):
+    """The agents of the module's hosts."""
 
 
 @pytest.fixture(scope="module")

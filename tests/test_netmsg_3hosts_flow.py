@@ -23,6 +23,7 @@ pytest.importorskip("nkeys", reason="nkeys is in the net extra: pip install 'pym
 pytest.importorskip("nats", reason="nats-py is in the net extra: pip install 'pymach[net]'")
 
 import nethosts  # noqa: E402
+from netmsgutil import rss_kib, settled_rss  # noqa: E402
 from pymach.mach import MACH_PORT_QLIMIT_DEFAULT  # noqa: E402
 from pymach.netmsg.proxy import WINDOW  # noqa: E402
 
@@ -32,15 +33,7 @@ BIG = 256 << 20
 N = 400  # messages streamed through a restart
 
 
-class Net:
-    def __init__(self, hosts: nethosts.Hosts, sockets: dict[str, str]) -> None:
-        self.hosts = hosts
-        self.sockets = sockets
-        self.agents = {h.name: h.agent(sockets[h.name]) for h in hosts.hosts}
-
-    def __getitem__(self, i: int) -> nethosts.Agent:
-        return self.agents[f"host{i}"]
-
+class Net(nethosts.Agents):
     def proxy_pid(self, i: int) -> int:
         return self.hosts.proxies[ME][f"host{i}"].proc.pid
 
@@ -54,23 +47,8 @@ def net() -> Iterator[Net]:
         yield n
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
-def _settled(pids: dict[str, int], before: dict[str, int], slack_kib: int, timeout: float = 15.0) -> dict[str, int]:
-    """Each proxy's RSS, once each is within ``slack_kib`` of ``before`` (or
-    at the timeout: the caller's assertion says how far it stayed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        now = {h: rss_kib(pid) for h, pid in pids.items()}
-        if all(now[h] <= before[h] + slack_kib for h in pids) or time.monotonic() > deadline:
-            return now
-        time.sleep(0.1)
 
 
 def _slow_consumers(hosts: nethosts.Hosts) -> dict[str, int]:
@@ -120,7 +98,7 @@ def test_out_of_line_memory_of_256_mib_crosses_the_hub_and_comes_back(net: Net) 
         links, slow = _leaf_links(net.hosts), _slow_consumers(net.hosts)
         big = a1("ool_request", svc, BIG, 3 << 20, timeout=150)
         assert big == {"id": 100, "hash_ok": True, "reply_ok": True, "reply_sizes": [3 << 20]}
-        after = _settled(pids, before, 64 << 10)
+        after = settled_rss(pids, before, 64 << 10)
         assert all(after[h] <= before[h] + (64 << 10) for h in pids), (before, after)
         assert _slow_consumers(net.hosts) == slow
         assert _leaf_links(net.hosts) == links

@@ -14,7 +14,6 @@ import hashlib
 import os
 import struct
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,9 @@ pytest.importorskip("nats")
 
 from pymach import Message, bootstrap, net, request  # noqa: E402
 
-from netmsgutil import HERE, SRC, Proc  # noqa: E402
+from netmsgutil import HERE, SRC, Proc, rss_kib, settled_rss  # noqa: E402
 
 BIG = 256 << 20
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 class Two:
@@ -78,15 +69,6 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
         nats.stop()
 
 
-def _settled(pids: dict[str, int], before: dict[str, int], slack_kib: int, timeout: float = 10.0) -> dict[str, int]:
-    """Each proxy's RSS, once each is within ``slack_kib`` of ``before`` (or
-    at the timeout: the caller's assertion says how far it stayed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        now = {h: rss_kib(pid) for h, pid in pids.items()}
-        if all(now[h] <= before[h] + slack_kib for h in pids) or time.monotonic() > deadline:
-            return now
-        time.sleep(0.1)
 
 
 def test_256_mib_out_of_line_arrives_whole_and_no_proxy_keeps_it(two: Two) -> None:
@@ -107,7 +89,7 @@ def test_256_mib_out_of_line_arrives_whole_and_no_proxy_keeps_it(two: Two) -> No
         # once delivered, nothing of the message is left in either proxy,
         # although the right (and its proxy port) lives on (a copy would be
         # 256 MiB; what the allocators keep is far less)
-        after = _settled(pids, before, 32 << 10)
+        after = settled_rss(pids, before, 32 << 10)
         assert all(after[h] <= before[h] + (32 << 10) for h in pids), (before, after)
 
 

@@ -28,15 +28,7 @@ LEASE = 1.5
 HEAL_WITHIN = 4 * LEASE + 6.0  # a few leases after the routes are back (and a request's own timeout)
 
 
-class Net:
-    def __init__(self, hosts: nethosts.Hosts, sockets: dict[str, str]) -> None:
-        self.hosts = hosts
-        self.sockets = sockets
-        self.agents = {h.name: h.agent(sockets[h.name]) for h in hosts.hosts}
-
-    def __getitem__(self, i: int) -> nethosts.Agent:
-        return self.agents[f"host{i}"]
-
+class Net(nethosts.Agents):
     def incarnation(self, i: int) -> str:
         version = self[i]("version")
         assert isinstance(version, str) and version.split()[-2] == f"host{i}", version
