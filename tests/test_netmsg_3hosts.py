@@ -169,16 +169,25 @@ def test_a_right_checked_in_on_a_third_host_is_lent_by_its_home(net: Net) -> Non
         a1("release", h)
 
 
-def test_a_send_once_right_passed_on_to_a_third_host_is_answered_once(net: Net) -> None:
-    """Host 1's send-once right goes host 1 → host 2 → host 3 (moved each
-    time); host 3 answers on it: host 1 gets that message, once, and no
-    send-once notification after it."""
-    a1, a2, a3 = net[1], net[2], net[3]
+def _send_once_to_host3(net: Net) -> tuple[int, int, int, int]:
+    """A send-once right to a port of host 1 passed host 1 → host 2 → host
+    3 (moved each time): handles of host 1's right to host 2's service,
+    host 2's to host 3's, host 1's port, and host 3's send-once right."""
+    a1, a2 = net[1], net[2]
     svc2 = a1("look_up", "svc.h2", "host2")
     svc3 = a2("look_up", "svc.h3", "host3")
     port = a1("port")
     on2 = _held(a1("request", svc2, "hold", [port], True), "host2")
     on3 = _held(a2("request", svc3, "hold", [on2]), "host3")
+    return svc2, svc3, port, on3
+
+
+def test_a_send_once_right_passed_on_to_a_third_host_is_answered_once(net: Net) -> None:
+    """Host 1's send-once right goes host 1 → host 2 → host 3 (moved each
+    time); host 3 answers on it: host 1 gets that message, once, and no
+    send-once notification after it."""
+    a1, a2, a3 = net[1], net[2], net[3]
+    svc2, svc3, port, on3 = _send_once_to_host3(net)
     a3("send", on3, "answer", 1234)
     assert a1("receive", port, 5) == 1234
     with pytest.raises(nethosts.AgentError):
@@ -194,11 +203,7 @@ def test_a_send_once_right_passed_on_to_a_third_host_is_named_at_its_home(net: N
     port at its home, host 1 (host 2 told host 1 it passed the right on),
     so the answer does not go through host 2."""
     a1, a2, a3 = net[1], net[2], net[3]
-    svc2 = a1("look_up", "svc.h2", "host2")
-    svc3 = a2("look_up", "svc.h3", "host3")
-    port = a1("port")
-    on2 = _held(a1("request", svc2, "hold", [port], True), "host2")
-    on3 = _held(a2("request", svc3, "hold", [on2]), "host3")
+    svc2, svc3, port, on3 = _send_once_to_host3(net)
     net.hosts.cut(net.hosts[2])
     try:
         a3("send", on3, "answer", 4321)
