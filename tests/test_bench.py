@@ -462,6 +462,15 @@ def test_bench_net_prints_its_figures_and_leaves_nothing(env: dict[str, str], ne
                        ("raw TCP (baseline)", r" +[\d.]+ +1\.00x"),
                        ("out-of-line through the proxies", num)):
         assert any(re.fullmatch("  " + re.escape(case) + tail, line) for line in lines), (case, p.stdout)
+    # the time from a remote task's SIGKILL to our dead name, and what each
+    # operation costs in NATS messages (a round trip: the request, the
+    # reply, an acknowledgement of each; lease beats may add a little, and
+    # the last acknowledgement may reach the server after the count)
+    assert any(line.startswith("a dead name across hosts: from a SIGKILL") for line in lines), p.stdout
+    for case in ("fastest", "median", "slowest"):
+        assert any(re.fullmatch(f"  {case} +[\\d.]+ ms", line) for line in lines), (case, p.stdout)
+    assert any(re.fullmatch(r"  pymach\.request through the proxies +(3\.9\d|4\.\d\d) +[\d,]+", line) for line in lines), \
+        p.stdout
     assert _net_leftovers(m.group(1) if m else "") == []
 
 

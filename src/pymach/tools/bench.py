@@ -492,9 +492,12 @@ def run(suite: str, n: int, repeat: int, as_json: bool, ool_sizes: list[int] | N
 
 def _print_net(rows: list[dict[str, Any]]) -> None:
     """A block of bench net: round trips (ratios to raw TCP and to NATS),
-    one-way messages (and per second), bandwidth (GB/s) or NATS messages
-    per operation."""
-    if "msgs" in rows[0]:
+    one-way messages (and per second), bandwidth (GB/s), the time to a
+    dead name, or NATS messages per operation."""
+    if "ms" in rows[0]:
+        for row in rows:
+            print(f"  {row['case']:<46} {row['ms']:>10.1f} ms")
+    elif "msgs" in rows[0]:
         print(f"  {'case':<46} {'msgs/op':>10} {'bytes/op':>12}")
         for row in rows:
             print(f"  {row['case']:<46} {row['msgs']:>10.2f} {row['bytes']:>12,}")

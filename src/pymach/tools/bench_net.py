@@ -209,6 +209,7 @@ class Setup:
         base = dict(os.environ, PYMACH_NO_AUTOSTART="1", PYMACH_NETMSG_TOKEN=self.token)
         env_a = dict(base, PYMACH_BOOTSTRAP_SOCKET=bootstrap_a)
         env_b = dict(base, PYMACH_BOOTSTRAP_SOCKET=bootstrap_b)
+        self.env_b = env_b
         py = sys.executable
         self._spawn("", [py, "-m", "pymach", "bootstrap", "serve"], env_b, "bootstrap-b.log", "fd")
         for ns, host, env in ((self.ns_a, "benchA", env_a), (self.ns_b, "benchB", env_b)):
@@ -217,6 +218,13 @@ class Setup:
         line = self._spawn(self.ns_b, [py, "-m", "pymach.tools.bench_net", "peer", self.nats_url, self.ip_b,
                                        str(TCP_PORT if self.refused is None else 0)], env_b, "peer.log", "stdout")
         self.tcp_port = int(line.split()[1])
+
+    def doomed(self, name: str) -> "subprocess.Popen[bytes]":
+        """A task on host B that checks ``name`` in on the network and
+        waits to be killed: its process (ready once this returns)."""
+        self._spawn(self.ns_b, [sys.executable, "-m", "pymach.tools.bench_net", "doomed", name], self.env_b,
+                    "doomed.log", "stdout")
+        return self.procs[-1]
 
     def close(self) -> None:
         for p in reversed(self.procs):
@@ -393,6 +401,30 @@ def _measure(setup: Setup, n: int, repeat: int, ool: int) -> list[dict[str, Any]
             after = _varz(setup.monitor_url)
             return (after["in_msgs"] - before["in_msgs"]) / ops, (after["in_bytes"] - before["in_bytes"]) / ops
 
+        def dead_name_ms() -> float:
+            """From a SIGKILL of a task on host B to the dead name of our
+            right to its port (polled every millisecond)."""
+            name = f"bench.doomed.{len(deaths)}"
+            p = setup.doomed(name)
+            right = net.look_up(name, host="benchB")
+            try:
+                t0 = time.perf_counter()
+                p.kill()
+                deadline = t0 + STEP
+                while not right.dead:
+                    if time.perf_counter() > deadline:
+                        fail("a dead name across hosts", f"not within {STEP:.0f} s of the SIGKILL")
+                    time.sleep(0.001)
+                return (time.perf_counter() - t0) * 1000
+            finally:
+                right.close()
+                p.wait(10)
+                setup.procs.remove(p)
+
+        deaths: list[float] = []
+        for _ in range(max(3, repeat)):
+            deaths.append(dead_name_ms())
+
         counts = [(c, counted(fn, ops)) for c, fn, ops in (
             ("NATS request/reply alone (nats-py)", nats_rtt, n),
             ("pymach.request through the proxies", mach_rtt, n),
@@ -421,6 +453,11 @@ def _measure(setup: Setup, n: int, repeat: int, ool: int) -> list[dict[str, Any]
                       "bandwidth)", "stat": "median", "net": True, "repeat": repeat, "ops": k,
          "rows": [{"case": c, "ns_per_op": round(ns, 1), "gbps": round(ool / ns, 3),
                    "ratio": round(base_bw / ns, 2)} for c, ns in bw]},
+        {"benchmark": f"a dead name across hosts: from a SIGKILL of the port's task on host B to the dead name of "
+                      f"host A's right (ms; {len(deaths)} tasks killed)", "stat": "once", "net": True,
+         "ops": len(deaths), "rows": [{"case": "fastest", "ms": round(min(deaths), 1)},
+                                      {"case": "median", "ms": round(statistics.median(deaths), 1)},
+                                      {"case": "slowest", "ms": round(max(deaths), 1)}]},
         {"benchmark": "NATS messages per operation (the server's in_msgs and in_bytes, one more run of each case; "
                       "lease beats and a sample's closing sync request included)", "stat": "once", "net": True,
          "ops": n, "rows": [{"case": c, "msgs": round(m, 2), "bytes": round(b)} for c, (m, b) in counts]},
@@ -568,7 +605,23 @@ def peer(argv: list[str]) -> int:
     return 0
 
 
+def doomed(name: str) -> int:
+    """A task on host B for the dead-name measure: checks a port in on the
+    network as ``name``, prints "ready", and waits (to be killed)."""
+    from pymach import Port, net
+    port = Port()
+    with port.make_send() as right:
+        net.check_in(name, right)
+    print("ready", flush=True)
+    sys.stdin.read()
+    port.close()
+    return 0
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["peer"]:
         sys.exit(peer(sys.argv[2:]))
-    sys.exit(f"usage: python -m {__spec__.name if __spec__ else 'bench_net'} peer NATS_URL TCP_HOST TCP_PORT")
+    if sys.argv[1:2] == ["doomed"] and len(sys.argv) == 3:
+        sys.exit(doomed(sys.argv[2]))
+    sys.exit(f"usage: python -m {__spec__.name if __spec__ else 'bench_net'} "
+             "peer NATS_URL TCP_HOST TCP_PORT | doomed NAME")
