@@ -508,31 +508,38 @@ class Proxy:
                 self._drop_import(imp)  # used up here: the home's send-once right goes (notified there)
             return
         enc = NW.Encoded(msg_id, MD.MACH_MSGH_BITS_LOCAL(bits))
+        regions: list[tuple[int, int]] = []
         to_inc = imp.ref.incarnation
-        if remote:
-            enc.reply = self._export(remote, MD.MACH_MSGH_BITS_REMOTE(bits), to, to_inc)
-        off = HDR.size
-        if bits & MD.MACH_MSGH_BITS_COMPLEX:
-            (n,) = _U32.unpack_from(raw, off)
-            off += 4
-            for kind, a, b in _descriptors(raw, size):
-                off += 12 if kind == MD.MACH_MSG_PORT_DESCRIPTOR else 16
-                if kind == MD.MACH_MSG_PORT_DESCRIPTOR:
-                    if not a:
-                        enc.descriptors.append((NW.D_PORT, None))
-                        continue
-                    ent = self.space.lookup(a)
-                    if ent is not None and isinstance(ent.cap, KMemoryEntry) and b == MD.MACH_MSG_TYPE_PORT_SEND:
-                        enc.descriptors.append((NW.D_ENTRY, _entry_copy(a)))
-                        continue
-                    enc.descriptors.append((NW.D_PORT, self._export(a, b, to, to_inc)))
-                else:
-                    enc.descriptors.append((NW.D_OOL, (1, bytes(view(a, b)) if a else b"")))
-                    if a:
-                        vm_deallocate(SELF.task_name, a, b)
-        enc.inline = raw[off:size]
-        payload = NW.encode(enc)
-        del raw, enc
+        try:
+            if remote:
+                enc.reply = self._export(remote, MD.MACH_MSGH_BITS_REMOTE(bits), to, to_inc)
+            off = HDR.size
+            if bits & MD.MACH_MSGH_BITS_COMPLEX:
+                (n,) = _U32.unpack_from(raw, off)
+                off += 4
+                for kind, a, b in _descriptors(raw, size):
+                    off += 12 if kind == MD.MACH_MSG_PORT_DESCRIPTOR else 16
+                    if kind == MD.MACH_MSG_PORT_DESCRIPTOR:
+                        if not a:
+                            enc.descriptors.append((NW.D_PORT, None))
+                            continue
+                        ent = self.space.lookup(a)
+                        if ent is not None and isinstance(ent.cap, KMemoryEntry) and b == MD.MACH_MSG_TYPE_PORT_SEND:
+                            enc.descriptors.append((NW.D_ENTRY, _entry_copy(a)))
+                            continue
+                        enc.descriptors.append((NW.D_PORT, self._export(a, b, to, to_inc)))
+                    else:
+                        enc.descriptors.append((NW.D_OOL, (1, view(a, b) if a else b"")))
+                        if a:
+                            regions.append((a, b))
+            enc.inline = raw[off:size]
+            payload = NW.encode(enc)
+        finally:
+            # (the regions were copied once, into the payload)
+            del enc
+            for a, b in regions:
+                vm_deallocate(SELF.task_name, a, b)
+        del raw
         seq = imp.seq
         imp.seq += 1
         room = NW.chunk_room(self.host, self.limit)

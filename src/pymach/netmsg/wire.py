@@ -315,7 +315,7 @@ def encode(m: Encoded) -> bytes:
             assert isinstance(value, tuple)
             flag, data = value
             out.append((_OOL.pack(flag, len(data)) if kind == D_OOL else _ENTRY.pack(flag, len(data))))
-            out.append(bytes(data))
+            out.append(data)  # (any buffer: copied once, by the join)
         else:
             raise WireError(f"no such descriptor kind: {kind}")
     out.append(m.inline)
@@ -323,8 +323,12 @@ def encode(m: Encoded) -> bytes:
 
 
 def decode(buf: bytes | bytearray | memoryview) -> Encoded:
-    """The message in ``buf``. Raises WireError for anything malformed."""
+    """The message in ``buf``. Raises WireError for anything malformed.
+    Out-of-line bytes of a writable ``buf`` (a reassembled message) are
+    views into it, not copies."""
     (remote_kind, msg_id, n), off = _unpack(_MHEAD, buf, 0)
+    mv = memoryview(buf)
+    whole = None if mv.readonly else mv
     if remote_kind not in (PORT_SEND, PORT_SEND_ONCE):
         raise WireError(f"a destination right of kind {remote_kind}")
     if n > len(buf):
@@ -339,7 +343,10 @@ def decode(buf: bytes | bytearray | memoryview) -> Encoded:
             m.descriptors.append((D_PORT, ref))
         elif kind in (D_OOL, D_ENTRY):
             (flag, size), off = _unpack(_OOL if kind == D_OOL else _ENTRY, buf, off)
-            data, off = _take(buf, off, size)
+            if off + size > len(buf):
+                raise WireError(f"truncated: {size} bytes wanted at {off} of {len(buf)}")
+            data = bytes(buf[off:off + size]) if whole is None else whole[off:off + size]
+            off += size
             m.descriptors.append((kind, (flag, data)))
         else:
             raise WireError(f"no such descriptor kind: {kind}")
