@@ -950,9 +950,10 @@ def test_any_bytes_are_a_frame_or_a_wire_error() -> None:
         except W.WireError:
             return
         if f.kind == W.MSG and f.offset == 0 and len(f.chunk) == f.total:
-            try:
-                W.decode(f.chunk)
-            except W.WireError:
-                pass
+            for buf in (f.chunk, bytearray(f.chunk)):  # (read-only: copies; writable: views)
+                try:
+                    W.decode(buf)
+                except W.WireError:
+                    pass
 
     check()
