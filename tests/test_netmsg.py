@@ -815,6 +815,8 @@ def test_frames_round_trip_and_chunk() -> None:
     m = W.Encoded(3, W.PORT_SEND, W.Ref("b", 1, 2, 0, W.PORT_SEND_ONCE),
                   [(W.D_PORT, r), (W.D_OOL, (1, b"x" * 10)), (W.D_PORT, None), (W.D_ENTRY, (3, b"e"))], b"abc")
     assert W.decode(W.encode(m)) == m
+    viewed = W.decode(bytearray(W.encode(m)))  # (a reassembled message: its bytes are views, equal)
+    assert viewed == m and isinstance(viewed.descriptors[1][1][1], memoryview)  # type: ignore[index]
     payload = os.urandom(5000)
     frames = W.chunks("h", 9, r, 4, payload, 300)
     assert all(len(f) <= 300 for f in frames) and len(frames) > 10
