@@ -444,6 +444,34 @@ def test_another_tasks_and_its_threads_ports_are_kept_here(port: int) -> None:
             M.mach_port_deallocate(T(), task.value)
 
 
+def test_a_task_that_exited_unreaped_has_its_ports_released(port: int) -> None:
+    """A task that exited and that its parent has not reaped yet (a
+    zombie: its /proc entry stays) is gone as well: the next call releases
+    its exception ports' rights."""
+    with Doomed(_child) as d:
+        d.ready()
+        task = M.mach_port_t()
+        assert M.task_for_pid(T(), d.pid, byref(task)) == OK
+        try:
+            assert M.task_set_exception_ports(task.value, M.EXC_MASK_BAD_ACCESS, port, M.EXCEPTION_DEFAULT, 0) == OK
+            M.mach_port_deallocate(T(), port)
+            assert status(port).mps_srights
+            os.kill(d.pid, signal.SIGKILL)  # not reaped: a zombie
+            deadline = time.monotonic() + 30
+            while _state(d.pid) != "Z":
+                assert time.monotonic() < deadline, _state(d.pid)
+                time.sleep(0.01)
+            assert get(M.task_get_exception_ports, T(), 2)[0] == OK
+            assert not status(port).mps_srights
+        finally:
+            M.mach_port_deallocate(T(), task.value)
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 # -- the host ---------------------------------------------------------------------------------
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="host_priv needs root (or CAP_IPC_LOCK)")

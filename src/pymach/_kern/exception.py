@@ -183,8 +183,15 @@ class _Table:
         self.actions: list[ExcAction] = [NO_ACTION] * EXC_TYPES_COUNT
 
     def alive(self) -> bool:
+        """While its process (or thread) runs: a process that exited and
+        is not yet reaped (a zombie, whose /proc entry stays) is gone."""
         pid, tid, start = self.ident
-        return procfs.start_time(pid, tid or None) == start
+        if procfs.start_time(pid, tid or None) != start:
+            return False
+        try:
+            return procfs.task_state(pid)[1] not in ("Z", "X")
+        except OSError:
+            return False
 
 
 _lock = threading.Lock()  # XNU's itk_lock, thread_mtx_lock and host_lock: every table here and SELF.exc_actions
