@@ -698,6 +698,59 @@ def test_a_proxy_told_that_it_is_fenced_takes_a_new_incarnation(hosts: Hosts) ->
             assert x.asked[-1] == ("hostA", second, "fenced.x") and not again.dead
 
 
+def test_a_send_once_right_passed_on_twice_follows_its_holders_whatever_order_the_lends_come_in(hosts: Hosts) -> None:
+    """hostA's send-once right goes to "hostS" (the test's NATS client),
+    which passes it on to "hostY", which passes it on to an incarnation of
+    "hostQ" that hostA has declared dead. hostY's LEND (Y → Q) reaches
+    hostA before hostS's (S → Y): hostA keeps it until hostY's turn, then
+    follows it, finds the right's holder dead, and releases the right: its
+    port gets the send-once notification (hostY beats all along: its lease
+    does not run out)."""
+    import asyncio
+    got: list[W.Ref] = []
+    beating = [True]
+
+    async def on_frame(nc: Any, f: W.Frame) -> None:
+        if f.kind == W.MSG and f.offset == 0 and len(f.chunk) == f.total:
+            ref = W.decode(bytes(f.chunk)).descriptors[0][1]
+            assert isinstance(ref, W.Ref)
+            got.append(ref)
+
+    with FakeHost(hosts.url, hosts.token, "hostS", W.Ref("hostS", 81, 8), on_frame) as x:
+        def lend(src: str, inc: int, ref: W.Ref, to: str, to_inc: int) -> None:
+            x.send("pm.hostA.in", W.pack(W.Frame(W.LEND, src, inc, ref.incarnation, ref.port_id, ref.generation,
+                                                 right=W.PORT_SEND_ONCE, count=1, to_host=to, to_incarnation=to_inc)))
+
+        async def beat() -> None:
+            while beating[0]:
+                await x.nc.publish("pm.hostA.in", W.pack(W.Frame(W.BEAT, "hostY", 5)))
+                await asyncio.sleep(0.3)
+
+        async def start_beating() -> None:
+            asyncio.ensure_future(beat())
+
+        for inc in (1, 2):  # hostQ restarted: its incarnation 1 is fenced at hostA
+            x.send("pm.hostA.in", W.pack(W.Frame(W.BEAT, "hostQ", inc)))
+        x.run(start_beating())
+        try:
+            with net.look_up("so.s", "hostS") as right, Port() as port:
+                with port.make_send_once() as once:
+                    right.send(Message(b"", id=1, rights=[once]), timeout=5)
+                assert _wait(lambda: bool(got))
+                (ref,) = got
+                assert ref.host == "hostA" and ref.kind == W.PORT_SEND_ONCE
+                lend("hostY", 5, ref, "hostQ", 1)  # out of turn: kept
+                with pytest.raises(M.MachError) as ei:
+                    port.receive(0.5)
+                assert ei.value.kr == M.MACH_RCV_TIMED_OUT
+                lend("hostS", 81, ref, "hostY", 5)  # the holder's: then hostY's is followed
+                m = port.receive(10)
+                assert m.id == M.MACH_NOTIFY_SEND_ONCE
+                m.release()
+        finally:
+            beating[0] = False
+
+
 def test_a_host_silent_for_the_lease_is_fenced_and_comes_back_as_a_new_incarnation(hosts: Hosts) -> None:
     """Two hosts of the test's own, "hostV" and "hostW" (NATS clients),
     look up a port of hostA; both beat, then hostV falls silent. Once hostA

@@ -122,6 +122,7 @@ DEAD_BEAT_FOR: Final = 600.0
 # bytes of a message of several chunks in flight ahead of what its home
 # holds (MORE frames say how much): NATS's buffers never hold more
 CHUNK_WINDOW: Final = 8 << 20
+FORWARDS_MAX: Final = 16     # LENDs of a send-once right kept ahead of their turn
 
 HDR: Final = MD.HDR
 PORT_DESC: Final = MD.PORT_DESC
@@ -142,6 +143,9 @@ class Export:
     task: asyncio.Task[None] | None = None
     busy: bool = False
     closing: bool = False
+    # a send-once right: who passed it on to whom, heard before the LEND
+    # that made the passer its holder
+    forwards: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -1092,14 +1096,25 @@ class Proxy:
             return
         holder = (to, f.to_incarnation)
         if e.kind == NW.PORT_SEND_ONCE:
-            if f.right != NW.PORT_SEND_ONCE or (f.src_host, f.src_incarnation) not in e.sent:
-                return  # not from its holder
-            if holder in self.fenced:
-                del self.exports[e.port_id]
-                self._deallocate(e.name)  # passed on to a host that is dead here: its port is notified
+            if f.right != NW.PORT_SEND_ONCE:
                 return
-            self.heard.setdefault(to, time.monotonic())  # its lease starts now
-            e.sent = {holder: 1}
+            src = (f.src_host, f.src_incarnation)
+            if src not in e.sent:
+                # passed on again by a host we have not yet heard it was
+                # passed to (LENDs from two hosts keep no order): kept
+                # until that host's turn comes
+                if len(e.forwards) < FORWARDS_MAX:
+                    e.forwards[src] = holder
+                return
+            while holder not in self.fenced:
+                after = e.forwards.pop(holder, None)
+                if after is None:
+                    self.heard.setdefault(holder[0], time.monotonic())  # its lease starts now
+                    e.sent = {holder: 1}
+                    return
+                holder = after
+            del self.exports[e.port_id]
+            self._deallocate(e.name)  # passed on to a host that is dead here: its port is notified
             return
         if f.right != NW.PORT_SEND:
             return
