@@ -69,8 +69,6 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
         nats.stop()
 
 
-
-
 def test_256_mib_out_of_line_arrives_whole_and_no_proxy_keeps_it(two: Two) -> None:
     data = os.urandom(BIG)
     want = struct.pack("<Q", BIG) + hashlib.sha256(data).digest()

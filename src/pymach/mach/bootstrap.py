@@ -59,7 +59,6 @@ from typing import Any, Final
 from .._kern import bootstrap_port as BP
 from .._kern import kern_return as K
 from .._kern import message_defs as MD
-from .._kern.ipc_notify import MACH_NOTIFY_SEND_ONCE
 from .._kern.task import BOOTSTRAP_PORT_NAME
 from . import bootstrap_defs as D
 from . import bootstrap_mig as BMIG
@@ -70,8 +69,7 @@ from .bootstrap_defs import (BOOTSTRAP_MAX_CMD_LEN, BOOTSTRAP_MAX_LOOKUP_COUNT, 
                              BOOTSTRAP_STATUS_INACTIVE, BOOTSTRAP_STATUS_ON_DEMAND, BOOTSTRAP_SUCCESS,
                              BOOTSTRAP_UNKNOWN_SERVICE, bootstrap_service_array_t, bootstrap_service_info_t,
                              bootstrap_status_t, cmd_t, name_t)
-from .mach_port import mach_msg
-from .mig import mach_msg_destroy, mig_reply_error_t
+from .mig import exchange, mach_msg_destroy, mig_reply_error_t
 
 bootstrap_port: Final = BOOTSTRAP_PORT_NAME
 """This task's bootstrap port: <servers/bootstrap.h>'s global, connected on
@@ -114,41 +112,10 @@ def bootstrap_port_disconnect() -> None:
 
 # -- the exchange -----------------------------------------------------------------------
 
-def _exchange(dest: int, build: Callable[[int, int], bytes], msg_id: int, rcv: D.bootstrap_reply_buffer_t) -> int:
-    """Send the request that ``build(dest, reply_port)`` makes (a stub of
-    bootstrap_mig) to ``dest`` with this thread's MAKE_SEND_ONCE reply port
-    and receive the reply into ``rcv``. MIG's codes: MIG_SERVER_DIED when
-    the reply right died unanswered, MIG_REPLY_MISMATCH for a stray reply."""
-    reply = BP.reply_port()
-    if not reply:
-        return K.KERN_RESOURCE_SHORTAGE
-    ok = False
-    try:
-        msg = build(dest, reply)
-        req = ctypes.create_string_buffer(msg, len(msg))
-        kr = mach_msg(req, MD.MACH_SEND_MSG, len(msg), 0, 0, MD.MACH_MSG_TIMEOUT_NONE, 0)
-        if kr:
-            return kr
-        kr = mach_msg(rcv.Head, MD.MACH_RCV_MSG, 0, sizeof(rcv), reply, MD.MACH_MSG_TIMEOUT_NONE, 0)
-        if kr:
-            return kr
-        got = rcv.Head.msgh_id
-        if got == MACH_NOTIFY_SEND_ONCE:
-            return K.MIG_SERVER_DIED
-        if got != msg_id + D.REPLY_ID_OFFSET:
-            mach_msg_destroy(rcv)
-            return K.MIG_REPLY_MISMATCH
-        ok = True
-        return K.KERN_SUCCESS
-    finally:
-        if not ok:
-            BP.discard_reply_port(reply)  # a reply may still come to it: the next call starts afresh
-
-
 def _call(bp: Any, build: Callable[[int, int], bytes], msg_id: int, rcv: D.bootstrap_reply_buffer_t) -> int:
-    """_exchange with the bootstrap port ``bp``, reconnected once if it is
+    """mig.exchange with the bootstrap port ``bp``, reconnected once if it is
     this process's and turns out dead (kern.bootstrap_port.call)."""
-    return BP.call(u32(bp), lambda dest: _exchange(dest, build, msg_id, rcv))
+    return BP.call(u32(bp), lambda dest: exchange(dest, build, msg_id, rcv))
 
 
 def _ret_code(rcv: D.bootstrap_reply_buffer_t, success_ok: bool = False) -> int:

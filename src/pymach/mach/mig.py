@@ -16,6 +16,7 @@ from .._kern import kern_return as K
 from .._kern import message_defs as MD
 from .._kern.task import SELF
 from ._args import u32
+from .._kern.ipc_notify import MACH_NOTIFY_SEND_ONCE
 from .._kern.ipc_space import MACH_PORT_TYPE_SEND_ONCE
 from .mach_port import mach_msg, mach_msg_destroy, mach_port_deallocate, mach_port_type
 from .message import MAX_TRAILER_SIZE, mach_msg_header_t
@@ -117,6 +118,43 @@ def _serve(demux: Demux, request: Any, reply: Any, options: int) -> int:
         # rather than waiting for ever
         _release_send_once(rp.Head.msgh_remote_port)
     return mr
+
+
+REPLY_ID_DELTA = 100  # MIG: a reply's id is the request's plus 100
+
+
+def exchange(dest: int, build: Callable[[int, int], bytes], msg_id: int, rcv: Any) -> int:
+    """What a MIG client stub does: send the request that ``build(dest,
+    reply_port)`` makes to ``dest`` with this thread's MAKE_SEND_ONCE reply
+    port, and receive the reply into ``rcv`` (a reply buffer structure
+    starting with its ``Head``). mach_msg's codes; MIG_SERVER_DIED when
+    the reply right died unanswered, MIG_REPLY_MISMATCH for a stray reply;
+    KERN_RESOURCE_SHORTAGE when no reply port can be had. After a failure
+    the reply port is replaced (a reply may still come to it)."""
+    reply = BP.reply_port()
+    if not reply:
+        return K.KERN_RESOURCE_SHORTAGE
+    ok = False
+    try:
+        msg = build(dest, reply)
+        req = ctypes.create_string_buffer(msg, len(msg))
+        kr = mach_msg(req, MD.MACH_SEND_MSG, len(msg), 0, 0, MD.MACH_MSG_TIMEOUT_NONE, 0)
+        if kr:
+            return kr
+        kr = mach_msg(rcv.Head, MD.MACH_RCV_MSG, 0, ctypes.sizeof(rcv), reply, MD.MACH_MSG_TIMEOUT_NONE, 0)
+        if kr:
+            return kr
+        got = rcv.Head.msgh_id
+        if got == MACH_NOTIFY_SEND_ONCE:
+            return K.MIG_SERVER_DIED
+        if got != msg_id + REPLY_ID_DELTA:
+            mach_msg_destroy(rcv)
+            return K.MIG_REPLY_MISMATCH
+        ok = True
+        return K.KERN_SUCCESS
+    finally:
+        if not ok:
+            BP.discard_reply_port(reply)
 
 
 def _release_send_once(name: int) -> None:

@@ -24,17 +24,14 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Final
 
-from .._kern import bootstrap_port as BP
 from .._kern import kern_return as K
 from .._kern import message_defs as MD
 from .._kern import netname_port as NP
-from .._kern.ipc_notify import MACH_NOTIFY_SEND_ONCE
 from . import netname_mig as NMIG
 from ._args import set_out, u32
 from .bootstrap import bootstrap_look_up, bootstrap_port
-from .mach_port import mach_msg
 from .message import mach_msg_audit_trailer_t, mach_msg_header_t
-from .mig import mach_msg_destroy, mig_reply_error_t
+from .mig import exchange, mach_msg_destroy, mig_reply_error_t
 
 # <servers/netname_defs.h> (Mach 3's netmsgserver)
 NETNAME_SUCCESS: Final = 0
@@ -125,39 +122,13 @@ def __getattr__(attr: str) -> int:
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-def _exchange(dest: int, msg: bytes, msg_id: int, rcv: netname_reply_buffer_t) -> int:
-    """Send ``msg`` (built with this thread's reply port) and receive the
-    reply into ``rcv``. MACH_SEND_INVALID_DEST for MACH_PORT_NULL or a dead
-    server port; MIG_SERVER_DIED when the reply right died unanswered (the
-    proxy went away), MIG_REPLY_MISMATCH for a stray reply."""
-    reply = NMIG.netname_version_request.unpack(msg)["msgh_local_port"]
-    req = ctypes.create_string_buffer(msg, len(msg))
-    kr = mach_msg(req, MD.MACH_SEND_MSG, len(msg), 0, 0, MD.MACH_MSG_TIMEOUT_NONE, 0)
-    if kr:
-        return kr
-    kr = mach_msg(rcv.Head, MD.MACH_RCV_MSG, 0, ctypes.sizeof(rcv), reply, MD.MACH_MSG_TIMEOUT_NONE, 0)
-    if kr:
-        return kr
-    got = rcv.Head.msgh_id
-    if got == MACH_NOTIFY_SEND_ONCE:
-        return K.MIG_SERVER_DIED
-    if got != msg_id + NMIG.REPLY_ID_DELTA:
-        mach_msg_destroy(rcv)
-        return K.MIG_REPLY_MISMATCH
-    return K.KERN_SUCCESS
-
-
 def _call(server: Any, build: Any, msg_id: int, rcv: netname_reply_buffer_t) -> int:
+    """The routine's exchange with the proxy (mig.exchange);
+    MACH_SEND_INVALID_DEST for MACH_PORT_NULL (no proxy runs)."""
     dest = u32(server)
     if not dest:
         return K.MACH_SEND_INVALID_DEST
-    reply = BP.reply_port()
-    if not reply:
-        return K.KERN_RESOURCE_SHORTAGE
-    kr = _exchange(dest, build(dest, reply), msg_id, rcv)
-    if kr and kr not in (K.MACH_SEND_INVALID_DEST, K.MACH_SEND_INVALID_RIGHT):
-        BP.discard_reply_port(reply)  # a reply may still come to it
-    return kr
+    return exchange(dest, build, msg_id, rcv)
 
 
 def _ret_code(rcv: netname_reply_buffer_t, size: int) -> int:

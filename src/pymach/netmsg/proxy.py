@@ -865,8 +865,7 @@ class Proxy:
             elif ref.incarnation == self.incarnation:
                 mine = self.exports.get(ref.port_id)
                 if mine is not None and mine.kind == NW.PORT_SEND_ONCE:
-                    del self.exports[ref.port_id]
-                    self._deallocate(mine.name)  # its port gets the send-once notification
+                    self._release_send_once(mine)
 
     def _deliver_now(self, e: Export, raw: bytes, keep: list[Any]) -> bool:
         """Deliver ``raw`` if the port has room now: False if it has none
@@ -1066,19 +1065,9 @@ class Proxy:
             if e is None:
                 return
             if f.right == NW.PORT_SEND_ONCE or e.kind == NW.PORT_SEND_ONCE:
-                del self.exports[f.port_id]
-                self._deallocate(e.name)
+                self._release_send_once(e)
                 return
-            # (a count below zero: a host lent references gave them back
-            # before its lender's LEND came; the port is kept until it does)
-            holder = (f.src_host, f.src_incarnation)
-            left = e.sent.get(holder, 0) - f.count
-            if left:
-                e.sent[holder] = left
-            else:
-                e.sent.pop(holder, None)
-            if not e.sent:
-                self._release_export(e)
+            self._count(e, (f.src_host, f.src_incarnation), -f.count)
         elif f.kind == NW.LEND:
             self._on_lend(f)
 
@@ -1113,21 +1102,33 @@ class Proxy:
                     e.sent = {holder: 1}
                     return
                 holder = after
-            del self.exports[e.port_id]
-            self._deallocate(e.name)  # passed on to a host that is dead here: its port is notified
+            self._release_send_once(e)  # passed on to a host that is dead here
             return
         if f.right != NW.PORT_SEND:
             return
         if holder in self.fenced:
             return  # that host is dead here: its references were dropped with it
         self.heard.setdefault(to, time.monotonic())  # its lease starts now
-        left = e.sent.get(holder, 0) + f.count
+        self._count(e, holder, f.count)
+
+    def _count(self, e: Export, holder: tuple[str, int], delta: int) -> None:
+        """``holder``'s count of references to ``e`` moves by ``delta``
+        (a count may go below zero: a host lent references gave them back
+        before its lender's LEND came; the port is kept until it does); the
+        right goes when no host holds any."""
+        left = e.sent.get(holder, 0) + delta
         if left:
             e.sent[holder] = left
         else:
             e.sent.pop(holder, None)
         if not e.sent:
             self._release_export(e)
+
+    def _release_send_once(self, e: Export) -> None:
+        """Our send-once right of ``e`` goes unused: its port gets the
+        send-once notification."""
+        del self.exports[e.port_id]
+        self._deallocate(e.name)
 
     def _release_export(self, e: Export) -> None:
         """No host holds a reference to ``e`` any more: our right goes (the
@@ -1216,8 +1217,7 @@ class Proxy:
             for k in gone:
                 del e.sent[k]
             if e.kind == NW.PORT_SEND_ONCE:
-                del self.exports[e.port_id]
-                self._deallocate(e.name)  # its port gets the send-once notification
+                self._release_send_once(e)
             elif not e.sent:
                 self._release_export(e)
 
@@ -1233,8 +1233,7 @@ class Proxy:
         self.outstanding.clear()
         for e in list(self.exports.values()):
             if e.kind == NW.PORT_SEND_ONCE:
-                del self.exports[e.port_id]
-                self._deallocate(e.name)
+                self._release_send_once(e)
             else:
                 self._release_export(e)
         old = self.incarnation
